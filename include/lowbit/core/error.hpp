@@ -1,0 +1,54 @@
+#pragma once
+// lowbit::error: every failure the library reports, with a code and a message
+// that says what is wrong and where.
+
+#include <stdexcept>
+#include <string>
+#include <string_view>
+
+#include "../detail/config.hpp"
+
+LOWBIT_NAMESPACE_BEGIN
+
+enum class errc {
+    invalid_argument,  ///< a parameter is out of its domain (bits, group size, ...)
+    shape_mismatch,    ///< sizes that must agree do not
+    not_divisible,     ///< a row does not divide into groups or blocks
+    non_finite,        ///< NaN or Inf where a finite value is required
+    unknown_format,    ///< a format name the registry does not know
+    unsupported,       ///< a valid request this build or CPU cannot serve
+    io,                ///< the operating system refused a read or write
+    corrupt_file,      ///< a file's contents contradict its own header
+};
+
+constexpr std::string_view to_string(errc c) noexcept {
+    switch (c) {
+    case errc::invalid_argument: return "invalid argument";
+    case errc::shape_mismatch: return "shape mismatch";
+    case errc::not_divisible: return "not divisible";
+    case errc::non_finite: return "non-finite value";
+    case errc::unknown_format: return "unknown format";
+    case errc::unsupported: return "unsupported";
+    case errc::io: return "i/o error";
+    case errc::corrupt_file: return "corrupt file";
+    }
+    return "error";
+}
+
+class error : public std::runtime_error {
+public:
+    error(errc code, const std::string& what)
+        : std::runtime_error("lowbit: " + std::string(to_string(code)) + ": " + what), code_(code) {}
+    errc code() const noexcept { return code_; }
+
+private:
+    errc code_;
+};
+
+LOWBIT_NAMESPACE_END
+
+// Engines built with -fno-exceptions define LOWBIT_THROW before including lowbit
+// (e.g. to log and abort).
+#ifndef LOWBIT_THROW
+#define LOWBIT_THROW(code, msg) throw ::lowbit::error((code), (msg))
+#endif

@@ -1,0 +1,50 @@
+#pragma once
+// The xsimd API differences between Debian's 8.1 and the 13/14 that vcpkg and
+// Conan ship, in one place. Kernels call these instead of the renamed functions.
+
+#include <xsimd/xsimd.hpp>
+
+#include "config.hpp"
+
+#ifndef XSIMD_VERSION_MAJOR
+#error "lowbit: cannot tell the xsimd version"
+#endif
+
+namespace lowbit::detail::simd {
+
+/// Horizontal sum of a batch (`hadd` in 8.x, `reduce_add` from 9.0).
+template <class T, class A>
+inline T reduce_add(const xsimd::batch<T, A>& b) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::reduce_add(b);
+#else
+    return xsimd::hadd(b);
+#endif
+}
+
+/// Reinterpret the bits of a batch as another element type of the same width
+/// (`bitwise_cast<batch<U,A>>` before 11.0, `bitwise_cast<U>` after).
+template <class U, class T, class A>
+inline xsimd::batch<U, A> bitcast(const xsimd::batch<T, A>& b) noexcept {
+#if XSIMD_VERSION_MAJOR >= 11
+    return xsimd::bitwise_cast<U>(b);
+#else
+    return xsimd::bitwise_cast<xsimd::batch<U, A>>(b);
+#endif
+}
+
+/// Max of a batch's lanes.
+template <class T, class A>
+inline T reduce_max(const xsimd::batch<T, A>& b) noexcept {
+#if XSIMD_VERSION_MAJOR >= 9
+    return xsimd::reduce_max(b);
+#else
+    alignas(64) T buf[xsimd::batch<T, A>::size];
+    b.store_aligned(buf);
+    T m = buf[0];
+    for (std::size_t i = 1; i < xsimd::batch<T, A>::size; ++i) m = buf[i] > m ? buf[i] : m;
+    return m;
+#endif
+}
+
+}  // namespace lowbit::detail::simd

@@ -1,0 +1,9 @@
+#pragma once
+// Everything a per-arch dispatch TU instantiates (see kernels/dispatch.hpp and
+// cmake/lowbitDispatch.cmake). Each kernel header defines a LOWBIT_KERNELS_*
+// list; add it here when adding a kernel header.
+
+#include "dequantize.hpp"
+
+#define LOWBIT_INSTANTIATE_ALL_KERNELS(ARCH) \
+    LOWBIT_KERNELS_DEQUANTIZE(LOWBIT_EMPTY_TOKEN, ARCH)
