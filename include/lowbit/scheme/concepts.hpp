@@ -3,6 +3,7 @@
 // each value becomes a code and back.
 
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 
@@ -55,5 +56,16 @@ concept table_scheme = scheme<S> && S::family == kernel_family::table && require
 template <class S>
 concept affine_scheme = scheme<S> && S::family == kernel_family::affine &&
                         std::same_as<typename S::params, affine_params>;
+
+/// Bits a scheme stores per group for its params (scale, stored zero-point,
+/// bias), for bits-per-weight accounting. Schemes say so with param_bits();
+/// without it one fp32 scale is assumed.
+template <class S>
+constexpr std::size_t stored_param_bits(const S& s) noexcept {
+    if constexpr (requires { { s.param_bits() } -> std::convertible_to<std::size_t>; })
+        return static_cast<std::size_t>(s.param_bits());
+    else
+        return 32;
+}
 
 LOWBIT_NAMESPACE_END

@@ -1,0 +1,134 @@
+#pragma once
+// Double quantization: the vector of first-level scales quantized again by a
+// second scheme, in blocks. Covers bitsandbytes' nested absmax (offset = mean,
+// 8-bit dynamic map over blocks of 256), K-quant sub-scales (6-bit codes under
+// an fp16 scale per super-block) and NVFP4's E4M3 block scales under one FP32
+// per-tensor scale.
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "scheme/concepts.hpp"
+
+LOWBIT_NAMESPACE_BEGIN
+
+/// No second level: scales are stored as the first-level scheme says.
+struct no_double_quant {};
+
+template <scheme S2>
+struct double_quant {
+    S2 scheme{};
+    /// Scales per second-level group; 0 = all scales of the matrix in one group.
+    /// Under super_block granularity the super-block decides and this is ignored.
+    std::size_t block = 256;
+    /// Subtract the mean of all scales first and store it (bitsandbytes' offset).
+    bool subtract_mean = false;
+    /// Encode first-level values with the quantized scales (K-quants, NVFP4) or
+    /// with the original ones (bitsandbytes encodes with the fp32 absmax and
+    /// quantizes the absmax afterwards).
+    bool encode_with_quantized = true;
+};
+
+template <class T>
+inline constexpr bool is_double_quant_v = false;
+template <class S2>
+inline constexpr bool is_double_quant_v<double_quant<S2>> = true;
+
+/// The stored second level: one code per first-level scale, second-level
+/// params per block, and the offset.
+struct second_level {
+    int bits = 0;
+    std::size_t block = 0;
+    std::vector<std::uint8_t> codes;          ///< one per first-level scale
+    std::vector<float> scale, zero, bias;     ///< one per block (zero/bias empty when unused)
+    float offset = 0.0f;
+    std::size_t param_bits = 0;               ///< stored bits per block for its params
+    bool has_offset = false;
+
+    std::size_t stored_bits() const noexcept {
+        return codes.size() * static_cast<std::size_t>(bits) + scale.size() * param_bits + (has_offset ? 32u : 0u);
+    }
+};
+
+namespace detail {
+
+template <class P>
+inline void split_params(const P& p, std::vector<float>& scale, std::vector<float>& zero, std::vector<float>& bias,
+                         std::size_t i) {
+    scale[i] = p.scale;
+    if constexpr (requires { p.zero; p.bias; }) {
+        zero[i] = p.zero;
+        bias[i] = p.bias;
+    } else {
+        (void)zero;
+        (void)bias;
+    }
+}
+
+template <class P>
+inline P join_params(const std::vector<float>& scale, const std::vector<float>& zero, const std::vector<float>& bias,
+                     std::size_t i) {
+    P p{};
+    p.scale = scale[i];
+    if constexpr (requires { p.zero; p.bias; }) {
+        if (!zero.empty()) p.zero = zero[i];
+        if (!bias.empty()) p.bias = bias[i];
+    }
+    return p;
+}
+
+/// Quantize `scales` in blocks of `block` (the last may be short) with `dq`,
+/// store the second level and write the effective (dequantized) scales.
+template <class S2>
+second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> scales, std::size_t block,
+                             std::span<float> effective) {
+    second_level out;
+    out.bits = S2::bits;
+    const std::size_t n = scales.size();
+    out.block = block == 0 ? (n ? n : 1) : block;
+    std::vector<float> centred(scales.begin(), scales.end());
+    if (dq.subtract_mean && n) {
+        double sum = 0;
+        for (float s : scales) sum += s;
+        // bitsandbytes takes the mean in float32 (torch.mean); accumulate wide, round once.
+        out.offset = static_cast<float>(sum / static_cast<double>(n));
+        out.has_offset = true;
+        for (float& s : centred) s -= out.offset;
+    }
+    const std::size_t nblocks = (n + out.block - 1) / out.block;
+    out.codes.resize(n);
+    out.scale.resize(nblocks);
+    constexpr bool affine2 = requires(typename S2::params p) { p.zero; };
+    if constexpr (affine2) {
+        out.zero.resize(nblocks);
+        out.bias.resize(nblocks);
+    }
+    for (std::size_t b = 0; b < nblocks; ++b) {
+        const std::size_t lo = b * out.block, hi = std::min(n, lo + out.block);
+        std::span<const float> x(centred.data() + lo, hi - lo);
+        const auto p = dq.scheme.fit(x, {});
+        split_params(p, out.scale, out.zero, out.bias, b);
+        for (std::size_t i = lo; i < hi; ++i) {
+            out.codes[i] = dq.scheme.encode(centred[i], p);
+            effective[i] = dq.scheme.decode(out.codes[i], p) + out.offset;
+        }
+    }
+    if constexpr (affine2) {
+        bool any_zero = false, any_bias = false;
+        for (std::size_t b = 0; b < nblocks; ++b) {
+            any_zero |= out.zero[b] != 0.0f;
+            any_bias |= out.bias[b] != 0.0f;
+        }
+        if (!any_zero) out.zero.clear();
+        if (!any_bias) out.bias.clear();
+    }
+    out.param_bits = stored_param_bits(dq.scheme);
+    return out;
+}
+
+}  // namespace detail
+
+LOWBIT_NAMESPACE_END

@@ -1,0 +1,338 @@
+#pragma once
+// quantizer<Scheme, DoubleQuant>: a scheme times a granularity, optionally
+// with its scales quantized again, turning a float matrix into an owning
+// quantized matrix (packed codes + params) and back.
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/error.hpp"
+#include "core/view.hpp"
+#include "double_quant.hpp"
+#include "granularity.hpp"
+#include "kernels/dequantize.hpp"
+#include "pack/bits.hpp"
+#include "scheme/concepts.hpp"
+
+LOWBIT_NAMESPACE_BEGIN
+
+/// What every quantized matrix offers, whatever its scheme: the run-time tier
+/// (registry, tools, file formats) works through this.
+class quantized_base {
+public:
+    virtual ~quantized_base() = default;
+    virtual std::size_t rows() const noexcept = 0;
+    virtual std::size_t cols() const noexcept = 0;
+    /// Every stored bit (codes, scales, zero-points, second-level state) per weight.
+    virtual double bits_per_weight() const noexcept = 0;
+    virtual std::size_t storage_bytes() const noexcept = 0;
+    /// Dequantize rows [range) into the same rows of `out` (rows x cols).
+    virtual void dequantize(matrix_view<float> out, row_range range = all_rows) const = 0;
+    /// Dequantize to fp32/fp16/bf16 (fp16/bf16 as uint16_t bit patterns), rows [range).
+    virtual void dequantize_to(void* out, std::size_t out_stride, kernels::out_type type,
+                               row_range range = all_rows) const = 0;
+};
+
+/// lowbit's own planar layout: each row's codes as an LSB-first bit stream
+/// padded to a byte, params as separate float arrays (one entry per group),
+/// and the second level when the scales were quantized again.
+template <scheme S>
+class quantized final : public quantized_base {
+public:
+    using scheme_type = S;
+    using params_type = typename S::params;
+
+    S scheme{};
+    granularity gran{};
+    group_layout layout{};
+    std::size_t n_rows = 0, n_cols = 0;
+    std::size_t code_stride = 0;            ///< bytes per row of codes
+    std::vector<std::uint8_t> codes;        ///< rows * code_stride
+    std::vector<float> scale, zero, bias;   ///< effective params; zero/bias empty when all 0
+    std::optional<second_level> scales_q;   ///< present under double quantization
+
+    std::size_t rows() const noexcept override { return n_rows; }
+    std::size_t cols() const noexcept override { return n_cols; }
+
+    params_type params(std::size_t g) const noexcept { return detail::join_params<params_type>(scale, zero, bias, g); }
+    params_type params_at(std::size_t r, std::size_t c) const noexcept { return params(layout.index(r, c)); }
+    std::uint8_t code_at(std::size_t r, std::size_t c) const noexcept {
+        const std::uint8_t* row = codes.data() + r * code_stride;
+        const std::size_t bit = c * S::bits;
+        unsigned v = row[bit / 8];
+        if (bit % 8 + S::bits > 8) v |= static_cast<unsigned>(row[bit / 8 + 1]) << 8;
+        return static_cast<std::uint8_t>((v >> (bit % 8)) & ((1u << S::bits) - 1u));
+    }
+
+    std::size_t stored_bits() const noexcept {
+        std::size_t b = codes.size() * 8;
+        const std::size_t per_group = stored_param_bits(scheme);
+        if (scales_q)  // the scale itself is now a second-level code
+            b += scales_q->stored_bits() + layout.count * (per_group - std::min(per_group, scale_bits()));
+        else
+            b += layout.count * per_group;
+        return b;
+    }
+    std::size_t storage_bytes() const noexcept override { return (stored_bits() + 7) / 8; }
+    double bits_per_weight() const noexcept override {
+        const double n = static_cast<double>(n_rows) * static_cast<double>(n_cols);
+        return n > 0 ? static_cast<double>(stored_bits()) / n : 0.0;
+    }
+
+    void dequantize(matrix_view<float> out, row_range range = all_rows) const override {
+        check_out(out.rows(), out.cols());
+        dequantize_to(out.data(), out.stride(), kernels::out_type::f32, range);
+    }
+
+    void dequantize_to(void* out, std::size_t out_stride, kernels::out_type type,
+                       row_range range = all_rows) const override {
+        if (out == nullptr && n_rows && n_cols) LOWBIT_THROW(errc::invalid_argument, "dequantize: null output");
+        if (out_stride < n_cols)
+            LOWBIT_THROW(errc::shape_mismatch, "dequantize: output row stride " + std::to_string(out_stride) +
+                                                   " is smaller than the " + std::to_string(n_cols) + " columns");
+        const std::size_t r0 = std::min(range.begin, n_rows), r1 = std::min(range.end, n_rows);
+        if (r0 >= r1 || n_cols == 0) return;
+        const std::size_t esize = type == kernels::out_type::f32 ? 4 : 2;
+        void* o = static_cast<unsigned char*>(out) + r0 * out_stride * esize;
+        const float* sc = scale.data() + r0 * layout.param_stride;
+        if constexpr (S::family == kernel_family::affine) {
+            kernels::affine_job j{};
+            j.codes = codes.data() + r0 * code_stride;
+            j.code_stride = code_stride;
+            j.bits = S::bits;
+            j.rows = r1 - r0;
+            j.cols = n_cols;
+            j.group = layout.group;
+            j.scale = sc;
+            j.zero = zero.empty() ? nullptr : zero.data() + r0 * layout.param_stride;
+            j.bias = bias.empty() ? nullptr : bias.data() + r0 * layout.param_stride;
+            j.param_stride = layout.param_stride;
+            j.out = o;
+            j.out_stride = out_stride;
+            j.type = type;
+            kernels::dequantize_affine(j);
+        } else {
+            const auto table = scheme.table();
+            kernels::table_job j{};
+            j.codes = codes.data() + r0 * code_stride;
+            j.code_stride = code_stride;
+            j.bits = S::bits;
+            j.rows = r1 - r0;
+            j.cols = n_cols;
+            j.group = layout.group;
+            j.table = table.data();
+            j.scale = sc;
+            j.param_stride = layout.param_stride;
+            j.out = o;
+            j.out_stride = out_stride;
+            j.type = type;
+            kernels::dequantize_table(j);
+        }
+    }
+
+    /// Scalar dequantize through the scheme's own decode: the oracle the
+    /// kernels are tested against.
+    void dequantize_ref(matrix_view<float> out) const {
+        check_out(out.rows(), out.cols());
+        for (std::size_t r = 0; r < n_rows; ++r)
+            for (std::size_t c = 0; c < n_cols; ++c) out(r, c) = scheme.decode(code_at(r, c), params_at(r, c));
+    }
+
+private:
+    /// Bits of the stored params that are the scale (what double quantization replaces).
+    std::size_t scale_bits() const noexcept {
+        if constexpr (requires { scheme.scale_bits(); })
+            return static_cast<std::size_t>(scheme.scale_bits());
+        else
+            return stored_param_bits(scheme);
+    }
+    void check_out(std::size_t r, std::size_t c) const {
+        if (r != n_rows || c != n_cols)
+            LOWBIT_THROW(errc::shape_mismatch, "dequantize: output is " + std::to_string(r) + " x " + std::to_string(c) +
+                                                   ", the quantized matrix is " + std::to_string(n_rows) + " x " +
+                                                   std::to_string(n_cols));
+    }
+};
+
+namespace detail {
+
+inline void check_finite(matrix_view<const float> w) {
+    for (std::size_t r = 0; r < w.rows(); ++r) {
+        const auto row = w.row(r);
+        for (std::size_t c = 0; c < row.size(); ++c)
+            if (!std::isfinite(row[c]))
+                LOWBIT_THROW(errc::non_finite, std::string("weight (") + std::to_string(r) + ", " + std::to_string(c) +
+                                                   ") is " + (std::isnan(row[c]) ? "NaN" : "infinite"));
+    }
+}
+
+inline void check_importance(std::span<const float> imp, std::size_t rows, std::size_t cols) {
+    if (!imp.empty() && imp.size() != cols && imp.size() != rows * cols)
+        LOWBIT_THROW(errc::shape_mismatch, "importance has " + std::to_string(imp.size()) +
+                                               " values; expected none, one per input column (" + std::to_string(cols) +
+                                               ") or one per weight (" + std::to_string(rows * cols) + ")");
+    for (std::size_t i = 0; i < imp.size(); ++i)
+        if (!(imp[i] >= 0.0f) || !std::isfinite(imp[i]))
+            LOWBIT_THROW(errc::invalid_argument,
+                         "importance[" + std::to_string(i) + "] must be finite and non-negative");
+}
+
+}  // namespace detail
+
+template <scheme S, class DQ = no_double_quant>
+class quantizer {
+public:
+    S scheme{};
+    granularity gran = per_group(128);
+    DQ dq{};
+
+    quantizer() = default;
+    quantizer(S s, granularity g, DQ d = {}) : scheme(std::move(s)), gran(g), dq(std::move(d)) {}
+
+    /// Quantize `w`. `importance` is empty, one weight per input column
+    /// (imatrix / AWQ statistics) or one per element; searches minimise the
+    /// importance-weighted squared error.
+    quantized<S> quantize(matrix_view<const float> w, std::span<const float> importance = {}) const {
+        const std::size_t rows = w.rows(), cols = w.cols();
+        quantized<S> q;
+        q.scheme = scheme;
+        q.gran = gran;
+        q.n_rows = rows;
+        q.n_cols = cols;
+        q.layout = layout_for(gran, rows, cols);
+        q.code_stride = packed_bytes(cols, S::bits);
+        if (rows == 0 || cols == 0) return q;
+        detail::check_finite(w);
+        detail::check_importance(importance, rows, cols);
+
+        const group_layout& L = q.layout;
+        std::vector<typename S::params> params(L.count);
+        fit_all(w, importance, L, params);
+
+        // Second level: quantize the scales, then decide which scales encode.
+        std::vector<float> effective(L.count);
+        if constexpr (is_double_quant_v<DQ>) {
+            std::vector<float> s(L.count);
+            for (std::size_t g = 0; g < L.count; ++g) s[g] = params[g].scale;
+            const std::size_t block = gran.kind == granularity_kind::super_block ? L.super : dq.block;
+            q.scales_q = detail::quantize_scales(dq, s, block, effective);
+            if (dq.encode_with_quantized)
+                for (std::size_t g = 0; g < L.count; ++g) params[g].scale = effective[g];
+        } else {
+            for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
+        }
+
+        encode_all(w, L, params, q);
+
+        q.scale = effective;
+        if constexpr (requires(typename S::params p) { p.zero; p.bias; }) {
+            q.zero.resize(L.count);
+            q.bias.resize(L.count);
+            bool any_zero = false, any_bias = false;
+            for (std::size_t g = 0; g < L.count; ++g) {
+                q.zero[g] = params[g].zero;
+                q.bias[g] = params[g].bias;
+                any_zero |= params[g].zero != 0.0f;
+                any_bias |= params[g].bias != 0.0f;
+            }
+            if (!any_zero) q.zero.clear();
+            if (!any_bias) q.bias.clear();
+        }
+        return q;
+    }
+
+private:
+    void fit_all(matrix_view<const float> w, std::span<const float> imp, const group_layout& L,
+                 std::vector<typename S::params>& params) const {
+        const std::size_t rows = w.rows(), cols = w.cols();
+        const bool per_elem = imp.size() == rows * cols && imp.size() != cols;
+        if (gran.kind == granularity_kind::per_tensor || gran.kind == granularity_kind::per_input_channel) {
+            // Groups that cross rows: gather them.
+            const bool tensor = gran.kind == granularity_kind::per_tensor;
+            const std::size_t ngroups = tensor ? 1 : cols, len = tensor ? rows * cols : rows;
+            std::vector<float> x(len), iw(imp.empty() ? 0 : len);
+            for (std::size_t g = 0; g < ngroups; ++g) {
+                std::size_t k = 0;
+                for (std::size_t r = 0; r < rows; ++r)
+                    for (std::size_t c = tensor ? 0 : g; c < (tensor ? cols : g + 1); ++c, ++k) {
+                        x[k] = w(r, c);
+                        if (!iw.empty()) iw[k] = per_elem ? imp[r * cols + c] : imp[c];
+                    }
+                params[g] = scheme.fit(x, iw);
+            }
+            return;
+        }
+        std::vector<float> iw(imp.empty() ? 0 : L.group);
+        for (std::size_t r = 0; r < rows; ++r) {
+            const auto row = w.row(r);
+            for (std::size_t c0 = 0; c0 < cols; c0 += L.group) {
+                std::span<const float> x(row.data() + c0, L.group);
+                if (!iw.empty())
+                    for (std::size_t k = 0; k < L.group; ++k) iw[k] = per_elem ? imp[r * cols + c0 + k] : imp[c0 + k];
+                params[L.index(r, c0)] = scheme.fit(x, iw);
+            }
+        }
+    }
+
+    void encode_all(matrix_view<const float> w, const group_layout& L, const std::vector<typename S::params>& params,
+                    quantized<S>& q) const {
+        const std::size_t rows = w.rows(), cols = w.cols();
+        q.codes.assign(rows * q.code_stride, 0);
+        std::vector<std::uint8_t> row_codes(cols);
+        for (std::size_t r = 0; r < rows; ++r) {
+            const auto row = w.row(r);
+            for (std::size_t c = 0; c < cols; ++c) row_codes[c] = scheme.encode(row[c], params[L.index(r, c)]);
+            pack_bits(row_codes, S::bits, std::span<std::uint8_t>(q.codes.data() + r * q.code_stride, q.code_stride));
+        }
+    }
+};
+
+/// Quantize then dequantize with the same arithmetic as the real path (QAT's
+/// forward pass). `out` may alias `w`.
+template <scheme S, class DQ>
+void fake_quantize(const quantizer<S, DQ>& qz, matrix_view<const float> w, matrix_view<float> out,
+                   std::span<const float> importance = {}) {
+    const auto q = qz.quantize(w, importance);
+    q.dequantize(out);
+}
+
+/// The straight-through estimator's gradient mask for `w` under `q`: 1 where the
+/// value lies inside its group's representable range (an affine value whose
+/// unclamped code round(x/scale)+zero falls in [0, 2^b-1]; a table value
+/// within [min, max] of table * scale), 0 where quantization clipped it.
+template <scheme S>
+void ste_mask(const quantized<S>& q, matrix_view<const float> w, matrix_view<float> mask) {
+    if (w.rows() != q.rows() || w.cols() != q.cols() || mask.rows() != q.rows() || mask.cols() != q.cols())
+        LOWBIT_THROW(errc::shape_mismatch, "ste_mask: weights, mask and quantized matrix must have the same shape");
+    constexpr int qmax = (1 << S::bits) - 1;
+    for (std::size_t r = 0; r < q.rows(); ++r)
+        for (std::size_t c = 0; c < q.cols(); ++c) {
+            const auto p = q.params_at(r, c);
+            const float x = w(r, c);
+            bool inside;
+            if constexpr (S::family == kernel_family::affine) {
+                if (p.scale == 0.0f) {
+                    inside = true;
+                } else {
+                    const float lo = q.scheme.decode(0, p), hi = q.scheme.decode(qmax, p);
+                    const float a = std::min(lo, hi), b = std::max(lo, hi), half = std::fabs(p.scale) * 0.5f;
+                    inside = x >= a - half && x <= b + half;
+                }
+            } else {
+                const auto t = q.scheme.table();
+                const auto [mn, mx] = std::minmax_element(t.begin(), t.end());
+                const float a = std::min(*mn * p.scale, *mx * p.scale), b = std::max(*mn * p.scale, *mx * p.scale);
+                inside = x >= a && x <= b;
+            }
+            mask(r, c) = inside ? 1.0f : 0.0f;
+        }
+}
+
+LOWBIT_NAMESPACE_END
