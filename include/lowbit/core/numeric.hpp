@@ -275,7 +275,7 @@ constexpr int e8m0_exponent_for_mx(float amax, int emax_elem) noexcept {
     if (ax >= 0x00800000u) {
         floor_log2 = static_cast<int>(ax >> 23) - 127;
     } else if (ax != 0) {  // float subnormal: locate the leading one
-        floor_log2 = -150 + std::bit_width(ax);
+        floor_log2 = static_cast<int>(std::bit_width(ax)) - 150;
     }
     int x = floor_log2 - emax_elem;
     if (x < -127) x = -127;
