@@ -47,19 +47,30 @@ inline void check_matrix_codes_fit(matrix_view<const std::uint8_t> codes, int k,
                                                          ") does not fit in " + std::to_string(k) + " bits");
 }
 
-inline void check_room(std::size_t have, std::size_t need, std::string_view what, std::string_view where) {
-    if (have < need)
-        LOWBIT_THROW(errc::shape_mismatch, std::string(where) + ": " + std::string(what) + " holds " +
-                                               std::to_string(have) + " elements, " + std::to_string(need) +
-                                               " are needed");
+// The size checks compare inline and throw from a separate [[noreturn]]
+// function, so the optimiser sees that the writes after a failed check are
+// unreachable (otherwise GCC's -Wstringop-overflow flags them).
+[[noreturn]] inline void throw_no_room(std::size_t have, std::size_t need, std::string_view what,
+                                       std::string_view where) {
+    LOWBIT_THROW(errc::shape_mismatch, std::string(where) + ": " + std::string(what) + " holds " +
+                                           std::to_string(have) + " elements, " + std::to_string(need) +
+                                           " are needed");
 }
 
-inline void check_shape(std::size_t rows, std::size_t cols, std::size_t want_rows, std::size_t want_cols,
-                        std::string_view what, std::string_view where) {
-    if (rows != want_rows || cols != want_cols)
-        LOWBIT_THROW(errc::shape_mismatch, std::string(where) + ": " + std::string(what) + " is " +
-                                               std::to_string(rows) + " x " + std::to_string(cols) + ", expected " +
-                                               std::to_string(want_rows) + " x " + std::to_string(want_cols));
+constexpr void check_room(std::size_t have, std::size_t need, std::string_view what, std::string_view where) {
+    if (have < need) throw_no_room(have, need, what, where);
+}
+
+[[noreturn]] inline void throw_bad_shape(std::size_t rows, std::size_t cols, std::size_t want_rows,
+                                         std::size_t want_cols, std::string_view what, std::string_view where) {
+    LOWBIT_THROW(errc::shape_mismatch, std::string(where) + ": " + std::string(what) + " is " + std::to_string(rows) +
+                                           " x " + std::to_string(cols) + ", expected " + std::to_string(want_rows) +
+                                           " x " + std::to_string(want_cols));
+}
+
+constexpr void check_shape(std::size_t rows, std::size_t cols, std::size_t want_rows, std::size_t want_cols,
+                           std::string_view what, std::string_view where) {
+    if (rows != want_rows || cols != want_cols) throw_bad_shape(rows, cols, want_rows, want_cols, what, where);
 }
 
 // The k-bit stream kernels below are shared by every layout whose fields run

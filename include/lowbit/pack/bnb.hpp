@@ -57,18 +57,19 @@ inline void pack_nibbles(std::span<const std::uint8_t> codes, nibble_order order
     const std::size_t need = packed_nibble_bytes(n, order);
     detail::check_room(out.size(), need, "output", where);
     detail::check_codes_fit(codes, 4, where);
+    const auto dst = out.first(need);
     const auto nib = [&](std::size_t i) -> unsigned { return i < n ? codes[i] : 0u; };
     switch (order) {
     case nibble_order::bnb_high_first:
-        for (std::size_t j = 0; j < need; ++j) out[j] = static_cast<std::uint8_t>(nib(2 * j) << 4 | nib(2 * j + 1));
+        for (std::size_t j = 0; j < dst.size(); ++j) dst[j] = static_cast<std::uint8_t>(nib(2 * j) << 4 | nib(2 * j + 1));
         break;
     case nibble_order::low_first:
-        for (std::size_t j = 0; j < need; ++j) out[j] = static_cast<std::uint8_t>(nib(2 * j) | nib(2 * j + 1) << 4);
+        for (std::size_t j = 0; j < dst.size(); ++j) dst[j] = static_cast<std::uint8_t>(nib(2 * j) | nib(2 * j + 1) << 4);
         break;
     case nibble_order::ggml_block32:
         for (std::size_t b = 0; b < n / 32; ++b)
             for (std::size_t j = 0; j < 16; ++j)
-                out[16 * b + j] = static_cast<std::uint8_t>(codes[32 * b + j] | codes[32 * b + j + 16] << 4);
+                dst[16 * b + j] = static_cast<std::uint8_t>(codes[32 * b + j] | codes[32 * b + j + 16] << 4);
         break;
     }
 }
