@@ -1,0 +1,317 @@
+#pragma once
+// Integer affine schemes, 1..8 bits: symmetric (absmax or ggml's signed
+// maximum), asymmetric with an integer zero-point (GPTQ, AWQ), asymmetric with
+// a float offset (torchao int4) and MLX's affine rule.
+//
+// Every mode fills affine_params so that decode is, as three separate float
+// operations, (float(q) - zero) * scale + bias. fit rounds what it stores
+// (scale, float offsets) to `scale_type` first, and encode works from those
+// stored values, so decode reproduces exactly what a kernel reading the
+// stored params computes.
+
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+
+#include "../core/error.hpp"
+#include "../core/numeric.hpp"
+#include "concepts.hpp"
+
+LOWBIT_NAMESPACE_BEGIN
+
+/// Storage type of a scheme's float params (scales, float zero-points and biases).
+enum class param_dtype : std::uint8_t { f32, f16, bf16 };
+
+constexpr int param_dtype_bits(param_dtype t) noexcept { return t == param_dtype::f32 ? 32 : 16; }
+
+constexpr const char* to_string(param_dtype t) noexcept {
+    switch (t) {
+    case param_dtype::f32: return "f32";
+    case param_dtype::f16: return "f16";
+    case param_dtype::bf16: return "bf16";
+    }
+    return "?";
+}
+
+/// `v` rounded (to nearest even) to `t` and widened back: the value a reader of
+/// the stored param sees. Overflow gives +-Inf (fp16 above 65504).
+constexpr float round_to_param_dtype(float v, param_dtype t) noexcept {
+    switch (t) {
+    case param_dtype::f32: return v;
+    case param_dtype::f16: return fp16_to_float(float_to_fp16(v));
+    case param_dtype::bf16: return bf16_to_float(float_to_bf16(v));
+    }
+    return v;
+}
+
+/// How an affine scheme maps a group onto integer codes; see affine<>.
+enum class affine_mode : std::uint8_t { symmetric, symmetric_signed_max, asymmetric, asymmetric_float, mlx };
+
+namespace detail {
+
+// The product of a decode or encode step must be rounded before the add that
+// follows: a fused multiply-add (which -ffp-contract=fast emits under -mfma)
+// would give different bits from the kernels and from the owners' code.
+inline float unfused(float v) noexcept {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __asm__("" : "+x"(v));
+#elif defined(__GNUC__) && defined(__aarch64__)
+    __asm__("" : "+w"(v));
+#else
+    volatile float t = v;
+    v = t;
+#endif
+    return v;
+}
+
+// Round half to even, independent of the floating-point environment
+// (torch.round, std::rint under the default mode).
+inline float round_even(float v) noexcept {
+    if (!(std::fabs(v) < 8388608.0f)) return v;  // |v| >= 2^23 is integral already (or NaN)
+    const float f = std::floor(v);
+    const float d = v - f;  // exact: f and v share the binade or f is 0
+    if (d > 0.5f) return f + 1.0f;
+    if (d < 0.5f) return f;
+    return std::fmod(f, 2.0f) == 0.0f ? f : f + 1.0f;
+}
+
+inline float clamp_code(float v, float hi) noexcept {
+    if (!(v > 0.0f)) return 0.0f;  // also NaN
+    return v > hi ? hi : v;
+}
+
+// A stored scale: rounded to its type, never 0 when the exact one is not (a
+// group that tiny keeps the smallest step the type has), and an error when the
+// type cannot hold it.
+inline float store_scale(float s, param_dtype t, const char* who) {
+    float r = round_to_param_dtype(s, t);
+    if (std::isinf(r) || std::isnan(r))
+        LOWBIT_THROW(errc::invalid_argument, std::string(who) + ": scale " + std::to_string(s) +
+                                                 " does not fit the " + to_string(t) + " scale type");
+    if (r == 0.0f && s != 0.0f) {
+        const float tiny = t == param_dtype::f16    ? 0x1p-24f
+                           : t == param_dtype::bf16 ? 0x1p-133f
+                                                    : std::numeric_limits<float>::denorm_min();
+        r = std::signbit(s) ? -tiny : tiny;
+    }
+    return r;
+}
+
+inline float store_offset(float v, param_dtype t, const char* who) {
+    const float r = round_to_param_dtype(v, t);
+    if (std::isinf(r))
+        LOWBIT_THROW(errc::invalid_argument, std::string(who) + ": offset " + std::to_string(v) +
+                                                 " does not fit the " + to_string(t) + " scale type");
+    return r;
+}
+
+struct group_stats {
+    float min = 0, max = 0;
+    float signed_absmax = 0;  ///< the element of largest magnitude, first one on ties
+    bool constant = true;     ///< every element equal (true for an empty group)
+};
+
+inline group_stats stats_of(std::span<const float> x) noexcept {
+    group_stats s;
+    if (x.empty()) return s;
+    s.min = s.max = s.signed_absmax = x[0];
+    float amax = std::fabs(x[0]);
+    for (std::size_t i = 1; i < x.size(); ++i) {
+        const float v = x[i];
+        if (v < s.min) s.min = v;
+        if (v > s.max) s.max = v;
+        if (std::fabs(v) > amax) {
+            amax = std::fabs(v);
+            s.signed_absmax = v;
+        }
+        if (v != x[0]) s.constant = false;
+    }
+    return s;
+}
+
+template <int Bits, affine_mode Mode>
+struct affine_name {
+    static constexpr auto value = [] {
+        constexpr const char* suffix = Mode == affine_mode::symmetric              ? "-sym"
+                                       : Mode == affine_mode::symmetric_signed_max ? "-sym-signed-max"
+                                       : Mode == affine_mode::asymmetric           ? "-asym"
+                                       : Mode == affine_mode::asymmetric_float     ? "-asym-float"
+                                                                                   : "-mlx";
+        std::array<char, 24> s{};
+        s[0] = 'i';
+        s[1] = 'n';
+        s[2] = 't';
+        s[3] = static_cast<char>('0' + Bits);
+        std::size_t n = 4;
+        for (const char* p = suffix; *p; ++p) s[n++] = *p;
+        return s;
+    }();
+};
+
+}  // namespace detail
+
+/// Integer codes q in [0, 2^Bits) with x ~= (q - zero) * scale + bias.
+///
+/// Modes (how fit chooses the params; encode then rounds to the nearest code):
+/// * symmetric (Bits >= 2): scale = absmax / (2^(b-1) - 1), zero = 2^(b-1),
+///   q = clamp(round(x / scale), -(2^(b-1) - 1), 2^(b-1) - 1) + 2^(b-1). Code 0
+///   is never produced, so the grid is symmetric about 0.
+/// * symmetric_signed_max (ggml Q4_0 generalised): d = m / -2^(b-1) with m the
+///   element of largest |x| (first on ties; d < 0 when m > 0), zero = 2^(b-1),
+///   q = clamp(trunc(x * (1/d) + 2^(b-1) + 0.5), 0, 2^b - 1), i.e. round half
+///   up. The extreme element lands exactly on code 0.
+/// * asymmetric (GPTQ find_params): range [min(min x, 0), max(max x, 0)],
+///   scale = range / (2^b - 1), integer zero = round(-min / scale) from the
+///   unrounded scale, q = clamp(round(x / scale) + zero, 0, 2^b - 1). 0 is
+///   exact and |error| <= scale / 2 inside the range.
+/// * asymmetric_float (torchao int4, "min + scale * q"): range [min, max],
+///   scale = max(range / (2^b - 1), FLT_EPSILON) as torchao clamps it,
+///   bias = min, zero = 0, q = clamp(round((x - bias) / scale), 0, 2^b - 1).
+/// * mlx (mlx/ops.cpp affine_quantize): range [min, max], scale =
+///   max(range / (2^b - 1), 1e-7), negated unless |min| > |max| so the edge of
+///   larger magnitude is code 0; with q0 = round(edge / scale) != 0, scale =
+///   edge / q0 and bias = edge (else bias 0); zero = 0,
+///   q = clamp(round((x - bias) / scale), 0, 2^b - 1). For b = 1: scale =
+///   max(range, 1e-7), bias = min, as MLX does.
+///
+/// Rounding: round() is round-half-to-even (torch.round, std::rint) in every
+/// mode except symmetric_signed_max, which truncates after adding 0.5 as ggml
+/// does (half up). Params are computed in float32 and then rounded to
+/// `scale_type` (scale, and the float bias of asymmetric_float and mlx);
+/// encode divides by the stored scale. Owners that quantize with the unrounded
+/// scale (ggml's 1/d, MLX) can therefore differ at exact bin edges when
+/// scale_type is not f32.
+///
+/// `clip` (in (0, 1]) multiplies the range ends (absmax, signed maximum,
+/// min and max) before the params are computed; values beyond are clamped.
+/// fit ignores the importance weights: there is no search here (see
+/// clip_search).
+///
+/// Degenerate groups (documented, all exact in f32):
+/// * all zero: symmetric and symmetric_signed_max store scale 0 (every code
+///   decodes to 0, as ggml and bitsandbytes store a zero scale); asymmetric
+///   uses GPTQ's range [-1, 1]; asymmetric_float and mlx get their eps scale
+///   and bias 0.
+/// * constant c != 0: symmetric stores scale |c| (q = zero +- 1); asymmetric
+///   stores scale |c| with zero 0 (c > 0) or 1 (c < 0); symmetric_signed_max,
+///   asymmetric_float and mlx reproduce c through their own rule. With an f16
+///   or bf16 scale_type c comes back exactly only when representable there.
+template <int Bits, affine_mode Mode = affine_mode::asymmetric>
+struct affine {
+    static_assert(Bits >= 1 && Bits <= 8, "affine: Bits must be 1..8");
+    static_assert(Mode != affine_mode::symmetric || Bits >= 2,
+                  "affine: symmetric needs at least 2 bits (1 bit has no nonzero symmetric level)");
+
+    using params = affine_params;
+    static constexpr int bits = Bits;
+    static constexpr kernel_family family = kernel_family::affine;
+    static constexpr affine_mode mode = Mode;
+    static constexpr int max_code = (1 << Bits) - 1;
+
+    param_dtype scale_type = param_dtype::f32;
+    float clip = 1.0f;
+
+    params fit(std::span<const float> x, std::span<const float> /*w*/ = {}) const {
+        const detail::group_stats s = detail::stats_of(x);
+        params p{};
+        constexpr float half = static_cast<float>(1 << (Bits - 1));
+        constexpr float levels = static_cast<float>(max_code);
+        if constexpr (Mode == affine_mode::symmetric) {
+            p.zero = half;
+            if (s.constant) {
+                p.scale = detail::store_scale(std::fabs(s.max), scale_type, name());
+            } else {
+                const float amax = std::fmax(std::fabs(s.min), std::fabs(s.max)) * clip;
+                p.scale = detail::store_scale(amax / (half - 1.0f), scale_type, name());
+            }
+        } else if constexpr (Mode == affine_mode::symmetric_signed_max) {
+            p.zero = half;
+            p.scale = detail::store_scale((s.signed_absmax * clip) / -half, scale_type, name());
+        } else if constexpr (Mode == affine_mode::asymmetric) {
+            if (s.constant && s.max != 0.0f) {
+                p.scale = detail::store_scale(std::fabs(s.max), scale_type, name());
+                p.zero = s.max > 0.0f ? 0.0f : 1.0f;
+                return p;
+            }
+            float lo = std::fmin(s.min, 0.0f) * clip, hi = std::fmax(s.max, 0.0f) * clip;
+            if (lo == 0.0f && hi == 0.0f) {
+                lo = -1.0f;
+                hi = 1.0f;
+            }
+            const float scale = (hi - lo) / levels;
+            p.zero = detail::clamp_code(detail::round_even(-lo / scale), levels);
+            p.scale = detail::store_scale(scale, scale_type, name());
+        } else if constexpr (Mode == affine_mode::asymmetric_float) {
+            const float lo = s.min * clip, hi = s.max * clip;
+            const float scale = std::fmax((hi - lo) / levels, std::numeric_limits<float>::epsilon());
+            p.scale = detail::store_scale(scale, scale_type, name());
+            p.bias = detail::store_offset(lo, scale_type, name());
+        } else {  // mlx
+            constexpr float eps = 1e-7f;
+            const float lo = s.min * clip, hi = s.max * clip;
+            float scale, bias;
+            if constexpr (Bits == 1) {
+                scale = std::fmax(hi - lo, eps);
+                bias = lo;
+            } else {
+                const bool lo_edge = std::fabs(lo) > std::fabs(hi);
+                scale = std::fmax((hi - lo) / levels, eps);
+                if (!lo_edge) scale = -scale;
+                const float edge = lo_edge ? lo : hi;
+                const float q0 = detail::round_even(edge / scale);
+                bias = 0.0f;
+                if (q0 != 0.0f) {
+                    scale = edge / q0;
+                    bias = edge;
+                }
+            }
+            p.scale = detail::store_scale(scale, scale_type, name());
+            p.bias = detail::store_offset(bias, scale_type, name());
+        }
+        return p;
+    }
+
+    std::uint8_t encode(float x, const params& p) const noexcept {
+        constexpr float levels = static_cast<float>(max_code);
+        float q;
+        if constexpr (Mode == affine_mode::symmetric) {
+            constexpr float lim = static_cast<float>((1 << (Bits - 1)) - 1);
+            const float r = p.scale != 0.0f ? detail::round_even(x / p.scale) : 0.0f;
+            q = std::fmin(std::fmax(r, -lim), lim) + static_cast<float>(1 << (Bits - 1));
+        } else if constexpr (Mode == affine_mode::symmetric_signed_max) {
+            const float id = p.scale != 0.0f ? 1.0f / p.scale : 0.0f;
+            const float t = detail::unfused(x * id) + (static_cast<float>(1 << (Bits - 1)) + 0.5f);
+            q = detail::clamp_code(std::trunc(t), levels);
+        } else if constexpr (Mode == affine_mode::asymmetric) {
+            const float r = p.scale != 0.0f ? detail::round_even(x / p.scale) : 0.0f;
+            q = detail::clamp_code(r + p.zero, levels);
+        } else {  // asymmetric_float, mlx
+            const float r = p.scale != 0.0f ? detail::round_even((x - p.bias) / p.scale) : 0.0f;
+            q = detail::clamp_code(r, levels);
+        }
+        return static_cast<std::uint8_t>(q);
+    }
+
+    float decode(std::uint8_t c, const params& p) const noexcept {
+        const float centred = static_cast<float>(c) - p.zero;
+        return detail::unfused(centred * p.scale) + p.bias;
+    }
+
+    const char* name() const noexcept { return detail::affine_name<Bits, Mode>::value.data(); }
+
+    /// Stored bits per group: the scale, plus the integer zero-point (Bits bits,
+    /// as GPTQ/AWQ pack it) or the float bias.
+    std::size_t param_bits() const noexcept {
+        const std::size_t s = static_cast<std::size_t>(param_dtype_bits(scale_type));
+        if constexpr (Mode == affine_mode::asymmetric) return s + Bits;
+        if constexpr (Mode == affine_mode::asymmetric_float || Mode == affine_mode::mlx) return 2 * s;
+        return s;
+    }
+    std::size_t scale_bits() const noexcept { return static_cast<std::size_t>(param_dtype_bits(scale_type)); }
+};
+
+LOWBIT_NAMESPACE_END
