@@ -1,0 +1,25 @@
+#pragma once
+// lowbit: header-only weight quantizers for large language models.
+// This umbrella header only includes the public headers.
+
+#include "version.hpp"
+
+#include "core/error.hpp"
+#include "core/numeric.hpp"
+#include "core/view.hpp"
+
+#include "scheme/affine.hpp"
+#include "scheme/codebook.hpp"
+#include "scheme/concepts.hpp"
+#include "scheme/minifloat.hpp"
+
+#include "double_quant.hpp"
+#include "granularity.hpp"
+#include "metrics.hpp"
+#include "quantizer.hpp"
+#include "registry.hpp"
+
+#include "algorithms/rtn.hpp"
+#include "kernels/dequantize.hpp"
+#include "kernels/dispatch.hpp"
+#include "pack/pack.hpp"
