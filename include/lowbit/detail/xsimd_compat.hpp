@@ -48,3 +48,21 @@ inline T reduce_max(const xsimd::batch<T, A>& b) noexcept {
 }
 
 }  // namespace lowbit::detail::simd
+
+namespace lowbit::detail::simd {
+
+/// The value unchanged, but opaque to the optimiser: GNU mode (-ffp-contract=fast)
+/// would otherwise fuse a multiply feeding an add into one fma under -mfma, and
+/// kernels that promise the scalar reference's bits need two roundings.
+template <class T, class A>
+inline xsimd::batch<T, A> unfused(const xsimd::batch<T, A>& b) noexcept {
+    typename xsimd::batch<T, A>::register_type r = b;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __asm__("" : "+v"(r));
+#elif defined(__GNUC__) && (defined(__aarch64__) || defined(__arm__))
+    __asm__("" : "+w"(r));
+#endif
+    return xsimd::batch<T, A>(r);
+}
+
+}  // namespace lowbit::detail::simd

@@ -1,4 +1,654 @@
 #pragma once
-// Placeholder: dequantize kernels land here.
+// Dequantize lowbit's planar storage (k-bit LSB-first code rows plus per-group
+// float params) into f32, f16 or bf16 rows.
+//
+// Affine:  x = (float(q) - zero) * scale + bias, as exactly those float ops in
+//          that order (no fma), skipping the subtract when zero is null and
+//          the add when bias is null. Table: x = table[q] * scale.
+// Every SIMD path matches the scalar reference bit for bit, including the
+// f16/bf16 rounding of core/numeric.hpp.
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+
+#include "../core/error.hpp"
+#include "../core/numeric.hpp"
 #include "dispatch.hpp"
-#define LOWBIT_KERNELS_DEQUANTIZE(EXT, ARCH)
+
+#if !defined(LOWBIT_NO_SIMD)
+#include "../detail/xsimd_compat.hpp"
+#endif
+
+LOWBIT_NAMESPACE_BEGIN
+namespace kernels {
+
+/// Element type of a dequantized row; f16 and bf16 are uint16_t bit patterns.
+enum class out_type { f32, f16, bf16 };
+
+/// Affine codes: x = (q - zero) * scale + bias, params per group of `group` columns.
+struct affine_job {
+    const std::uint8_t* codes;
+    std::size_t code_stride;  ///< bytes between code rows (>= ceil(cols * bits / 8))
+    int bits;                 ///< 1..8
+    std::size_t rows, cols, group;
+    const float* scale;
+    const float* zero;  ///< may be null: no zero-point
+    const float* bias;  ///< may be null: no bias
+    std::size_t param_stride;  ///< params between rows; 0 = every row shares row 0's
+    void* out;
+    std::size_t out_stride;  ///< elements between output rows
+    out_type type;
+};
+
+/// Table codes: x = table[q] * scale, params per group of `group` columns.
+struct table_job {
+    const std::uint8_t* codes;
+    std::size_t code_stride;
+    int bits;
+    std::size_t rows, cols, group;
+    const float* table;  ///< 2^bits entries
+    const float* scale;
+    std::size_t param_stride;
+    void* out;
+    std::size_t out_stride;
+    out_type type;
+};
+
+namespace detail::dq {
+
+inline std::size_t row_bytes(std::size_t cols, int bits) noexcept {
+    return (cols * static_cast<std::size_t>(bits) + 7) / 8;
+}
+
+inline std::size_t out_size(out_type t) noexcept { return t == out_type::f32 ? 4 : 2; }
+
+// The scalar oracle; the SIMD path never calls these (they are compiled without
+// the per-arch -m flags).
+inline unsigned ref_code(const std::uint8_t* row, std::size_t i, int bits) noexcept {
+    const std::size_t bit = i * static_cast<std::size_t>(bits);
+    const std::size_t byte = bit >> 3;
+    const unsigned off = static_cast<unsigned>(bit & 7);
+    unsigned v = static_cast<unsigned>(row[byte]) >> off;
+    if (off + static_cast<unsigned>(bits) > 8) v |= static_cast<unsigned>(row[byte + 1]) << (8 - off);
+    return v & ((1u << bits) - 1u);
+}
+
+// GNU mode (-std=gnu++20, CMake's default) lets GCC fuse a*b+c into an fma; an
+// empty asm on the product keeps the multiply and the add separate roundings.
+inline float ref_unfused(float x) noexcept {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    __asm__("" : "+x"(x));
+#elif defined(__GNUC__) && defined(__aarch64__)
+    __asm__("" : "+w"(x));
+#endif
+    return x;
+}
+
+inline void ref_store(void* out, std::size_t i, float x, out_type t) noexcept {
+    switch (t) {
+    case out_type::f32: static_cast<float*>(out)[i] = x; break;
+    case out_type::f16: static_cast<std::uint16_t*>(out)[i] = float_to_fp16(x); break;
+    case out_type::bf16: static_cast<std::uint16_t*>(out)[i] = float_to_bf16(x); break;
+    }
+}
+
+}  // namespace detail::dq
+
+/// Scalar reference (the test oracle); any bits 1..8, no validation.
+inline void dequantize_affine_ref(const affine_job& j) noexcept {
+    for (std::size_t r = 0; r < j.rows; ++r) {
+        const std::uint8_t* row = j.codes + r * j.code_stride;
+        const std::size_t p0 = r * j.param_stride;
+        const std::size_t o0 = r * j.out_stride;
+        for (std::size_t c = 0; c < j.cols; ++c) {
+            const std::size_t g = p0 + c / j.group;
+            float x = static_cast<float>(detail::dq::ref_code(row, c, j.bits));
+            if (j.zero) x = x - j.zero[g];
+            x = x * j.scale[g];
+            if (j.bias) x = detail::dq::ref_unfused(x) + j.bias[g];
+            detail::dq::ref_store(j.out, o0 + c, x, j.type);
+        }
+    }
+}
+
+inline void dequantize_table_ref(const table_job& j) noexcept {
+    for (std::size_t r = 0; r < j.rows; ++r) {
+        const std::uint8_t* row = j.codes + r * j.code_stride;
+        const std::size_t p0 = r * j.param_stride;
+        const std::size_t o0 = r * j.out_stride;
+        for (std::size_t c = 0; c < j.cols; ++c) {
+            const float x = j.table[detail::dq::ref_code(row, c, j.bits)] * j.scale[p0 + c / j.group];
+            detail::dq::ref_store(j.out, o0 + c, x, j.type);
+        }
+    }
+}
+
+/// Kernel functors: `Arch` is an xsimd arch tag or `kernels::scalar`.
+struct dequantize_affine_fn {
+    template <class Arch>
+    void operator()(Arch, const affine_job& j) const noexcept;
+};
+struct dequantize_table_fn {
+    template <class Arch>
+    void operator()(Arch, const table_job& j) const noexcept;
+};
+
+#if !defined(LOWBIT_NO_SIMD)
+// GCC 12's AVX-512 intrinsics seed their results with `__Y = __Y`, which
+// -Wall reports as uninitialised wherever they are inlined (GCC PR 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+namespace detail::dq {
+
+// Which hand-written path an arch tag takes. Each is false unless this TU's -m
+// flags enable it, so the intrinsics below are only compiled where they exist.
+template <class A>
+inline constexpr bool is_avx512_v = XSIMD_WITH_AVX512BW && std::is_base_of_v<xsimd::avx512bw, A>;
+template <class A>
+inline constexpr bool is_avx2_v = XSIMD_WITH_AVX2 && std::is_base_of_v<xsimd::avx2, A>;
+template <class A>
+inline constexpr bool is_sse4_1_v = XSIMD_WITH_SSE4_1 && std::is_base_of_v<xsimd::sse4_1, A>;
+template <class A>
+inline constexpr bool is_sse2_v = XSIMD_WITH_SSE2 && std::is_base_of_v<xsimd::sse2, A>;
+
+// Codes are decoded a block of 64 at a time: 64 * k bits is always whole bytes
+// and a whole number of batches on every arch.
+inline constexpr std::size_t block = 64;
+
+/// n bytes (n = lanes) zero-extended to 32-bit lanes.
+template <class Arch>
+inline xsimd::batch<std::uint32_t, Arch> widen8(const std::uint8_t* p) noexcept {
+    using u32 = xsimd::batch<std::uint32_t, Arch>;
+    if constexpr (is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+        return u32(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#endif
+    } else if constexpr (is_avx2_v<Arch>) {
+#if XSIMD_WITH_AVX2
+        return u32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#endif
+    } else if constexpr (is_sse4_1_v<Arch>) {
+#if XSIMD_WITH_SSE4_1
+        std::int32_t w;
+        std::memcpy(&w, p, 4);
+        return u32(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(w)));
+#endif
+    } else if constexpr (is_sse2_v<Arch>) {
+#if XSIMD_WITH_SSE2
+        std::int32_t w;
+        std::memcpy(&w, p, 4);
+        const __m128i z = _mm_setzero_si128();
+        return u32(_mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(w), z), z));
+#endif
+    } else {
+        alignas(64) std::uint32_t buf[u32::size];
+        for (std::size_t i = 0; i < u32::size; ++i) buf[i] = p[i];
+        return u32::load_aligned(buf);
+    }
+}
+
+/// n little-endian 16-bit words zero-extended to 32-bit lanes.
+template <class Arch>
+inline xsimd::batch<std::uint32_t, Arch> widen16(const std::uint8_t* p) noexcept {
+    using u32 = xsimd::batch<std::uint32_t, Arch>;
+    if constexpr (is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+        return u32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+#endif
+    } else if constexpr (is_avx2_v<Arch>) {
+#if XSIMD_WITH_AVX2
+        return u32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#endif
+    } else if constexpr (is_sse4_1_v<Arch>) {
+#if XSIMD_WITH_SSE4_1
+        return u32(_mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#endif
+    } else if constexpr (is_sse2_v<Arch>) {
+#if XSIMD_WITH_SSE2
+        return u32(_mm_unpacklo_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)), _mm_setzero_si128()));
+#endif
+    } else {
+        alignas(64) std::uint32_t buf[u32::size];
+        for (std::size_t i = 0; i < u32::size; ++i) buf[i] = static_cast<std::uint32_t>(p[2 * i] | (p[2 * i + 1] << 8));
+        return u32::load_aligned(buf);
+    }
+}
+
+/// Store the low 16 bits of each lane (every lane holds a value < 2^16).
+template <class Arch>
+inline void narrow_store(const xsimd::batch<std::uint32_t, Arch>& v, std::uint16_t* dst) noexcept {
+    using u32 = xsimd::batch<std::uint32_t, Arch>;
+    if constexpr (is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtepi32_epi16(v));
+#endif
+    } else if constexpr (is_avx2_v<Arch>) {
+#if XSIMD_WITH_AVX2
+        const __m256i r = v;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst),
+                         _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+#endif
+    } else if constexpr (is_sse4_1_v<Arch>) {
+#if XSIMD_WITH_SSE4_1
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi32(v, v));
+#endif
+    } else if constexpr (is_sse2_v<Arch>) {
+#if XSIMD_WITH_SSE2
+        __m128i r = _mm_shufflelo_epi16(v, _MM_SHUFFLE(3, 3, 2, 0));
+        r = _mm_shufflehi_epi16(r, _MM_SHUFFLE(3, 3, 2, 0));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_shuffle_epi32(r, _MM_SHUFFLE(3, 3, 2, 0)));
+#endif
+    } else {
+        alignas(64) std::uint32_t buf[u32::size];
+        v.store_aligned(buf);
+        for (std::size_t i = 0; i < u32::size; ++i) dst[i] = static_cast<std::uint16_t>(buf[i]);
+    }
+}
+
+/// float_to_bf16 on every lane.
+template <class Arch>
+inline xsimd::batch<std::uint32_t, Arch> bf16_bits(const xsimd::batch<float, Arch>& v) noexcept {
+    using u32 = xsimd::batch<std::uint32_t, Arch>;
+    using i32 = xsimd::batch<std::int32_t, Arch>;
+    namespace s = ::lowbit::detail::simd;
+    const u32 x = s::bitcast<std::uint32_t>(v);
+    const u32 rounded = (x + u32(0x7FFFu) + ((x >> 16) & u32(1u))) >> 16;
+    const u32 nan = (x >> 16) | u32(0x40u);
+    const i32 ax = s::bitcast<std::int32_t>(x & u32(0x7FFFFFFFu));
+    return s::bitcast<std::uint32_t>(
+        xsimd::select(ax > i32(0x7F800000), s::bitcast<std::int32_t>(nan), s::bitcast<std::int32_t>(rounded)));
+}
+
+/// float_to_fp16 on every lane, in integer ops (archs without F16C).
+template <class Arch>
+inline xsimd::batch<std::uint32_t, Arch> fp16_bits(const xsimd::batch<float, Arch>& v) noexcept {
+    using i32 = xsimd::batch<std::int32_t, Arch>;
+    using f32 = xsimd::batch<float, Arch>;
+    namespace s = ::lowbit::detail::simd;
+    const i32 x = s::bitcast<std::int32_t>(v);
+    const i32 sign = (x >> 16) & i32(0x8000);
+    const i32 ax = x & i32(0x7FFFFFFF);
+    const i32 r = ax - i32(0x38000000);
+    const i32 normal = (r + i32(0xFFF) + ((r >> 13) & i32(1))) >> 13;
+    // Below 2^-14 the fp16 value counts units of 2^-24: adding 0.5f (whose ulp
+    // is 2^-24) makes the FPU round |v| to that unit, nearest-even.
+    const i32 sub = s::bitcast<std::int32_t>(s::bitcast<float>(ax) + f32(0.5f)) - i32(0x3F000000);
+    const i32 nan = i32(0x7E00) | ((ax >> 13) & i32(0x3FF));
+    i32 h = xsimd::select(ax < i32(0x38800000), sub, normal);
+    h = xsimd::select(ax >= i32(0x477FF000), i32(0x7C00), h);
+    h = xsimd::select(ax > i32(0x7F800000), nan, h);
+    return s::bitcast<std::uint32_t>(h | sign);
+}
+
+/// Write one batch of values at `dst` (n elements of the output type).
+template <class Arch, out_type OT>
+inline void emit(const xsimd::batch<float, Arch>& v, void* dst) noexcept {
+    if constexpr (OT == out_type::f32) {
+        v.store_unaligned(static_cast<float*>(dst));
+    } else if constexpr (OT == out_type::bf16) {
+        narrow_store<Arch>(bf16_bits<Arch>(v), static_cast<std::uint16_t*>(dst));
+    } else {
+        // F16C rounds to nearest even, gives +-Inf on overflow and quiets NaN
+        // keeping the top payload bits: the same bits as float_to_fp16.
+        if constexpr (is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+            _mm256_storeu_si256(static_cast<__m256i*>(dst), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+            return;
+#endif
+        }
+#if defined(__F16C__) && XSIMD_WITH_AVX2
+        if constexpr (is_avx2_v<Arch>) {
+            _mm_storeu_si128(static_cast<__m128i*>(dst), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+            return;
+        }
+#endif
+        narrow_store<Arch>(fp16_bits<Arch>(v), static_cast<std::uint16_t*>(dst));
+    }
+}
+
+/// 64 k-bit codes from 8k bytes into 64 bytes, one code each (any arch, any k).
+template <class Arch, int K>
+inline void decode_block_scalar(const std::uint8_t* src, std::uint8_t* dst) noexcept {
+    static_assert(std::endian::native == std::endian::little, "code words are read little-endian");
+    std::uint64_t w[K];
+    std::memcpy(w, src, 8 * K);
+    constexpr std::uint64_t mask = (1u << K) - 1u;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 64
+#endif
+    for (int i = 0; i < 64; ++i) {
+        const int bit = i * K, wi = bit >> 6, off = bit & 63;
+        std::uint64_t v = w[wi] >> off;
+        if (off + K > 64) v |= w[wi + 1] << (64 - off);
+        dst[i] = static_cast<std::uint8_t>(v & mask);
+    }
+}
+
+/// 64 k-bit codes (8k bytes at src) as 64 bytes; returns where they are.
+template <class Arch, int K>
+inline const std::uint8_t* decode_block(const std::uint8_t* src, std::uint8_t* buf) noexcept {
+    using u32 = xsimd::batch<std::uint32_t, Arch>;
+    constexpr std::size_t n = u32::size;
+    if constexpr (K == 8) {
+        (void)buf;
+        return src;
+    } else if constexpr (K == 4 && n >= 4) {
+        // Two bytes (four codes) per lane; spread each nibble to its own byte.
+        for (std::size_t i = 0; i < block / (4 * n); ++i) {
+            const u32 x = widen16<Arch>(src + 2 * n * i);
+            const u32 y = (x & u32(0xFu)) | ((x << 4) & u32(0xF00u)) | ((x << 8) & u32(0xF0000u)) |
+                          ((x << 12) & u32(0xF000000u));
+            y.store_aligned(reinterpret_cast<std::uint32_t*>(buf) + n * i);
+        }
+        return buf;
+    } else if constexpr (K == 2 && n >= 4) {
+        for (std::size_t i = 0; i < block / (4 * n); ++i) {
+            const u32 x = widen8<Arch>(src + n * i);
+            const u32 y = (x & u32(0x3u)) | ((x << 6) & u32(0x300u)) | ((x << 12) & u32(0x30000u)) |
+                          ((x << 18) & u32(0x3000000u));
+            y.store_aligned(reinterpret_cast<std::uint32_t*>(buf) + n * i);
+        }
+        return buf;
+    } else {
+        decode_block_scalar<Arch, K>(src, buf);
+        return buf;
+    }
+}
+
+/// Walks the blocks and batches of every row, calling `value(codes, col)` for
+/// each batch in column order (so it can track its group) and storing the result.
+template <class Arch, int K, out_type OT, class Rows>
+inline void walk_rows(const std::uint8_t* codes, std::size_t code_stride, std::size_t rows, std::size_t cols,
+                      void* out, std::size_t out_stride, Rows& value) noexcept {
+    using f32 = xsimd::batch<float, Arch>;
+    constexpr std::size_t n = f32::size;
+    constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
+    constexpr std::size_t block_bytes = 8 * static_cast<std::size_t>(K);
+    const std::size_t full = cols / block;
+    const std::size_t rest = cols - full * block;
+    const std::size_t rest_bytes = row_bytes(cols, K) - full * block_bytes;
+    alignas(64) std::uint8_t buf[block];
+    alignas(64) std::uint8_t tail_src[block];
+    alignas(64) unsigned char tail_out[n * esize];
+    for (std::size_t r = 0; r < rows; ++r) {
+        const std::uint8_t* src = codes + r * code_stride;
+        unsigned char* dst = static_cast<unsigned char*>(out) + r * out_stride * esize;
+        value.start_row(r);
+        std::size_t c = 0;
+        for (std::size_t b = 0; b < full; ++b, src += block_bytes) {
+            const std::uint8_t* q = decode_block<Arch, K>(src, buf);
+            for (std::size_t t = 0; t < block; t += n, c += n) emit<Arch, OT>(value(q + t, c), dst + c * esize);
+        }
+        if (rest) {
+            std::memset(tail_src, 0, sizeof tail_src);
+            std::memcpy(tail_src, src, rest_bytes);
+            const std::uint8_t* q = decode_block<Arch, K>(tail_src, buf);
+            std::size_t t = 0;
+            for (; t + n <= rest; t += n, c += n) emit<Arch, OT>(value(q + t, c), dst + c * esize);
+            if (t < rest) {
+                emit<Arch, OT>(value(q + t, c), tail_out);
+                std::memcpy(dst + c * esize, tail_out, (rest - t) * esize);
+            }
+        }
+    }
+}
+
+/// Tracks the group of the batch at column c along a row: one broadcast per
+/// group when batches never straddle groups, per-lane params otherwise.
+template <class Arch>
+struct group_cursor {
+    using f32 = xsimd::batch<float, Arch>;
+    static constexpr std::size_t n = f32::size;
+    std::size_t group, last;
+    bool uniform;
+    std::size_t g = 0, left = 0;
+
+    group_cursor(std::size_t grp, std::size_t cols) noexcept
+        : group(grp), last(cols / grp - 1), uniform(grp % n == 0) {}
+    void start_row() noexcept {
+        g = 0;
+        left = group;
+    }
+    // Advances to the batch at column c; true when the group changed.
+    bool next() noexcept {
+        bool changed = false;
+        if (left == 0) {
+            ++g;
+            left = group;
+            changed = true;
+        }
+        left -= n;
+        return changed;
+    }
+    f32 lanes(const float* p, std::size_t c) const noexcept {
+        alignas(64) float buf[n];
+        std::size_t gi = c / group, rem = group - c % group;
+        for (std::size_t l = 0; l < n; ++l) {
+            buf[l] = p[gi <= last ? gi : last];  // lanes past the row end reuse its last group
+            if (--rem == 0) {
+                ++gi;
+                rem = group;
+            }
+        }
+        return f32::load_aligned(buf);
+    }
+};
+
+template <class Arch>
+struct affine_values {
+    using f32 = xsimd::batch<float, Arch>;
+    using i32 = xsimd::batch<std::int32_t, Arch>;
+    const affine_job& j;
+    group_cursor<Arch> cur;
+    const float *s = nullptr, *z = nullptr, *b = nullptr;
+    f32 sb, zb, bb;
+
+    explicit affine_values(const affine_job& job) noexcept : j(job), cur(job.group, job.cols) {}
+    void load() noexcept {
+        sb = f32(s[cur.g]);
+        if (z) zb = f32(z[cur.g]);
+        if (b) bb = f32(b[cur.g]);
+    }
+    void start_row(std::size_t r) noexcept {
+        const std::size_t p0 = r * j.param_stride;
+        s = j.scale + p0;
+        z = j.zero ? j.zero + p0 : nullptr;
+        b = j.bias ? j.bias + p0 : nullptr;
+        cur.start_row();
+        if (cur.uniform) load();
+    }
+    f32 operator()(const std::uint8_t* q, std::size_t c) noexcept {
+        f32 x = xsimd::to_float(::lowbit::detail::simd::bitcast<std::int32_t>(widen8<Arch>(q)));
+        if (cur.uniform) {
+            if (cur.next()) load();
+        } else {
+            sb = cur.lanes(s, c);
+            if (z) zb = cur.lanes(z, c);
+            if (b) bb = cur.lanes(b, c);
+        }
+        if (z) x = x - zb;
+        x = x * sb;
+        if (b) x = ::lowbit::detail::simd::unfused(x) + bb;
+        return x;
+    }
+};
+
+template <class Arch>
+struct table_values {
+    using f32 = xsimd::batch<float, Arch>;
+    using i32 = xsimd::batch<std::int32_t, Arch>;
+    static constexpr std::size_t n = f32::size;
+    const table_job& j;
+    group_cursor<Arch> cur;
+    const float* s = nullptr;
+    f32 sb;
+    alignas(64) float small[16] = {};  // tables of <= 16 entries, zero padded
+
+    explicit table_values(const table_job& job) noexcept : j(job), cur(job.group, job.cols) {
+        if (job.bits <= 4)
+            for (std::size_t i = 0; i < (std::size_t{1} << job.bits); ++i) small[i] = job.table[i];
+    }
+    void start_row(std::size_t r) noexcept {
+        s = j.scale + r * j.param_stride;
+        cur.start_row();
+        if (cur.uniform) sb = f32(s[0]);
+    }
+    f32 lookup(const std::uint8_t* q) const noexcept {
+        const i32 idx = ::lowbit::detail::simd::bitcast<std::int32_t>(widen8<Arch>(q));
+        if constexpr (is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+            if (j.bits <= 4) return f32(_mm512_permutexvar_ps(idx, _mm512_load_ps(small)));
+            return f32(_mm512_i32gather_ps(idx, j.table, 4));
+#endif
+        } else if constexpr (is_avx2_v<Arch>) {
+#if XSIMD_WITH_AVX2
+            if (j.bits <= 4) {
+                const __m256 lo = _mm256_permutevar8x32_ps(_mm256_load_ps(small), idx);
+                const __m256 hi = _mm256_permutevar8x32_ps(_mm256_load_ps(small + 8), idx);
+                return f32(_mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28))));
+            }
+            return f32(_mm256_i32gather_ps(j.table, idx, 4));
+#endif
+        } else {
+            (void)idx;
+            alignas(64) float buf[n];
+            for (std::size_t l = 0; l < n; ++l) buf[l] = j.table[q[l]];
+            return f32::load_aligned(buf);
+        }
+    }
+    f32 operator()(const std::uint8_t* q, std::size_t c) noexcept {
+        const f32 x = lookup(q);
+        if (cur.uniform) {
+            if (cur.next()) sb = f32(s[cur.g]);
+        } else {
+            sb = cur.lanes(s, c);
+        }
+        return x * sb;
+    }
+};
+
+template <class Arch, int K, class Job, class Values>
+inline void run_bits(const Job& j, Values& v) noexcept {
+    switch (j.type) {
+    case out_type::f32:
+        walk_rows<Arch, K, out_type::f32>(j.codes, j.code_stride, j.rows, j.cols, j.out, j.out_stride, v);
+        break;
+    case out_type::f16:
+        walk_rows<Arch, K, out_type::f16>(j.codes, j.code_stride, j.rows, j.cols, j.out, j.out_stride, v);
+        break;
+    case out_type::bf16:
+        walk_rows<Arch, K, out_type::bf16>(j.codes, j.code_stride, j.rows, j.cols, j.out, j.out_stride, v);
+        break;
+    }
+}
+
+template <class Arch, class Job, class Values>
+inline void run(const Job& j, Values& v) noexcept {
+    switch (j.bits) {
+    case 1: run_bits<Arch, 1>(j, v); break;
+    case 2: run_bits<Arch, 2>(j, v); break;
+    case 3: run_bits<Arch, 3>(j, v); break;
+    case 4: run_bits<Arch, 4>(j, v); break;
+    case 5: run_bits<Arch, 5>(j, v); break;
+    case 6: run_bits<Arch, 6>(j, v); break;
+    case 7: run_bits<Arch, 7>(j, v); break;
+    case 8: run_bits<Arch, 8>(j, v); break;
+    default: LOWBIT_ASSERT(false && "bits must be 1..8");
+    }
+}
+
+}  // namespace detail::dq
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif  // !LOWBIT_NO_SIMD
+
+template <class Arch>
+void dequantize_affine_fn::operator()(Arch, const affine_job& j) const noexcept {
+#if !defined(LOWBIT_NO_SIMD)
+    if constexpr (!std::is_same_v<Arch, scalar>) {
+        if (j.rows == 0 || j.cols == 0) return;
+        detail::dq::affine_values<Arch> v(j);
+        detail::dq::run<Arch>(j, v);
+        return;
+    }
+#endif
+    dequantize_affine_ref(j);
+}
+
+template <class Arch>
+void dequantize_table_fn::operator()(Arch, const table_job& j) const noexcept {
+#if !defined(LOWBIT_NO_SIMD)
+    if constexpr (!std::is_same_v<Arch, scalar>) {
+        if (j.rows == 0 || j.cols == 0) return;
+        detail::dq::table_values<Arch> v(j);
+        detail::dq::run<Arch>(j, v);
+        return;
+    }
+#endif
+    dequantize_table_ref(j);
+}
+
+namespace detail::dq {
+
+template <class Job>
+inline void validate(const Job& j, const char* what) {
+    const std::string fn(what);
+    if (j.bits < 1 || j.bits > 8)
+        LOWBIT_THROW(errc::invalid_argument, fn + ": bits = " + std::to_string(j.bits) + ", must be 1..8");
+    if (j.group == 0)
+        LOWBIT_THROW(errc::invalid_argument, fn + ": group size is 0");
+    if (j.cols % j.group != 0)
+        LOWBIT_THROW(errc::not_divisible, fn + ": " + std::to_string(j.cols) + " columns do not divide into groups of " +
+                                              std::to_string(j.group));
+    if (j.type != out_type::f32 && j.type != out_type::f16 && j.type != out_type::bf16)
+        LOWBIT_THROW(errc::invalid_argument, fn + ": unknown output type");
+    if (j.rows == 0 || j.cols == 0) return;
+    if (!j.codes || !j.scale || !j.out)
+        LOWBIT_THROW(errc::invalid_argument, fn + ": codes, scale and out must not be null");
+    if (j.rows > 1 && j.code_stride < row_bytes(j.cols, j.bits))
+        LOWBIT_THROW(errc::invalid_argument, fn + ": code_stride " + std::to_string(j.code_stride) +
+                                                 " is less than a row's " + std::to_string(row_bytes(j.cols, j.bits)) +
+                                                 " bytes");
+    if (j.rows > 1 && j.out_stride < j.cols)
+        LOWBIT_THROW(errc::invalid_argument, fn + ": out_stride " + std::to_string(j.out_stride) +
+                                                 " is less than the " + std::to_string(j.cols) + " columns");
+    if (j.param_stride != 0 && j.param_stride < j.cols / j.group)
+        LOWBIT_THROW(errc::invalid_argument, fn + ": param_stride " + std::to_string(j.param_stride) +
+                                                 " is less than the " + std::to_string(j.cols / j.group) +
+                                                 " groups of a row");
+}
+
+}  // namespace detail::dq
+
+/// Validates, then dequantizes on the active instruction set.
+inline void dequantize_affine(const affine_job& j) {
+    detail::dq::validate(j, "dequantize_affine");
+    if (j.rows == 0 || j.cols == 0) return;
+    dispatch(dequantize_affine_fn{}, j);
+}
+
+/// Validates, then dequantizes on the active instruction set.
+inline void dequantize_table(const table_job& j) {
+    detail::dq::validate(j, "dequantize_table");
+    if (j.rows == 0 || j.cols == 0) return;
+    if (!j.table) LOWBIT_THROW(errc::invalid_argument, "dequantize_table: table must not be null");
+    dispatch(dequantize_table_fn{}, j);
+}
+
+}  // namespace kernels
+LOWBIT_NAMESPACE_END
+
+#define LOWBIT_KERNELS_DEQUANTIZE(EXT, ARCH)                                                       \
+    EXT template void lowbit::kernels::dequantize_affine_fn::operator()<ARCH>(                     \
+        ARCH, const lowbit::kernels::affine_job&) const noexcept;                                  \
+    EXT template void lowbit::kernels::dequantize_table_fn::operator()<ARCH>(                      \
+        ARCH, const lowbit::kernels::table_job&) const noexcept;
+LOWBIT_DECLARE_KERNELS(LOWBIT_KERNELS_DEQUANTIZE)
