@@ -1,0 +1,177 @@
+#pragma once
+// The run-time tier: format names such as "int4-g128-sym" or "nf4-b64-dq"
+// mapped to compile-time quantizer instantiations, for tools, comparison
+// tables and file formats. Adding a format adds one entry to the table below.
+
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "algorithms/rtn.hpp"
+#include "core/error.hpp"
+#include "core/view.hpp"
+#include "double_quant.hpp"
+#include "granularity.hpp"
+#include "quantizer.hpp"
+#include "scheme/affine.hpp"
+#include "scheme/codebook.hpp"
+#include "scheme/minifloat.hpp"
+
+LOWBIT_NAMESPACE_BEGIN
+
+using quantize_fn = std::unique_ptr<quantized_base> (*)(matrix_view<const float>, std::span<const float>);
+
+/// A named quantization format.
+struct format {
+    std::string_view name;
+    std::string_view family;       ///< "integer", "codebook" or "minifloat"
+    std::string_view description;  ///< scheme, granularity and what is stored
+    bool in_default_comparison = true;
+    quantize_fn quantize = nullptr;
+};
+
+namespace detail {
+
+template <class S, class DQ = no_double_quant>
+std::unique_ptr<quantized_base> run_quantizer(const quantizer<S, DQ>& qz, matrix_view<const float> w,
+                                              std::span<const float> importance) {
+    return std::make_unique<quantized<S>>(qz.quantize(w, importance));
+}
+
+template <class S>
+S with_scale_type(S s, param_dtype t) {
+    s.scale_type = t;
+    return s;
+}
+
+// Formats as functions: each builds its quantizer (cheap) and runs it.
+#define LOWBIT_FORMAT_FN(fn, ...)                                                                            \
+    inline std::unique_ptr<quantized_base> fn(matrix_view<const float> w, std::span<const float> importance) { \
+        return run_quantizer(__VA_ARGS__, w, importance);                                                    \
+    }
+
+constexpr param_dtype f16 = param_dtype::f16;
+
+LOWBIT_FORMAT_FN(q_int8_ch, quantizer(affine<8, affine_mode::symmetric>{}, per_channel()))
+LOWBIT_FORMAT_FN(q_int8_g128, quantizer(with_scale_type(affine<8, affine_mode::symmetric>{}, f16), per_group(128)))
+LOWBIT_FORMAT_FN(q_int4_g128_sym, quantizer(with_scale_type(affine<4, affine_mode::symmetric>{}, f16), per_group(128)))
+LOWBIT_FORMAT_FN(q_int4_g128_asym, quantizer(with_scale_type(affine<4>{}, f16), per_group(128)))
+LOWBIT_FORMAT_FN(q_int4_g128_mse,
+                 quantizer(clip_search<affine<4>>{with_scale_type(affine<4>{}, f16)}, per_group(128)))
+LOWBIT_FORMAT_FN(q_int4_g32_sym, quantizer(with_scale_type(affine<4, affine_mode::symmetric>{}, f16), per_group(32)))
+LOWBIT_FORMAT_FN(q_int4_sb256,
+                 quantizer(affine<4, affine_mode::symmetric>{}, super_block(256, 32),
+                           double_quant<affine<6>>{with_scale_type(affine<6>{}, f16), 0, false, true}))
+LOWBIT_FORMAT_FN(q_int3_g128, quantizer(with_scale_type(affine<3>{}, f16), per_group(128)))
+LOWBIT_FORMAT_FN(q_int2_g64, quantizer(with_scale_type(affine<2>{}, f16), per_group(64)))
+LOWBIT_FORMAT_FN(q_mlx_4b_g64, quantizer(with_scale_type(affine<4, affine_mode::mlx>{}, f16), per_group(64)))
+LOWBIT_FORMAT_FN(q_mlx_8b_g64, quantizer(with_scale_type(affine<8, affine_mode::mlx>{}, f16), per_group(64)))
+LOWBIT_FORMAT_FN(q_torchao_int4_g128,
+                 quantizer(with_scale_type(affine<4, affine_mode::asymmetric_float>{}, param_dtype::bf16),
+                           per_group(128)))
+LOWBIT_FORMAT_FN(q_nf4_b64, quantizer(nf4(), per_group(64)))
+LOWBIT_FORMAT_FN(q_nf4_b64_dq, quantizer(nf4(), per_group(64), double_quant<dynamic8>{dynamic8{}, 256, true, false}))
+LOWBIT_FORMAT_FN(q_fp4_b64, quantizer(fp4(), per_group(64)))
+LOWBIT_FORMAT_FN(q_fp4_b64_dq, quantizer(fp4(), per_group(64), double_quant<dynamic8>{dynamic8{}, 256, true, false}))
+LOWBIT_FORMAT_FN(q_iq4nl_b32, quantizer(iq4_nl(), per_group(32)))
+LOWBIT_FORMAT_FN(q_mxfp4, quantizer(mxfp4{}, per_group(32)))
+LOWBIT_FORMAT_FN(q_mxfp6_e3m2, quantizer(mxfp6_e3m2{}, per_group(32)))
+LOWBIT_FORMAT_FN(q_mxfp6_e2m3, quantizer(mxfp6_e2m3{}, per_group(32)))
+LOWBIT_FORMAT_FN(q_mxfp8_e4m3, quantizer(mxfp8_e4m3{}, per_group(32)))
+LOWBIT_FORMAT_FN(q_mxfp8_e5m2, quantizer(mxfp8_e5m2{}, per_group(32)))
+LOWBIT_FORMAT_FN(q_nvfp4,
+                 quantizer(nvfp4_elements{}, per_group(16), double_quant<fp8_e4m3_amax>{fp8_e4m3_amax{}, 0, false, true}))
+LOWBIT_FORMAT_FN(q_fp8_e4m3_ch, quantizer(fp8_e4m3_amax{}, per_channel()))
+
+#undef LOWBIT_FORMAT_FN
+
+inline const std::vector<format>& format_table() {
+    static const std::vector<format> table = {
+        {"int8-ch", "integer", "8-bit symmetric, one fp32 scale per output channel", true, q_int8_ch},
+        {"int8-g128", "integer", "8-bit symmetric, groups of 128, fp16 scales", false, q_int8_g128},
+        {"int4-g128-sym", "integer", "4-bit symmetric (absmax/7), groups of 128, fp16 scales", true, q_int4_g128_sym},
+        {"int4-g128-asym", "integer", "4-bit with zero-point (GPTQ/AWQ rule), groups of 128, fp16 scale + 4-bit zero",
+         true, q_int4_g128_asym},
+        {"int4-g128-mse", "integer", "int4-g128-asym with an MSE-optimal clipping search per group", true,
+         q_int4_g128_mse},
+        {"int4-g32-sym", "integer", "4-bit symmetric, groups of 32, fp16 scales", false, q_int4_g32_sym},
+        {"int4-sb256", "integer",
+         "4-bit symmetric in groups of 32; their scales as 6-bit codes under an fp16 scale per super-block of 256",
+         true, q_int4_sb256},
+        {"int3-g128", "integer", "3-bit with zero-point, groups of 128, fp16 scale + 3-bit zero", true, q_int3_g128},
+        {"int2-g64", "integer", "2-bit with zero-point, groups of 64, fp16 scale + 2-bit zero", true, q_int2_g64},
+        {"mlx-4b-g64", "integer", "MLX affine 4-bit, groups of 64, fp16 scale + fp16 bias", true, q_mlx_4b_g64},
+        {"mlx-8b-g64", "integer", "MLX affine 8-bit, groups of 64, fp16 scale + fp16 bias", false, q_mlx_8b_g64},
+        {"torchao-int4-g128", "integer", "torchao int4 weight-only style: min + scale*q, groups of 128, bf16 scale + bias",
+         false, q_torchao_int4_g128},
+        {"nf4-b64", "codebook", "bitsandbytes NF4, blocks of 64, fp32 absmax", true, q_nf4_b64},
+        {"nf4-b64-dq", "codebook",
+         "bitsandbytes NF4, blocks of 64, absmax nested: mean-subtracted 8-bit dynamic codes in blocks of 256", true,
+         q_nf4_b64_dq},
+        {"fp4-b64", "codebook", "bitsandbytes FP4, blocks of 64, fp32 absmax", true, q_fp4_b64},
+        {"fp4-b64-dq", "codebook", "bitsandbytes FP4, blocks of 64, nested absmax", false, q_fp4_b64_dq},
+        {"iq4nl-b32", "codebook", "IQ4_NL non-linear table, blocks of 32, fp16 scale", true, q_iq4nl_b32},
+        {"mxfp4", "minifloat", "OCP MXFP4: E2M1 elements, blocks of 32, E8M0 scale", true, q_mxfp4},
+        {"mxfp6-e3m2", "minifloat", "OCP MXFP6 E3M2, blocks of 32, E8M0 scale", false, q_mxfp6_e3m2},
+        {"mxfp6-e2m3", "minifloat", "OCP MXFP6 E2M3, blocks of 32, E8M0 scale", true, q_mxfp6_e2m3},
+        {"mxfp8-e4m3", "minifloat", "OCP MXFP8 E4M3, blocks of 32, E8M0 scale", true, q_mxfp8_e4m3},
+        {"mxfp8-e5m2", "minifloat", "OCP MXFP8 E5M2, blocks of 32, E8M0 scale", false, q_mxfp8_e5m2},
+        {"nvfp4", "minifloat", "NVFP4: E2M1 elements, blocks of 16, E4M3 scales under one fp32 tensor scale", true,
+         q_nvfp4},
+        {"fp8-e4m3-ch", "minifloat", "FP8 E4M3, one fp32 scale (amax/448) per output channel", true, q_fp8_e4m3_ch},
+    };
+    return table;
+}
+
+inline std::size_t edit_distance(std::string_view a, std::string_view b) {
+    std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+    for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+    for (std::size_t i = 1; i <= a.size(); ++i) {
+        cur[0] = i;
+        for (std::size_t j = 1; j <= b.size(); ++j)
+            cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0u : 1u)});
+        std::swap(prev, cur);
+    }
+    return prev[b.size()];
+}
+
+}  // namespace detail
+
+/// Every registered format, in table order.
+inline std::span<const format> formats() { return detail::format_table(); }
+
+/// The format called `name`; an unknown name is an errc::unknown_format error
+/// that lists the closest names.
+inline const format& find_format(std::string_view name) {
+    for (const auto& f : formats())
+        if (f.name == name) return f;
+    std::vector<std::pair<std::size_t, std::string_view>> near;
+    for (const auto& f : formats()) {
+        const std::size_t d = detail::edit_distance(name, f.name);
+        const bool prefix = !name.empty() && f.name.substr(0, std::min(name.size(), f.name.size())) ==
+                                                 name.substr(0, std::min(name.size(), f.name.size()));
+        if (d <= 3 || prefix) near.emplace_back(prefix ? std::min<std::size_t>(d, 1) : d, f.name);
+    }
+    std::sort(near.begin(), near.end());
+    std::string msg = "no format named '" + std::string(name) + "'";
+    if (!near.empty()) {
+        msg += "; did you mean ";
+        for (std::size_t i = 0; i < near.size() && i < 4; ++i) msg += (i ? ", " : "") + std::string(near[i].second);
+        msg += "?";
+    }
+    msg += " (`lowbit formats` lists them all)";
+    LOWBIT_THROW(errc::unknown_format, msg);
+}
+
+/// Quantize `w` in format `f` (see quantizer::quantize for `importance`).
+inline std::unique_ptr<quantized_base> quantize(const format& f, matrix_view<const float> w,
+                                                std::span<const float> importance = {}) {
+    return f.quantize(w, importance);
+}
+
+LOWBIT_NAMESPACE_END
