@@ -198,7 +198,8 @@ struct affine_name {
 ///   and bias 0.
 /// * constant c != 0: symmetric stores scale |c| (q = zero +- 1); asymmetric
 ///   stores scale |c| with zero 0 (c > 0) or 1 (c < 0); symmetric_signed_max,
-///   asymmetric_float and mlx reproduce c through their own rule. With an f16
+///   asymmetric_float and mlx reproduce c through their own rule (mlx only for
+///   |c| > 5e-8: below its eps MLX's q0 is 0 and c decodes to 0). With an f16
 ///   or bf16 scale_type c comes back exactly only when representable there.
 template <int Bits, affine_mode Mode = affine_mode::asymmetric>
 struct affine {
