@@ -1,0 +1,145 @@
+#include "catch.hpp"
+
+#include <lowbit/core/numeric.hpp>
+#include <lowbit/metrics.hpp>
+#include <lowbit/registry.hpp>
+
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace lowbit;
+
+namespace {
+
+constexpr std::size_t rows = 32, cols = 512;
+
+const std::vector<float>& gaussian() {
+    static const std::vector<float> w = [] {
+        std::vector<float> v(rows * cols);
+        std::mt19937_64 rng(11);
+        std::normal_distribution<float> n(0.0f, 0.02f);
+        for (float& x : v) x = n(rng);
+        return v;
+    }();
+    return w;
+}
+
+}  // namespace
+
+TEST_CASE("the formats the foundation promises are registered") {
+    for (const char* n : {"int8-ch", "int4-g128-sym", "int4-g128-asym", "int3-g128", "int2-g64", "nf4-b64",
+                          "nf4-b64-dq", "fp4-b64", "mxfp4", "mxfp8-e4m3", "nvfp4", "fp8-e4m3-ch", "mlx-4b-g64"})
+        REQUIRE(find_format(n).name == n);
+}
+
+TEST_CASE("bits per weight of every format, counted by hand from its definition") {
+    const double n = rows * cols;
+    // codes + per-group params (+ second level), for a 32 x 512 matrix.
+    const std::map<std::string, double> expect = {
+        {"int8-ch", 8 + 32.0 / 512},
+        {"int8-g128", 8 + 16.0 / 128},
+        {"int4-g128-sym", 4 + 16.0 / 128},
+        {"int4-g128-asym", 4 + 20.0 / 128},   // fp16 scale + 4-bit zero
+        {"int4-g128-mse", 4 + 20.0 / 128},
+        {"int4-g32-sym", 4 + 16.0 / 32},
+        {"int4-sb256", 4 + 6.0 / 32 + 22.0 / 256},  // 6-bit sub-scale; fp16 scale + 6-bit zero per 256
+        {"int3-g128", 3 + 19.0 / 128},
+        {"int2-g64", 2 + 18.0 / 64},
+        {"mlx-4b-g64", 4 + 32.0 / 64},
+        {"mlx-8b-g64", 8 + 32.0 / 64},
+        {"torchao-int4-g128", 4 + 32.0 / 128},
+        {"nf4-b64", 4 + 32.0 / 64},
+        {"nf4-b64-dq", 4 + 8.0 / 64 + (32.0 + 32.0) / n},  // 256 scales = one nested block + offset
+        {"fp4-b64", 4 + 32.0 / 64},
+        {"fp4-b64-dq", 4 + 8.0 / 64 + (32.0 + 32.0) / n},
+        {"iq4nl-b32", 4 + 16.0 / 32},
+        {"mxfp4", 4 + 8.0 / 32},
+        {"mxfp6-e3m2", 6 + 8.0 / 32},
+        {"mxfp6-e2m3", 6 + 8.0 / 32},
+        {"mxfp8-e4m3", 8 + 8.0 / 32},
+        {"mxfp8-e5m2", 8 + 8.0 / 32},
+        {"nvfp4", 4 + 8.0 / 16 + 32.0 / n},
+        {"fp8-e4m3-ch", 8 + 32.0 / 512},
+    };
+    matrix_view<const float> w(gaussian().data(), rows, cols);
+    for (const auto& f : formats()) {
+        INFO(f.name);
+        const auto it = expect.find(std::string(f.name));
+        REQUIRE(it != expect.end());  // every registered format has its expectation here
+        REQUIRE(quantize(f, w)->bits_per_weight() == Approx(it->second).epsilon(1e-12));
+    }
+}
+
+TEST_CASE("every format reconstructs Gaussian weights with the SQNR its bit width allows") {
+    // Uniform-noise theory: ~6 dB per bit; the windows are wide enough for the
+    // scheme differences, narrow enough to catch a wrong table or scale.
+    matrix_view<const float> w(gaussian().data(), rows, cols);
+    std::vector<float> back(rows * cols);
+    for (const auto& f : formats()) {
+        INFO(f.name);
+        const auto q = quantize(f, w);
+        q->dequantize(matrix_view<float>(back.data(), rows, cols));
+        const double s = sqnr_db(w, matrix_view<const float>(back.data(), rows, cols));
+        const double bits = std::floor(q->bits_per_weight());
+        if (bits >= 8 && f.family == "integer") {
+            REQUIRE(s > 40.0);
+        } else if (bits >= 6) {  // 6- and 8-bit minifloats: 2-3 mantissa bits, ~25-31 dB
+            REQUIRE(s > 23.0);
+        } else if (bits >= 4) {
+            REQUIRE(s > 16.0);
+            REQUIRE(s < 26.0);
+        } else if (bits >= 3) {
+            REQUIRE(s > 11.0);
+            REQUIRE(s < 18.0);
+        } else {
+            REQUIRE(s > 5.0);
+            REQUIRE(s < 12.0);
+        }
+    }
+}
+
+TEST_CASE("every format dequantizes to the same numbers on every instruction set, in f32, f16 and bf16") {
+    matrix_view<const float> w(gaussian().data(), rows, cols);
+    const auto before = kernels::active_isa();
+    for (const auto& f : formats()) {
+        INFO(f.name);
+        const auto q = quantize(f, w);
+        std::vector<float> ref(rows * cols), got(rows * cols);
+        std::vector<std::uint16_t> h(rows * cols), b(rows * cols);
+        kernels::set_active_isa(kernels::isa::scalar);
+        q->dequantize(matrix_view<float>(ref.data(), rows, cols));
+        for (auto i : kernels::available_isas()) {
+            INFO(kernels::isa_name(i));
+            kernels::set_active_isa(i);
+            q->dequantize(matrix_view<float>(got.data(), rows, cols));
+            REQUIRE(std::memcmp(got.data(), ref.data(), got.size() * sizeof(float)) == 0);
+            q->dequantize_to(h.data(), cols, kernels::out_type::f16);
+            q->dequantize_to(b.data(), cols, kernels::out_type::bf16);
+            for (std::size_t k = 0; k < ref.size(); ++k) {
+                REQUIRE(h[k] == float_to_fp16(ref[k]));
+                REQUIRE(b[k] == float_to_bf16(ref[k]));
+            }
+        }
+    }
+    kernels::set_active_isa(before);
+}
+
+TEST_CASE("an unknown format name is an error that suggests close names") {
+    try {
+        (void)find_format("int4-g128-sim");
+        FAIL("no error");
+    } catch (const lowbit::error& e) {
+        REQUIRE(e.code() == errc::unknown_format);
+        REQUIRE_THAT(e.what(), Catch::Matchers::Contains("int4-g128-sym"));
+    }
+    REQUIRE_THROWS_AS(find_format(""), lowbit::error);
+}
+
+TEST_CASE("registry quantize passes shape errors through") {
+    std::vector<float> w(4 * 100, 0.5f);
+    REQUIRE_THROWS_AS(quantize(find_format("int4-g128-sym"), matrix_view<const float>(w.data(), 4, 100)),
+                      lowbit::error);
+}
