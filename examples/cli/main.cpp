@@ -115,11 +115,11 @@ row_result evaluate(const dataset& d, const lowbit::format& f) {
 void print_table(const std::vector<row_result>& rows, const std::vector<dataset>& data) {
     for (const auto& d : data) {
         std::printf("\n%s: %zu x %zu, %s\n", d.name.c_str(), d.rows, d.cols, d.description.c_str());
-        std::printf("%-14s %8s %10s %9s %10s %10s %10s %10s %9s\n", "format", "bits/w", "rel RMSE", "SQNR dB",
+        std::printf("%-18s %8s %10s %9s %10s %10s %10s %10s %9s\n", "format", "bits/w", "rel RMSE", "SQNR dB",
                     "max |err|", "cosine", "quant Mw/s", "deq Mw/s", "deq GB/s");
         for (const auto& r : rows) {
             if (r.data != d.name) continue;
-            std::printf("%-14s %8.3f %10.5f %9.2f %10.4g %10.6f %10.1f %10.1f %9.2f\n", r.format.c_str(), r.bpw,
+            std::printf("%-18s %8.3f %10.5f %9.2f %10.4g %10.6f %10.1f %10.1f %9.2f\n", r.format.c_str(), r.bpw,
                         r.err.rel_rmse, r.err.sqnr_db, r.err.max_abs, r.err.cosine, r.quant_mws, r.deq_mws, r.deq_gbs);
         }
     }
@@ -197,9 +197,9 @@ int usage(int code) {
 }
 
 int cmd_formats() {
-    std::printf("%-14s %-10s %s\n", "format", "family", "description");
+    std::printf("%-18s %-10s %s\n", "format", "family", "description");
     for (const auto& f : lowbit::formats())
-        std::printf("%-14s %-10s %s\n", std::string(f.name).c_str(), std::string(f.family).c_str(),
+        std::printf("%-18s %-10s %s\n", std::string(f.name).c_str(), std::string(f.family).c_str(),
                     std::string(f.description).c_str());
     return 0;
 }
