@@ -40,3 +40,23 @@ TEST_CASE("dispatch lists the scalar path and honours set_active_isa") {
     }
     set_active_isa(before);
 }
+
+#include <lowbit/parallel.hpp>
+
+#include <atomic>
+
+TEST_CASE("parallel_for covers every index once and rethrows errors") {
+    for (unsigned threads : {0u, 1u, 2u, 5u}) {
+        std::vector<std::atomic<int>> hits(1000);
+        lowbit::parallel_for(hits.size(), threads, 7, [&](std::size_t b, std::size_t e) {
+            REQUIRE(b % 7 == 0);
+            for (std::size_t i = b; i < e; ++i) hits[i]++;
+        });
+        for (auto& h : hits) REQUIRE(h.load() == 1);
+    }
+    REQUIRE_THROWS_AS(lowbit::parallel_for(100, 4, 1,
+                                           [](std::size_t b, std::size_t) {
+                                               if (b > 50) LOWBIT_THROW(lowbit::errc::io, "chunk failed");
+                                           }),
+                      lowbit::error);
+}

@@ -274,3 +274,38 @@ TEST_CASE("clipping search never does worse than plain RTN, and uses importance"
     }
     REQUIRE(wi <= wu * (1 + 1e-9));
 }
+
+TEST_CASE("quantizing with several threads gives the same bytes as one") {
+    const std::size_t rows = 70, cols = 256;
+    const auto w = random_matrix(rows, cols, 9);
+    matrix_view<const float> v(w.data(), rows, cols);
+    quantizer<affine<4>> one(affine<4>{}, per_group(64));
+    quantizer<affine<4>> many = one;
+    many.threads = 3;
+    const auto a = one.quantize(v);
+    const auto b = many.quantize(v);
+    REQUIRE(a.codes == b.codes);
+    REQUIRE(a.scale == b.scale);
+    REQUIRE(a.zero == b.zero);
+}
+
+#include <lowbit/scheme/minifloat.hpp>
+
+TEST_CASE("STE mask of a minifloat scheme ignores the NaN/Inf codes of its table") {
+    const std::size_t rows = 2, cols = 64;
+    auto w = random_matrix(rows, cols, 10);
+    matrix_view<const float> v(w.data(), rows, cols);
+    mxfp8_e5m2 s;
+    s.clip = 0.25f;  // the block scale comes from a quarter of the absmax: large values saturate
+    quantizer<mxfp8_e5m2> qz(s, per_group(32));
+    const auto q = qz.quantize(v);
+    std::vector<float> mask(w.size());
+    ste_mask(q, v, matrix_view<float>(mask.data(), rows, cols));
+    std::size_t clipped = 0;
+    for (std::size_t i = 0; i < w.size(); ++i) {
+        const float limit = 57344.0f * q.params_at(i / cols, i % cols).scale;
+        REQUIRE((mask[i] == 0.0f) == (std::fabs(w[i]) > limit));
+        clipped += mask[i] == 0.0f;
+    }
+    REQUIRE(clipped > 0);
+}

@@ -1,7 +1,7 @@
 // The lowbit program: compare quantization schemes side by side.
 //
 //   lowbit compare [--formats a,b,...] [--data gaussian,student-t,llm] [--rows N] [--cols N]
-//                  [--seed S] [--csv] [--plot FILE.svg]
+//                  [--seed S] [--threads N] [--csv] [--plot FILE.svg]
 //   lowbit formats
 //   lowbit --version
 
@@ -93,13 +93,13 @@ double best_seconds(int reps, const auto& fn) {
     return best;
 }
 
-row_result evaluate(const dataset& d, const lowbit::format& f) {
+row_result evaluate(const dataset& d, const lowbit::format& f, unsigned threads) {
     row_result r;
     r.data = d.name;
     r.format = std::string(f.name);
     lowbit::matrix_view<const float> w(d.w.data(), d.rows, d.cols);
     std::unique_ptr<lowbit::quantized_base> q;
-    const double tq = best_seconds(1, [&] { q = lowbit::quantize(f, w); });
+    const double tq = best_seconds(1, [&] { q = lowbit::quantize(f, w, {}, {threads}); });
     std::vector<float> back(d.w.size());
     lowbit::matrix_view<float> out(back.data(), d.rows, d.cols);
     const double td = best_seconds(5, [&] { q->dequantize(out); });
@@ -112,7 +112,7 @@ row_result evaluate(const dataset& d, const lowbit::format& f) {
     return r;
 }
 
-void print_table(const std::vector<row_result>& rows, const std::vector<dataset>& data) {
+void print_table(const std::vector<row_result>& rows, const std::vector<dataset>& data, unsigned threads) {
     for (const auto& d : data) {
         std::printf("\n%s: %zu x %zu, %s\n", d.name.c_str(), d.rows, d.cols, d.description.c_str());
         std::printf("%-18s %8s %10s %9s %10s %10s %10s %10s %9s\n", "format", "bits/w", "rel RMSE", "SQNR dB",
@@ -123,8 +123,9 @@ void print_table(const std::vector<row_result>& rows, const std::vector<dataset>
                         r.err.rel_rmse, r.err.sqnr_db, r.err.max_abs, r.err.cosine, r.quant_mws, r.deq_mws, r.deq_gbs);
         }
     }
-    std::printf("\ndequantize: fp32 output, best of 5, %s kernels; GB/s counts packed input + fp32 output\n",
-                std::string(lowbit::kernels::isa_name(lowbit::kernels::active_isa())).c_str());
+    std::printf("\nquantize: %u thread(s); dequantize: fp32 output, one thread, best of 5, %s kernels;\n"
+                "GB/s counts packed input + fp32 output\n",
+                threads, std::string(lowbit::kernels::isa_name(lowbit::kernels::active_isa())).c_str());
 }
 
 void print_csv(const std::vector<row_result>& rows) {
@@ -190,7 +191,7 @@ void write_plot(const std::string& path, const std::vector<row_result>& rows, co
 int usage(int code) {
     std::fprintf(code ? stderr : stdout,
                  "usage: lowbit compare [--formats a,b,...] [--data gaussian,student-t,llm] [--rows N] [--cols N]\n"
-                 "                      [--seed S] [--csv] [--plot FILE.svg]\n"
+                 "                      [--seed S] [--threads N] [--csv] [--plot FILE.svg]\n"
                  "       lowbit formats\n"
                  "       lowbit --version\n");
     return code;
@@ -209,6 +210,7 @@ int cmd_compare(int argc, char** argv) {
     std::size_t rows = 1024, cols = 4096;
     std::uint64_t seed = 42;
     bool csv = false;
+    unsigned threads = 1;
     std::string plot;
     for (int i = 0; i < argc; ++i) {
         const std::string_view a = argv[i];
@@ -216,12 +218,14 @@ int cmd_compare(int argc, char** argv) {
             if (i + 1 >= argc) LOWBIT_THROW(lowbit::errc::invalid_argument, std::string(a) + " needs a value");
             return argv[++i];
         };
-        auto number = [&]() -> std::size_t {
+        auto number = [&](bool allow_zero = false) -> std::size_t {
             const std::string v = value();
             char* end = nullptr;
             const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-            if (v.empty() || *end != '\0' || n == 0)
-                LOWBIT_THROW(lowbit::errc::invalid_argument, std::string(a) + ": '" + v + "' is not a positive integer");
+            if (v.empty() || *end != '\0' || v[0] == '-' || (n == 0 && !allow_zero))
+                LOWBIT_THROW(lowbit::errc::invalid_argument,
+                             std::string(a) + ": '" + v + "' is not a " + (allow_zero ? "non-negative" : "positive") +
+                                 " integer");
             return static_cast<std::size_t>(n);
         };
         if (a == "--formats") fmts = split(value(), ',');
@@ -229,6 +233,7 @@ int cmd_compare(int argc, char** argv) {
         else if (a == "--rows") rows = number();
         else if (a == "--cols") cols = number();
         else if (a == "--seed") seed = number();
+        else if (a == "--threads") threads = static_cast<unsigned>(number(true));
         else if (a == "--csv") csv = true;
         else if (a == "--plot") plot = value();
         else if (a == "-h" || a == "--help") return usage(0);
@@ -247,13 +252,13 @@ int cmd_compare(int argc, char** argv) {
     for (const auto& d : data)
         for (const auto* f : chosen) {
             if (!csv) std::fprintf(stderr, "\r%-60s", ("  " + d.name + " / " + std::string(f->name)).c_str());
-            results.push_back(evaluate(d, *f));
+            results.push_back(evaluate(d, *f, threads));
         }
     if (!csv) std::fprintf(stderr, "\r%-60s\r", "");
     if (csv)
         print_csv(results);
     else
-        print_table(results, data);
+        print_table(results, data, threads);
     if (!plot.empty()) {
         write_plot(plot, results, data);
         if (!csv) std::printf("plot: %s\n", plot.c_str());

@@ -19,6 +19,7 @@
 #include "granularity.hpp"
 #include "kernels/dequantize.hpp"
 #include "pack/bits.hpp"
+#include "parallel.hpp"
 #include "scheme/concepts.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -192,6 +193,8 @@ public:
     S scheme{};
     granularity gran = per_group(128);
     DQ dq{};
+    /// Threads for quantize (0 = all cores); results do not depend on it.
+    unsigned threads = 1;
 
     quantizer() = default;
     quantizer(S s, granularity g, DQ d = {}) : scheme(std::move(s)), gran(g), dq(std::move(d)) {}
@@ -269,28 +272,34 @@ private:
             }
             return;
         }
-        std::vector<float> iw(imp.empty() ? 0 : L.group);
-        for (std::size_t r = 0; r < rows; ++r) {
-            const auto row = w.row(r);
-            for (std::size_t c0 = 0; c0 < cols; c0 += L.group) {
-                std::span<const float> x(row.data() + c0, L.group);
-                if (!iw.empty())
-                    for (std::size_t k = 0; k < L.group; ++k) iw[k] = per_elem ? imp[r * cols + c0 + k] : imp[c0 + k];
-                params[L.index(r, c0)] = scheme.fit(x, iw);
+        parallel_for(rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
+            std::vector<float> iw(imp.empty() ? 0 : L.group);
+            for (std::size_t r = r0; r < r1; ++r) {
+                const auto row = w.row(r);
+                for (std::size_t c0 = 0; c0 < cols; c0 += L.group) {
+                    std::span<const float> x(row.data() + c0, L.group);
+                    if (!iw.empty())
+                        for (std::size_t k = 0; k < L.group; ++k)
+                            iw[k] = per_elem ? imp[r * cols + c0 + k] : imp[c0 + k];
+                    params[L.index(r, c0)] = scheme.fit(x, iw);
+                }
             }
-        }
+        });
     }
 
     void encode_all(matrix_view<const float> w, const group_layout& L, const std::vector<typename S::params>& params,
                     quantized<S>& q) const {
         const std::size_t rows = w.rows(), cols = w.cols();
         q.codes.assign(rows * q.code_stride, 0);
-        std::vector<std::uint8_t> row_codes(cols);
-        for (std::size_t r = 0; r < rows; ++r) {
-            const auto row = w.row(r);
-            for (std::size_t c = 0; c < cols; ++c) row_codes[c] = scheme.encode(row[c], params[L.index(r, c)]);
-            pack_bits(row_codes, S::bits, std::span<std::uint8_t>(q.codes.data() + r * q.code_stride, q.code_stride));
-        }
+        parallel_for(rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
+            std::vector<std::uint8_t> row_codes(cols);
+            for (std::size_t r = r0; r < r1; ++r) {
+                const auto row = w.row(r);
+                for (std::size_t c = 0; c < cols; ++c) row_codes[c] = scheme.encode(row[c], params[L.index(r, c)]);
+                pack_bits(row_codes, S::bits,
+                          std::span<std::uint8_t>(q.codes.data() + r * q.code_stride, q.code_stride));
+            }
+        });
     }
 };
 
@@ -326,9 +335,11 @@ void ste_mask(const quantized<S>& q, matrix_view<const float> w, matrix_view<flo
                     inside = x >= a - half && x <= b + half;
                 }
             } else {
-                const auto t = q.scheme.table();
-                const auto [mn, mx] = std::minmax_element(t.begin(), t.end());
-                const float a = std::min(*mn * p.scale, *mx * p.scale), b = std::max(*mn * p.scale, *mx * p.scale);
+                // FP8 tables hold NaN/Inf codes that encode never produces: skip them.
+                float mn = 0.0f, mx = 0.0f;
+                for (float t : q.scheme.table())
+                    if (std::isfinite(t)) mn = std::min(mn, t), mx = std::max(mx, t);
+                const float a = std::min(mn * p.scale, mx * p.scale), b = std::max(mn * p.scale, mx * p.scale);
                 inside = x >= a && x <= b;
             }
             mask(r, c) = inside ? 1.0f : 0.0f;

@@ -24,7 +24,13 @@
 
 LOWBIT_NAMESPACE_BEGIN
 
-using quantize_fn = std::unique_ptr<quantized_base> (*)(matrix_view<const float>, std::span<const float>);
+/// Run-time options of a quantization.
+struct quantize_options {
+    unsigned threads = 1;  ///< 0 = all cores; results do not depend on it
+};
+
+using quantize_fn = std::unique_ptr<quantized_base> (*)(matrix_view<const float>, std::span<const float>,
+                                                        const quantize_options&);
 
 /// A named quantization format.
 struct format {
@@ -38,8 +44,9 @@ struct format {
 namespace detail {
 
 template <class S, class DQ = no_double_quant>
-std::unique_ptr<quantized_base> run_quantizer(const quantizer<S, DQ>& qz, matrix_view<const float> w,
-                                              std::span<const float> importance) {
+std::unique_ptr<quantized_base> run_quantizer(quantizer<S, DQ> qz, matrix_view<const float> w,
+                                              std::span<const float> importance, const quantize_options& opt) {
+    qz.threads = opt.threads;
     return std::make_unique<quantized<S>>(qz.quantize(w, importance));
 }
 
@@ -51,8 +58,9 @@ S with_scale_type(S s, param_dtype t) {
 
 // Formats as functions: each builds its quantizer (cheap) and runs it.
 #define LOWBIT_FORMAT_FN(fn, ...)                                                                            \
-    inline std::unique_ptr<quantized_base> fn(matrix_view<const float> w, std::span<const float> importance) { \
-        return run_quantizer(__VA_ARGS__, w, importance);                                                    \
+    inline std::unique_ptr<quantized_base> fn(matrix_view<const float> w, std::span<const float> importance, \
+                                              const quantize_options& opt) {                                   \
+        return run_quantizer(__VA_ARGS__, w, importance, opt);                                               \
     }
 
 constexpr param_dtype f16 = param_dtype::f16;
@@ -170,8 +178,9 @@ inline const format& find_format(std::string_view name) {
 
 /// Quantize `w` in format `f` (see quantizer::quantize for `importance`).
 inline std::unique_ptr<quantized_base> quantize(const format& f, matrix_view<const float> w,
-                                                std::span<const float> importance = {}) {
-    return f.quantize(w, importance);
+                                                std::span<const float> importance = {},
+                                                const quantize_options& opt = {}) {
+    return f.quantize(w, importance, opt);
 }
 
 LOWBIT_NAMESPACE_END
