@@ -287,29 +287,76 @@ inline xsimd::batch<std::uint32_t, Arch> fp16_bits(const xsimd::batch<float, Arc
     return s::bitcast<std::uint32_t>(h | sign);
 }
 
-/// Write one batch of values at `dst` (n elements of the output type).
-template <class Arch, out_type OT>
+/// Write one batch of values at `dst` (n elements of the output type). NT:
+/// non-temporal stores (dst aligned to the batch's bytes) for outputs far
+/// bigger than the caches, which then skip the read-for-ownership.
+template <class Arch, out_type OT, bool NT = false>
 inline void emit(const xsimd::batch<float, Arch>& v, void* dst) noexcept {
     if constexpr (OT == out_type::f32) {
-        v.store_unaligned(static_cast<float*>(dst));
+        if constexpr (NT && is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+            _mm512_stream_ps(static_cast<float*>(dst), v);
+#endif
+        } else if constexpr (NT && is_avx2_v<Arch>) {
+#if XSIMD_WITH_AVX2
+            _mm256_stream_ps(static_cast<float*>(dst), v);
+#endif
+        } else if constexpr (NT && is_sse2_v<Arch>) {
+#if XSIMD_WITH_SSE2
+            _mm_stream_ps(static_cast<float*>(dst), v);
+#endif
+        } else {
+            v.store_unaligned(static_cast<float*>(dst));
+        }
+    } else if constexpr (is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+        // F16C rounds to nearest even, gives +-Inf on overflow and quiets NaN
+        // keeping the top payload bits: the same bits as float_to_fp16.
+        const __m256i h = OT == out_type::f16 ? _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT)
+                                              : _mm512_cvtepi32_epi16(bf16_bits<Arch>(v));
+        if constexpr (NT) _mm256_stream_si256(static_cast<__m256i*>(dst), h);
+        else _mm256_storeu_si256(static_cast<__m256i*>(dst), h);
+#endif
+    } else if constexpr (is_avx2_v<Arch>) {
+#if XSIMD_WITH_AVX2
+        __m128i h;
+        if constexpr (OT == out_type::bf16) {
+            const __m256i r = bf16_bits<Arch>(v);
+            h = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        } else {
+#if defined(__F16C__)
+            h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
+#else
+            const __m256i r = fp16_bits<Arch>(v);
+            h = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+#endif
+        }
+        if constexpr (NT) _mm_stream_si128(static_cast<__m128i*>(dst), h);
+        else _mm_storeu_si128(static_cast<__m128i*>(dst), h);
+#endif
     } else if constexpr (OT == out_type::bf16) {
         narrow_store<Arch>(bf16_bits<Arch>(v), static_cast<std::uint16_t*>(dst));
     } else {
-        // F16C rounds to nearest even, gives +-Inf on overflow and quiets NaN
-        // keeping the top payload bits: the same bits as float_to_fp16.
-        if constexpr (is_avx512_v<Arch>) {
-#if XSIMD_WITH_AVX512BW
-            _mm256_storeu_si256(static_cast<__m256i*>(dst), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-            return;
-#endif
-        }
-#if defined(__F16C__) && XSIMD_WITH_AVX2
-        if constexpr (is_avx2_v<Arch>) {
-            _mm_storeu_si128(static_cast<__m128i*>(dst), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-            return;
-        }
-#endif
         narrow_store<Arch>(fp16_bits<Arch>(v), static_cast<std::uint16_t*>(dst));
+    }
+}
+
+/// Whether a job's output is worth writing around the caches.
+template <class Arch>
+inline bool use_streaming(const void* out, std::size_t rows, std::size_t out_stride, std::size_t esize) noexcept {
+    constexpr std::size_t min_bytes = std::size_t{16} << 20;
+    constexpr std::size_t align = 64;
+    const bool x86 = is_avx512_v<Arch> || is_avx2_v<Arch> || (is_sse2_v<Arch> && esize == 4);
+    return x86 && rows * out_stride * esize >= min_bytes && reinterpret_cast<std::uintptr_t>(out) % align == 0 &&
+           out_stride * esize % align == 0;
+}
+
+template <class Arch>
+inline void stream_fence() noexcept {
+    if constexpr (is_sse2_v<Arch> || is_avx2_v<Arch> || is_avx512_v<Arch>) {
+#if XSIMD_WITH_SSE2
+        _mm_sfence();
+#endif
     }
 }
 
@@ -331,15 +378,12 @@ inline void decode_block_scalar(const std::uint8_t* src, std::uint8_t* dst) noex
     }
 }
 
-/// 64 k-bit codes (8k bytes at src) as 64 bytes; returns where they are.
+/// 64 k-bit codes (8k bytes at src) as 64 bytes at buf (64-byte aligned).
 template <class Arch, int K>
-inline const std::uint8_t* decode_block(const std::uint8_t* src, std::uint8_t* buf) noexcept {
+inline void decode_block(const std::uint8_t* src, std::uint8_t* buf) noexcept {
     using u32 = xsimd::batch<std::uint32_t, Arch>;
     constexpr std::size_t n = u32::size;
-    if constexpr (K == 8) {
-        (void)buf;
-        return src;
-    } else if constexpr (K == 4 && n >= 4) {
+    if constexpr (K == 4 && n >= 4) {
         // Two bytes (four codes) per lane; spread each nibble to its own byte.
         for (std::size_t i = 0; i < block / (4 * n); ++i) {
             const u32 x = widen16<Arch>(src + 2 * n * i);
@@ -347,7 +391,6 @@ inline const std::uint8_t* decode_block(const std::uint8_t* src, std::uint8_t* b
                           ((x << 12) & u32(0xF000000u));
             y.store_aligned(reinterpret_cast<std::uint32_t*>(buf) + n * i);
         }
-        return buf;
     } else if constexpr (K == 2 && n >= 4) {
         for (std::size_t i = 0; i < block / (4 * n); ++i) {
             const u32 x = widen8<Arch>(src + n * i);
@@ -355,212 +398,251 @@ inline const std::uint8_t* decode_block(const std::uint8_t* src, std::uint8_t* b
                           ((x << 18) & u32(0x3000000u));
             y.store_aligned(reinterpret_cast<std::uint32_t*>(buf) + n * i);
         }
-        return buf;
     } else {
         decode_block_scalar<Arch, K>(src, buf);
-        return buf;
     }
 }
 
-/// Walks the blocks and batches of every row, calling `value(codes, col)` for
-/// each batch in column order (so it can track its group) and storing the result.
-template <class Arch, int K, out_type OT, class Rows>
-inline void walk_rows(const std::uint8_t* codes, std::size_t code_stride, std::size_t rows, std::size_t cols,
-                      void* out, std::size_t out_stride, Rows& value) noexcept {
+// Rows are processed a chunk of codes at a time: decoded into an L1-resident
+// byte buffer, then converted one run of constant params (a group, or the part
+// of it inside the chunk) at a time, so the inner loop carries no bookkeeping.
+inline constexpr std::size_t chunk = 1024;
+
+template <class Arch>
+using decode_fn = const std::uint8_t* (*)(const std::uint8_t*, std::size_t, std::uint8_t*) noexcept;
+
+/// `count` codes (starting on a block boundary) as bytes; returns where they are
+/// (src itself for 8-bit codes). dst holds chunk + block bytes.
+template <class Arch, int K>
+inline const std::uint8_t* decode_span(const std::uint8_t* src, std::size_t count, std::uint8_t* dst) noexcept {
+    constexpr std::size_t block_bytes = 8 * static_cast<std::size_t>(K);
+    const std::size_t full = count / block;
+    const std::size_t rest = count - full * block;
+    if constexpr (K == 8) {
+        if (rest == 0) return src;
+        std::memcpy(dst, src, count);
+        return dst;
+    } else {
+        for (std::size_t b = 0; b < full; ++b) decode_block<Arch, K>(src + b * block_bytes, dst + b * block);
+        if (rest) {
+            alignas(64) std::uint8_t tail[block_bytes] = {};
+            std::memcpy(tail, src + full * block_bytes, (rest * K + 7) / 8);
+            decode_block<Arch, K>(tail, dst + full * block);
+        }
+        return dst;
+    }
+}
+
+template <class Arch>
+inline decode_fn<Arch> pick_decoder(int bits) noexcept {
+    switch (bits) {
+    case 1: return &decode_span<Arch, 1>;
+    case 2: return &decode_span<Arch, 2>;
+    case 3: return &decode_span<Arch, 3>;
+    case 4: return &decode_span<Arch, 4>;
+    case 5: return &decode_span<Arch, 5>;
+    case 6: return &decode_span<Arch, 6>;
+    case 7: return &decode_span<Arch, 7>;
+    default: return &decode_span<Arch, 8>;
+    }
+}
+
+template <class Arch, bool Z, bool B>
+inline xsimd::batch<float, Arch> affine_value(const std::uint8_t* q, const xsimd::batch<float, Arch>& s,
+                                              const xsimd::batch<float, Arch>& z,
+                                              const xsimd::batch<float, Arch>& b) noexcept {
+    xsimd::batch<float, Arch> x = xsimd::to_float(::lowbit::detail::simd::bitcast<std::int32_t>(widen8<Arch>(q)));
+    if constexpr (Z) x = x - z;
+    x = x * s;
+    if constexpr (B) x = ::lowbit::detail::simd::unfused(x) + b;
+    return x;
+}
+
+/// Params of lanes starting at column c, for groups narrower than or
+/// straddling a batch; lanes past the row end reuse its last group.
+template <class Arch>
+inline xsimd::batch<float, Arch> lane_params(const float* p, std::size_t c, std::size_t group,
+                                             std::size_t last) noexcept {
+    constexpr std::size_t n = xsimd::batch<float, Arch>::size;
+    alignas(64) float buf[n];
+    std::size_t gi = c / group, rem = group - c % group;
+    for (std::size_t l = 0; l < n; ++l) {
+        buf[l] = p[gi <= last ? gi : last];
+        if (--rem == 0) {
+            ++gi;
+            rem = group;
+        }
+    }
+    return xsimd::batch<float, Arch>::load_aligned(buf);
+}
+
+/// Calls make(codes, col) for the batches of [c, e) and stores them; the last
+/// partial batch of a row goes through zero-padded copies so nothing is read
+/// or written past the row.
+template <class Arch, out_type OT, class Make>
+inline void run_span(const std::uint8_t* q, std::size_t c, std::size_t e, unsigned char* dst, bool nt,
+                     Make&& make) noexcept {
+    constexpr std::size_t n = xsimd::batch<float, Arch>::size;
+    constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
+    std::size_t t = c;
+    if (nt)
+        for (; t + n <= e; t += n) emit<Arch, OT, true>(make(q + (t - c), t), dst + t * esize);
+    else
+        for (; t + n <= e; t += n) emit<Arch, OT>(make(q + (t - c), t), dst + t * esize);
+    if (t < e) {
+        alignas(64) std::uint8_t qt[n] = {};
+        alignas(64) unsigned char ot[n * esize];
+        std::memcpy(qt, q + (t - c), e - t);
+        emit<Arch, OT>(make(qt, t), ot);
+        std::memcpy(dst + t * esize, ot, (e - t) * esize);
+    }
+}
+
+template <class Arch, out_type OT, bool Z, bool B>
+inline void affine_rows(const affine_job& j) noexcept {
     using f32 = xsimd::batch<float, Arch>;
     constexpr std::size_t n = f32::size;
     constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
-    constexpr std::size_t block_bytes = 8 * static_cast<std::size_t>(K);
-    const std::size_t full = cols / block;
-    const std::size_t rest = cols - full * block;
-    const std::size_t rest_bytes = row_bytes(cols, K) - full * block_bytes;
-    alignas(64) std::uint8_t buf[block];
-    alignas(64) std::uint8_t tail_src[block];
-    alignas(64) unsigned char tail_out[n * esize];
-    for (std::size_t r = 0; r < rows; ++r) {
-        const std::uint8_t* src = codes + r * code_stride;
-        unsigned char* dst = static_cast<unsigned char*>(out) + r * out_stride * esize;
-        value.start_row(r);
-        std::size_t c = 0;
-        for (std::size_t b = 0; b < full; ++b, src += block_bytes) {
-            const std::uint8_t* q = decode_block<Arch, K>(src, buf);
-            for (std::size_t t = 0; t < block; t += n, c += n) emit<Arch, OT>(value(q + t, c), dst + c * esize);
-        }
-        if (rest) {
-            std::memset(tail_src, 0, sizeof tail_src);
-            std::memcpy(tail_src, src, rest_bytes);
-            const std::uint8_t* q = decode_block<Arch, K>(tail_src, buf);
-            std::size_t t = 0;
-            for (; t + n <= rest; t += n, c += n) emit<Arch, OT>(value(q + t, c), dst + c * esize);
-            if (t < rest) {
-                emit<Arch, OT>(value(q + t, c), tail_out);
-                std::memcpy(dst + c * esize, tail_out, (rest - t) * esize);
+    const decode_fn<Arch> decode = pick_decoder<Arch>(j.bits);
+    const std::size_t G = j.group;
+    const bool uniform = G % n == 0;
+    const std::size_t last = j.cols / G - 1;
+    const bool nt = use_streaming<Arch>(j.out, j.rows, j.out_stride, esize);
+    alignas(64) std::uint8_t buf[chunk + block];
+    for (std::size_t r = 0; r < j.rows; ++r) {
+        const std::uint8_t* src = j.codes + r * j.code_stride;
+        unsigned char* dst = static_cast<unsigned char*>(j.out) + r * j.out_stride * esize;
+        const std::size_t p0 = r * j.param_stride;
+        const float* s = j.scale + p0;
+        const float* z = Z ? j.zero + p0 : nullptr;
+        const float* b = B ? j.bias + p0 : nullptr;
+        for (std::size_t c0 = 0; c0 < j.cols; c0 += chunk) {
+            const std::size_t e0 = c0 + chunk < j.cols ? c0 + chunk : j.cols;
+            const std::uint8_t* q = decode(src + c0 / 8 * static_cast<std::size_t>(j.bits), e0 - c0, buf);
+            if (uniform) {
+                for (std::size_t c = c0; c < e0;) {
+                    const std::size_t g = c / G;
+                    const std::size_t e = (g + 1) * G < e0 ? (g + 1) * G : e0;
+                    const f32 sb(s[g]), zb(Z ? z[g] : 0.0f), bb(B ? b[g] : 0.0f);
+                    run_span<Arch, OT>(q + (c - c0), c, e, dst, nt, [&](const std::uint8_t* qq, std::size_t) noexcept {
+                        return affine_value<Arch, Z, B>(qq, sb, zb, bb);
+                    });
+                    c = e;
+                }
+            } else {
+                run_span<Arch, OT>(q, c0, e0, dst, nt, [&](const std::uint8_t* qq, std::size_t c) noexcept {
+                    const f32 sb = lane_params<Arch>(s, c, G, last);
+                    const f32 zb = Z ? lane_params<Arch>(z, c, G, last) : f32(0.0f);
+                    const f32 bb = B ? lane_params<Arch>(b, c, G, last) : f32(0.0f);
+                    return affine_value<Arch, Z, B>(qq, sb, zb, bb);
+                });
             }
         }
     }
+    if (nt) stream_fence<Arch>();
 }
 
-/// Tracks the group of the batch at column c along a row: one broadcast per
-/// group when batches never straddle groups, per-lane params otherwise.
-template <class Arch>
-struct group_cursor {
+/// table[q] for one batch of codes; Small: the table has at most 16 entries,
+/// zero padded to 16 at `small`.
+template <class Arch, bool Small>
+inline xsimd::batch<float, Arch> table_lookup(const std::uint8_t* q, const float* table, const float* small) noexcept {
     using f32 = xsimd::batch<float, Arch>;
-    static constexpr std::size_t n = f32::size;
-    std::size_t group, last;
-    bool uniform;
-    std::size_t g = 0, left = 0;
-
-    group_cursor(std::size_t grp, std::size_t cols) noexcept
-        : group(grp), last(cols / grp - 1), uniform(grp % n == 0) {}
-    void start_row() noexcept {
-        g = 0;
-        left = group;
-    }
-    // Advances to the batch at column c; true when the group changed.
-    bool next() noexcept {
-        bool changed = false;
-        if (left == 0) {
-            ++g;
-            left = group;
-            changed = true;
+    const xsimd::batch<std::int32_t, Arch> idx = ::lowbit::detail::simd::bitcast<std::int32_t>(widen8<Arch>(q));
+    if constexpr (is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+        if constexpr (Small) return f32(_mm512_permutexvar_ps(idx, _mm512_load_ps(small)));
+        else return f32(_mm512_i32gather_ps(idx, table, 4));
+#endif
+    } else if constexpr (is_avx2_v<Arch>) {
+#if XSIMD_WITH_AVX2
+        if constexpr (Small) {
+            const __m256 lo = _mm256_permutevar8x32_ps(_mm256_load_ps(small), idx);
+            const __m256 hi = _mm256_permutevar8x32_ps(_mm256_load_ps(small + 8), idx);
+            return f32(_mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28))));
+        } else {
+            return f32(_mm256_i32gather_ps(table, idx, 4));
         }
-        left -= n;
-        return changed;
-    }
-    f32 lanes(const float* p, std::size_t c) const noexcept {
-        alignas(64) float buf[n];
-        std::size_t gi = c / group, rem = group - c % group;
-        for (std::size_t l = 0; l < n; ++l) {
-            buf[l] = p[gi <= last ? gi : last];  // lanes past the row end reuse its last group
-            if (--rem == 0) {
-                ++gi;
-                rem = group;
-            }
-        }
+#endif
+    } else {
+        (void)idx;
+        (void)small;
+        alignas(64) float buf[f32::size];
+        for (std::size_t l = 0; l < f32::size; ++l) buf[l] = table[q[l]];
         return f32::load_aligned(buf);
     }
-};
+}
 
-template <class Arch>
-struct affine_values {
+template <class Arch, out_type OT, bool Small>
+inline void table_rows(const table_job& j) noexcept {
     using f32 = xsimd::batch<float, Arch>;
-    using i32 = xsimd::batch<std::int32_t, Arch>;
-    const affine_job& j;
-    group_cursor<Arch> cur;
-    const float *s = nullptr, *z = nullptr, *b = nullptr;
-    f32 sb, zb, bb;
-
-    explicit affine_values(const affine_job& job) noexcept : j(job), cur(job.group, job.cols) {}
-    void load() noexcept {
-        sb = f32(s[cur.g]);
-        if (z) zb = f32(z[cur.g]);
-        if (b) bb = f32(b[cur.g]);
-    }
-    void start_row(std::size_t r) noexcept {
-        const std::size_t p0 = r * j.param_stride;
-        s = j.scale + p0;
-        z = j.zero ? j.zero + p0 : nullptr;
-        b = j.bias ? j.bias + p0 : nullptr;
-        cur.start_row();
-        if (cur.uniform) load();
-    }
-    f32 operator()(const std::uint8_t* q, std::size_t c) noexcept {
-        f32 x = xsimd::to_float(::lowbit::detail::simd::bitcast<std::int32_t>(widen8<Arch>(q)));
-        if (cur.uniform) {
-            if (cur.next()) load();
-        } else {
-            sb = cur.lanes(s, c);
-            if (z) zb = cur.lanes(z, c);
-            if (b) bb = cur.lanes(b, c);
-        }
-        if (z) x = x - zb;
-        x = x * sb;
-        if (b) x = ::lowbit::detail::simd::unfused(x) + bb;
-        return x;
-    }
-};
-
-template <class Arch>
-struct table_values {
-    using f32 = xsimd::batch<float, Arch>;
-    using i32 = xsimd::batch<std::int32_t, Arch>;
-    static constexpr std::size_t n = f32::size;
-    const table_job& j;
-    group_cursor<Arch> cur;
-    const float* s = nullptr;
-    f32 sb;
-    alignas(64) float small[16] = {};  // tables of <= 16 entries, zero padded
-
-    explicit table_values(const table_job& job) noexcept : j(job), cur(job.group, job.cols) {
-        if (job.bits <= 4)
-            for (std::size_t i = 0; i < (std::size_t{1} << job.bits); ++i) small[i] = job.table[i];
-    }
-    void start_row(std::size_t r) noexcept {
-        s = j.scale + r * j.param_stride;
-        cur.start_row();
-        if (cur.uniform) sb = f32(s[0]);
-    }
-    f32 lookup(const std::uint8_t* q) const noexcept {
-        const i32 idx = ::lowbit::detail::simd::bitcast<std::int32_t>(widen8<Arch>(q));
-        if constexpr (is_avx512_v<Arch>) {
-#if XSIMD_WITH_AVX512BW
-            if (j.bits <= 4) return f32(_mm512_permutexvar_ps(idx, _mm512_load_ps(small)));
-            return f32(_mm512_i32gather_ps(idx, j.table, 4));
-#endif
-        } else if constexpr (is_avx2_v<Arch>) {
-#if XSIMD_WITH_AVX2
-            if (j.bits <= 4) {
-                const __m256 lo = _mm256_permutevar8x32_ps(_mm256_load_ps(small), idx);
-                const __m256 hi = _mm256_permutevar8x32_ps(_mm256_load_ps(small + 8), idx);
-                return f32(_mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28))));
+    constexpr std::size_t n = f32::size;
+    constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
+    const decode_fn<Arch> decode = pick_decoder<Arch>(j.bits);
+    const std::size_t G = j.group;
+    const bool uniform = G % n == 0;
+    const std::size_t last = j.cols / G - 1;
+    alignas(64) float small[16] = {};
+    if constexpr (Small)
+        for (std::size_t i = 0; i < (std::size_t{1} << j.bits); ++i) small[i] = j.table[i];
+    const float* table = j.table;
+    const bool nt = use_streaming<Arch>(j.out, j.rows, j.out_stride, esize);
+    alignas(64) std::uint8_t buf[chunk + block];
+    for (std::size_t r = 0; r < j.rows; ++r) {
+        const std::uint8_t* src = j.codes + r * j.code_stride;
+        unsigned char* dst = static_cast<unsigned char*>(j.out) + r * j.out_stride * esize;
+        const float* s = j.scale + r * j.param_stride;
+        for (std::size_t c0 = 0; c0 < j.cols; c0 += chunk) {
+            const std::size_t e0 = c0 + chunk < j.cols ? c0 + chunk : j.cols;
+            const std::uint8_t* q = decode(src + c0 / 8 * static_cast<std::size_t>(j.bits), e0 - c0, buf);
+            if (uniform) {
+                for (std::size_t c = c0; c < e0;) {
+                    const std::size_t g = c / G;
+                    const std::size_t e = (g + 1) * G < e0 ? (g + 1) * G : e0;
+                    const f32 sb(s[g]);
+                    run_span<Arch, OT>(q + (c - c0), c, e, dst, nt, [&](const std::uint8_t* qq, std::size_t) noexcept {
+                        return table_lookup<Arch, Small>(qq, table, small) * sb;
+                    });
+                    c = e;
+                }
+            } else {
+                run_span<Arch, OT>(q, c0, e0, dst, nt, [&](const std::uint8_t* qq, std::size_t c) noexcept {
+                    return table_lookup<Arch, Small>(qq, table, small) * lane_params<Arch>(s, c, G, last);
+                });
             }
-            return f32(_mm256_i32gather_ps(j.table, idx, 4));
-#endif
-        } else {
-            (void)idx;
-            alignas(64) float buf[n];
-            for (std::size_t l = 0; l < n; ++l) buf[l] = j.table[q[l]];
-            return f32::load_aligned(buf);
         }
     }
-    f32 operator()(const std::uint8_t* q, std::size_t c) noexcept {
-        const f32 x = lookup(q);
-        if (cur.uniform) {
-            if (cur.next()) sb = f32(s[cur.g]);
-        } else {
-            sb = cur.lanes(s, c);
-        }
-        return x * sb;
-    }
-};
+    if (nt) stream_fence<Arch>();
+}
 
-template <class Arch, int K, class Job, class Values>
-inline void run_bits(const Job& j, Values& v) noexcept {
+template <class Arch, out_type OT>
+inline void affine_by_params(const affine_job& j) noexcept {
+    if (j.zero && j.bias) affine_rows<Arch, OT, true, true>(j);
+    else if (j.zero) affine_rows<Arch, OT, true, false>(j);
+    else if (j.bias) affine_rows<Arch, OT, false, true>(j);
+    else affine_rows<Arch, OT, false, false>(j);
+}
+
+template <class Arch>
+inline void affine_simd(const affine_job& j) noexcept {
     switch (j.type) {
-    case out_type::f32:
-        walk_rows<Arch, K, out_type::f32>(j.codes, j.code_stride, j.rows, j.cols, j.out, j.out_stride, v);
-        break;
-    case out_type::f16:
-        walk_rows<Arch, K, out_type::f16>(j.codes, j.code_stride, j.rows, j.cols, j.out, j.out_stride, v);
-        break;
-    case out_type::bf16:
-        walk_rows<Arch, K, out_type::bf16>(j.codes, j.code_stride, j.rows, j.cols, j.out, j.out_stride, v);
-        break;
+    case out_type::f32: affine_by_params<Arch, out_type::f32>(j); break;
+    case out_type::f16: affine_by_params<Arch, out_type::f16>(j); break;
+    case out_type::bf16: affine_by_params<Arch, out_type::bf16>(j); break;
     }
 }
 
-template <class Arch, class Job, class Values>
-inline void run(const Job& j, Values& v) noexcept {
-    switch (j.bits) {
-    case 1: run_bits<Arch, 1>(j, v); break;
-    case 2: run_bits<Arch, 2>(j, v); break;
-    case 3: run_bits<Arch, 3>(j, v); break;
-    case 4: run_bits<Arch, 4>(j, v); break;
-    case 5: run_bits<Arch, 5>(j, v); break;
-    case 6: run_bits<Arch, 6>(j, v); break;
-    case 7: run_bits<Arch, 7>(j, v); break;
-    case 8: run_bits<Arch, 8>(j, v); break;
-    default: LOWBIT_ASSERT(false && "bits must be 1..8");
+template <class Arch, out_type OT>
+inline void table_by_size(const table_job& j) noexcept {
+    if (j.bits <= 4) table_rows<Arch, OT, true>(j);
+    else table_rows<Arch, OT, false>(j);
+}
+
+template <class Arch>
+inline void table_simd(const table_job& j) noexcept {
+    switch (j.type) {
+    case out_type::f32: table_by_size<Arch, out_type::f32>(j); break;
+    case out_type::f16: table_by_size<Arch, out_type::f16>(j); break;
+    case out_type::bf16: table_by_size<Arch, out_type::bf16>(j); break;
     }
 }
 
@@ -574,9 +656,7 @@ template <class Arch>
 void dequantize_affine_fn::operator()(Arch, const affine_job& j) const noexcept {
 #if !defined(LOWBIT_NO_SIMD)
     if constexpr (!std::is_same_v<Arch, scalar>) {
-        if (j.rows == 0 || j.cols == 0) return;
-        detail::dq::affine_values<Arch> v(j);
-        detail::dq::run<Arch>(j, v);
+        if (j.rows != 0 && j.cols != 0) detail::dq::affine_simd<Arch>(j);
         return;
     }
 #endif
@@ -587,9 +667,7 @@ template <class Arch>
 void dequantize_table_fn::operator()(Arch, const table_job& j) const noexcept {
 #if !defined(LOWBIT_NO_SIMD)
     if constexpr (!std::is_same_v<Arch, scalar>) {
-        if (j.rows == 0 || j.cols == 0) return;
-        detail::dq::table_values<Arch> v(j);
-        detail::dq::run<Arch>(j, v);
+        if (j.rows != 0 && j.cols != 0) detail::dq::table_simd<Arch>(j);
         return;
     }
 #endif
