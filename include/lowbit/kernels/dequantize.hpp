@@ -398,6 +398,39 @@ inline void decode_block(const std::uint8_t* src, std::uint8_t* buf) noexcept {
                           ((x << 18) & u32(0x3000000u));
             y.store_aligned(reinterpret_cast<std::uint32_t*>(buf) + n * i);
         }
+    } else if constexpr (K == 3 && (is_avx512_v<Arch> || is_avx2_v<Arch>)) {
+        // Each 32-bit lane takes the 16-bit window holding its four codes (12
+        // bits at byte 1.5 * lane, shifted by 0 or 4), then spreads them to bytes.
+        const int lo0 = static_cast<int>(0x80800100u), lo1 = static_cast<int>(0x80800201u),
+                  lo2 = static_cast<int>(0x80800403u), lo3 = static_cast<int>(0x80800504u),
+                  hi0 = static_cast<int>(0x80800302u), hi1 = static_cast<int>(0x80800403u),
+                  hi2 = static_cast<int>(0x80800605u), hi3 = static_cast<int>(0x80800706u);
+        auto spread = [&](const u32& x) noexcept {
+            return (x & u32(0x7u)) | ((x << 5) & u32(0x700u)) | ((x << 10) & u32(0x70000u)) |
+                   ((x << 15) & u32(0x7000000u));
+        };
+        if constexpr (is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+            const __m512i v = _mm512_maskz_loadu_epi8(0xFFFFFFu, src);
+            const __m512i w = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 1, 2, 3, 1, 2, 3, 4, 3, 4, 5, 6, 4, 5, 6, 7), v);
+            const __m512i m = _mm512_setr_epi32(lo0, lo1, lo2, lo3, hi0, hi1, hi2, hi3, lo0, lo1, lo2, lo3, hi0, hi1, hi2, hi3);
+            const __m512i sh = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+            spread(u32(_mm512_srlv_epi32(_mm512_shuffle_epi8(w, m), sh))).store_aligned(reinterpret_cast<std::uint32_t*>(buf));
+#endif
+        } else {
+#if XSIMD_WITH_AVX2
+            const __m256i v = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src))),
+                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + 16)), 1);
+            const __m256i m = _mm256_setr_epi32(lo0, lo1, lo2, lo3, hi0, hi1, hi2, hi3);
+            const __m256i sh = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
+            const __m256i w0 = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 1, 2, 3, 1, 2, 3, 4));
+            const __m256i w1 = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(3, 4, 5, 6, 4, 5, 6, 7));
+            spread(u32(_mm256_srlv_epi32(_mm256_shuffle_epi8(w0, m), sh))).store_aligned(reinterpret_cast<std::uint32_t*>(buf));
+            spread(u32(_mm256_srlv_epi32(_mm256_shuffle_epi8(w1, m), sh)))
+                .store_aligned(reinterpret_cast<std::uint32_t*>(buf) + 8);
+#endif
+        }
     } else {
         decode_block_scalar<Arch, K>(src, buf);
     }
