@@ -309,3 +309,56 @@ TEST_CASE("STE mask of a minifloat scheme ignores the NaN/Inf codes of its table
     }
     REQUIRE(clipped > 0);
 }
+
+#include <lowbit/core/numeric.hpp>
+#include <lowbit/scheme/codebook.hpp>
+
+TEST_CASE("NVFP4: E2M1 codes under E4M3 block scales under one fp32 tensor scale") {
+    const std::size_t rows = 8, cols = 128;
+    const auto w = random_matrix(rows, cols, 12, 0.02f);
+    matrix_view<const float> v(w.data(), rows, cols);
+    quantizer<nvfp4_elements, double_quant<fp8_e4m3_amax>> qz({}, per_group(16),
+                                                               double_quant<fp8_e4m3_amax>{{}, 0, false, true});
+    const auto q = qz.quantize(v);
+    const auto& sl = *q.scales_q;
+    REQUIRE(sl.scale.size() == 1);  // one tensor scale
+    float amax = 0;
+    for (float x : w) amax = std::max(amax, std::fabs(x));
+    REQUIRE(sl.scale[0] == amax / 6.0f / 448.0f);  // amax / (6 * 448), computed as the block scales are
+    for (std::size_t g = 0; g < q.scale.size(); ++g) {
+        REQUIRE(q.scale[g] == fp8_e4m3_to_float(sl.codes[g]) * sl.scale[0]);
+        for (std::size_t k = 0; k < 16; ++k) {
+            const std::size_t r = g / (cols / 16), c = (g % (cols / 16)) * 16 + k;
+            REQUIRE(q.code_at(r, c) == float_to_fp4_e2m1(w[r * cols + c] / q.scale[g]));
+        }
+    }
+}
+
+TEST_CASE("bitsandbytes nested absmax: mean-subtracted dynamic 8-bit codes in blocks of 256") {
+    const std::size_t rows = 16, cols = 2048;  // 512 absmax values: two nested blocks
+    const auto w = random_matrix(rows, cols, 13, 0.02f);
+    matrix_view<const float> v(w.data(), rows, cols);
+    quantizer<codebook<4>, double_quant<dynamic8>> qz(nf4(), per_group(64),
+                                                      double_quant<dynamic8>{dynamic8{}, 256, true, false});
+    const auto q = qz.quantize(v);
+    const auto& sl = *q.scales_q;
+    REQUIRE(sl.scale.size() == 2);
+    REQUIRE(sl.has_offset);
+    const auto map = bnb_dynamic_map();
+    std::vector<float> absmax(q.scale.size());
+    for (std::size_t g = 0; g < absmax.size(); ++g) {
+        float m = 0;
+        for (std::size_t k = 0; k < 64; ++k) m = std::max(m, std::fabs(w[g * 64 + k]));
+        absmax[g] = m;
+    }
+    for (std::size_t b = 0; b < 2; ++b) {
+        float m = 0;
+        for (std::size_t g = b * 256; g < (b + 1) * 256; ++g) m = std::max(m, std::fabs(absmax[g] - sl.offset));
+        REQUIRE(sl.scale[b] == m);  // second-level absmax of the centred absmax values
+    }
+    for (std::size_t g = 0; g < absmax.size(); ++g)
+        REQUIRE(q.scale[g] == map[sl.codes[g]] * sl.scale[g / 256] + sl.offset);
+    // Codes come from the unquantized absmax, as bitsandbytes does.
+    const auto plain = quantizer<codebook<4>>(nf4(), per_group(64)).quantize(v);
+    REQUIRE(q.codes == plain.codes);
+}

@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include <unistd.h>
+
 namespace {
 
 using clock_type = std::chrono::steady_clock;
@@ -249,12 +251,13 @@ int cmd_compare(int argc, char** argv) {
     std::vector<dataset> data;
     for (std::size_t k = 0; k < kinds.size(); ++k) data.push_back(make_dataset(kinds[k], rows, cols, seed + k));
     std::vector<row_result> results;
+    const bool progress = !csv && isatty(STDERR_FILENO);
     for (const auto& d : data)
         for (const auto* f : chosen) {
-            if (!csv) std::fprintf(stderr, "\r%-60s", ("  " + d.name + " / " + std::string(f->name)).c_str());
+            if (progress) std::fprintf(stderr, "\r%-60s", ("  " + d.name + " / " + std::string(f->name)).c_str());
             results.push_back(evaluate(d, *f, threads));
         }
-    if (!csv) std::fprintf(stderr, "\r%-60s\r", "");
+    if (progress) std::fprintf(stderr, "\r%-60s\r", "");
     if (csv)
         print_csv(results);
     else

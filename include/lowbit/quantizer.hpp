@@ -103,8 +103,7 @@ public:
         const std::size_t esize = type == kernels::out_type::f32 ? 4 : 2;
         void* o = static_cast<unsigned char*>(out) + r0 * out_stride * esize;
         const float* sc = scale.data() + r0 * layout.param_stride;
-        if constexpr (S::family == kernel_family::affine) {
-            kernels::affine_job j{};
+        auto common = [&](auto& j) {
             j.codes = codes.data() + r0 * code_stride;
             j.code_stride = code_stride;
             j.bits = S::bits;
@@ -112,28 +111,22 @@ public:
             j.cols = n_cols;
             j.group = layout.group;
             j.scale = sc;
-            j.zero = zero.empty() ? nullptr : zero.data() + r0 * layout.param_stride;
-            j.bias = bias.empty() ? nullptr : bias.data() + r0 * layout.param_stride;
             j.param_stride = layout.param_stride;
             j.out = o;
             j.out_stride = out_stride;
             j.type = type;
+        };
+        if constexpr (S::family == kernel_family::affine) {
+            kernels::affine_job j{};
+            common(j);
+            j.zero = zero.empty() ? nullptr : zero.data() + r0 * layout.param_stride;
+            j.bias = bias.empty() ? nullptr : bias.data() + r0 * layout.param_stride;
             kernels::dequantize_affine(j);
         } else {
             const auto table = scheme.table();
             kernels::table_job j{};
-            j.codes = codes.data() + r0 * code_stride;
-            j.code_stride = code_stride;
-            j.bits = S::bits;
-            j.rows = r1 - r0;
-            j.cols = n_cols;
-            j.group = layout.group;
+            common(j);
             j.table = table.data();
-            j.scale = sc;
-            j.param_stride = layout.param_stride;
-            j.out = o;
-            j.out_stride = out_stride;
-            j.type = type;
             kernels::dequantize_table(j);
         }
     }
