@@ -1,0 +1,954 @@
+#pragma once
+// ggml's 32-element legacy blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1), the
+// non-linear IQ4_NL and IQ4_XS, MXFP4 and the ternary TQ1_0 and TQ2_0: block
+// structs laid out as ggml stores them, and row quantizers whose bytes equal
+// ggml_quantize_chunk's, with and without an importance matrix.
+//
+// Byte equality needs ggml's exact float arithmetic: the same operation order,
+// float (never double) intermediates, its rounding helpers, and no fused
+// multiply-add. g++ contracts a*b+c into an fma even in ISO C++ mode whenever
+// the target has FMA, so the code below is compiled with contraction off.
+//
+// Scalar on purpose (ggml's own quantizers are scalar too). Hot spots if this
+// ever matters: the 15-scale IQ4 search (a binary search per element and
+// try), the 37-step make_qkx3_quants search of Q4_1/Q5_1 with an imatrix, and
+// the 19-step make_qx_quants search of Q4_0/Q5_0 with an imatrix.
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "../core/error.hpp"
+#include "../core/numeric.hpp"
+#include "ggml_types.hpp"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#define LOWBIT_GGML_NO_CONTRACT
+#elif defined(__clang__)
+#define LOWBIT_GGML_NO_CONTRACT _Pragma("clang fp contract(off)")
+#else
+#define LOWBIT_GGML_NO_CONTRACT
+#endif
+
+LOWBIT_NAMESPACE_BEGIN
+namespace ggml {
+
+// ---- Block structs ---------------------------------------------------------
+// `d`, `m`, `s` are IEEE half bits; multi-byte fields are little-endian in
+// files, which is the host order on every platform ggml supports.
+
+struct block_q4_0 {
+    static constexpr type type_id = type::q4_0;
+    static constexpr std::size_t block_size = 32;
+    std::uint16_t d;         ///< scale; value = (q - 8) * d
+    std::uint8_t qs[16];     ///< element j in the low nibble of qs[j], j + 16 in the high one
+};
+
+struct block_q4_1 {
+    static constexpr type type_id = type::q4_1;
+    static constexpr std::size_t block_size = 32;
+    std::uint16_t d;         ///< scale; value = q * d + m
+    std::uint16_t m;         ///< offset (the block minimum)
+    std::uint8_t qs[16];     ///< nibbles, ordered as in block_q4_0
+};
+
+struct block_q5_0 {
+    static constexpr type type_id = type::q5_0;
+    static constexpr std::size_t block_size = 32;
+    std::uint16_t d;         ///< scale; value = (q - 16) * d
+    std::uint8_t qh[4];      ///< bit 4 of element j is bit j of this little-endian u32
+    std::uint8_t qs[16];     ///< low nibbles, ordered as in block_q4_0
+};
+
+struct block_q5_1 {
+    static constexpr type type_id = type::q5_1;
+    static constexpr std::size_t block_size = 32;
+    std::uint16_t d;         ///< scale; value = q * d + m
+    std::uint16_t m;         ///< offset
+    std::uint8_t qh[4];      ///< as in block_q5_0
+    std::uint8_t qs[16];
+};
+
+struct block_q8_0 {
+    static constexpr type type_id = type::q8_0;
+    static constexpr std::size_t block_size = 32;
+    std::uint16_t d;         ///< scale; value = q * d
+    std::int8_t qs[32];
+};
+
+struct block_q8_1 {
+    static constexpr type type_id = type::q8_1;
+    static constexpr std::size_t block_size = 32;
+    std::uint16_t d;         ///< scale; value = q * d
+    std::uint16_t s;         ///< d * sum(q), for the dot products with Q4_1/Q5_1
+    std::int8_t qs[32];
+};
+
+struct block_iq4_nl {
+    static constexpr type type_id = type::iq4_nl;
+    static constexpr std::size_t block_size = 32;
+    std::uint16_t d;         ///< scale; value = d * iq4_nl_values[nibble]
+    std::uint8_t qs[16];     ///< nibbles, ordered as in block_q4_0
+};
+
+struct block_iq4_xs {
+    static constexpr type type_id = type::iq4_xs;
+    static constexpr std::size_t block_size = 256;
+    std::uint16_t d;            ///< super-block scale
+    std::uint16_t scales_h;     ///< bits 4-5 of sub-block ib's 6-bit scale at bits 2ib
+    std::uint8_t scales_l[4];   ///< bits 0-3 of sub-block scales 2k (low) and 2k+1 (high)
+    std::uint8_t qs[128];       ///< qs[16ib + j]: element 32ib + j low, 32ib + 16 + j high
+};
+
+struct block_mxfp4 {
+    static constexpr type type_id = type::mxfp4;
+    static constexpr std::size_t block_size = 32;
+    std::uint8_t e;          ///< E8M0 shared exponent; value = mxfp4_values[nibble] * 2^(e - 128)
+    std::uint8_t qs[16];     ///< nibbles, ordered as in block_q4_0
+};
+
+struct block_tq1_0 {
+    static constexpr type type_id = type::tq1_0;
+    static constexpr std::size_t block_size = 256;
+    std::uint8_t qs[48];     ///< 5 trits per byte, as a fixed-point fraction of 3^5
+    std::uint8_t qh[4];      ///< 4 trits per byte (the last 16 elements)
+    std::uint16_t d;         ///< scale; value = (trit - 1) * d
+};
+
+struct block_tq2_0 {
+    static constexpr type type_id = type::tq2_0;
+    static constexpr std::size_t block_size = 256;
+    std::uint8_t qs[64];     ///< 2 bits per element: qs[32k + m] bits 2n hold element 128k + 32n + m
+    std::uint16_t d;         ///< scale; value = (q - 1) * d
+};
+
+namespace detail {
+template <class B>
+constexpr bool block_matches_ggml() {
+    const auto t = find_base_traits(static_cast<std::uint32_t>(B::type_id));
+    return t && t->type_size == sizeof(B) && t->block_size == B::block_size && std::is_trivial_v<B> &&
+           std::is_standard_layout_v<B>;
+}
+}  // namespace detail
+
+static_assert(detail::block_matches_ggml<block_q4_0>());
+static_assert(detail::block_matches_ggml<block_q4_1>());
+static_assert(detail::block_matches_ggml<block_q5_0>());
+static_assert(detail::block_matches_ggml<block_q5_1>());
+static_assert(detail::block_matches_ggml<block_q8_0>());
+static_assert(detail::block_matches_ggml<block_q8_1>());
+static_assert(detail::block_matches_ggml<block_iq4_nl>());
+static_assert(detail::block_matches_ggml<block_iq4_xs>());
+static_assert(detail::block_matches_ggml<block_mxfp4>());
+static_assert(detail::block_matches_ggml<block_tq1_0>());
+static_assert(detail::block_matches_ggml<block_tq2_0>());
+
+/// IQ4_NL / IQ4_XS code values (ggml's kvalues_iq4nl).
+inline constexpr std::int8_t iq4_nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                                  1,    13,   25,  38,  53,  69,  89,  113};
+/// MXFP4 code values: E2M1 doubled, so a block's scale is 2^(e - 128).
+inline constexpr std::int8_t mxfp4_values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+namespace detail {
+
+inline void check_row_length(std::size_t n, std::size_t block_size, const char* name) {
+    if (n % block_size != 0)
+        LOWBIT_THROW(errc::not_divisible, std::string("ggml ") + name + ": a row of " + std::to_string(n) +
+                                              " values is not a whole number of blocks of " +
+                                              std::to_string(block_size));
+}
+
+// ggml treats groups below this magnitude as all zero.
+inline constexpr float group_max_eps = 1e-15f;
+
+// Round to nearest, ties to even, by adding 1.5 * 2^23 and reading the
+// mantissa; valid for |v| < 2^22, as ggml's own helper.
+inline int nearest_int(float v) noexcept {
+    LOWBIT_GGML_NO_CONTRACT
+    const float biased = v + 12582912.0f;
+    return (std::bit_cast<std::int32_t>(biased) & 0x007FFFFF) - 0x00400000;
+}
+
+// C's (int8_t)f / (uint8_t)f as g++ emits them on x86: truncate to int, keep the low byte.
+inline std::int8_t trunc_to_i8(float v) noexcept {
+    return static_cast<std::int8_t>(static_cast<std::uint8_t>(static_cast<int>(v) & 0xFF));
+}
+inline std::uint8_t trunc_to_u8(float v) noexcept { return static_cast<std::uint8_t>(static_cast<int>(v) & 0xFF); }
+
+struct signed_absmax {
+    float amax = 0.0f;  ///< largest |x|
+    float max = 0.0f;   ///< that element, sign kept (the first one on ties)
+};
+
+inline signed_absmax find_signed_absmax(const float* x, std::size_t n) noexcept {
+    signed_absmax r;
+    for (std::size_t i = 0; i < n; ++i) {
+        const float ax = std::fabs(x[i]);
+        if (ax > r.amax) {
+            r.amax = ax;
+            r.max = x[i];
+        }
+    }
+    return r;
+}
+
+// Written as ggml's MAX macro so that NaN inputs propagate the same way.
+inline float absmax(const float* x, std::size_t n) noexcept {
+    float amax = 0.0f;
+    for (std::size_t i = 0; i < n; ++i) {
+        const float a = std::fabs(x[i]);
+        amax = amax > a ? amax : a;
+    }
+    return amax;
+}
+
+// 2^(e - 128): half the E8M0 scale, since mxfp4_values are doubled E2M1.
+inline float mxfp4_half_scale(std::uint8_t e) noexcept {
+    const std::uint32_t bits = e < 2 ? (0x00200000u << e) : (static_cast<std::uint32_t>(e - 1) << 23);
+    return std::bit_cast<float>(bits);
+}
+
+// Smallest and largest element, scanned as ggml does (from +-FLT_MAX).
+struct min_max {
+    float min = std::numeric_limits<float>::max();
+    float max = -std::numeric_limits<float>::max();
+};
+
+inline min_max find_min_max(const float* x, std::size_t n) noexcept {
+    min_max r;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (x[i] < r.min) r.min = x[i];
+        if (x[i] > r.max) r.max = x[i];
+    }
+    return r;
+}
+
+// Mean square of the whole row: the imatrix weighting of the legacy types.
+inline float row_mean_square(const float* x, std::size_t n) noexcept {
+    LOWBIT_GGML_NO_CONTRACT
+    float sum = 0.0f;
+    for (std::size_t i = 0; i < n; ++i) sum += x[i] * x[i];
+    return sum / static_cast<float>(n);
+}
+
+// Importance weights of one block: qw * sqrt(sigma2 + x^2).
+inline void importance_weights(const float* x, const float* qw, float sigma2, float* w, std::size_t n) noexcept {
+    LOWBIT_GGML_NO_CONTRACT
+    for (std::size_t j = 0; j < n; ++j) w[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
+}
+
+// Symmetric levels L in [0, 2 nmax) meaning L - nmax, with the scale chosen
+// among 19 grids around -nmax / max by weighted least squares (ggml's
+// make_qx_quants with explicit weights).
+inline float make_qx_quants(int n, int nmax, const float* x, std::int8_t* levels, const float* w) noexcept {
+    LOWBIT_GGML_NO_CONTRACT
+    const signed_absmax m = find_signed_absmax(x, static_cast<std::size_t>(n));
+    if (m.amax < group_max_eps) {
+        std::fill(levels, levels + n, std::int8_t{0});
+        return 0.0f;
+    }
+    const auto level = [&](float iscale, int i) {
+        return std::max(-nmax, std::min(nmax - 1, nearest_int(iscale * x[i])));
+    };
+    float iscale = static_cast<float>(-nmax) / m.max;
+    float sumlx = 0.0f, suml2 = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        const int l = level(iscale, i);
+        levels[i] = static_cast<std::int8_t>(l + nmax);
+        const float fl = static_cast<float>(l);
+        sumlx += w[i] * x[i] * fl;
+        suml2 += w[i] * fl * fl;
+    }
+    float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+    float best = scale * sumlx;
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0) continue;
+        iscale = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(is)) / m.max;
+        sumlx = suml2 = 0.0f;
+        for (int i = 0; i < n; ++i) {
+            const float fl = static_cast<float>(level(iscale, i));
+            sumlx += w[i] * x[i] * fl;
+            suml2 += w[i] * fl * fl;
+        }
+        if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
+            for (int i = 0; i < n; ++i) levels[i] = static_cast<std::int8_t>(level(iscale, i) + nmax);
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+// Affine levels in [0, nmax] with value scale * L - the_min, searched over
+// nstep + 1 grids with a weighted 2x2 least-squares fit each, keeping the
+// lowest weighted squared error (ggml's make_qkx3_quants with explicit
+// weights and squared error).
+inline float make_qkx3_quants(int n, int nmax, const float* x, const float* w, std::uint8_t* levels, float* the_min,
+                              float rmin, float rdelta, int nstep) noexcept {
+    LOWBIT_GGML_NO_CONTRACT
+    float min = x[0], max = x[0];
+    float sum_w = w[0];
+    float sum_x = sum_w * x[0];
+    for (int i = 1; i < n; ++i) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if (min > 0.0f) min = 0.0f;
+    if (max <= min) {
+        std::fill(levels, levels + n, std::uint8_t{0});
+        *the_min = -min;
+        return 0.0f;
+    }
+    const auto level = [&](float iscale, int i) {
+        return std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min))));
+    };
+    float iscale = static_cast<float>(nmax) / (max - min);
+    float scale = 1.0f / iscale;
+    float best_err = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        levels[i] = static_cast<std::uint8_t>(level(iscale, i));
+        const float diff = scale * static_cast<float>(levels[i]) + min - x[i];
+        best_err += w[i] * (diff * diff);
+    }
+    std::uint8_t trial[256];
+    for (int is = 0; is <= nstep; ++is) {
+        iscale = (rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax)) / (max - min);
+        float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
+        for (int i = 0; i < n; ++i) {
+            const int l = level(iscale, i);
+            trial[i] = static_cast<std::uint8_t>(l);
+            const float fl = static_cast<float>(l);
+            sum_l += w[i] * fl;
+            sum_l2 += w[i] * fl * fl;
+            sum_xl += w[i] * fl * x[i];
+        }
+        const float det = sum_w * sum_l2 - sum_l * sum_l;
+        if (det > 0.0f) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+            if (this_min > 0.0f) {
+                this_min = 0.0f;
+                this_scale = sum_xl / sum_l2;
+            }
+            float err = 0.0f;
+            for (int i = 0; i < n; ++i) {
+                const float diff = this_scale * static_cast<float>(trial[i]) + this_min - x[i];
+                err += w[i] * (diff * diff);
+            }
+            if (err < best_err) {
+                std::copy(trial, trial + n, levels);
+                best_err = err;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+// Nearest entry of an ascending 16-entry table by bisection; an exact
+// midpoint goes to the upper entry.
+inline int nearest_iq4_index(float v) noexcept {
+    const std::int8_t* t = iq4_nl_values;
+    if (v <= static_cast<float>(t[0])) return 0;
+    if (v >= static_cast<float>(t[15])) return 15;
+    int lo = 0, hi = 15;
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (v < static_cast<float>(t[mid]))
+            hi = mid;
+        else
+            lo = mid;
+    }
+    return v - static_cast<float>(t[hi - 1]) < static_cast<float>(t[hi]) - v ? hi - 1 : hi;
+}
+
+// Nearest MXFP4 value times d, by linear search; the first index wins ties.
+inline std::uint8_t nearest_mxfp4_index(float v, float d) noexcept {
+    LOWBIT_GGML_NO_CONTRACT
+    int best = 0;
+    float best_err = std::fabs(static_cast<float>(mxfp4_values[0]) * d - v);
+    for (int i = 1; i < 16; ++i) {
+        const float err = std::fabs(static_cast<float>(mxfp4_values[i]) * d - v);
+        if (err < best_err) {
+            best = i;
+            best_err = err;
+        }
+    }
+    return static_cast<std::uint8_t>(best);
+}
+
+inline void pack_nibbles_32(const std::uint8_t* levels, std::uint8_t* qs) noexcept {
+    for (int j = 0; j < 16; ++j) qs[j] = static_cast<std::uint8_t>((levels[j] & 0x0F) | ((levels[j + 16] & 0x0F) << 4));
+}
+
+// Q5: low nibbles as Q4, bit 4 of element j into bit j of a little-endian u32.
+inline void pack_5bit_32(const std::uint8_t* levels, std::uint8_t* qh, std::uint8_t* qs) noexcept {
+    pack_nibbles_32(levels, qs);
+    std::uint32_t high = 0;
+    for (int j = 0; j < 32; ++j) high |= static_cast<std::uint32_t>((levels[j] >> 4) & 1u) << j;
+    for (int k = 0; k < 4; ++k) qh[k] = static_cast<std::uint8_t>(high >> (8 * k));
+}
+
+inline std::uint8_t unpack_5bit(const std::uint8_t* qh, const std::uint8_t* qs, int j) noexcept {
+    const int nib = j < 16 ? (qs[j] & 0x0F) : (qs[j - 16] >> 4);
+    const int hi = (qh[j / 8] >> (j % 8)) & 1;
+    return static_cast<std::uint8_t>(nib | (hi << 4));
+}
+
+// IQ4 search over one super-block of `nsub` 32-element sub-blocks (ggml's
+// quantize_row_iq4_nl_impl with ntry = 7, the setting ggml_quantize_chunk
+// uses). nsub == 1 is IQ4_NL; nsub == 8 is IQ4_XS with 6-bit sub-scales.
+inline void quantize_iq4_super_block(const float* x, const float* qw, int nsub, std::uint16_t& dh, std::uint8_t* qs,
+                                     std::uint16_t* scales_h, std::uint8_t* scales_l) noexcept {
+    LOWBIT_GGML_NO_CONTRACT
+    constexpr int ntry = 7;
+    const int n = 32 * nsub;
+    const float values0 = static_cast<float>(iq4_nl_values[0]);
+
+    float sigma2 = 0.0f;
+    for (int j = 0; j < n; ++j) sigma2 += x[j] * x[j];
+    sigma2 *= 2.0f / static_cast<float>(n);
+
+    std::uint8_t levels[256];
+    float scales[8];
+    float weight[32];
+    float max_scale = 0.0f, amax_scale = 0.0f;
+    for (int ib = 0; ib < nsub; ++ib) {
+        const float* xb = x + 32 * ib;
+        std::uint8_t* lb = levels + 32 * ib;
+        if (qw)
+            importance_weights(xb, qw + 32 * ib, sigma2, weight, 32);
+        else
+            for (int j = 0; j < 32; ++j) weight[j] = xb[j] * xb[j];
+        const signed_absmax m = find_signed_absmax(xb, 32);
+        if (m.amax < group_max_eps) {
+            scales[ib] = 0.0f;
+            continue;
+        }
+        float d = -m.max / values0;
+        float id = 1.0f / d;
+        float sumqx = 0.0f, sumq2 = 0.0f;
+        for (int j = 0; j < 32; ++j) {
+            const int l = nearest_iq4_index(id * xb[j]);
+            lb[j] = static_cast<std::uint8_t>(l);
+            const float q = static_cast<float>(iq4_nl_values[l]);
+            sumqx += weight[j] * q * xb[j];
+            sumq2 += weight[j] * q * q;
+        }
+        d = sumq2 > 0.0f ? sumqx / sumq2 : 0.0f;
+        float best = d * sumqx;
+        for (int itry = -ntry; itry <= ntry; ++itry) {
+            id = static_cast<float>(itry + iq4_nl_values[0]) / m.max;
+            sumqx = sumq2 = 0.0f;
+            for (int j = 0; j < 32; ++j) {
+                const float q = static_cast<float>(iq4_nl_values[nearest_iq4_index(id * xb[j])]);
+                sumqx += weight[j] * q * xb[j];
+                sumq2 += weight[j] * q * q;
+            }
+            if (sumq2 > 0.0f && sumqx * sumqx > best * sumq2) {
+                d = sumqx / sumq2;
+                best = d * sumqx;
+            }
+        }
+        scales[ib] = d;
+        if (std::fabs(d) > amax_scale) {
+            amax_scale = std::fabs(d);
+            max_scale = d;
+        }
+    }
+
+    if (nsub > 1) {
+        // One fp16 super-scale and 6-bit signed sub-scales; the codes are
+        // then picked again against each sub-block's final scale.
+        *scales_h = 0;
+        const float d = -max_scale / 32.0f;
+        dh = float_to_fp16(d);
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int ib = 0; ib < nsub; ++ib) {
+            const int l = std::max(-32, std::min(31, nearest_int(id * scales[ib])));
+            const float dl = d * static_cast<float>(l);
+            const float idl = dl != 0.0f ? 1.0f / dl : 0.0f;
+            for (int j = 0; j < 32; ++j)
+                levels[32 * ib + j] = static_cast<std::uint8_t>(nearest_iq4_index(idl * x[32 * ib + j]));
+            const int stored = l + 32;
+            if (ib % 2 == 0)
+                scales_l[ib / 2] = static_cast<std::uint8_t>(stored & 0x0F);
+            else
+                scales_l[ib / 2] = static_cast<std::uint8_t>(scales_l[ib / 2] | ((stored & 0x0F) << 4));
+            *scales_h = static_cast<std::uint16_t>(*scales_h | ((stored >> 4) << (2 * ib)));
+        }
+    } else {
+        dh = float_to_fp16(scales[0]);
+        const float id = scales[0] != 0.0f ? 1.0f / scales[0] : 0.0f;
+        for (int j = 0; j < 32; ++j) levels[j] = static_cast<std::uint8_t>(nearest_iq4_index(id * x[j]));
+    }
+    for (int ib = 0; ib < nsub; ++ib) pack_nibbles_32(levels + 32 * ib, qs + 16 * ib);
+}
+
+// Sum and pack of one TQ1_0 byte: trits (each in 0..2, first most
+// significant) as the fraction q / 3^5 rounded up to a multiple of 1/256, so
+// that multiplying by 3^k and keeping the top bits of 3 * byte reads trit k.
+inline std::uint8_t pack_trits(const int* trits, int count) noexcept {
+    std::uint8_t q = 0;
+    for (int k = 0; k < count; ++k) q = static_cast<std::uint8_t>(q * 3 + trits[k]);
+    for (int k = count; k < 5; ++k) q = static_cast<std::uint8_t>(q * 3);
+    return static_cast<std::uint8_t>((static_cast<unsigned>(q) * 256u + 242u) / 243u);
+}
+
+inline int unpack_trit(std::uint8_t byte, int k) noexcept {
+    constexpr std::uint8_t pow3[5] = {1, 3, 9, 27, 81};
+    const auto shifted = static_cast<std::uint8_t>(byte * pow3[k]);
+    return (static_cast<int>(shifted) * 3) >> 8;
+}
+
+// Ternary level of x * id: lround gives -1, 0 or 1, stored +1.
+inline int ternary(float v, float id) noexcept {
+    LOWBIT_GGML_NO_CONTRACT
+    return static_cast<int>(std::lround(v * id)) + 1;
+}
+
+}  // namespace detail
+
+// ---- Q4_0 ------------------------------------------------------------------
+
+/// Q4_0: d = max / -8 with max the largest-|x| element (sign kept), codes
+/// round half up; with an imatrix, a weighted least-squares scale search.
+inline void quantize_row_q4_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_q4_0::block_size, "q4_0");
+    auto* y = static_cast<block_q4_0*>(dst);
+    const std::size_t nb = n / 32;
+    if (imatrix) {
+        const float sigma2 = detail::row_mean_square(x, n);
+        float w[32];
+        std::int8_t levels[32];
+        for (std::size_t ib = 0; ib < nb; ++ib) {
+            detail::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
+            const float d = detail::make_qx_quants(32, 8, x + 32 * ib, levels, w);
+            y[ib].d = float_to_fp16(d);
+            detail::pack_nibbles_32(reinterpret_cast<const std::uint8_t*>(levels), y[ib].qs);
+        }
+        return;
+    }
+    for (std::size_t ib = 0; ib < nb; ++ib) {
+        const float* xb = x + 32 * ib;
+        const float max = detail::find_signed_absmax(xb, 32).max;
+        const float d = max / -8.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[ib].d = float_to_fp16(d);
+        std::uint8_t levels[32];
+        for (int j = 0; j < 32; ++j)
+            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::trunc_to_i8(xb[j] * id + 8.5f)));
+        detail::pack_nibbles_32(levels, y[ib].qs);
+    }
+}
+
+inline void dequantize_row_q4_0(const void* src, float* y, std::size_t n) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_q4_0::block_size, "q4_0");
+    const auto* b = static_cast<const block_q4_0*>(src);
+    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
+        const float d = fp16_to_float(b[ib].d);
+        for (int j = 0; j < 16; ++j) {
+            y[j] = static_cast<float>((b[ib].qs[j] & 0x0F) - 8) * d;
+            y[j + 16] = static_cast<float>((b[ib].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+// ---- Q4_1 ------------------------------------------------------------------
+
+/// Q4_1: d = (max - min) / 15, m = min, codes round half up; with an imatrix,
+/// a weighted affine search (min forced <= 0).
+inline void quantize_row_q4_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_q4_1::block_size, "q4_1");
+    auto* y = static_cast<block_q4_1*>(dst);
+    const std::size_t nb = n / 32;
+    if (imatrix) {
+        const float sigma2 = detail::row_mean_square(x, n);
+        float w[32];
+        std::uint8_t levels[32];
+        for (std::size_t ib = 0; ib < nb; ++ib) {
+            detail::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
+            float the_min = 0.0f;
+            const float d = detail::make_qkx3_quants(32, 15, x + 32 * ib, w, levels, &the_min, -0.9f, 0.05f, 36);
+            y[ib].d = float_to_fp16(d);
+            y[ib].m = float_to_fp16(-the_min);
+            detail::pack_nibbles_32(levels, y[ib].qs);
+        }
+        return;
+    }
+    for (std::size_t ib = 0; ib < nb; ++ib) {
+        const float* xb = x + 32 * ib;
+        const auto [min, max] = detail::find_min_max(xb, 32);
+        const float d = (max - min) / 15.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[ib].d = float_to_fp16(d);
+        y[ib].m = float_to_fp16(min);
+        std::uint8_t levels[32];
+        for (int j = 0; j < 32; ++j)
+            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::trunc_to_i8((xb[j] - min) * id + 0.5f)));
+        detail::pack_nibbles_32(levels, y[ib].qs);
+    }
+}
+
+inline void dequantize_row_q4_1(const void* src, float* y, std::size_t n) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_q4_1::block_size, "q4_1");
+    const auto* b = static_cast<const block_q4_1*>(src);
+    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
+        const float d = fp16_to_float(b[ib].d);
+        const float m = fp16_to_float(b[ib].m);
+        for (int j = 0; j < 16; ++j) {
+            y[j] = static_cast<float>(b[ib].qs[j] & 0x0F) * d + m;
+            y[j + 16] = static_cast<float>(b[ib].qs[j] >> 4) * d + m;
+        }
+    }
+}
+
+// ---- Q5_0 ------------------------------------------------------------------
+
+/// Q5_0: d = max / -16, codes round half up; with an imatrix, as Q4_0.
+inline void quantize_row_q5_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_q5_0::block_size, "q5_0");
+    auto* y = static_cast<block_q5_0*>(dst);
+    const std::size_t nb = n / 32;
+    if (imatrix) {
+        const float sigma2 = detail::row_mean_square(x, n);
+        float w[32];
+        std::int8_t levels[32];
+        for (std::size_t ib = 0; ib < nb; ++ib) {
+            detail::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
+            const float d = detail::make_qx_quants(32, 16, x + 32 * ib, levels, w);
+            y[ib].d = float_to_fp16(d);
+            detail::pack_5bit_32(reinterpret_cast<const std::uint8_t*>(levels), y[ib].qh, y[ib].qs);
+        }
+        return;
+    }
+    for (std::size_t ib = 0; ib < nb; ++ib) {
+        const float* xb = x + 32 * ib;
+        const float max = detail::find_signed_absmax(xb, 32).max;
+        const float d = max / -16.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[ib].d = float_to_fp16(d);
+        std::uint8_t levels[32];
+        for (int j = 0; j < 32; ++j)
+            levels[j] = static_cast<std::uint8_t>(std::min<int>(31, detail::trunc_to_i8(xb[j] * id + 16.5f)));
+        detail::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
+    }
+}
+
+inline void dequantize_row_q5_0(const void* src, float* y, std::size_t n) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_q5_0::block_size, "q5_0");
+    const auto* b = static_cast<const block_q5_0*>(src);
+    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
+        const float d = fp16_to_float(b[ib].d);
+        for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(detail::unpack_5bit(b[ib].qh, b[ib].qs, j) - 16) * d;
+    }
+}
+
+// ---- Q5_1 ------------------------------------------------------------------
+
+/// Q5_1: d = (max - min) / 31, m = min; with an imatrix, as Q4_1.
+inline void quantize_row_q5_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_q5_1::block_size, "q5_1");
+    auto* y = static_cast<block_q5_1*>(dst);
+    const std::size_t nb = n / 32;
+    if (imatrix) {
+        const float sigma2 = detail::row_mean_square(x, n);
+        float w[32];
+        std::uint8_t levels[32];
+        for (std::size_t ib = 0; ib < nb; ++ib) {
+            detail::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
+            float the_min = 0.0f;
+            const float d = detail::make_qkx3_quants(32, 31, x + 32 * ib, w, levels, &the_min, -0.9f, 0.05f, 36);
+            y[ib].d = float_to_fp16(d);
+            y[ib].m = float_to_fp16(-the_min);
+            detail::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
+        }
+        return;
+    }
+    for (std::size_t ib = 0; ib < nb; ++ib) {
+        const float* xb = x + 32 * ib;
+        const auto [min, max] = detail::find_min_max(xb, 32);
+        const float d = (max - min) / 31.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[ib].d = float_to_fp16(d);
+        y[ib].m = float_to_fp16(min);
+        std::uint8_t levels[32];
+        // No clamp: (max - min) * id + 0.5 stays below 32.
+        for (int j = 0; j < 32; ++j) levels[j] = detail::trunc_to_u8((xb[j] - min) * id + 0.5f);
+        detail::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
+    }
+}
+
+inline void dequantize_row_q5_1(const void* src, float* y, std::size_t n) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_q5_1::block_size, "q5_1");
+    const auto* b = static_cast<const block_q5_1*>(src);
+    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
+        const float d = fp16_to_float(b[ib].d);
+        const float m = fp16_to_float(b[ib].m);
+        for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(detail::unpack_5bit(b[ib].qh, b[ib].qs, j)) * d + m;
+    }
+}
+
+// ---- Q8_0 / Q8_1 -------------------------------------------------------------
+
+/// Q8_0: d = amax / 127, q = round(x / d) half away from zero. The imatrix is
+/// ignored, as in ggml.
+inline void quantize_row_q8_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    LOWBIT_GGML_NO_CONTRACT
+    (void)imatrix;
+    detail::check_row_length(n, block_q8_0::block_size, "q8_0");
+    auto* y = static_cast<block_q8_0*>(dst);
+    for (std::size_t ib = 0; ib < n / 32; ++ib) {
+        const float* xb = x + 32 * ib;
+        const float d = detail::absmax(xb, 32) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[ib].d = float_to_fp16(d);
+        for (int j = 0; j < 32; ++j) y[ib].qs[j] = detail::trunc_to_i8(std::round(xb[j] * id));
+    }
+}
+
+inline void dequantize_row_q8_0(const void* src, float* y, std::size_t n) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_q8_0::block_size, "q8_0");
+    const auto* b = static_cast<const block_q8_0*>(src);
+    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
+        const float d = fp16_to_float(b[ib].d);
+        for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(b[ib].qs[j]) * d;
+    }
+}
+
+/// Q8_1: Q8_0 plus s = fp16(d * sum(q)). ggml_quantize_chunk has no Q8_1
+/// (it is an activation format); the bytes equal quantize_row_q8_1_ref's.
+inline void quantize_row_q8_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    LOWBIT_GGML_NO_CONTRACT
+    (void)imatrix;
+    detail::check_row_length(n, block_q8_1::block_size, "q8_1");
+    auto* y = static_cast<block_q8_1*>(dst);
+    for (std::size_t ib = 0; ib < n / 32; ++ib) {
+        const float* xb = x + 32 * ib;
+        const float d = detail::absmax(xb, 32) / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[ib].d = float_to_fp16(d);
+        int sum = 0;
+        for (int j = 0; j < 32; ++j) {
+            y[ib].qs[j] = detail::trunc_to_i8(std::round(xb[j] * id));
+            sum += y[ib].qs[j];
+        }
+        y[ib].s = float_to_fp16(static_cast<float>(sum) * d);
+    }
+}
+
+inline void dequantize_row_q8_1(const void* src, float* y, std::size_t n) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_q8_1::block_size, "q8_1");
+    const auto* b = static_cast<const block_q8_1*>(src);
+    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
+        const float d = fp16_to_float(b[ib].d);
+        for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(b[ib].qs[j]) * d;
+    }
+}
+
+// ---- IQ4_NL / IQ4_XS ---------------------------------------------------------
+
+/// IQ4_NL: one fp16 scale per 32 over the iq4_nl_values codebook, chosen by a
+/// weighted search (weights x^2, or imatrix * sqrt(2 mean x^2 + x^2)).
+inline void quantize_row_iq4_nl(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    detail::check_row_length(n, block_iq4_nl::block_size, "iq4_nl");
+    auto* y = static_cast<block_iq4_nl*>(dst);
+    for (std::size_t ib = 0; ib < n / 32; ++ib)
+        detail::quantize_iq4_super_block(x + 32 * ib, imatrix ? imatrix + 32 * ib : nullptr, 1, y[ib].d, y[ib].qs,
+                                         nullptr, nullptr);
+}
+
+inline void dequantize_row_iq4_nl(const void* src, float* y, std::size_t n) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_iq4_nl::block_size, "iq4_nl");
+    const auto* b = static_cast<const block_iq4_nl*>(src);
+    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
+        const float d = fp16_to_float(b[ib].d);
+        for (int j = 0; j < 16; ++j) {
+            y[j] = d * static_cast<float>(iq4_nl_values[b[ib].qs[j] & 0x0F]);
+            y[j + 16] = d * static_cast<float>(iq4_nl_values[b[ib].qs[j] >> 4]);
+        }
+    }
+}
+
+/// IQ4_XS: IQ4_NL's search per 32, then an fp16 super-scale per 256 with
+/// 6-bit signed sub-scales.
+inline void quantize_row_iq4_xs(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    detail::check_row_length(n, block_iq4_xs::block_size, "iq4_xs");
+    auto* y = static_cast<block_iq4_xs*>(dst);
+    for (std::size_t ib = 0; ib < n / 256; ++ib)
+        detail::quantize_iq4_super_block(x + 256 * ib, imatrix ? imatrix + 256 * ib : nullptr, 8, y[ib].d, y[ib].qs,
+                                         &y[ib].scales_h, y[ib].scales_l);
+}
+
+inline void dequantize_row_iq4_xs(const void* src, float* y, std::size_t n) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_iq4_xs::block_size, "iq4_xs");
+    const auto* b = static_cast<const block_iq4_xs*>(src);
+    for (std::size_t i = 0; i < n / 256; ++i) {
+        const float d = fp16_to_float(b[i].d);
+        for (int ib = 0; ib < 8; ++ib, y += 32) {
+            const int ls = ((b[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0F) | (((b[i].scales_h >> (2 * ib)) & 3) << 4);
+            const float dl = d * static_cast<float>(ls - 32);
+            const std::uint8_t* qs = b[i].qs + 16 * ib;
+            for (int j = 0; j < 16; ++j) {
+                y[j] = dl * static_cast<float>(iq4_nl_values[qs[j] & 0x0F]);
+                y[j + 16] = dl * static_cast<float>(iq4_nl_values[qs[j] >> 4]);
+            }
+        }
+    }
+}
+
+// ---- MXFP4 -------------------------------------------------------------------
+
+/// MXFP4 (OCP MX): e = floor(log2 amax) - 2 + 127, each element the nearest
+/// E2M1 value times 2^(e - 127). The imatrix is ignored, as in ggml.
+inline void quantize_row_mxfp4(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    (void)imatrix;
+    detail::check_row_length(n, block_mxfp4::block_size, "mxfp4");
+    auto* y = static_cast<block_mxfp4*>(dst);
+    for (std::size_t ib = 0; ib < n / 32; ++ib) {
+        const float* xb = x + 32 * ib;
+        const float amax = detail::find_signed_absmax(xb, 32).amax;
+        // log2f, not an exact exponent: ggml's scale follows libm's rounding
+        // of log2 just below a power of two.
+        std::uint8_t e = 0;
+        if (amax > 0.0f) {
+            const float biased = std::floor(std::log2(amax)) - 2.0f + 127.0f;
+            e = std::isfinite(biased) ? detail::trunc_to_u8(biased) : std::uint8_t{0};
+        }
+        y[ib].e = e;
+        const float d = detail::mxfp4_half_scale(e);
+        std::uint8_t levels[32];
+        for (int j = 0; j < 32; ++j) levels[j] = detail::nearest_mxfp4_index(xb[j], d);
+        detail::pack_nibbles_32(levels, y[ib].qs);
+    }
+}
+
+inline void dequantize_row_mxfp4(const void* src, float* y, std::size_t n) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_mxfp4::block_size, "mxfp4");
+    const auto* b = static_cast<const block_mxfp4*>(src);
+    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
+        const float d = detail::mxfp4_half_scale(b[ib].e);
+        for (int j = 0; j < 16; ++j) {
+            y[j] = static_cast<float>(mxfp4_values[b[ib].qs[j] & 0x0F]) * d;
+            y[j + 16] = static_cast<float>(mxfp4_values[b[ib].qs[j] >> 4]) * d;
+        }
+    }
+}
+
+// ---- TQ1_0 / TQ2_0 -------------------------------------------------------------
+
+/// TQ1_0 (ternary, 1.6875 bpw): d = amax, trits round(x / d) in {-1, 0, 1}.
+/// The imatrix is ignored, as in ggml.
+inline void quantize_row_tq1_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    LOWBIT_GGML_NO_CONTRACT
+    (void)imatrix;
+    detail::check_row_length(n, block_tq1_0::block_size, "tq1_0");
+    auto* y = static_cast<block_tq1_0*>(dst);
+    for (std::size_t ib = 0; ib < n / 256; ++ib) {
+        const float* xb = x + 256 * ib;
+        const float d = detail::absmax(xb, 256);
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[ib].d = float_to_fp16(d);
+        int t[5];
+        // Bytes 0-31 carry elements 32k + m, bytes 32-47 elements 160 + 16k + m,
+        // qh[j] elements 240 + 4k + j (k = trit position, most significant first).
+        for (int m = 0; m < 32; ++m) {
+            for (int k = 0; k < 5; ++k) t[k] = detail::ternary(xb[m + 32 * k], id);
+            y[ib].qs[m] = detail::pack_trits(t, 5);
+        }
+        for (int m = 0; m < 16; ++m) {
+            for (int k = 0; k < 5; ++k) t[k] = detail::ternary(xb[160 + m + 16 * k], id);
+            y[ib].qs[32 + m] = detail::pack_trits(t, 5);
+        }
+        for (int j = 0; j < 4; ++j) {
+            for (int k = 0; k < 4; ++k) t[k] = detail::ternary(xb[240 + j + 4 * k], id);
+            y[ib].qh[j] = detail::pack_trits(t, 4);
+        }
+    }
+}
+
+inline void dequantize_row_tq1_0(const void* src, float* y, std::size_t n) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_tq1_0::block_size, "tq1_0");
+    const auto* b = static_cast<const block_tq1_0*>(src);
+    for (std::size_t ib = 0; ib < n / 256; ++ib, y += 256) {
+        const float d = fp16_to_float(b[ib].d);
+        for (int k = 0; k < 5; ++k)
+            for (int m = 0; m < 32; ++m)
+                y[32 * k + m] = static_cast<float>(detail::unpack_trit(b[ib].qs[m], k) - 1) * d;
+        for (int k = 0; k < 5; ++k)
+            for (int m = 0; m < 16; ++m)
+                y[160 + 16 * k + m] = static_cast<float>(detail::unpack_trit(b[ib].qs[32 + m], k) - 1) * d;
+        for (int k = 0; k < 4; ++k)
+            for (int j = 0; j < 4; ++j)
+                y[240 + 4 * k + j] = static_cast<float>(detail::unpack_trit(b[ib].qh[j], k) - 1) * d;
+    }
+}
+
+/// TQ2_0 (ternary, 2.0625 bpw): d = amax, 2-bit codes round(x / d) + 1. The
+/// imatrix is ignored, as in ggml.
+inline void quantize_row_tq2_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    LOWBIT_GGML_NO_CONTRACT
+    (void)imatrix;
+    detail::check_row_length(n, block_tq2_0::block_size, "tq2_0");
+    auto* y = static_cast<block_tq2_0*>(dst);
+    for (std::size_t ib = 0; ib < n / 256; ++ib) {
+        const float* xb = x + 256 * ib;
+        const float d = detail::absmax(xb, 256);
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[ib].d = float_to_fp16(d);
+        for (int half = 0; half < 2; ++half)
+            for (int m = 0; m < 32; ++m) {
+                unsigned q = 0;
+                for (int k = 0; k < 4; ++k)
+                    q |= static_cast<unsigned>(detail::ternary(xb[128 * half + 32 * k + m], id) & 3) << (2 * k);
+                y[ib].qs[32 * half + m] = static_cast<std::uint8_t>(q);
+            }
+    }
+}
+
+inline void dequantize_row_tq2_0(const void* src, float* y, std::size_t n) {
+    LOWBIT_GGML_NO_CONTRACT
+    detail::check_row_length(n, block_tq2_0::block_size, "tq2_0");
+    const auto* b = static_cast<const block_tq2_0*>(src);
+    for (std::size_t ib = 0; ib < n / 256; ++ib, y += 256) {
+        const float d = fp16_to_float(b[ib].d);
+        for (int half = 0; half < 2; ++half)
+            for (int k = 0; k < 4; ++k)
+                for (int m = 0; m < 32; ++m)
+                    y[128 * half + 32 * k + m] =
+                        static_cast<float>(((b[ib].qs[32 * half + m] >> (2 * k)) & 3) - 1) * d;
+    }
+}
+
+}  // namespace ggml
+LOWBIT_NAMESPACE_END
+
+#undef LOWBIT_GGML_NO_CONTRACT
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
