@@ -129,26 +129,26 @@ struct block_tq2_0 {
     std::uint16_t d;         ///< scale; value = (q - 1) * d
 };
 
-namespace detail {
+namespace detail::blocks {
 template <class B>
 constexpr bool block_matches_ggml() {
     const auto t = find_base_traits(static_cast<std::uint32_t>(B::type_id));
     return t && t->type_size == sizeof(B) && t->block_size == B::block_size && std::is_trivial_v<B> &&
            std::is_standard_layout_v<B>;
 }
-}  // namespace detail
+}  // namespace detail::blocks
 
-static_assert(detail::block_matches_ggml<block_q4_0>());
-static_assert(detail::block_matches_ggml<block_q4_1>());
-static_assert(detail::block_matches_ggml<block_q5_0>());
-static_assert(detail::block_matches_ggml<block_q5_1>());
-static_assert(detail::block_matches_ggml<block_q8_0>());
-static_assert(detail::block_matches_ggml<block_q8_1>());
-static_assert(detail::block_matches_ggml<block_iq4_nl>());
-static_assert(detail::block_matches_ggml<block_iq4_xs>());
-static_assert(detail::block_matches_ggml<block_mxfp4>());
-static_assert(detail::block_matches_ggml<block_tq1_0>());
-static_assert(detail::block_matches_ggml<block_tq2_0>());
+static_assert(detail::blocks::block_matches_ggml<block_q4_0>());
+static_assert(detail::blocks::block_matches_ggml<block_q4_1>());
+static_assert(detail::blocks::block_matches_ggml<block_q5_0>());
+static_assert(detail::blocks::block_matches_ggml<block_q5_1>());
+static_assert(detail::blocks::block_matches_ggml<block_q8_0>());
+static_assert(detail::blocks::block_matches_ggml<block_q8_1>());
+static_assert(detail::blocks::block_matches_ggml<block_iq4_nl>());
+static_assert(detail::blocks::block_matches_ggml<block_iq4_xs>());
+static_assert(detail::blocks::block_matches_ggml<block_mxfp4>());
+static_assert(detail::blocks::block_matches_ggml<block_tq1_0>());
+static_assert(detail::blocks::block_matches_ggml<block_tq2_0>());
 
 /// IQ4_NL / IQ4_XS code values (ggml's kvalues_iq4nl).
 inline constexpr std::int8_t iq4_nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
@@ -156,7 +156,9 @@ inline constexpr std::int8_t iq4_nl_values[16] = {-127, -104, -83, -65, -49, -35
 /// MXFP4 code values: E2M1 doubled, so a block's scale is 2^(e - 128).
 inline constexpr std::int8_t mxfp4_values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
-namespace detail {
+// Internals live one level down, apart from ggml_kquants.hpp's helpers of the
+// same names (nearest_int, make_qx_quants, ...), so both headers can be included.
+namespace detail::blocks {
 
 inline void check_row_length(std::size_t n, std::size_t block_size, const char* name) {
     if (n % block_size != 0)
@@ -518,7 +520,7 @@ inline int ternary(float v, float id) noexcept {
     return static_cast<int>(std::lround(v * id)) + 1;
 }
 
-}  // namespace detail
+}  // namespace detail::blocks
 
 // ---- Q4_0 ------------------------------------------------------------------
 
@@ -526,37 +528,37 @@ inline int ternary(float v, float id) noexcept {
 /// round half up; with an imatrix, a weighted least-squares scale search.
 inline void quantize_row_q4_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_q4_0::block_size, "q4_0");
+    detail::blocks::check_row_length(n, block_q4_0::block_size, "q4_0");
     auto* y = static_cast<block_q4_0*>(dst);
     const std::size_t nb = n / 32;
     if (imatrix) {
-        const float sigma2 = detail::row_mean_square(x, n);
+        const float sigma2 = detail::blocks::row_mean_square(x, n);
         float w[32];
         std::int8_t levels[32];
         for (std::size_t ib = 0; ib < nb; ++ib) {
-            detail::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
-            const float d = detail::make_qx_quants(32, 8, x + 32 * ib, levels, w);
+            detail::blocks::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
+            const float d = detail::blocks::make_qx_quants(32, 8, x + 32 * ib, levels, w);
             y[ib].d = float_to_fp16(d);
-            detail::pack_nibbles_32(reinterpret_cast<const std::uint8_t*>(levels), y[ib].qs);
+            detail::blocks::pack_nibbles_32(reinterpret_cast<const std::uint8_t*>(levels), y[ib].qs);
         }
         return;
     }
     for (std::size_t ib = 0; ib < nb; ++ib) {
         const float* xb = x + 32 * ib;
-        const float max = detail::find_signed_absmax(xb, 32).max;
+        const float max = detail::blocks::find_signed_absmax(xb, 32).max;
         const float d = max / -8.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = float_to_fp16(d);
         std::uint8_t levels[32];
         for (int j = 0; j < 32; ++j)
-            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::trunc_to_i8(xb[j] * id + 8.5f)));
-        detail::pack_nibbles_32(levels, y[ib].qs);
+            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::blocks::trunc_to_i8(xb[j] * id + 8.5f)));
+        detail::blocks::pack_nibbles_32(levels, y[ib].qs);
     }
 }
 
 inline void dequantize_row_q4_0(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_q4_0::block_size, "q4_0");
+    detail::blocks::check_row_length(n, block_q4_0::block_size, "q4_0");
     const auto* b = static_cast<const block_q4_0*>(src);
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
@@ -573,40 +575,40 @@ inline void dequantize_row_q4_0(const void* src, float* y, std::size_t n) {
 /// a weighted affine search (min forced <= 0).
 inline void quantize_row_q4_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_q4_1::block_size, "q4_1");
+    detail::blocks::check_row_length(n, block_q4_1::block_size, "q4_1");
     auto* y = static_cast<block_q4_1*>(dst);
     const std::size_t nb = n / 32;
     if (imatrix) {
-        const float sigma2 = detail::row_mean_square(x, n);
+        const float sigma2 = detail::blocks::row_mean_square(x, n);
         float w[32];
         std::uint8_t levels[32];
         for (std::size_t ib = 0; ib < nb; ++ib) {
-            detail::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
+            detail::blocks::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
             float the_min = 0.0f;
-            const float d = detail::make_qkx3_quants(32, 15, x + 32 * ib, w, levels, &the_min, -0.9f, 0.05f, 36);
+            const float d = detail::blocks::make_qkx3_quants(32, 15, x + 32 * ib, w, levels, &the_min, -0.9f, 0.05f, 36);
             y[ib].d = float_to_fp16(d);
             y[ib].m = float_to_fp16(-the_min);
-            detail::pack_nibbles_32(levels, y[ib].qs);
+            detail::blocks::pack_nibbles_32(levels, y[ib].qs);
         }
         return;
     }
     for (std::size_t ib = 0; ib < nb; ++ib) {
         const float* xb = x + 32 * ib;
-        const auto [min, max] = detail::find_min_max(xb, 32);
+        const auto [min, max] = detail::blocks::find_min_max(xb, 32);
         const float d = (max - min) / 15.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = float_to_fp16(d);
         y[ib].m = float_to_fp16(min);
         std::uint8_t levels[32];
         for (int j = 0; j < 32; ++j)
-            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::trunc_to_i8((xb[j] - min) * id + 0.5f)));
-        detail::pack_nibbles_32(levels, y[ib].qs);
+            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::blocks::trunc_to_i8((xb[j] - min) * id + 0.5f)));
+        detail::blocks::pack_nibbles_32(levels, y[ib].qs);
     }
 }
 
 inline void dequantize_row_q4_1(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_q4_1::block_size, "q4_1");
+    detail::blocks::check_row_length(n, block_q4_1::block_size, "q4_1");
     const auto* b = static_cast<const block_q4_1*>(src);
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
@@ -623,41 +625,41 @@ inline void dequantize_row_q4_1(const void* src, float* y, std::size_t n) {
 /// Q5_0: d = max / -16, codes round half up; with an imatrix, as Q4_0.
 inline void quantize_row_q5_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_q5_0::block_size, "q5_0");
+    detail::blocks::check_row_length(n, block_q5_0::block_size, "q5_0");
     auto* y = static_cast<block_q5_0*>(dst);
     const std::size_t nb = n / 32;
     if (imatrix) {
-        const float sigma2 = detail::row_mean_square(x, n);
+        const float sigma2 = detail::blocks::row_mean_square(x, n);
         float w[32];
         std::int8_t levels[32];
         for (std::size_t ib = 0; ib < nb; ++ib) {
-            detail::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
-            const float d = detail::make_qx_quants(32, 16, x + 32 * ib, levels, w);
+            detail::blocks::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
+            const float d = detail::blocks::make_qx_quants(32, 16, x + 32 * ib, levels, w);
             y[ib].d = float_to_fp16(d);
-            detail::pack_5bit_32(reinterpret_cast<const std::uint8_t*>(levels), y[ib].qh, y[ib].qs);
+            detail::blocks::pack_5bit_32(reinterpret_cast<const std::uint8_t*>(levels), y[ib].qh, y[ib].qs);
         }
         return;
     }
     for (std::size_t ib = 0; ib < nb; ++ib) {
         const float* xb = x + 32 * ib;
-        const float max = detail::find_signed_absmax(xb, 32).max;
+        const float max = detail::blocks::find_signed_absmax(xb, 32).max;
         const float d = max / -16.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = float_to_fp16(d);
         std::uint8_t levels[32];
         for (int j = 0; j < 32; ++j)
-            levels[j] = static_cast<std::uint8_t>(std::min<int>(31, detail::trunc_to_i8(xb[j] * id + 16.5f)));
-        detail::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
+            levels[j] = static_cast<std::uint8_t>(std::min<int>(31, detail::blocks::trunc_to_i8(xb[j] * id + 16.5f)));
+        detail::blocks::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
     }
 }
 
 inline void dequantize_row_q5_0(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_q5_0::block_size, "q5_0");
+    detail::blocks::check_row_length(n, block_q5_0::block_size, "q5_0");
     const auto* b = static_cast<const block_q5_0*>(src);
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
-        for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(detail::unpack_5bit(b[ib].qh, b[ib].qs, j) - 16) * d;
+        for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(detail::blocks::unpack_5bit(b[ib].qh, b[ib].qs, j) - 16) * d;
     }
 }
 
@@ -666,45 +668,45 @@ inline void dequantize_row_q5_0(const void* src, float* y, std::size_t n) {
 /// Q5_1: d = (max - min) / 31, m = min; with an imatrix, as Q4_1.
 inline void quantize_row_q5_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_q5_1::block_size, "q5_1");
+    detail::blocks::check_row_length(n, block_q5_1::block_size, "q5_1");
     auto* y = static_cast<block_q5_1*>(dst);
     const std::size_t nb = n / 32;
     if (imatrix) {
-        const float sigma2 = detail::row_mean_square(x, n);
+        const float sigma2 = detail::blocks::row_mean_square(x, n);
         float w[32];
         std::uint8_t levels[32];
         for (std::size_t ib = 0; ib < nb; ++ib) {
-            detail::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
+            detail::blocks::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
             float the_min = 0.0f;
-            const float d = detail::make_qkx3_quants(32, 31, x + 32 * ib, w, levels, &the_min, -0.9f, 0.05f, 36);
+            const float d = detail::blocks::make_qkx3_quants(32, 31, x + 32 * ib, w, levels, &the_min, -0.9f, 0.05f, 36);
             y[ib].d = float_to_fp16(d);
             y[ib].m = float_to_fp16(-the_min);
-            detail::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
+            detail::blocks::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
         }
         return;
     }
     for (std::size_t ib = 0; ib < nb; ++ib) {
         const float* xb = x + 32 * ib;
-        const auto [min, max] = detail::find_min_max(xb, 32);
+        const auto [min, max] = detail::blocks::find_min_max(xb, 32);
         const float d = (max - min) / 31.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = float_to_fp16(d);
         y[ib].m = float_to_fp16(min);
         std::uint8_t levels[32];
         // No clamp: (max - min) * id + 0.5 stays below 32.
-        for (int j = 0; j < 32; ++j) levels[j] = detail::trunc_to_u8((xb[j] - min) * id + 0.5f);
-        detail::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
+        for (int j = 0; j < 32; ++j) levels[j] = detail::blocks::trunc_to_u8((xb[j] - min) * id + 0.5f);
+        detail::blocks::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
     }
 }
 
 inline void dequantize_row_q5_1(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_q5_1::block_size, "q5_1");
+    detail::blocks::check_row_length(n, block_q5_1::block_size, "q5_1");
     const auto* b = static_cast<const block_q5_1*>(src);
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         const float m = fp16_to_float(b[ib].m);
-        for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(detail::unpack_5bit(b[ib].qh, b[ib].qs, j)) * d + m;
+        for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(detail::blocks::unpack_5bit(b[ib].qh, b[ib].qs, j)) * d + m;
     }
 }
 
@@ -715,20 +717,20 @@ inline void dequantize_row_q5_1(const void* src, float* y, std::size_t n) {
 inline void quantize_row_q8_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
-    detail::check_row_length(n, block_q8_0::block_size, "q8_0");
+    detail::blocks::check_row_length(n, block_q8_0::block_size, "q8_0");
     auto* y = static_cast<block_q8_0*>(dst);
     for (std::size_t ib = 0; ib < n / 32; ++ib) {
         const float* xb = x + 32 * ib;
-        const float d = detail::absmax(xb, 32) / 127.0f;
+        const float d = detail::blocks::absmax(xb, 32) / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = float_to_fp16(d);
-        for (int j = 0; j < 32; ++j) y[ib].qs[j] = detail::trunc_to_i8(std::round(xb[j] * id));
+        for (int j = 0; j < 32; ++j) y[ib].qs[j] = detail::blocks::trunc_to_i8(std::round(xb[j] * id));
     }
 }
 
 inline void dequantize_row_q8_0(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_q8_0::block_size, "q8_0");
+    detail::blocks::check_row_length(n, block_q8_0::block_size, "q8_0");
     const auto* b = static_cast<const block_q8_0*>(src);
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
@@ -741,16 +743,16 @@ inline void dequantize_row_q8_0(const void* src, float* y, std::size_t n) {
 inline void quantize_row_q8_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
-    detail::check_row_length(n, block_q8_1::block_size, "q8_1");
+    detail::blocks::check_row_length(n, block_q8_1::block_size, "q8_1");
     auto* y = static_cast<block_q8_1*>(dst);
     for (std::size_t ib = 0; ib < n / 32; ++ib) {
         const float* xb = x + 32 * ib;
-        const float d = detail::absmax(xb, 32) / 127.0f;
+        const float d = detail::blocks::absmax(xb, 32) / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = float_to_fp16(d);
         int sum = 0;
         for (int j = 0; j < 32; ++j) {
-            y[ib].qs[j] = detail::trunc_to_i8(std::round(xb[j] * id));
+            y[ib].qs[j] = detail::blocks::trunc_to_i8(std::round(xb[j] * id));
             sum += y[ib].qs[j];
         }
         y[ib].s = float_to_fp16(static_cast<float>(sum) * d);
@@ -759,7 +761,7 @@ inline void quantize_row_q8_1(const float* x, void* dst, std::size_t n, const fl
 
 inline void dequantize_row_q8_1(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_q8_1::block_size, "q8_1");
+    detail::blocks::check_row_length(n, block_q8_1::block_size, "q8_1");
     const auto* b = static_cast<const block_q8_1*>(src);
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
@@ -772,16 +774,16 @@ inline void dequantize_row_q8_1(const void* src, float* y, std::size_t n) {
 /// IQ4_NL: one fp16 scale per 32 over the iq4_nl_values codebook, chosen by a
 /// weighted search (weights x^2, or imatrix * sqrt(2 mean x^2 + x^2)).
 inline void quantize_row_iq4_nl(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::check_row_length(n, block_iq4_nl::block_size, "iq4_nl");
+    detail::blocks::check_row_length(n, block_iq4_nl::block_size, "iq4_nl");
     auto* y = static_cast<block_iq4_nl*>(dst);
     for (std::size_t ib = 0; ib < n / 32; ++ib)
-        detail::quantize_iq4_super_block(x + 32 * ib, imatrix ? imatrix + 32 * ib : nullptr, 1, y[ib].d, y[ib].qs,
+        detail::blocks::quantize_iq4_super_block(x + 32 * ib, imatrix ? imatrix + 32 * ib : nullptr, 1, y[ib].d, y[ib].qs,
                                          nullptr, nullptr);
 }
 
 inline void dequantize_row_iq4_nl(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_iq4_nl::block_size, "iq4_nl");
+    detail::blocks::check_row_length(n, block_iq4_nl::block_size, "iq4_nl");
     const auto* b = static_cast<const block_iq4_nl*>(src);
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
@@ -795,16 +797,16 @@ inline void dequantize_row_iq4_nl(const void* src, float* y, std::size_t n) {
 /// IQ4_XS: IQ4_NL's search per 32, then an fp16 super-scale per 256 with
 /// 6-bit signed sub-scales.
 inline void quantize_row_iq4_xs(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::check_row_length(n, block_iq4_xs::block_size, "iq4_xs");
+    detail::blocks::check_row_length(n, block_iq4_xs::block_size, "iq4_xs");
     auto* y = static_cast<block_iq4_xs*>(dst);
     for (std::size_t ib = 0; ib < n / 256; ++ib)
-        detail::quantize_iq4_super_block(x + 256 * ib, imatrix ? imatrix + 256 * ib : nullptr, 8, y[ib].d, y[ib].qs,
+        detail::blocks::quantize_iq4_super_block(x + 256 * ib, imatrix ? imatrix + 256 * ib : nullptr, 8, y[ib].d, y[ib].qs,
                                          &y[ib].scales_h, y[ib].scales_l);
 }
 
 inline void dequantize_row_iq4_xs(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_iq4_xs::block_size, "iq4_xs");
+    detail::blocks::check_row_length(n, block_iq4_xs::block_size, "iq4_xs");
     const auto* b = static_cast<const block_iq4_xs*>(src);
     for (std::size_t i = 0; i < n / 256; ++i) {
         const float d = fp16_to_float(b[i].d);
@@ -826,32 +828,32 @@ inline void dequantize_row_iq4_xs(const void* src, float* y, std::size_t n) {
 /// E2M1 value times 2^(e - 127). The imatrix is ignored, as in ggml.
 inline void quantize_row_mxfp4(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     (void)imatrix;
-    detail::check_row_length(n, block_mxfp4::block_size, "mxfp4");
+    detail::blocks::check_row_length(n, block_mxfp4::block_size, "mxfp4");
     auto* y = static_cast<block_mxfp4*>(dst);
     for (std::size_t ib = 0; ib < n / 32; ++ib) {
         const float* xb = x + 32 * ib;
-        const float amax = detail::find_signed_absmax(xb, 32).amax;
+        const float amax = detail::blocks::find_signed_absmax(xb, 32).amax;
         // log2f, not an exact exponent: ggml's scale follows libm's rounding
         // of log2 just below a power of two.
         std::uint8_t e = 0;
         if (amax > 0.0f) {
             const float biased = std::floor(std::log2(amax)) - 2.0f + 127.0f;
-            e = std::isfinite(biased) ? detail::trunc_to_u8(biased) : std::uint8_t{0};
+            e = std::isfinite(biased) ? detail::blocks::trunc_to_u8(biased) : std::uint8_t{0};
         }
         y[ib].e = e;
-        const float d = detail::mxfp4_half_scale(e);
+        const float d = detail::blocks::mxfp4_half_scale(e);
         std::uint8_t levels[32];
-        for (int j = 0; j < 32; ++j) levels[j] = detail::nearest_mxfp4_index(xb[j], d);
-        detail::pack_nibbles_32(levels, y[ib].qs);
+        for (int j = 0; j < 32; ++j) levels[j] = detail::blocks::nearest_mxfp4_index(xb[j], d);
+        detail::blocks::pack_nibbles_32(levels, y[ib].qs);
     }
 }
 
 inline void dequantize_row_mxfp4(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_mxfp4::block_size, "mxfp4");
+    detail::blocks::check_row_length(n, block_mxfp4::block_size, "mxfp4");
     const auto* b = static_cast<const block_mxfp4*>(src);
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
-        const float d = detail::mxfp4_half_scale(b[ib].e);
+        const float d = detail::blocks::mxfp4_half_scale(b[ib].e);
         for (int j = 0; j < 16; ++j) {
             y[j] = static_cast<float>(mxfp4_values[b[ib].qs[j] & 0x0F]) * d;
             y[j + 16] = static_cast<float>(mxfp4_values[b[ib].qs[j] >> 4]) * d;
@@ -866,46 +868,46 @@ inline void dequantize_row_mxfp4(const void* src, float* y, std::size_t n) {
 inline void quantize_row_tq1_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
-    detail::check_row_length(n, block_tq1_0::block_size, "tq1_0");
+    detail::blocks::check_row_length(n, block_tq1_0::block_size, "tq1_0");
     auto* y = static_cast<block_tq1_0*>(dst);
     for (std::size_t ib = 0; ib < n / 256; ++ib) {
         const float* xb = x + 256 * ib;
-        const float d = detail::absmax(xb, 256);
+        const float d = detail::blocks::absmax(xb, 256);
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = float_to_fp16(d);
         int t[5];
         // Bytes 0-31 carry elements 32k + m, bytes 32-47 elements 160 + 16k + m,
         // qh[j] elements 240 + 4k + j (k = trit position, most significant first).
         for (int m = 0; m < 32; ++m) {
-            for (int k = 0; k < 5; ++k) t[k] = detail::ternary(xb[m + 32 * k], id);
-            y[ib].qs[m] = detail::pack_trits(t, 5);
+            for (int k = 0; k < 5; ++k) t[k] = detail::blocks::ternary(xb[m + 32 * k], id);
+            y[ib].qs[m] = detail::blocks::pack_trits(t, 5);
         }
         for (int m = 0; m < 16; ++m) {
-            for (int k = 0; k < 5; ++k) t[k] = detail::ternary(xb[160 + m + 16 * k], id);
-            y[ib].qs[32 + m] = detail::pack_trits(t, 5);
+            for (int k = 0; k < 5; ++k) t[k] = detail::blocks::ternary(xb[160 + m + 16 * k], id);
+            y[ib].qs[32 + m] = detail::blocks::pack_trits(t, 5);
         }
         for (int j = 0; j < 4; ++j) {
-            for (int k = 0; k < 4; ++k) t[k] = detail::ternary(xb[240 + j + 4 * k], id);
-            y[ib].qh[j] = detail::pack_trits(t, 4);
+            for (int k = 0; k < 4; ++k) t[k] = detail::blocks::ternary(xb[240 + j + 4 * k], id);
+            y[ib].qh[j] = detail::blocks::pack_trits(t, 4);
         }
     }
 }
 
 inline void dequantize_row_tq1_0(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_tq1_0::block_size, "tq1_0");
+    detail::blocks::check_row_length(n, block_tq1_0::block_size, "tq1_0");
     const auto* b = static_cast<const block_tq1_0*>(src);
     for (std::size_t ib = 0; ib < n / 256; ++ib, y += 256) {
         const float d = fp16_to_float(b[ib].d);
         for (int k = 0; k < 5; ++k)
             for (int m = 0; m < 32; ++m)
-                y[32 * k + m] = static_cast<float>(detail::unpack_trit(b[ib].qs[m], k) - 1) * d;
+                y[32 * k + m] = static_cast<float>(detail::blocks::unpack_trit(b[ib].qs[m], k) - 1) * d;
         for (int k = 0; k < 5; ++k)
             for (int m = 0; m < 16; ++m)
-                y[160 + 16 * k + m] = static_cast<float>(detail::unpack_trit(b[ib].qs[32 + m], k) - 1) * d;
+                y[160 + 16 * k + m] = static_cast<float>(detail::blocks::unpack_trit(b[ib].qs[32 + m], k) - 1) * d;
         for (int k = 0; k < 4; ++k)
             for (int j = 0; j < 4; ++j)
-                y[240 + 4 * k + j] = static_cast<float>(detail::unpack_trit(b[ib].qh[j], k) - 1) * d;
+                y[240 + 4 * k + j] = static_cast<float>(detail::blocks::unpack_trit(b[ib].qh[j], k) - 1) * d;
     }
 }
 
@@ -914,18 +916,18 @@ inline void dequantize_row_tq1_0(const void* src, float* y, std::size_t n) {
 inline void quantize_row_tq2_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
-    detail::check_row_length(n, block_tq2_0::block_size, "tq2_0");
+    detail::blocks::check_row_length(n, block_tq2_0::block_size, "tq2_0");
     auto* y = static_cast<block_tq2_0*>(dst);
     for (std::size_t ib = 0; ib < n / 256; ++ib) {
         const float* xb = x + 256 * ib;
-        const float d = detail::absmax(xb, 256);
+        const float d = detail::blocks::absmax(xb, 256);
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = float_to_fp16(d);
         for (int half = 0; half < 2; ++half)
             for (int m = 0; m < 32; ++m) {
                 unsigned q = 0;
                 for (int k = 0; k < 4; ++k)
-                    q |= static_cast<unsigned>(detail::ternary(xb[128 * half + 32 * k + m], id) & 3) << (2 * k);
+                    q |= static_cast<unsigned>(detail::blocks::ternary(xb[128 * half + 32 * k + m], id) & 3) << (2 * k);
                 y[ib].qs[32 * half + m] = static_cast<std::uint8_t>(q);
             }
     }
@@ -933,7 +935,7 @@ inline void quantize_row_tq2_0(const float* x, void* dst, std::size_t n, const f
 
 inline void dequantize_row_tq2_0(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
-    detail::check_row_length(n, block_tq2_0::block_size, "tq2_0");
+    detail::blocks::check_row_length(n, block_tq2_0::block_size, "tq2_0");
     const auto* b = static_cast<const block_tq2_0*>(src);
     for (std::size_t ib = 0; ib < n / 256; ++ib, y += 256) {
         const float d = fp16_to_float(b[ib].d);
