@@ -4,6 +4,7 @@
 #
 #   ./dev.sh compare [ARGS]   build the lowbit program and run `lowbit compare ARGS`
 #   ./dev.sh test             build everything and run the test suite (cmake --workflow --preset test)
+#   ./dev.sh interop          cross-check against the formats' owners (gguf, ggml) with pytest
 #   ./dev.sh bench [FILTER]   build and run the Google Benchmark programs
 #   ./dev.sh deps             only install the dependencies
 set -euo pipefail
@@ -29,6 +30,35 @@ configure() {
     [[ -f build/CMakeCache.txt ]] || cmake --preset default >/dev/null
 }
 
+# The interop suite: a venv with the owners' Python packages, ggml's own
+# library built from the sources PyPI's llama-cpp-python ships, and pytest.
+REF_GGML_VERSION=0.3.36
+interop() {
+    python3 -m venv --help >/dev/null 2>&1 && python3 -c "import ensurepip" 2>/dev/null || PACKAGES+=(python3-venv)
+    PACKAGES+=(python3 python3-pip)
+    deps
+    configure
+    cmake --build build -j2 --target ggml_capi gguf_tool >/dev/null
+    local venv=build/venv
+    [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest; }
+    local ref=build/ref-ggml
+    if [[ ! -f $ref/build/src/libggml-base.so ]]; then
+        rm -rf $ref && mkdir -p $ref
+        $venv/bin/pip download -q --no-deps --no-binary :all: "llama-cpp-python==$REF_GGML_VERSION" -d $ref
+        tar xzf $ref/llama_cpp_python-$REF_GGML_VERSION.tar.gz -C $ref
+        local src=$ref/llama_cpp_python-$REF_GGML_VERSION/vendor/llama.cpp/ggml
+        touch $src/ggml.pc.in  # the sdist leaves out this template; ggml-base does not need it
+        cmake -S $src -B $ref/build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_CPU=OFF \
+              -DGGML_BACKEND_DL=OFF -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=ON \
+              -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+        cmake --build $ref/build --target ggml-base -j2 >/dev/null
+    fi
+    LOWBIT_GGML_CAPI="$PWD/build/tests/interop/libggml_capi.so" \
+    LOWBIT_GGUF_TOOL="$PWD/build/tests/interop/gguf_tool" \
+    LOWBIT_REF_GGML="$PWD/$ref/build/src/libggml-base.so" \
+        $venv/bin/pytest -q tests/interop "$@"
+}
+
 cmd="${1:-help}"
 shift || true
 case "$cmd" in
@@ -43,6 +73,7 @@ test)
     deps
     cmake --workflow --preset test
     ;;
+interop) interop "$@" ;;
 bench)
     deps
     configure
@@ -52,7 +83,7 @@ bench)
     done
     ;;
 *)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
     [[ "$cmd" == help ]] || exit 2
     ;;
 esac
