@@ -446,12 +446,13 @@ constexpr void get_scale_min_k4(int j, const std::uint8_t* q, std::uint8_t& sc, 
     }
 }
 
-/// Packs eight 6-bit scales and mins (values above 63 are clamped) into the
-/// 12-byte table get_scale_min_k4 reads.
+/// Packs eight 6-bit scales and mins into the 12-byte table get_scale_min_k4
+/// reads. Values above 63 are packed as given (their extra bits spill the way
+/// ggml's do); callers clamp where ggml clamps.
 constexpr void set_scale_min_k4(const std::uint8_t* ls, const std::uint8_t* lm, std::uint8_t* q) noexcept {
     for (int j = 0; j < 8; ++j) {
-        const std::uint8_t s = min_m<std::uint8_t>(63, ls[j]);
-        const std::uint8_t m = min_m<std::uint8_t>(63, lm[j]);
+        const std::uint8_t s = ls[j];
+        const std::uint8_t m = lm[j];
         if (j < 4) {
             q[j] = s;
             q[j + 4] = m;
@@ -738,6 +739,14 @@ LOWBIT_GGML_EXACT_FP inline void quantize_scales_q45(const float* x, const float
         }
         d16 = float_to_half(make_qp_quants(nsub, 63, scales, Ls, sw));
         dmin16 = float_to_half(make_qp_quants(nsub, 63, mins, Lm, sw));
+    }
+    // ggml clamps to 63 except on Q4_K's imatrix path, where a negative
+    // sub-block scale from the search wraps to a large byte and is packed as is.
+    if (!qw || Nmax != 15) {
+        for (int j = 0; j < nsub; ++j) {
+            Ls[j] = min_m<std::uint8_t>(63, Ls[j]);
+            Lm[j] = min_m<std::uint8_t>(63, Lm[j]);
+        }
     }
     set_scale_min_k4(Ls, Lm, packed);
     const float d = half_to_float(d16), dmin = half_to_float(dmin16);
