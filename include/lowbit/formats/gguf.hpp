@@ -1021,9 +1021,9 @@ private:
 
     // Everything before the data section, padded to the alignment.
     std::vector<std::byte> header(std::uint32_t align, const std::vector<gguf_tensor_info>& infos) const {
-        std::vector<std::byte> out;
-        const char magic[4] = {'G', 'G', 'U', 'F'};
-        out.insert(out.end(), reinterpret_cast<const std::byte*>(magic), reinterpret_cast<const std::byte*>(magic) + 4);
+        // Starting non-empty also keeps g++ 12's -Wstringop-overflow from
+        // misreading the first insert into an empty vector.
+        std::vector<std::byte> out{std::byte{'G'}, std::byte{'G'}, std::byte{'U'}, std::byte{'F'}};
         put(out, std::uint32_t{3});
         put(out, static_cast<std::uint64_t>(infos.size()));
         put(out, static_cast<std::uint64_t>(metadata_.size()));
