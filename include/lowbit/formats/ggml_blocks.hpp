@@ -498,8 +498,8 @@ inline void quantize_iq4_super_block(const float* x, const float* qw, int nsub, 
     for (int ib = 0; ib < nsub; ++ib) pack_nibbles_32(levels + 32 * ib, qs + 16 * ib);
 }
 
-// Sum and pack of one TQ1_0 byte: trits (each in 0..2, first most
-// significant) as the fraction q / 3^5 rounded up to a multiple of 1/256, so
+// One TQ1_0 byte: the trits (each 0..2, first most significant, padded with
+// zeros to five) as the fraction q / 3^5 rounded up to a multiple of 1/256, so
 // that multiplying by 3^k and keeping the top bits of 3 * byte reads trit k.
 inline std::uint8_t pack_trits(const int* trits, int count) noexcept {
     std::uint8_t q = 0;
