@@ -174,7 +174,12 @@ LOWBIT_GGML_EXACT_FP inline float make_qx_quants(int n, int nmax, const float* x
         rmse_type = -rmse_type;
         return_early = true;
     }
-    auto weight = [&](int i) { return qw ? qw[i] : qx_weight(rmse_type, x[i]); };
+    float wbuf[qk_k];
+    if (!qw) {
+        for (int i = 0; i < n; ++i) wbuf[i] = qx_weight(rmse_type, x[i]);
+        qw = wbuf;
+    }
+    auto weight = [qw](int i) { return qw[i]; };
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; ++i) {
         int l = nearest_int(iscale * x[i]);
