@@ -1,0 +1,50 @@
+// C entry points to lowbit's ggml row functions, for the Python interop tests
+// (loaded with ctypes next to ggml's own library and the gguf package).
+#include <lowbit/formats/ggml.hpp>
+
+#include <cstdint>
+#include <cstdio>
+
+extern "C" {
+
+// Returns bytes written, or 0 after printing the error.
+std::size_t lowbit_ggml_quantize(std::uint32_t type, const float* x, void* dst, std::int64_t rows,
+                                 std::int64_t n_per_row, const float* imatrix) {
+    try {
+        const auto t = static_cast<lowbit::ggml::type>(type);
+        lowbit::ggml::quantize_rows(t, x, dst, static_cast<std::size_t>(rows), static_cast<std::size_t>(n_per_row),
+                                    imatrix);
+        return static_cast<std::size_t>(rows) * lowbit::ggml::row_bytes(t, static_cast<std::size_t>(n_per_row));
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 0;
+    }
+}
+
+int lowbit_ggml_dequantize(std::uint32_t type, const void* src, float* y, std::int64_t rows, std::int64_t n_per_row) {
+    try {
+        lowbit::ggml::dequantize_rows(static_cast<lowbit::ggml::type>(type), src, y, static_cast<std::size_t>(rows),
+                                      static_cast<std::size_t>(n_per_row));
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 0;
+    }
+}
+
+// 1 if lowbit can quantize / dequantize the type.
+int lowbit_ggml_can_quantize(std::uint32_t type) {
+    try {
+        return lowbit::ggml::traits(static_cast<lowbit::ggml::type>(type)).quantize != nullptr;
+    } catch (...) {
+        return 0;
+    }
+}
+int lowbit_ggml_can_dequantize(std::uint32_t type) {
+    try {
+        return lowbit::ggml::traits(static_cast<lowbit::ggml::type>(type)).dequantize != nullptr;
+    } catch (...) {
+        return 0;
+    }
+}
+}

@@ -1,0 +1,146 @@
+"""lowbit's ggml blocks against the owners' code.
+
+(1) Quantize: our bytes equal gguf.quants.quantize for the types the gguf
+    package can quantize, and ggml's own ggml_quantize_chunk (libggml-base from
+    PyPI's llama-cpp-python sources) for every type, with and without an
+    importance matrix.
+(2) Dequantize: gguf.quants.dequantize of our blocks equals our dequantize.
+
+Environment: LOWBIT_GGML_CAPI (our C entry points, built by CMake) and
+LOWBIT_REF_GGML (libggml-base.so); a missing reference skips with a reason.
+"""
+import ctypes
+import os
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+from gguf import quants
+
+TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K,
+         T.IQ4_NL, T.IQ4_XS, T.TQ1_0, T.TQ2_0, T.MXFP4]
+GGUF_CAN_QUANTIZE = {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.TQ1_0, T.TQ2_0, T.MXFP4}
+# Types whose ggml quantizer reads an importance matrix.
+USES_IMATRIX = {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_NL, T.IQ4_XS}
+
+
+def _load(var):
+    path = os.environ.get(var)
+    if not path or not os.path.exists(path):
+        return None
+    return ctypes.CDLL(path)
+
+
+@pytest.fixture(scope="module")
+def lowbit():
+    lib = _load("LOWBIT_GGML_CAPI")
+    if lib is None:
+        pytest.fail("LOWBIT_GGML_CAPI must point at the built libggml_capi.so")
+    lib.lowbit_ggml_quantize.restype = ctypes.c_size_t
+    lib.lowbit_ggml_quantize.argtypes = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                         ctypes.c_int64, ctypes.c_void_p]
+    lib.lowbit_ggml_dequantize.restype = ctypes.c_int
+    lib.lowbit_ggml_dequantize.argtypes = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                           ctypes.c_int64]
+    return lib
+
+
+@pytest.fixture(scope="module")
+def ggml():
+    lib = _load("LOWBIT_REF_GGML")
+    if lib is None:
+        pytest.skip("ggml's library (LOWBIT_REF_GGML) was not built: .ci/interop builds it from PyPI's "
+                    "llama-cpp-python sources")
+    lib.ggml_quantize_chunk.restype = ctypes.c_size_t
+    lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                        ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    return lib
+
+
+def inputs():
+    rng = np.random.default_rng(1234)
+    cols = 512
+    yield "gaussian", rng.standard_normal((16, cols)).astype(np.float32)
+    yield "tiny", (rng.standard_normal((4, cols)) * 1e-4).astype(np.float32)
+    yield "huge", (rng.standard_normal((4, cols)) * 1e4).astype(np.float32)
+    yield "student-t", rng.standard_t(3, (8, cols)).astype(np.float32)
+    out = rng.standard_normal((8, cols)).astype(np.float32)
+    out[:, rng.choice(cols, 5, replace=False)] *= 30
+    yield "outliers", out
+    z = rng.standard_normal((4, cols)).astype(np.float32)
+    z[0] = 0
+    z[1, :64] = 0
+    z[2, 32:96] = 0.25
+    yield "zeros-and-constants", z
+    # Values on exact grid midpoints: halves and quarters.
+    yield "ties", (np.round(rng.standard_normal((4, cols)) * 8) / 2).astype(np.float32)
+
+
+def ours_quantize(lib, t, x, imatrix=None):
+    bs, ts = quants.GGML_QUANT_SIZES[t]
+    rows, cols = x.shape
+    out = np.zeros(rows * cols // bs * ts, dtype=np.uint8)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
+    n = lib.lowbit_ggml_quantize(int(t), x.ctypes.data, out.ctypes.data, rows, cols,
+                                 None if im is None else im.ctypes.data)
+    assert n == out.size, f"lowbit failed to quantize {t.name}"
+    return out.reshape(rows, -1)
+
+
+def ggml_quantize(lib, t, x, imatrix=None):
+    bs, ts = quants.GGML_QUANT_SIZES[t]
+    rows, cols = x.shape
+    out = np.zeros(rows * cols // bs * ts, dtype=np.uint8)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    im = None if imatrix is None else np.ascontiguousarray(imatrix, dtype=np.float32)
+    n = lib.ggml_quantize_chunk(int(t), x.ctypes.data, out.ctypes.data, 0, rows, cols,
+                                None if im is None else im.ctypes.data)
+    assert n == out.size
+    return out.reshape(rows, -1)
+
+
+def first_diff(a, b, t):
+    bs, ts = quants.GGML_QUANT_SIZES[t]
+    d = np.flatnonzero(a.reshape(-1) != b.reshape(-1))
+    if d.size == 0:
+        return ""
+    i = int(d[0])
+    return f"{d.size} bytes differ; first at byte {i} (block {i // ts}, byte {i % ts})"
+
+
+@pytest.mark.parametrize("t", sorted(GGUF_CAN_QUANTIZE, key=int), ids=lambda t: t.name)
+def test_quantize_equals_gguf_package(lowbit, t):
+    for name, x in inputs():
+        ours = ours_quantize(lowbit, t, x)
+        ref = quants.quantize(x, t)
+        assert ours.tobytes() == ref.tobytes(), f"{name}: {first_diff(ours, ref, t)}"
+
+
+@pytest.mark.parametrize("t", TYPES, ids=lambda t: t.name)
+def test_quantize_equals_ggml(lowbit, ggml, t):
+    for name, x in inputs():
+        ours = ours_quantize(lowbit, t, x)
+        ref = ggml_quantize(ggml, t, x)
+        assert ours.tobytes() == ref.tobytes(), f"{name}: {first_diff(ours, ref, t)}"
+
+
+@pytest.mark.parametrize("t", sorted(USES_IMATRIX, key=int), ids=lambda t: t.name)
+def test_quantize_with_imatrix_equals_ggml(lowbit, ggml, t):
+    rng = np.random.default_rng(99)
+    for name, x in inputs():
+        imatrix = (rng.random(x.shape[1]) ** 3 * 10).astype(np.float32)
+        imatrix[::17] = 0
+        ours = ours_quantize(lowbit, t, x, imatrix)
+        ref = ggml_quantize(ggml, t, x, imatrix)
+        assert ours.tobytes() == ref.tobytes(), f"{name}: {first_diff(ours, ref, t)}"
+
+
+@pytest.mark.parametrize("t", TYPES, ids=lambda t: t.name)
+def test_gguf_dequantize_of_our_blocks_equals_ours(lowbit, t):
+    for name, x in inputs():
+        q = ours_quantize(lowbit, t, x)
+        theirs = quants.dequantize(q, t)
+        ours = np.zeros_like(x)
+        assert lowbit.lowbit_ggml_dequantize(int(t), q.ctypes.data, ours.ctypes.data, x.shape[0], x.shape[1])
+        np.testing.assert_array_equal(ours, theirs.reshape(x.shape), err_msg=f"{t.name} / {name}")
