@@ -553,3 +553,24 @@ TEST_CASE("bad requests are errors", "[recipes]") {
     std::vector<recipe_tensor> five = {{"a.weight", {32, 32, 1, 1, 1}, type::f16}};
     CHECK_THROWS_AS(recipe(file_type::mostly_q4_k_m, llama7b_info(), five), lowbit::error);
 }
+
+TEST_CASE("architecture-specific rules: glm5-next and bailingmoe3", "[recipes]") {
+    const std::vector<recipe_tensor> glm = {{"blk.0.attn_q_a.weight", {4096, 1536}, type::bf16},
+                                            {"blk.0.attn_q.weight", {4096, 4096}, type::bf16},
+                                            {"blk.0.hc_attn_fn.weight", {4096, 24}, type::bf16},
+                                            {"output.weight", {4096, 1000}, type::bf16}};
+    const recipe g(file_type::mostly_q4_k_m, {"glm5-next", 1, 32, 32, 0, 0}, glm);
+    CHECK(g.type_for("blk.0.attn_q_a.weight") == type::q8_0);
+    CHECK(g.type_for("blk.0.attn_q.weight") == type::q4_k);
+    CHECK(g.type_for("blk.0.hc_attn_fn.weight") == type::bf16);
+    const recipe gf(file_type::mostly_f16, {"glm5-next", 1, 32, 32, 0, 0}, glm);
+    CHECK(gf.type_for("blk.0.attn_q_a.weight") == type::f16);
+
+    const std::vector<recipe_tensor> moe = {{"blk.0.attn_k_b.weight", {128, 512, 16}, type::bf16},
+                                            {"blk.0.ffn_down_exps.weight", {1024, 4096, 16}, type::bf16}};
+    const recipe b(file_type::mostly_mxfp4_moe, {"bailingmoe3", 1, 16, 16, 16, 0}, moe);
+    CHECK(b.type_for("blk.0.attn_k_b.weight") == type::q8_0);
+    CHECK(b.type_for("blk.0.ffn_down_exps.weight") == type::mxfp4);
+    const recipe d(file_type::mostly_mxfp4_moe, {"deepseek2", 1, 16, 16, 16, 0}, moe);
+    CHECK(d.type_for("blk.0.attn_k_b.weight") == type::mxfp4);
+}

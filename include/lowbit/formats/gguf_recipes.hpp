@@ -9,8 +9,9 @@
 // the K-quant mixes (Q2_K, Q2_K_S, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K),
 // including the Falcon, 70B, 8-expert, GLM5-next and BailingMoE3 special cases.
 // Not covered: the IQ1/IQ2/IQ3 mixes and Q1_0/Q2_0/NVFP4 (parse_file_type
-// reports them as unsupported), and llama-quantize's --tensor-type regex
-// overrides and --prune-layers.
+// reports them as unsupported), llama-quantize's --tensor-type regex
+// overrides and --prune-layers, and --keep-split, under which it visits
+// tensors in file order rather than in the order `recipe` uses.
 
 #include <algorithm>
 #include <cctype>
@@ -459,7 +460,7 @@ private:
             c.quantize = should_quantize(t.name, r::n_dims(t.ne), model_.arch, opt_.quantize_output_tensor);
             c.chosen = c.quantize ? choose(t, c.fell_back) : t.current;
             const role ro = r::role_of(t.name);
-            c.needs_imatrix = c.quantize && c.chosen != t.current && ft_ == file_type::mostly_q2_k_s &&
+            c.needs_imatrix = c.quantize && ft_ == file_type::mostly_q2_k_s &&
                               c.chosen == type::q2_k && ro != role::token_embd && ro != role::output;
             index_.emplace(c.name, choices_.size());
             choices_.push_back(std::move(c));
