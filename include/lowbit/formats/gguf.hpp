@@ -637,7 +637,8 @@ gguf_file parse(std::span<const std::byte> bytes, std::shared_ptr<const byte_sou
 }
 
 /// A validated GGUF file. Tensor spans point into the file's bytes, which
-/// stay mapped for as long as any copy of this object exists.
+/// stay mapped for as long as any copy of this object exists. (As with any
+/// memory map, another process truncating the file meanwhile is not caught.)
 class gguf_file {
 public:
     std::uint32_t version() const noexcept { return version_; }
@@ -665,8 +666,13 @@ public:
         LOWBIT_THROW(errc::invalid_argument, "gguf: no tensor named " + gguf::detail::show_name(name));
     }
     std::span<const std::byte> tensor(std::string_view name) const { return tensor(tensor_info(name)); }
-    /// `info` must be one of tensors().
+    /// `info` should be one of tensors(); one describing bytes outside the
+    /// file is errc::invalid_argument.
     std::span<const std::byte> tensor(const gguf_tensor_info& info) const {
+        const std::uint64_t room = bytes_.size() >= data_offset_ ? bytes_.size() - data_offset_ : 0;
+        if (info.offset > room || info.size > room - info.offset)
+            LOWBIT_THROW(errc::invalid_argument, "gguf: tensor " + gguf::detail::show_name(info.name) +
+                                                     " lies outside this file's data section");
         return bytes_.subspan(static_cast<std::size_t>(data_offset_ + info.offset), static_cast<std::size_t>(info.size));
     }
 
