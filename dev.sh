@@ -5,6 +5,7 @@
 #   ./dev.sh compare [ARGS]   build the lowbit program and run `lowbit compare ARGS`
 #   ./dev.sh test             build everything and run the test suite (cmake --workflow --preset test)
 #   ./dev.sh interop          cross-check against the formats' owners (gguf, ggml) with pytest
+#   ./dev.sh fuzz [SECONDS]   fuzz the GGUF reader with libFuzzer (clang) for SECONDS (default 60)
 #   ./dev.sh bench [FILTER]   build and run the Google Benchmark programs
 #   ./dev.sh deps             only install the dependencies
 set -euo pipefail
@@ -59,6 +60,21 @@ interop() {
         $venv/bin/pytest -q tests/interop "$@"
 }
 
+fuzz() {
+    PACKAGES+=(clang libclang-rt-14-dev python3 python3-pip)
+    python3 -c "import ensurepip" 2>/dev/null || PACKAGES+=(python3-venv)
+    deps
+    mkdir -p build/fuzz
+    local venv=build/venv
+    [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest; }
+    $venv/bin/python tests/fuzz/make_seeds.py build/fuzz/seeds
+    clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+        -Iinclude tests/fuzz/fuzz_gguf.cpp -o build/fuzz/fuzz_gguf
+    mkdir -p build/fuzz/corpus
+    ./build/fuzz/fuzz_gguf -max_total_time="${1:-60}" -max_len=4096 -print_final_stats=1 \
+        build/fuzz/corpus build/fuzz/seeds 2>&1 | tail -n 12
+}
+
 cmd="${1:-help}"
 shift || true
 case "$cmd" in
@@ -74,6 +90,7 @@ test)
     cmake --workflow --preset test
     ;;
 interop) interop "$@" ;;
+fuzz) fuzz "$@" ;;
 bench)
     deps
     configure
