@@ -2,6 +2,8 @@
 // The xsimd API differences between Debian's 8.1 and the 13/14 that vcpkg and
 // Conan ship, in one place. Kernels call these instead of the renamed functions.
 
+#include <type_traits>
+
 #include <xsimd/xsimd.hpp>
 
 #include "config.hpp"
@@ -63,6 +65,23 @@ inline xsimd::batch<T, A> unfused(const xsimd::batch<T, A>& b) noexcept {
     __asm__("" : "+w"(r));
 #endif
     return xsimd::batch<T, A>(r);
+}
+
+
+/// select() on integer batches. xsimd 8.1's AVX-512BW select switches on the
+/// element size at run time, so all its branches are compiled, and at -O0 g++
+/// rejects the 8- and 16-bit ones for 32-bit batches: blend directly there.
+template <class T, class A>
+inline xsimd::batch<T, A> select_int(const xsimd::batch_bool<T, A>& cond, const xsimd::batch<T, A>& a,
+                                     const xsimd::batch<T, A>& b) noexcept {
+#if XSIMD_VERSION_MAJOR < 9 && defined(__AVX512BW__)
+    if constexpr (std::is_same_v<A, xsimd::avx512bw> && sizeof(T) == 4)
+        return xsimd::batch<T, A>(_mm512_mask_blend_epi32(cond, b, a));
+    else if constexpr (std::is_same_v<A, xsimd::avx512bw> && sizeof(T) == 8)
+        return xsimd::batch<T, A>(_mm512_mask_blend_epi64(cond, b, a));
+    else
+#endif
+        return xsimd::select(cond, a, b);
 }
 
 }  // namespace lowbit::detail::simd

@@ -263,7 +263,7 @@ inline xsimd::batch<std::uint32_t, Arch> bf16_bits(const xsimd::batch<float, Arc
     const u32 nan = (x >> 16) | u32(0x40u);
     const i32 ax = s::bitcast<std::int32_t>(x & u32(0x7FFFFFFFu));
     return s::bitcast<std::uint32_t>(
-        xsimd::select(ax > i32(0x7F800000), s::bitcast<std::int32_t>(nan), s::bitcast<std::int32_t>(rounded)));
+        s::select_int(ax > i32(0x7F800000), s::bitcast<std::int32_t>(nan), s::bitcast<std::int32_t>(rounded)));
 }
 
 /// float_to_fp16 on every lane, in integer ops (archs without F16C).
@@ -281,9 +281,9 @@ inline xsimd::batch<std::uint32_t, Arch> fp16_bits(const xsimd::batch<float, Arc
     // is 2^-24) makes the FPU round |v| to that unit, nearest-even.
     const i32 sub = s::bitcast<std::int32_t>(s::bitcast<float>(ax) + f32(0.5f)) - i32(0x3F000000);
     const i32 nan = i32(0x7E00) | ((ax >> 13) & i32(0x3FF));
-    i32 h = xsimd::select(ax < i32(0x38800000), sub, normal);
-    h = xsimd::select(ax >= i32(0x477FF000), i32(0x7C00), h);
-    h = xsimd::select(ax > i32(0x7F800000), nan, h);
+    i32 h = s::select_int(ax < i32(0x38800000), sub, normal);
+    h = s::select_int(ax >= i32(0x477FF000), i32(0x7C00), h);
+    h = s::select_int(ax > i32(0x7F800000), nan, h);
     return s::bitcast<std::uint32_t>(h | sign);
 }
 
