@@ -4,6 +4,8 @@
 // list; add it here when adding a kernel header.
 
 #include "dequantize.hpp"
+#include "ggml_dequantize.hpp"
 
 #define LOWBIT_INSTANTIATE_ALL_KERNELS(ARCH) \
-    LOWBIT_KERNELS_DEQUANTIZE(LOWBIT_EMPTY_TOKEN, ARCH)
+    LOWBIT_KERNELS_DEQUANTIZE(LOWBIT_EMPTY_TOKEN, ARCH) \
+    LOWBIT_KERNELS_GGML_DEQUANTIZE(LOWBIT_EMPTY_TOKEN, ARCH)

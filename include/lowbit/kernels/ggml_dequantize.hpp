@@ -1,0 +1,712 @@
+#pragma once
+// Dequantize rows of ggml blocks (Q4_0 ... Q6_K, IQ4, MXFP4, ternary) into f32.
+//
+// Each block is decoded in two stages: integer code bits -> one int8 value per
+// element (plus a float scale, and an offset where the type has one, per
+// group), then int8 -> float with exactly the float operations of the scalar
+// row functions in formats/ggml_blocks.hpp and formats/ggml_kquants.hpp, in
+// their order and without fma, so every instruction set gives their bits.
+// The scalar tag runs those row functions themselves.
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+
+#include "../core/error.hpp"
+#include "../core/numeric.hpp"
+#include "../formats/ggml_blocks.hpp"
+#include "../formats/ggml_kquants.hpp"
+#include "dequantize.hpp"
+#include "dispatch.hpp"
+
+LOWBIT_NAMESPACE_BEGIN
+namespace kernels {
+
+/// Rows of ggml blocks of one type to f32.
+struct ggml_job {
+    ggml::type type;
+    const void* src;
+    std::size_t src_stride;  ///< bytes between rows (>= the blocks of a row)
+    std::size_t rows, cols;  ///< cols: a multiple of the type's block size
+    float* out;
+    std::size_t out_stride;  ///< elements between output rows (>= cols)
+};
+
+struct dequantize_ggml_fn {
+    template <class Arch>
+    void operator()(Arch, const ggml_job& j) const noexcept;
+};
+
+namespace detail::gq {
+
+/// The scalar row function of a type this kernel handles, or null.
+inline ggml::dequantize_row_fn ref_row(ggml::type t) noexcept {
+    using ggml::type;
+    switch (t) {
+    case type::q4_0: return &ggml::dequantize_row_q4_0;
+    case type::q4_1: return &ggml::dequantize_row_q4_1;
+    case type::q5_0: return &ggml::dequantize_row_q5_0;
+    case type::q5_1: return &ggml::dequantize_row_q5_1;
+    case type::q8_0: return &ggml::dequantize_row_q8_0;
+    case type::q8_1: return &ggml::dequantize_row_q8_1;
+    case type::q2_k: return &ggml::dequantize_row_q2_k;
+    case type::q3_k: return &ggml::dequantize_row_q3_k;
+    case type::q4_k: return &ggml::dequantize_row_q4_k;
+    case type::q5_k: return &ggml::dequantize_row_q5_k;
+    case type::q6_k: return &ggml::dequantize_row_q6_k;
+    case type::q8_k: return &ggml::dequantize_row_q8_k;
+    case type::iq4_nl: return &ggml::dequantize_row_iq4_nl;
+    case type::iq4_xs: return &ggml::dequantize_row_iq4_xs;
+    case type::tq1_0: return &ggml::dequantize_row_tq1_0;
+    case type::tq2_0: return &ggml::dequantize_row_tq2_0;
+    case type::mxfp4: return &ggml::dequantize_row_mxfp4;
+    default: return nullptr;
+    }
+}
+
+}  // namespace detail::gq
+
+/// Scalar reference (the test oracle): the exact ggml row functions.
+inline void dequantize_ggml_ref(const ggml_job& j) noexcept {
+    const ggml::dequantize_row_fn f = detail::gq::ref_row(j.type);
+    if (!f) return;
+    for (std::size_t r = 0; r < j.rows; ++r)
+        f(static_cast<const unsigned char*>(j.src) + r * j.src_stride, j.out + r * j.out_stride, j.cols);
+}
+
+#if !defined(LOWBIT_NO_SIMD)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+namespace detail::gq {
+
+using dq::is_avx2_v;
+using dq::is_avx512_v;
+using dq::is_sse2_v;
+
+// Byte-level decoders use 128-bit integer ops, which every x86 tag has (xsimd's
+// AVX and AVX-512 tags do not derive from its SSE ones, hence the three terms).
+template <class A>
+inline constexpr bool x86_v = is_sse2_v<A> || is_avx2_v<A> || is_avx512_v<A>;
+template <class A>
+inline constexpr bool pshufb_v =
+    (XSIMD_WITH_SSSE3 && std::is_base_of_v<xsimd::ssse3, A>) || is_avx2_v<A> || is_avx512_v<A>;
+
+template <class Arch>
+inline std::uint16_t u16_at(const unsigned char* p) noexcept {
+    std::uint16_t v;
+    std::memcpy(&v, p, 2);
+    return v;
+}
+
+template <class Arch>
+inline std::uint32_t u32_at(const unsigned char* p) noexcept {
+    std::uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;
+}
+
+/// fp16_to_float, per arch (F16C converts every half exactly).
+template <class Arch>
+inline float half(std::uint16_t h) noexcept {
+#if defined(__F16C__)
+    if constexpr (is_avx2_v<Arch> || is_avx512_v<Arch>) return _cvtsh_ss(h);
+#endif
+    const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+    const std::uint32_t e = (h >> 10) & 0x1Fu;
+    std::uint32_t m = h & 0x3FFu;
+    if (e == 0x1F) return std::bit_cast<float>(sign | 0x7F800000u | (m << 13));
+    if (e != 0) return std::bit_cast<float>(sign | ((e + 112u) << 23) | (m << 13));
+    if (m == 0) return std::bit_cast<float>(sign);
+    std::uint32_t ex = 113;
+    while (!(m & 0x400u)) {
+        m <<= 1;
+        --ex;
+    }
+    return std::bit_cast<float>(sign | (ex << 23) | ((m & 0x3FFu) << 13));
+}
+
+/// How a group's float params apply to float(q).
+enum class op { mul, mul_add, mul_sub };
+
+/// A decoded block: int8 values (B of them) and per-group scale / offset.
+template <std::size_t B, std::size_t G>
+struct decoded {
+    alignas(64) std::int8_t buf[B];
+    float s[B / G];
+    float o[B / G];
+};
+
+#if XSIMD_WITH_SSE2
+template <class Arch>
+inline __m128i load128(const unsigned char* p) noexcept {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+}
+template <class Arch>
+inline void store128(std::int8_t* p, __m128i v) noexcept {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), v);
+}
+/// Low and high nibbles of 16 bytes at q and q + 16, each minus `sub`.
+template <class Arch>
+inline void nibbles_sse(const unsigned char* qs, std::int8_t* q, std::int8_t sub) noexcept {
+    const __m128i v = load128<Arch>(qs);
+    const __m128i m = _mm_set1_epi8(0x0F);
+    const __m128i z = _mm_set1_epi8(sub);
+    store128<Arch>(q, _mm_sub_epi8(_mm_and_si128(v, m), z));
+    store128<Arch>(q + 16, _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), z));
+}
+/// 0x10 in byte j where bit j of the 16-bit word w is set.
+template <class Arch>
+inline __m128i bit4_from_u16(unsigned w) noexcept {
+    const __m128i sel = _mm_set_epi64x(0x8040201008040201ll, 0x8040201008040201ll);
+    const __m128i lo = _mm_set1_epi8(static_cast<char>(w & 0xFF));
+    const __m128i hi = _mm_set1_epi8(static_cast<char>(w >> 8));
+    const __m128i v = _mm_unpacklo_epi64(lo, hi);
+    return _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(v, sel), sel), _mm_set1_epi8(0x10));
+}
+#endif
+#if XSIMD_WITH_SSSE3
+/// Table values of the low and high nibbles of 16 bytes, at q and q + 16.
+template <class Arch>
+inline void lut_nibbles(const unsigned char* qs, const std::int8_t* table, std::int8_t* q) noexcept {
+    const __m128i t = _mm_loadu_si128(reinterpret_cast<const __m128i*>(table));
+    const __m128i v = load128<Arch>(qs);
+    const __m128i m = _mm_set1_epi8(0x0F);
+    store128<Arch>(q, _mm_shuffle_epi8(t, _mm_and_si128(v, m)));
+    store128<Arch>(q + 16, _mm_shuffle_epi8(t, _mm_and_si128(_mm_srli_epi16(v, 4), m)));
+}
+#endif
+
+template <class Arch>
+inline void nibbles(const unsigned char* qs, std::int8_t* q, std::int8_t sub) noexcept {
+    if constexpr (x86_v<Arch>) {
+#if XSIMD_WITH_SSE2
+        nibbles_sse<Arch>(qs, q, sub);
+#endif
+    } else {
+        for (int j = 0; j < 16; ++j) {
+            q[j] = static_cast<std::int8_t>((qs[j] & 0x0F) - sub);
+            q[j + 16] = static_cast<std::int8_t>((qs[j] >> 4) - sub);
+        }
+    }
+}
+
+template <class Arch>
+inline void lut(const unsigned char* qs, const std::int8_t* table, std::int8_t* q) noexcept {
+    if constexpr (pshufb_v<Arch>) {
+#if XSIMD_WITH_SSSE3
+        lut_nibbles<Arch>(qs, table, q);
+#endif
+    } else {
+        for (int j = 0; j < 16; ++j) {
+            q[j] = table[qs[j] & 0x0F];
+            q[j + 16] = table[qs[j] >> 4];
+        }
+    }
+}
+
+/// Q5_0/Q5_1 codes: nibbles plus bit j of qh as bit 4 of element j, minus sub.
+template <class Arch>
+inline void five_bit(const unsigned char* qs, std::uint32_t qh, std::int8_t* q, std::int8_t sub) noexcept {
+    if constexpr (x86_v<Arch>) {
+#if XSIMD_WITH_SSE2
+        const __m128i v = load128<Arch>(qs);
+        const __m128i m = _mm_set1_epi8(0x0F);
+        const __m128i z = _mm_set1_epi8(sub);
+        const __m128i lo = _mm_or_si128(_mm_and_si128(v, m), bit4_from_u16<Arch>(qh & 0xFFFFu));
+        const __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(v, 4), m), bit4_from_u16<Arch>(qh >> 16));
+        store128<Arch>(q, _mm_sub_epi8(lo, z));
+        store128<Arch>(q + 16, _mm_sub_epi8(hi, z));
+#endif
+    } else {
+        for (int j = 0; j < 16; ++j) {
+            q[j] = static_cast<std::int8_t>(((qs[j] & 0x0F) | (((qh >> j) & 1u) << 4)) - sub);
+            q[j + 16] = static_cast<std::int8_t>(((qs[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4)) - sub);
+        }
+    }
+}
+
+/// Q2_K/Q3_K/TQ2_0 2-bit fields: element 128h + 32k + m is bits 2k of qs[32h + m].
+template <class Arch>
+inline void two_bit(const unsigned char* qs, std::int8_t* q, std::int8_t sub) noexcept {
+    if constexpr (x86_v<Arch>) {
+#if XSIMD_WITH_SSE2
+        const __m128i m3 = _mm_set1_epi8(3);
+        const __m128i z = _mm_set1_epi8(sub);
+        for (int h = 0; h < 2; ++h)
+            for (int l = 0; l < 32; l += 16) {
+                const __m128i v = load128<Arch>(qs + 32 * h + l);
+                std::int8_t* d = q + 128 * h + l;
+                store128<Arch>(d, _mm_sub_epi8(_mm_and_si128(v, m3), z));
+                store128<Arch>(d + 32, _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 2), m3), z));
+                store128<Arch>(d + 64, _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m3), z));
+                store128<Arch>(d + 96, _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 6), m3), z));
+            }
+#endif
+    } else {
+        for (int h = 0; h < 2; ++h)
+            for (int k = 0; k < 4; ++k)
+                for (int m = 0; m < 32; ++m)
+                    q[128 * h + 32 * k + m] = static_cast<std::int8_t>(((qs[32 * h + m] >> (2 * k)) & 3) - sub);
+    }
+}
+
+// ---- block decoders ---------------------------------------------------------
+// Each: B elements per block, `bytes` per block, groups of G sharing params,
+// and decode(block, out) -> where the int8 values are.
+
+template <class Arch>
+struct q4_0_dec {
+    static constexpr std::size_t B = 32, G = 32, bytes = 18;
+    static constexpr op k = op::mul;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        o.s[0] = half<Arch>(u16_at<Arch>(b));
+        nibbles<Arch>(b + 2, o.buf, 8);
+        return o.buf;
+    }
+};
+
+template <class Arch>
+struct q4_1_dec {
+    static constexpr std::size_t B = 32, G = 32, bytes = 20;
+    static constexpr op k = op::mul_add;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        o.s[0] = half<Arch>(u16_at<Arch>(b));
+        o.o[0] = half<Arch>(u16_at<Arch>(b + 2));
+        nibbles<Arch>(b + 4, o.buf, 0);
+        return o.buf;
+    }
+};
+
+template <class Arch>
+struct q5_0_dec {
+    static constexpr std::size_t B = 32, G = 32, bytes = 22;
+    static constexpr op k = op::mul;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        o.s[0] = half<Arch>(u16_at<Arch>(b));
+        five_bit<Arch>(b + 6, u32_at<Arch>(b + 2), o.buf, 16);
+        return o.buf;
+    }
+};
+
+template <class Arch>
+struct q5_1_dec {
+    static constexpr std::size_t B = 32, G = 32, bytes = 24;
+    static constexpr op k = op::mul_add;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        o.s[0] = half<Arch>(u16_at<Arch>(b));
+        o.o[0] = half<Arch>(u16_at<Arch>(b + 2));
+        five_bit<Arch>(b + 8, u32_at<Arch>(b + 4), o.buf, 0);
+        return o.buf;
+    }
+};
+
+template <class Arch, std::size_t Bytes>
+struct q8_dec {  // Q8_0 (34 bytes) and Q8_1 (36: d, s, qs)
+    static constexpr std::size_t B = 32, G = 32, bytes = Bytes;
+    static constexpr op k = op::mul;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        o.s[0] = half<Arch>(u16_at<Arch>(b));
+        return reinterpret_cast<const std::int8_t*>(b + (Bytes - 32));
+    }
+};
+
+template <class Arch>
+struct q8_k_dec {
+    static constexpr std::size_t B = 256, G = 256, bytes = 292;
+    static constexpr op k = op::mul;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        std::memcpy(&o.s[0], b, 4);
+        return reinterpret_cast<const std::int8_t*>(b + 4);
+    }
+};
+
+template <class Arch>
+struct iq4_nl_dec {
+    static constexpr std::size_t B = 32, G = 32, bytes = 18;
+    static constexpr op k = op::mul;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        o.s[0] = half<Arch>(u16_at<Arch>(b));
+        lut<Arch>(b + 2, ggml::iq4_nl_values, o.buf);
+        return o.buf;
+    }
+};
+
+template <class Arch>
+struct mxfp4_dec {
+    static constexpr std::size_t B = 32, G = 32, bytes = 17;
+    static constexpr op k = op::mul;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        const std::uint8_t e = b[0];
+        // 2^(e - 128), as ggml::detail::blocks::mxfp4_half_scale.
+        const std::uint32_t bits = e < 2 ? (0x00200000u << e) : (static_cast<std::uint32_t>(e - 1) << 23);
+        o.s[0] = std::bit_cast<float>(bits);
+        lut<Arch>(b + 1, ggml::mxfp4_values, o.buf);
+        return o.buf;
+    }
+};
+
+template <class Arch>
+struct iq4_xs_dec {
+    static constexpr std::size_t B = 256, G = 32, bytes = 136;
+    static constexpr op k = op::mul;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        const float d = half<Arch>(u16_at<Arch>(b));
+        const unsigned sh = u16_at<Arch>(b + 2);
+        for (int ib = 0; ib < 8; ++ib) {
+            const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0F) | (((sh >> (2 * ib)) & 3) << 4);
+            o.s[ib] = d * static_cast<float>(ls - 32);
+            lut<Arch>(b + 8 + 16 * ib, ggml::iq4_nl_values, o.buf + 32 * ib);
+        }
+        return o.buf;
+    }
+};
+
+template <class Arch>
+struct q2_k_dec {
+    static constexpr std::size_t B = 256, G = 16, bytes = 84;
+    static constexpr op k = op::mul_sub;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        const float d = half<Arch>(u16_at<Arch>(b + 80)), dmin = half<Arch>(u16_at<Arch>(b + 82));
+        for (int g = 0; g < 16; ++g) {
+            o.s[g] = d * static_cast<float>(b[g] & 0xF);
+            o.o[g] = dmin * static_cast<float>(b[g] >> 4);
+        }
+        two_bit<Arch>(b + 16, o.buf, 0);
+        return o.buf;
+    }
+};
+
+template <class Arch>
+struct q3_k_dec {
+    static constexpr std::size_t B = 256, G = 16, bytes = 110;
+    static constexpr op k = op::mul;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        const unsigned char* hm = b;
+        const unsigned char* sc = b + 96;
+        const float d = half<Arch>(u16_at<Arch>(b + 108));
+        for (int g = 0; g < 16; ++g) {
+            const int lo = g < 8 ? (sc[g] & 0xF) : (sc[g - 8] >> 4);
+            const int s = lo | (((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4);
+            o.s[g] = d * static_cast<float>(s - 32);
+        }
+        two_bit<Arch>(b + 32, o.buf, 0);
+        // Minus 4 where element e's bit e / 32 of hmask[e % 32] is clear.
+        if constexpr (x86_v<Arch>) {
+#if XSIMD_WITH_SSE2
+            const __m128i four = _mm_set1_epi8(4);
+            for (int l = 0; l < 32; l += 16) {
+                const __m128i h = load128<Arch>(hm + l);
+                for (int k8 = 0; k8 < 8; ++k8) {
+                    const __m128i bit = _mm_set1_epi8(static_cast<char>(1 << k8));
+                    const __m128i set = _mm_cmpeq_epi8(_mm_and_si128(h, bit), bit);
+                    std::int8_t* p = o.buf + 32 * k8 + l;
+                    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+                    store128<Arch>(p, _mm_sub_epi8(v, _mm_andnot_si128(set, four)));
+                }
+            }
+#endif
+        } else {
+            for (int e = 0; e < 256; ++e)
+                if (!((hm[e % 32] >> (e / 32)) & 1)) o.buf[e] = static_cast<std::int8_t>(o.buf[e] - 4);
+        }
+        return o.buf;
+    }
+};
+
+/// Q4_K/Q5_K scale and min of sub-block j, as ggml::detail::get_scale_min_k4.
+template <class Arch>
+inline void scale_min_k4(int j, const unsigned char* q, int& sc, int& m) noexcept {
+    if (j < 4) {
+        sc = q[j] & 63;
+        m = q[j + 4] & 63;
+    } else {
+        sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+template <class Arch, bool Five>
+struct qk_dec {  // Q4_K (144 bytes) and Q5_K (176: with qh)
+    static constexpr std::size_t B = 256, G = 32, bytes = Five ? 176 : 144;
+    static constexpr op k = op::mul_sub;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        const float d = half<Arch>(u16_at<Arch>(b)), dmin = half<Arch>(u16_at<Arch>(b + 2));
+        for (int j = 0; j < 8; ++j) {
+            int sc, m;
+            scale_min_k4<Arch>(j, b + 4, sc, m);
+            o.s[j] = d * static_cast<float>(sc);
+            o.o[j] = dmin * static_cast<float>(m);
+        }
+        const unsigned char* qh = b + 16;
+        const unsigned char* qs = b + (Five ? 48 : 16);
+        if constexpr (x86_v<Arch>) {
+#if XSIMD_WITH_SSE2
+            const __m128i m4 = _mm_set1_epi8(0x0F);
+            const __m128i b4 = _mm_set1_epi8(0x10);
+            for (int c = 0; c < 4; ++c)
+                for (int l = 0; l < 32; l += 16) {
+                    const __m128i v = load128<Arch>(qs + 32 * c + l);
+                    __m128i lo = _mm_and_si128(v, m4);
+                    __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+                    if constexpr (Five) {
+                        const __m128i h = load128<Arch>(qh + l);
+                        const __m128i bl = _mm_set1_epi8(static_cast<char>(1 << (2 * c)));
+                        const __m128i bh = _mm_set1_epi8(static_cast<char>(1 << (2 * c + 1)));
+                        lo = _mm_or_si128(lo, _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(h, bl), bl), b4));
+                        hi = _mm_or_si128(hi, _mm_and_si128(_mm_cmpeq_epi8(_mm_and_si128(h, bh), bh), b4));
+                    }
+                    store128<Arch>(o.buf + 64 * c + l, lo);
+                    store128<Arch>(o.buf + 64 * c + 32 + l, hi);
+                }
+#endif
+        } else {
+            for (int c = 0; c < 4; ++c)
+                for (int l = 0; l < 32; ++l) {
+                    int lo = qs[32 * c + l] & 0xF, hi = qs[32 * c + l] >> 4;
+                    if constexpr (Five) {
+                        lo |= ((qh[l] >> (2 * c)) & 1) << 4;
+                        hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+                    }
+                    o.buf[64 * c + l] = static_cast<std::int8_t>(lo);
+                    o.buf[64 * c + 32 + l] = static_cast<std::int8_t>(hi);
+                }
+        }
+        return o.buf;
+    }
+};
+
+template <class Arch>
+struct q6_k_dec {
+    static constexpr std::size_t B = 256, G = 16, bytes = 210;
+    static constexpr op k = op::mul;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        const unsigned char* ql = b;
+        const unsigned char* qh = b + 128;
+        const float d = half<Arch>(u16_at<Arch>(b + 208));
+        for (int g = 0; g < 16; ++g) o.s[g] = d * static_cast<float>(static_cast<std::int8_t>(b[192 + g]));
+        if constexpr (x86_v<Arch>) {
+#if XSIMD_WITH_SSE2
+            const __m128i m4 = _mm_set1_epi8(0x0F);
+            const __m128i m3 = _mm_set1_epi8(0x30);
+            const __m128i z = _mm_set1_epi8(32);
+            for (int h = 0; h < 2; ++h)
+                for (int l = 0; l < 32; l += 16) {
+                    const __m128i a = load128<Arch>(ql + 64 * h + l);
+                    const __m128i c = load128<Arch>(ql + 64 * h + 32 + l);
+                    const __m128i hb = load128<Arch>(qh + 32 * h + l);
+                    std::int8_t* p = o.buf + 128 * h + l;
+                    const __m128i h0 = _mm_and_si128(_mm_slli_epi16(hb, 4), m3);
+                    const __m128i h1 = _mm_and_si128(_mm_slli_epi16(hb, 2), m3);
+                    const __m128i h2 = _mm_and_si128(hb, m3);
+                    const __m128i h3 = _mm_and_si128(_mm_srli_epi16(hb, 2), m3);
+                    store128<Arch>(p, _mm_sub_epi8(_mm_or_si128(_mm_and_si128(a, m4), h0), z));
+                    store128<Arch>(p + 32, _mm_sub_epi8(_mm_or_si128(_mm_and_si128(c, m4), h1), z));
+                    store128<Arch>(p + 64, _mm_sub_epi8(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(a, 4), m4), h2), z));
+                    store128<Arch>(p + 96, _mm_sub_epi8(_mm_or_si128(_mm_and_si128(_mm_srli_epi16(c, 4), m4), h3), z));
+                }
+#endif
+        } else {
+            for (int e = 0; e < 256; ++e) {
+                const int h = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
+                const int lo = (ql[64 * h + l + 32 * (quarter & 1)] >> (4 * (quarter >> 1))) & 0xF;
+                const int hi = (qh[32 * h + l] >> (2 * quarter)) & 3;
+                o.buf[e] = static_cast<std::int8_t>((lo | (hi << 4)) - 32);
+            }
+        }
+        return o.buf;
+    }
+};
+
+template <class Arch>
+struct tq2_0_dec {
+    static constexpr std::size_t B = 256, G = 256, bytes = 66;
+    static constexpr op k = op::mul;
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        o.s[0] = half<Arch>(u16_at<Arch>(b + 64));
+        two_bit<Arch>(b, o.buf, 1);
+        return o.buf;
+    }
+};
+
+template <class Arch>
+struct tq1_0_dec {
+    static constexpr std::size_t B = 256, G = 256, bytes = 54;
+    static constexpr op k = op::mul;
+    // Trit k of a byte: the top bits of 3 * (byte * 3^k mod 256).
+    static std::int8_t trit(unsigned byte, unsigned pow3) noexcept {
+        return static_cast<std::int8_t>(((((byte * pow3) & 0xFFu) * 3u) >> 8) - 1);
+    }
+    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
+        constexpr unsigned pow3[5] = {1, 3, 9, 27, 81};
+        o.s[0] = half<Arch>(u16_at<Arch>(b + 52));
+        for (int k5 = 0; k5 < 5; ++k5) {
+            for (int m = 0; m < 32; ++m) o.buf[32 * k5 + m] = trit(b[m], pow3[k5]);
+            for (int m = 0; m < 16; ++m) o.buf[160 + 16 * k5 + m] = trit(b[32 + m], pow3[k5]);
+        }
+        for (int k4 = 0; k4 < 4; ++k4)
+            for (int j = 0; j < 4; ++j) o.buf[240 + 4 * k4 + j] = trit(b[48 + j], pow3[k4]);
+        return o.buf;
+    }
+};
+
+// ---- int8 -> float ------------------------------------------------------------
+
+/// n int8 values sign-extended to 32-bit lanes.
+template <class Arch>
+inline xsimd::batch<std::int32_t, Arch> widen_i8(const std::int8_t* p) noexcept {
+    using i32 = xsimd::batch<std::int32_t, Arch>;
+    if constexpr (is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+        return i32(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#endif
+    } else if constexpr (is_avx2_v<Arch>) {
+#if XSIMD_WITH_AVX2
+        return i32(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#endif
+    } else if constexpr (XSIMD_WITH_SSE4_1 && std::is_base_of_v<xsimd::sse4_1, Arch>) {
+#if XSIMD_WITH_SSE4_1
+        std::int32_t w;
+        std::memcpy(&w, p, 4);
+        return i32(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(w)));
+#endif
+    } else if constexpr (is_sse2_v<Arch>) {
+#if XSIMD_WITH_SSE2
+        std::int32_t w;
+        std::memcpy(&w, p, 4);
+        const __m128i b = _mm_cvtsi32_si128(w);
+        const __m128i x = _mm_unpacklo_epi16(_mm_unpacklo_epi8(b, b), _mm_unpacklo_epi8(b, b));
+        return i32(_mm_srai_epi32(x, 24));
+#endif
+    } else {
+        alignas(64) std::int32_t buf[i32::size];
+        for (std::size_t i = 0; i < i32::size; ++i) buf[i] = p[i];
+        return i32::load_aligned(buf);
+    }
+}
+
+/// One decoded block to floats at y, group by group.
+template <class Arch, op K, std::size_t B, std::size_t G, bool NT>
+inline void emit_block(const std::int8_t* q, const float* s, const float* o, float* y) noexcept {
+    using f32 = xsimd::batch<float, Arch>;
+    constexpr std::size_t n = f32::size;
+    static_assert(G % n == 0, "a group is a whole number of batches");
+    for (std::size_t g = 0; g < B / G; ++g) {
+        const f32 sb(s[g]);
+        const f32 ob(K == op::mul ? 0.0f : o[g]);
+        for (std::size_t i = g * G; i < (g + 1) * G; i += n) {
+            f32 x = xsimd::to_float(widen_i8<Arch>(q + i)) * sb;
+            if constexpr (K == op::mul_add) x = ::lowbit::detail::simd::unfused(x) + ob;
+            if constexpr (K == op::mul_sub) x = ::lowbit::detail::simd::unfused(x) - ob;
+            dq::emit<Arch, out_type::f32, NT>(x, y + i);
+        }
+    }
+}
+
+template <class Arch, class Dec, bool NT>
+inline void rows_nt(const ggml_job& j) noexcept {
+    decoded<Dec::B, Dec::G> d;
+    const std::size_t nb = j.cols / Dec::B;
+    for (std::size_t r = 0; r < j.rows; ++r) {
+        const unsigned char* src = static_cast<const unsigned char*>(j.src) + r * j.src_stride;
+        float* y = j.out + r * j.out_stride;
+        for (std::size_t b = 0; b < nb; ++b) {
+            const std::int8_t* q = Dec::decode(src + b * Dec::bytes, d);
+            emit_block<Arch, Dec::k, Dec::B, Dec::G, NT>(q, d.s, d.o, y + b * Dec::B);
+        }
+    }
+}
+
+template <class Arch, class Dec>
+inline void rows(const ggml_job& j) noexcept {
+    if (dq::use_streaming<Arch>(j.out, j.rows, j.out_stride, 4)) {
+        rows_nt<Arch, Dec, true>(j);
+        dq::stream_fence<Arch>();
+    } else {
+        rows_nt<Arch, Dec, false>(j);
+    }
+}
+
+template <class Arch>
+inline void run(const ggml_job& j) noexcept {
+    using ggml::type;
+    switch (j.type) {
+    case type::q4_0: rows<Arch, q4_0_dec<Arch>>(j); break;
+    case type::q4_1: rows<Arch, q4_1_dec<Arch>>(j); break;
+    case type::q5_0: rows<Arch, q5_0_dec<Arch>>(j); break;
+    case type::q5_1: rows<Arch, q5_1_dec<Arch>>(j); break;
+    case type::q8_0: rows<Arch, q8_dec<Arch, 34>>(j); break;
+    case type::q8_1: rows<Arch, q8_dec<Arch, 36>>(j); break;
+    case type::q2_k: rows<Arch, q2_k_dec<Arch>>(j); break;
+    case type::q3_k: rows<Arch, q3_k_dec<Arch>>(j); break;
+    case type::q4_k: rows<Arch, qk_dec<Arch, false>>(j); break;
+    case type::q5_k: rows<Arch, qk_dec<Arch, true>>(j); break;
+    case type::q6_k: rows<Arch, q6_k_dec<Arch>>(j); break;
+    case type::q8_k: rows<Arch, q8_k_dec<Arch>>(j); break;
+    case type::iq4_nl: rows<Arch, iq4_nl_dec<Arch>>(j); break;
+    case type::iq4_xs: rows<Arch, iq4_xs_dec<Arch>>(j); break;
+    case type::tq1_0: rows<Arch, tq1_0_dec<Arch>>(j); break;
+    case type::tq2_0: rows<Arch, tq2_0_dec<Arch>>(j); break;
+    case type::mxfp4: rows<Arch, mxfp4_dec<Arch>>(j); break;
+    default: LOWBIT_ASSERT(false && "dequantize_ggml: type has no kernel"); break;
+    }
+}
+
+}  // namespace detail::gq
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif  // !LOWBIT_NO_SIMD
+
+template <class Arch>
+void dequantize_ggml_fn::operator()(Arch, const ggml_job& j) const noexcept {
+    if constexpr (std::is_same_v<Arch, scalar>) {
+        dequantize_ggml_ref(j);
+    } else {
+#if !defined(LOWBIT_NO_SIMD)
+        if (j.rows != 0 && j.cols != 0) detail::gq::run<Arch>(j);
+#endif
+    }
+}
+
+/// Whether dequantize_ggml handles type t.
+inline bool dequantize_ggml_supports(ggml::type t) noexcept { return detail::gq::ref_row(t) != nullptr; }
+
+/// Validates, then dequantizes on the active instruction set.
+inline void dequantize_ggml(const ggml_job& j) {
+    const auto base = ggml::find_base_traits(static_cast<std::uint32_t>(j.type));
+    if (!base)
+        LOWBIT_THROW(errc::invalid_argument,
+                     "dequantize_ggml: unknown ggml type " + std::to_string(static_cast<unsigned>(j.type)));
+    const std::string name(base->name);
+    if (!dequantize_ggml_supports(j.type))
+        LOWBIT_THROW(errc::unsupported, "dequantize_ggml: no block dequantizer for ggml type " + name);
+    if (j.cols % base->block_size != 0)
+        LOWBIT_THROW(errc::not_divisible, "dequantize_ggml: " + std::to_string(j.cols) +
+                                              " columns are not a whole number of " + name + " blocks of " +
+                                              std::to_string(base->block_size));
+    if (j.rows == 0 || j.cols == 0) return;
+    if (!j.src || !j.out) LOWBIT_THROW(errc::invalid_argument, "dequantize_ggml: src and out must not be null");
+    const std::size_t row_bytes = j.cols / base->block_size * base->type_size;
+    if (j.rows > 1 && j.src_stride < row_bytes)
+        LOWBIT_THROW(errc::invalid_argument, "dequantize_ggml: src_stride " + std::to_string(j.src_stride) +
+                                                 " is less than a " + name + " row's " + std::to_string(row_bytes) +
+                                                 " bytes");
+    if (j.rows > 1 && j.out_stride < j.cols)
+        LOWBIT_THROW(errc::invalid_argument, "dequantize_ggml: out_stride " + std::to_string(j.out_stride) +
+                                                 " is less than the " + std::to_string(j.cols) + " columns");
+    dispatch(dequantize_ggml_fn{}, j);
+}
+
+}  // namespace kernels
+LOWBIT_NAMESPACE_END
+
+#define LOWBIT_KERNELS_GGML_DEQUANTIZE(EXT, ARCH)                  \
+    EXT template void lowbit::kernels::dequantize_ggml_fn::operator()<ARCH>( \
+        ARCH, const lowbit::kernels::ggml_job&) const noexcept;
+LOWBIT_DECLARE_KERNELS(LOWBIT_KERNELS_GGML_DEQUANTIZE)
