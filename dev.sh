@@ -39,7 +39,7 @@ interop() {
     PACKAGES+=(python3 python3-pip)
     deps
     configure
-    cmake --build build -j2 --target ggml_capi gguf_tool >/dev/null
+    cmake --build build -j2 --target ggml_capi gguf_tool lowbit_cli >/dev/null
     local venv=build/venv
     [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest; }
     local ref=build/ref-ggml
@@ -56,6 +56,7 @@ interop() {
     fi
     LOWBIT_GGML_CAPI="$PWD/build/tests/interop/libggml_capi.so" \
     LOWBIT_GGUF_TOOL="$PWD/build/tests/interop/gguf_tool" \
+    LOWBIT_CLI="$PWD/build/bin/lowbit" \
     LOWBIT_REF_GGML="$PWD/$ref/build/src/libggml-base.so" \
         $venv/bin/pytest -q tests/interop "$@"
 }

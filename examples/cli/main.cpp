@@ -2,9 +2,12 @@
 //
 //   lowbit compare [--formats a,b,...] [--data gaussian,student-t,llm] [--rows N] [--cols N]
 //                  [--seed S] [--threads N] [--csv] [--plot FILE.svg]
+//   lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE] [--threads N] [--leave-output-tensor] [--pure]
+//   lowbit inspect FILE.gguf
 //   lowbit formats
 //   lowbit --version
 
+#include <lowbit/formats/gguf_quantize.hpp>
 #include <lowbit/lowbit.hpp>
 
 #include <algorithm>
@@ -14,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
@@ -190,10 +194,184 @@ void write_plot(const std::string& path, const std::vector<row_result>& rows, co
     if (std::rename(tmp.c_str(), path.c_str()) != 0) LOWBIT_THROW(lowbit::errc::io, "cannot rename " + tmp + " to " + path);
 }
 
+
+std::string shape_string(const std::vector<std::uint64_t>& shape) {
+    std::string s;
+    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? " x " : "") + std::to_string(shape[i]);
+    return s;
+}
+
+std::string mib(std::uint64_t bytes) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.2f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+    return b;
+}
+
+std::string value_string(const lowbit::gguf_value& v, std::size_t max_items = 8);
+
+std::string array_string(const lowbit::gguf_array& a, std::size_t max_items) {
+    std::string s = "[" + std::string(lowbit::to_string(a.element_type())) + " x " + std::to_string(a.size()) + "]";
+    if (a.size() == 0) return s;
+    s += " ";
+    std::size_t k = 0;
+    std::visit(
+        [&](const auto& vec) {
+            for (const auto& e : vec) {
+                if (k == max_items) {
+                    s += ", ...";
+                    break;
+                }
+                s += (k++ ? ", " : "") + value_string(lowbit::gguf_value(e), 3);
+            }
+        },
+        a.items());
+    return s;
+}
+
+std::string value_string(const lowbit::gguf_value& v, std::size_t max_items) {
+    return std::visit(
+        [&](const auto& x) -> std::string {
+            using T = std::decay_t<decltype(x)>;
+            if constexpr (std::is_same_v<T, std::string>) {
+                std::string q = x.size() > 60 ? x.substr(0, 57) + "..." : x;
+                for (char& c : q)
+                    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+                return "\"" + q + "\"";
+            } else if constexpr (std::is_same_v<T, lowbit::gguf_array>) {
+                return array_string(x, max_items);
+            } else if constexpr (std::is_same_v<T, bool>) {
+                return x ? "true" : "false";
+            } else if constexpr (std::is_floating_point_v<T>) {
+                std::ostringstream o;
+                o << x;
+                return o.str();
+            } else {
+                return std::to_string(x);
+            }
+        },
+        v);
+}
+
+int cmd_inspect(int argc, char** argv) {
+    if (argc != 1) LOWBIT_THROW(lowbit::errc::invalid_argument, "inspect takes one GGUF file");
+    const auto f = lowbit::read_gguf(argv[0]);
+    std::printf("%s: GGUF v%u, %zu metadata keys, %zu tensors, alignment %u, data at byte %llu\n\n", argv[0],
+                f.version(), f.metadata().size(), f.tensors().size(), f.alignment(),
+                static_cast<unsigned long long>(f.data_offset()));
+    std::printf("%-44s %-8s %s\n", "key", "type", "value");
+    for (const auto& kv : f.metadata())
+        std::printf("%-44s %-8s %s\n", kv.key.c_str(), std::string(lowbit::to_string(lowbit::type_of(kv.value))).c_str(),
+                    value_string(kv.value).c_str());
+    std::printf("\n%-5s %-40s %-8s %-24s %12s %14s\n", "#", "tensor", "type", "shape", "bytes", "offset");
+    std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> by_type;  // type -> (elements, bytes)
+    std::uint64_t total = 0;
+    for (std::size_t i = 0; i < f.tensors().size(); ++i) {
+        const auto& t = f.tensors()[i];
+        const std::string tn(lowbit::ggml::traits(t.type).name);
+        std::printf("%-5zu %-40s %-8s %-24s %12llu %14llu\n", i, t.name.c_str(), tn.c_str(),
+                    shape_string(t.shape).c_str(), static_cast<unsigned long long>(t.size),
+                    static_cast<unsigned long long>(t.offset));
+        by_type[tn].first += t.n_elements();
+        by_type[tn].second += t.size;
+        total += t.size;
+    }
+    std::printf("\n%-8s %14s %12s %10s\n", "type", "elements", "size", "bits/w");
+    for (const auto& [tn, eb] : by_type)
+        std::printf("%-8s %14llu %12s %10.4f\n", tn.c_str(), static_cast<unsigned long long>(eb.first),
+                    mib(eb.second).c_str(), eb.first ? 8.0 * static_cast<double>(eb.second) / static_cast<double>(eb.first) : 0.0);
+    std::printf("%-8s %14s %12s\n", "total", "", mib(total).c_str());
+    return 0;
+}
+
+int cmd_quantize(int argc, char** argv) {
+    std::vector<std::string> pos;
+    lowbit::gguf_quantize_options opt;
+    bool have_type = false;
+    for (int i = 0; i < argc; ++i) {
+        const std::string_view a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) LOWBIT_THROW(lowbit::errc::invalid_argument, std::string(a) + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--type") {
+            opt.type = value();
+            have_type = true;
+        } else if (a == "--imatrix") {
+            opt.imatrix = value();
+        } else if (a == "--threads") {
+            const std::string v = value();
+            char* end = nullptr;
+            const unsigned long n = std::strtoul(v.c_str(), &end, 10);
+            if (v.empty() || *end || v[0] == '-')
+                LOWBIT_THROW(lowbit::errc::invalid_argument, "--threads: '" + v + "' is not a non-negative integer");
+            opt.threads = static_cast<unsigned>(n);
+        } else if (a == "--leave-output-tensor") {
+            opt.leave_output_tensor = true;
+        } else if (a == "--pure") {
+            opt.pure = true;
+        } else if (a.starts_with("--")) {
+            LOWBIT_THROW(lowbit::errc::invalid_argument, "quantize: unknown option '" + std::string(a) + "'");
+        } else {
+            pos.emplace_back(a);
+        }
+    }
+    if (pos.size() != 2 || !have_type)
+        LOWBIT_THROW(lowbit::errc::invalid_argument, "usage: lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE]");
+    const bool tty = isatty(STDERR_FILENO);
+    std::uint64_t done_bytes = 0, total_bytes = 0;
+    {
+        const auto f = lowbit::read_gguf(pos[0]);
+        for (const auto& t : f.tensors()) total_bytes += t.size;
+    }
+    opt.progress = [&](std::size_t i, std::size_t n, const lowbit::gguf_tensor_report& r) {
+        done_bytes += r.bytes_in;
+        if (!tty) return;
+        const double frac = total_bytes ? static_cast<double>(done_bytes) / static_cast<double>(total_bytes) : 1.0;
+        const int width = 30, filled = static_cast<int>(frac * width);
+        std::fprintf(stderr, "\r[%-*s] %5.1f%%  %zu/%zu  %-36.36s %s -> %s", width,
+                     std::string(static_cast<std::size_t>(filled), '#').c_str(), 100 * frac, i + 1, n, r.name.c_str(),
+                     std::string(lowbit::ggml::traits(r.from).name).c_str(),
+                     std::string(lowbit::ggml::traits(r.to).name).c_str());
+    };
+    const auto s = lowbit::quantize_gguf(pos[0], pos[1], opt);
+    if (tty) std::fprintf(stderr, "\r%-120s\r", "");
+    std::map<std::string, std::pair<std::size_t, std::uint64_t>> to_types;
+    std::size_t n_quant = 0, n_kept = 0, n_fallback = 0, n_imatrix = 0;
+    for (const auto& r : s.tensors) {
+        if (r.quantized) {
+            ++n_quant;
+            auto& e = to_types[std::string(lowbit::ggml::traits(r.to).name)];
+            ++e.first;
+            e.second += r.bytes_out;
+            n_fallback += r.fell_back;
+            n_imatrix += r.used_imatrix;
+        } else {
+            ++n_kept;
+        }
+    }
+    std::printf("%s -> %s (%s)\n", pos[0].c_str(), pos[1].c_str(), s.file_type.c_str());
+    std::printf("  tensors      %zu quantized, %zu kept as they were", n_quant, n_kept);
+    if (n_fallback) std::printf(", %zu fell back to another type (row length)", n_fallback);
+    std::printf("\n");
+    if (opt.imatrix) std::printf("  imatrix      %zu entries, used for %zu tensors\n", s.imatrix_entries, n_imatrix);
+    std::printf("  size         %s -> %s (%.1f%%)\n", mib(s.bytes_in).c_str(), mib(s.bytes_out).c_str(),
+                s.bytes_in ? 100.0 * static_cast<double>(s.bytes_out) / static_cast<double>(s.bytes_in) : 100.0);
+    std::printf("  bits/weight  %.4f over the quantized tensors\n", s.bits_per_weight());
+    std::printf("  time         %.2f s (%u thread%s)\n", s.seconds, opt.threads, opt.threads == 1 ? "" : "s");
+    if (!to_types.empty()) {
+        std::printf("\n  %-8s %8s %12s\n", "type", "tensors", "size");
+        for (const auto& [tn, e] : to_types) std::printf("  %-8s %8zu %12s\n", tn.c_str(), e.first, mib(e.second).c_str());
+    }
+    return 0;
+}
+
 int usage(int code) {
     std::fprintf(code ? stderr : stdout,
                  "usage: lowbit compare [--formats a,b,...] [--data gaussian,student-t,llm] [--rows N] [--cols N]\n"
                  "                      [--seed S] [--threads N] [--csv] [--plot FILE.svg]\n"
+                 "       lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE] [--threads N]\n"
+                 "                       [--leave-output-tensor] [--pure]\n"
+                 "       lowbit inspect FILE.gguf\n"
                  "       lowbit formats\n"
                  "       lowbit --version\n");
     return code;
@@ -277,6 +455,8 @@ int main(int argc, char** argv) {
         const std::string_view cmd = argv[1];
         if (cmd == "compare") return cmd_compare(argc - 2, argv + 2);
         if (cmd == "formats") return cmd_formats();
+        if (cmd == "quantize") return cmd_quantize(argc - 2, argv + 2);
+        if (cmd == "inspect") return cmd_inspect(argc - 2, argv + 2);
         if (cmd == "--version") {
             std::printf("lowbit %d.%d.%d\n", LOWBIT_VERSION_MAJOR, LOWBIT_VERSION_MINOR, LOWBIT_VERSION_PATCH);
             return 0;

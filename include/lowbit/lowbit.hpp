@@ -19,7 +19,15 @@
 #include "quantizer.hpp"
 #include "registry.hpp"
 
+#include "formats/ggml.hpp"
+#include "formats/ggml_types.hpp"
+#include "formats/gguf.hpp"
+#include "formats/gguf_quantize.hpp"
+#include "formats/gguf_recipes.hpp"
+#include "formats/imatrix.hpp"
+
 #include "algorithms/rtn.hpp"
+#include "parallel.hpp"
 #include "kernels/dequantize.hpp"
 #include "kernels/dispatch.hpp"
 #include "pack/pack.hpp"
