@@ -96,7 +96,12 @@ std::vector<float> reference(const type_case& tc, const matrix& m) {
     const float sentinel = -12345.0f;
     std::vector<float> y(m.rows * m.out_stride, sentinel);
     const auto tr = ggml::traits(tc.t);
-    for (std::size_t r = 0; r < m.rows; ++r) tr.dequantize(m.src.data() + r * m.src_stride, y.data() + r * m.out_stride, m.cols);
+    // Rows start at odd addresses; the row functions want aligned blocks.
+    std::vector<std::uint64_t> row((m.src_stride + 7) / 8);
+    for (std::size_t r = 0; r < m.rows; ++r) {
+        std::memcpy(row.data(), m.src.data() + r * m.src_stride, m.src_stride);
+        tr.dequantize(row.data(), y.data() + r * m.out_stride, m.cols);
+    }
     return y;
 }
 

@@ -72,9 +72,27 @@ inline ggml::dequantize_row_fn ref_row(ggml::type t) noexcept {
 /// Scalar reference (the test oracle): the exact ggml row functions.
 inline void dequantize_ggml_ref(const ggml_job& j) noexcept {
     const ggml::dequantize_row_fn f = detail::gq::ref_row(j.type);
-    if (!f) return;
-    for (std::size_t r = 0; r < j.rows; ++r)
-        f(static_cast<const unsigned char*>(j.src) + r * j.src_stride, j.out + r * j.out_stride, j.cols);
+    const auto base = ggml::find_base_traits(static_cast<std::uint32_t>(j.type));
+    if (!f || !base) return;
+    const std::size_t bs = base->block_size, ts = base->type_size;
+    // The row functions read fields of block structs in place, which needs their
+    // alignment; rows at odd addresses (any src_stride is allowed) go through an
+    // aligned copy a few blocks at a time.
+    alignas(16) unsigned char tmp[4096];
+    const std::size_t per_chunk = sizeof tmp / ts;
+    for (std::size_t r = 0; r < j.rows; ++r) {
+        const unsigned char* row = static_cast<const unsigned char*>(j.src) + r * j.src_stride;
+        float* y = j.out + r * j.out_stride;
+        if (reinterpret_cast<std::uintptr_t>(row) % 4 == 0) {
+            f(row, y, j.cols);
+            continue;
+        }
+        for (std::size_t b = 0; b < j.cols / bs; b += per_chunk) {
+            const std::size_t n = j.cols / bs - b < per_chunk ? j.cols / bs - b : per_chunk;
+            std::memcpy(tmp, row + b * ts, n * ts);
+            f(tmp, y + b * bs, n * bs);
+        }
+    }
 }
 
 #if !defined(LOWBIT_NO_SIMD)
@@ -683,19 +701,19 @@ inline void dequantize_ggml(const ggml_job& j) {
     if (!base)
         LOWBIT_THROW(errc::invalid_argument,
                      "dequantize_ggml: unknown ggml type " + std::to_string(static_cast<unsigned>(j.type)));
-    const std::string name(base->name);
+    const auto name = [&] { return std::string(base->name); };  // only on the error paths
     if (!dequantize_ggml_supports(j.type))
-        LOWBIT_THROW(errc::unsupported, "dequantize_ggml: no block dequantizer for ggml type " + name);
+        LOWBIT_THROW(errc::unsupported, "dequantize_ggml: no block dequantizer for ggml type " + name());
     if (j.cols % base->block_size != 0)
         LOWBIT_THROW(errc::not_divisible, "dequantize_ggml: " + std::to_string(j.cols) +
-                                              " columns are not a whole number of " + name + " blocks of " +
+                                              " columns are not a whole number of " + name() + " blocks of " +
                                               std::to_string(base->block_size));
     if (j.rows == 0 || j.cols == 0) return;
     if (!j.src || !j.out) LOWBIT_THROW(errc::invalid_argument, "dequantize_ggml: src and out must not be null");
     const std::size_t row_bytes = j.cols / base->block_size * base->type_size;
     if (j.rows > 1 && j.src_stride < row_bytes)
         LOWBIT_THROW(errc::invalid_argument, "dequantize_ggml: src_stride " + std::to_string(j.src_stride) +
-                                                 " is less than a " + name + " row's " + std::to_string(row_bytes) +
+                                                 " is less than a " + name() + " row's " + std::to_string(row_bytes) +
                                                  " bytes");
     if (j.rows > 1 && j.out_stride < j.cols)
         LOWBIT_THROW(errc::invalid_argument, "dequantize_ggml: out_stride " + std::to_string(j.out_stride) +
