@@ -10,6 +10,7 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
+#include "../kernels/ggml_dequantize.hpp"
 #include "ggml_blocks.hpp"
 #include "ggml_kquants.hpp"
 #include "ggml_types.hpp"
@@ -114,6 +115,10 @@ inline void dequantize_rows(type t, const void* src, float* y, std::size_t rows,
     const auto tr = traits(t);
     if (!tr.dequantize) LOWBIT_THROW(errc::unsupported, "lowbit cannot dequantize " + std::string(tr.name));
     const std::size_t rb = row_bytes(t, n_per_row);
+    if (kernels::dequantize_ggml_supports(t)) {  // block types: the SIMD kernels
+        kernels::dequantize_ggml({t, src, rb, rows, n_per_row, y, n_per_row});
+        return;
+    }
     for (std::size_t r = 0; r < rows; ++r)
         tr.dequantize(static_cast<const unsigned char*>(src) + r * rb, y + r * n_per_row, n_per_row);
 }

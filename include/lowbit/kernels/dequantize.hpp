@@ -688,23 +688,31 @@ inline void table_simd(const table_job& j) noexcept {
 template <class Arch>
 void dequantize_affine_fn::operator()(Arch, const affine_job& j) const noexcept {
 #if !defined(LOWBIT_NO_SIMD)
+    // The reference sits in the else branch so that SIMD instantiations do not
+    // odr-use it: a copy compiled under another TU's -m flags must not be the
+    // one the linker keeps for the scalar path.
     if constexpr (!std::is_same_v<Arch, scalar>) {
         if (j.rows != 0 && j.cols != 0) detail::dq::affine_simd<Arch>(j);
-        return;
-    }
+    } else
 #endif
-    dequantize_affine_ref(j);
+    {
+        dequantize_affine_ref(j);
+    }
 }
 
 template <class Arch>
 void dequantize_table_fn::operator()(Arch, const table_job& j) const noexcept {
 #if !defined(LOWBIT_NO_SIMD)
+    // The reference sits in the else branch so that SIMD instantiations do not
+    // odr-use it: a copy compiled under another TU's -m flags must not be the
+    // one the linker keeps for the scalar path.
     if constexpr (!std::is_same_v<Arch, scalar>) {
         if (j.rows != 0 && j.cols != 0) detail::dq::table_simd<Arch>(j);
-        return;
-    }
+    } else
 #endif
-    dequantize_table_ref(j);
+    {
+        dequantize_table_ref(j);
+    }
 }
 
 namespace detail::dq {
