@@ -1,0 +1,988 @@
+#pragma once
+// Quantize rows of f32 to ggml K-quant blocks with SIMD, byte for byte what the
+// scalar quantizers in formats/ggml_kquants.hpp (and so ggml itself) produce.
+//
+// Nearly all of a K-quant's time goes into a search per sub-block
+// (make_qkx_quants: 16 to 37 candidate grids, each a weighted least-squares
+// fit; make_qx_quants: 19 grids; make_q3_quants: coordinate descent), and the
+// sub-blocks are independent. So each SIMD lane runs the scalar search of one
+// sub-block: a tile of sub-blocks is transposed so that vector j holds element
+// j of every lane's sub-block, and each lane performs the scalar code's float
+// operations in the scalar code's order. Sums therefore accumulate in the same
+// order, products are kept out of fma (`unfused`), and divisions and square
+// roots are IEEE-exact on every ISA, which makes the bits equal. Where lanes
+// would branch differently, both sides are computed and blended per lane.
+//
+// The per-super-block step (quantizing the sub-block scales) is cheap and stays
+// scalar, in Arch-templated copies: a non-template inline function compiled
+// into a per-arch TU under its -m flags could be the copy the linker keeps for
+// every caller, including ones on CPUs without those instructions.
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+
+#include "../core/error.hpp"
+#include "../formats/ggml.hpp"
+#include "../formats/ggml_kquants.hpp"
+#include "dispatch.hpp"
+#if !defined(LOWBIT_NO_SIMD)
+#include "../detail/xsimd_compat.hpp"
+#endif
+
+LOWBIT_NAMESPACE_BEGIN
+namespace kernels {
+
+/// Rows of f32 to ggml blocks of one type.
+struct ggml_quantize_job {
+    ggml::type type;
+    const float* x;  ///< rows * n_per_row floats, row after row
+    void* dst;       ///< rows * ggml::row_bytes(type, n_per_row) bytes, no alignment needed
+    std::size_t rows, n_per_row;
+    const float* imatrix;  ///< n_per_row importance values used for every row, or null
+};
+
+struct quantize_ggml_fn {
+    template <class Arch>
+    void operator()(Arch, const ggml_quantize_job& j) const noexcept;
+};
+
+/// Whether quantize_ggml_rows has a SIMD kernel for type t (with an imatrix
+/// or without); the rest go to the scalar ggml::quantize_rows.
+constexpr bool quantize_ggml_simd_supports(ggml::type t, bool with_imatrix) noexcept {
+    using ggml::type;
+    switch (t) {
+    case type::q2_k:
+    case type::q4_k:
+    case type::q5_k:
+    case type::q6_k: return true;
+    case type::q3_k: return !with_imatrix;
+    default: return false;
+    }
+}
+
+#if !defined(LOWBIT_NO_SIMD)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+namespace detail::gqz {
+
+template <class Arch>
+using fvec = xsimd::batch<float, Arch>;
+template <class Arch>
+using ivec = xsimd::batch<std::int32_t, Arch>;
+
+inline constexpr float eps = 1e-15f;  // ggml's all-zero threshold for a group
+
+// ---- scalar pieces (per super-block) ---------------------------------------
+
+/// The value unchanged; stops the compiler fusing the product it came from
+/// into an fma with the operation it feeds.
+template <class Arch>
+inline float opaque(float v) noexcept {
+#if defined(__GNUC__)
+    __asm__("" : "+v"(v));
+#endif
+    return v;
+}
+
+template <class Arch>
+inline float smul(float a, float b) noexcept {
+    return opaque<Arch>(a * b);
+}
+
+template <class Arch>
+inline int nint(float f) noexcept {
+    const float v = opaque<Arch>(f) + 12582912.f;
+    return static_cast<int>(std::bit_cast<std::uint32_t>(v) & 0x007fffffu) - 0x00400000;
+}
+
+template <class Arch>
+inline std::uint16_t to_half(float f) noexcept {
+    const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
+    const std::uint32_t sign = (x >> 16) & 0x8000u;
+    const std::uint32_t ax = x & 0x7FFFFFFFu;
+    if (ax > 0x7F800000u) return static_cast<std::uint16_t>(sign | 0x7E00u | ((ax >> 13) & 0x3FFu));
+    if (ax >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);
+    if (ax < 0x38800000u) {
+        if (ax < 0x33000000u) return static_cast<std::uint16_t>(sign);
+        const std::uint32_t e = ax >> 23;
+        const std::uint32_t m = (ax & 0x7FFFFFu) | 0x800000u;
+        const std::uint32_t shift = 126u - e;
+        std::uint32_t r = m >> shift;
+        const std::uint32_t rem = m & ((1u << shift) - 1u);
+        const std::uint32_t half = 1u << (shift - 1u);
+        if (rem > half || (rem == half && (r & 1u))) ++r;
+        return static_cast<std::uint16_t>(sign | r);
+    }
+    std::uint32_t r = ax - 0x38000000u;
+    const std::uint32_t lsb = (r >> 13) & 1u;
+    r = (r + 0xFFFu + lsb) >> 13;
+    return static_cast<std::uint16_t>(sign | r);
+}
+
+template <class Arch>
+inline float from_half(std::uint16_t h) noexcept {
+    const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
+    const std::uint32_t e = (h >> 10) & 0x1Fu;
+    std::uint32_t m = h & 0x3FFu;
+    if (e == 0x1F) return std::bit_cast<float>(sign | 0x7F800000u | (m << 13));
+    if (e != 0) return std::bit_cast<float>(sign | ((e + 112u) << 23) | (m << 13));
+    if (m == 0) return std::bit_cast<float>(sign);
+    std::uint32_t ex = 113;
+    while (!(m & 0x400u)) {
+        m <<= 1;
+        --ex;
+    }
+    return std::bit_cast<float>(sign | (ex << 23) | ((m & 0x3FFu) << 13));
+}
+
+template <class Arch>
+inline float sum_squares(const float* x, int n) noexcept {
+    float s = 0;
+    for (int i = 0; i < n; ++i) s = s + smul<Arch>(x[i], x[i]);
+    return s;
+}
+
+/// ggml's make_qp_quants (the imatrix paths' quantizer of sub-block scales).
+template <class Arch>
+inline float make_qp(int n, int nmax, const float* x, std::uint8_t* L, const float* w) noexcept {
+    float max = 0;
+    for (int i = 0; i < n; ++i) max = max > x[i] ? max : x[i];
+    if (max < eps) {
+        for (int i = 0; i < n; ++i) L[i] = 0;
+        return 0.f;
+    }
+    float iscale = static_cast<float>(nmax) / max;
+    for (int i = 0; i < n; ++i) L[i] = static_cast<std::uint8_t>(nint<Arch>(iscale * x[i]));
+    const float scale = 1 / iscale;
+    float best_mse = 0;
+    for (int i = 0; i < n; ++i) {
+        const float diff = x[i] - smul<Arch>(scale, static_cast<float>(L[i]));
+        best_mse = best_mse + smul<Arch>(smul<Arch>(w[i], diff), diff);
+    }
+    for (int is = -4; is <= 4; ++is) {
+        if (is == 0) continue;
+        const float iscale_is = (smul<Arch>(0.1f, static_cast<float>(is)) + static_cast<float>(nmax)) / max;
+        const float scale_is = 1 / iscale_is;
+        float mse = 0;
+        for (int i = 0; i < n; ++i) {
+            int l = nint<Arch>(iscale_is * x[i]);
+            l = nmax < l ? nmax : l;
+            const float diff = x[i] - smul<Arch>(scale_is, static_cast<float>(l));
+            mse = mse + smul<Arch>(smul<Arch>(w[i], diff), diff);
+        }
+        if (mse < best_mse) {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+        int l = nint<Arch>(iscale * x[i]);
+        l = nmax < l ? nmax : l;
+        L[i] = static_cast<std::uint8_t>(l);
+        const float fl = static_cast<float>(l);
+        sumlx = sumlx + smul<Arch>(smul<Arch>(w[i], x[i]), fl);
+        suml2 = suml2 + smul<Arch>(smul<Arch>(w[i], fl), fl);
+    }
+    for (int itry = 0; itry < 5; ++itry) {
+        int n_changed = 0;
+        for (int i = 0; i < n; ++i) {
+            const float li = static_cast<float>(L[i]);
+            float slx = sumlx - smul<Arch>(smul<Arch>(w[i], x[i]), li);
+            float sl2 = suml2 - smul<Arch>(smul<Arch>(w[i], li), li);
+            if (slx > 0 && sl2 > 0) {
+                int new_l = nint<Arch>(smul<Arch>(x[i], sl2) / slx);
+                new_l = nmax < new_l ? nmax : new_l;
+                if (new_l != L[i]) {
+                    const float fl = static_cast<float>(new_l);
+                    slx = slx + smul<Arch>(smul<Arch>(w[i], x[i]), fl);
+                    sl2 = sl2 + smul<Arch>(smul<Arch>(w[i], fl), fl);
+                    if (smul<Arch>(smul<Arch>(slx, slx), suml2) > smul<Arch>(smul<Arch>(sumlx, sumlx), sl2)) {
+                        L[i] = static_cast<std::uint8_t>(new_l);
+                        sumlx = slx;
+                        suml2 = sl2;
+                        ++n_changed;
+                    }
+                }
+            }
+        }
+        if (!n_changed) break;
+    }
+    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+template <class Arch>
+inline void set_scale_min_k4(const std::uint8_t* ls, const std::uint8_t* lm, std::uint8_t* q) noexcept {
+    for (int j = 0; j < 8; ++j) {
+        const std::uint8_t s = ls[j], m = lm[j];
+        if (j < 4) {
+            q[j] = s;
+            q[j + 4] = m;
+        } else {
+            q[j + 4] = static_cast<std::uint8_t>((s & 0xF) | ((m & 0xF) << 4));
+            q[j - 4] = static_cast<std::uint8_t>(q[j - 4] | ((s >> 4) << 6));
+            q[j] = static_cast<std::uint8_t>(q[j] | ((m >> 4) << 6));
+        }
+    }
+}
+
+template <class Arch>
+inline void get_scale_min_k4(int j, const std::uint8_t* q, int& sc, int& m) noexcept {
+    if (j < 4) {
+        sc = q[j] & 63;
+        m = q[j + 4] & 63;
+    } else {
+        sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+template <class Arch>
+inline void set_scales_q3(const int* l, std::uint8_t* s) noexcept {
+    for (int j = 0; j < 12; ++j) s[j] = 0;
+    for (int j = 0; j < 16; ++j) {
+        if (j < 8)
+            s[j] = static_cast<std::uint8_t>(l[j] & 0xF);
+        else
+            s[j - 8] = static_cast<std::uint8_t>(s[j - 8] | ((l[j] & 0xF) << 4));
+        s[j % 4 + 8] = static_cast<std::uint8_t>(s[j % 4 + 8] | ((l[j] >> 4) << (2 * (j / 4))));
+    }
+}
+
+template <class Arch>
+inline int get_scale_q3(int j, const std::uint8_t* s) noexcept {
+    const int lo = j < 8 ? (s[j] & 0xF) : (s[j - 8] >> 4);
+    return lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4);
+}
+
+template <class Arch>
+inline void pack_2bit(const std::uint8_t* q, std::uint8_t* qs) noexcept {
+    for (int j = 0; j < 256; j += 128)
+        for (int l = 0; l < 32; ++l)
+            qs[j / 4 + l] = static_cast<std::uint8_t>(q[j + l] | (q[j + l + 32] << 2) | (q[j + l + 64] << 4) |
+                                                       (q[j + l + 96] << 6));
+}
+
+template <class Arch>
+inline void pack_4bit_5bit(const std::uint8_t* q, std::uint8_t* qs, std::uint8_t* qh) noexcept {
+    if (qh) std::memset(qh, 0, 32);
+    for (int c = 0; c < 4; ++c) {
+        for (int l = 0; l < 32; ++l) {
+            int l1 = q[64 * c + l], l2 = q[64 * c + l + 32];
+            if (qh) {
+                qh[l] = static_cast<std::uint8_t>(qh[l] | ((l1 >> 4) << (2 * c)) | ((l2 >> 4) << (2 * c + 1)));
+                l1 &= 15;
+                l2 &= 15;
+            }
+            qs[32 * c + l] = static_cast<std::uint8_t>(l1 | (l2 << 4));
+        }
+    }
+}
+
+template <class Arch>
+inline void pack_q3(std::uint8_t* L, ggml::block_q3_K& y) noexcept {
+    std::memset(y.hmask, 0, sizeof y.hmask);
+    for (int j = 0; j < 256; ++j) {
+        if (L[j] > 3) {
+            y.hmask[j % 32] = static_cast<std::uint8_t>(y.hmask[j % 32] | (1u << (j / 32)));
+            L[j] = static_cast<std::uint8_t>(L[j] - 4);
+        }
+    }
+    pack_2bit<Arch>(L, y.qs);
+}
+
+template <class Arch>
+inline void pack_q6(const std::uint8_t* L, ggml::block_q6_K& y) noexcept {
+    std::uint8_t* ql = y.ql;
+    std::uint8_t* qh = y.qh;
+    for (int j = 0; j < 256; j += 128) {
+        for (int l = 0; l < 32; ++l) {
+            const int q1 = L[j + l], q2 = L[j + l + 32], q3 = L[j + l + 64], q4 = L[j + l + 96];
+            ql[l] = static_cast<std::uint8_t>((q1 & 0xF) | ((q3 & 0xF) << 4));
+            ql[l + 32] = static_cast<std::uint8_t>((q2 & 0xF) | ((q4 & 0xF) << 4));
+            qh[l] = static_cast<std::uint8_t>((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
+        }
+        ql += 64;
+        qh += 32;
+    }
+}
+
+// ---- tiles ------------------------------------------------------------------
+
+/// A tile: T super-blocks of Nsub sub-blocks of N values, S = T*Nsub lanes'
+/// worth of sub-blocks in NB batches. Sub-block s sits in batch s / lanes,
+/// lane s % lanes; transposed buffers are [batch][element][lane].
+template <class Arch, int N, int Nsub>
+struct tile {
+    static constexpr int lanes = static_cast<int>(fvec<Arch>::size);
+    static constexpr int T = lanes >= Nsub ? lanes / Nsub : 1;
+    static constexpr int S = T * Nsub;
+    static constexpr int NB = S / lanes;
+    static_assert(S % lanes == 0);
+};
+
+/// src[k]: super-block k's 256 values (k < nvalid); other lanes get zeros.
+template <class Arch, int N, int Nsub>
+inline void transpose_in(const float* const* src, int nvalid, float* dst) noexcept {
+    using G = tile<Arch, N, Nsub>;
+    for (int s = 0; s < G::S; ++s) {
+        float* d = dst + (s / G::lanes) * N * G::lanes + s % G::lanes;
+        if (s / Nsub < nvalid) {
+            const float* p = src[s / Nsub] + N * (s % Nsub);
+            for (int j = 0; j < N; ++j) d[j * G::lanes] = p[j];
+        } else {
+            for (int j = 0; j < N; ++j) d[j * G::lanes] = 0.f;
+        }
+    }
+}
+
+/// Levels (exact small integers in float lanes) back to 256 bytes per super-block.
+template <class Arch, int N, int Nsub>
+inline void transpose_out(const fvec<Arch>* L, int b, std::uint8_t* dst) noexcept {
+    using G = tile<Arch, N, Nsub>;
+    alignas(64) std::int32_t tmp[G::lanes];
+    for (int j = 0; j < N; ++j) {
+        xsimd::to_int(L[j]).store_aligned(tmp);
+        for (int l = 0; l < G::lanes; ++l) dst[N * (b * G::lanes + l) + j] = static_cast<std::uint8_t>(tmp[l]);
+    }
+}
+
+template <class Arch>
+inline fvec<Arch> vmul(const fvec<Arch>& a, const fvec<Arch>& b) noexcept {
+    return ::lowbit::detail::simd::unfused(a * b);
+}
+
+/// nearest_int of every lane, as a float.
+template <class Arch>
+inline fvec<Arch> vround(const fvec<Arch>& p) noexcept {
+    using I = ivec<Arch>;
+    const fvec<Arch> v = ::lowbit::detail::simd::unfused(p) + fvec<Arch>(12582912.f);
+    const I bits = ::lowbit::detail::simd::bitcast<std::int32_t>(v);
+    return xsimd::to_float(I((bits & I(0x007fffff)) - I(0x00400000)));
+}
+
+/// C's `a != b` (true when either is NaN): xsimd's AVX `!=` is the ordered
+/// comparison, false for NaN, unlike its SSE one.
+template <class Arch>
+inline xsimd::batch_bool<float, Arch> vne(const fvec<Arch>& a, const fvec<Arch>& b) noexcept {
+    return !(a == b);
+}
+
+template <class Arch>
+inline fvec<Arch> vclamp(const fvec<Arch>& l, float lo, float hi) noexcept {
+    return xsimd::max(fvec<Arch>(lo), xsimd::min(fvec<Arch>(hi), l));
+}
+
+/// make_qkx_quants (weights given) on every lane. L: levels as floats.
+template <class Arch, int N>
+inline void qkx_search(const fvec<Arch>* x, const fvec<Arch>* w, fvec<Arch>* L, fvec<Arch>& scale_out,
+                       fvec<Arch>& min_out, float nmax, float rmin, float rdelta, int nstep, bool use_mad) noexcept {
+    using B = fvec<Arch>;
+    const B zero(0.f);
+    B mn = x[0], mx = x[0], sum_w = w[0], sum_x = vmul(w[0], x[0]);
+    for (int i = 1; i < N; ++i) {
+        mn = xsimd::select(x[i] < mn, x[i], mn);
+        mx = xsimd::select(x[i] > mx, x[i], mx);
+        sum_w = sum_w + w[i];
+        sum_x = sum_x + vmul(w[i], x[i]);
+    }
+    mn = xsimd::select(mn > zero, zero, mn);
+    const auto flat = mx <= mn;
+    const B min0 = mn;
+    B iscale = B(nmax) / (mx - mn);
+    B scale = B(1.f) / iscale;
+    B best = zero;
+    for (int i = 0; i < N; ++i) {
+        L[i] = vclamp(vround(vmul(iscale, x[i] - mn)), 0.f, nmax);
+        B diff = (vmul(scale, L[i]) + mn) - x[i];
+        diff = use_mad ? xsimd::abs(diff) : vmul(diff, diff);
+        best = best + vmul(w[i], diff);
+    }
+    B laux[N];
+    for (int is = 0; is <= nstep; ++is) {
+        const B num = (B(rmin) + vmul(B(rdelta), B(static_cast<float>(is)))) + B(nmax);
+        iscale = num / (mx - mn);
+        B sl = zero, sl2 = zero, sxl = zero;
+        for (int i = 0; i < N; ++i) {
+            const B l = vclamp(vround(vmul(iscale, x[i] - mn)), 0.f, nmax);
+            laux[i] = l;
+            const B wl = vmul(w[i], l);
+            sl = sl + wl;
+            sl2 = sl2 + vmul(wl, l);
+            sxl = sxl + vmul(wl, x[i]);
+        }
+        const B D = vmul(sum_w, sl2) - vmul(sl, sl);
+        const auto dpos = D > zero;
+        if (!xsimd::any(dpos)) continue;
+        B ts = (vmul(sum_w, sxl) - vmul(sum_x, sl)) / D;
+        B tm = (vmul(sl2, sum_x) - vmul(sl, sxl)) / D;
+        const auto mpos = tm > zero;
+        tm = xsimd::select(mpos, zero, tm);
+        ts = xsimd::select(mpos, sxl / sl2, ts);
+        B cur = zero;
+        for (int i = 0; i < N; ++i) {
+            B diff = (vmul(ts, laux[i]) + tm) - x[i];
+            diff = use_mad ? xsimd::abs(diff) : vmul(diff, diff);
+            cur = cur + vmul(w[i], diff);
+        }
+        const auto better = dpos & (cur < best);
+        if (!xsimd::any(better)) continue;
+        for (int i = 0; i < N; ++i) L[i] = xsimd::select(better, laux[i], L[i]);
+        best = xsimd::select(better, cur, best);
+        scale = xsimd::select(better, ts, scale);
+        mn = xsimd::select(better, tm, mn);
+    }
+    for (int i = 0; i < N; ++i) L[i] = xsimd::select(flat, zero, L[i]);
+    scale_out = xsimd::select(flat, zero, scale);
+    min_out = -xsimd::select(flat, min0, mn);
+}
+
+/// Largest |x| and the element it came from (the first on ties), per lane.
+template <class Arch, int N>
+inline void signed_absmax(const fvec<Arch>* x, fvec<Arch>& amax, fvec<Arch>& max) noexcept {
+    amax = fvec<Arch>(0.f);
+    max = fvec<Arch>(0.f);
+    for (int i = 0; i < N; ++i) {
+        const fvec<Arch> ax = xsimd::abs(x[i]);
+        const auto gt = ax > amax;
+        amax = xsimd::select(gt, ax, amax);
+        max = xsimd::select(gt, x[i], max);
+    }
+}
+
+/// make_qx_quants with rmse_type 1 and weights w, per lane. L: levels + nmax.
+template <class Arch, int N>
+inline void qx_search(const fvec<Arch>* x, const fvec<Arch>* w, fvec<Arch>* L, fvec<Arch>& scale_out,
+                      float nmax) noexcept {
+    using B = fvec<Arch>;
+    const B zero(0.f);
+    B amax, mx;
+    signed_absmax<Arch, N>(x, amax, mx);
+    const auto flat = amax < B(eps);
+    B iscale = B(-nmax) / mx;
+    B sumlx = zero, suml2 = zero;
+    for (int i = 0; i < N; ++i) {
+        const B l = vclamp(vround(vmul(iscale, x[i])), -nmax, nmax - 1);
+        L[i] = l + B(nmax);
+        sumlx = sumlx + vmul(vmul(w[i], x[i]), l);
+        suml2 = suml2 + vmul(vmul(w[i], l), l);
+    }
+    B scale = xsimd::select(vne(suml2, zero), sumlx / suml2, zero);
+    B best = vmul(scale, sumlx);
+    B laux[N];
+    for (int is = -9; is <= 9; ++is) {
+        if (is == 0) continue;
+        iscale = (-(B(nmax) + vmul(B(0.1f), B(static_cast<float>(is))))) / mx;
+        sumlx = suml2 = zero;
+        for (int i = 0; i < N; ++i) {
+            const B l = vclamp(vround(vmul(iscale, x[i])), -nmax, nmax - 1);
+            laux[i] = l + B(nmax);
+            sumlx = sumlx + vmul(vmul(w[i], x[i]), l);
+            suml2 = suml2 + vmul(vmul(w[i], l), l);
+        }
+        const auto better = (suml2 > zero) & (vmul(sumlx, sumlx) > vmul(best, suml2));
+        if (!xsimd::any(better)) continue;
+        for (int i = 0; i < N; ++i) L[i] = xsimd::select(better, laux[i], L[i]);
+        const B ns = sumlx / suml2;
+        scale = xsimd::select(better, ns, scale);
+        best = xsimd::select(better, vmul(ns, sumlx), best);
+    }
+    for (int i = 0; i < N; ++i) L[i] = xsimd::select(flat, zero, L[i]);
+    scale_out = xsimd::select(flat, zero, scale);
+}
+
+/// make_q3_quants with do_rmse, per lane. L: levels + nmax.
+template <class Arch, int N>
+inline void q3_search(const fvec<Arch>* x, fvec<Arch>* L, fvec<Arch>& scale_out, float nmax) noexcept {
+    using B = fvec<Arch>;
+    const B zero(0.f);
+    B amax, mx;
+    signed_absmax<Arch, N>(x, amax, mx);
+    const auto flat = amax < B(eps);
+    const B iscale = B(-nmax) / mx;
+    B sumlx = zero, suml2 = zero;
+    for (int i = 0; i < N; ++i) {
+        const B l = vclamp(vround(vmul(iscale, x[i])), -nmax, nmax - 1);
+        L[i] = l;
+        const B w = vmul(x[i], x[i]);
+        sumlx = sumlx + vmul(vmul(w, x[i]), l);
+        suml2 = suml2 + vmul(vmul(w, l), l);
+    }
+    // A lane whose pass changes nothing would change nothing in a further
+    // pass either, so running on until no lane changes gives the scalar result.
+    for (int itry = 0; itry < 5; ++itry) {
+        auto changed = zero > zero;
+        for (int i = 0; i < N; ++i) {
+            const B w = vmul(x[i], x[i]);
+            const B wx = vmul(w, x[i]);
+            const B li = L[i];
+            const B slx = sumlx - vmul(wx, li);
+            const B sl2 = suml2 - vmul(vmul(w, li), li);
+            const B nl = vclamp(vround(vmul(x[i], sl2) / slx), -nmax, nmax - 1);
+            const auto moved = (slx > zero) & vne(nl, li);
+            if (!xsimd::any(moved)) continue;
+            const B slx2 = slx + vmul(wx, nl);
+            const B sl22 = sl2 + vmul(vmul(w, nl), nl);
+            const auto take =
+                moved & (sl22 > zero) & (vmul(vmul(slx2, slx2), suml2) > vmul(vmul(sumlx, sumlx), sl22));
+            L[i] = xsimd::select(take, nl, li);
+            sumlx = xsimd::select(take, slx2, sumlx);
+            suml2 = xsimd::select(take, sl22, suml2);
+            changed = changed | take;
+        }
+        if (!xsimd::any(changed)) break;
+    }
+    for (int i = 0; i < N; ++i) L[i] = xsimd::select(flat, zero, L[i] + B(nmax));
+    scale_out = xsimd::select(flat | !(suml2 > zero), zero, sumlx / suml2);
+}
+
+/// Requantize every lane with its sub-block's stored scale d (and offset m):
+/// affine q = clamp(round((x + m)/d), 0, hi); symmetric q = clamp(round(x/d), lo, hi) - lo.
+/// Lanes with d == 0 keep the search's levels.
+template <class Arch, int N, bool Affine>
+inline void requantize(const fvec<Arch>* x, fvec<Arch>* L, const fvec<Arch>& d, const fvec<Arch>& m, float lo,
+                       float hi) noexcept {
+    const auto nz = vne(d, fvec<Arch>(0.f));
+    for (int i = 0; i < N; ++i) {
+        fvec<Arch> l;
+        if constexpr (Affine)
+            l = vclamp(vround((x[i] + m) / d), 0.f, hi);
+        else
+            l = vclamp(vround(x[i] / d), lo, hi) - fvec<Arch>(lo);
+        L[i] = xsimd::select(nz, l, L[i]);
+    }
+}
+
+template <class Arch, int N>
+inline void load_n(const float* p, fvec<Arch>* v) noexcept {
+    for (int i = 0; i < N; ++i) v[i] = fvec<Arch>::load_aligned(p + i * fvec<Arch>::size);
+}
+
+/// Importance weights qw*sqrt(sigma2 + x^2) per lane (sigma2 per lane too),
+/// and their sum in element order.
+template <class Arch, int N>
+inline void imatrix_weights(const fvec<Arch>* x, const fvec<Arch>* qw, const fvec<Arch>& sigma2, fvec<Arch>* w,
+                            fvec<Arch>& sw) noexcept {
+    sw = fvec<Arch>(0.f);
+    for (int i = 0; i < N; ++i) {
+        w[i] = qw[i] * xsimd::sqrt(sigma2 + vmul(x[i], x[i]));
+        sw = sw + w[i];
+    }
+}
+
+// ---- Q4_K / Q5_K --------------------------------------------------------
+
+template <class Arch, int Nmax>
+inline void q45_tile(const float* const* xs, const float* const* qws, unsigned char* out, int nvalid) noexcept {
+    using G = tile<Arch, 32, 8>;
+    using B = fvec<Arch>;
+    constexpr int n = 32, lanes = G::lanes;
+    const bool im = qws[0] != nullptr;
+    alignas(64) float xt[G::S * n];
+    alignas(64) float qt[G::S * n];
+    alignas(64) float sc[G::S], mn[G::S], sw[G::S], sig[G::S];
+    alignas(64) float dsub[G::S], msub[G::S];
+    std::uint8_t lev[G::T * 256];
+    B L[G::NB][n];
+    transpose_in<Arch, n, 8>(xs, nvalid, xt);
+    if (im) {
+        transpose_in<Arch, n, 8>(qws, nvalid, qt);
+        for (int s = 0; s < G::S; ++s) sig[s] = 0.f;
+        for (int k = 0; k < nvalid; ++k) {
+            const float sigma2 = 2 * sum_squares<Arch>(xs[k], 256) / ggml::qk_k;
+            for (int j = 0; j < 8; ++j) sig[8 * k + j] = sigma2;
+        }
+    }
+    for (int b = 0; b < G::NB; ++b) {
+        B x[n], w[n], scale, the_min;
+        load_n<Arch, n>(xt + b * n * lanes, x);
+        if (im) {
+            B q[n], s;
+            load_n<Arch, n>(qt + b * n * lanes, q);
+            imatrix_weights<Arch, n>(x, q, B::load_aligned(sig + b * lanes), w, s);
+            s.store_aligned(sw + b * lanes);
+            qkx_search<Arch, n>(x, w, L[b], scale, the_min, Nmax, -0.9f, 0.05f, 36, false);
+        } else {
+            B ss(0.f);
+            for (int i = 0; i < n; ++i) ss = ss + vmul(x[i], x[i]);
+            const B av = xsimd::sqrt(ss / B(32.f));
+            for (int i = 0; i < n; ++i) w[i] = av + xsimd::abs(x[i]);
+            if constexpr (Nmax == 15)
+                qkx_search<Arch, n>(x, w, L[b], scale, the_min, Nmax, -1.f, 0.1f, 20, false);
+            else
+                qkx_search<Arch, n>(x, w, L[b], scale, the_min, Nmax, -0.5f, 0.1f, 15, false);
+        }
+        scale.store_aligned(sc + b * lanes);
+        the_min.store_aligned(mn + b * lanes);
+    }
+    using Block = std::conditional_t<Nmax == 15, ggml::block_q4_K, ggml::block_q5_K>;
+    Block y[G::T];
+    for (int s = 0; s < G::S; ++s) dsub[s] = msub[s] = 0.f;
+    for (int k = 0; k < nvalid; ++k) {
+        const float* scales = sc + 8 * k;
+        const float* mins = mn + 8 * k;
+        std::uint8_t Ls[8], Lm[8];
+        if (!im) {
+            float max_scale = 0, max_min = 0;
+            for (int j = 0; j < 8; ++j) {
+                if (scales[j] > max_scale) max_scale = scales[j];
+                if (mins[j] > max_min) max_min = mins[j];
+            }
+            const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
+            const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+            for (int j = 0; j < 8; ++j) {
+                Ls[j] = static_cast<std::uint8_t>(nint<Arch>(inv_scale * scales[j]));
+                Lm[j] = static_cast<std::uint8_t>(nint<Arch>(inv_min * mins[j]));
+            }
+            y[k].d = to_half<Arch>(max_scale / 63.f);
+            y[k].dmin = to_half<Arch>(max_min / 63.f);
+        } else {
+            y[k].d = to_half<Arch>(make_qp<Arch>(8, 63, scales, Ls, sw + 8 * k));
+            y[k].dmin = to_half<Arch>(make_qp<Arch>(8, 63, mins, Lm, sw + 8 * k));
+        }
+        // As in ggml: no clamp on Q4_K's imatrix path.
+        if (!im || Nmax != 15)
+            for (int j = 0; j < 8; ++j) {
+                Ls[j] = Ls[j] < 63 ? Ls[j] : std::uint8_t{63};
+                Lm[j] = Lm[j] < 63 ? Lm[j] : std::uint8_t{63};
+            }
+        set_scale_min_k4<Arch>(Ls, Lm, y[k].scales);
+        const float d = from_half<Arch>(y[k].d), dmin = from_half<Arch>(y[k].dmin);
+        for (int j = 0; j < 8; ++j) {
+            int s, m;
+            get_scale_min_k4<Arch>(j, y[k].scales, s, m);
+            dsub[8 * k + j] = d * static_cast<float>(s);
+            msub[8 * k + j] = dmin * static_cast<float>(m);
+        }
+    }
+    for (int b = 0; b < G::NB; ++b) {
+        B x[n];
+        load_n<Arch, n>(xt + b * n * lanes, x);
+        requantize<Arch, n, true>(x, L[b], B::load_aligned(dsub + b * lanes), B::load_aligned(msub + b * lanes), 0.f,
+                                  static_cast<float>(Nmax));
+        transpose_out<Arch, n, 8>(L[b], b, lev);
+    }
+    for (int k = 0; k < nvalid; ++k) {
+        if constexpr (Nmax == 15)
+            pack_4bit_5bit<Arch>(lev + 256 * k, y[k].qs, nullptr);
+        else
+            pack_4bit_5bit<Arch>(lev + 256 * k, y[k].qs, y[k].qh);
+        std::memcpy(out + k * sizeof(Block), &y[k], sizeof(Block));
+    }
+}
+
+// ---- Q2_K -------------------------------------------------------------------
+
+template <class Arch>
+inline void q2_tile(const float* const* xs, const float* const* qws, unsigned char* out, int nvalid) noexcept {
+    using G = tile<Arch, 16, 16>;
+    using B = fvec<Arch>;
+    constexpr int n = 16, lanes = G::lanes;
+    const bool im = qws[0] != nullptr;
+    alignas(64) float xt[G::S * n];
+    alignas(64) float qt[G::S * n];
+    alignas(64) float sc[G::S], mn[G::S], sw[G::S], sig[G::S];
+    alignas(64) float dsub[G::S], msub[G::S];
+    std::uint8_t lev[G::T * 256];
+    B L[G::NB][n];
+    transpose_in<Arch, n, 16>(xs, nvalid, xt);
+    if (im) {
+        transpose_in<Arch, n, 16>(qws, nvalid, qt);
+        for (int s = 0; s < G::S; ++s) sig[s] = 0.f;
+        for (int k = 0; k < nvalid; ++k) {
+            const float sigma2 = sum_squares<Arch>(xs[k], 256) / ggml::qk_k;
+            for (int j = 0; j < 16; ++j) sig[16 * k + j] = sigma2;
+        }
+    }
+    for (int b = 0; b < G::NB; ++b) {
+        B x[n], w[n], scale, the_min;
+        load_n<Arch, n>(xt + b * n * lanes, x);
+        if (im) {
+            B q[n], s;
+            load_n<Arch, n>(qt + b * n * lanes, q);
+            imatrix_weights<Arch, n>(x, q, B::load_aligned(sig + b * lanes), w, s);
+            s.store_aligned(sw + b * lanes);
+            qkx_search<Arch, n>(x, w, L[b], scale, the_min, 3.f, -0.9f, 0.05f, 36, false);
+        } else {
+            for (int i = 0; i < n; ++i) w[i] = xsimd::abs(x[i]);
+            qkx_search<Arch, n>(x, w, L[b], scale, the_min, 3.f, -0.5f, 0.1f, 15, true);
+        }
+        scale.store_aligned(sc + b * lanes);
+        the_min.store_aligned(mn + b * lanes);
+    }
+    ggml::block_q2_K y[G::T];
+    for (int s = 0; s < G::S; ++s) dsub[s] = msub[s] = 0.f;
+    for (int k = 0; k < nvalid; ++k) {
+        const float* scales = sc + 16 * k;
+        const float* mins = mn + 16 * k;
+        if (!im) {
+            float max_scale = 0, max_min = 0;
+            for (int j = 0; j < 16; ++j) {
+                if (scales[j] > max_scale) max_scale = scales[j];
+                if (mins[j] > max_min) max_min = mins[j];
+            }
+            if (max_scale > 0) {
+                const float iscale = 15.f / max_scale;
+                for (int j = 0; j < 16; ++j) y[k].scales[j] = static_cast<std::uint8_t>(nint<Arch>(iscale * scales[j]));
+                y[k].d = to_half<Arch>(max_scale / 15.f);
+            } else {
+                for (int j = 0; j < 16; ++j) y[k].scales[j] = 0;
+                y[k].d = to_half<Arch>(0.f);
+            }
+            if (max_min > 0) {
+                const float iscale = 15.f / max_min;
+                for (int j = 0; j < 16; ++j)
+                    y[k].scales[j] =
+                        static_cast<std::uint8_t>(y[k].scales[j] | (nint<Arch>(iscale * mins[j]) << 4));
+                y[k].dmin = to_half<Arch>(max_min / 15.f);
+            } else {
+                y[k].dmin = to_half<Arch>(0.f);
+            }
+        } else {
+            std::uint8_t Ls[16], Lm[16];
+            y[k].d = to_half<Arch>(make_qp<Arch>(16, 15, scales, Ls, sw + 16 * k));
+            y[k].dmin = to_half<Arch>(make_qp<Arch>(16, 15, mins, Lm, sw + 16 * k));
+            for (int j = 0; j < 16; ++j) y[k].scales[j] = static_cast<std::uint8_t>(Ls[j] | (Lm[j] << 4));
+        }
+        const float d = from_half<Arch>(y[k].d), dmin = from_half<Arch>(y[k].dmin);
+        for (int j = 0; j < 16; ++j) {
+            dsub[16 * k + j] = d * static_cast<float>(y[k].scales[j] & 0xF);
+            msub[16 * k + j] = dmin * static_cast<float>(y[k].scales[j] >> 4);
+        }
+    }
+    for (int b = 0; b < G::NB; ++b) {
+        B x[n];
+        load_n<Arch, n>(xt + b * n * lanes, x);
+        requantize<Arch, n, true>(x, L[b], B::load_aligned(dsub + b * lanes), B::load_aligned(msub + b * lanes), 0.f,
+                                  3.f);
+        transpose_out<Arch, n, 16>(L[b], b, lev);
+    }
+    for (int k = 0; k < nvalid; ++k) {
+        pack_2bit<Arch>(lev + 256 * k, y[k].qs);
+        std::memcpy(out + k * sizeof(ggml::block_q2_K), &y[k], sizeof(ggml::block_q2_K));
+    }
+}
+
+// ---- Q6_K -------------------------------------------------------------------
+
+template <class Arch>
+inline void q6_tile(const float* const* xs, const float* const* qws, unsigned char* out, int nvalid) noexcept {
+    using G = tile<Arch, 16, 16>;
+    using B = fvec<Arch>;
+    constexpr int n = 16, lanes = G::lanes;
+    const bool im = qws[0] != nullptr;
+    alignas(64) float xt[G::S * n];
+    alignas(64) float qt[G::S * n];
+    alignas(64) float sc[G::S], dsub[G::S];
+    std::uint8_t lev[G::T * 256];
+    B L[G::NB][n];
+    transpose_in<Arch, n, 16>(xs, nvalid, xt);
+    if (im) transpose_in<Arch, n, 16>(qws, nvalid, qt);
+    for (int b = 0; b < G::NB; ++b) {
+        B x[n], w[n], scale;
+        load_n<Arch, n>(xt + b * n * lanes, x);
+        if (im)
+            load_n<Arch, n>(qt + b * n * lanes, w);  // ggml weights Q6_K's search by the imatrix alone
+        else
+            for (int i = 0; i < n; ++i) w[i] = vmul(x[i], x[i]);
+        qx_search<Arch, n>(x, w, L[b], scale, 32.f);
+        scale.store_aligned(sc + b * lanes);
+    }
+    ggml::block_q6_K y[G::T];
+    bool zero_block[G::T] = {};
+    for (int s = 0; s < G::S; ++s) dsub[s] = 0.f;
+    for (int k = 0; k < nvalid; ++k) {
+        const float* scales = sc + 16 * k;
+        float max_scale = 0, max_abs_scale = 0;
+        for (int j = 0; j < 16; ++j) {
+            const float a = std::fabs(scales[j]);
+            if (a > max_abs_scale) {
+                max_abs_scale = a;
+                max_scale = scales[j];
+            }
+        }
+        if (max_abs_scale < eps) {
+            zero_block[k] = true;
+            continue;
+        }
+        const float iscale = -128.f / max_scale;
+        y[k].d = to_half<Arch>(1 / iscale);
+        for (int j = 0; j < 16; ++j) {
+            const int l = nint<Arch>(iscale * scales[j]);
+            y[k].scales[j] = static_cast<std::int8_t>(l < 127 ? l : 127);
+        }
+        const float d = from_half<Arch>(y[k].d);
+        for (int j = 0; j < 16; ++j) dsub[16 * k + j] = d * static_cast<float>(y[k].scales[j]);
+    }
+    for (int b = 0; b < G::NB; ++b) {
+        B x[n];
+        load_n<Arch, n>(xt + b * n * lanes, x);
+        requantize<Arch, n, false>(x, L[b], B::load_aligned(dsub + b * lanes), B(0.f), -32.f, 31.f);
+        transpose_out<Arch, n, 16>(L[b], b, lev);
+    }
+    for (int k = 0; k < nvalid; ++k) {
+        if (zero_block[k])
+            std::memset(&y[k], 0, sizeof y[k]);
+        else
+            pack_q6<Arch>(lev + 256 * k, y[k]);
+        std::memcpy(out + k * sizeof(ggml::block_q6_K), &y[k], sizeof(ggml::block_q6_K));
+    }
+}
+
+// ---- Q3_K (no imatrix) ------------------------------------------------------
+
+template <class Arch>
+inline void q3_tile(const float* const* xs, const float* const*, unsigned char* out, int nvalid) noexcept {
+    using G = tile<Arch, 16, 16>;
+    using B = fvec<Arch>;
+    constexpr int n = 16, lanes = G::lanes;
+    alignas(64) float xt[G::S * n];
+    alignas(64) float sc[G::S], dsub[G::S];
+    std::uint8_t lev[G::T * 256];
+    B L[G::NB][n];
+    transpose_in<Arch, n, 16>(xs, nvalid, xt);
+    for (int b = 0; b < G::NB; ++b) {
+        B x[n], scale;
+        load_n<Arch, n>(xt + b * n * lanes, x);
+        q3_search<Arch, n>(x, L[b], scale, 4.f);
+        scale.store_aligned(sc + b * lanes);
+    }
+    ggml::block_q3_K y[G::T];
+    for (int s = 0; s < G::S; ++s) dsub[s] = 0.f;
+    for (int k = 0; k < nvalid; ++k) {
+        const float* scales = sc + 16 * k;
+        float max_scale = 0, amax = 0;
+        for (int j = 0; j < 16; ++j) {
+            const float a = std::fabs(scales[j]);
+            if (a > amax) {
+                amax = a;
+                max_scale = scales[j];
+            }
+        }
+        if (max_scale != 0.f) {
+            const float iscale = -32.f / max_scale;
+            int ls[16];
+            for (int j = 0; j < 16; ++j) {
+                // ggml narrows to int8 before clamping.
+                const auto l = static_cast<std::int8_t>(nint<Arch>(iscale * scales[j]));
+                ls[j] = std::max(-32, std::min(31, static_cast<int>(l))) + 32;
+            }
+            set_scales_q3<Arch>(ls, y[k].scales);
+            y[k].d = to_half<Arch>(1 / iscale);
+        } else {
+            std::memset(y[k].scales, 0, sizeof y[k].scales);
+            y[k].d = to_half<Arch>(0.f);
+        }
+        const float d = from_half<Arch>(y[k].d);
+        for (int j = 0; j < 16; ++j) {
+            const auto s = static_cast<std::int8_t>(get_scale_q3<Arch>(j, y[k].scales) - 32);
+            dsub[16 * k + j] = d * static_cast<float>(s);
+        }
+    }
+    for (int b = 0; b < G::NB; ++b) {
+        B x[n];
+        load_n<Arch, n>(xt + b * n * lanes, x);
+        requantize<Arch, n, false>(x, L[b], B::load_aligned(dsub + b * lanes), B(0.f), -4.f, 3.f);
+        transpose_out<Arch, n, 16>(L[b], b, lev);
+    }
+    for (int k = 0; k < nvalid; ++k) {
+        pack_q3<Arch>(lev + 256 * k, y[k]);
+        std::memcpy(out + k * sizeof(ggml::block_q3_K), &y[k], sizeof(ggml::block_q3_K));
+    }
+}
+
+// ---- rows -------------------------------------------------------------------
+
+/// The matrix is one run of super-blocks (rows are whole super-blocks and
+/// packed back to back), tiled T at a time across row ends; the imatrix
+/// repeats every row.
+template <class Arch, int T, std::size_t BlockBytes, class Tile>
+inline void run_tiles(const ggml_quantize_job& j, Tile tile_fn) noexcept {
+    const std::size_t bpr = j.n_per_row / ggml::qk_k, total = j.rows * bpr;
+    auto* out = static_cast<unsigned char*>(j.dst);
+    const float* xs[T];
+    const float* qws[T];
+    for (std::size_t b = 0; b < total; b += T) {
+        const int nvalid = static_cast<int>(total - b < static_cast<std::size_t>(T) ? total - b : T);
+        for (int k = 0; k < T; ++k) {
+            const std::size_t blk = b + static_cast<std::size_t>(k < nvalid ? k : 0);
+            xs[k] = j.x + blk * ggml::qk_k;
+            qws[k] = j.imatrix ? j.imatrix + (blk % bpr) * ggml::qk_k : nullptr;
+        }
+        tile_fn(xs, qws, out + b * BlockBytes, nvalid);
+    }
+}
+
+template <class Arch>
+inline void run(const ggml_quantize_job& j) noexcept {
+    using ggml::type;
+    switch (j.type) {
+    case type::q4_k:
+        run_tiles<Arch, tile<Arch, 32, 8>::T, sizeof(ggml::block_q4_K)>(j, q45_tile<Arch, 15>);
+        break;
+    case type::q5_k:
+        run_tiles<Arch, tile<Arch, 32, 8>::T, sizeof(ggml::block_q5_K)>(j, q45_tile<Arch, 31>);
+        break;
+    case type::q2_k: run_tiles<Arch, tile<Arch, 16, 16>::T, sizeof(ggml::block_q2_K)>(j, q2_tile<Arch>); break;
+    case type::q3_k: run_tiles<Arch, tile<Arch, 16, 16>::T, sizeof(ggml::block_q3_K)>(j, q3_tile<Arch>); break;
+    case type::q6_k: run_tiles<Arch, tile<Arch, 16, 16>::T, sizeof(ggml::block_q6_K)>(j, q6_tile<Arch>); break;
+    default: LOWBIT_ASSERT(false && "quantize_ggml: type has no SIMD kernel"); break;
+    }
+}
+
+}  // namespace detail::gqz
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif  // !LOWBIT_NO_SIMD
+
+template <class Arch>
+void quantize_ggml_fn::operator()(Arch, const ggml_quantize_job& j) const noexcept {
+    if constexpr (std::is_same_v<Arch, scalar>) {
+        const std::size_t rb = ggml::row_bytes(j.type, j.n_per_row);
+        const ggml::quantize_row_fn f = ggml::traits(j.type).quantize;
+        for (std::size_t r = 0; r < j.rows; ++r)
+            f(j.x + r * j.n_per_row, static_cast<unsigned char*>(j.dst) + r * rb, j.n_per_row, j.imatrix);
+    } else {
+#if !defined(LOWBIT_NO_SIMD)
+        if (j.rows != 0 && j.n_per_row != 0) detail::gqz::run<Arch>(j);
+#endif
+    }
+}
+
+/// ggml::quantize_rows, with the K-quant searches on the active instruction
+/// set: the same bytes, faster. Types and paths without a SIMD kernel (see
+/// quantize_ggml_simd_supports) and the scalar ISA run ggml::quantize_rows.
+inline void quantize_ggml_rows(ggml::type t, const float* x, void* dst, std::size_t rows, std::size_t n_per_row,
+                               const float* imatrix = nullptr) {
+    const auto tr = ggml::traits(t);
+    if (!tr.quantize) LOWBIT_THROW(errc::unsupported, "lowbit cannot quantize to " + std::string(tr.name));
+    if (n_per_row % tr.block_size != 0)
+        LOWBIT_THROW(errc::not_divisible, "quantize_ggml_rows: a row of " + std::to_string(n_per_row) +
+                                              " values is not a whole number of " + std::string(tr.name) +
+                                              " blocks of " + std::to_string(tr.block_size));
+    if (rows == 0 || n_per_row == 0) return;
+    if (!x || !dst) LOWBIT_THROW(errc::invalid_argument, "quantize_ggml_rows: x and dst must not be null");
+    if (!quantize_ggml_simd_supports(t, imatrix != nullptr) || active_isa() == isa::scalar) {
+        ggml::quantize_rows(t, x, dst, rows, n_per_row, imatrix);
+        return;
+    }
+    dispatch(quantize_ggml_fn{}, ggml_quantize_job{t, x, dst, rows, n_per_row, imatrix});
+}
+
+}  // namespace kernels
+LOWBIT_NAMESPACE_END
+
+#define LOWBIT_KERNELS_GGML_QUANTIZE(EXT, ARCH)                              \
+    EXT template void lowbit::kernels::quantize_ggml_fn::operator()<ARCH>( \
+        ARCH, const lowbit::kernels::ggml_quantize_job&) const noexcept;
+LOWBIT_DECLARE_KERNELS(LOWBIT_KERNELS_GGML_QUANTIZE)

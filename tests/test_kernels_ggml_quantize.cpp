@@ -1,0 +1,171 @@
+#include "catch.hpp"
+
+#include <lowbit/formats/ggml.hpp>
+#include <lowbit/kernels/ggml_quantize.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace lowbit;
+using namespace lowbit::kernels;
+
+namespace {
+
+const std::vector<ggml::type>& simd_types() {
+    using ggml::type;
+    static const std::vector<type> v = {type::q4_k, type::q5_k, type::q2_k, type::q3_k, type::q6_k};
+    return v;
+}
+
+std::string type_name(ggml::type t) { return std::string(ggml::traits(t).name); }
+
+// Fills one 16-value stretch of a row with one of the cases the searches
+// branch on: ordinary data at scales from 1e-4 to 1e4, outliers, all zero,
+// constant, below ggml's 1e-15 threshold, one sign only, values on a coarse
+// grid (exact ties for the rounding), and a few denormals and huge values.
+void fill_stretch(float* p, std::mt19937& rng) {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::uniform_real_distribution<float> ud(0.f, 1.f);
+    const float scale = std::pow(10.f, -4.f + 8.f * ud(rng));
+    const int kind = static_cast<int>(rng() % 16);
+    for (int i = 0; i < 16; ++i) {
+        float v = nd(rng) * scale;
+        switch (kind) {
+        case 0: v = 0.f; break;
+        case 1: v = scale; break;
+        case 2: v = -scale * 0.5f; break;
+        case 3: v = nd(rng) * 1e-17f; break;
+        case 4: v = std::fabs(v); break;
+        case 5: v = -std::fabs(v); break;
+        case 6: v = static_cast<float>(static_cast<int>(rng() % 9) - 4) * 0.5f * scale; break;
+        case 7: v = static_cast<float>(static_cast<int>(rng() % 32)); break;
+        case 8:
+            if (rng() % 8 == 0) v *= 1000.f;
+            break;
+        case 9: v = (i == 3) ? 50.f * scale : v * 0.01f; break;
+        case 10: v = std::numeric_limits<float>::denorm_min() * static_cast<float>(rng() % 100); break;
+        case 11: v = (rng() % 2) ? 0.f : v; break;
+        default: break;
+        }
+        p[i] = v;
+    }
+}
+
+std::vector<float> random_rows(std::size_t rows, std::size_t n, std::mt19937& rng) {
+    std::vector<float> x(rows * n);
+    for (std::size_t i = 0; i < x.size(); i += 16) fill_stretch(x.data() + i, rng);
+    return x;
+}
+
+std::vector<float> random_imatrix(std::size_t n, std::mt19937& rng) {
+    std::uniform_real_distribution<float> ud(0.f, 1.f);
+    std::vector<float> w(n);
+    for (auto& v : w) {
+        const unsigned k = rng() % 10;
+        v = k == 0 ? 0.f : k == 1 ? 1.f : std::pow(10.f, -3.f + 6.f * ud(rng));
+    }
+    return w;
+}
+
+// Where the first difference is: block, byte in the block, the two bytes.
+std::string first_diff(const std::vector<unsigned char>& a, const std::vector<unsigned char>& b,
+                       std::size_t block_bytes) {
+    for (std::size_t i = 0; i < a.size() && i < b.size(); ++i)
+        if (a[i] != b[i])
+            return "block " + std::to_string(i / block_bytes) + " byte " + std::to_string(i % block_bytes) + ": " +
+                   std::to_string(a[i]) + " vs " + std::to_string(b[i]);
+    return "none";
+}
+
+void check_same_bytes(ggml::type t, bool with_imatrix, std::size_t rows, std::size_t n, std::uint32_t seed) {
+    std::mt19937 rng(seed);
+    const std::vector<float> x = random_rows(rows, n, rng);
+    const std::vector<float> qw = random_imatrix(n, rng);
+    const float* im = with_imatrix ? qw.data() : nullptr;
+    const std::size_t bytes = rows * ggml::row_bytes(t, n);
+    std::vector<unsigned char> ref(bytes, 0xAA);
+    ggml::quantize_rows(t, x.data(), ref.data(), rows, n, im);
+    for (isa i : available_isas()) {
+        // Offset by one byte: the kernel must not need aligned output.
+        std::vector<unsigned char> buf(bytes + 1, 0x55);
+        dispatch_to(i, quantize_ggml_fn{}, ggml_quantize_job{t, x.data(), buf.data() + 1, rows, n, im});
+        std::vector<unsigned char> got(buf.begin() + 1, buf.end());
+        INFO(type_name(t) << " on " << isa_name(i) << (im ? " with imatrix" : "") << ", " << rows << " rows of " << n
+                          << ", first difference at " << first_diff(ref, got, ggml::traits(t).type_size));
+        REQUIRE(std::memcmp(ref.data(), got.data(), bytes) == 0);
+    }
+}
+
+}  // namespace
+
+TEST_CASE("SIMD ggml quantizers give the scalar bytes on every ISA", "[kernels][ggml_quantize]") {
+    std::uint32_t seed = 1;
+    for (ggml::type t : simd_types()) {
+        for (bool im : {false, true}) {
+            if (!quantize_ggml_simd_supports(t, im)) continue;
+            // Rows of 1 to 5 super-blocks, so tiles of several super-blocks
+            // cross row ends and the last tile is partly empty.
+            for (std::size_t nsb = 1; nsb <= 5; ++nsb) check_same_bytes(t, im, 601, 256 * nsb, seed++);
+            check_same_bytes(t, im, 1, 256, seed++);
+            check_same_bytes(t, im, 3, 256, seed++);
+        }
+    }
+}
+
+TEST_CASE("SIMD ggml quantizers: N(0,1) rows at LLM width", "[kernels][ggml_quantize]") {
+    for (ggml::type t : simd_types()) {
+        for (bool im : {false, true}) {
+            if (!quantize_ggml_simd_supports(t, im)) continue;
+            std::mt19937 rng(1234);
+            std::normal_distribution<float> nd(0.f, 1.f);
+            const std::size_t rows = 64, n = 4096;
+            std::vector<float> x(rows * n);
+            for (auto& v : x) v = nd(rng);
+            const std::vector<float> qw = random_imatrix(n, rng);
+            const float* imp = im ? qw.data() : nullptr;
+            const std::size_t bytes = rows * ggml::row_bytes(t, n);
+            std::vector<unsigned char> ref(bytes), got(bytes);
+            ggml::quantize_rows(t, x.data(), ref.data(), rows, n, imp);
+            for (isa i : available_isas()) {
+                std::memset(got.data(), 0, bytes);
+                dispatch_to(i, quantize_ggml_fn{}, ggml_quantize_job{t, x.data(), got.data(), rows, n, imp});
+                INFO(type_name(t) << " on " << isa_name(i) << (im ? " with imatrix" : "") << ", first difference at "
+                                  << first_diff(ref, got, ggml::traits(t).type_size));
+                REQUIRE(std::memcmp(ref.data(), got.data(), bytes) == 0);
+            }
+        }
+    }
+}
+
+TEST_CASE("quantize_ggml_rows: validation, fallback and the active ISA", "[kernels][ggml_quantize]") {
+    std::mt19937 rng(7);
+    const std::vector<float> x = random_rows(8, 512, rng);
+    const std::vector<float> qw = random_imatrix(512, rng);
+    // Every quantizable type, SIMD or not, with and without an imatrix.
+    for (ggml::type t : {ggml::type::q4_k, ggml::type::q3_k, ggml::type::q8_0, ggml::type::iq4_xs,
+                         ggml::type::q6_k, ggml::type::q2_k, ggml::type::q5_k}) {
+        for (const float* im : {static_cast<const float*>(nullptr), qw.data()}) {
+            const std::size_t bytes = 8 * ggml::row_bytes(t, 512);
+            std::vector<unsigned char> ref(bytes), got(bytes);
+            ggml::quantize_rows(t, x.data(), ref.data(), 8, 512, im);
+            const isa before = active_isa();
+            for (isa i : available_isas()) {
+                set_active_isa(i);
+                std::memset(got.data(), 0, bytes);
+                quantize_ggml_rows(t, x.data(), got.data(), 8, 512, im);
+                INFO(type_name(t) << " on " << isa_name(i) << (im ? " with imatrix" : ""));
+                CHECK(ref == got);
+            }
+            set_active_isa(before);
+        }
+    }
+    std::vector<unsigned char> out(4096);
+    CHECK_THROWS_AS(quantize_ggml_rows(ggml::type::q4_k, x.data(), out.data(), 1, 100), error);
+    CHECK_THROWS_AS(quantize_ggml_rows(ggml::type::q4_k, nullptr, out.data(), 1, 256), error);
+    CHECK_NOTHROW(quantize_ggml_rows(ggml::type::q4_k, nullptr, nullptr, 0, 256));
+}
