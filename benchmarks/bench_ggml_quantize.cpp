@@ -64,7 +64,8 @@ void run(benchmark::State& state, ggml::type t, bool simd, bool with_imatrix) {
 const int registered = [] {
     using ggml::type;
     const std::pair<type, const char*> types[] = {{type::q4_k, "q4_K"}, {type::q5_k, "q5_K"}, {type::q2_k, "q2_K"},
-                                                  {type::q3_k, "q3_K"}, {type::q6_k, "q6_K"}};
+                                                  {type::q3_k, "q3_K"}, {type::q6_k, "q6_K"}, {type::iq4_nl, "iq4_NL"},
+                                                  {type::iq4_xs, "iq4_XS"}};
     for (const auto& [t, name] : types)
         for (bool im : {false, true}) {
             if (!quantize_ggml_simd_supports(t, im)) continue;

@@ -18,7 +18,8 @@ namespace {
 
 const std::vector<ggml::type>& simd_types() {
     using ggml::type;
-    static const std::vector<type> v = {type::q4_k, type::q5_k, type::q2_k, type::q3_k, type::q6_k};
+    static const std::vector<type> v = {type::q4_k, type::q5_k,   type::q2_k,  type::q3_k,
+                                        type::q6_k, type::iq4_nl, type::iq4_xs};
     return v;
 }
 
@@ -112,6 +113,7 @@ TEST_CASE("SIMD ggml quantizers give the scalar bytes on every ISA", "[kernels][
             // cross row ends and the last tile is partly empty.
             for (std::size_t nsb = 1; nsb <= 5; ++nsb) check_same_bytes(t, im, 601, 256 * nsb, seed++);
             check_same_bytes(t, im, 1, 256, seed++);
+            if (t == ggml::type::iq4_nl) check_same_bytes(t, im, 601, 96, seed++);
             check_same_bytes(t, im, 3, 256, seed++);
         }
     }

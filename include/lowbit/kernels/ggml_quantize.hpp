@@ -60,7 +60,9 @@ constexpr bool quantize_ggml_simd_supports(ggml::type t, bool with_imatrix) noex
     case type::q2_k:
     case type::q4_k:
     case type::q5_k:
-    case type::q6_k: return true;
+    case type::q6_k:
+    case type::iq4_nl:
+    case type::iq4_xs: return true;
     case type::q3_k: return !with_imatrix;
     default: return false;
     }
@@ -321,19 +323,19 @@ inline void pack_q6(const std::uint8_t* L, ggml::block_q6_K& y) noexcept {
 /// A tile: T super-blocks of Nsub sub-blocks of N values, S = T*Nsub lanes'
 /// worth of sub-blocks in NB batches. Sub-block s sits in batch s / lanes,
 /// lane s % lanes; transposed buffers are [batch][element][lane].
-template <class Arch, int N, int Nsub>
+template <class Arch, int N, int Nsub, int MinNB = 1>
 struct tile {
     static constexpr int lanes = static_cast<int>(fvec<Arch>::size);
-    static constexpr int T = lanes >= Nsub ? lanes / Nsub : 1;
+    static constexpr int T = MinNB * lanes >= Nsub ? MinNB * lanes / Nsub : 1;
     static constexpr int S = T * Nsub;
     static constexpr int NB = S / lanes;
     static_assert(S % lanes == 0);
 };
 
 /// src[k]: super-block k's 256 values (k < nvalid); other lanes get zeros.
-template <class Arch, int N, int Nsub>
+template <class Arch, int N, int Nsub, int MinNB = 1>
 inline void transpose_in(const float* const* src, int nvalid, float* dst) noexcept {
-    using G = tile<Arch, N, Nsub>;
+    using G = tile<Arch, N, Nsub, MinNB>;
     for (int s = 0; s < G::S; ++s) {
         float* d = dst + (s / G::lanes) * N * G::lanes + s % G::lanes;
         if (s / Nsub < nvalid) {
@@ -346,9 +348,9 @@ inline void transpose_in(const float* const* src, int nvalid, float* dst) noexce
 }
 
 /// Levels (exact small integers in float lanes) back to 256 bytes per super-block.
-template <class Arch, int N, int Nsub>
+template <class Arch, int N, int Nsub, int MinNB = 1>
 inline void transpose_out(const fvec<Arch>* L, int b, std::uint8_t* dst) noexcept {
-    using G = tile<Arch, N, Nsub>;
+    using G = tile<Arch, N, Nsub, MinNB>;
     alignas(64) std::int32_t tmp[G::lanes];
     for (int j = 0; j < N; ++j) {
         xsimd::to_int(L[j]).store_aligned(tmp);
@@ -500,49 +502,63 @@ inline void qx_search(const fvec<Arch>* x, const fvec<Arch>* w, fvec<Arch>* L, f
     scale_out = xsimd::select(flat, zero, scale);
 }
 
-/// make_q3_quants with do_rmse, per lane. L: levels + nmax.
-template <class Arch, int N>
-inline void q3_search(const fvec<Arch>* x, fvec<Arch>* L, fvec<Arch>& scale_out, float nmax) noexcept {
+/// make_q3_quants with do_rmse, per lane, on K batches at once: the sweeps
+/// are a chain of dependent divisions per lane, so independent batches are
+/// interleaved to keep the divider busy. L: levels + nmax.
+template <class Arch, int N, int K>
+inline void q3_search(const fvec<Arch> (*x)[N], fvec<Arch> (*L)[N], fvec<Arch>* scale_out, float nmax) noexcept {
     using B = fvec<Arch>;
+    using M = xsimd::batch_bool<float, Arch>;
     const B zero(0.f);
-    B amax, mx;
-    signed_absmax<Arch, N>(x, amax, mx);
-    const auto flat = amax < B(eps);
-    const B iscale = B(-nmax) / mx;
-    B sumlx = zero, suml2 = zero;
-    for (int i = 0; i < N; ++i) {
-        const B l = vclamp(vround(vmul(iscale, x[i])), -nmax, nmax - 1);
-        L[i] = l;
-        const B w = vmul(x[i], x[i]);
-        sumlx = sumlx + vmul(vmul(w, x[i]), l);
-        suml2 = suml2 + vmul(vmul(w, l), l);
+    M flat[K];
+    B sumlx[K], suml2[K];
+    for (int k = 0; k < K; ++k) {
+        B amax, mx;
+        signed_absmax<Arch, N>(x[k], amax, mx);
+        flat[k] = amax < B(eps);
+        const B iscale = B(-nmax) / mx;
+        sumlx[k] = suml2[k] = zero;
+        for (int i = 0; i < N; ++i) {
+            const B l = vclamp(vround(vmul(iscale, x[k][i])), -nmax, nmax - 1);
+            L[k][i] = l;
+            const B w = vmul(x[k][i], x[k][i]);
+            sumlx[k] = sumlx[k] + vmul(vmul(w, x[k][i]), l);
+            suml2[k] = suml2[k] + vmul(vmul(w, l), l);
+        }
     }
     // A lane whose pass changes nothing would change nothing in a further
     // pass either, so running on until no lane changes gives the scalar result.
     for (int itry = 0; itry < 5; ++itry) {
-        auto changed = zero > zero;
+        M changed[K];
+        for (int k = 0; k < K; ++k) changed[k] = zero > zero;
         for (int i = 0; i < N; ++i) {
-            const B w = vmul(x[i], x[i]);
-            const B wx = vmul(w, x[i]);
-            const B li = L[i];
-            const B slx = sumlx - vmul(wx, li);
-            const B sl2 = suml2 - vmul(vmul(w, li), li);
-            const B nl = vclamp(vround(vmul(x[i], sl2) / slx), -nmax, nmax - 1);
-            const auto moved = (slx > zero) & vne(nl, li);
-            if (!xsimd::any(moved)) continue;
-            const B slx2 = slx + vmul(wx, nl);
-            const B sl22 = sl2 + vmul(vmul(w, nl), nl);
-            const auto take =
-                moved & (sl22 > zero) & (vmul(vmul(slx2, slx2), suml2) > vmul(vmul(sumlx, sumlx), sl22));
-            L[i] = xsimd::select(take, nl, li);
-            sumlx = xsimd::select(take, slx2, sumlx);
-            suml2 = xsimd::select(take, sl22, suml2);
-            changed = changed | take;
+            for (int k = 0; k < K; ++k) {
+                const B xi = x[k][i];
+                const B w = vmul(xi, xi);
+                const B wx = vmul(w, xi);
+                const B li = L[k][i];
+                const B slx = sumlx[k] - vmul(wx, li);
+                const B sl2 = suml2[k] - vmul(vmul(w, li), li);
+                const B nl = vclamp(vround(vmul(xi, sl2) / slx), -nmax, nmax - 1);
+                const M moved = (slx > zero) & vne(nl, li);
+                const B slx2 = slx + vmul(wx, nl);
+                const B sl22 = sl2 + vmul(vmul(w, nl), nl);
+                const M take = moved & (sl22 > zero) &
+                               (vmul(vmul(slx2, slx2), suml2[k]) > vmul(vmul(sumlx[k], sumlx[k]), sl22));
+                L[k][i] = xsimd::select(take, nl, li);
+                sumlx[k] = xsimd::select(take, slx2, sumlx[k]);
+                suml2[k] = xsimd::select(take, sl22, suml2[k]);
+                changed[k] = changed[k] | take;
+            }
         }
-        if (!xsimd::any(changed)) break;
+        bool any = false;
+        for (int k = 0; k < K; ++k) any = any || xsimd::any(changed[k]);
+        if (!any) break;
     }
-    for (int i = 0; i < N; ++i) L[i] = xsimd::select(flat, zero, L[i] + B(nmax));
-    scale_out = xsimd::select(flat | !(suml2 > zero), zero, sumlx / suml2);
+    for (int k = 0; k < K; ++k) {
+        for (int i = 0; i < N; ++i) L[k][i] = xsimd::select(flat[k], zero, L[k][i] + B(nmax));
+        scale_out[k] = xsimd::select(flat[k] | !(suml2[k] > zero), zero, sumlx[k] / suml2[k]);
+    }
 }
 
 /// Requantize every lane with its sub-block's stored scale d (and offset m):
@@ -842,19 +858,19 @@ inline void q6_tile(const float* const* xs, const float* const* qws, unsigned ch
 
 template <class Arch>
 inline void q3_tile(const float* const* xs, const float* const*, unsigned char* out, int nvalid) noexcept {
-    using G = tile<Arch, 16, 16>;
+    using G = tile<Arch, 16, 16, 4>;
     using B = fvec<Arch>;
     constexpr int n = 16, lanes = G::lanes;
     alignas(64) float xt[G::S * n];
     alignas(64) float sc[G::S], dsub[G::S];
     std::uint8_t lev[G::T * 256];
     B L[G::NB][n];
-    transpose_in<Arch, n, 16>(xs, nvalid, xt);
-    for (int b = 0; b < G::NB; ++b) {
-        B x[n], scale;
-        load_n<Arch, n>(xt + b * n * lanes, x);
-        q3_search<Arch, n>(x, L[b], scale, 4.f);
-        scale.store_aligned(sc + b * lanes);
+    transpose_in<Arch, n, 16, 4>(xs, nvalid, xt);
+    {
+        B x[G::NB][n], scale[G::NB];
+        for (int b = 0; b < G::NB; ++b) load_n<Arch, n>(xt + b * n * lanes, x[b]);
+        q3_search<Arch, n, G::NB>(x, L, scale, 4.f);
+        for (int b = 0; b < G::NB; ++b) scale[b].store_aligned(sc + b * lanes);
     }
     ggml::block_q3_K y[G::T];
     for (int s = 0; s < G::S; ++s) dsub[s] = 0.f;
@@ -892,11 +908,154 @@ inline void q3_tile(const float* const* xs, const float* const*, unsigned char* 
         B x[n];
         load_n<Arch, n>(xt + b * n * lanes, x);
         requantize<Arch, n, false>(x, L[b], B::load_aligned(dsub + b * lanes), B(0.f), -4.f, 3.f);
-        transpose_out<Arch, n, 16>(L[b], b, lev);
+        transpose_out<Arch, n, 16, 4>(L[b], b, lev);
     }
     for (int k = 0; k < nvalid; ++k) {
         pack_q3<Arch>(lev + 256 * k, y[k]);
         std::memcpy(out + k * sizeof(ggml::block_q3_K), &y[k], sizeof(ggml::block_q3_K));
+    }
+}
+
+// ---- IQ4_NL / IQ4_XS -----------------------------------------------------
+
+/// nearest_iq4_index per lane, as a float, and the table value there. The
+/// bisection's bracket t[lo] <= v < t[lo+1] is found by a scan of the sorted
+/// table; its tie rule (a midpoint goes up) and its answer for NaN (15) are kept.
+template <class Arch>
+inline void iq4_nearest(const fvec<Arch>& v, fvec<Arch>& idx, fvec<Arch>& q) noexcept {
+    using B = fvec<Arch>;
+    const std::int8_t* t = ggml::iq4_nl_values;
+    B lo(0.f), tlo(static_cast<float>(t[0])), thi(static_cast<float>(t[1]));
+    for (int k = 1; k < 15; ++k) {
+        const B tk(static_cast<float>(t[k]));
+        const auto le = tk <= v;
+        lo = xsimd::select(le, B(static_cast<float>(k)), lo);
+        tlo = xsimd::select(le, tk, tlo);
+        thi = xsimd::select(le, B(static_cast<float>(t[k + 1])), thi);
+    }
+    const auto down = (v - tlo) < (thi - v);
+    const auto nan = vne(v, v);
+    idx = xsimd::select(nan, B(15.f), xsimd::select(down, lo, lo + B(1.f)));
+    q = xsimd::select(nan, B(static_cast<float>(t[15])), xsimd::select(down, tlo, thi));
+}
+
+/// The IQ4 scale search (ntry 7) per lane; returns each lane's scale.
+template <class Arch, int N>
+inline fvec<Arch> iq4_search(const fvec<Arch>* x, const fvec<Arch>* w) noexcept {
+    using B = fvec<Arch>;
+    const B zero(0.f);
+    const float values0 = static_cast<float>(ggml::iq4_nl_values[0]);
+    B amax, mx;
+    signed_absmax<Arch, N>(x, amax, mx);
+    const auto flat = amax < B(eps);
+    B d = (-mx) / B(values0);
+    B id = B(1.f) / d;
+    B sumqx = zero, sumq2 = zero, idx, q;
+    for (int j = 0; j < N; ++j) {
+        iq4_nearest<Arch>(vmul(id, x[j]), idx, q);
+        const B wq = vmul(w[j], q);
+        sumqx = sumqx + vmul(wq, x[j]);
+        sumq2 = sumq2 + vmul(wq, q);
+    }
+    d = xsimd::select(sumq2 > zero, sumqx / sumq2, zero);
+    B best = vmul(d, sumqx);
+    for (int itry = -7; itry <= 7; ++itry) {
+        id = B(static_cast<float>(itry + ggml::iq4_nl_values[0])) / mx;
+        sumqx = sumq2 = zero;
+        for (int j = 0; j < N; ++j) {
+            iq4_nearest<Arch>(vmul(id, x[j]), idx, q);
+            const B wq = vmul(w[j], q);
+            sumqx = sumqx + vmul(wq, x[j]);
+            sumq2 = sumq2 + vmul(wq, q);
+        }
+        const auto better = (sumq2 > zero) & (vmul(sumqx, sumqx) > vmul(best, sumq2));
+        const B nd = sumqx / sumq2;
+        d = xsimd::select(better, nd, d);
+        best = xsimd::select(better, vmul(nd, sumqx), best);
+    }
+    return xsimd::select(flat, zero, d);
+}
+
+/// Nsub 1: IQ4_NL blocks of 32; Nsub 8: IQ4_XS super-blocks of 256.
+template <class Arch, int Nsub>
+inline void iq4_tile(const float* const* xs, const float* const* qws, unsigned char* out, int nvalid) noexcept {
+    using G = tile<Arch, 32, Nsub>;
+    using B = fvec<Arch>;
+    constexpr int n = 32, lanes = G::lanes, nvals = 32 * Nsub;
+    const bool im = qws[0] != nullptr;
+    alignas(64) float xt[G::S * n];
+    alignas(64) float qt[G::S * n];
+    alignas(64) float sig[G::S], sc[G::S], idl[G::S];
+    std::uint8_t lev[G::T * nvals];
+    transpose_in<Arch, n, Nsub>(xs, nvalid, xt);
+    if (im) {
+        transpose_in<Arch, n, Nsub>(qws, nvalid, qt);
+        for (int s = 0; s < G::S; ++s) sig[s] = 0.f;
+        for (int k = 0; k < nvalid; ++k) {
+            float sigma2 = 0.f;
+            for (int j = 0; j < nvals; ++j) sigma2 = sigma2 + smul<Arch>(xs[k][j], xs[k][j]);
+            sigma2 = sigma2 * (2.0f / static_cast<float>(nvals));
+            for (int ib = 0; ib < Nsub; ++ib) sig[Nsub * k + ib] = sigma2;
+        }
+    }
+    for (int b = 0; b < G::NB; ++b) {
+        B x[n], w[n];
+        load_n<Arch, n>(xt + b * n * lanes, x);
+        if (im) {
+            B qv[n], sw;
+            load_n<Arch, n>(qt + b * n * lanes, qv);
+            imatrix_weights<Arch, n>(x, qv, B::load_aligned(sig + b * lanes), w, sw);
+        } else {
+            for (int i = 0; i < n; ++i) w[i] = vmul(x[i], x[i]);
+        }
+        iq4_search<Arch, n>(x, w).store_aligned(sc + b * lanes);
+    }
+    using Block = std::conditional_t<Nsub == 1, ggml::block_iq4_nl, ggml::block_iq4_xs>;
+    Block y[G::T];
+    for (int s = 0; s < G::S; ++s) idl[s] = 0.f;
+    for (int k = 0; k < nvalid; ++k) {
+        if constexpr (Nsub == 1) {
+            y[k].d = to_half<Arch>(sc[k]);
+            idl[k] = sc[k] != 0.0f ? 1.0f / sc[k] : 0.0f;
+        } else {
+            const float* scales = sc + 8 * k;
+            float max_scale = 0.0f, amax_scale = 0.0f;
+            for (int ib = 0; ib < 8; ++ib)
+                if (std::fabs(scales[ib]) > amax_scale) {
+                    amax_scale = std::fabs(scales[ib]);
+                    max_scale = scales[ib];
+                }
+            y[k].scales_h = 0;
+            const float d = -max_scale / 32.0f;
+            y[k].d = to_half<Arch>(d);
+            const float id = d != 0.0f ? 1.0f / d : 0.0f;
+            for (int ib = 0; ib < 8; ++ib) {
+                const int l = std::max(-32, std::min(31, nint<Arch>(id * scales[ib])));
+                const float dl = d * static_cast<float>(l);
+                idl[8 * k + ib] = dl != 0.0f ? 1.0f / dl : 0.0f;
+                const int stored = l + 32;
+                if (ib % 2 == 0)
+                    y[k].scales_l[ib / 2] = static_cast<std::uint8_t>(stored & 0x0F);
+                else
+                    y[k].scales_l[ib / 2] = static_cast<std::uint8_t>(y[k].scales_l[ib / 2] | ((stored & 0x0F) << 4));
+                y[k].scales_h = static_cast<std::uint16_t>(y[k].scales_h | ((stored >> 4) << (2 * ib)));
+            }
+        }
+    }
+    for (int b = 0; b < G::NB; ++b) {
+        B x[n], L[n], q;
+        load_n<Arch, n>(xt + b * n * lanes, x);
+        const B il = B::load_aligned(idl + b * lanes);
+        for (int j = 0; j < n; ++j) iq4_nearest<Arch>(vmul(il, x[j]), L[j], q);
+        transpose_out<Arch, n, Nsub>(L, b, lev);
+    }
+    for (int k = 0; k < nvalid; ++k) {
+        for (int ib = 0; ib < Nsub; ++ib) {
+            const std::uint8_t* l = lev + nvals * k + 32 * ib;
+            for (int j = 0; j < 16; ++j)
+                y[k].qs[16 * ib + j] = static_cast<std::uint8_t>((l[j] & 0x0F) | ((l[j + 16] & 0x0F) << 4));
+        }
+        std::memcpy(out + k * sizeof(Block), &y[k], sizeof(Block));
     }
 }
 
@@ -905,9 +1064,9 @@ inline void q3_tile(const float* const* xs, const float* const*, unsigned char* 
 /// The matrix is one run of super-blocks (rows are whole super-blocks and
 /// packed back to back), tiled T at a time across row ends; the imatrix
 /// repeats every row.
-template <class Arch, int T, std::size_t BlockBytes, class Tile>
+template <class Arch, int T, std::size_t BlockBytes, class Tile, std::size_t BlockVals = ggml::qk_k>
 inline void run_tiles(const ggml_quantize_job& j, Tile tile_fn) noexcept {
-    const std::size_t bpr = j.n_per_row / ggml::qk_k, total = j.rows * bpr;
+    const std::size_t bpr = j.n_per_row / BlockVals, total = j.rows * bpr;
     auto* out = static_cast<unsigned char*>(j.dst);
     const float* xs[T];
     const float* qws[T];
@@ -915,8 +1074,8 @@ inline void run_tiles(const ggml_quantize_job& j, Tile tile_fn) noexcept {
         const int nvalid = static_cast<int>(total - b < static_cast<std::size_t>(T) ? total - b : T);
         for (int k = 0; k < T; ++k) {
             const std::size_t blk = b + static_cast<std::size_t>(k < nvalid ? k : 0);
-            xs[k] = j.x + blk * ggml::qk_k;
-            qws[k] = j.imatrix ? j.imatrix + (blk % bpr) * ggml::qk_k : nullptr;
+            xs[k] = j.x + blk * BlockVals;
+            qws[k] = j.imatrix ? j.imatrix + (blk % bpr) * BlockVals : nullptr;
         }
         tile_fn(xs, qws, out + b * BlockBytes, nvalid);
     }
@@ -933,8 +1092,15 @@ inline void run(const ggml_quantize_job& j) noexcept {
         run_tiles<Arch, tile<Arch, 32, 8>::T, sizeof(ggml::block_q5_K)>(j, q45_tile<Arch, 31>);
         break;
     case type::q2_k: run_tiles<Arch, tile<Arch, 16, 16>::T, sizeof(ggml::block_q2_K)>(j, q2_tile<Arch>); break;
-    case type::q3_k: run_tiles<Arch, tile<Arch, 16, 16>::T, sizeof(ggml::block_q3_K)>(j, q3_tile<Arch>); break;
+    case type::q3_k: run_tiles<Arch, tile<Arch, 16, 16, 4>::T, sizeof(ggml::block_q3_K)>(j, q3_tile<Arch>); break;
     case type::q6_k: run_tiles<Arch, tile<Arch, 16, 16>::T, sizeof(ggml::block_q6_K)>(j, q6_tile<Arch>); break;
+    case type::iq4_nl:
+        run_tiles<Arch, tile<Arch, 32, 1>::T, sizeof(ggml::block_iq4_nl), decltype(&iq4_tile<Arch, 1>), 32>(
+            j, iq4_tile<Arch, 1>);
+        break;
+    case type::iq4_xs:
+        run_tiles<Arch, tile<Arch, 32, 8>::T, sizeof(ggml::block_iq4_xs)>(j, iq4_tile<Arch, 8>);
+        break;
     default: LOWBIT_ASSERT(false && "quantize_ggml: type has no SIMD kernel"); break;
     }
 }
