@@ -197,7 +197,10 @@ void write_plot(const std::string& path, const std::vector<row_result>& rows, co
 
 std::string shape_string(const std::vector<std::uint64_t>& shape) {
     std::string s;
-    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? " x " : "") + std::to_string(shape[i]);
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+        if (i) s += " x ";
+        s += std::to_string(shape[i]);
+    }
     return s;
 }
 
@@ -221,7 +224,8 @@ std::string array_string(const lowbit::gguf_array& a, std::size_t max_items) {
                     s += ", ...";
                     break;
                 }
-                s += (k++ ? ", " : "") + value_string(lowbit::gguf_value(e), 3);
+                if (k++) s += ", ";
+                s += value_string(lowbit::gguf_value(e), 3);
             }
         },
         a.items());

@@ -169,7 +169,10 @@ inline const format& find_format(std::string_view name) {
     std::string msg = "no format named '" + std::string(name) + "'";
     if (!near.empty()) {
         msg += "; did you mean ";
-        for (std::size_t i = 0; i < near.size() && i < 4; ++i) msg += (i ? ", " : "") + std::string(near[i].second);
+        for (std::size_t i = 0; i < near.size() && i < 4; ++i) {
+            if (i) msg += ", ";
+            msg += near[i].second;
+        }
         msg += "?";
     }
     msg += " (`lowbit formats` lists them all)";

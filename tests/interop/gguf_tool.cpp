@@ -112,7 +112,10 @@ void dump(const lowbit::gguf_file& f) {
                     std::string(lowbit::to_string(lowbit::type_of(kv.value))).c_str(), json_value(kv.value).c_str());
     for (const auto& t : f.tensors()) {
         std::string shape = "[";
-        for (std::size_t d = 0; d < t.shape.size(); ++d) shape += (d ? "," : "") + std::to_string(t.shape[d]);
+        for (std::size_t d = 0; d < t.shape.size(); ++d) {
+            if (d) shape += ',';
+            shape += std::to_string(t.shape[d]);
+        }
         shape += "]";
         std::printf("{\"tensor\":%s,\"type\":%u,\"shape\":%s,\"offset\":%llu,\"size\":%llu,\"fnv1a64\":\"%016llx\"}\n",
                     json_string(t.name).c_str(), static_cast<unsigned>(t.type), shape.c_str(),
