@@ -55,6 +55,8 @@ function(lowbit_add_dispatch target)
       list(APPEND _sources "${_tu}")
     endforeach()
     add_library(${_lib} STATIC ${_sources})
+    # Shared libraries may link it too.
+    set_target_properties(${_lib} PROPERTIES POSITION_INDEPENDENT_CODE ON)
     target_link_libraries(${_lib} PUBLIC lowbit::lowbit)
     target_compile_definitions(${_lib} INTERFACE ${_defs})
   endif()

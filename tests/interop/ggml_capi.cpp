@@ -1,6 +1,7 @@
 // C entry points to lowbit's ggml row functions, for the Python interop tests
 // (loaded with ctypes next to ggml's own library and the gguf package).
 #include <lowbit/formats/ggml.hpp>
+#include <lowbit/kernels/ggml_quantize.hpp>
 
 #include <cstdint>
 #include <cstdio>
@@ -12,8 +13,9 @@ std::size_t lowbit_ggml_quantize(std::uint32_t type, const float* x, void* dst, 
                                  std::int64_t n_per_row, const float* imatrix) {
     try {
         const auto t = static_cast<lowbit::ggml::type>(type);
-        lowbit::ggml::quantize_rows(t, x, dst, static_cast<std::size_t>(rows), static_cast<std::size_t>(n_per_row),
-                                    imatrix);
+        // The dispatched SIMD quantizers where they exist (LOWBIT_ARCH picks), else the scalar rows.
+        lowbit::kernels::quantize_ggml_rows(t, x, dst, static_cast<std::size_t>(rows),
+                                            static_cast<std::size_t>(n_per_row), imatrix);
         return static_cast<std::size_t>(rows) * lowbit::ggml::row_bytes(t, static_cast<std::size_t>(n_per_row));
     } catch (const std::exception& e) {
         std::fprintf(stderr, "%s\n", e.what());

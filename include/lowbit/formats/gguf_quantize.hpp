@@ -15,6 +15,7 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
+#include "../kernels/ggml_quantize.hpp"
 #include "../parallel.hpp"
 #include "ggml.hpp"
 #include "gguf.hpp"
@@ -225,7 +226,7 @@ inline gguf_quantize_summary quantize_gguf(const std::filesystem::path& in, cons
                     detail::load_row(r.from, in_bytes.data() + row * in_row, n_per_row, buf.data());
                     const float* qw =
                         weights.empty() ? nullptr : weights.data() + (row / rows_per_expert) * n_per_row;
-                    ggml::quantize_rows(r.to, buf.data(), dst.data() + row * out_row, 1, n_per_row, qw);
+                    kernels::quantize_ggml_rows(r.to, buf.data(), dst.data() + row * out_row, 1, n_per_row, qw);
                 }
             });
             r.seconds = std::chrono::duration<double>(clock::now() - ts).count();
