@@ -195,3 +195,38 @@ def test_imatrix_is_used_as_ggml_uses_it(tmp_path, ggml):
         ggml.ggml_quantize_chunk(int(t.tensor_type), np.ascontiguousarray(x).ctypes.data, ref.ctypes.data, 0,
                                  x.shape[0], x.shape[1], w.ctypes.data)
         assert np.asarray(t.data).tobytes() == ref.tobytes(), t.name
+
+
+def test_gguf_form_imatrix(tmp_path, ggml):
+    if ggml is None:
+        pytest.skip("LOWBIT_REF_GGML not built")
+    src, dst, imf = tmp_path / "in.gguf", tmp_path / "out.gguf", tmp_path / "imatrix.gguf"
+    write_model(src, dtype=np.float32)
+    a = GGUFReader(str(src))
+    rng = np.random.default_rng(9)
+    # llama.cpp's GGUF imatrix: per tensor X, X.in_sum2 (sums of squared
+    # activations per column) and X.counts (tokens seen); weight = sum / count.
+    w = GGUFWriter(str(imf), "imatrix")
+    sums = {}
+    for t in a.tensors:
+        if t.name.startswith("blk.") and len(t.shape) == 2:
+            sums[t.name] = (rng.random(int(t.shape[0])) * 8 + 0.01).astype(np.float32)
+            w.add_tensor(t.name + ".in_sum2", sums[t.name].reshape(1, -1))
+            w.add_tensor(t.name + ".counts", np.array([[5.0]], dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    lowbit("quantize", src, dst, "--type", "Q5_K_M", "--imatrix", imf)
+    b = GGUFReader(str(dst))
+    orig = {t.name: t for t in a.tensors}
+    for t in b.tensors:
+        if t.name not in sums:
+            continue
+        x = np.asarray(orig[t.name].data, dtype=np.float32).reshape(-1, int(t.shape[0]))
+        bs, ts = quants.GGML_QUANT_SIZES[t.tensor_type]
+        ref = np.zeros(x.size // bs * ts, dtype=np.uint8)
+        wts = (sums[t.name] / np.float32(5.0)).astype(np.float32)
+        ggml.ggml_quantize_chunk(int(t.tensor_type), np.ascontiguousarray(x).ctypes.data, ref.ctypes.data, 0,
+                                 x.shape[0], x.shape[1], wts.ctypes.data)
+        assert np.asarray(t.data).tobytes() == ref.tobytes(), t.name
