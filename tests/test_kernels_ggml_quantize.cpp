@@ -18,8 +18,9 @@ namespace {
 
 const std::vector<ggml::type>& simd_types() {
     using ggml::type;
-    static const std::vector<type> v = {type::q4_k, type::q5_k,   type::q2_k,  type::q3_k,
-                                        type::q6_k, type::iq4_nl, type::iq4_xs};
+    static const std::vector<type> v = {type::q4_k,   type::q5_k, type::q2_k, type::q3_k, type::q6_k,
+                                        type::iq4_nl, type::iq4_xs, type::q4_0, type::q4_1, type::q5_0,
+                                        type::q5_1,   type::q8_0, type::mxfp4, type::tq2_0};
     return v;
 }
 
@@ -102,7 +103,83 @@ void check_same_bytes(ggml::type t, bool with_imatrix, std::size_t rows, std::si
     }
 }
 
+const std::vector<ggml::type>& legacy_types() {
+    using ggml::type;
+    static const std::vector<type> v = {type::q4_0, type::q4_1, type::q5_0,  type::q5_1,
+                                        type::q8_0, type::mxfp4, type::tq2_0};
+    return v;
+}
+
+// One 32-value block for the per-value quantizers: scales 1e-6 to 1e6 (d
+// overflows fp16 at the top), outliers, zero and constant blocks, signed
+// zeros, +-amax pairs (the first one must win), values on the quantizers'
+// grids (exact .5 ties after scaling), subnormals, and now and then Inf/NaN.
+void fill_block32(float* p, std::mt19937& rng) {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::uniform_real_distribution<float> ud(0.f, 1.f);
+    const float scale = std::pow(10.f, -6.f + 12.f * ud(rng));
+    const int kind = static_cast<int>(rng() % 20);
+    for (int i = 0; i < 32; ++i) {
+        float v = nd(rng) * scale;
+        switch (kind) {
+        case 0: v = 0.f; break;
+        case 1: v = -0.f; break;
+        case 2: v = (rng() % 2) ? 0.f : -0.f; break;
+        case 3: v = scale; break;
+        case 4: v = -scale; break;
+        case 5: v = (rng() % 2) ? scale : -scale; break;
+        case 6: v = static_cast<float>(static_cast<int>(rng() % 33) - 16) * 0.5f * scale; break;
+        case 7: v = static_cast<float>(static_cast<int>(rng() % 17) - 8) * 0.0625f * 8.f; break;
+        case 8: v = static_cast<float>(static_cast<int>(rng() % 31)) * 0.5f; break;
+        case 9: v = static_cast<float>(static_cast<int>(rng() % 255) - 127) * 0.5f; break;
+        case 10: v = (i == 5) ? 40.f * scale : v * 0.01f; break;
+        case 11: v = std::numeric_limits<float>::denorm_min() * static_cast<float>(rng() % 100); break;
+        case 12: v = std::fabs(v); break;
+        case 13: v = -std::fabs(v); break;
+        case 14: v = (i == 31 || i == 2) ? ((i == 2) ? -1e6f : 1e6f) : v; break;
+        case 15:
+            if (rng() % 64 == 0) v = (rng() % 2) ? std::numeric_limits<float>::infinity() : std::nanf("");
+            break;
+        case 16: v = static_cast<float>(static_cast<int>(rng() % 25) - 12) * std::ldexp(1.f, static_cast<int>(rng() % 20) - 10); break;
+        case 17: v = 65504.f * 8.f * (1.f + 0.01f * ud(rng)) * ((rng() % 2) ? 1.f : -1.f); break;
+        default: break;
+        }
+        p[i] = v;
+    }
+}
+
+void check_legacy(ggml::type t, std::size_t rows, std::size_t n, std::uint32_t seed, bool im) {
+    std::mt19937 rng(seed);
+    std::vector<float> x(rows * n);
+    for (std::size_t i = 0; i < x.size(); i += 32) fill_block32(x.data() + i, rng);
+    const std::vector<float> qw = random_imatrix(n, rng);
+    const std::size_t bytes = rows * ggml::row_bytes(t, n);
+    std::vector<unsigned char> ref(bytes, 0xAA);
+    ggml::quantize_rows(t, x.data(), ref.data(), rows, n, nullptr);
+    for (isa i : available_isas()) {
+        std::vector<unsigned char> buf(bytes + 3, 0x55);
+        dispatch_to(i, quantize_ggml_fn{}, ggml_quantize_job{t, x.data(), buf.data() + 3, rows, n, im ? qw.data() : nullptr});
+        std::vector<unsigned char> got(buf.begin() + 3, buf.end());
+        INFO(type_name(t) << " on " << isa_name(i) << ", " << rows << " rows of " << n << ", seed " << seed
+                          << ", first difference at " << first_diff(ref, got, ggml::traits(t).type_size));
+        REQUIRE(std::memcmp(ref.data(), got.data(), bytes) == 0);
+        CHECK(buf[0] == 0x55);
+    }
+}
+
 }  // namespace
+
+TEST_CASE("SIMD legacy, MXFP4 and TQ2_0 quantizers: edge-case blocks on every ISA", "[kernels][ggml_quantize]") {
+    std::uint32_t seed = 1000;
+    for (ggml::type t : legacy_types()) {
+        REQUIRE(quantize_ggml_simd_supports(t, false));
+        const std::size_t bs = ggml::traits(t).block_size;
+        // Block counts that are not multiples of the 16-block group.
+        for (std::size_t nb : {1, 3, 8, 16, 17, 40}) check_legacy(t, 97, bs * nb, seed++, false);
+        check_legacy(t, 1, bs, seed++, false);
+        if (quantize_ggml_simd_supports(t, true)) check_legacy(t, 33, bs * 8, seed++, true);
+    }
+}
 
 TEST_CASE("SIMD ggml quantizers give the scalar bytes on every ISA", "[kernels][ggml_quantize]") {
     std::uint32_t seed = 1;

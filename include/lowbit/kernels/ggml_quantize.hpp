@@ -1,6 +1,8 @@
 #pragma once
-// Quantize rows of f32 to ggml K-quant blocks with SIMD, byte for byte what the
-// scalar quantizers in formats/ggml_kquants.hpp (and so ggml itself) produce.
+// Quantize rows of f32 to ggml blocks with SIMD, byte for byte what the scalar
+// quantizers in formats/ggml_kquants.hpp and formats/ggml_blocks.hpp (and so
+// ggml itself) produce: the K-quants and IQ4 types first, then the per-value
+// types (Q4_0..Q8_0, MXFP4, TQ2_0) further down.
 //
 // Nearly all of a K-quant's time goes into a search per sub-block
 // (make_qkx_quants: 16 to 37 candidate grids, each a weighted least-squares
@@ -24,12 +26,14 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <type_traits>
 
 #include "../core/error.hpp"
 #include "../formats/ggml.hpp"
 #include "../formats/ggml_kquants.hpp"
+#include "dequantize.hpp"
 #include "dispatch.hpp"
 #if !defined(LOWBIT_NO_SIMD)
 #include "../detail/xsimd_compat.hpp"
@@ -63,7 +67,15 @@ constexpr bool quantize_ggml_simd_supports(ggml::type t, bool with_imatrix) noex
     case type::q6_k:
     case type::iq4_nl:
     case type::iq4_xs: return true;
-    case type::q3_k: return !with_imatrix;
+    case type::q3_k:
+    case type::q4_0:
+    case type::q4_1:
+    case type::q5_0:
+    case type::q5_1: return !with_imatrix;
+    // These ignore the imatrix, in ggml as here.
+    case type::q8_0:
+    case type::mxfp4:
+    case type::tq2_0: return true;
     default: return false;
     }
 }
@@ -1059,6 +1071,322 @@ inline void iq4_tile(const float* const* xs, const float* const* qws, unsigned c
     }
 }
 
+// ---- legacy 32-blocks, MXFP4, TQ2_0 ------------------------------------------
+//
+// These types do a few operations per value, so here each lane is one block:
+// a group of 16 blocks is read column-wise (gathers where the ISA has them),
+// every lane runs the scalar quantizer's operations in its order (the running
+// max/min scans keep their first-wins and NaN behaviour that way, without
+// cross-lane reductions), and the byte columns are transposed back.
+
+inline constexpr int legacy_group = 16;
+
+template <class Arch>
+inline ivec<Arch> lane_ids() noexcept {
+    alignas(64) static constexpr std::int32_t ids[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    return ivec<Arch>::load_aligned(ids);
+}
+
+/// Element j of blocks b*lanes .. b*lanes + lanes - 1 (blocks of N floats from x).
+template <class Arch, int N>
+inline fvec<Arch> column(const float* x, int b, int j) noexcept {
+    constexpr int lanes = static_cast<int>(fvec<Arch>::size);
+    const float* p = x + static_cast<std::ptrdiff_t>(b * lanes) * N + j;
+    if constexpr (dq::is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+        const ivec<Arch> idx = lane_ids<Arch>() * ivec<Arch>(N);
+        return fvec<Arch>(_mm512_i32gather_ps(idx, p, 4));
+#endif
+    } else if constexpr (dq::is_avx2_v<Arch>) {
+#if XSIMD_WITH_AVX2
+        const ivec<Arch> idx = lane_ids<Arch>() * ivec<Arch>(N);
+        return fvec<Arch>(_mm256_i32gather_ps(p, idx, 4));
+#endif
+    } else {
+        alignas(64) float t[lanes];
+        for (int l = 0; l < lanes; ++l) t[l] = p[l * N];
+        return fvec<Arch>::load_aligned(t);
+    }
+}
+
+/// The low bytes of every lane (values already in 0..255) to dst.
+template <class Arch>
+inline void store_bytes(const ivec<Arch>& v, std::uint8_t* dst) noexcept {
+    constexpr int lanes = static_cast<int>(ivec<Arch>::size);
+    if constexpr (dq::is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm512_cvtepi32_epi8(v));
+#endif
+    } else if constexpr (dq::is_avx2_v<Arch>) {
+#if XSIMD_WITH_AVX2
+        const __m256i r = v;
+        const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(dst), _mm_packus_epi16(w, w));
+#endif
+    } else if constexpr (dq::is_sse4_1_v<Arch>) {
+#if XSIMD_WITH_SSE4_1
+        const __m128i w = _mm_packus_epi32(v, v);
+        const std::int32_t b4 = _mm_cvtsi128_si32(_mm_packus_epi16(w, w));
+        std::memcpy(dst, &b4, 4);
+#endif
+    } else {
+        alignas(64) std::int32_t t[lanes];
+        v.store_aligned(t);
+        for (int l = 0; l < lanes; ++l) dst[l] = static_cast<std::uint8_t>(t[l]);
+    }
+}
+
+/// rows[j][k] (byte j of block k) to out[k * stride + j], 16 x 16.
+template <class Arch>
+inline void put_columns(const std::uint8_t (*rows)[16], unsigned char* out, std::size_t stride) noexcept {
+    if constexpr (dq::is_sse2_v<Arch>) {
+#if XSIMD_WITH_SSE2
+        __m128i a[16], t[16];
+        for (int i = 0; i < 16; ++i) a[i] = _mm_load_si128(reinterpret_cast<const __m128i*>(rows[i]));
+        for (int i = 0; i < 8; ++i) {
+            t[i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
+            t[i + 8] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
+        }
+        for (int i = 0; i < 8; ++i) {
+            a[i] = _mm_unpacklo_epi16(t[2 * i], t[2 * i + 1]);
+            a[i + 8] = _mm_unpackhi_epi16(t[2 * i], t[2 * i + 1]);
+        }
+        for (int i = 0; i < 8; ++i) {
+            t[i] = _mm_unpacklo_epi32(a[2 * i], a[2 * i + 1]);
+            t[i + 8] = _mm_unpackhi_epi32(a[2 * i], a[2 * i + 1]);
+        }
+        for (int i = 0; i < 8; ++i) {
+            a[i] = _mm_unpacklo_epi64(t[2 * i], t[2 * i + 1]);
+            a[i + 8] = _mm_unpackhi_epi64(t[2 * i], t[2 * i + 1]);
+        }
+        // Four rounds of this pairing leave column k in a[bit-reversed k].
+        constexpr int rev[16] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+        for (int k = 0; k < 16; ++k)
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(out + static_cast<std::size_t>(k) * stride), a[rev[k]]);
+#endif
+    } else {
+        for (int k = 0; k < 16; ++k)
+            for (int j = 0; j < 16; ++j) out[static_cast<std::size_t>(k) * stride + j] = rows[j][k];
+    }
+}
+
+/// C's (int8_t)f as g++ emits it: truncate, keep the low byte, sign-extend.
+template <class Arch>
+inline ivec<Arch> trunc_i8(const fvec<Arch>& v) noexcept {
+    return (xsimd::to_int(v) << 24) >> 24;
+}
+
+/// roundf (half away from zero) per lane. v - trunc(v) is exact below 2^23,
+/// and above it v is already whole.
+template <class Arch>
+inline fvec<Arch> round_away(const fvec<Arch>& v) noexcept {
+    using B = fvec<Arch>;
+    const B t = xsimd::trunc(v);
+    const B step = xsimd::select(v < B(0.f), B(-1.f), B(1.f));
+    return xsimd::select(xsimd::abs(v - t) >= B(0.5f), t + step, t);
+}
+
+template <class Arch>
+inline fvec<Arch> inverse_or_zero(const fvec<Arch>& d) noexcept {
+    return xsimd::select(vne(d, fvec<Arch>(0.f)), fvec<Arch>(1.f) / d, fvec<Arch>(0.f));
+}
+
+/// ggml's MXFP4 exponent from a block's amax (log2f as the scalar code).
+template <class Arch>
+inline std::uint8_t mxfp4_exponent(float amax) noexcept {
+    if (!(amax > 0.0f)) return 0;
+    const float biased = std::floor(std::log2(amax)) - 2.0f + 127.0f;
+    return std::isfinite(biased) ? static_cast<std::uint8_t>(static_cast<int>(biased) & 0xFF) : std::uint8_t{0};
+}
+
+template <class Arch>
+inline float mxfp4_half_scale(std::uint8_t e) noexcept {
+    const std::uint32_t bits = e < 2 ? (0x00200000u << e) : (static_cast<std::uint32_t>(e - 1) << 23);
+    return std::bit_cast<float>(bits);
+}
+
+template <ggml::type T>
+inline constexpr int legacy_block_values = (T == ggml::type::tq2_0) ? 256 : 32;
+
+/// Block header bytes before qs, and the offset of qh (Q5) in the block.
+template <ggml::type T>
+inline constexpr int legacy_qs_offset = T == ggml::type::q4_0 ? 2
+                                        : T == ggml::type::q4_1 ? 4
+                                        : T == ggml::type::q5_0 ? 6
+                                        : T == ggml::type::q5_1 ? 8
+                                        : T == ggml::type::q8_0 ? 2
+                                        : T == ggml::type::mxfp4 ? 1
+                                                                : 0;
+
+template <ggml::type T>
+inline constexpr std::size_t legacy_block_bytes = T == ggml::type::q4_0   ? sizeof(ggml::block_q4_0)
+                                                  : T == ggml::type::q4_1 ? sizeof(ggml::block_q4_1)
+                                                  : T == ggml::type::q5_0 ? sizeof(ggml::block_q5_0)
+                                                  : T == ggml::type::q5_1 ? sizeof(ggml::block_q5_1)
+                                                  : T == ggml::type::q8_0 ? sizeof(ggml::block_q8_0)
+                                                  : T == ggml::type::mxfp4 ? sizeof(ggml::block_mxfp4)
+                                                                           : sizeof(ggml::block_tq2_0);
+
+/// 16 whole blocks of type T from x to out.
+template <class Arch, ggml::type T>
+inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
+    using B = fvec<Arch>;
+    using I = ivec<Arch>;
+    using ggml::type;
+    constexpr int lanes = static_cast<int>(B::size), NB = legacy_group / lanes, N = legacy_block_values<T>;
+    constexpr std::size_t BB = legacy_block_bytes<T>;
+    constexpr int nrows = T == type::q8_0 ? 32 : T == type::tq2_0 ? 64 : 16;
+    constexpr bool q5 = T == type::q5_0 || T == type::q5_1;
+    constexpr bool affine = T == type::q4_1 || T == type::q5_1;
+    alignas(16) std::uint8_t rows[nrows][16];
+    alignas(64) std::uint32_t dh[legacy_group], mh[legacy_group], qh[legacy_group];
+    alignas(64) float stat[legacy_group];
+    std::uint8_t ex[legacy_group];
+    static_cast<void>(mh);
+    static_cast<void>(qh);
+    static_cast<void>(stat);
+    static_cast<void>(ex);
+    for (int b = 0; b < NB; ++b) {
+        B xv[N];
+        for (int j = 0; j < N; ++j) xv[j] = column<Arch, N>(x, b, j);
+        if constexpr (T == type::q8_0 || T == type::tq2_0) {
+            B amax(0.f);
+            for (int j = 0; j < N; ++j) {
+                const B a = xsimd::abs(xv[j]);
+                amax = xsimd::select(amax > a, amax, a);
+            }
+            const B d = T == type::q8_0 ? amax / B(127.0f) : amax;
+            const B id = inverse_or_zero<Arch>(d);
+            dq::fp16_bits<Arch>(d).store_aligned(dh + b * lanes);
+            if constexpr (T == type::q8_0) {
+                for (int j = 0; j < 32; ++j)
+                    store_bytes<Arch>(xsimd::to_int(round_away<Arch>(vmul(xv[j], id))) & I(0xFF), rows[j] + b * lanes);
+            } else {
+                for (int r = 0; r < 64; ++r) {
+                    const int half = r / 32, m = r % 32;
+                    I q(0);
+                    for (int k = 0; k < 4; ++k) {
+                        const B v = vmul(xv[128 * half + 32 * k + m], id);
+                        q = q | (((xsimd::to_int(round_away<Arch>(v)) + I(1)) & I(3)) << (2 * k));
+                    }
+                    store_bytes<Arch>(q, rows[r] + b * lanes);
+                }
+            }
+        } else if constexpr (T == type::mxfp4) {
+            B amax(0.f);
+            for (int j = 0; j < N; ++j) {
+                const B a = xsimd::abs(xv[j]);
+                amax = xsimd::select(a > amax, a, amax);
+            }
+            amax.store_aligned(stat + b * lanes);
+            alignas(64) float dv[lanes];
+            for (int l = 0; l < lanes; ++l) {
+                ex[b * lanes + l] = mxfp4_exponent<Arch>(stat[b * lanes + l]);
+                dv[l] = mxfp4_half_scale<Arch>(ex[b * lanes + l]);
+            }
+            const B d = B::load_aligned(dv);
+            // For v < 0 the negative entries' errors are the positive ones'
+            // for |v|, and a positive entry is never nearer, so search the
+            // magnitudes and set the sign bit of the index afterwards.
+            constexpr float mags[8] = {0, 1, 2, 3, 4, 6, 8, 12};
+            B cd[8];
+            for (int c = 0; c < 8; ++c) cd[c] = vmul(B(mags[c]), d);
+            I lv[32];
+            for (int j = 0; j < 32; ++j) {
+                const B av = xsimd::abs(xv[j]);
+                B best = xsimd::abs(cd[0] - av);
+                B idx(0.f);
+                for (int c = 1; c < 8; ++c) {
+                    const B err = xsimd::abs(cd[c] - av);
+                    const auto lt = err < best;
+                    best = xsimd::select(lt, err, best);
+                    idx = xsimd::select(lt, B(static_cast<float>(c)), idx);
+                }
+                idx = xsimd::select((xv[j] < B(0.f)) & (idx > B(0.f)), idx + B(8.f), idx);
+                lv[j] = xsimd::to_int(idx);
+            }
+            for (int j = 0; j < 16; ++j) store_bytes<Arch>(lv[j] | (lv[j + 16] << 4), rows[j] + b * lanes);
+        } else {
+            B d, lo;
+            if constexpr (affine) {
+                B mn(std::numeric_limits<float>::max()), mx(-std::numeric_limits<float>::max());
+                for (int j = 0; j < N; ++j) {
+                    mn = xsimd::select(xv[j] < mn, xv[j], mn);
+                    mx = xsimd::select(xv[j] > mx, xv[j], mx);
+                }
+                d = (mx - mn) / B(q5 ? 31.0f : 15.0f);
+                lo = mn;
+                dq::fp16_bits<Arch>(mn).store_aligned(mh + b * lanes);
+            } else {
+                B amax(0.f), mx(0.f);
+                for (int j = 0; j < N; ++j) {
+                    const B a = xsimd::abs(xv[j]);
+                    const auto gt = a > amax;
+                    amax = xsimd::select(gt, a, amax);
+                    mx = xsimd::select(gt, xv[j], mx);
+                }
+                d = mx / B(q5 ? -16.0f : -8.0f);
+                lo = B(0.f);
+            }
+            const B id = inverse_or_zero<Arch>(d);
+            dq::fp16_bits<Arch>(d).store_aligned(dh + b * lanes);
+            I lv[32];
+            for (int j = 0; j < 32; ++j) {
+                if constexpr (T == type::q4_0)
+                    lv[j] = xsimd::min(trunc_i8<Arch>(vmul(xv[j], id) + B(8.5f)), I(15));
+                else if constexpr (T == type::q5_0)
+                    lv[j] = xsimd::min(trunc_i8<Arch>(vmul(xv[j], id) + B(16.5f)), I(31));
+                else if constexpr (T == type::q4_1)
+                    lv[j] = xsimd::min(trunc_i8<Arch>(vmul(xv[j] - lo, id) + B(0.5f)), I(15));
+                else
+                    lv[j] = xsimd::to_int(vmul(xv[j] - lo, id) + B(0.5f)) & I(0xFF);
+            }
+            for (int j = 0; j < 16; ++j)
+                store_bytes<Arch>((lv[j] & I(0x0F)) | ((lv[j + 16] & I(0x0F)) << 4), rows[j] + b * lanes);
+            if constexpr (q5) {
+                I h(0);
+                for (int j = 0; j < 32; ++j) h = h | (((lv[j] >> 4) & I(1)) << j);
+                ::lowbit::detail::simd::bitcast<std::uint32_t>(h).store_aligned(qh + b * lanes);
+            }
+        }
+    }
+    const int qs_off = legacy_qs_offset<T>;
+    for (int r = 0; r < nrows; r += 16) put_columns<Arch>(rows + r, out + qs_off + r, BB);
+    for (int k = 0; k < legacy_group; ++k) {
+        unsigned char* blk = out + static_cast<std::size_t>(k) * BB;
+        if constexpr (T == type::mxfp4) {
+            blk[0] = ex[k];
+        } else {
+            const auto h16 = static_cast<std::uint16_t>(dh[k]);
+            std::memcpy(blk + (T == type::tq2_0 ? 64 : 0), &h16, 2);
+        }
+        if constexpr (affine) {
+            const auto m16 = static_cast<std::uint16_t>(mh[k]);
+            std::memcpy(blk + 2, &m16, 2);
+        }
+        if constexpr (q5) std::memcpy(blk + qs_off - 4, &qh[k], 4);
+    }
+}
+
+/// All blocks of the job; the last group is padded with zero blocks.
+template <class Arch, ggml::type T>
+inline void run_legacy(const ggml_quantize_job& j) noexcept {
+    constexpr int N = legacy_block_values<T>;
+    constexpr std::size_t BB = legacy_block_bytes<T>;
+    const std::size_t total = j.rows * (j.n_per_row / N);
+    auto* out = static_cast<unsigned char*>(j.dst);
+    std::size_t g = 0;
+    for (; g + legacy_group <= total; g += legacy_group) legacy_group_run<Arch, T>(j.x + g * N, out + g * BB);
+    if (g < total) {
+        const std::size_t rest = total - g;
+        alignas(64) float xb[legacy_group * N] = {};
+        unsigned char ob[legacy_group * BB];
+        std::memcpy(xb, j.x + g * N, rest * N * sizeof(float));
+        legacy_group_run<Arch, T>(xb, ob);
+        std::memcpy(out + g * BB, ob, rest * BB);
+    }
+}
+
 // ---- rows -------------------------------------------------------------------
 
 /// The matrix is one run of super-blocks (rows are whole super-blocks and
@@ -1101,6 +1429,13 @@ inline void run(const ggml_quantize_job& j) noexcept {
     case type::iq4_xs:
         run_tiles<Arch, tile<Arch, 32, 8>::T, sizeof(ggml::block_iq4_xs)>(j, iq4_tile<Arch, 8>);
         break;
+    case type::q4_0: run_legacy<Arch, type::q4_0>(j); break;
+    case type::q4_1: run_legacy<Arch, type::q4_1>(j); break;
+    case type::q5_0: run_legacy<Arch, type::q5_0>(j); break;
+    case type::q5_1: run_legacy<Arch, type::q5_1>(j); break;
+    case type::q8_0: run_legacy<Arch, type::q8_0>(j); break;
+    case type::mxfp4: run_legacy<Arch, type::mxfp4>(j); break;
+    case type::tq2_0: run_legacy<Arch, type::tq2_0>(j); break;
     default: LOWBIT_ASSERT(false && "quantize_ggml: type has no SIMD kernel"); break;
     }
 }
