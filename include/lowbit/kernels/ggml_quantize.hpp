@@ -1109,6 +1109,47 @@ inline fvec<Arch> column(const float* x, int b, int j) noexcept {
     }
 }
 
+/// Columns 0..N-1 of the lanes blocks from block b * lanes on (xv[j]: element
+/// j of each). AVX-512 transposes 16 x 16 tiles in registers, which costs far
+/// fewer load slots than a gather per column.
+template <class Arch, int N>
+inline void load_columns(const float* x, int b, fvec<Arch>* xv) noexcept {
+    if constexpr (dq::is_avx512_v<Arch> && N % 16 == 0) {
+#if XSIMD_WITH_AVX512BW
+        const float* p = x + static_cast<std::ptrdiff_t>(b * 16) * N;
+        for (int c0 = 0; c0 < N; c0 += 16) {
+            __m512 r[16], t[16];
+            for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_ps(p + k * N + c0);
+            for (int i = 0; i < 8; ++i) {
+                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+            }
+            // r[4g + c]: 128-bit lane l holds column 4l + c of rows 4g..4g+3.
+            for (int g = 0; g < 4; ++g) {
+                const __m512d a = _mm512_castps_pd(t[4 * g]), a2 = _mm512_castps_pd(t[4 * g + 2]);
+                const __m512d h = _mm512_castps_pd(t[4 * g + 1]), h2 = _mm512_castps_pd(t[4 * g + 3]);
+                r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, a2));
+                r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, a2));
+                r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(h, h2));
+                r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(h, h2));
+            }
+            for (int c = 0; c < 4; ++c) {
+                const __m512 s1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44);
+                const __m512 s2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44);
+                const __m512 s3 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
+                const __m512 s4 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
+                xv[c0 + c] = fvec<Arch>(_mm512_shuffle_f32x4(s1, s2, 0x88));
+                xv[c0 + 4 + c] = fvec<Arch>(_mm512_shuffle_f32x4(s1, s2, 0xDD));
+                xv[c0 + 8 + c] = fvec<Arch>(_mm512_shuffle_f32x4(s3, s4, 0x88));
+                xv[c0 + 12 + c] = fvec<Arch>(_mm512_shuffle_f32x4(s3, s4, 0xDD));
+            }
+        }
+#endif
+    } else {
+        for (int j = 0; j < N; ++j) xv[j] = column<Arch, N>(x, b, j);
+    }
+}
+
 /// The low bytes of every lane (values already in 0..255) to dst.
 template <class Arch>
 inline void store_bytes(const ivec<Arch>& v, std::uint8_t* dst) noexcept {
@@ -1248,7 +1289,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
     static_cast<void>(ex);
     for (int b = 0; b < NB; ++b) {
         B xv[N];
-        for (int j = 0; j < N; ++j) xv[j] = column<Arch, N>(x, b, j);
+        load_columns<Arch, N>(x, b, xv);
         if constexpr (T == type::q8_0 || T == type::tq2_0) {
             B amax(0.f);
             for (int j = 0; j < N; ++j) {
