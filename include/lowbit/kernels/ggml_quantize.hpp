@@ -1180,7 +1180,8 @@ inline void store_bytes(const ivec<Arch>& v, std::uint8_t* dst) noexcept {
 /// rows[j][k] (byte j of block k) to out[k * stride + j], 16 x 16.
 template <class Arch>
 inline void put_columns(const std::uint8_t (*rows)[16], unsigned char* out, std::size_t stride) noexcept {
-    if constexpr (dq::is_sse2_v<Arch>) {
+    // xsimd's AVX-512 tags do not derive from its SSE ones.
+    if constexpr (dq::is_sse2_v<Arch> || dq::is_avx2_v<Arch> || dq::is_avx512_v<Arch>) {
 #if XSIMD_WITH_SSE2
         __m128i a[16], t[16];
         for (int i = 0; i < 16; ++i) a[i] = _mm_load_si128(reinterpret_cast<const __m128i*>(rows[i]));
