@@ -1081,6 +1081,16 @@ inline void iq4_tile(const float* const* xs, const float* const* qws, unsigned c
 
 inline constexpr int legacy_group = 16;
 
+// Fully unrolled, the transposes and per-column loops keep their arrays of
+// batches in registers; as loops, g++ -O2 keeps them on the stack and the
+// stores dominate.
+#if defined(__GNUC__)
+#define LOWBIT_GQZ_PRAGMA(x) _Pragma(#x)
+#define LOWBIT_GQZ_UNROLL(n) LOWBIT_GQZ_PRAGMA(GCC unroll n)
+#else
+#define LOWBIT_GQZ_UNROLL(n)
+#endif
+
 template <class Arch>
 inline ivec<Arch> lane_ids() noexcept {
     alignas(64) static constexpr std::int32_t ids[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
@@ -1119,12 +1129,15 @@ inline void load_columns(const float* x, int b, fvec<Arch>* xv) noexcept {
         const float* p = x + static_cast<std::ptrdiff_t>(b * 16) * N;
         for (int c0 = 0; c0 < N; c0 += 16) {
             __m512 r[16], t[16];
+LOWBIT_GQZ_UNROLL(16)
             for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_ps(p + k * N + c0);
+LOWBIT_GQZ_UNROLL(8)
             for (int i = 0; i < 8; ++i) {
                 t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
                 t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
             }
             // r[4g + c]: 128-bit lane l holds column 4l + c of rows 4g..4g+3.
+LOWBIT_GQZ_UNROLL(4)
             for (int g = 0; g < 4; ++g) {
                 const __m512d a = _mm512_castps_pd(t[4 * g]), a2 = _mm512_castps_pd(t[4 * g + 2]);
                 const __m512d h = _mm512_castps_pd(t[4 * g + 1]), h2 = _mm512_castps_pd(t[4 * g + 3]);
@@ -1133,6 +1146,7 @@ inline void load_columns(const float* x, int b, fvec<Arch>* xv) noexcept {
                 r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(h, h2));
                 r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(h, h2));
             }
+LOWBIT_GQZ_UNROLL(4)
             for (int c = 0; c < 4; ++c) {
                 const __m512 s1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44);
                 const __m512 s2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44);
@@ -1293,6 +1307,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
         load_columns<Arch, N>(x, b, xv);
         if constexpr (T == type::q8_0 || T == type::tq2_0) {
             B amax(0.f);
+            LOWBIT_GQZ_UNROLL(32)
             for (int j = 0; j < N; ++j) {
                 const B a = xsimd::abs(xv[j]);
                 amax = xsimd::select(amax > a, amax, a);
@@ -1301,6 +1316,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
             const B id = inverse_or_zero<Arch>(d);
             dq::fp16_bits<Arch>(d).store_aligned(dh + b * lanes);
             if constexpr (T == type::q8_0) {
+                LOWBIT_GQZ_UNROLL(32)
                 for (int j = 0; j < 32; ++j)
                     store_bytes<Arch>(xsimd::to_int(round_away<Arch>(vmul(xv[j], id))) & I(0xFF), rows[j] + b * lanes);
             } else {
@@ -1316,6 +1332,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
             }
         } else if constexpr (T == type::mxfp4) {
             B amax(0.f);
+            LOWBIT_GQZ_UNROLL(32)
             for (int j = 0; j < N; ++j) {
                 const B a = xsimd::abs(xv[j]);
                 amax = xsimd::select(a > amax, a, amax);
@@ -1334,10 +1351,12 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
             B cd[8];
             for (int c = 0; c < 8; ++c) cd[c] = vmul(B(mags[c]), d);
             I lv[32];
+            LOWBIT_GQZ_UNROLL(32)
             for (int j = 0; j < 32; ++j) {
                 const B av = xsimd::abs(xv[j]);
                 B best = xsimd::abs(cd[0] - av);
                 B idx(0.f);
+                LOWBIT_GQZ_UNROLL(8)
                 for (int c = 1; c < 8; ++c) {
                     const B err = xsimd::abs(cd[c] - av);
                     const auto lt = err < best;
@@ -1347,11 +1366,13 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
                 idx = xsimd::select((xv[j] < B(0.f)) & (idx > B(0.f)), idx + B(8.f), idx);
                 lv[j] = xsimd::to_int(idx);
             }
+            LOWBIT_GQZ_UNROLL(32)
             for (int j = 0; j < 16; ++j) store_bytes<Arch>(lv[j] | (lv[j + 16] << 4), rows[j] + b * lanes);
         } else {
             B d, lo;
             if constexpr (affine) {
                 B mn(std::numeric_limits<float>::max()), mx(-std::numeric_limits<float>::max());
+                LOWBIT_GQZ_UNROLL(32)
                 for (int j = 0; j < N; ++j) {
                     mn = xsimd::select(xv[j] < mn, xv[j], mn);
                     mx = xsimd::select(xv[j] > mx, xv[j], mx);
@@ -1361,6 +1382,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
                 dq::fp16_bits<Arch>(mn).store_aligned(mh + b * lanes);
             } else {
                 B amax(0.f), mx(0.f);
+                LOWBIT_GQZ_UNROLL(32)
                 for (int j = 0; j < N; ++j) {
                     const B a = xsimd::abs(xv[j]);
                     const auto gt = a > amax;
@@ -1373,6 +1395,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
             const B id = inverse_or_zero<Arch>(d);
             dq::fp16_bits<Arch>(d).store_aligned(dh + b * lanes);
             I lv[32];
+            LOWBIT_GQZ_UNROLL(32)
             for (int j = 0; j < 32; ++j) {
                 if constexpr (T == type::q4_0)
                     lv[j] = xsimd::min(trunc_i8<Arch>(vmul(xv[j], id) + B(8.5f)), I(15));
@@ -1383,10 +1406,12 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
                 else
                     lv[j] = xsimd::to_int(vmul(xv[j] - lo, id) + B(0.5f)) & I(0xFF);
             }
+            LOWBIT_GQZ_UNROLL(32)
             for (int j = 0; j < 16; ++j)
                 store_bytes<Arch>((lv[j] & I(0x0F)) | ((lv[j + 16] & I(0x0F)) << 4), rows[j] + b * lanes);
             if constexpr (q5) {
                 I h(0);
+                LOWBIT_GQZ_UNROLL(32)
                 for (int j = 0; j < 32; ++j) h = h | (((lv[j] >> 4) & I(1)) << j);
                 ::lowbit::detail::simd::bitcast<std::uint32_t>(h).store_aligned(qh + b * lanes);
             }
@@ -1486,6 +1511,8 @@ inline void run(const ggml_quantize_job& j) noexcept {
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+#undef LOWBIT_GQZ_UNROLL
+#undef LOWBIT_GQZ_PRAGMA
 #endif  // !LOWBIT_NO_SIMD
 
 template <class Arch>
