@@ -18,6 +18,8 @@
 #include <bit>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
+#include <vector>
 #include <cstdint>
 #include <limits>
 #include <string>
@@ -130,6 +132,44 @@ struct block_tq2_0 {
 };
 
 namespace detail::blocks {
+
+/// Block arrays at any address: an unaligned row (a sub-view, a packed file
+/// buffer) goes through an aligned copy, so block fields are never accessed
+/// misaligned.
+template <class Block>
+class aligned_out {
+public:
+    aligned_out(void* dst, std::size_t nblocks) : dst_(dst), n_(nblocks) {
+        if (reinterpret_cast<std::uintptr_t>(dst) % alignof(Block) != 0) tmp_.resize(nblocks);
+    }
+    ~aligned_out() {
+        if (!tmp_.empty()) std::memcpy(dst_, tmp_.data(), n_ * sizeof(Block));
+    }
+    aligned_out(const aligned_out&) = delete;
+    aligned_out& operator=(const aligned_out&) = delete;
+    Block* get() noexcept { return tmp_.empty() ? static_cast<Block*>(dst_) : tmp_.data(); }
+
+private:
+    void* dst_;
+    std::size_t n_;
+    std::vector<Block> tmp_;
+};
+
+template <class Block>
+class aligned_in {
+public:
+    aligned_in(const void* src, std::size_t nblocks) : src_(src) {
+        if (reinterpret_cast<std::uintptr_t>(src) % alignof(Block) != 0) {
+            tmp_.resize(nblocks);
+            std::memcpy(tmp_.data(), src, nblocks * sizeof(Block));
+        }
+    }
+    const Block* get() const noexcept { return tmp_.empty() ? static_cast<const Block*>(src_) : tmp_.data(); }
+
+private:
+    const void* src_;
+    std::vector<Block> tmp_;
+};
 template <class B>
 constexpr bool block_matches_ggml() {
     const auto t = find_base_traits(static_cast<std::uint32_t>(B::type_id));
@@ -529,7 +569,8 @@ inline int ternary(float v, float id) noexcept {
 inline void quantize_row_q4_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q4_0::block_size, "q4_0");
-    auto* y = static_cast<block_q4_0*>(dst);
+    detail::blocks::aligned_out<block_q4_0> out_(dst, n / block_q4_0::block_size);
+    auto* y = out_.get();
     const std::size_t nb = n / 32;
     if (imatrix) {
         const float sigma2 = detail::blocks::row_mean_square(x, n);
@@ -559,7 +600,8 @@ inline void quantize_row_q4_0(const float* x, void* dst, std::size_t n, const fl
 inline void dequantize_row_q4_0(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q4_0::block_size, "q4_0");
-    const auto* b = static_cast<const block_q4_0*>(src);
+    const detail::blocks::aligned_in<block_q4_0> in_(src, n / block_q4_0::block_size);
+    const auto* b = in_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         for (int j = 0; j < 16; ++j) {
@@ -576,7 +618,8 @@ inline void dequantize_row_q4_0(const void* src, float* y, std::size_t n) {
 inline void quantize_row_q4_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q4_1::block_size, "q4_1");
-    auto* y = static_cast<block_q4_1*>(dst);
+    detail::blocks::aligned_out<block_q4_1> out_(dst, n / block_q4_1::block_size);
+    auto* y = out_.get();
     const std::size_t nb = n / 32;
     if (imatrix) {
         const float sigma2 = detail::blocks::row_mean_square(x, n);
@@ -609,7 +652,8 @@ inline void quantize_row_q4_1(const float* x, void* dst, std::size_t n, const fl
 inline void dequantize_row_q4_1(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q4_1::block_size, "q4_1");
-    const auto* b = static_cast<const block_q4_1*>(src);
+    const detail::blocks::aligned_in<block_q4_1> in_(src, n / block_q4_1::block_size);
+    const auto* b = in_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         const float m = fp16_to_float(b[ib].m);
@@ -626,7 +670,8 @@ inline void dequantize_row_q4_1(const void* src, float* y, std::size_t n) {
 inline void quantize_row_q5_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q5_0::block_size, "q5_0");
-    auto* y = static_cast<block_q5_0*>(dst);
+    detail::blocks::aligned_out<block_q5_0> out_(dst, n / block_q5_0::block_size);
+    auto* y = out_.get();
     const std::size_t nb = n / 32;
     if (imatrix) {
         const float sigma2 = detail::blocks::row_mean_square(x, n);
@@ -656,7 +701,8 @@ inline void quantize_row_q5_0(const float* x, void* dst, std::size_t n, const fl
 inline void dequantize_row_q5_0(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q5_0::block_size, "q5_0");
-    const auto* b = static_cast<const block_q5_0*>(src);
+    const detail::blocks::aligned_in<block_q5_0> in_(src, n / block_q5_0::block_size);
+    const auto* b = in_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(detail::blocks::unpack_5bit(b[ib].qh, b[ib].qs, j) - 16) * d;
@@ -669,7 +715,8 @@ inline void dequantize_row_q5_0(const void* src, float* y, std::size_t n) {
 inline void quantize_row_q5_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q5_1::block_size, "q5_1");
-    auto* y = static_cast<block_q5_1*>(dst);
+    detail::blocks::aligned_out<block_q5_1> out_(dst, n / block_q5_1::block_size);
+    auto* y = out_.get();
     const std::size_t nb = n / 32;
     if (imatrix) {
         const float sigma2 = detail::blocks::row_mean_square(x, n);
@@ -702,7 +749,8 @@ inline void quantize_row_q5_1(const float* x, void* dst, std::size_t n, const fl
 inline void dequantize_row_q5_1(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q5_1::block_size, "q5_1");
-    const auto* b = static_cast<const block_q5_1*>(src);
+    const detail::blocks::aligned_in<block_q5_1> in_(src, n / block_q5_1::block_size);
+    const auto* b = in_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         const float m = fp16_to_float(b[ib].m);
@@ -718,7 +766,8 @@ inline void quantize_row_q8_0(const float* x, void* dst, std::size_t n, const fl
     LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
     detail::blocks::check_row_length(n, block_q8_0::block_size, "q8_0");
-    auto* y = static_cast<block_q8_0*>(dst);
+    detail::blocks::aligned_out<block_q8_0> out_(dst, n / block_q8_0::block_size);
+    auto* y = out_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib) {
         const float* xb = x + 32 * ib;
         const float d = detail::blocks::absmax(xb, 32) / 127.0f;
@@ -731,7 +780,8 @@ inline void quantize_row_q8_0(const float* x, void* dst, std::size_t n, const fl
 inline void dequantize_row_q8_0(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q8_0::block_size, "q8_0");
-    const auto* b = static_cast<const block_q8_0*>(src);
+    const detail::blocks::aligned_in<block_q8_0> in_(src, n / block_q8_0::block_size);
+    const auto* b = in_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(b[ib].qs[j]) * d;
@@ -744,7 +794,8 @@ inline void quantize_row_q8_1(const float* x, void* dst, std::size_t n, const fl
     LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
     detail::blocks::check_row_length(n, block_q8_1::block_size, "q8_1");
-    auto* y = static_cast<block_q8_1*>(dst);
+    detail::blocks::aligned_out<block_q8_1> out_(dst, n / block_q8_1::block_size);
+    auto* y = out_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib) {
         const float* xb = x + 32 * ib;
         const float d = detail::blocks::absmax(xb, 32) / 127.0f;
@@ -762,7 +813,8 @@ inline void quantize_row_q8_1(const float* x, void* dst, std::size_t n, const fl
 inline void dequantize_row_q8_1(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q8_1::block_size, "q8_1");
-    const auto* b = static_cast<const block_q8_1*>(src);
+    const detail::blocks::aligned_in<block_q8_1> in_(src, n / block_q8_1::block_size);
+    const auto* b = in_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(b[ib].qs[j]) * d;
@@ -775,7 +827,8 @@ inline void dequantize_row_q8_1(const void* src, float* y, std::size_t n) {
 /// weighted search (weights x^2, or imatrix * sqrt(2 mean x^2 + x^2)).
 inline void quantize_row_iq4_nl(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     detail::blocks::check_row_length(n, block_iq4_nl::block_size, "iq4_nl");
-    auto* y = static_cast<block_iq4_nl*>(dst);
+    detail::blocks::aligned_out<block_iq4_nl> out_(dst, n / block_iq4_nl::block_size);
+    auto* y = out_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib)
         detail::blocks::quantize_iq4_super_block(x + 32 * ib, imatrix ? imatrix + 32 * ib : nullptr, 1, y[ib].d, y[ib].qs,
                                          nullptr, nullptr);
@@ -784,7 +837,8 @@ inline void quantize_row_iq4_nl(const float* x, void* dst, std::size_t n, const 
 inline void dequantize_row_iq4_nl(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_iq4_nl::block_size, "iq4_nl");
-    const auto* b = static_cast<const block_iq4_nl*>(src);
+    const detail::blocks::aligned_in<block_iq4_nl> in_(src, n / block_iq4_nl::block_size);
+    const auto* b = in_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         for (int j = 0; j < 16; ++j) {
@@ -798,7 +852,8 @@ inline void dequantize_row_iq4_nl(const void* src, float* y, std::size_t n) {
 /// 6-bit signed sub-scales.
 inline void quantize_row_iq4_xs(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     detail::blocks::check_row_length(n, block_iq4_xs::block_size, "iq4_xs");
-    auto* y = static_cast<block_iq4_xs*>(dst);
+    detail::blocks::aligned_out<block_iq4_xs> out_(dst, n / block_iq4_xs::block_size);
+    auto* y = out_.get();
     for (std::size_t ib = 0; ib < n / 256; ++ib)
         detail::blocks::quantize_iq4_super_block(x + 256 * ib, imatrix ? imatrix + 256 * ib : nullptr, 8, y[ib].d, y[ib].qs,
                                          &y[ib].scales_h, y[ib].scales_l);
@@ -807,7 +862,8 @@ inline void quantize_row_iq4_xs(const float* x, void* dst, std::size_t n, const 
 inline void dequantize_row_iq4_xs(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_iq4_xs::block_size, "iq4_xs");
-    const auto* b = static_cast<const block_iq4_xs*>(src);
+    const detail::blocks::aligned_in<block_iq4_xs> in_(src, n / block_iq4_xs::block_size);
+    const auto* b = in_.get();
     for (std::size_t i = 0; i < n / 256; ++i) {
         const float d = fp16_to_float(b[i].d);
         for (int ib = 0; ib < 8; ++ib, y += 32) {
@@ -829,7 +885,8 @@ inline void dequantize_row_iq4_xs(const void* src, float* y, std::size_t n) {
 inline void quantize_row_mxfp4(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
     (void)imatrix;
     detail::blocks::check_row_length(n, block_mxfp4::block_size, "mxfp4");
-    auto* y = static_cast<block_mxfp4*>(dst);
+    detail::blocks::aligned_out<block_mxfp4> out_(dst, n / block_mxfp4::block_size);
+    auto* y = out_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib) {
         const float* xb = x + 32 * ib;
         const float amax = detail::blocks::find_signed_absmax(xb, 32).amax;
@@ -851,7 +908,8 @@ inline void quantize_row_mxfp4(const float* x, void* dst, std::size_t n, const f
 inline void dequantize_row_mxfp4(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_mxfp4::block_size, "mxfp4");
-    const auto* b = static_cast<const block_mxfp4*>(src);
+    const detail::blocks::aligned_in<block_mxfp4> in_(src, n / block_mxfp4::block_size);
+    const auto* b = in_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = detail::blocks::mxfp4_half_scale(b[ib].e);
         for (int j = 0; j < 16; ++j) {
@@ -869,7 +927,8 @@ inline void quantize_row_tq1_0(const float* x, void* dst, std::size_t n, const f
     LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
     detail::blocks::check_row_length(n, block_tq1_0::block_size, "tq1_0");
-    auto* y = static_cast<block_tq1_0*>(dst);
+    detail::blocks::aligned_out<block_tq1_0> out_(dst, n / block_tq1_0::block_size);
+    auto* y = out_.get();
     for (std::size_t ib = 0; ib < n / 256; ++ib) {
         const float* xb = x + 256 * ib;
         const float d = detail::blocks::absmax(xb, 256);
@@ -896,7 +955,8 @@ inline void quantize_row_tq1_0(const float* x, void* dst, std::size_t n, const f
 inline void dequantize_row_tq1_0(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_tq1_0::block_size, "tq1_0");
-    const auto* b = static_cast<const block_tq1_0*>(src);
+    const detail::blocks::aligned_in<block_tq1_0> in_(src, n / block_tq1_0::block_size);
+    const auto* b = in_.get();
     for (std::size_t ib = 0; ib < n / 256; ++ib, y += 256) {
         const float d = fp16_to_float(b[ib].d);
         for (int k = 0; k < 5; ++k)
@@ -917,7 +977,8 @@ inline void quantize_row_tq2_0(const float* x, void* dst, std::size_t n, const f
     LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
     detail::blocks::check_row_length(n, block_tq2_0::block_size, "tq2_0");
-    auto* y = static_cast<block_tq2_0*>(dst);
+    detail::blocks::aligned_out<block_tq2_0> out_(dst, n / block_tq2_0::block_size);
+    auto* y = out_.get();
     for (std::size_t ib = 0; ib < n / 256; ++ib) {
         const float* xb = x + 256 * ib;
         const float d = detail::blocks::absmax(xb, 256);
@@ -936,7 +997,8 @@ inline void quantize_row_tq2_0(const float* x, void* dst, std::size_t n, const f
 inline void dequantize_row_tq2_0(const void* src, float* y, std::size_t n) {
     LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_tq2_0::block_size, "tq2_0");
-    const auto* b = static_cast<const block_tq2_0*>(src);
+    const detail::blocks::aligned_in<block_tq2_0> in_(src, n / block_tq2_0::block_size);
+    const auto* b = in_.get();
     for (std::size_t ib = 0; ib < n / 256; ++ib, y += 256) {
         const float d = fp16_to_float(b[ib].d);
         for (int half = 0; half < 2; ++half)
