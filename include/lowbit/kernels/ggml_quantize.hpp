@@ -1443,7 +1443,16 @@ inline void run_legacy(const ggml_quantize_job& j) noexcept {
     const std::size_t total = j.rows * (j.n_per_row / N);
     auto* out = static_cast<unsigned char*>(j.dst);
     std::size_t g = 0;
-    for (; g + legacy_group <= total; g += legacy_group) legacy_group_run<Arch, T>(j.x + g * N, out + g * BB);
+    // Two groups ahead: the 16 strided row reads of a group are issued in a
+    // burst, which the hardware prefetchers alone did not keep fed in DRAM-sized runs.
+    constexpr std::size_t ahead = 2 * legacy_group;
+    for (; g + legacy_group <= total; g += legacy_group) {
+#if defined(__GNUC__)
+        if (g + ahead + legacy_group <= total)
+            for (std::size_t c = 0; c < legacy_group * N; c += 16) __builtin_prefetch(j.x + (g + ahead) * N + c);
+#endif
+        legacy_group_run<Arch, T>(j.x + g * N, out + g * BB);
+    }
     if (g < total) {
         const std::size_t rest = total - g;
         alignas(64) float xb[legacy_group * N] = {};
