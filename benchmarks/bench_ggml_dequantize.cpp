@@ -8,6 +8,8 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bandwidth.hpp"
+
 #include <lowbit/formats/ggml.hpp>
 #include <lowbit/kernels/ggml_dequantize.hpp>
 
@@ -27,17 +29,8 @@ using namespace lowbit::kernels;
 
 constexpr std::size_t rows = 11008, cols = 4096;
 
-struct free_deleter {
-    void operator()(void* p) const noexcept { std::free(p); }
-};
-using buffer = std::unique_ptr<unsigned char[], free_deleter>;
-
-buffer make_buffer(std::size_t bytes, unsigned char fill) {
-    const std::size_t rounded = (bytes + 63) / 64 * 64;
-    buffer b(static_cast<unsigned char*>(std::aligned_alloc(64, rounded)));
-    std::memset(b.get(), fill, rounded);  // fault the pages in before timing
-    return b;
-}
+using lowbit_bench::buffer;
+using lowbit_bench::make_buffer;
 
 // The matrix of one type: 64 distinct rows of N(0,1) data, quantized once and
 // tiled (quantizing 45 M weights to a K-quant takes seconds).
@@ -106,24 +99,7 @@ void row_case(benchmark::State& state, ggml::type t) {
 // Baseline: read the quantized bytes of type t (eight 64-bit accumulators).
 void read_case(benchmark::State& state, ggml::type t) {
     const std::size_t bytes = rows * ggml::row_bytes(t, cols) / 64 * 64;
-    const auto* p = reinterpret_cast<const std::uint64_t*>(weights(t).get());
-    const std::size_t n = bytes / 8;
-    for (auto _ : state) {
-        std::uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-        for (std::size_t i = 0; i < n; i += 8) {
-            a0 += p[i];
-            a1 += p[i + 1];
-            a2 += p[i + 2];
-            a3 += p[i + 3];
-            a4 += p[i + 4];
-            a5 += p[i + 5];
-            a6 += p[i + 6];
-            a7 += p[i + 7];
-        }
-        std::uint64_t s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7;
-        benchmark::DoNotOptimize(s);
-    }
-    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(bytes));
+    lowbit_bench::read_baseline(state, weights(t).get(), bytes);
 }
 
 // Baseline: memcpy of the f32 output size (bytes/s counts the bytes copied once).
@@ -131,11 +107,7 @@ void baseline_memcpy(benchmark::State& state) {
     const std::size_t bytes = rows * cols * 4;
     static buffer src = make_buffer(bytes, 1);
     float* dst = shared_output();
-    for (auto _ : state) {
-        std::memcpy(dst, src.get(), bytes);
-        benchmark::ClobberMemory();
-    }
-    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(bytes));
+    lowbit_bench::copy_baseline(state, dst, src.get(), bytes);
 }
 
 struct named {
