@@ -322,15 +322,8 @@ int cmd_quantize(int argc, char** argv) {
     if (pos.size() != 2 || !have_type)
         LOWBIT_THROW(lowbit::errc::invalid_argument, "usage: lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE]");
     const bool tty = isatty(STDERR_FILENO);
-    std::uint64_t done_bytes = 0, total_bytes = 0;
-    {
-        const auto f = lowbit::read_gguf(pos[0]);
-        for (const auto& t : f.tensors()) total_bytes += t.size;
-    }
-    opt.progress = [&](std::size_t i, std::size_t n, const lowbit::gguf_tensor_report& r) {
-        done_bytes += r.bytes_in;
+    opt.progress = [&](std::size_t i, std::size_t n, double frac, const lowbit::gguf_tensor_report& r) {
         if (!tty) return;
-        const double frac = total_bytes ? static_cast<double>(done_bytes) / static_cast<double>(total_bytes) : 1.0;
         const int width = 30, filled = static_cast<int>(frac * width);
         std::fprintf(stderr, "\r[%-*s] %5.1f%%  %zu/%zu  %-36.36s %s -> %s", width,
                      std::string(static_cast<std::size_t>(filled), '#').c_str(), 100 * frac, i + 1, n, r.name.c_str(),

@@ -42,8 +42,9 @@ struct gguf_quantize_options {
     unsigned threads = 1;          ///< 0 = all cores; the bytes do not depend on it
     bool leave_output_tensor = false;
     bool pure = false;
-    /// Called after each tensor is written: (index, count, report).
-    std::function<void(std::size_t, std::size_t, const gguf_tensor_report&)> progress;
+    /// Called after each converted tensor is written: (index, tensor count,
+    /// fraction of the converted tensors' input bytes done, report).
+    std::function<void(std::size_t, std::size_t, double, const gguf_tensor_report&)> progress;
 };
 
 struct gguf_quantize_summary {
@@ -96,15 +97,15 @@ inline ggml::recipe_model_info model_info(const gguf_file& f) {
         const auto* v = f.find(key);
         if (!v) return fallback;
         if (const auto* a = std::get_if<gguf_array>(v)) {  // per-layer values: llama.cpp uses the first
-            if (a->size() == 0) return fallback;
-            gguf_metadata one;
-            std::visit(
+            return std::visit(
                 [&](const auto& vec) {
                     using E = typename std::decay_t<decltype(vec)>::value_type;
-                    if constexpr (std::is_integral_v<E> && !std::is_same_v<E, bool>) one.set("x", vec.front());
+                    if constexpr (std::is_integral_v<E> && !std::is_same_v<E, bool>)
+                        return vec.empty() ? fallback : static_cast<int>(vec.front());
+                    else
+                        return fallback;
                 },
                 a->items());
-            return one.contains("x") ? static_cast<int>(one.get_int("x")) : fallback;
         }
         return static_cast<int>(f.metadata().get_int(key));
     };
@@ -184,6 +185,7 @@ inline gguf_quantize_summary quantize_gguf(const std::filesystem::path& in, cons
 
     const auto infos = src.tensors();
     sum.tensors.resize(infos.size());
+    std::uint64_t convert_total = 0, convert_done = 0;  // input bytes of the converted tensors
     for (std::size_t i = 0; i < infos.size(); ++i) {
         const auto& t = infos[i];
         auto& rep = sum.tensors[i];
@@ -191,24 +193,23 @@ inline gguf_quantize_summary quantize_gguf(const std::filesystem::path& in, cons
         rep.shape = t.shape;
         rep.from = rep.to = t.type;
         rep.bytes_in = t.size;
-        if (rec) {
-            const auto& c = rec->choice(t.name);
-            if (c.quantize && detail::is_float_type(t.type) && c.chosen != t.type) {
-                rep.to = c.chosen;
-                rep.quantized = true;
-                rep.fell_back = c.fell_back;
-            }
+        const ggml::recipe_choice* c = rec ? &rec->choice(t.name) : nullptr;
+        if (c && c->quantize && detail::is_float_type(t.type) && c->chosen != t.type) {
+            rep.to = c->chosen;
+            rep.quantized = true;
+            rep.fell_back = c->fell_back;
         }
         if (!rep.quantized) {
             w.add_tensor(t.name, t.shape, t.type, src.tensor(t));
             continue;
         }
+        convert_total += rep.bytes_in;
         const std::size_t n_per_row = static_cast<std::size_t>(t.row_length());
         const std::size_t rows = static_cast<std::size_t>(t.n_rows());
         const std::size_t n_expert = t.shape.size() >= 3 ? static_cast<std::size_t>(t.shape[2]) : 1;
         const std::size_t rows_per_expert = rows / (n_expert ? n_expert : 1);
         const auto weights = im.weights_for(t.name, n_per_row, n_expert);
-        if (weights.empty() && rec->choice(t.name).needs_imatrix)
+        if (weights.empty() && c->needs_imatrix)
             LOWBIT_THROW(errc::invalid_argument, "tensor " + t.name + " needs an importance matrix for " +
                                                      std::string(ggml::traits(rep.to).name) + " (--imatrix)");
         rep.used_imatrix = !weights.empty();
@@ -230,7 +231,10 @@ inline gguf_quantize_summary quantize_gguf(const std::filesystem::path& in, cons
                 }
             });
             r.seconds = std::chrono::duration<double>(clock::now() - ts).count();
-            if (opt.progress) opt.progress(i, sum.tensors.size(), r);
+            convert_done += r.bytes_in;
+            if (opt.progress)
+                opt.progress(i, sum.tensors.size(),
+                             static_cast<double>(convert_done) / static_cast<double>(convert_total), r);
         });
     }
     w.write(out);
