@@ -304,13 +304,14 @@ inline void pack_4bit_5bit(const std::uint8_t* q, std::uint8_t* qs, std::uint8_t
 
 template <class Arch>
 inline void pack_q3(std::uint8_t* L, ggml::block_q3_K& y) noexcept {
+    // Levels are 0..7: bit 2 goes to hmask, without a branch (it is a coin flip).
     std::memset(y.hmask, 0, sizeof y.hmask);
-    for (int j = 0; j < 256; ++j) {
-        if (L[j] > 3) {
-            y.hmask[j % 32] = static_cast<std::uint8_t>(y.hmask[j % 32] | (1u << (j / 32)));
-            L[j] = static_cast<std::uint8_t>(L[j] - 4);
+    for (int c = 0; c < 8; ++c)
+        for (int l = 0; l < 32; ++l) {
+            std::uint8_t& v = L[32 * c + l];
+            y.hmask[l] = static_cast<std::uint8_t>(y.hmask[l] | ((v >> 2) << c));
+            v = static_cast<std::uint8_t>(v & 3);
         }
-    }
     pack_2bit<Arch>(L, y.qs);
 }
 
