@@ -3,11 +3,13 @@
 // cmake/lowbitDispatch.cmake). Each kernel header defines a LOWBIT_KERNELS_*
 // list; add it here when adding a kernel header.
 
+#include "bnb.hpp"
 #include "dequantize.hpp"
 #include "ggml_dequantize.hpp"
 #include "ggml_quantize.hpp"
 
 #define LOWBIT_INSTANTIATE_ALL_KERNELS(ARCH) \
+    LOWBIT_KERNELS_BNB(LOWBIT_EMPTY_TOKEN, ARCH) \
     LOWBIT_KERNELS_DEQUANTIZE(LOWBIT_EMPTY_TOKEN, ARCH) \
     LOWBIT_KERNELS_GGML_DEQUANTIZE(LOWBIT_EMPTY_TOKEN, ARCH) \
     LOWBIT_KERNELS_GGML_QUANTIZE(LOWBIT_EMPTY_TOKEN, ARCH)

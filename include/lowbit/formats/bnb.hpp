@@ -1,0 +1,748 @@
+#pragma once
+// bitsandbytes' formats, byte for byte:
+//   * 4-bit blockwise NF4 / FP4 (QLoRA, `load_in_4bit`): the tensor is
+//     flattened, cut into blocks of `blocksize` (32..4096, a power of two; the
+//     last block may be short), each block stores its fp32 absmax and one
+//     4-bit code per element, two codes per byte with the EARLIER element in
+//     the HIGH nibble; an odd count is padded with the code of 0.
+//   * nested ("double") quantization of that absmax vector: offset = mean,
+//     absmax - offset quantized 8-bit blockwise (blocks of 256) with the
+//     signed dynamic map, so each 4-bit block costs 8 bits instead of 32.
+//   * 8-bit blockwise dynamic quantization (the dynamic map, blocks of
+//     256..4096, optionally nested itself).
+//   * LLM.int8(): per-row absmax int8 weights (`weight`, `SCB`) and the mixed
+//     int8 / fp outlier matrix product (kernels/bnb.hpp).
+//
+// bitsandbytes gives different bytes on different devices, so the rounding
+// rules are a choice (kernel_rules):
+//   cuda  its CUDA kernels, which wrote nearly every checkpoint in circulation:
+//         x * (1/absmax) in float32; NF4/FP4 by the literal threshold trees of
+//         dQuantizeNF4/dQuantizeFP4 (strict '>'); 8-bit by dQuantize's 7-step
+//         binary search from code 127. An all-zero block gives NaN scaled
+//         values, which the trees send to code 0.
+//   cpu   what bitsandbytes 0.50 writes on a CPU: 4-bit through its PyTorch
+//         kernel (float32 midpoints of the sorted code table with
+//         torch.bucketize, so FP4 sends small positive values to code 8, i.e.
+//         -0; an all-zero block stores absmax 0 and code 0.0; a short last
+//         block is divided rather than multiplied by the reciprocal and its
+//         absmax is clamped to 1e-38), 8-bit through its C++ 65536-entry
+//         lookup table over [-1, 1].
+// Decoding is the same for both: value = code_table[q] * absmax, in float32.
+//
+// The nested offset is the float32 mean of the absmax vector. torch's mean
+// (whose summation order depends on its vector width and thread count) can
+// differ from the correctly rounded mean lowbit computes in the last bit;
+// quantize_4bit_options::offset takes a given offset when the bytes of a
+// particular run must be reproduced.
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../core/numeric.hpp"
+#include "../kernels/bnb.hpp"
+#include "../parallel.hpp"
+#include "../scheme/codebook.hpp"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#define LOWBIT_BNB_NO_CONTRACT
+#elif defined(__clang__)
+#define LOWBIT_BNB_NO_CONTRACT _Pragma("clang fp contract(off)")
+#else
+#define LOWBIT_BNB_NO_CONTRACT
+#endif
+
+LOWBIT_NAMESPACE_BEGIN
+namespace bnb {
+
+enum class quant_type : std::uint8_t { nf4, fp4 };
+enum class kernel_rules : std::uint8_t { cuda, cpu };
+/// The dtype recorded for the original tensor ("dtype" in the quant_state JSON).
+enum class source_dtype : std::uint8_t { float16, bfloat16, float32 };
+
+constexpr std::string_view to_string(quant_type t) noexcept { return t == quant_type::nf4 ? "nf4" : "fp4"; }
+constexpr std::string_view to_string(kernel_rules r) noexcept { return r == kernel_rules::cuda ? "cuda" : "cpu"; }
+constexpr std::string_view to_string(source_dtype d) noexcept {
+    switch (d) {
+    case source_dtype::float16: return "float16";
+    case source_dtype::bfloat16: return "bfloat16";
+    case source_dtype::float32: return "float32";
+    }
+    return "?";
+}
+
+inline quant_type parse_quant_type(std::string_view s) {
+    if (s == "nf4") return quant_type::nf4;
+    if (s == "fp4") return quant_type::fp4;
+    LOWBIT_THROW(errc::invalid_argument, "bitsandbytes quant_type '" + std::string(s) + "' is not nf4 or fp4");
+}
+inline kernel_rules parse_kernel_rules(std::string_view s) {
+    if (s == "cuda") return kernel_rules::cuda;
+    if (s == "cpu") return kernel_rules::cpu;
+    LOWBIT_THROW(errc::invalid_argument, "bitsandbytes rules '" + std::string(s) + "' is not cuda or cpu");
+}
+inline source_dtype parse_source_dtype(std::string_view s) {
+    if (s == "float16") return source_dtype::float16;
+    if (s == "bfloat16") return source_dtype::bfloat16;
+    if (s == "float32") return source_dtype::float32;
+    LOWBIT_THROW(errc::invalid_argument, "bitsandbytes dtype '" + std::string(s) +
+                                             "' is not float16, bfloat16 or float32");
+}
+
+/// The 16 decode values of a 4-bit type, by code (bitsandbytes' quant_map).
+inline const std::array<float, 16>& code_table(quant_type t) noexcept {
+    return t == quant_type::nf4 ? ::lowbit::detail::nf4_values : ::lowbit::detail::bnb_fp4_values;
+}
+
+/// The signed dynamic map (bitsandbytes' nested_quant_map and 8-bit code).
+inline const std::array<float, 256>& dynamic_map() {
+    static const std::array<float, 256> map = bnb_dynamic_map(true);
+    return map;
+}
+
+namespace detail {
+
+inline bool valid_4bit_blocksize(std::size_t b) noexcept {
+    return b >= 32 && b <= 4096 && (b & (b - 1)) == 0;
+}
+
+inline void check_finite(std::span<const float> x, std::string_view where) {
+    for (std::size_t i = 0; i < x.size(); ++i)
+        if (!std::isfinite(x[i]))
+            LOWBIT_THROW(errc::non_finite, std::string(where) + ": element " + std::to_string(i) + " is " +
+                                               (std::isnan(x[i]) ? "NaN" : "infinite"));
+}
+
+// dQuantizeNF4 / dQuantizeFP4 (CUDA): strict '>' against the literal thresholds.
+inline std::uint8_t nf4_cuda(float v) noexcept {
+    std::uint8_t c = 0;
+    for (float t : ::lowbit::detail::nf4_bounds) c = static_cast<std::uint8_t>(c + (v > t ? 1 : 0));
+    return c;  // NaN: every comparison false -> 0, as the tree does
+}
+
+inline std::uint8_t fp4_cuda(float v) noexcept {
+    const std::uint8_t sign = v < 0.0f ? 0x8 : 0x0;
+    const float a = std::fabs(v);
+    std::uint8_t c;
+    if (a > 0.29166667f) {
+        if (a > 0.583333f) c = a > 0.8333333f ? 0b011 : 0b010;
+        else c = a > 0.4166667f ? 0b101 : 0b100;
+    } else {
+        if (a > 0.0859375f) c = a > 0.20833333f ? 0b111 : 0b110;
+        else c = a > 0.00260417f ? 0b001 : 0b000;
+    }
+    return static_cast<std::uint8_t>(c | sign);
+}
+
+// The PyTorch kernel: bucketize over the float32 midpoints of the code table
+// sorted stably by value (so +0 sorts before -0 in FP4), then back to codes.
+struct torch_4bit_table {
+    std::array<float, 15> bounds{};
+    std::array<std::uint8_t, 16> order{};
+};
+
+inline torch_4bit_table make_torch_table(quant_type t) noexcept {
+    const auto& code = code_table(t);
+    torch_4bit_table tb;
+    for (std::uint8_t i = 0; i < 16; ++i) tb.order[i] = i;
+    std::stable_sort(tb.order.begin(), tb.order.end(), [&](std::uint8_t a, std::uint8_t b) { return code[a] < code[b]; });
+    for (std::size_t i = 0; i < 15; ++i) tb.bounds[i] = (code[tb.order[i]] + code[tb.order[i + 1]]) / 2.0f;
+    return tb;
+}
+
+inline const torch_4bit_table& torch_table(quant_type t) noexcept {
+    static const torch_4bit_table nf4 = make_torch_table(quant_type::nf4);
+    static const torch_4bit_table fp4 = make_torch_table(quant_type::fp4);
+    return t == quant_type::nf4 ? nf4 : fp4;
+}
+
+inline std::uint8_t code4_cpu(const torch_4bit_table& tb, float v) noexcept {
+    // torch.bucketize(right=False): the number of boundaries strictly below v.
+    std::size_t i = 0;
+    while (i < 15 && tb.bounds[i] < v) ++i;
+    return tb.order[i];
+}
+
+// dQuantize<0> (CUDA, 8-bit): binary search from code 127, then a midpoint
+// test against the bracketing codes.
+inline std::uint8_t dynamic_cuda(const std::array<float, 256>& map, float x) noexcept {
+    int pivot = 127, upper_pivot = 255, lower_pivot = 0;
+    float lower = -1.0f, upper = 1.0f;
+    float val = map[127];
+    for (int step = 64; step > 0; step >>= 1) {
+        if (x > val) {
+            lower_pivot = pivot;
+            lower = val;
+            pivot += step;
+        } else {
+            upper_pivot = pivot;
+            upper = val;
+            pivot -= step;
+        }
+        val = map[static_cast<std::size_t>(pivot)];
+    }
+    if (upper_pivot == 255) upper = map[255];
+    if (lower_pivot == 0) lower = map[0];
+    if (x > val) return static_cast<std::uint8_t>(x > (upper + val) * 0.5f ? upper_pivot : pivot);
+    return static_cast<std::uint8_t>(x < (lower + val) * 0.5f ? lower_pivot : pivot);
+}
+
+// The CPU kernel's table: entry i holds the code nearest to the grid point
+// -1 + 2i/65535 (ties to the lower code); a scaled value v in [-1, 1] reads
+// entry trunc((v + 1) / 2 * 65535 + 0.5); NaN reads entry 0.
+class dynamic_lut {
+public:
+    explicit dynamic_lut(const std::array<float, 256>& map) {
+        std::array<float, 255> mid{};
+        for (std::size_t k = 0; k < 255; ++k) mid[k] = (map[k] + map[k + 1]) / 2.0f;
+        for (std::size_t i = 0; i < lut_.size(); ++i) {
+            const float g = static_cast<float>(static_cast<double>(i) / 65535.0 * 2.0 - 1.0);
+            lut_[i] = static_cast<std::uint8_t>(std::lower_bound(mid.begin(), mid.end(), g) - mid.begin());
+        }
+    }
+    std::uint8_t operator()(float v) const noexcept {
+        if (!(v == v)) return lut_[0];
+        v = std::min(1.0f, std::max(-1.0f, v));
+        const float t = (v + 1.0f) * 0.5f;
+        const float f = t * 65535.0f;
+        return lut_[static_cast<std::size_t>(f + 0.5f)];
+    }
+
+private:
+    std::array<std::uint8_t, 65536> lut_{};
+};
+
+inline const dynamic_lut& signed_dynamic_lut() {
+    static const dynamic_lut lut(dynamic_map());
+    return lut;
+}
+
+inline float block_absmax(const float* x, std::size_t n) noexcept {
+    float m = 0.0f;
+    for (std::size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
+    return m;
+}
+
+/// 8-bit blockwise codes of x with the signed dynamic map.
+inline void quantize_dynamic_blocks(std::span<const float> x, std::size_t blocksize, kernel_rules rules,
+                                    std::uint8_t* codes, float* absmax, unsigned threads) {
+    const auto& map = dynamic_map();
+    const dynamic_lut* lut = rules == kernel_rules::cpu ? &signed_dynamic_lut() : nullptr;
+    const std::size_t nblocks = (x.size() + blocksize - 1) / blocksize;
+    parallel_for(nblocks, threads, 64, [&](std::size_t b0, std::size_t b1) {
+        for (std::size_t b = b0; b < b1; ++b) {
+            const std::size_t lo = b * blocksize, hi = std::min(x.size(), lo + blocksize);
+            const float am = block_absmax(x.data() + lo, hi - lo);
+            absmax[b] = am;
+            const float inv = 1.0f / am;
+            for (std::size_t i = lo; i < hi; ++i) {
+                const float v = x[i] * inv;
+                codes[i] = lut ? (*lut)(v) : dynamic_cuda(map, v);
+            }
+        }
+    });
+}
+
+/// float32 mean, rounded once from a wide sum.
+inline float mean_f32(std::span<const float> v) noexcept {
+    long double s = 0;
+    for (float f : v) s += f;
+    return v.empty() ? 0.0f : static_cast<float>(s / static_cast<long double>(v.size()));
+}
+
+}  // namespace detail
+
+/// The nested (second-level) state of an absmax vector.
+struct nested_state {
+    std::size_t blocksize = 256;
+    float offset = 0.0f;
+    std::vector<std::uint8_t> codes;  ///< one per first-level absmax ("weight.absmax", uint8)
+    std::vector<float> absmax;        ///< one per block of `blocksize` codes ("nested_absmax")
+    std::array<float, 256> code{};    ///< "nested_quant_map"
+};
+
+/// bitsandbytes' 4-bit QuantState.
+struct quant_state_4bit {
+    quant_type type = quant_type::nf4;
+    std::size_t blocksize = 64;
+    source_dtype dtype = source_dtype::float32;
+    std::vector<std::uint64_t> shape;
+    std::vector<std::uint8_t> packed;  ///< ceil(n/2) bytes, earlier element in the high nibble
+    std::vector<float> absmax;         ///< one per block; empty when nested
+    std::optional<nested_state> nested;
+    std::array<float, 16> code{};      ///< "quant_map"
+
+    std::uint64_t numel() const noexcept {
+        std::uint64_t n = 1;
+        for (auto d : shape) n *= d;
+        return n;
+    }
+    std::size_t blocks() const noexcept {
+        return static_cast<std::size_t>((numel() + blocksize - 1) / blocksize);
+    }
+    /// Stored bits per weight, counting the absmax (and nested) state.
+    double bits_per_weight() const noexcept {
+        const double n = static_cast<double>(numel());
+        if (n == 0) return 0;
+        double bits = 8.0 * static_cast<double>(packed.size()) + 16 * 32;
+        if (nested) bits += 8.0 * static_cast<double>(nested->codes.size()) + 32.0 * static_cast<double>(nested->absmax.size()) + 32 + 256 * 32;
+        else bits += 32.0 * static_cast<double>(absmax.size());
+        return bits / n;
+    }
+};
+
+struct quantize_4bit_options {
+    quant_type type = quant_type::nf4;
+    std::size_t blocksize = 64;
+    bool compress_statistics = true;  ///< nested absmax (bitsandbytes' bnb_4bit_use_double_quant)
+    std::size_t nested_blocksize = 256;
+    kernel_rules rules = kernel_rules::cuda;
+    source_dtype dtype = source_dtype::float32;
+    std::optional<float> offset;  ///< the nested offset to use instead of the mean
+    unsigned threads = 1;
+};
+
+/// The absmax each 4-bit block decodes with: stored, or rebuilt from the nested
+/// state as bitsandbytes does (code[q] * nested_absmax, then + offset, float32).
+inline std::vector<float> effective_absmax(const quant_state_4bit& s) {
+    if (!s.nested) return s.absmax;
+    const nested_state& n = *s.nested;
+    std::vector<float> out(n.codes.size());
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        const float v = n.code[n.codes[i]] * n.absmax[i / n.blocksize];
+        out[i] = v + n.offset;
+    }
+    return out;
+}
+
+namespace detail {
+
+inline void validate_4bit(const quant_state_4bit& s, std::string_view where) {
+    const std::string w(where);
+    if (!valid_4bit_blocksize(s.blocksize))
+        LOWBIT_THROW(errc::invalid_argument, w + ": blocksize " + std::to_string(s.blocksize) +
+                                                 " is not a power of two in 32..4096");
+    const std::uint64_t n = s.numel();
+    if (s.packed.size() != (n + 1) / 2)
+        LOWBIT_THROW(errc::shape_mismatch, w + ": " + std::to_string(s.packed.size()) + " packed bytes for " +
+                                               std::to_string(n) + " elements (need " + std::to_string((n + 1) / 2) +
+                                               ")");
+    const std::size_t nb = s.blocks();
+    if (s.nested) {
+        const nested_state& ns = *s.nested;
+        if (ns.blocksize == 0)
+            LOWBIT_THROW(errc::invalid_argument, w + ": nested blocksize is 0");
+        if (ns.codes.size() != nb)
+            LOWBIT_THROW(errc::shape_mismatch, w + ": " + std::to_string(ns.codes.size()) + " nested absmax codes for " +
+                                                   std::to_string(nb) + " blocks");
+        if (ns.absmax.size() != (nb + ns.blocksize - 1) / ns.blocksize)
+            LOWBIT_THROW(errc::shape_mismatch, w + ": " + std::to_string(ns.absmax.size()) +
+                                                   " nested absmax values for " + std::to_string(nb) +
+                                                   " codes in blocks of " + std::to_string(ns.blocksize));
+    } else if (s.absmax.size() != nb) {
+        LOWBIT_THROW(errc::shape_mismatch, w + ": " + std::to_string(s.absmax.size()) + " absmax values for " +
+                                               std::to_string(nb) + " blocks");
+    }
+}
+
+}  // namespace detail
+
+/// bitsandbytes.functional.quantize_4bit of the flattened tensor x with the given shape.
+inline quant_state_4bit quantize_4bit(std::span<const float> x, std::vector<std::uint64_t> shape,
+                                      const quantize_4bit_options& o = {}) {
+    constexpr std::string_view where = "bnb::quantize_4bit";
+    if (!detail::valid_4bit_blocksize(o.blocksize))
+        LOWBIT_THROW(errc::invalid_argument, std::string(where) + ": blocksize " + std::to_string(o.blocksize) +
+                                                 " is not one of 32, 64, ..., 4096");
+    quant_state_4bit s;
+    s.type = o.type;
+    s.blocksize = o.blocksize;
+    s.dtype = o.dtype;
+    s.shape = std::move(shape);
+    s.code = code_table(o.type);
+    if (s.numel() != x.size())
+        LOWBIT_THROW(errc::shape_mismatch, std::string(where) + ": shape has " + std::to_string(s.numel()) +
+                                               " elements, input has " + std::to_string(x.size()));
+    detail::check_finite(x, where);
+    const std::size_t n = x.size(), bs = o.blocksize, nb = (n + bs - 1) / bs;
+    s.packed.assign((n + 1) / 2, 0);
+    std::vector<float> absmax(nb);
+    const auto& tb = detail::torch_table(o.type);
+    const bool cpu = o.rules == kernel_rules::cpu;
+    const std::size_t full = n / bs;
+    parallel_for(nb, o.threads, 16, [&](std::size_t b0, std::size_t b1) {
+        for (std::size_t b = b0; b < b1; ++b) {
+            const std::size_t lo = b * bs, hi = std::min(n, lo + bs);
+            const float am = detail::block_absmax(x.data() + lo, hi - lo);
+            const bool tail = b >= full;
+            float scale_am = am;
+            if (cpu) scale_am = std::max(am, 1e-38f);
+            absmax[b] = cpu && tail ? scale_am : am;
+            const float inv = 1.0f / scale_am;
+            auto code_of = [&](float v) -> std::uint8_t {
+                if (!cpu) return o.type == quant_type::nf4 ? detail::nf4_cuda(v * inv) : detail::fp4_cuda(v * inv);
+                float q = tail ? v / scale_am : v * inv;
+                q = std::min(1.0f, std::max(-1.0f, q));
+                return detail::code4_cpu(tb, q);
+            };
+            // Blocks start at even elements (blocksize is even), so bytes never straddle blocks.
+            for (std::size_t i = lo; i < hi; i += 2) {
+                const std::uint8_t c0 = code_of(x[i]);
+                const std::uint8_t c1 = i + 1 < hi ? code_of(x[i + 1]) : code_of(0.0f);
+                s.packed[i / 2] = static_cast<std::uint8_t>(c0 << 4 | c1);
+            }
+        }
+    });
+    if (!o.compress_statistics) {
+        s.absmax = std::move(absmax);
+        return s;
+    }
+    if (o.nested_blocksize == 0)
+        LOWBIT_THROW(errc::invalid_argument, std::string(where) + ": nested blocksize is 0");
+    nested_state ns;
+    ns.blocksize = o.nested_blocksize;
+    ns.code = dynamic_map();
+    ns.offset = o.offset ? *o.offset : detail::mean_f32(absmax);
+    if (!std::isfinite(ns.offset))
+        LOWBIT_THROW(errc::non_finite, std::string(where) + ": the nested offset is not finite");
+    for (float& a : absmax) a -= ns.offset;
+    ns.codes.resize(nb);
+    ns.absmax.resize((nb + ns.blocksize - 1) / ns.blocksize);
+    detail::quantize_dynamic_blocks(absmax, ns.blocksize, o.rules, ns.codes.data(), ns.absmax.data(), o.threads);
+    s.nested = std::move(ns);
+    return s;
+}
+
+/// bitsandbytes' 8-bit blockwise state (quantize_blockwise).
+struct quant_state_8bit {
+    std::size_t blocksize = 4096;
+    std::vector<std::uint8_t> codes;  ///< one per element
+    std::vector<float> absmax;        ///< one per block; empty when nested
+    std::optional<nested_state> nested;
+    std::array<float, 256> code{};
+};
+
+struct quantize_blockwise_options {
+    std::size_t blocksize = 4096;
+    bool nested = false;  ///< quantize the absmax again (same blocksize, offset = mean)
+    kernel_rules rules = kernel_rules::cuda;
+    std::optional<float> offset;
+    unsigned threads = 1;
+};
+
+/// bitsandbytes.functional.quantize_blockwise with the signed dynamic map.
+inline quant_state_8bit quantize_blockwise(std::span<const float> x, const quantize_blockwise_options& o = {}) {
+    constexpr std::string_view where = "bnb::quantize_blockwise";
+    if (o.blocksize == 0)
+        LOWBIT_THROW(errc::invalid_argument, std::string(where) + ": blocksize is 0");
+    detail::check_finite(x, where);
+    quant_state_8bit s;
+    s.blocksize = o.blocksize;
+    s.code = dynamic_map();
+    s.codes.resize(x.size());
+    std::vector<float> absmax((x.size() + o.blocksize - 1) / o.blocksize);
+    detail::quantize_dynamic_blocks(x, o.blocksize, o.rules, s.codes.data(), absmax.data(), o.threads);
+    if (!o.nested) {
+        s.absmax = std::move(absmax);
+        return s;
+    }
+    nested_state ns;
+    ns.blocksize = o.blocksize;
+    ns.code = dynamic_map();
+    ns.offset = o.offset ? *o.offset : detail::mean_f32(absmax);
+    for (float& a : absmax) a -= ns.offset;
+    ns.codes.resize(absmax.size());
+    ns.absmax.resize((absmax.size() + ns.blocksize - 1) / ns.blocksize);
+    detail::quantize_dynamic_blocks(absmax, ns.blocksize, o.rules, ns.codes.data(), ns.absmax.data(), o.threads);
+    s.nested = std::move(ns);
+    return s;
+}
+
+inline std::vector<float> effective_absmax(const quant_state_8bit& s) {
+    if (!s.nested) return s.absmax;
+    const nested_state& n = *s.nested;
+    std::vector<float> out(n.codes.size());
+    for (std::size_t i = 0; i < out.size(); ++i) {
+        const float v = n.code[n.codes[i]] * n.absmax[i / n.blocksize];
+        out[i] = v + n.offset;
+    }
+    return out;
+}
+
+// ---- LLM.int8() -------------------------------------------------------------
+
+/// Row-wise int8 weights as Linear8bitLt stores them: `weight` (int8, rows x
+/// cols) and `SCB` (float32 absmax per row).
+struct int8_weight {
+    std::size_t rows = 0, cols = 0;
+    std::vector<std::int8_t> q;
+    std::vector<float> scb;
+};
+
+/// round(x * (127 / absmax)) with ties to even, as torch.round; a zero row stays 0.
+inline std::int8_t int8_round(float v) noexcept {
+    if (!(v == v)) return 0;
+    return static_cast<std::int8_t>(std::nearbyint(std::min(127.0f, std::max(-127.0f, v))));
+}
+
+/// bitsandbytes.functional.int8_vectorwise_quant(w) (threshold 0): rows x cols, row-major.
+/// bitsandbytes quantizes Linear8bitLt weights from float16; pass values already
+/// rounded to float16 to reproduce its bytes from a bfloat16 or float32 checkpoint.
+inline int8_weight quantize_int8_rows(std::span<const float> w, std::size_t rows, std::size_t cols,
+                                      unsigned threads = 1) {
+    constexpr std::string_view where = "bnb::quantize_int8_rows";
+    if (w.size() != rows * cols)
+        LOWBIT_THROW(errc::shape_mismatch, std::string(where) + ": " + std::to_string(w.size()) + " values for " +
+                                               std::to_string(rows) + " x " + std::to_string(cols));
+    detail::check_finite(w, where);
+    int8_weight out;
+    out.rows = rows;
+    out.cols = cols;
+    out.q.resize(w.size());
+    out.scb.resize(rows);
+    parallel_for(rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r) {
+            const float* row = w.data() + r * cols;
+            const float am = detail::block_absmax(row, cols);
+            out.scb[r] = am;
+            const float k = 127.0f / am;
+            for (std::size_t c = 0; c < cols; ++c) out.q[r * cols + c] = int8_round(row[c] * k);
+        }
+    });
+    return out;
+}
+
+// ---- Dequantize, GEMV, LLM.int8() on the kernels ---------------------------
+
+/// Dequantizes all numel() elements into `out` (f32, or f16/bf16 bit patterns).
+inline void dequantize_4bit(const quant_state_4bit& s, void* out, kernels::out_type type = kernels::out_type::f32,
+                            unsigned threads = 1) {
+    detail::validate_4bit(s, "bnb::dequantize_4bit");
+    const std::vector<float> am = effective_absmax(s);
+    const std::size_t n = static_cast<std::size_t>(s.numel()), bs = s.blocksize;
+    const std::size_t esize = type == kernels::out_type::f32 ? 4 : 2;
+    parallel_for(s.blocks(), threads, 256, [&](std::size_t b0, std::size_t b1) {
+        const std::size_t e0 = b0 * bs, e1 = std::min(n, b1 * bs);
+        kernels::bnb4_dequantize_job j{s.packed.data() + e0 / 2, e1 - e0, bs, am.data() + b0, s.code.data(),
+                                       static_cast<unsigned char*>(out) + e0 * esize, type};
+        kernels::dispatch(kernels::bnb4_dequantize_fn{}, j);
+    });
+}
+
+inline std::vector<float> dequantize_4bit(const quant_state_4bit& s, unsigned threads = 1) {
+    std::vector<float> out(static_cast<std::size_t>(s.numel()));
+    dequantize_4bit(s, out.data(), kernels::out_type::f32, threads);
+    return out;
+}
+
+inline void dequantize_blockwise(const quant_state_8bit& s, void* out, kernels::out_type type = kernels::out_type::f32,
+                                 unsigned threads = 1) {
+    const std::size_t n = s.codes.size(), bs = s.blocksize;
+    if (bs == 0) LOWBIT_THROW(errc::invalid_argument, "bnb::dequantize_blockwise: blocksize is 0");
+    const std::vector<float> am = effective_absmax(s);
+    if (am.size() != (n + bs - 1) / bs)
+        LOWBIT_THROW(errc::shape_mismatch, "bnb::dequantize_blockwise: " + std::to_string(am.size()) +
+                                               " absmax values for " + std::to_string(n) + " codes in blocks of " +
+                                               std::to_string(bs));
+    const std::size_t esize = type == kernels::out_type::f32 ? 4 : 2;
+    parallel_for((n + bs - 1) / bs, threads, 16, [&](std::size_t b0, std::size_t b1) {
+        const std::size_t e0 = b0 * bs, e1 = std::min(n, b1 * bs);
+        kernels::bnb8_dequantize_job j{s.codes.data() + e0, e1 - e0, bs, am.data() + b0, s.code.data(),
+                                       static_cast<unsigned char*>(out) + e0 * esize, type};
+        kernels::dispatch(kernels::bnb8_dequantize_fn{}, j);
+    });
+}
+
+inline std::vector<float> dequantize_blockwise(const quant_state_8bit& s, unsigned threads = 1) {
+    std::vector<float> out(s.codes.size());
+    dequantize_blockwise(s, out.data(), kernels::out_type::f32, threads);
+    return out;
+}
+
+/// A 4-bit state as a rows x cols matrix ready for gemv_4bit: the decode
+/// absmax is computed once.
+struct matrix_4bit {
+    const quant_state_4bit* state = nullptr;
+    std::size_t rows = 0, cols = 0;
+    std::vector<float> absmax;
+
+    explicit matrix_4bit(const quant_state_4bit& s) : state(&s) {
+        detail::validate_4bit(s, "bnb::matrix_4bit");
+        if (s.shape.size() != 2)
+            LOWBIT_THROW(errc::shape_mismatch, "bnb::matrix_4bit: a matrix needs a 2-D shape, this state has " +
+                                                   std::to_string(s.shape.size()) + " dimensions");
+        rows = static_cast<std::size_t>(s.shape[0]);
+        cols = static_cast<std::size_t>(s.shape[1]);
+        absmax = effective_absmax(s);
+    }
+};
+
+/// y[b][r] = sum_c W[r][c] * x[b][c] for b < batch (x: batch x cols, y: batch x rows, row-major).
+inline void gemv_4bit(const matrix_4bit& w, std::span<const float> x, std::size_t batch, std::span<float> y,
+                      unsigned threads = 1) {
+    if (x.size() != batch * w.cols || y.size() != batch * w.rows)
+        LOWBIT_THROW(errc::shape_mismatch, "bnb::gemv_4bit: x has " + std::to_string(x.size()) + " values and y " +
+                                               std::to_string(y.size()) + " for batch " + std::to_string(batch) +
+                                               " and a " + std::to_string(w.rows) + " x " + std::to_string(w.cols) +
+                                               " weight");
+    if (batch == 0 || w.rows == 0) return;
+    parallel_for(w.rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
+        kernels::bnb4_gemv_job j{w.state->packed.data(), w.rows, w.cols, w.state->blocksize, w.absmax.data(),
+                                 w.state->code.data(), x.data(), batch, w.cols, y.data(), w.rows, r0, r1};
+        kernels::dispatch(kernels::bnb4_gemv_fn{}, j);
+    });
+}
+
+/// Activations quantized for LLM.int8(): int8 rows, their absmax, the outlier columns.
+struct int8_activations {
+    std::size_t rows = 0, cols = 0;
+    std::vector<std::int8_t> q;
+    std::vector<float> row_stats;
+    std::vector<std::size_t> outlier_cols;
+};
+
+/// bitsandbytes' int8_vectorwise_quant(A, threshold): with threshold > 0, every
+/// column holding some |x| >= threshold is an outlier column: its entries are
+/// left out of the row absmax and its int8 codes are 0.
+inline int8_activations quantize_int8_activations(std::span<const float> a, std::size_t rows, std::size_t cols,
+                                                  float threshold) {
+    constexpr std::string_view where = "bnb::quantize_int8_activations";
+    if (a.size() != rows * cols)
+        LOWBIT_THROW(errc::shape_mismatch, std::string(where) + ": " + std::to_string(a.size()) + " values for " +
+                                               std::to_string(rows) + " x " + std::to_string(cols));
+    detail::check_finite(a, where);
+    int8_activations o;
+    o.rows = rows;
+    o.cols = cols;
+    o.q.assign(a.size(), 0);
+    o.row_stats.resize(rows);
+    std::vector<char> outlier(cols, 0);
+    if (threshold > 0.0f) {
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (std::fabs(a[i]) >= threshold) outlier[i % cols] = 1;
+        for (std::size_t c = 0; c < cols; ++c)
+            if (outlier[c]) o.outlier_cols.push_back(c);
+    }
+    for (std::size_t r = 0; r < rows; ++r) {
+        const float* row = a.data() + r * cols;
+        float am = 0.0f;
+        for (std::size_t c = 0; c < cols; ++c)
+            if (!(threshold > 0.0f && std::fabs(row[c]) >= threshold)) am = std::max(am, std::fabs(row[c]));
+        o.row_stats[r] = am;
+        const float k = 127.0f / am;
+        for (std::size_t c = 0; c < cols; ++c)
+            if (!outlier[c]) o.q[r * cols + c] = int8_round(row[c] * k);
+    }
+    return o;
+}
+
+/// LLM.int8() linear layer: y = x W^T with x (batch x in) split into an int8
+/// part (int8 x int8 -> int32 product, scaled by row_stat * SCB / 127^2) and
+/// the fp32 outlier columns multiplied by the dequantized weight columns
+/// (W_int8 * SCB / 127). threshold <= 0 turns the decomposition off.
+inline std::vector<float> int8_linear(std::span<const float> x, std::size_t batch, const int8_weight& w,
+                                      float threshold = 6.0f, unsigned threads = 1) {
+    if (x.size() != batch * w.cols)
+        LOWBIT_THROW(errc::shape_mismatch, "bnb::int8_linear: x has " + std::to_string(x.size()) +
+                                               " values for batch " + std::to_string(batch) + " x " +
+                                               std::to_string(w.cols) + " inputs");
+    const int8_activations a = quantize_int8_activations(x, batch, w.cols, threshold);
+    std::vector<std::int32_t> c(batch * w.rows);
+    if (batch && w.rows)
+        parallel_for(w.rows, threads, 64, [&](std::size_t n0, std::size_t n1) {
+            kernels::int8_gemm_job j{a.q.data(), batch, w.cols, w.cols, w.q.data(), w.cols, c.data(), w.rows, n0, n1};
+            kernels::dispatch(kernels::int8_gemm_fn{}, j);
+        });
+    std::vector<float> y(batch * w.rows);
+    for (std::size_t i = 0; i < batch; ++i)
+        for (std::size_t n = 0; n < w.rows; ++n) {
+            float v = static_cast<float>(c[i * w.rows + n]) * (a.row_stats[i] * w.scb[n]) * 6.200124e-05f;
+            for (std::size_t col : a.outlier_cols)
+                v += x[i * w.cols + col] * (static_cast<float>(w.q[n * w.cols + col]) * w.scb[n] * 7.874015718698502e-3f);
+            y[i * w.rows + n] = v;
+        }
+    return y;
+}
+
+// ---- The quant_state JSON --------------------------------------------------
+
+namespace detail {
+
+/// Python's repr of a double (what json.dumps writes): the shortest digits
+/// that round-trip, positional for exponents -4..15, else d.ddde[+-]XX.
+inline std::string python_float_repr(double v) {
+    if (!std::isfinite(v)) LOWBIT_THROW(errc::non_finite, "python_float_repr: value is not finite");
+    if (v == 0.0) return std::signbit(v) ? "-0.0" : "0.0";
+    char buf[64];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);
+    std::string sci(buf, r.ptr);
+    const std::size_t e = sci.find('e');
+    std::string mant = sci.substr(0, e);
+    const int exp10 = std::stoi(sci.substr(e + 1));
+    const bool neg = mant[0] == '-';
+    if (neg) mant.erase(0, 1);
+    std::string digits;
+    for (char c : mant)
+        if (c != '.') digits += c;
+    std::string out = neg ? "-" : "";
+    if (exp10 >= -5 + 1 && exp10 < 16) {
+        if (exp10 < 0) {
+            out += "0." + std::string(static_cast<std::size_t>(-exp10 - 1), '0') + digits;
+        } else if (static_cast<std::size_t>(exp10) + 1 >= digits.size()) {
+            out += digits + std::string(static_cast<std::size_t>(exp10) + 1 - digits.size(), '0') + ".0";
+        } else {
+            out += digits.substr(0, static_cast<std::size_t>(exp10) + 1) + "." +
+                   digits.substr(static_cast<std::size_t>(exp10) + 1);
+        }
+        return out;
+    }
+    out += digits.substr(0, 1);
+    if (digits.size() > 1) out += "." + digits.substr(1);
+    char eb[16];
+    std::snprintf(eb, sizeof eb, "e%c%02d", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
+    return out + eb;
+}
+
+}  // namespace detail
+
+/// The key of the packed JSON entry: "quant_state.bitsandbytes__nf4" / "__fp4".
+inline std::string quant_state_key(quant_type t) { return "quant_state.bitsandbytes__" + std::string(to_string(t)); }
+
+/// The JSON bitsandbytes packs into the `weight.quant_state.bitsandbytes__*`
+/// uint8 tensor (QuantState.as_dict(packed=True), json.dumps formatting).
+inline std::string quant_state_json(const quant_state_4bit& s) {
+    std::string j = "{\"quant_type\": \"" + std::string(to_string(s.type)) + "\", \"blocksize\": " +
+                    std::to_string(s.blocksize) + ", \"dtype\": \"" + std::string(to_string(s.dtype)) +
+                    "\", \"shape\": [";
+    for (std::size_t i = 0; i < s.shape.size(); ++i) {
+        if (i) j += ", ";
+        j += std::to_string(s.shape[i]);
+    }
+    j += "]";
+    if (s.nested) {
+        j += ", \"nested_blocksize\": " + std::to_string(s.nested->blocksize) +
+             ", \"nested_dtype\": \"float32\", \"nested_offset\": " +
+             detail::python_float_repr(static_cast<double>(s.nested->offset));
+    }
+    return j + "}";
+}
+
+}  // namespace bnb
+LOWBIT_NAMESPACE_END
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+#undef LOWBIT_BNB_NO_CONTRACT

@@ -1,0 +1,419 @@
+#pragma once
+// Kernels for bitsandbytes' layouts (formats/bnb.hpp):
+//   * 4-bit dequantize: codes two per byte, earlier element in the high
+//     nibble, x = table[q] * absmax[block], to f32/f16/bf16;
+//   * 8-bit blockwise dequantize: x = table[q] * absmax[block];
+//   * 4-bit GEMV / small-batch GEMM: y[b][r] = sum_c W[r][c] * x[b][c] with W
+//     decoded on the fly (each weight as table[q] * absmax, exactly the
+//     dequantized value), for any shape and block size;
+//   * int8 x int8 -> int32 GEMM, C = A * B^T (LLM.int8()'s integer product).
+// Every SIMD path equals the scalar one: dequantize and the integer GEMM bit
+// for bit; the GEMV up to the order of its float additions.
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "dequantize.hpp"
+
+LOWBIT_NAMESPACE_BEGIN
+namespace kernels {
+
+/// Flattened 4-bit codes (n elements) in blocks of `blocksize` (even, >= 2).
+struct bnb4_dequantize_job {
+    const std::uint8_t* packed;
+    std::size_t n, blocksize;
+    const float* absmax;  ///< one per block
+    const float* table;   ///< 16 entries
+    void* out;
+    out_type type;
+};
+
+/// Flattened 8-bit codes, one byte each, in blocks of `blocksize`.
+struct bnb8_dequantize_job {
+    const std::uint8_t* codes;
+    std::size_t n, blocksize;
+    const float* absmax;
+    const float* table;  ///< 256 entries
+    void* out;
+    out_type type;
+};
+
+/// y[b * y_stride + r] = sum_c W[r][c] * x[b * x_stride + c] for rows
+/// [row_begin, row_end) of the rows x cols matrix W stored as flattened 4-bit codes.
+struct bnb4_gemv_job {
+    const std::uint8_t* packed;
+    std::size_t rows, cols, blocksize;
+    const float* absmax;
+    const float* table;
+    const float* x;
+    std::size_t batch, x_stride;
+    float* y;
+    std::size_t y_stride;
+    std::size_t row_begin, row_end;
+};
+
+/// c[i * ldc + j] = sum_k a[i * lda + k] * b[j * ldb + k], int32 accumulation,
+/// for i < m and j in [n_begin, n_end).
+struct int8_gemm_job {
+    const std::int8_t* a;
+    std::size_t m, k, lda;
+    const std::int8_t* b;
+    std::size_t ldb;
+    std::int32_t* c;
+    std::size_t ldc;
+    std::size_t n_begin, n_end;
+};
+
+// ---- scalar references -------------------------------------------------------
+
+inline void bnb4_dequantize_ref(const bnb4_dequantize_job& j) noexcept {
+    for (std::size_t i = 0; i < j.n; ++i) {
+        const std::uint8_t byte = j.packed[i / 2];
+        const unsigned q = i % 2 == 0 ? byte >> 4 : byte & 0xFu;
+        detail::dq::ref_store(j.out, i, j.table[q] * j.absmax[i / j.blocksize], j.type);
+    }
+}
+
+inline void bnb8_dequantize_ref(const bnb8_dequantize_job& j) noexcept {
+    for (std::size_t i = 0; i < j.n; ++i)
+        detail::dq::ref_store(j.out, i, j.table[j.codes[i]] * j.absmax[i / j.blocksize], j.type);
+}
+
+inline void bnb4_gemv_ref(const bnb4_gemv_job& j) noexcept {
+    for (std::size_t r = j.row_begin; r < j.row_end; ++r)
+        for (std::size_t b = 0; b < j.batch; ++b) {
+            float acc = 0.0f;
+            for (std::size_t c = 0; c < j.cols; ++c) {
+                const std::size_t e = r * j.cols + c;
+                const std::uint8_t byte = j.packed[e / 2];
+                const unsigned q = e % 2 == 0 ? byte >> 4 : byte & 0xFu;
+                acc += j.table[q] * j.absmax[e / j.blocksize] * j.x[b * j.x_stride + c];
+            }
+            j.y[b * j.y_stride + r] = acc;
+        }
+}
+
+inline void int8_gemm_ref(const int8_gemm_job& j) noexcept {
+    for (std::size_t i = 0; i < j.m; ++i)
+        for (std::size_t n = j.n_begin; n < j.n_end; ++n) {
+            std::int32_t acc = 0;
+            for (std::size_t k = 0; k < j.k; ++k)
+                acc += static_cast<std::int32_t>(j.a[i * j.lda + k]) * static_cast<std::int32_t>(j.b[n * j.ldb + k]);
+            j.c[i * j.ldc + n] = acc;
+        }
+}
+
+struct bnb4_dequantize_fn {
+    template <class Arch>
+    void operator()(Arch, const bnb4_dequantize_job& j) const noexcept;
+};
+struct bnb8_dequantize_fn {
+    template <class Arch>
+    void operator()(Arch, const bnb8_dequantize_job& j) const noexcept;
+};
+struct bnb4_gemv_fn {
+    template <class Arch>
+    void operator()(Arch, const bnb4_gemv_job& j) const noexcept;
+};
+struct int8_gemm_fn {
+    template <class Arch>
+    void operator()(Arch, const int8_gemm_job& j) const noexcept;
+};
+
+#if !defined(LOWBIT_NO_SIMD)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+namespace detail::bnbk {
+
+using detail::dq::emit;
+using detail::dq::is_avx2_v;
+using detail::dq::is_avx512_v;
+using detail::dq::is_sse4_1_v;
+using detail::dq::table_lookup;
+
+/// 16 bytes -> 32 codes in element order (high nibble first).
+template <class Arch>
+inline void split_nibbles(const std::uint8_t* src, std::uint8_t* dst) noexcept {
+#if defined(__SSE2__)
+    if constexpr (!std::is_same_v<Arch, scalar>) {
+        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src));
+        const __m128i m = _mm_set1_epi8(0x0F);
+        const __m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+        const __m128i lo = _mm_and_si128(b, m);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm_unpacklo_epi8(hi, lo));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + 16), _mm_unpackhi_epi8(hi, lo));
+        return;
+    }
+#endif
+    for (std::size_t i = 0; i < 16; ++i) {
+        dst[2 * i] = static_cast<std::uint8_t>(src[i] >> 4);
+        dst[2 * i + 1] = static_cast<std::uint8_t>(src[i] & 0x0F);
+    }
+}
+
+template <class Arch>
+inline void small_table(const float* table, float* small) noexcept {
+    for (std::size_t i = 0; i < 16; ++i) small[i] = table[i];
+}
+
+/// 32 elements starting at element e (even) of the packed stream, decoded and
+/// scaled by s, into nb = 32 / lanes batches.
+template <class Arch, std::size_t NB>
+inline void decode32(const std::uint8_t* packed, std::size_t e, const float* table, const float* small,
+                     const xsimd::batch<float, Arch>& s, xsimd::batch<float, Arch>* w) noexcept {
+    alignas(64) std::uint8_t q[32];
+    split_nibbles<Arch>(packed + e / 2, q);
+    constexpr std::size_t lanes = xsimd::batch<float, Arch>::size;
+    for (std::size_t k = 0; k < NB; ++k) w[k] = table_lookup<Arch, true>(q + k * lanes, table, small) * s;
+}
+
+template <class Arch, out_type OT>
+inline void bnb4_dequantize(const bnb4_dequantize_job& j) noexcept {
+    using f32 = xsimd::batch<float, Arch>;
+    constexpr std::size_t lanes = f32::size, NB = 32 / lanes;
+    constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
+    alignas(64) float small[16];
+    small_table<Arch>(j.table, small);
+    unsigned char* out = static_cast<unsigned char*>(j.out);
+    f32 w[NB];
+    for (std::size_t b0 = 0; b0 < j.n; b0 += j.blocksize) {
+        const std::size_t b1 = b0 + j.blocksize < j.n ? b0 + j.blocksize : j.n;
+        const f32 s(j.absmax[b0 / j.blocksize]);
+        std::size_t e = b0;
+        for (; e + 32 <= b1; e += 32) {
+            decode32<Arch, NB>(j.packed, e, j.table, small, s, w);
+            for (std::size_t k = 0; k < NB; ++k) emit<Arch, OT>(w[k], out + (e + k * lanes) * esize);
+        }
+        if (e < b1) {
+            // The short tail (last block only, or blocks not a multiple of 32):
+            // decode a zero-padded copy and keep what belongs to the tensor.
+            alignas(64) std::uint8_t bytes[16] = {};
+            std::memcpy(bytes, j.packed + e / 2, (b1 - e + 1) / 2);
+            alignas(64) unsigned char tmp[32 * 4];
+            decode32<Arch, NB>(bytes, 0, j.table, small, s, w);
+            for (std::size_t k = 0; k < NB; ++k) emit<Arch, OT>(w[k], tmp + k * lanes * esize);
+            std::memcpy(out + e * esize, tmp, (b1 - e) * esize);
+        }
+    }
+}
+
+template <class Arch, out_type OT>
+inline void bnb8_dequantize(const bnb8_dequantize_job& j) noexcept {
+    using f32 = xsimd::batch<float, Arch>;
+    constexpr std::size_t lanes = f32::size;
+    constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
+    unsigned char* out = static_cast<unsigned char*>(j.out);
+    for (std::size_t b0 = 0; b0 < j.n; b0 += j.blocksize) {
+        const std::size_t b1 = b0 + j.blocksize < j.n ? b0 + j.blocksize : j.n;
+        const f32 s(j.absmax[b0 / j.blocksize]);
+        std::size_t e = b0;
+        for (; e + lanes <= b1; e += lanes)
+            emit<Arch, OT>(table_lookup<Arch, false>(j.codes + e, j.table, nullptr) * s, out + e * esize);
+        if (e < b1) {
+            alignas(64) std::uint8_t q[64] = {};
+            std::memcpy(q, j.codes + e, b1 - e);
+            alignas(64) unsigned char tmp[64 * 4];
+            emit<Arch, OT>(table_lookup<Arch, false>(q, j.table, nullptr) * s, tmp);
+            std::memcpy(out + e * esize, tmp, (b1 - e) * esize);
+        }
+    }
+}
+
+/// One row of the GEMV for NB_ batch rows at once.
+template <class Arch, std::size_t B>
+inline void bnb4_gemv_rows(const bnb4_gemv_job& j, std::size_t b_first) noexcept {
+    using f32 = xsimd::batch<float, Arch>;
+    constexpr std::size_t lanes = f32::size, NB = 32 / lanes;
+    alignas(64) float small[16];
+    small_table<Arch>(j.table, small);
+    const float* xb[B];
+    for (std::size_t b = 0; b < B; ++b) xb[b] = j.x + (b_first + b) * j.x_stride;
+    alignas(64) float xpad[B][32];
+    for (std::size_t r = j.row_begin; r < j.row_end; ++r) {
+        f32 acc[B];
+        float tail[B];
+        for (std::size_t b = 0; b < B; ++b) {
+            acc[b] = f32(0.0f);
+            tail[b] = 0.0f;
+        }
+        const std::size_t r0 = r * j.cols, r1 = r0 + j.cols;
+        std::size_t e = r0;
+        if (e % 2 == 1 && e < r1) {
+            // A row that starts on a low nibble (odd column count).
+            const float v = j.table[j.packed[e / 2] & 0x0F] * j.absmax[e / j.blocksize];
+            for (std::size_t b = 0; b < B; ++b) tail[b] += v * xb[b][0];
+            ++e;
+        }
+        f32 w[NB];
+        while (e < r1) {
+            const std::size_t blk = e / j.blocksize;
+            const std::size_t blk_end = (blk + 1) * j.blocksize < r1 ? (blk + 1) * j.blocksize : r1;
+            const f32 s(j.absmax[blk]);
+            for (; e + 32 <= blk_end; e += 32) {
+                decode32<Arch, NB>(j.packed, e, j.table, small, s, w);
+                const std::size_t c = e - r0;
+                for (std::size_t b = 0; b < B; ++b)
+                    for (std::size_t k = 0; k < NB; ++k)
+                        acc[b] = xsimd::fma(w[k], f32::load_unaligned(xb[b] + c + k * lanes), acc[b]);
+            }
+            if (e < blk_end) {
+                const std::size_t len = blk_end - e, c = e - r0;
+                alignas(64) std::uint8_t bytes[16] = {};
+                std::memcpy(bytes, j.packed + e / 2, (len + 1) / 2);
+                decode32<Arch, NB>(bytes, 0, j.table, small, s, w);
+                for (std::size_t b = 0; b < B; ++b) {
+                    std::memset(xpad[b], 0, sizeof xpad[b]);
+                    std::memcpy(xpad[b], xb[b] + c, len * sizeof(float));
+                    for (std::size_t k = 0; k < NB; ++k)
+                        acc[b] = xsimd::fma(w[k], f32::load_aligned(xpad[b] + k * lanes), acc[b]);
+                }
+                e = blk_end;
+            }
+        }
+        for (std::size_t b = 0; b < B; ++b)
+            j.y[(b_first + b) * j.y_stride + r] = ::lowbit::detail::simd::reduce_add(acc[b]) + tail[b];
+    }
+}
+
+template <class Arch>
+inline void bnb4_gemv(const bnb4_gemv_job& j) noexcept {
+    std::size_t b = 0;
+    for (; b + 4 <= j.batch; b += 4) bnb4_gemv_rows<Arch, 4>(j, b);
+    switch (j.batch - b) {
+    case 3: bnb4_gemv_rows<Arch, 3>(j, b); break;
+    case 2: bnb4_gemv_rows<Arch, 2>(j, b); break;
+    case 1: bnb4_gemv_rows<Arch, 1>(j, b); break;
+    default: break;
+    }
+}
+
+/// Sum of a[k] * b[k] over k < n, int8 inputs, int32 accumulation.
+template <class Arch>
+inline std::int32_t dot_i8(const std::int8_t* a, const std::int8_t* b, std::size_t n) noexcept {
+    std::size_t k = 0;
+    std::int32_t acc = 0;
+    if constexpr (is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+        __m512i s = _mm512_setzero_si512();
+        for (; k + 32 <= n; k += 32) {
+            const __m512i x = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + k)));
+            const __m512i y = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + k)));
+            s = _mm512_add_epi32(s, _mm512_madd_epi16(x, y));
+        }
+        acc = _mm512_reduce_add_epi32(s);
+#endif
+    } else if constexpr (is_avx2_v<Arch>) {
+#if XSIMD_WITH_AVX2
+        __m256i s = _mm256_setzero_si256();
+        for (; k + 16 <= n; k += 16) {
+            const __m256i x = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(a + k)));
+            const __m256i y = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + k)));
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(x, y));
+        }
+        const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        const __m128i q = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
+        acc = _mm_cvtsi128_si32(_mm_add_epi32(q, _mm_shuffle_epi32(q, 0xB1)));
+#endif
+    } else if constexpr (is_sse4_1_v<Arch>) {
+#if XSIMD_WITH_SSE4_1
+        __m128i s = _mm_setzero_si128();
+        for (; k + 8 <= n; k += 8) {
+            const __m128i x = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(a + k)));
+            const __m128i y = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + k)));
+            s = _mm_add_epi32(s, _mm_madd_epi16(x, y));
+        }
+        const __m128i q = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+        acc = _mm_cvtsi128_si32(_mm_add_epi32(q, _mm_shuffle_epi32(q, 0xB1)));
+#endif
+    }
+    for (; k < n; ++k) acc += static_cast<std::int32_t>(a[k]) * static_cast<std::int32_t>(b[k]);
+    return acc;
+}
+
+template <class Arch>
+inline void int8_gemm(const int8_gemm_job& j) noexcept {
+    for (std::size_t n = j.n_begin; n < j.n_end; ++n)
+        for (std::size_t i = 0; i < j.m; ++i) j.c[i * j.ldc + n] = dot_i8<Arch>(j.a + i * j.lda, j.b + n * j.ldb, j.k);
+}
+
+}  // namespace detail::bnbk
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif  // !LOWBIT_NO_SIMD
+
+// The references sit in the else branches so that SIMD instantiations do not
+// odr-use them (see dequantize.hpp).
+template <class Arch>
+void bnb4_dequantize_fn::operator()(Arch, const bnb4_dequantize_job& j) const noexcept {
+#if !defined(LOWBIT_NO_SIMD)
+    if constexpr (!std::is_same_v<Arch, scalar>) {
+        switch (j.type) {
+        case out_type::f32: detail::bnbk::bnb4_dequantize<Arch, out_type::f32>(j); break;
+        case out_type::f16: detail::bnbk::bnb4_dequantize<Arch, out_type::f16>(j); break;
+        case out_type::bf16: detail::bnbk::bnb4_dequantize<Arch, out_type::bf16>(j); break;
+        }
+    } else
+#endif
+    {
+        bnb4_dequantize_ref(j);
+    }
+}
+
+template <class Arch>
+void bnb8_dequantize_fn::operator()(Arch, const bnb8_dequantize_job& j) const noexcept {
+#if !defined(LOWBIT_NO_SIMD)
+    if constexpr (!std::is_same_v<Arch, scalar>) {
+        switch (j.type) {
+        case out_type::f32: detail::bnbk::bnb8_dequantize<Arch, out_type::f32>(j); break;
+        case out_type::f16: detail::bnbk::bnb8_dequantize<Arch, out_type::f16>(j); break;
+        case out_type::bf16: detail::bnbk::bnb8_dequantize<Arch, out_type::bf16>(j); break;
+        }
+    } else
+#endif
+    {
+        bnb8_dequantize_ref(j);
+    }
+}
+
+template <class Arch>
+void bnb4_gemv_fn::operator()(Arch, const bnb4_gemv_job& j) const noexcept {
+#if !defined(LOWBIT_NO_SIMD)
+    if constexpr (!std::is_same_v<Arch, scalar>) {
+        detail::bnbk::bnb4_gemv<Arch>(j);
+    } else
+#endif
+    {
+        bnb4_gemv_ref(j);
+    }
+}
+
+template <class Arch>
+void int8_gemm_fn::operator()(Arch, const int8_gemm_job& j) const noexcept {
+#if !defined(LOWBIT_NO_SIMD)
+    if constexpr (!std::is_same_v<Arch, scalar>) {
+        detail::bnbk::int8_gemm<Arch>(j);
+    } else
+#endif
+    {
+        int8_gemm_ref(j);
+    }
+}
+
+}  // namespace kernels
+LOWBIT_NAMESPACE_END
+
+#define LOWBIT_KERNELS_BNB(EXT, ARCH)                                                                      \
+    EXT template void lowbit::kernels::bnb4_dequantize_fn::operator()<ARCH>(                               \
+        ARCH, const lowbit::kernels::bnb4_dequantize_job&) const noexcept;                                 \
+    EXT template void lowbit::kernels::bnb8_dequantize_fn::operator()<ARCH>(                               \
+        ARCH, const lowbit::kernels::bnb8_dequantize_job&) const noexcept;                                 \
+    EXT template void lowbit::kernels::bnb4_gemv_fn::operator()<ARCH>(ARCH, const lowbit::kernels::bnb4_gemv_job&) \
+        const noexcept;                                                                                    \
+    EXT template void lowbit::kernels::int8_gemm_fn::operator()<ARCH>(ARCH, const lowbit::kernels::int8_gemm_job&) \
+        const noexcept;
+LOWBIT_DECLARE_KERNELS(LOWBIT_KERNELS_BNB)
