@@ -63,37 +63,36 @@ std::string format_double_python(double x);
 
 /// A JSON value. Member functions that expect another kind than the value
 /// holds throw errc::invalid_argument.
+//
+// (Constructors and the other special members are defined after `member`:
+// a value holds a vector of members, which must be complete wherever values
+// are created, copied or destroyed.)
 class value {
 public:
-    value() noexcept {}  ///< null
-    value(std::nullptr_t) noexcept {}
-    value(bool b) noexcept : kind_(kind::boolean), bool_(b) {}
+    value() noexcept;  ///< null
+    value(std::nullptr_t) noexcept;
+    value(bool b) noexcept;
     template <std::integral T>
         requires(!std::same_as<T, bool> && !std::same_as<T, char>)
-    value(T v) : kind_(kind::number), text_(std::to_string(v)) {}
+    value(T v);
     /// Stored as format_double_python(v); NaN and infinities are errc::non_finite.
-    value(double v) : kind_(kind::number), text_(format_double_python(v)) {}
-    value(std::string s) noexcept : kind_(kind::string), text_(std::move(s)) {}
-    value(std::string_view s) : kind_(kind::string), text_(s) {}
-    value(const char* s) : kind_(kind::string), text_(s) {}
+    value(double v);
+    value(std::string s) noexcept;
+    value(std::string_view s);
+    value(const char* s);
+    value(const value&);
+    value(value&&) noexcept;
+    value& operator=(const value&);
+    value& operator=(value&&) noexcept;
+    ~value();
 
     /// A number given by its JSON text (e.g. "1e400", "18446744073709551616");
     /// text that is not a JSON number is errc::invalid_argument.
-    static value number(std::string_view text) {
-        if (!detail::is_number_text(text))
-            LOWBIT_THROW(errc::invalid_argument, "json: '" + std::string(text) + "' is not a JSON number");
-        value v;
-        v.kind_ = kind::number;
-        v.text_ = std::string(text);
-        return v;
-    }
-    static value array(std::vector<value> items = {}) {
-        value v;
-        v.kind_ = kind::array;
-        v.items_ = std::move(items);
-        return v;
-    }
-    static value object(std::vector<member> members = {});
+    static value number(std::string_view text);
+    static value array();  ///< empty
+    static value array(std::vector<value> items);
+    static value object();  ///< empty
+    static value object(std::vector<member> members);
 
     kind type() const noexcept { return kind_; }
     bool is_null() const noexcept { return kind_ == kind::null; }
@@ -171,10 +170,7 @@ public:
     /// An object's member `key`; errc::invalid_argument naming it if absent.
     const value& operator[](std::string_view key) const;
 
-    void push_back(value v) {
-        expect(kind::array);
-        items_.push_back(std::move(v));
-    }
+    void push_back(value v);
     /// Replaces the member `key` if the object has one, else appends it.
     value& set(std::string key, value v);
 
@@ -208,6 +204,47 @@ struct member {
 
     friend bool operator==(const member& a, const member& b) { return a.key == b.key && a.value == b.value; }
 };
+
+// Defined here, where member is complete: they create and destroy values.
+inline value::value() noexcept {}
+inline value::value(std::nullptr_t) noexcept {}
+inline value::value(bool b) noexcept : kind_(kind::boolean), bool_(b) {}
+template <std::integral T>
+    requires(!std::same_as<T, bool> && !std::same_as<T, char>)
+value::value(T v) : kind_(kind::number), text_(std::to_string(v)) {}
+inline value::value(double v) : kind_(kind::number), text_(format_double_python(v)) {}
+inline value::value(std::string s) noexcept : kind_(kind::string), text_(std::move(s)) {}
+inline value::value(std::string_view s) : kind_(kind::string), text_(s) {}
+inline value::value(const char* s) : kind_(kind::string), text_(s) {}
+inline value::value(const value&) = default;
+inline value::value(value&&) noexcept = default;
+inline value& value::operator=(const value&) = default;
+inline value& value::operator=(value&&) noexcept = default;
+inline value::~value() = default;
+
+inline value value::number(std::string_view text) {
+    if (!detail::is_number_text(text))
+        LOWBIT_THROW(errc::invalid_argument, "json: '" + std::string(text) + "' is not a JSON number");
+    value v;
+    v.kind_ = kind::number;
+    v.text_ = std::string(text);
+    return v;
+}
+
+inline value value::array() { return array(std::vector<value>()); }
+inline value value::object() { return object(std::vector<member>()); }
+
+inline value value::array(std::vector<value> items) {
+    value v;
+    v.kind_ = kind::array;
+    v.items_ = std::move(items);
+    return v;
+}
+
+inline void value::push_back(value v) {
+    expect(kind::array);
+    items_.push_back(std::move(v));
+}
 
 inline value value::object(std::vector<member> members) {
     value v;
