@@ -5,7 +5,7 @@
 #   ./dev.sh compare [ARGS]   build the lowbit program and run `lowbit compare ARGS`
 #   ./dev.sh test             build everything and run the test suite (cmake --workflow --preset test)
 #   ./dev.sh interop          cross-check against the formats' owners (gguf, ggml) with pytest
-#   ./dev.sh fuzz [SECONDS]   fuzz the GGUF reader with libFuzzer (clang) for SECONDS (default 60)
+#   ./dev.sh fuzz [SECONDS]   fuzz the GGUF and safetensors readers with libFuzzer (clang), SECONDS each (default 60)
 #   ./dev.sh bench [FILTER]   build and run the Google Benchmark programs
 #   ./dev.sh deps             only install the dependencies
 set -euo pipefail
@@ -69,11 +69,17 @@ fuzz() {
     local venv=build/venv
     [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest; }
     $venv/bin/python tests/fuzz/make_seeds.py build/fuzz/seeds
-    clang++ -std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        -Iinclude tests/fuzz/fuzz_gguf.cpp -o build/fuzz/fuzz_gguf
-    mkdir -p build/fuzz/corpus
+    python3 tests/fuzz/make_safetensors_seeds.py build/fuzz/seeds_safetensors
+    local flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude)
+    clang++ "${flags[@]}" tests/fuzz/fuzz_gguf.cpp -o build/fuzz/fuzz_gguf
+    clang++ "${flags[@]}" tests/fuzz/fuzz_safetensors.cpp -o build/fuzz/fuzz_safetensors
+    mkdir -p build/fuzz/corpus build/fuzz/corpus_safetensors
+    echo "== fuzz_gguf (${1:-60} s)"
     ./build/fuzz/fuzz_gguf -max_total_time="${1:-60}" -max_len=4096 -print_final_stats=1 \
         build/fuzz/corpus build/fuzz/seeds 2>&1 | tail -n 12
+    echo "== fuzz_safetensors (${1:-60} s)"
+    ./build/fuzz/fuzz_safetensors -max_total_time="${1:-60}" -max_len=4096 -print_final_stats=1 \
+        -dict=tests/fuzz/safetensors.dict build/fuzz/corpus_safetensors build/fuzz/seeds_safetensors 2>&1 | tail -n 12
 }
 
 cmd="${1:-help}"
