@@ -101,9 +101,17 @@ inline source_dtype parse_source_dtype(std::string_view s) {
                                              "' is not float16, bfloat16 or float32");
 }
 
+/// FP4's quant_map as bitsandbytes stores it (get_4bit_type): code 8 is +0,
+/// not -0, and its CPU kernels decode it so.
+inline constexpr std::array<float, 16> fp4_quant_map = [] {
+    std::array<float, 16> v = ::lowbit::detail::bnb_fp4_values;
+    v[8] = 0.0f;
+    return v;
+}();
+
 /// The 16 decode values of a 4-bit type, by code (bitsandbytes' quant_map).
 inline const std::array<float, 16>& code_table(quant_type t) noexcept {
-    return t == quant_type::nf4 ? ::lowbit::detail::nf4_values : ::lowbit::detail::bnb_fp4_values;
+    return t == quant_type::nf4 ? ::lowbit::detail::nf4_values : fp4_quant_map;
 }
 
 /// The signed dynamic map (bitsandbytes' nested_quant_map and 8-bit code).
