@@ -4,7 +4,7 @@
 #
 #   ./dev.sh compare [ARGS]   build the lowbit program and run `lowbit compare ARGS`
 #   ./dev.sh test             build everything and run the test suite (cmake --workflow --preset test)
-#   ./dev.sh interop          cross-check against the formats' owners (gguf, ggml) with pytest
+#   ./dev.sh interop          cross-check against the formats' owners (gguf, ggml, safetensors) with pytest
 #   ./dev.sh fuzz [SECONDS]   fuzz the GGUF and safetensors readers with libFuzzer (clang), SECONDS each (default 60)
 #   ./dev.sh bench [FILTER]   build and run the Google Benchmark programs
 #   ./dev.sh deps             only install the dependencies
@@ -39,9 +39,11 @@ interop() {
     PACKAGES+=(python3 python3-pip)
     deps
     configure
-    cmake --build build -j2 --target ggml_capi gguf_tool lowbit_cli >/dev/null
+    cmake --build build -j2 --target ggml_capi gguf_tool safetensors_tool lowbit_cli >/dev/null
     local venv=build/venv
-    [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest; }
+    [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest safetensors; }
+    # A venv made before safetensors joined the suite (or by ./dev.sh fuzz) lacks it.
+    $venv/bin/python -c "import safetensors" 2>/dev/null || $venv/bin/pip install -q safetensors
     local ref=build/ref-ggml
     if [[ ! -f $ref/build/src/libggml-base.so ]]; then
         rm -rf $ref && mkdir -p $ref
@@ -56,6 +58,7 @@ interop() {
     fi
     LOWBIT_GGML_CAPI="$PWD/build/tests/interop/libggml_capi.so" \
     LOWBIT_GGUF_TOOL="$PWD/build/tests/interop/gguf_tool" \
+    LOWBIT_SAFETENSORS_TOOL="$PWD/build/tests/interop/safetensors_tool" \
     LOWBIT_CLI="$PWD/build/bin/lowbit" \
     LOWBIT_REF_GGML="$PWD/$ref/build/src/libggml-base.so" \
         $venv/bin/pytest -q tests/interop "$@"

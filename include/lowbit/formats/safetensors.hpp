@@ -60,7 +60,9 @@ enum class dtype : std::uint8_t {
     i8,
     f8_e5m2,
     f8_e4m3,
-    f8_e8m0,  ///< OCP MX scale: a power of two
+    f8_e8m0,      ///< OCP MX scale: a power of two
+    f8_e4m3fnuz,  ///< E4M3 without infinities or -0 (bias 8)
+    f8_e5m2fnuz,  ///< E5M2 without infinities or -0 (bias 16)
     i16,
     u16,
     f16,
@@ -74,10 +76,11 @@ enum class dtype : std::uint8_t {
     u64,
 };
 
-inline constexpr std::array<dtype, 20> all_dtypes = {
-    dtype::boolean, dtype::f4,  dtype::f6_e2m3, dtype::f6_e3m2, dtype::u8,  dtype::i8,  dtype::f8_e5m2,
-    dtype::f8_e4m3, dtype::f8_e8m0, dtype::i16, dtype::u16,     dtype::f16, dtype::bf16, dtype::i32,
-    dtype::u32,     dtype::f32, dtype::c64,     dtype::f64,     dtype::i64, dtype::u64};
+inline constexpr std::array<dtype, 22> all_dtypes = {
+    dtype::boolean,     dtype::f4,          dtype::f6_e2m3, dtype::f6_e3m2, dtype::u8,      dtype::i8,
+    dtype::f8_e5m2,     dtype::f8_e4m3,     dtype::f8_e8m0, dtype::f8_e4m3fnuz, dtype::f8_e5m2fnuz,
+    dtype::i16,         dtype::u16,         dtype::f16,     dtype::bf16,    dtype::i32,     dtype::u32,
+    dtype::f32,         dtype::c64,         dtype::f64,     dtype::i64,     dtype::u64};
 
 /// The name a header spells the dtype with ("F32", "BF16", "F8_E4M3", ...).
 constexpr std::string_view to_string(dtype t) noexcept {
@@ -91,6 +94,8 @@ constexpr std::string_view to_string(dtype t) noexcept {
     case dtype::f8_e5m2: return "F8_E5M2";
     case dtype::f8_e4m3: return "F8_E4M3";
     case dtype::f8_e8m0: return "F8_E8M0";
+    case dtype::f8_e4m3fnuz: return "F8_E4M3FNUZ";
+    case dtype::f8_e5m2fnuz: return "F8_E5M2FNUZ";
     case dtype::i16: return "I16";
     case dtype::u16: return "U16";
     case dtype::f16: return "F16";
@@ -124,7 +129,9 @@ constexpr unsigned bit_size(dtype t) noexcept {
     case dtype::i8:
     case dtype::f8_e5m2:
     case dtype::f8_e4m3:
-    case dtype::f8_e8m0: return 8;
+    case dtype::f8_e8m0:
+    case dtype::f8_e4m3fnuz:
+    case dtype::f8_e5m2fnuz: return 8;
     case dtype::i16:
     case dtype::u16:
     case dtype::f16:
