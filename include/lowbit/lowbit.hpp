@@ -5,6 +5,7 @@
 #include "version.hpp"
 
 #include "core/error.hpp"
+#include "core/json.hpp"
 #include "core/numeric.hpp"
 #include "core/view.hpp"
 
@@ -25,6 +26,7 @@
 #include "formats/gguf_quantize.hpp"
 #include "formats/gguf_recipes.hpp"
 #include "formats/imatrix.hpp"
+#include "formats/safetensors.hpp"
 
 #include "algorithms/rtn.hpp"
 #include "parallel.hpp"
