@@ -88,6 +88,18 @@ constexpr bool quantize_ggml_simd_supports(ggml::type t, bool with_imatrix) noex
 #endif
 namespace detail::gqz {
 
+// Fully unrolled, the transposes and per-column loops keep their arrays of
+// batches in registers; as loops, g++ -O2 keeps them on the stack and the
+// stores dominate.
+#if defined(__GNUC__)
+#define LOWBIT_GQZ_PRAGMA(x) _Pragma(#x)
+#define LOWBIT_GQZ_UNROLL(n) LOWBIT_GQZ_PRAGMA(GCC unroll n)
+#define LOWBIT_GQZ_INLINE inline __attribute__((always_inline))
+#else
+#define LOWBIT_GQZ_UNROLL(n)
+#define LOWBIT_GQZ_INLINE inline
+#endif
+
 template <class Arch>
 using fvec = xsimd::batch<float, Arch>;
 template <class Arch>
@@ -345,10 +357,69 @@ struct tile {
     static_assert(S % lanes == 0);
 };
 
+template <class Arch>
+inline void put_columns(const std::uint8_t (*rows)[16], unsigned char* out, std::size_t stride) noexcept;
+
+#if XSIMD_WITH_AVX512BW
+/// out[j] = {r[0][j], ..., r[15][j]} for j < 16: a 16 x 16 transpose in
+/// registers (far fewer load slots than a gather or scalar moves per column).
+template <class Arch>
+LOWBIT_GQZ_INLINE void transpose16(const float* const* r, __m512* out) noexcept {
+    __m512 a[16], t[16];
+LOWBIT_GQZ_UNROLL(16)
+    for (int k = 0; k < 16; ++k) a[k] = _mm512_loadu_ps(r[k]);
+LOWBIT_GQZ_UNROLL(8)
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]);
+    }
+    // a[4g + c]: 128-bit lane l holds column 4l + c of rows 4g..4g+3.
+LOWBIT_GQZ_UNROLL(4)
+    for (int g = 0; g < 4; ++g) {
+        const __m512d p = _mm512_castps_pd(t[4 * g]), p2 = _mm512_castps_pd(t[4 * g + 2]);
+        const __m512d h = _mm512_castps_pd(t[4 * g + 1]), h2 = _mm512_castps_pd(t[4 * g + 3]);
+        a[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(p, p2));
+        a[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(p, p2));
+        a[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(h, h2));
+        a[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(h, h2));
+    }
+LOWBIT_GQZ_UNROLL(4)
+    for (int c = 0; c < 4; ++c) {
+        const __m512 s1 = _mm512_shuffle_f32x4(a[c], a[4 + c], 0x44);
+        const __m512 s2 = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], 0x44);
+        const __m512 s3 = _mm512_shuffle_f32x4(a[c], a[4 + c], 0xEE);
+        const __m512 s4 = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], 0xEE);
+        out[c] = _mm512_shuffle_f32x4(s1, s2, 0x88);
+        out[4 + c] = _mm512_shuffle_f32x4(s1, s2, 0xDD);
+        out[8 + c] = _mm512_shuffle_f32x4(s3, s4, 0x88);
+        out[12 + c] = _mm512_shuffle_f32x4(s3, s4, 0xDD);
+    }
+}
+#endif
+
 /// src[k]: super-block k's 256 values (k < nvalid); other lanes get zeros.
 template <class Arch, int N, int Nsub, int MinNB = 1>
 inline void transpose_in(const float* const* src, int nvalid, float* dst) noexcept {
     using G = tile<Arch, N, Nsub, MinNB>;
+    if constexpr (dq::is_avx512_v<Arch> && N % 16 == 0) {
+#if XSIMD_WITH_AVX512BW
+        alignas(64) static constexpr float zeros[N] = {};
+        for (int b = 0; b < G::NB; ++b) {
+            const float* r[16];
+            for (int l = 0; l < 16; ++l) {
+                const int s = b * 16 + l;
+                r[l] = s / Nsub < nvalid ? src[s / Nsub] + N * (s % Nsub) : zeros;
+            }
+            for (int c0 = 0; c0 < N; c0 += 16) {
+                __m512 out[16];
+                transpose16<Arch>(r, out);
+                for (int j = 0; j < 16; ++j) _mm512_store_ps(dst + (b * N + c0 + j) * 16, out[j]);
+                for (int l = 0; l < 16; ++l) r[l] += 16;
+            }
+        }
+        return;
+#endif
+    }
     for (int s = 0; s < G::S; ++s) {
         float* d = dst + (s / G::lanes) * N * G::lanes + s % G::lanes;
         if (s / Nsub < nvalid) {
@@ -364,6 +435,15 @@ inline void transpose_in(const float* const* src, int nvalid, float* dst) noexce
 template <class Arch, int N, int Nsub, int MinNB = 1>
 inline void transpose_out(const fvec<Arch>* L, int b, std::uint8_t* dst) noexcept {
     using G = tile<Arch, N, Nsub, MinNB>;
+    if constexpr (dq::is_avx512_v<Arch> && N % 16 == 0) {
+#if XSIMD_WITH_AVX512BW
+        alignas(16) std::uint8_t rows[N][16];
+        for (int j = 0; j < N; ++j)
+            _mm_store_si128(reinterpret_cast<__m128i*>(rows[j]), _mm512_cvtepi32_epi8(xsimd::to_int(L[j])));
+        for (int c0 = 0; c0 < N; c0 += 16) put_columns<Arch>(rows + c0, dst + N * b * 16 + c0, N);
+        return;
+#endif
+    }
     alignas(64) std::int32_t tmp[G::lanes];
     for (int j = 0; j < N; ++j) {
         xsimd::to_int(L[j]).store_aligned(tmp);
@@ -1082,15 +1162,6 @@ inline void iq4_tile(const float* const* xs, const float* const* qws, unsigned c
 
 inline constexpr int legacy_group = 16;
 
-// Fully unrolled, the transposes and per-column loops keep their arrays of
-// batches in registers; as loops, g++ -O2 keeps them on the stack and the
-// stores dominate.
-#if defined(__GNUC__)
-#define LOWBIT_GQZ_PRAGMA(x) _Pragma(#x)
-#define LOWBIT_GQZ_UNROLL(n) LOWBIT_GQZ_PRAGMA(GCC unroll n)
-#else
-#define LOWBIT_GQZ_UNROLL(n)
-#endif
 
 template <class Arch>
 inline ivec<Arch> lane_ids() noexcept {
@@ -1128,36 +1199,13 @@ inline void load_columns(const float* x, int b, fvec<Arch>* xv) noexcept {
     if constexpr (dq::is_avx512_v<Arch> && N % 16 == 0) {
 #if XSIMD_WITH_AVX512BW
         const float* p = x + static_cast<std::ptrdiff_t>(b * 16) * N;
+        const float* r[16];
+        for (int k = 0; k < 16; ++k) r[k] = p + k * N;
         for (int c0 = 0; c0 < N; c0 += 16) {
-            __m512 r[16], t[16];
-LOWBIT_GQZ_UNROLL(16)
-            for (int k = 0; k < 16; ++k) r[k] = _mm512_loadu_ps(p + k * N + c0);
-LOWBIT_GQZ_UNROLL(8)
-            for (int i = 0; i < 8; ++i) {
-                t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-                t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-            }
-            // r[4g + c]: 128-bit lane l holds column 4l + c of rows 4g..4g+3.
-LOWBIT_GQZ_UNROLL(4)
-            for (int g = 0; g < 4; ++g) {
-                const __m512d a = _mm512_castps_pd(t[4 * g]), a2 = _mm512_castps_pd(t[4 * g + 2]);
-                const __m512d h = _mm512_castps_pd(t[4 * g + 1]), h2 = _mm512_castps_pd(t[4 * g + 3]);
-                r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, a2));
-                r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, a2));
-                r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(h, h2));
-                r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(h, h2));
-            }
-LOWBIT_GQZ_UNROLL(4)
-            for (int c = 0; c < 4; ++c) {
-                const __m512 s1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44);
-                const __m512 s2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44);
-                const __m512 s3 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
-                const __m512 s4 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
-                xv[c0 + c] = fvec<Arch>(_mm512_shuffle_f32x4(s1, s2, 0x88));
-                xv[c0 + 4 + c] = fvec<Arch>(_mm512_shuffle_f32x4(s1, s2, 0xDD));
-                xv[c0 + 8 + c] = fvec<Arch>(_mm512_shuffle_f32x4(s3, s4, 0x88));
-                xv[c0 + 12 + c] = fvec<Arch>(_mm512_shuffle_f32x4(s3, s4, 0xDD));
-            }
+            __m512 out[16];
+            transpose16<Arch>(r, out);
+            for (int j = 0; j < 16; ++j) xv[c0 + j] = fvec<Arch>(out[j]);
+            for (int k = 0; k < 16; ++k) r[k] += 16;
         }
 #endif
     } else {
@@ -1523,6 +1571,7 @@ inline void run(const ggml_quantize_job& j) noexcept {
 #endif
 #undef LOWBIT_GQZ_UNROLL
 #undef LOWBIT_GQZ_PRAGMA
+#undef LOWBIT_GQZ_INLINE
 #endif  // !LOWBIT_NO_SIMD
 
 template <class Arch>
