@@ -67,9 +67,9 @@ const int registered = [] {
         {type::q4_k, "q4_K"},   {type::q5_k, "q5_K"},     {type::q2_k, "q2_K"}, {type::q3_k, "q3_K"},
         {type::q6_k, "q6_K"},   {type::iq4_nl, "iq4_NL"}, {type::iq4_xs, "iq4_XS"}, {type::q4_0, "q4_0"},
         {type::q4_1, "q4_1"},   {type::q5_0, "q5_0"},     {type::q5_1, "q5_1"}, {type::q8_0, "q8_0"},
-        {type::mxfp4, "mxfp4"}, {type::tq2_0, "tq2_0"}};
+        {type::mxfp4, "mxfp4"}, {type::tq1_0, "tq1_0"}, {type::tq2_0, "tq2_0"}};
     // The imatrix is ignored by these, so their _imatrix cases would repeat the plain ones.
-    const auto ignores_imatrix = [](type t) { return t == type::q8_0 || t == type::mxfp4 || t == type::tq2_0; };
+    const auto ignores_imatrix = [](type t) { return t == type::q8_0 || t == type::mxfp4 || t == type::tq1_0 || t == type::tq2_0; };
     for (const auto& [t, name] : types)
         for (bool im : {false, true}) {
             if (!quantize_ggml_simd_supports(t, im) || (im && ignores_imatrix(t))) continue;

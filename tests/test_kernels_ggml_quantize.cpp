@@ -20,7 +20,7 @@ const std::vector<ggml::type>& simd_types() {
     using ggml::type;
     static const std::vector<type> v = {type::q4_k,   type::q5_k, type::q2_k, type::q3_k, type::q6_k,
                                         type::iq4_nl, type::iq4_xs, type::q4_0, type::q4_1, type::q5_0,
-                                        type::q5_1,   type::q8_0, type::mxfp4, type::tq2_0};
+                                        type::q5_1,   type::q8_0, type::mxfp4, type::tq1_0, type::tq2_0};
     return v;
 }
 
@@ -106,7 +106,7 @@ void check_same_bytes(ggml::type t, bool with_imatrix, std::size_t rows, std::si
 const std::vector<ggml::type>& legacy_types() {
     using ggml::type;
     static const std::vector<type> v = {type::q4_0, type::q4_1, type::q5_0,  type::q5_1,
-                                        type::q8_0, type::mxfp4, type::tq2_0};
+                                        type::q8_0, type::mxfp4, type::tq1_0, type::tq2_0};
     return v;
 }
 
@@ -169,7 +169,7 @@ void check_legacy(ggml::type t, std::size_t rows, std::size_t n, std::uint32_t s
 
 }  // namespace
 
-TEST_CASE("SIMD legacy, MXFP4 and TQ2_0 quantizers: edge-case blocks on every ISA", "[kernels][ggml_quantize]") {
+TEST_CASE("SIMD legacy, MXFP4, TQ1_0 and TQ2_0 quantizers: edge-case blocks on every ISA", "[kernels][ggml_quantize]") {
     std::uint32_t seed = 1000;
     for (ggml::type t : legacy_types()) {
         REQUIRE(quantize_ggml_simd_supports(t, false));

@@ -2,7 +2,7 @@
 // Quantize rows of f32 to ggml blocks with SIMD, byte for byte what the scalar
 // quantizers in formats/ggml_kquants.hpp and formats/ggml_blocks.hpp (and so
 // ggml itself) produce: the K-quants and IQ4 types first, then the per-value
-// types (Q4_0..Q8_0, MXFP4, TQ2_0) further down.
+// types (Q4_0..Q8_0, MXFP4, TQ1_0, TQ2_0) further down.
 //
 // Nearly all of a K-quant's time goes into a search per sub-block
 // (make_qkx_quants: 16 to 37 candidate grids, each a weighted least-squares
@@ -75,6 +75,7 @@ constexpr bool quantize_ggml_simd_supports(ggml::type t, bool with_imatrix) noex
     // These ignore the imatrix, in ggml as here.
     case type::q8_0:
     case type::mxfp4:
+    case type::tq1_0:
     case type::tq2_0: return true;
     default: return false;
     }
@@ -1152,7 +1153,7 @@ inline void iq4_tile(const float* const* xs, const float* const* qws, unsigned c
     }
 }
 
-// ---- legacy 32-blocks, MXFP4, TQ2_0 ------------------------------------------
+// ---- legacy 32-blocks, MXFP4, TQ1_0, TQ2_0---------------------------------------
 //
 // These types do a few operations per value, so here each lane is one block:
 // a group of 16 blocks is read column-wise (gathers where the ISA has them),
@@ -1311,7 +1312,7 @@ inline float mxfp4_half_scale(std::uint8_t e) noexcept {
 }
 
 template <ggml::type T>
-inline constexpr int legacy_block_values = (T == ggml::type::tq2_0) ? 256 : 32;
+inline constexpr int legacy_block_values = (T == ggml::type::tq1_0 || T == ggml::type::tq2_0) ? 256 : 32;
 
 /// Block header bytes before qs, and the offset of qh (Q5) in the block.
 template <ggml::type T>
@@ -1330,7 +1331,29 @@ inline constexpr std::size_t legacy_block_bytes = T == ggml::type::q4_0   ? size
                                                   : T == ggml::type::q5_1 ? sizeof(ggml::block_q5_1)
                                                   : T == ggml::type::q8_0 ? sizeof(ggml::block_q8_0)
                                                   : T == ggml::type::mxfp4 ? sizeof(ggml::block_mxfp4)
+                                                  : T == ggml::type::tq1_0 ? sizeof(ggml::block_tq1_0)
                                                                            : sizeof(ggml::block_tq2_0);
+
+/// TQ1_0's byte from five (or four, then a zero) trits: q = the base-3 number
+/// mod 256, then (q * 256 + 242) / 243 mod 256. As 256 = 243 + 13, that
+/// quotient is q + (13 q + 242) / 243, whose division is a multiply and shift
+/// (exact for every q, checked below).
+constexpr bool tq1_div243_exact() noexcept {
+    for (std::int32_t q = 0; q < 256; ++q)
+        if ((q * 256 + 242) / 243 != q + (((13 * q + 242) * 1079) >> 18)) return false;
+    return true;
+}
+static_assert(tq1_div243_exact());
+
+template <class Arch>
+inline ivec<Arch> tq1_byte(const ivec<Arch>* t, int count) noexcept {
+    using I = ivec<Arch>;
+    I q = t[0];
+    for (int k = 1; k < count; ++k) q = q * I(3) + t[k];
+    for (int k = count; k < 5; ++k) q = q * I(3);
+    q = q & I(0xFF);
+    return (q + (((q * I(13) + I(242)) * I(1079)) >> 18)) & I(0xFF);
+}
 
 /// 16 whole blocks of type T from x to out.
 template <class Arch, ggml::type T>
@@ -1340,13 +1363,15 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
     using ggml::type;
     constexpr int lanes = static_cast<int>(B::size), NB = legacy_group / lanes, N = legacy_block_values<T>;
     constexpr std::size_t BB = legacy_block_bytes<T>;
-    constexpr int nrows = T == type::q8_0 ? 32 : T == type::tq2_0 ? 64 : 16;
+    constexpr int nrows = T == type::q8_0 ? 32 : T == type::tq2_0 ? 64 : T == type::tq1_0 ? 48 : 16;
     constexpr bool q5 = T == type::q5_0 || T == type::q5_1;
     constexpr bool affine = T == type::q4_1 || T == type::q5_1;
     alignas(16) std::uint8_t rows[nrows][16];
     alignas(64) std::uint32_t dh[legacy_group], mh[legacy_group], qh[legacy_group];
     alignas(64) float stat[legacy_group];
     std::uint8_t ex[legacy_group];
+    alignas(16) std::uint8_t tq1_qh[4][16];
+    static_cast<void>(tq1_qh);
     static_cast<void>(mh);
     static_cast<void>(qh);
     static_cast<void>(stat);
@@ -1354,7 +1379,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
     for (int b = 0; b < NB; ++b) {
         B xv[N];
         load_columns<Arch, N>(x, b, xv);
-        if constexpr (T == type::q8_0 || T == type::tq2_0) {
+        if constexpr (T == type::q8_0 || T == type::tq1_0 || T == type::tq2_0) {
             B amax(0.f);
             LOWBIT_GQZ_UNROLL(32)
             for (int j = 0; j < N; ++j) {
@@ -1368,6 +1393,24 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
                 LOWBIT_GQZ_UNROLL(32)
                 for (int j = 0; j < 32; ++j)
                     store_bytes<Arch>(xsimd::to_int(round_away<Arch>(vmul(xv[j], id))) & I(0xFF), rows[j] + b * lanes);
+            } else if constexpr (T == type::tq1_0) {
+                // ggml_blocks.hpp's quantize_row_tq1_0 has the element order.
+                const auto trit = [&](int e) { return xsimd::to_int(round_away<Arch>(vmul(xv[e], id))) + I(1); };
+                for (int m = 0; m < 32; ++m) {
+                    I t[5];
+                    for (int k = 0; k < 5; ++k) t[k] = trit(m + 32 * k);
+                    store_bytes<Arch>(tq1_byte<Arch>(t, 5), rows[m] + b * lanes);
+                }
+                for (int m = 0; m < 16; ++m) {
+                    I t[5];
+                    for (int k = 0; k < 5; ++k) t[k] = trit(160 + m + 16 * k);
+                    store_bytes<Arch>(tq1_byte<Arch>(t, 5), rows[32 + m] + b * lanes);
+                }
+                for (int j = 0; j < 4; ++j) {
+                    I t[4];
+                    for (int k = 0; k < 4; ++k) t[k] = trit(240 + j + 4 * k);
+                    store_bytes<Arch>(tq1_byte<Arch>(t, 4), tq1_qh[j] + b * lanes);
+                }
             } else {
                 for (int r = 0; r < 64; ++r) {
                     const int half = r / 32, m = r % 32;
@@ -1474,8 +1517,10 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
             blk[0] = ex[k];
         } else {
             const auto h16 = static_cast<std::uint16_t>(dh[k]);
-            std::memcpy(blk + (T == type::tq2_0 ? 64 : 0), &h16, 2);
+            std::memcpy(blk + (T == type::tq2_0 ? 64 : T == type::tq1_0 ? 52 : 0), &h16, 2);
         }
+        if constexpr (T == type::tq1_0)
+            for (int j = 0; j < 4; ++j) blk[48 + j] = tq1_qh[j][k];
         if constexpr (affine) {
             const auto m16 = static_cast<std::uint16_t>(mh[k]);
             std::memcpy(blk + 2, &m16, 2);
@@ -1560,6 +1605,7 @@ inline void run(const ggml_quantize_job& j) noexcept {
     case type::q5_1: run_legacy<Arch, type::q5_1>(j); break;
     case type::q8_0: run_legacy<Arch, type::q8_0>(j); break;
     case type::mxfp4: run_legacy<Arch, type::mxfp4>(j); break;
+    case type::tq1_0: run_legacy<Arch, type::tq1_0>(j); break;
     case type::tq2_0: run_legacy<Arch, type::tq2_0>(j); break;
     default: LOWBIT_ASSERT(false && "quantize_ggml: type has no SIMD kernel"); break;
     }
