@@ -315,15 +315,15 @@ TEST_CASE("LLM.int8(): row-wise int8 weights and the mixed int8/fp product stay 
 }
 
 TEST_CASE("bnb quant_state JSON is what QuantState.as_dict(packed=True) writes") {
-    CHECK(bnb::detail::python_float_repr(0.1) == "0.1");
-    CHECK(bnb::detail::python_float_repr(static_cast<double>(0.1f)) == "0.10000000149011612");
-    CHECK(bnb::detail::python_float_repr(1e-05) == "1e-05");
-    CHECK(bnb::detail::python_float_repr(1.5e-07) == "1.5e-07");
-    CHECK(bnb::detail::python_float_repr(0.0001) == "0.0001");
-    CHECK(bnb::detail::python_float_repr(1e16) == "1e+16");
-    CHECK(bnb::detail::python_float_repr(123.0) == "123.0");
-    CHECK(bnb::detail::python_float_repr(-2.5) == "-2.5");
-    CHECK(bnb::detail::python_float_repr(123456789012345680.0) == "1.2345678901234568e+17");
+    CHECK(json::format_double_python(0.1) == "0.1");
+    CHECK(json::format_double_python(static_cast<double>(0.1f)) == "0.10000000149011612");
+    CHECK(json::format_double_python(1e-05) == "1e-05");
+    CHECK(json::format_double_python(1.5e-07) == "1.5e-07");
+    CHECK(json::format_double_python(0.0001) == "0.0001");
+    CHECK(json::format_double_python(1e16) == "1e+16");
+    CHECK(json::format_double_python(123.0) == "123.0");
+    CHECK(json::format_double_python(-2.5) == "-2.5");
+    CHECK(json::format_double_python(123456789012345680.0) == "1.2345678901234568e+17");
     quant_state_4bit s;
     s.type = quant_type::nf4;
     s.blocksize = 64;

@@ -3,10 +3,12 @@
 //   lowbit compare [--formats a,b,...] [--data gaussian,student-t,llm] [--rows N] [--cols N]
 //                  [--seed S] [--threads N] [--csv] [--plot FILE.svg]
 //   lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE] [--threads N] [--leave-output-tensor] [--pure]
-//   lowbit inspect FILE.gguf
+//   lowbit quantize IN.safetensors OUT.safetensors --format F [--rules cuda|cpu] [--include-embeddings] [--threads N]
+//   lowbit inspect FILE.gguf|FILE.safetensors
 //   lowbit formats
 //   lowbit --version
 
+#include <lowbit/formats/bnb_checkpoint.hpp>
 #include <lowbit/formats/gguf_quantize.hpp>
 #include <lowbit/lowbit.hpp>
 
@@ -256,8 +258,35 @@ std::string value_string(const lowbit::gguf_value& v, std::size_t max_items) {
         v);
 }
 
+bool is_safetensors(std::string_view path) { return path.ends_with(".safetensors"); }
+
+int inspect_safetensors(const char* path) {
+    const auto f = lowbit::safetensors::file::open(path);
+    std::printf("%s: safetensors, %zu tensors, header %llu bytes\n", path, f.size(),
+                static_cast<unsigned long long>(f.header_size()));
+    for (const auto& kv : f.metadata()) std::printf("  %s = %s\n", kv.first.c_str(), kv.second.c_str());
+    std::printf("\n%-5s %-56s %-8s %-20s %12s\n", "#", "tensor", "dtype", "shape", "bytes");
+    std::uint64_t total = 0;
+    for (std::size_t i = 0; i < f.size(); ++i) {
+        const auto& t = f.tensors()[i];
+        std::printf("%-5zu %-56s %-8s %-20s %12llu\n", i, t.name.c_str(),
+                    std::string(lowbit::safetensors::to_string(t.dtype)).c_str(), shape_string(t.shape).c_str(),
+                    static_cast<unsigned long long>(t.size()));
+        total += t.size();
+        const std::string_view n = t.name;
+        for (const auto key : {".quant_state.bitsandbytes__nf4", ".quant_state.bitsandbytes__fp4"})
+            if (n.ends_with(key)) {
+                const auto d = t.data();
+                std::printf("      %.*s\n", static_cast<int>(d.size()), reinterpret_cast<const char*>(d.data()));
+            }
+    }
+    std::printf("\n%-5s %-56s %-8s %-20s %12s\n", "", "total", "", "", mib(total).c_str());
+    return 0;
+}
+
 int cmd_inspect(int argc, char** argv) {
-    if (argc != 1) LOWBIT_THROW(lowbit::errc::invalid_argument, "inspect takes one GGUF file");
+    if (argc != 1) LOWBIT_THROW(lowbit::errc::invalid_argument, "inspect takes one GGUF or safetensors file");
+    if (is_safetensors(argv[0])) return inspect_safetensors(argv[0]);
     const auto f = lowbit::read_gguf(argv[0]);
     std::printf("%s: GGUF v%u, %zu metadata keys, %zu tensors, alignment %u, data at byte %llu\n\n", argv[0],
                 f.version(), f.metadata().size(), f.tensors().size(), f.alignment(),
@@ -287,7 +316,75 @@ int cmd_inspect(int argc, char** argv) {
     return 0;
 }
 
+unsigned parse_threads(const std::string& v) {
+    char* end = nullptr;
+    const unsigned long n = std::strtoul(v.c_str(), &end, 10);
+    if (v.empty() || *end || v[0] == '-')
+        LOWBIT_THROW(lowbit::errc::invalid_argument, "--threads: '" + v + "' is not a non-negative integer");
+    return static_cast<unsigned>(n);
+}
+
+// lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq: a
+// bitsandbytes checkpoint in transformers' state-dict layout.
+int quantize_safetensors(int argc, char** argv) {
+    std::vector<std::string> pos;
+    lowbit::bnb::convert_options opt;
+    bool have_format = false;
+    for (int i = 0; i < argc; ++i) {
+        const std::string_view a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) LOWBIT_THROW(lowbit::errc::invalid_argument, std::string(a) + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--format") {
+            opt.format = lowbit::bnb::parse_checkpoint_format(value());
+            have_format = true;
+        } else if (a == "--rules") {
+            opt.rules = lowbit::bnb::parse_kernel_rules(value());
+        } else if (a == "--include-embeddings") {
+            opt.include_embeddings = true;
+        } else if (a == "--threads") {
+            opt.threads = parse_threads(value());
+        } else if (a.starts_with("--")) {
+            LOWBIT_THROW(lowbit::errc::invalid_argument, "quantize: unknown option '" + std::string(a) +
+                                                             "' for a safetensors checkpoint");
+        } else {
+            pos.emplace_back(a);
+        }
+    }
+    if (pos.size() != 2 || !have_format)
+        LOWBIT_THROW(lowbit::errc::invalid_argument,
+                     "usage: lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|... "
+                     "[--rules cuda|cpu] [--include-embeddings] [--threads N]");
+    const bool tty = isatty(STDERR_FILENO);
+    opt.progress = [&](std::size_t i, std::size_t n, const std::string& name, bool q) {
+        if (!tty) return;
+        const int width = 30, filled = static_cast<int>(static_cast<double>(i + 1) / static_cast<double>(n) * width);
+        std::fprintf(stderr, "\r[%-*s] %zu/%zu  %-48.48s %s", width, std::string(static_cast<std::size_t>(filled), '#').c_str(),
+                     i + 1, n, name.c_str(), q ? "quantized" : "kept");
+    };
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = lowbit::bnb::convert_checkpoint(pos[0], pos[1], opt);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (tty) std::fprintf(stderr, "\r%-120s\r", "");
+    std::printf("%s -> %s (bitsandbytes %s, %s rules)\n", pos[0].c_str(), pos[1].c_str(), opt.format.name().c_str(),
+                std::string(lowbit::bnb::to_string(opt.rules)).c_str());
+    std::printf("  tensors      %zu quantized, %zu kept as they were\n", r.quantized, r.tensors - r.quantized);
+    std::printf("  size         %s -> %s (%.1f%%)\n", mib(r.bytes_in).c_str(), mib(r.bytes_out).c_str(),
+                r.bytes_in ? 100.0 * static_cast<double>(r.bytes_out) / static_cast<double>(r.bytes_in) : 100.0);
+    std::printf("  time         %.2f s (%u thread%s)\n", secs, opt.threads, opt.threads == 1 ? "" : "s");
+    if (!opt.format.int8)
+        std::printf("\n  transformers reads it with quantization_config {\"quant_method\": \"bitsandbytes\", "
+                    "\"load_in_4bit\": true, \"bnb_4bit_quant_type\": \"%s\", \"bnb_4bit_use_double_quant\": %s}\n",
+                    std::string(lowbit::bnb::to_string(opt.format.type)).c_str(), opt.format.nested ? "true" : "false");
+    else
+        std::printf("\n  transformers reads it with quantization_config {\"quant_method\": \"bitsandbytes\", "
+                    "\"load_in_8bit\": true}\n");
+    return 0;
+}
+
 int cmd_quantize(int argc, char** argv) {
+    if (argc >= 1 && is_safetensors(argv[0])) return quantize_safetensors(argc, argv);
     std::vector<std::string> pos;
     lowbit::gguf_quantize_options opt;
     bool have_type = false;
@@ -303,12 +400,7 @@ int cmd_quantize(int argc, char** argv) {
         } else if (a == "--imatrix") {
             opt.imatrix = value();
         } else if (a == "--threads") {
-            const std::string v = value();
-            char* end = nullptr;
-            const unsigned long n = std::strtoul(v.c_str(), &end, 10);
-            if (v.empty() || *end || v[0] == '-')
-                LOWBIT_THROW(lowbit::errc::invalid_argument, "--threads: '" + v + "' is not a non-negative integer");
-            opt.threads = static_cast<unsigned>(n);
+            opt.threads = parse_threads(value());
         } else if (a == "--leave-output-tensor") {
             opt.leave_output_tensor = true;
         } else if (a == "--pure") {
@@ -368,7 +460,9 @@ int usage(int code) {
                  "                      [--seed S] [--threads N] [--csv] [--plot FILE.svg]\n"
                  "       lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE] [--threads N]\n"
                  "                       [--leave-output-tensor] [--pure]\n"
-                 "       lowbit inspect FILE.gguf\n"
+                 "       lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|...\n"
+                 "                       [--rules cuda|cpu] [--include-embeddings] [--threads N]\n"
+                 "       lowbit inspect FILE.gguf|FILE.safetensors\n"
                  "       lowbit formats\n"
                  "       lowbit --version\n");
     return code;

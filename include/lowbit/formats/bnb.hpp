@@ -37,11 +37,9 @@
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <optional>
 #include <span>
 #include <string>
@@ -49,6 +47,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/json.hpp"
 #include "../core/numeric.hpp"
 #include "../kernels/bnb.hpp"
 #include "../parallel.hpp"
@@ -499,7 +498,7 @@ struct int8_weight {
     std::vector<float> scb;
 };
 
-/// round(x * (127 / absmax)) with ties to even, as torch.round; a zero row stays 0.
+/// round(x * ((1 / absmax) * 127)) with ties to even, as torch.round; a zero row stays 0.
 inline std::int8_t int8_round(float v) noexcept {
     if (!(v == v)) return 0;
     return static_cast<std::int8_t>(std::nearbyint(std::min(127.0f, std::max(-127.0f, v))));
@@ -525,7 +524,7 @@ inline int8_weight quantize_int8_rows(std::span<const float> w, std::size_t rows
             const float* row = w.data() + r * cols;
             const float am = detail::block_absmax(row, cols);
             out.scb[r] = am;
-            const float k = 127.0f / am;
+            const float k = (1.0f / am) * 127.0f;  // torch evaluates 127.0 / t as reciprocal(t) * 127
             for (std::size_t c = 0; c < cols; ++c) out.q[r * cols + c] = int8_round(row[c] * k);
         }
     });
@@ -649,7 +648,7 @@ inline int8_activations quantize_int8_activations(std::span<const float> a, std:
         for (std::size_t c = 0; c < cols; ++c)
             if (!(threshold > 0.0f && std::fabs(row[c]) >= threshold)) am = std::max(am, std::fabs(row[c]));
         o.row_stats[r] = am;
-        const float k = 127.0f / am;
+        const float k = (1.0f / am) * 127.0f;  // torch evaluates 127.0 / t as reciprocal(t) * 127
         for (std::size_t c = 0; c < cols; ++c)
             if (!outlier[c]) o.q[r * cols + c] = int8_round(row[c] * k);
     }
@@ -686,45 +685,6 @@ inline std::vector<float> int8_linear(std::span<const float> x, std::size_t batc
 
 // ---- The quant_state JSON --------------------------------------------------
 
-namespace detail {
-
-/// Python's repr of a double (what json.dumps writes): the shortest digits
-/// that round-trip, positional for exponents -4..15, else d.ddde[+-]XX.
-inline std::string python_float_repr(double v) {
-    if (!std::isfinite(v)) LOWBIT_THROW(errc::non_finite, "python_float_repr: value is not finite");
-    if (v == 0.0) return std::signbit(v) ? "-0.0" : "0.0";
-    char buf[64];
-    const auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::scientific);
-    std::string sci(buf, r.ptr);
-    const std::size_t e = sci.find('e');
-    std::string mant = sci.substr(0, e);
-    const int exp10 = std::stoi(sci.substr(e + 1));
-    const bool neg = mant[0] == '-';
-    if (neg) mant.erase(0, 1);
-    std::string digits;
-    for (char c : mant)
-        if (c != '.') digits += c;
-    std::string out = neg ? "-" : "";
-    if (exp10 >= -5 + 1 && exp10 < 16) {
-        if (exp10 < 0) {
-            out += "0." + std::string(static_cast<std::size_t>(-exp10 - 1), '0') + digits;
-        } else if (static_cast<std::size_t>(exp10) + 1 >= digits.size()) {
-            out += digits + std::string(static_cast<std::size_t>(exp10) + 1 - digits.size(), '0') + ".0";
-        } else {
-            out += digits.substr(0, static_cast<std::size_t>(exp10) + 1) + "." +
-                   digits.substr(static_cast<std::size_t>(exp10) + 1);
-        }
-        return out;
-    }
-    out += digits.substr(0, 1);
-    if (digits.size() > 1) out += "." + digits.substr(1);
-    char eb[16];
-    std::snprintf(eb, sizeof eb, "e%c%02d", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
-    return out + eb;
-}
-
-}  // namespace detail
-
 /// The key of the packed JSON entry: "quant_state.bitsandbytes__nf4" / "__fp4".
 inline std::string quant_state_key(quant_type t) { return "quant_state.bitsandbytes__" + std::string(to_string(t)); }
 
@@ -742,7 +702,7 @@ inline std::string quant_state_json(const quant_state_4bit& s) {
     if (s.nested) {
         j += ", \"nested_blocksize\": " + std::to_string(s.nested->blocksize) +
              ", \"nested_dtype\": \"float32\", \"nested_offset\": " +
-             detail::python_float_repr(static_cast<double>(s.nested->offset));
+             json::format_double_python(static_cast<double>(s.nested->offset));
     }
     return j + "}";
 }
