@@ -3,6 +3,8 @@
 #include <lowbit/formats/ggml.hpp>
 #include <lowbit/kernels/ggml_quantize.hpp>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -247,4 +249,36 @@ TEST_CASE("quantize_ggml_rows: validation, fallback and the active ISA", "[kerne
     CHECK_THROWS_AS(quantize_ggml_rows(ggml::type::q4_k, x.data(), out.data(), 1, 100), error);
     CHECK_THROWS_AS(quantize_ggml_rows(ggml::type::q4_k, nullptr, out.data(), 1, 256), error);
     CHECK_NOTHROW(quantize_ggml_rows(ggml::type::q4_k, nullptr, nullptr, 0, 256));
+}
+
+TEST_CASE("SIMD MXFP4: amax at and just below powers of two keeps log2f's exponent", "[kernels][ggml_quantize]") {
+    // floor(log2f(a)) rounds up to the next integer for mantissas a hair
+    // below 2, so the exponent is not just a's: sweep both sides of the edge.
+    std::mt19937 rng(99);
+    std::uniform_real_distribution<float> ud(-0.5f, 0.5f);
+    const std::size_t blocks = 16 * 9, n = 32 * blocks;
+    std::vector<float> x(n);
+    std::size_t b = 0;
+    for (int e = -140; e <= 127; e += 3) {
+        const std::uint32_t below2[] = {0x007FFFFFu, 0x007FFFF0u, 0x007FF800u, 0x007FF7FFu, 0x007F0000u, 0x0u};
+        for (std::uint32_t m : below2) {
+            if (b == blocks) break;
+            const int be = std::max(1, std::min(254, e + 127));
+            const float a = std::bit_cast<float>((static_cast<std::uint32_t>(be) << 23) | m);
+            for (int j = 0; j < 32; ++j) x[32 * b + j] = a * ud(rng);
+            x[32 * b + static_cast<std::size_t>(rng() % 32)] = (rng() % 2) ? a : -a;
+            ++b;
+        }
+    }
+    for (; b < blocks; ++b)
+        for (int j = 0; j < 32; ++j) x[32 * b + j] = std::numeric_limits<float>::denorm_min() * static_cast<float>(j);
+    const std::size_t bytes = ggml::row_bytes(ggml::type::mxfp4, n);
+    std::vector<unsigned char> ref(bytes), got(bytes);
+    ggml::quantize_rows(ggml::type::mxfp4, x.data(), ref.data(), 1, n, nullptr);
+    for (isa i : available_isas()) {
+        std::memset(got.data(), 0, bytes);
+        dispatch_to(i, quantize_ggml_fn{}, ggml_quantize_job{ggml::type::mxfp4, x.data(), got.data(), 1, n, nullptr});
+        INFO("mxfp4 on " << isa_name(i) << ", first difference at " << first_diff(ref, got, ggml::traits(ggml::type::mxfp4).type_size));
+        REQUIRE(ref == got);
+    }
 }

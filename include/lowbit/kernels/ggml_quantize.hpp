@@ -1301,6 +1301,13 @@ inline fvec<Arch> inverse_or_zero(const fvec<Arch>& d) noexcept {
 template <class Arch>
 inline std::uint8_t mxfp4_exponent(float amax) noexcept {
     if (!(amax > 0.0f)) return 0;
+    // floor(log2f(a)) is a's exponent unless log2f rounds up to the next
+    // integer, which needs a mantissa just below 2 (within far less than
+    // 2^-12 of it); those, subnormals, Inf and NaN take the libm call.
+    const std::uint32_t bits = std::bit_cast<std::uint32_t>(amax);
+    const std::uint32_t e = bits >> 23;
+    if (e != 0 && e != 0xFF && (bits & 0x007FFFFFu) < 0x007FF800u)
+        return static_cast<std::uint8_t>((static_cast<int>(e) - 2) & 0xFF);
     const float biased = std::floor(std::log2(amax)) - 2.0f + 127.0f;
     return std::isfinite(biased) ? static_cast<std::uint8_t>(static_cast<int>(biased) & 0xFF) : std::uint8_t{0};
 }
