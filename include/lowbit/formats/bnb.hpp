@@ -605,9 +605,17 @@ inline void gemv_4bit(const matrix_4bit& w, std::span<const float> x, std::size_
                                                " and a " + std::to_string(w.rows) + " x " + std::to_string(w.cols) +
                                                " weight");
     if (batch == 0 || w.rows == 0) return;
+    // x in the order the wide kernels decode codes in (see bnb4_nibble_order_x).
+    std::vector<float> xn;
+    if (w.cols % 64 == 0 && w.state->blocksize % 64 == 0) {
+        xn.resize(x.size());
+        for (std::size_t b = 0; b < batch; ++b)
+            kernels::bnb4_nibble_order_x(x.data() + b * w.cols, w.cols, xn.data() + b * w.cols);
+    }
     parallel_for(w.rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
         kernels::bnb4_gemv_job j{w.state->packed.data(), w.rows, w.cols, w.state->blocksize, w.absmax.data(),
-                                 w.state->code.data(), x.data(), batch, w.cols, y.data(), w.rows, r0, r1};
+                                 w.state->code.data(), x.data(), batch, w.cols, y.data(), w.rows, r0, r1,
+                                 xn.empty() ? nullptr : xn.data()};
         kernels::dispatch(kernels::bnb4_gemv_fn{}, j);
     });
 }

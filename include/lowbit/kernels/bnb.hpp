@@ -52,7 +52,19 @@ struct bnb4_gemv_job {
     float* y;
     std::size_t y_stride;
     std::size_t row_begin, row_end;
+    /// Optional (may be null): x in nibble order (bnb4_nibble_order_x), used by
+    /// the AVX-512 path when cols and blocksize are multiples of 64.
+    const float* x_nibble_order = nullptr;
 };
+
+/// Reorders each 64-element chunk of a row of x to the order one 32-byte load
+/// of codes decodes in: elements 4k+1, then 4k, then 4k+3, then 4k+2 (k < 16).
+inline void bnb4_nibble_order_x(const float* x, std::size_t cols, float* out) noexcept {
+    constexpr std::size_t pick[4] = {1, 0, 3, 2};
+    for (std::size_t c0 = 0; c0 + 64 <= cols; c0 += 64)
+        for (std::size_t v = 0; v < 4; ++v)
+            for (std::size_t k = 0; k < 16; ++k) out[c0 + 16 * v + k] = x[c0 + 4 * k + pick[v]];
+}
 
 /// c[i * ldc + j] = sum_k a[i * lda + k] * b[j * ldb + k], int32 accumulation,
 /// for i < m and j in [n_begin, n_end).
@@ -279,8 +291,63 @@ inline void bnb4_gemv_rows(const bnb4_gemv_job& j, std::size_t b_first) noexcept
     }
 }
 
+#if XSIMD_WITH_AVX512BW
+/// AVX-512, cols and blocksize multiples of 64: 32 code bytes widen to 16-bit
+/// lanes, and the four nibbles of each 32-bit lane index a 16-entry table
+/// already scaled by the block's absmax (so each weight is exactly its
+/// dequantized value), against x in nibble order.
+template <std::size_t B>
+inline void bnb4_gemv_rows_avx512(const bnb4_gemv_job& j, std::size_t b_first) noexcept {
+    const float* xb[B];
+    for (std::size_t b = 0; b < B; ++b) xb[b] = j.x_nibble_order + (b_first + b) * j.x_stride;
+    const __m512 table = _mm512_loadu_ps(j.table);
+    const std::size_t per_block = j.blocksize / 64;
+    for (std::size_t r = j.row_begin; r < j.row_end; ++r) {
+        __m512 acc[B][4];  // four chains: an FMA's latency does not serialise a chunk
+        for (std::size_t b = 0; b < B; ++b) acc[b][0] = acc[b][1] = acc[b][2] = acc[b][3] = _mm512_setzero_ps();
+        const std::uint8_t* row = j.packed + r * j.cols / 2;
+        const float* am = j.absmax + r * j.cols / j.blocksize;
+        for (std::size_t c = 0, blk = 0; c < j.cols; ++blk) {
+            const __m512 t = _mm512_mul_ps(table, _mm512_set1_ps(am[blk]));
+            for (std::size_t k = 0; k < per_block; ++k, c += 64) {
+                const __m512i v = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c / 2)));
+                const __m512 w0 = _mm512_permutexvar_ps(v, t);
+                const __m512 w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), t);
+                const __m512 w2 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 16), t);
+                const __m512 w3 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 20), t);
+                for (std::size_t b = 0; b < B; ++b) {
+                    const float* xp = xb[b] + c;
+                    acc[b][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xp), acc[b][0]);
+                    acc[b][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xp + 16), acc[b][1]);
+                    acc[b][2] = _mm512_fmadd_ps(w2, _mm512_loadu_ps(xp + 32), acc[b][2]);
+                    acc[b][3] = _mm512_fmadd_ps(w3, _mm512_loadu_ps(xp + 48), acc[b][3]);
+                }
+            }
+        }
+        for (std::size_t b = 0; b < B; ++b)
+            j.y[(b_first + b) * j.y_stride + r] =
+                _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[b][0], acc[b][1]), _mm512_add_ps(acc[b][2], acc[b][3])));
+    }
+}
+#endif
+
 template <class Arch>
 inline void bnb4_gemv(const bnb4_gemv_job& j) noexcept {
+#if XSIMD_WITH_AVX512BW
+    if constexpr (is_avx512_v<Arch>) {
+        if (j.x_nibble_order && j.cols % 64 == 0 && j.blocksize % 64 == 0) {
+            std::size_t b = 0;
+            for (; b + 4 <= j.batch; b += 4) bnb4_gemv_rows_avx512<4>(j, b);
+            switch (j.batch - b) {
+            case 3: bnb4_gemv_rows_avx512<3>(j, b); break;
+            case 2: bnb4_gemv_rows_avx512<2>(j, b); break;
+            case 1: bnb4_gemv_rows_avx512<1>(j, b); break;
+            default: break;
+            }
+            return;
+        }
+    }
+#endif
     std::size_t b = 0;
     for (; b + 4 <= j.batch; b += 4) bnb4_gemv_rows<Arch, 4>(j, b);
     switch (j.batch - b) {
