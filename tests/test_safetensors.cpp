@@ -448,6 +448,19 @@ TEST_CASE("safetensors writer rejects bad tensors and names", "[safetensors]") {
     CHECK(st::file::from_memory(w.to_bytes()).size() == 3);
 }
 
+TEST_CASE("safetensors writer keeps buffers given by value", "[safetensors]") {
+    st::writer w;
+    for (int i = 0; i < 50; ++i) w.add("t" + std::to_string(i), st::dtype::u8, {3}, bytes_of("ab" + std::to_string(i % 10)));
+    CHECK_THROWS_AS(w.add("bad", st::dtype::u8, {2}, bytes_of("abc")), lowbit::error);
+    const auto b = w.to_bytes();
+    const auto f = st::file::from_memory(b);
+    REQUIRE(f.size() == 50);
+    for (int i = 0; i < 50; ++i) {
+        const auto d = f.at("t" + std::to_string(i)).data();
+        CHECK(std::string(reinterpret_cast<const char*>(d.data()), d.size()) == "ab" + std::to_string(i % 10));
+    }
+}
+
 TEST_CASE("safetensors writer is atomic", "[safetensors]") {
     temp_dir dir;
     const fs::path p = dir.path / "out.safetensors";
@@ -478,7 +491,7 @@ TEST_CASE("safetensors writer is atomic", "[safetensors]") {
 
     // ...and replaced by a successful one.
     st::writer other(p);
-    other.add("only", st::dtype::u8, {1}, bytes_of("x"));
+    other.add("only", st::dtype::u8, {1}, bytes_of("x"));  // a temporary buffer: the writer keeps it
     other.finish();
     CHECK(st::file::open(p).size() == 1);
     CHECK(dir.entries() == std::vector<std::string>{"out.safetensors"});

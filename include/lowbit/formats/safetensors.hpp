@@ -571,12 +571,15 @@ public:
     /// `data` is not copied: it must stay valid until finish() returns.
     void add(std::string name, dtype type, std::vector<std::uint64_t> shape, std::span<const std::byte> data) {
         const std::uint64_t size = check(name, type, shape);
-        if (data.size() != size)
-            LOWBIT_THROW(errc::shape_mismatch, "safetensors writer: tensor " + detail::show_name(name) + ": " +
-                                                   std::to_string(data.size()) + " bytes given, shape " +
-                                                   detail::show_shape(shape) + " of " +
-                                                   std::string(to_string(type)) + " needs " + std::to_string(size));
-        tensors_.push_back({std::move(name), type, std::move(shape), size, data, {}});
+        check_size(name, type, shape, size, data.size());
+        tensors_.push_back({std::move(name), type, std::move(shape), size, data, {}, {}});
+    }
+    /// The writer keeps `data` (a temporary buffer is safe here).
+    void add(std::string name, dtype type, std::vector<std::uint64_t> shape, std::vector<std::byte>&& data) {
+        const std::uint64_t size = check(name, type, shape);
+        check_size(name, type, shape, size, data.size());
+        tensors_.push_back({std::move(name), type, std::move(shape), size, {}, {}, std::move(data)});
+        tensors_.back().data = tensors_.back().owned;  // a moved vector keeps its buffer
     }
     /// `fill` is called once, from finish(), with the tensor's zeroed bytes.
     void add(std::string name, dtype type, std::vector<std::uint64_t> shape, fill_fn fill) {
@@ -584,7 +587,7 @@ public:
         if (!fill)
             LOWBIT_THROW(errc::invalid_argument,
                          "safetensors writer: tensor " + detail::show_name(name) + ": empty fill function");
-        tensors_.push_back({std::move(name), type, std::move(shape), size, {}, std::move(fill)});
+        tensors_.push_back({std::move(name), type, std::move(shape), size, {}, std::move(fill), {}});
     }
 
     /// Sets (or replaces) a "__metadata__" pair.
@@ -675,7 +678,17 @@ private:
         std::uint64_t size;
         std::span<const std::byte> data;
         fill_fn fill;
+        std::vector<std::byte> owned;  // backs `data` for add(..., std::vector<std::byte>&&)
     };
+
+    static void check_size(const std::string& name, dtype type, const std::vector<std::uint64_t>& shape,
+                           std::uint64_t size, std::size_t given) {
+        if (given != size)
+            LOWBIT_THROW(errc::shape_mismatch, "safetensors writer: tensor " + detail::show_name(name) + ": " +
+                                                   std::to_string(given) + " bytes given, shape " +
+                                                   detail::show_shape(shape) + " of " +
+                                                   std::string(to_string(type)) + " needs " + std::to_string(size));
+    }
 
     std::uint64_t check(const std::string& name, dtype type, const std::vector<std::uint64_t>& shape) const {
         const std::string what = "safetensors writer: tensor " + detail::show_name(name);
