@@ -4,7 +4,7 @@
 #
 #   ./dev.sh compare [ARGS]   build the lowbit program and run `lowbit compare ARGS`
 #   ./dev.sh test             build everything and run the test suite (cmake --workflow --preset test)
-#   ./dev.sh interop          cross-check against the formats' owners (gguf, ggml, safetensors) with pytest
+#   ./dev.sh interop          cross-check against the formats' owners (gguf, ggml, safetensors, bitsandbytes) with pytest
 #   ./dev.sh fuzz [SECONDS]   fuzz the GGUF and safetensors readers with libFuzzer (clang), SECONDS each (default 60)
 #   ./dev.sh bench [FILTER]   build and run the Google Benchmark programs
 #   ./dev.sh deps             only install the dependencies
@@ -28,22 +28,31 @@ deps() {
 }
 
 configure() {
-    [[ -f build/CMakeCache.txt ]] || cmake --preset default >/dev/null
+    # An existing build tree is re-generated, so targets added since it was made exist.
+    if [[ -f build/CMakeCache.txt ]]; then cmake build >/dev/null; else cmake --preset default >/dev/null; fi
 }
 
 # The interop suite: a venv with the owners' Python packages, ggml's own
 # library built from the sources PyPI's llama-cpp-python ships, and pytest.
 REF_GGML_VERSION=0.3.36
+TORCH_VERSION=2.9.1
+BNB_VERSION=0.50.2
 interop() {
     python3 -m venv --help >/dev/null 2>&1 && python3 -c "import ensurepip" 2>/dev/null || PACKAGES+=(python3-venv)
     PACKAGES+=(python3 python3-pip)
     deps
     configure
-    cmake --build build -j2 --target ggml_capi gguf_tool safetensors_tool lowbit_cli >/dev/null
+    cmake --build build -j2 --target ggml_capi bnb_capi gguf_tool safetensors_tool lowbit_cli >/dev/null
     local venv=build/venv
     [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest safetensors; }
     # A venv made before safetensors joined the suite (or by ./dev.sh fuzz) lacks it.
     $venv/bin/python -c "import safetensors" 2>/dev/null || $venv/bin/pip install -q safetensors
+    # bitsandbytes runs on the CPU with PyPI's torch (a CUDA build: about 7 GB
+    # installed, two minutes here). LOWBIT_NO_TORCH=1 skips it, and with it the
+    # bitsandbytes tests (they then report as skipped).
+    if [[ -z ${LOWBIT_NO_TORCH:-} ]] && ! $venv/bin/python -c "import torch, bitsandbytes" 2>/dev/null; then
+        $venv/bin/pip install -q "torch==$TORCH_VERSION" "bitsandbytes==$BNB_VERSION"
+    fi
     local ref=build/ref-ggml
     if [[ ! -f $ref/build/src/libggml-base.so ]]; then
         rm -rf $ref && mkdir -p $ref
@@ -57,6 +66,7 @@ interop() {
         cmake --build $ref/build --target ggml-base -j2 >/dev/null
     fi
     LOWBIT_GGML_CAPI="$PWD/build/tests/interop/libggml_capi.so" \
+    LOWBIT_BNB_CAPI="$PWD/build/tests/interop/libbnb_capi.so" \
     LOWBIT_GGUF_TOOL="$PWD/build/tests/interop/gguf_tool" \
     LOWBIT_SAFETENSORS_TOOL="$PWD/build/tests/interop/safetensors_tool" \
     LOWBIT_CLI="$PWD/build/bin/lowbit" \
