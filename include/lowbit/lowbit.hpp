@@ -20,6 +20,8 @@
 #include "quantizer.hpp"
 #include "registry.hpp"
 
+#include "formats/bnb.hpp"
+#include "formats/bnb_checkpoint.hpp"
 #include "formats/ggml.hpp"
 #include "formats/ggml_types.hpp"
 #include "formats/gguf.hpp"
@@ -30,6 +32,7 @@
 
 #include "algorithms/rtn.hpp"
 #include "parallel.hpp"
+#include "kernels/bnb.hpp"
 #include "kernels/dequantize.hpp"
 #include "kernels/dispatch.hpp"
 #include "pack/pack.hpp"
