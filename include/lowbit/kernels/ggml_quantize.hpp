@@ -1536,6 +1536,172 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
     }
 }
 
+#if XSIMD_WITH_AVX512BW
+// ---- legacy 32-blocks row-wise on AVX-512 ------------------------------------
+//
+// A 32-value block is two zmm registers, so Q4_0..Q8_0 need no transposes on
+// AVX-512: the block's max (or min and max) is reduced in registers, and the
+// scalar scan's pick among equal values (the first one, which matters for the
+// sign of zero and for Q4_0's sign of the max) is recovered as the first
+// element equal to it. d and 1/d are the scalar code's own float operations,
+// the codes its unfused mul-then-add and truncation to the low byte.
+
+/// The value unchanged; keeps the product it came from out of an fma.
+template <class Arch>
+LOWBIT_GQZ_INLINE __m512 opaque_ps(__m512 v) noexcept {
+    __asm__("" : "+v"(v));
+    return v;
+}
+
+template <class Arch>
+LOWBIT_GQZ_INLINE float hmax_ps(__m512 v) noexcept {
+    const __m256 h = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_max_ss(q, _mm_movehdup_ps(q)));
+}
+
+template <class Arch>
+LOWBIT_GQZ_INLINE float hmin_ps(__m512 v) noexcept {
+    const __m256 h = _mm256_min_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 q = _mm_min_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_min_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_min_ss(q, _mm_movehdup_ps(q)));
+}
+
+/// Bit i set where element i of the block (lo: 0..15, hi: 16..31) equals v.
+template <class Arch>
+LOWBIT_GQZ_INLINE std::uint32_t equal_mask(__m512 lo, __m512 hi, float v) noexcept {
+    const __m512 vv = _mm512_set1_ps(v);
+    return static_cast<std::uint32_t>(_mm512_cmp_ps_mask(lo, vv, _CMP_EQ_OQ)) |
+           (static_cast<std::uint32_t>(_mm512_cmp_ps_mask(hi, vv, _CMP_EQ_OQ)) << 16);
+}
+
+/// The first of the block's 32 values equal to v, or v when none is.
+template <class Arch>
+LOWBIT_GQZ_INLINE float first_equal(const float* p, __m512 lo, __m512 hi, float v) noexcept {
+    const std::uint32_t m = equal_mask<Arch>(lo, hi, v);
+    const float f = p[std::countr_zero(m | 0x80000000u)];
+    return m ? f : v;
+}
+
+template <class Arch>
+LOWBIT_GQZ_INLINE std::uint16_t half_bits(float f) noexcept {
+    return static_cast<std::uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
+}
+
+/// roundf on every lane: v - trunc(v) is exact, and at or above 2^23 v is whole.
+template <class Arch>
+LOWBIT_GQZ_INLINE __m512 round_away_ps(__m512 v) noexcept {
+    const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(static_cast<std::int32_t>(0x80000000u)));
+    const __m512 frac = _mm512_andnot_ps(sign, _mm512_sub_ps(v, t));
+    const __m512 step = _mm512_or_ps(_mm512_and_ps(v, sign), _mm512_set1_ps(1.0f));
+    return _mm512_mask_add_ps(t, _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5f), _CMP_GE_OQ), t, step);
+}
+
+/// ggml's Q8_0 block as the scalar code computes it (its amax scan lets a NaN
+/// reset the running max, which the reduction does not model).
+template <class Arch>
+inline void q8_0_block_scalar(const float* p, unsigned char* blk) noexcept {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) {
+        const float a = std::fabs(p[j]);
+        amax = amax > a ? amax : a;
+    }
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const std::uint16_t h = to_half<Arch>(d);
+    std::memcpy(blk, &h, 2);
+    for (int j = 0; j < 32; ++j)
+        blk[2 + j] = static_cast<unsigned char>(static_cast<int>(std::round(opaque<Arch>(p[j] * id))) & 0xFF);
+}
+
+/// Blocks [0, nblocks) of type T from x to out, one block at a time.
+template <class Arch, ggml::type T>
+inline void legacy_rows_avx512(const float* x, unsigned char* out, std::size_t nblocks) noexcept {
+    using ggml::type;
+    constexpr std::size_t BB = legacy_block_bytes<T>;
+    constexpr bool q5 = T == type::q5_0 || T == type::q5_1;
+    constexpr bool affine = T == type::q4_1 || T == type::q5_1;
+    const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+    const __m128i lo4 = _mm_set1_epi8(0x0F), hi4 = _mm_set1_epi8(static_cast<char>(0xF0));
+    for (std::size_t ib = 0; ib < nblocks; ++ib) {
+        const float* p = x + 32 * ib;
+        unsigned char* blk = out + BB * ib;
+        const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+        if constexpr (T == type::q8_0) {
+            if (_mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q) != 0) {  // a NaN in either half
+                q8_0_block_scalar<Arch>(p, blk);
+                continue;
+            }
+            const float amax = hmax_ps<Arch>(_mm512_max_ps(_mm512_and_ps(a, abs_mask), _mm512_and_ps(b, abs_mask)));
+            const float d = amax / 127.0f;
+            const float id = d != 0.0f ? 1.0f / d : 0.0f;
+            const std::uint16_t h = half_bits<Arch>(d);
+            std::memcpy(blk, &h, 2);
+            const __m512 idv = _mm512_set1_ps(id);
+            const __m512i qa = _mm512_cvttps_epi32(round_away_ps<Arch>(opaque_ps<Arch>(_mm512_mul_ps(a, idv))));
+            const __m512i qb = _mm512_cvttps_epi32(round_away_ps<Arch>(opaque_ps<Arch>(_mm512_mul_ps(b, idv))));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(blk + 2), _mm512_cvtepi32_epi8(qa));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(blk + 18), _mm512_cvtepi32_epi8(qb));
+            continue;
+        }
+        float d, lo = 0.0f;
+        if constexpr (affine) {
+            // From +-FLT_MAX with NaN lanes passed over, as the scalar scan.
+            const __m512 big = _mm512_set1_ps(std::numeric_limits<float>::max());
+            const __m512 nbig = _mm512_set1_ps(-std::numeric_limits<float>::max());
+            const float mn = hmin_ps<Arch>(_mm512_min_ps(a, _mm512_min_ps(b, big)));
+            const float mx = hmax_ps<Arch>(_mm512_max_ps(a, _mm512_max_ps(b, nbig)));
+            lo = first_equal<Arch>(p, a, b, mn);
+            const float hi = first_equal<Arch>(p, a, b, mx);
+            d = (hi - lo) / (q5 ? 31.0f : 15.0f);
+            const std::uint16_t m16 = half_bits<Arch>(lo);
+            std::memcpy(blk + 2, &m16, 2);
+        } else {
+            const __m512 aa = _mm512_and_ps(a, abs_mask), ab = _mm512_and_ps(b, abs_mask);
+            // max_ps returns its second operand when either is NaN: NaN lanes drop out.
+            const float amax = hmax_ps<Arch>(_mm512_max_ps(aa, _mm512_max_ps(ab, _mm512_setzero_ps())));
+            const std::uint32_t m = equal_mask<Arch>(aa, ab, amax);
+            const float first = p[std::countr_zero(m | 0x80000000u)];
+            const float mx = amax > 0.0f ? first : 0.0f;
+            d = mx / (q5 ? -16.0f : -8.0f);
+        }
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const std::uint16_t h = half_bits<Arch>(d);
+        std::memcpy(blk, &h, 2);
+        const __m512 idv = _mm512_set1_ps(id);
+        __m512 va, vb;
+        if constexpr (affine) {
+            const __m512 lov = _mm512_set1_ps(lo), half = _mm512_set1_ps(0.5f);
+            va = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(_mm512_sub_ps(a, lov), idv)), half);
+            vb = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(_mm512_sub_ps(b, lov), idv)), half);
+        } else {
+            const __m512 off = _mm512_set1_ps(q5 ? 16.5f : 8.5f);
+            va = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(a, idv)), off);
+            vb = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(b, idv)), off);
+        }
+        // vpmovdb keeps the low byte, as the scalar code's cast does.
+        __m128i la = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(va));
+        __m128i lb = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(vb));
+        if constexpr (T != type::q5_1) {
+            const __m128i top = _mm_set1_epi8(q5 ? 31 : 15);
+            la = _mm_min_epi8(la, top);
+            lb = _mm_min_epi8(lb, top);
+        }
+        const __m128i qs = _mm_or_si128(_mm_and_si128(la, lo4), _mm_and_si128(_mm_slli_epi16(lb, 4), hi4));
+        constexpr int qs_off = legacy_qs_offset<T>;
+        if constexpr (q5) {
+            const __m256i l = _mm256_inserti128_si256(_mm256_castsi128_si256(la), lb, 1);
+            const auto qh = static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_slli_epi16(l, 3)));
+            std::memcpy(blk + qs_off - 4, &qh, 4);
+        }
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(blk + qs_off), qs);
+    }
+}
+#endif
+
 /// All blocks of the job; the last group is padded with zero blocks.
 template <class Arch, ggml::type T>
 inline void run_legacy(const ggml_quantize_job& j) noexcept {
@@ -1543,6 +1709,12 @@ inline void run_legacy(const ggml_quantize_job& j) noexcept {
     constexpr std::size_t BB = legacy_block_bytes<T>;
     const std::size_t total = j.rows * (j.n_per_row / N);
     auto* out = static_cast<unsigned char*>(j.dst);
+#if XSIMD_WITH_AVX512BW
+    if constexpr (dq::is_avx512_v<Arch> && N == 32 && T != ggml::type::mxfp4) {
+        legacy_rows_avx512<Arch, T>(j.x, out, total);
+        return;
+    }
+#endif
     std::size_t g = 0;
     // Two groups ahead: the 16 strided row reads of a group are issued in a
     // burst, which the hardware prefetchers alone did not keep fed in DRAM-sized runs.
