@@ -257,20 +257,25 @@ TEST_CASE("bnb 4-bit GEMV and small-batch GEMM match a double-precision product 
 TEST_CASE("int8 GEMM equals the scalar product exactly on every instruction set") {
     isa_guard guard;
     std::mt19937 rng(9);
-    for (std::size_t k : {1u, 15u, 32u, 100u, 4096u}) {
+    for (std::size_t k : {1u, 15u, 32u, 64u, 100u, 129u, 4096u}) {
         const std::size_t m = 3, n = 37;
         std::vector<std::int8_t> a(m * k), b(n * k);
         for (auto& v : a) v = static_cast<std::int8_t>(static_cast<int>(rng() % 256) - 128);
         for (auto& v : b) v = static_cast<std::int8_t>(static_cast<int>(rng() % 256) - 128);
         std::vector<std::int32_t> ref(m * n), out(m * n);
         kernels::int8_gemm_ref({a.data(), m, k, k, b.data(), k, ref.data(), n, 0, n});
-        for (kernels::isa i : kernels::available_isas()) {
-            kernels::set_active_isa(i);
-            std::fill(out.begin(), out.end(), 0);
-            kernels::dispatch(kernels::int8_gemm_fn{}, kernels::int8_gemm_job{a.data(), m, k, k, b.data(), k, out.data(), n, 0, n});
-            INFO("isa " << kernels::isa_name(i) << " k " << k);
-            CHECK(out == ref);
+        for (bool vnni : {true, false}) {
+            kernels::allow_int8_vnni(vnni);  // the AVX-512BW path too, on CPUs with VNNI
+            for (kernels::isa i : kernels::available_isas()) {
+                kernels::set_active_isa(i);
+                std::fill(out.begin(), out.end(), 0);
+                kernels::dispatch(kernels::int8_gemm_fn{},
+                                  kernels::int8_gemm_job{a.data(), m, k, k, b.data(), k, out.data(), n, 0, n});
+                INFO("isa " << kernels::isa_name(i) << " k " << k << " vnni allowed " << vnni);
+                CHECK(out == ref);
+            }
         }
+        kernels::allow_int8_vnni(true);
     }
 }
 

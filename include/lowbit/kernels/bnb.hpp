@@ -10,6 +10,7 @@
 // Every SIMD path equals the scalar one: dequantize and the integer GEMM bit
 // for bit; the GEMV up to the order of its float additions.
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -116,6 +117,17 @@ inline void int8_gemm_ref(const int8_gemm_job& j) noexcept {
             j.c[i * j.ldc + n] = acc;
         }
 }
+
+namespace detail {
+inline std::atomic<bool>& int8_vnni_allowed() noexcept {
+    static std::atomic<bool> allowed{true};
+    return allowed;
+}
+}  // namespace detail
+
+/// Whether int8_gemm may use AVX-512 VNNI where the CPU has it (default true;
+/// tests turn it off to check the AVX-512BW path on VNNI machines).
+inline void allow_int8_vnni(bool on) noexcept { detail::int8_vnni_allowed().store(on); }
 
 struct bnb4_dequantize_fn {
     template <class Arch>
@@ -401,8 +413,55 @@ inline std::int32_t dot_i8(const std::int8_t* a, const std::int8_t* b, std::size
     return acc;
 }
 
+#if XSIMD_WITH_AVX512BW && defined(__GNUC__)
+#define LOWBIT_BNB_VNNI 1
+/// AVX-512 VNNI: vpdpbusd multiplies unsigned by signed bytes, so a's codes are
+/// offset by 128 (a ^ 0x80) and 128 * sum(b) is taken off again; 64 products
+/// an instruction. sum(b) comes from the same loop, once per row of b.
+template <class Arch>
+__attribute__((target("avx512vnni"))) inline void int8_gemm_vnni(const int8_gemm_job& j) noexcept {
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    const __m512i ones = _mm512_set1_epi8(1);
+    const std::size_t k64 = j.k / 64 * 64;
+    for (std::size_t n = j.n_begin; n < j.n_end; ++n) {
+        const std::int8_t* b = j.b + n * j.ldb;
+        std::int32_t sum_b = 0;
+        for (std::size_t i = 0; i < j.m; ++i) {
+            const std::int8_t* a = j.a + i * j.lda;
+            __m512i acc = _mm512_setzero_si512(), sb = _mm512_setzero_si512();
+            for (std::size_t k = 0; k < k64; k += 64) {
+                const __m512i vb = _mm512_loadu_si512(b + k);
+                const __m512i va = _mm512_xor_si512(_mm512_loadu_si512(a + k), flip);
+                acc = _mm512_dpbusd_epi32(acc, va, vb);
+                if (i == 0) sb = _mm512_dpbusd_epi32(sb, ones, vb);
+            }
+            if (i == 0) sum_b = _mm512_reduce_add_epi32(sb);
+            // Lanes wrap modulo 2^32; so does this, and the true dot product fits.
+            std::int32_t dot = static_cast<std::int32_t>(static_cast<std::uint32_t>(_mm512_reduce_add_epi32(acc)) -
+                                                         128u * static_cast<std::uint32_t>(sum_b));
+            for (std::size_t k = k64; k < j.k; ++k) dot += static_cast<std::int32_t>(a[k]) * static_cast<std::int32_t>(b[k]);
+            j.c[i * j.ldc + n] = dot;
+        }
+    }
+}
+
+template <class Arch>
+inline bool cpu_has_avx512vnni() noexcept {
+    static const bool has = __builtin_cpu_supports("avx512vnni");
+    return has;
+}
+#endif
+
 template <class Arch>
 inline void int8_gemm(const int8_gemm_job& j) noexcept {
+#if defined(LOWBIT_BNB_VNNI)
+    if constexpr (is_avx512_v<Arch>) {
+        if (cpu_has_avx512vnni<Arch>() && ::lowbit::kernels::detail::int8_vnni_allowed().load(std::memory_order_relaxed)) {
+            int8_gemm_vnni<Arch>(j);
+            return;
+        }
+    }
+#endif
     for (std::size_t n = j.n_begin; n < j.n_end; ++n)
         for (std::size_t i = 0; i < j.m; ++i) j.c[i * j.ldc + n] = dot_i8<Arch>(j.a + i * j.lda, j.b + n * j.ldb, j.k);
 }
