@@ -115,12 +115,13 @@ const std::vector<ggml::type>& legacy_types() {
 // One 32-value block for the per-value quantizers: scales 1e-6 to 1e6 (d
 // overflows fp16 at the top), outliers, zero and constant blocks, signed
 // zeros, +-amax pairs (the first one must win), values on the quantizers'
-// grids (exact .5 ties after scaling), subnormals, and now and then Inf/NaN.
+// grids (exact .5 ties after scaling), subnormals, maxima near 2^-128, zeros
+// beside one-signed values, NaN-heavy blocks, and Inf.
 void fill_block32(float* p, std::mt19937& rng) {
     std::normal_distribution<float> nd(0.f, 1.f);
     std::uniform_real_distribution<float> ud(0.f, 1.f);
     const float scale = std::pow(10.f, -6.f + 12.f * ud(rng));
-    const int kind = static_cast<int>(rng() % 20);
+    const int kind = static_cast<int>(rng() % 26);
     for (int i = 0; i < 32; ++i) {
         float v = nd(rng) * scale;
         switch (kind) {
@@ -144,6 +145,15 @@ void fill_block32(float* p, std::mt19937& rng) {
             break;
         case 16: v = static_cast<float>(static_cast<int>(rng() % 25) - 12) * std::ldexp(1.f, static_cast<int>(rng() % 20) - 10); break;
         case 17: v = 65504.f * 8.f * (1.f + 0.01f * ud(rng)) * ((rng() % 2) ? 1.f : -1.f); break;
+        // Maxima near 2^-128, where 1/d turns infinite and d loses precision.
+        case 18: v = std::ldexp(ud(rng), -122 - static_cast<int>(rng() % 10)) * ((rng() % 2) ? 1.f : -1.f); break;
+        case 19: v = (rng() % 4) ? std::nanf("") : v; break;
+        // A zero min or max: its sign is the first zero's.
+        case 20: v = (rng() % 3) ? std::fabs(v) : ((rng() % 2) ? 0.f : -0.f); break;
+        case 21: v = (rng() % 3) ? -std::fabs(v) : ((rng() % 2) ? 0.f : -0.f); break;
+        case 22:
+            if (rng() % 4 == 0) v = std::copysign(std::numeric_limits<float>::infinity(), v);
+            break;
         default: break;
         }
         p[i] = v;

@@ -1617,88 +1617,306 @@ inline void q8_0_block_scalar(const float* p, unsigned char* blk) noexcept {
         blk[2 + j] = static_cast<unsigned char>(static_cast<int>(std::round(opaque<Arch>(p[j] * id))) & 0xFF);
 }
 
-/// Blocks [0, nblocks) of type T from x to out, one block at a time.
+/// Block header, the codes from 1/d (and the min), and the packed codes of one
+/// block held in a and b.
 template <class Arch, ggml::type T>
-inline void legacy_rows_avx512(const float* x, unsigned char* out, std::size_t nblocks) noexcept {
+LOWBIT_GQZ_INLINE void legacy_codes_avx512(__m512 a, __m512 b, float id, float lo, unsigned char* blk) noexcept {
+    using ggml::type;
+    constexpr bool q5 = T == type::q5_0 || T == type::q5_1;
+    constexpr bool affine = T == type::q4_1 || T == type::q5_1;
+    const __m512 idv = _mm512_set1_ps(id);
+    if constexpr (T == type::q8_0) {
+        const __m512i qa = _mm512_cvttps_epi32(round_away_ps<Arch>(opaque_ps<Arch>(_mm512_mul_ps(a, idv))));
+        const __m512i qb = _mm512_cvttps_epi32(round_away_ps<Arch>(opaque_ps<Arch>(_mm512_mul_ps(b, idv))));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(blk + 2), _mm512_cvtepi32_epi8(qa));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(blk + 18), _mm512_cvtepi32_epi8(qb));
+        return;
+    }
+    __m512 va, vb;
+    if constexpr (affine) {
+        const __m512 lov = _mm512_set1_ps(lo), half = _mm512_set1_ps(0.5f);
+        va = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(_mm512_sub_ps(a, lov), idv)), half);
+        vb = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(_mm512_sub_ps(b, lov), idv)), half);
+    } else {
+        static_cast<void>(lo);
+        const __m512 off = _mm512_set1_ps(q5 ? 16.5f : 8.5f);
+        va = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(a, idv)), off);
+        vb = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(b, idv)), off);
+    }
+    // vpmovdb keeps the low byte, as the scalar code's cast does.
+    __m128i la = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(va));
+    __m128i lb = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(vb));
+    if constexpr (T != type::q5_1) {
+        const __m128i top = _mm_set1_epi8(q5 ? 31 : 15);
+        la = _mm_min_epi8(la, top);
+        lb = _mm_min_epi8(lb, top);
+    }
+    const __m128i qs = _mm_or_si128(_mm_and_si128(la, _mm_set1_epi8(0x0F)),
+                                    _mm_and_si128(_mm_slli_epi16(lb, 4), _mm_set1_epi8(static_cast<char>(0xF0))));
+    constexpr int qs_off = legacy_qs_offset<T>;
+    if constexpr (q5) {
+        const __m256i l = _mm256_inserti128_si256(_mm256_castsi128_si256(la), lb, 1);
+        const auto qh = static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_slli_epi16(l, 3)));
+        std::memcpy(blk + qs_off - 4, &qh, 4);
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(blk + qs_off), qs);
+}
+
+/// legacy_codes_avx512 for two blocks (a0, a1) and (b0, b1), Q4_0..Q5_1. The
+/// codes are narrowed with saturating packs instead of the cast's low byte:
+/// the scalar code's values are 0..32 or, from a NaN or an infinite 1/d,
+/// INT_MIN, whose low byte 0 and saturated -128 give the same nibble and
+/// bit 4 (an infinite 1/d is the only way past the range: a finite one comes
+/// from a d with at least 21 significant bits).
+template <class Arch, ggml::type T>
+LOWBIT_GQZ_INLINE void legacy_codes2_avx512(__m512 a0, __m512 a1, __m512 b0, __m512 b1, float ida, float idb,
+                                            float loa, float lob, unsigned char* blk_a,
+                                            unsigned char* blk_b) noexcept {
+    using ggml::type;
+    static_assert(T != type::q8_0);
+    constexpr bool q5 = T == type::q5_0 || T == type::q5_1;
+    constexpr bool affine = T == type::q4_1 || T == type::q5_1;
+    const __m512 va = _mm512_set1_ps(ida), vb = _mm512_set1_ps(idb);
+    const auto code = [&](__m512 v, __m512 id, float lo) {
+        if constexpr (affine)
+            return _mm512_cvttps_epi32(_mm512_add_ps(
+                opaque_ps<Arch>(_mm512_mul_ps(_mm512_sub_ps(v, _mm512_set1_ps(lo)), id)), _mm512_set1_ps(0.5f)));
+        else
+            return _mm512_cvttps_epi32(
+                _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(v, id)), _mm512_set1_ps(q5 ? 16.5f : 8.5f)));
+    };
+    static_cast<void>(loa);
+    static_cast<void>(lob);
+    // 128-bit lane k: a's elements 4k..4k+3 and 16+4k.., then b's.
+    __m512i l = _mm512_packs_epi16(_mm512_packs_epi32(code(a0, va, loa), code(a1, va, loa)),
+                                   _mm512_packs_epi32(code(b0, vb, lob), code(b1, vb, lob)));
+    if constexpr (T != type::q5_1) l = _mm512_min_epi8(l, _mm512_set1_epi8(q5 ? 31 : 15));
+    // Bytes 0..31: a's elements in order, 32..63: b's.
+    l = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), l);
+    // Lanes 0 and 2: element j's nibble low, j + 16's high.
+    const __m512i up = _mm512_slli_epi16(_mm512_shuffle_i64x2(l, l, 0xB1), 4);
+    const __m512i qs = _mm512_ternarylogic_epi32(_mm512_set1_epi8(0x0F), l, up, 0xCA);
+    constexpr int qs_off = legacy_qs_offset<T>;
+    if constexpr (q5) {
+        const std::uint64_t h = _mm512_test_epi8_mask(l, _mm512_set1_epi8(0x10));
+        const auto ha = static_cast<std::uint32_t>(h), hb = static_cast<std::uint32_t>(h >> 32);
+        std::memcpy(blk_a + qs_off - 4, &ha, 4);
+        std::memcpy(blk_b + qs_off - 4, &hb, 4);
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(blk_a + qs_off), _mm512_castsi512_si128(qs));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(blk_b + qs_off), _mm512_extracti32x4_epi32(qs, 2));
+}
+
+/// The largest |x| of the block's non-NaN values, sign kept, first on ties
+/// (+0 when there is none): Q4_0's and Q5_0's max.
+template <class Arch>
+LOWBIT_GQZ_INLINE float signed_absmax_ps(const float* p, __m512 a, __m512 b) noexcept {
+    const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+    const __m512 aa = _mm512_and_ps(a, abs_mask), ab = _mm512_and_ps(b, abs_mask);
+    // max_ps returns its second operand when either is NaN: NaN lanes drop out.
+    const float amax = hmax_ps<Arch>(_mm512_max_ps(aa, _mm512_max_ps(ab, _mm512_setzero_ps())));
+    const std::uint32_t m = equal_mask<Arch>(aa, ab, amax);
+    const float first = p[std::countr_zero(m | 0x80000000u)];
+    return amax > 0.0f ? first : 0.0f;
+}
+
+/// One block of type T from p to blk.
+template <class Arch, ggml::type T>
+inline void legacy_block_avx512(const float* p, unsigned char* blk) noexcept {
+    using ggml::type;
+    constexpr bool q5 = T == type::q5_0 || T == type::q5_1;
+    const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+    float d, lo = 0.0f;
+    if constexpr (T == type::q8_0) {
+        if (_mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q) != 0) {  // a NaN in either half
+            q8_0_block_scalar<Arch>(p, blk);
+            return;
+        }
+        const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+        d = hmax_ps<Arch>(_mm512_max_ps(_mm512_and_ps(a, abs_mask), _mm512_and_ps(b, abs_mask))) / 127.0f;
+    } else if constexpr (T == type::q4_1 || T == type::q5_1) {
+        // From +-FLT_MAX with NaN lanes passed over, as the scalar scan.
+        const __m512 big = _mm512_set1_ps(std::numeric_limits<float>::max());
+        const __m512 nbig = _mm512_set1_ps(-std::numeric_limits<float>::max());
+        lo = first_equal<Arch>(p, a, b, hmin_ps<Arch>(_mm512_min_ps(a, _mm512_min_ps(b, big))));
+        const float hi = first_equal<Arch>(p, a, b, hmax_ps<Arch>(_mm512_max_ps(a, _mm512_max_ps(b, nbig))));
+        d = (hi - lo) / (q5 ? 31.0f : 15.0f);
+        const std::uint16_t m16 = half_bits<Arch>(lo);
+        std::memcpy(blk + 2, &m16, 2);
+    } else {
+        d = signed_absmax_ps<Arch>(p, a, b) / (q5 ? -16.0f : -8.0f);
+    }
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const std::uint16_t h = half_bits<Arch>(d);
+    std::memcpy(blk, &h, 2);
+    legacy_codes_avx512<Arch, T>(a, b, id, lo, blk);
+}
+
+/// Lane i = op-reduction of v[k] over its 16 lanes, for the block put in slot
+/// k = reduce16_slot[i]: four rounds that halve the vectors and double the
+/// blocks per vector (15 ops and 30 shuffles where 16 horizontal reductions
+/// would take about 100).
+inline constexpr int reduce16_slot[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+
+template <class Arch, class Op>
+LOWBIT_GQZ_INLINE __m512 reduce16(const __m512* v, Op op) noexcept {
+    __m512 l1[8], l2[4], l3[2];
+LOWBIT_GQZ_UNROLL(8)
+    for (int i = 0; i < 8; ++i)
+        l1[i] = op(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44), _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+LOWBIT_GQZ_UNROLL(4)
+    for (int i = 0; i < 4; ++i)
+        l2[i] = op(_mm512_shuffle_f32x4(l1[2 * i], l1[2 * i + 1], 0x88),
+                   _mm512_shuffle_f32x4(l1[2 * i], l1[2 * i + 1], 0xDD));
+LOWBIT_GQZ_UNROLL(2)
+    for (int i = 0; i < 2; ++i)
+        l3[i] = op(_mm512_shuffle_ps(l2[2 * i], l2[2 * i + 1], 0x44), _mm512_shuffle_ps(l2[2 * i], l2[2 * i + 1], 0xEE));
+    return op(_mm512_shuffle_ps(l3[0], l3[1], 0x88), _mm512_shuffle_ps(l3[0], l3[1], 0xDD));
+}
+
+/// 16 blocks of type T from x to out: the blocks' reductions together, then
+/// d, 1/d and the fp16 fields as vectors over the 16 blocks, then the codes
+/// block by block. Blocks whose max or min the reductions leave open (a
+/// zero, whose sign is the first zero's; Q4_0's +-amax ties) and Q8_0 groups
+/// with a NaN go through legacy_block_avx512's first-equal scan.
+template <class Arch, ggml::type T>
+inline void legacy_group16_avx512(const float* x, unsigned char* out) noexcept {
     using ggml::type;
     constexpr std::size_t BB = legacy_block_bytes<T>;
     constexpr bool q5 = T == type::q5_0 || T == type::q5_1;
     constexpr bool affine = T == type::q4_1 || T == type::q5_1;
-    const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
-    const __m128i lo4 = _mm_set1_epi8(0x0F), hi4 = _mm_set1_epi8(static_cast<char>(0xF0));
-    for (std::size_t ib = 0; ib < nblocks; ++ib) {
-        const float* p = x + 32 * ib;
-        unsigned char* blk = out + BB * ib;
-        const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
-        if constexpr (T == type::q8_0) {
-            if (_mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q) != 0) {  // a NaN in either half
-                q8_0_block_scalar<Arch>(p, blk);
-                continue;
+    const auto vmax = [](__m512 u, __m512 w) { return _mm512_max_ps(u, w); };
+    const auto vmin = [](__m512 u, __m512 w) { return _mm512_min_ps(u, w); };
+    const auto blk_x = [x](int k) { return x + 32 * static_cast<std::ptrdiff_t>(k); };
+    alignas(64) float idv[16], lov[16];
+    alignas(32) std::uint16_t dh[16], mh[16];
+    __m512 v[16];
+    __m512 d;
+    if constexpr (T == type::q8_0) {
+        const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+        __mmask16 nan = 0;
+LOWBIT_GQZ_UNROLL(16)
+        for (int s = 0; s < 16; ++s) {
+            const float* p = blk_x(reduce16_slot[s]);
+            const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+            nan = static_cast<__mmask16>(nan | _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q));
+            v[s] = _mm512_max_ps(_mm512_and_ps(a, abs_mask), _mm512_and_ps(b, abs_mask));
+        }
+        if (nan) {
+            for (int k = 0; k < 16; ++k) legacy_block_avx512<Arch, T>(blk_x(k), out + BB * k);
+            return;
+        }
+        d = _mm512_div_ps(reduce16<Arch>(v, vmax), _mm512_set1_ps(127.0f));
+    } else if constexpr (affine) {
+        // Seeded with +-FLT_MAX so that NaN lanes drop out, as in the scalar scan.
+        const __m512 big = _mm512_set1_ps(std::numeric_limits<float>::max());
+LOWBIT_GQZ_UNROLL(16)
+        for (int s = 0; s < 16; ++s) {
+            const float* p = blk_x(reduce16_slot[s]);
+            v[s] = _mm512_min_ps(_mm512_loadu_ps(p), _mm512_min_ps(_mm512_loadu_ps(p + 16), big));
+        }
+        __m512 lo = reduce16<Arch>(v, vmin);
+        const __m512 nbig = _mm512_set1_ps(-std::numeric_limits<float>::max());
+LOWBIT_GQZ_UNROLL(16)
+        for (int s = 0; s < 16; ++s) {
+            const float* p = blk_x(reduce16_slot[s]);
+            v[s] = _mm512_max_ps(_mm512_loadu_ps(p), _mm512_max_ps(_mm512_loadu_ps(p + 16), nbig));
+        }
+        __m512 hi = reduce16<Arch>(v, vmax);
+        // A zero min or max is the block's first zero, whose sign the reduction lost.
+        const __m512 zero = _mm512_setzero_ps();
+        __mmask16 zl = _mm512_cmp_ps_mask(lo, zero, _CMP_EQ_OQ), zh = _mm512_cmp_ps_mask(hi, zero, _CMP_EQ_OQ);
+        if (zl | zh) {
+            alignas(64) float lf[16], hf[16];
+            _mm512_store_ps(lf, lo);
+            _mm512_store_ps(hf, hi);
+            for (int k = 0; k < 16; ++k) {
+                if (!(((zl | zh) >> k) & 1)) continue;
+                const float* p = blk_x(k);
+                const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
+                if ((zl >> k) & 1) lf[k] = first_equal<Arch>(p, a, b, lf[k]);
+                if ((zh >> k) & 1) hf[k] = first_equal<Arch>(p, a, b, hf[k]);
             }
-            const float amax = hmax_ps<Arch>(_mm512_max_ps(_mm512_and_ps(a, abs_mask), _mm512_and_ps(b, abs_mask)));
-            const float d = amax / 127.0f;
-            const float id = d != 0.0f ? 1.0f / d : 0.0f;
-            const std::uint16_t h = half_bits<Arch>(d);
-            std::memcpy(blk, &h, 2);
-            const __m512 idv = _mm512_set1_ps(id);
-            const __m512i qa = _mm512_cvttps_epi32(round_away_ps<Arch>(opaque_ps<Arch>(_mm512_mul_ps(a, idv))));
-            const __m512i qb = _mm512_cvttps_epi32(round_away_ps<Arch>(opaque_ps<Arch>(_mm512_mul_ps(b, idv))));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(blk + 2), _mm512_cvtepi32_epi8(qa));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(blk + 18), _mm512_cvtepi32_epi8(qb));
-            continue;
+            lo = _mm512_load_ps(lf);
+            hi = _mm512_load_ps(hf);
         }
-        float d, lo = 0.0f;
-        if constexpr (affine) {
-            // From +-FLT_MAX with NaN lanes passed over, as the scalar scan.
-            const __m512 big = _mm512_set1_ps(std::numeric_limits<float>::max());
-            const __m512 nbig = _mm512_set1_ps(-std::numeric_limits<float>::max());
-            const float mn = hmin_ps<Arch>(_mm512_min_ps(a, _mm512_min_ps(b, big)));
-            const float mx = hmax_ps<Arch>(_mm512_max_ps(a, _mm512_max_ps(b, nbig)));
-            lo = first_equal<Arch>(p, a, b, mn);
-            const float hi = first_equal<Arch>(p, a, b, mx);
-            d = (hi - lo) / (q5 ? 31.0f : 15.0f);
-            const std::uint16_t m16 = half_bits<Arch>(lo);
-            std::memcpy(blk + 2, &m16, 2);
-        } else {
-            const __m512 aa = _mm512_and_ps(a, abs_mask), ab = _mm512_and_ps(b, abs_mask);
-            // max_ps returns its second operand when either is NaN: NaN lanes drop out.
-            const float amax = hmax_ps<Arch>(_mm512_max_ps(aa, _mm512_max_ps(ab, _mm512_setzero_ps())));
-            const std::uint32_t m = equal_mask<Arch>(aa, ab, amax);
-            const float first = p[std::countr_zero(m | 0x80000000u)];
-            const float mx = amax > 0.0f ? first : 0.0f;
-            d = mx / (q5 ? -16.0f : -8.0f);
+        d = _mm512_div_ps(_mm512_sub_ps(hi, lo), _mm512_set1_ps(q5 ? 31.0f : 15.0f));
+        _mm512_store_ps(lov, lo);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(mh), _mm512_cvtps_ph(lo, _MM_FROUND_TO_NEAREST_INT));
+    } else {
+        // The signed max and min, each seeded with 0 (NaN lanes drop out):
+        // the larger magnitude wins; equal magnitudes are a zero block
+        // (max +0) or a +-amax tie, which the first one decides.
+        const __m512 zero = _mm512_setzero_ps();
+LOWBIT_GQZ_UNROLL(16)
+        for (int s = 0; s < 16; ++s) {
+            const float* p = blk_x(reduce16_slot[s]);
+            v[s] = _mm512_max_ps(_mm512_loadu_ps(p), _mm512_max_ps(_mm512_loadu_ps(p + 16), zero));
         }
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        const std::uint16_t h = half_bits<Arch>(d);
-        std::memcpy(blk, &h, 2);
-        const __m512 idv = _mm512_set1_ps(id);
-        __m512 va, vb;
-        if constexpr (affine) {
-            const __m512 lov = _mm512_set1_ps(lo), half = _mm512_set1_ps(0.5f);
-            va = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(_mm512_sub_ps(a, lov), idv)), half);
-            vb = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(_mm512_sub_ps(b, lov), idv)), half);
-        } else {
-            const __m512 off = _mm512_set1_ps(q5 ? 16.5f : 8.5f);
-            va = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(a, idv)), off);
-            vb = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(b, idv)), off);
+        const __m512 hi = reduce16<Arch>(v, vmax);
+LOWBIT_GQZ_UNROLL(16)
+        for (int s = 0; s < 16; ++s) {
+            const float* p = blk_x(reduce16_slot[s]);
+            v[s] = _mm512_min_ps(_mm512_loadu_ps(p), _mm512_min_ps(_mm512_loadu_ps(p + 16), zero));
         }
-        // vpmovdb keeps the low byte, as the scalar code's cast does.
-        __m128i la = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(va));
-        __m128i lb = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(vb));
-        if constexpr (T != type::q5_1) {
-            const __m128i top = _mm_set1_epi8(q5 ? 31 : 15);
-            la = _mm_min_epi8(la, top);
-            lb = _mm_min_epi8(lb, top);
+        const __m512 lo = reduce16<Arch>(v, vmin);
+        const __m512 neg_lo = _mm512_sub_ps(zero, lo);
+        __m512 mx = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(neg_lo, hi, _CMP_GT_OQ), hi, lo);
+        const __mmask16 tie = static_cast<__mmask16>(_mm512_cmp_ps_mask(neg_lo, hi, _CMP_EQ_OQ) &
+                                                     _mm512_cmp_ps_mask(hi, zero, _CMP_GT_OQ));
+        mx = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(hi, zero, _CMP_EQ_OQ) &
+                                      _mm512_cmp_ps_mask(neg_lo, zero, _CMP_EQ_OQ),
+                                  mx, zero);
+        if (tie) {
+            alignas(64) float mf[16];
+            _mm512_store_ps(mf, mx);
+            for (int k = 0; k < 16; ++k) {
+                if (!((tie >> k) & 1)) continue;
+                const float* p = blk_x(k);
+                mf[k] = signed_absmax_ps<Arch>(p, _mm512_loadu_ps(p), _mm512_loadu_ps(p + 16));
+            }
+            mx = _mm512_load_ps(mf);
         }
-        const __m128i qs = _mm_or_si128(_mm_and_si128(la, lo4), _mm_and_si128(_mm_slli_epi16(lb, 4), hi4));
-        constexpr int qs_off = legacy_qs_offset<T>;
-        if constexpr (q5) {
-            const __m256i l = _mm256_inserti128_si256(_mm256_castsi128_si256(la), lb, 1);
-            const auto qh = static_cast<std::uint32_t>(_mm256_movemask_epi8(_mm256_slli_epi16(l, 3)));
-            std::memcpy(blk + qs_off - 4, &qh, 4);
-        }
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(blk + qs_off), qs);
+        // max / -8 and max * -0.125 are the same correctly rounded quotient.
+        d = _mm512_mul_ps(mx, _mm512_set1_ps(q5 ? -0.0625f : -0.125f));
     }
+    // C's d != 0 holds for NaN too.
+    const __m512 id = _mm512_maskz_div_ps(_mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_UQ),
+                                          _mm512_set1_ps(1.0f), d);
+    _mm512_store_ps(idv, id);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(dh), _mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
+    static_cast<void>(lov);
+    static_cast<void>(mh);
+LOWBIT_GQZ_UNROLL(16)
+    for (int k = 0; k < 16; ++k) {
+        unsigned char* blk = out + BB * k;
+        std::memcpy(blk, dh + k, 2);
+        if constexpr (affine) std::memcpy(blk + 2, mh + k, 2);
+    }
+    if constexpr (T == type::q8_0) {
+LOWBIT_GQZ_UNROLL(16)
+        for (int k = 0; k < 16; ++k) {
+            const float* p = blk_x(k);
+            legacy_codes_avx512<Arch, T>(_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16), idv[k], 0.0f, out + BB * k);
+        }
+    } else {
+LOWBIT_GQZ_UNROLL(8)
+        for (int k = 0; k < 16; k += 2) {
+            const float *p = blk_x(k), *q = blk_x(k + 1);
+            legacy_codes2_avx512<Arch, T>(_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16), _mm512_loadu_ps(q),
+                                          _mm512_loadu_ps(q + 16), idv[k], idv[k + 1], affine ? lov[k] : 0.0f,
+                                          affine ? lov[k + 1] : 0.0f, out + BB * k, out + BB * (k + 1));
+        }
+    }
+}
+
+/// Blocks [0, nblocks) of type T from x to out.
+template <class Arch, ggml::type T>
+inline void legacy_rows_avx512(const float* x, unsigned char* out, std::size_t nblocks) noexcept {
+    constexpr std::size_t BB = legacy_block_bytes<T>;
+    std::size_t ib = 0;
+    for (; ib + 16 <= nblocks; ib += 16) legacy_group16_avx512<Arch, T>(x + 32 * ib, out + BB * ib);
+    for (; ib < nblocks; ++ib) legacy_block_avx512<Arch, T>(x + 32 * ib, out + BB * ib);
 }
 #endif
 
