@@ -182,30 +182,6 @@ inline std::uint8_t code4_cpu(const torch_4bit_table& tb, float v) noexcept {
     return tb.order[i];
 }
 
-// dQuantize<0> (CUDA, 8-bit): binary search from code 127, then a midpoint
-// test against the bracketing codes.
-inline std::uint8_t dynamic_cuda(const std::array<float, 256>& map, float x) noexcept {
-    int pivot = 127, upper_pivot = 255, lower_pivot = 0;
-    float lower = -1.0f, upper = 1.0f;
-    float val = map[127];
-    for (int step = 64; step > 0; step >>= 1) {
-        if (x > val) {
-            lower_pivot = pivot;
-            lower = val;
-            pivot += step;
-        } else {
-            upper_pivot = pivot;
-            upper = val;
-            pivot -= step;
-        }
-        val = map[static_cast<std::size_t>(pivot)];
-    }
-    if (upper_pivot == 255) upper = map[255];
-    if (lower_pivot == 0) lower = map[0];
-    if (x > val) return static_cast<std::uint8_t>(x > (upper + val) * 0.5f ? upper_pivot : pivot);
-    return static_cast<std::uint8_t>(x < (lower + val) * 0.5f ? lower_pivot : pivot);
-}
-
 // The CPU kernel's table: entry i holds the code nearest to the grid point
 // -1 + 2i/65535 (ties to the lower code); a scaled value v in [-1, 1] reads
 // entry trunc((v + 1) / 2 * 65535 + 0.5); NaN reads entry 0.
@@ -256,7 +232,7 @@ inline void quantize_dynamic_blocks(std::span<const float> x, std::size_t blocks
             const float inv = 1.0f / am;
             for (std::size_t i = lo; i < hi; ++i) {
                 const float v = x[i] * inv;
-                codes[i] = lut ? (*lut)(v) : dynamic_cuda(map, v);
+                codes[i] = lut ? (*lut)(v) : ::lowbit::detail::dquantize_search(map, v);
             }
         }
     });
@@ -321,11 +297,9 @@ struct quantize_4bit_options {
     unsigned threads = 1;
 };
 
-/// The absmax each 4-bit block decodes with: stored, or rebuilt from the nested
-/// state as bitsandbytes does (code[q] * nested_absmax, then + offset, float32).
-inline std::vector<float> effective_absmax(const quant_state_4bit& s) {
-    if (!s.nested) return s.absmax;
-    const nested_state& n = *s.nested;
+/// The absmax values a nested state decodes to, as bitsandbytes rebuilds
+/// them: code[q] * nested_absmax, then + offset, in float32.
+inline std::vector<float> decode_nested(const nested_state& n) {
     std::vector<float> out(n.codes.size());
     for (std::size_t i = 0; i < out.size(); ++i) {
         const float v = n.code[n.codes[i]] * n.absmax[i / n.blocksize];
@@ -333,6 +307,9 @@ inline std::vector<float> effective_absmax(const quant_state_4bit& s) {
     }
     return out;
 }
+
+/// The absmax each 4-bit block decodes with: stored, or rebuilt from the nested state.
+inline std::vector<float> effective_absmax(const quant_state_4bit& s) { return s.nested ? decode_nested(*s.nested) : s.absmax; }
 
 namespace detail {
 
@@ -362,6 +339,28 @@ inline void validate_4bit(const quant_state_4bit& s, std::string_view where) {
         LOWBIT_THROW(errc::shape_mismatch, w + ": " + std::to_string(s.absmax.size()) + " absmax values for " +
                                                std::to_string(nb) + " blocks");
     }
+}
+
+}  // namespace detail
+
+namespace detail {
+
+/// The nested state of a first-level absmax vector: offset (given, or the
+/// mean), then absmax - offset 8-bit blockwise with the signed dynamic map.
+inline nested_state nest(std::vector<float> absmax, std::size_t blocksize, kernel_rules rules,
+                         std::optional<float> offset, unsigned threads, std::string_view where) {
+    if (blocksize == 0) LOWBIT_THROW(errc::invalid_argument, std::string(where) + ": nested blocksize is 0");
+    nested_state ns;
+    ns.blocksize = blocksize;
+    ns.code = dynamic_map();
+    ns.offset = offset ? *offset : mean_f32(absmax);
+    if (!std::isfinite(ns.offset))
+        LOWBIT_THROW(errc::non_finite, std::string(where) + ": the nested offset is not finite");
+    for (float& a : absmax) a -= ns.offset;
+    ns.codes.resize(absmax.size());
+    ns.absmax.resize((absmax.size() + blocksize - 1) / blocksize);
+    quantize_dynamic_blocks(absmax, blocksize, rules, ns.codes.data(), ns.absmax.data(), threads);
+    return ns;
 }
 
 }  // namespace detail
@@ -416,19 +415,7 @@ inline quant_state_4bit quantize_4bit(std::span<const float> x, std::vector<std:
         s.absmax = std::move(absmax);
         return s;
     }
-    if (o.nested_blocksize == 0)
-        LOWBIT_THROW(errc::invalid_argument, std::string(where) + ": nested blocksize is 0");
-    nested_state ns;
-    ns.blocksize = o.nested_blocksize;
-    ns.code = dynamic_map();
-    ns.offset = o.offset ? *o.offset : detail::mean_f32(absmax);
-    if (!std::isfinite(ns.offset))
-        LOWBIT_THROW(errc::non_finite, std::string(where) + ": the nested offset is not finite");
-    for (float& a : absmax) a -= ns.offset;
-    ns.codes.resize(nb);
-    ns.absmax.resize((nb + ns.blocksize - 1) / ns.blocksize);
-    detail::quantize_dynamic_blocks(absmax, ns.blocksize, o.rules, ns.codes.data(), ns.absmax.data(), o.threads);
-    s.nested = std::move(ns);
+    s.nested = detail::nest(std::move(absmax), o.nested_blocksize, o.rules, o.offset, o.threads, where);
     return s;
 }
 
@@ -465,28 +452,11 @@ inline quant_state_8bit quantize_blockwise(std::span<const float> x, const quant
         s.absmax = std::move(absmax);
         return s;
     }
-    nested_state ns;
-    ns.blocksize = o.blocksize;
-    ns.code = dynamic_map();
-    ns.offset = o.offset ? *o.offset : detail::mean_f32(absmax);
-    for (float& a : absmax) a -= ns.offset;
-    ns.codes.resize(absmax.size());
-    ns.absmax.resize((absmax.size() + ns.blocksize - 1) / ns.blocksize);
-    detail::quantize_dynamic_blocks(absmax, ns.blocksize, o.rules, ns.codes.data(), ns.absmax.data(), o.threads);
-    s.nested = std::move(ns);
+    s.nested = detail::nest(std::move(absmax), o.blocksize, o.rules, o.offset, o.threads, where);
     return s;
 }
 
-inline std::vector<float> effective_absmax(const quant_state_8bit& s) {
-    if (!s.nested) return s.absmax;
-    const nested_state& n = *s.nested;
-    std::vector<float> out(n.codes.size());
-    for (std::size_t i = 0; i < out.size(); ++i) {
-        const float v = n.code[n.codes[i]] * n.absmax[i / n.blocksize];
-        out[i] = v + n.offset;
-    }
-    return out;
-}
+inline std::vector<float> effective_absmax(const quant_state_8bit& s) { return s.nested ? decode_nested(*s.nested) : s.absmax; }
 
 // ---- LLM.int8() -------------------------------------------------------------
 

@@ -306,6 +306,32 @@ inline void linspace_f32(float start, float end, int steps, float* out) noexcept
                              : std::fma(-step, static_cast<float>(steps - i - 1), end);
 }
 
+/// bitsandbytes' dQuantize (CUDA, 8-bit): a 7-step binary search from code
+/// 127 over an ascending 256-entry map, then a midpoint test against the last
+/// bracketing codes (an input on a midpoint keeps the search's final pivot;
+/// NaN ends at code 0).
+inline std::uint8_t dquantize_search(const std::array<float, 256>& map, float x) noexcept {
+    int pivot = 127, upper_pivot = 255, lower_pivot = 0;
+    float lower = -1.0f, upper = 1.0f;
+    float val = map[127];
+    for (int step = 64; step > 0; step >>= 1) {
+        if (x > val) {
+            lower_pivot = pivot;
+            lower = val;
+            pivot += step;
+        } else {
+            upper_pivot = pivot;
+            upper = val;
+            pivot -= step;
+        }
+        val = map[static_cast<std::size_t>(pivot)];
+    }
+    if (upper_pivot == 255) upper = map[255];
+    if (lower_pivot == 0) lower = map[0];
+    if (x > val) return static_cast<std::uint8_t>(x > (upper + val) * 0.5f ? upper_pivot : pivot);
+    return static_cast<std::uint8_t>(x < (lower + val) * 0.5f ? lower_pivot : pivot);
+}
+
 }  // namespace detail
 
 /// bitsandbytes NF4: the 16 normal-float values, absmax scale, x * (1/absmax),
@@ -404,27 +430,7 @@ private:
     std::array<float, 256> map_;
     bool signed_;
 
-    std::uint8_t search(float x) const noexcept {
-        int pivot = 127, upper_pivot = 255, lower_pivot = 0;
-        float lower = -1.0f, upper = 1.0f;
-        float val = map_[pivot];
-        for (int step = 64; step > 0; step >>= 1) {
-            if (x > val) {
-                lower_pivot = pivot;
-                lower = val;
-                pivot += step;
-            } else {
-                upper_pivot = pivot;
-                upper = val;
-                pivot -= step;
-            }
-            val = map_[static_cast<std::size_t>(pivot)];
-        }
-        if (upper_pivot == 255) upper = map_[255];
-        if (lower_pivot == 0) lower = map_[0];
-        if (x > val) return static_cast<std::uint8_t>(x > (upper + val) * 0.5f ? upper_pivot : pivot);
-        return static_cast<std::uint8_t>(x < (lower + val) * 0.5f ? lower_pivot : pivot);
-    }
+    std::uint8_t search(float x) const noexcept { return detail::dquantize_search(map_, x); }
 };
 
 LOWBIT_NAMESPACE_END
