@@ -184,6 +184,43 @@ TEST_CASE("bnb 8-bit: the CUDA search picks the nearest code, the CPU table the 
     }
 }
 
+TEST_CASE("bnb 4-bit SIMD quantize gives the scalar path's bytes on every instruction set") {
+    isa_guard guard;
+    std::mt19937 rng(17);
+    std::vector<std::vector<float>> inputs;
+    inputs.push_back(randn(4096 * 3 + 77, 1));
+    inputs.push_back(std::vector<float>(1000, 0.0f));
+    auto ties = randn(2048 + 33, 2);
+    for (std::size_t i = 0; i < ties.size(); ++i) {
+        const auto& b = ::lowbit::detail::nf4_bounds;
+        ties[i] = i % 64 == 0 ? 1.0f : (i % 3 ? b[i % 15] : -b[i % 15]);
+    }
+    inputs.push_back(ties);
+    auto mixed = randn(4096 + 5, 3);
+    for (std::size_t i = 0; i < mixed.size(); ++i) mixed[i] *= std::ldexp(1.0f, static_cast<int>(rng() % 200) - 140);
+    inputs.push_back(mixed);
+    for (const auto& x : inputs)
+        for (quant_type t : {quant_type::nf4, quant_type::fp4})
+            for (kernel_rules r : {kernel_rules::cuda, kernel_rules::cpu})
+                for (std::size_t bs : {32u, 64u, 4096u}) {
+                    quantize_4bit_options o;
+                    o.type = t;
+                    o.rules = r;
+                    o.blocksize = bs;
+                    o.compress_statistics = false;
+                    kernels::set_active_isa(kernels::isa::scalar);
+                    const auto ref = quantize_4bit(x, {x.size()}, o);
+                    for (kernels::isa i : kernels::available_isas()) {
+                        kernels::set_active_isa(i);
+                        const auto s = quantize_4bit(x, {x.size()}, o);
+                        INFO("isa " << kernels::isa_name(i) << " n " << x.size() << " bs " << bs << " fp4 " << (t == quant_type::fp4)
+                                    << " cpu " << (r == kernel_rules::cpu));
+                        CHECK(s.packed == ref.packed);
+                        CHECK(std::memcmp(s.absmax.data(), ref.absmax.data(), s.absmax.size() * 4) == 0);
+                    }
+                }
+}
+
 TEST_CASE("bnb SIMD dequantize equals the scalar path on every instruction set") {
     isa_guard guard;
     std::mt19937 rng(5);

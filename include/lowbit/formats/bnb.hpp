@@ -132,27 +132,6 @@ inline void check_finite(std::span<const float> x, std::string_view where) {
                                                (std::isnan(x[i]) ? "NaN" : "infinite"));
 }
 
-// dQuantizeNF4 / dQuantizeFP4 (CUDA): strict '>' against the literal thresholds.
-inline std::uint8_t nf4_cuda(float v) noexcept {
-    std::uint8_t c = 0;
-    for (float t : ::lowbit::detail::nf4_bounds) c = static_cast<std::uint8_t>(c + (v > t ? 1 : 0));
-    return c;  // NaN: every comparison false -> 0, as the tree does
-}
-
-inline std::uint8_t fp4_cuda(float v) noexcept {
-    const std::uint8_t sign = v < 0.0f ? 0x8 : 0x0;
-    const float a = std::fabs(v);
-    std::uint8_t c;
-    if (a > 0.29166667f) {
-        if (a > 0.583333f) c = a > 0.8333333f ? 0b011 : 0b010;
-        else c = a > 0.4166667f ? 0b101 : 0b100;
-    } else {
-        if (a > 0.0859375f) c = a > 0.20833333f ? 0b111 : 0b110;
-        else c = a > 0.00260417f ? 0b001 : 0b000;
-    }
-    return static_cast<std::uint8_t>(c | sign);
-}
-
 // The PyTorch kernel: bucketize over the float32 midpoints of the code table
 // sorted stably by value (so +0 sorts before -0 in FP4), then back to codes.
 struct torch_4bit_table {
@@ -173,13 +152,6 @@ inline const torch_4bit_table& torch_table(quant_type t) noexcept {
     static const torch_4bit_table nf4 = make_torch_table(quant_type::nf4);
     static const torch_4bit_table fp4 = make_torch_table(quant_type::fp4);
     return t == quant_type::nf4 ? nf4 : fp4;
-}
-
-inline std::uint8_t code4_cpu(const torch_4bit_table& tb, float v) noexcept {
-    // torch.bucketize(right=False): the number of boundaries strictly below v.
-    std::size_t i = 0;
-    while (i < 15 && tb.bounds[i] < v) ++i;
-    return tb.order[i];
 }
 
 // The CPU kernel's table: entry i holds the code nearest to the grid point
@@ -385,31 +357,30 @@ inline quant_state_4bit quantize_4bit(std::span<const float> x, std::vector<std:
     const std::size_t n = x.size(), bs = o.blocksize, nb = (n + bs - 1) / bs;
     s.packed.assign((n + 1) / 2, 0);
     std::vector<float> absmax(nb);
-    const auto& tb = detail::torch_table(o.type);
+    // The code is code_of_count[number of thresholds below v]: the CUDA trees
+    // (NF4 over v, FP4 over |v| with the sign in bit 3) or torch's bucketize.
+    static constexpr std::array<std::uint8_t, 16> identity = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    static constexpr std::array<std::uint8_t, 16> fp4_tree = {0, 1, 6, 7, 4, 5, 2, 3};
     const bool cpu = o.rules == kernel_rules::cpu;
-    const std::size_t full = n / bs;
+    const auto& tb = detail::torch_table(o.type);
+    kernels::bnb4_quantize_job job{x.data(), n, bs, 0, 0, nullptr, 15, identity.data(), 0, cpu, s.packed.data(),
+                                   absmax.data()};
+    if (cpu) {
+        job.bounds = tb.bounds.data();
+        job.code_of_count = tb.order.data();
+    } else if (o.type == quant_type::nf4) {
+        job.bounds = ::lowbit::detail::nf4_bounds.data();
+    } else {
+        job.bounds = ::lowbit::detail::bnb_fp4_bounds.data();
+        job.nbounds = ::lowbit::detail::bnb_fp4_bounds.size();
+        job.code_of_count = fp4_tree.data();
+        job.sign_bit = 0x8;
+    }
     parallel_for(nb, o.threads, 16, [&](std::size_t b0, std::size_t b1) {
-        for (std::size_t b = b0; b < b1; ++b) {
-            const std::size_t lo = b * bs, hi = std::min(n, lo + bs);
-            const float am = detail::block_absmax(x.data() + lo, hi - lo);
-            const bool tail = b >= full;
-            float scale_am = am;
-            if (cpu) scale_am = std::max(am, 1e-38f);
-            absmax[b] = cpu && tail ? scale_am : am;
-            const float inv = 1.0f / scale_am;
-            auto code_of = [&](float v) -> std::uint8_t {
-                if (!cpu) return o.type == quant_type::nf4 ? detail::nf4_cuda(v * inv) : detail::fp4_cuda(v * inv);
-                float q = tail ? v / scale_am : v * inv;
-                q = std::min(1.0f, std::max(-1.0f, q));
-                return detail::code4_cpu(tb, q);
-            };
-            // Blocks start at even elements (blocksize is even), so bytes never straddle blocks.
-            for (std::size_t i = lo; i < hi; i += 2) {
-                const std::uint8_t c0 = code_of(x[i]);
-                const std::uint8_t c1 = i + 1 < hi ? code_of(x[i + 1]) : code_of(0.0f);
-                s.packed[i / 2] = static_cast<std::uint8_t>(c0 << 4 | c1);
-            }
-        }
+        kernels::bnb4_quantize_job j = job;
+        j.block_begin = b0;
+        j.block_end = b1;
+        kernels::dispatch(kernels::bnb4_quantize_fn{}, j);
     });
     if (!o.compress_statistics) {
         s.absmax = std::move(absmax);

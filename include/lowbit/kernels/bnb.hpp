@@ -11,6 +11,7 @@
 // for bit; the GEMV up to the order of its float additions.
 
 #include <atomic>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -39,6 +40,24 @@ struct bnb8_dequantize_job {
     const float* table;  ///< 256 entries
     void* out;
     out_type type;
+};
+
+/// 4-bit codes for blocks [block_begin, block_end) of the n flattened values
+/// x (all finite): absmax per block, v = x * (1/absmax), code =
+/// code_of_count[number of bounds strictly below v] (bounds ascending). With a
+/// sign bit the count is taken on |v| and the bit set for v < 0. torch_rules:
+/// the scale is max(absmax, 1e-38), a short last block divides by it and
+/// stores it, and v is clamped to [-1, 1] (bitsandbytes' PyTorch kernel).
+struct bnb4_quantize_job {
+    const float* x;
+    std::size_t n, blocksize, block_begin, block_end;
+    const float* bounds;
+    std::size_t nbounds;  ///< <= 15
+    const std::uint8_t* code_of_count;
+    std::uint8_t sign_bit;
+    bool torch_rules;
+    std::uint8_t* packed;  ///< the whole tensor's ceil(n/2) bytes
+    float* absmax;         ///< the whole tensor's blocks
 };
 
 /// y[b * y_stride + r] = sum_c W[r][c] * x[b * x_stride + c] for rows
@@ -94,6 +113,28 @@ inline void bnb8_dequantize_ref(const bnb8_dequantize_job& j) noexcept {
         detail::dq::ref_store(j.out, i, j.table[j.codes[i]] * j.absmax[i / j.blocksize], j.type);
 }
 
+inline void bnb4_quantize_ref(const bnb4_quantize_job& j) noexcept {
+    for (std::size_t b = j.block_begin; b < j.block_end; ++b) {
+        const std::size_t lo = b * j.blocksize, hi = lo + j.blocksize < j.n ? lo + j.blocksize : j.n;
+        const bool short_block = hi - lo < j.blocksize;
+        float am = 0.0f;
+        for (std::size_t i = lo; i < hi; ++i) am = std::fabs(j.x[i]) > am ? std::fabs(j.x[i]) : am;
+        const float scale = j.torch_rules && am < 1e-38f ? 1e-38f : am;
+        j.absmax[b] = j.torch_rules && short_block ? scale : am;
+        const float inv = 1.0f / scale;
+        const auto code = [&](float x) -> std::uint8_t {
+            float v = j.torch_rules && short_block ? x / scale : x * inv;
+            if (j.torch_rules) v = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
+            const float a = j.sign_bit ? std::fabs(v) : v;
+            std::size_t c = 0;
+            for (std::size_t t = 0; t < j.nbounds; ++t) c += a > j.bounds[t] ? 1 : 0;
+            return static_cast<std::uint8_t>(j.code_of_count[c] | (j.sign_bit && v < 0.0f ? j.sign_bit : 0));
+        };
+        for (std::size_t i = lo; i < hi; i += 2)
+            j.packed[i / 2] = static_cast<std::uint8_t>(code(j.x[i]) << 4 | code(i + 1 < hi ? j.x[i + 1] : 0.0f));
+    }
+}
+
 inline void bnb4_gemv_ref(const bnb4_gemv_job& j) noexcept {
     for (std::size_t r = j.row_begin; r < j.row_end; ++r)
         for (std::size_t b = 0; b < j.batch; ++b) {
@@ -140,6 +181,10 @@ struct bnb8_dequantize_fn {
 struct bnb4_gemv_fn {
     template <class Arch>
     void operator()(Arch, const bnb4_gemv_job& j) const noexcept;
+};
+struct bnb4_quantize_fn {
+    template <class Arch>
+    void operator()(Arch, const bnb4_quantize_job& j) const noexcept;
 };
 struct int8_gemm_fn {
     template <class Arch>
@@ -370,6 +415,65 @@ inline void bnb4_gemv(const bnb4_gemv_job& j) noexcept {
     }
 }
 
+/// One block of bnb4_quantize (len <= blocksize values at x, zero-padded to a
+/// whole number of batches by the caller when short).
+template <class Arch>
+inline void bnb4_quantize_block(const bnb4_quantize_job& j, const float* x, std::size_t len, bool short_block,
+                                std::size_t b, std::uint8_t* dst) noexcept {
+    using f32 = xsimd::batch<float, Arch>;
+    constexpr std::size_t lanes = f32::size;
+    const std::size_t padded = (len + lanes - 1) / lanes * lanes;
+    f32 m(0.0f);
+    for (std::size_t i = 0; i < padded; i += lanes) m = xsimd::max(m, xsimd::abs(f32::load_unaligned(x + i)));
+    const float am = ::lowbit::detail::simd::reduce_max(m);
+    const float scale = j.torch_rules && am < 1e-38f ? 1e-38f : am;
+    j.absmax[b] = j.torch_rules && short_block ? scale : am;
+    const bool divide = j.torch_rules && short_block;
+    const f32 inv(1.0f / scale), sc(scale), one(1.0f), zero(0.0f), lo(-1.0f), hi(1.0f);
+    f32 bound[15];
+    for (std::size_t t = 0; t < j.nbounds; ++t) bound[t] = f32(j.bounds[t]);
+    alignas(64) float cnt[lanes];
+    alignas(64) float neg[lanes];
+    alignas(64) std::uint8_t codes[lanes];
+    for (std::size_t i = 0; i < padded; i += lanes) {
+        const f32 xv = f32::load_unaligned(x + i);
+        f32 v = divide ? xv / sc : xv * inv;
+        if (j.torch_rules) v = xsimd::min(hi, xsimd::max(lo, v));
+        const f32 a = j.sign_bit ? xsimd::abs(v) : v;
+        f32 c(0.0f);
+        for (std::size_t t = 0; t < j.nbounds; ++t) c += xsimd::select(a > bound[t], one, zero);
+        c.store_aligned(cnt);
+        xsimd::select(v < zero, one, zero).store_aligned(neg);
+        for (std::size_t l = 0; l < lanes; ++l)
+            codes[l] = static_cast<std::uint8_t>(j.code_of_count[static_cast<std::size_t>(cnt[l])] |
+                                                 (neg[l] != 0.0f ? j.sign_bit : 0));
+        const std::size_t end = i + lanes < len ? i + lanes : len;
+        for (std::size_t l = 0; i + l < end; l += 2)
+            dst[(i + l) / 2] = static_cast<std::uint8_t>(codes[l] << 4 | codes[l + 1]);
+    }
+}
+
+template <class Arch>
+inline void bnb4_quantize(const bnb4_quantize_job& j) noexcept {
+    using f32 = xsimd::batch<float, Arch>;
+    constexpr std::size_t lanes = f32::size;
+    for (std::size_t b = j.block_begin; b < j.block_end; ++b) {
+        const std::size_t lo = b * j.blocksize, hi = lo + j.blocksize < j.n ? lo + j.blocksize : j.n;
+        const std::size_t len = hi - lo;
+        if (len == j.blocksize && len % lanes == 0) {
+            bnb4_quantize_block<Arch>(j, j.x + lo, len, false, b, j.packed + lo / 2);
+        } else {
+            // The short last block: a zero-padded copy (the pad nibble of an odd
+            // count is the code of 0, as the scalar path gives it).
+            alignas(64) float buf[4096 + 64] = {};
+            std::memcpy(buf, j.x + lo, len * sizeof(float));
+            alignas(64) std::uint8_t out[2048 + 32];
+            bnb4_quantize_block<Arch>(j, buf, len, len < j.blocksize, b, out);
+            std::memcpy(j.packed + lo / 2, out, (len + 1) / 2);
+        }
+    }
+}
+
 /// Sum of a[k] * b[k] over k < n, int8 inputs, int32 accumulation.
 template <class Arch>
 inline std::int32_t dot_i8(const std::int8_t* a, const std::int8_t* b, std::size_t n) noexcept {
@@ -519,6 +623,18 @@ void bnb4_gemv_fn::operator()(Arch, const bnb4_gemv_job& j) const noexcept {
 }
 
 template <class Arch>
+void bnb4_quantize_fn::operator()(Arch, const bnb4_quantize_job& j) const noexcept {
+#if !defined(LOWBIT_NO_SIMD)
+    if constexpr (!std::is_same_v<Arch, scalar>) {
+        detail::bnbk::bnb4_quantize<Arch>(j);
+    } else
+#endif
+    {
+        bnb4_quantize_ref(j);
+    }
+}
+
+template <class Arch>
 void int8_gemm_fn::operator()(Arch, const int8_gemm_job& j) const noexcept {
 #if !defined(LOWBIT_NO_SIMD)
     if constexpr (!std::is_same_v<Arch, scalar>) {
@@ -540,6 +656,8 @@ LOWBIT_NAMESPACE_END
         ARCH, const lowbit::kernels::bnb8_dequantize_job&) const noexcept;                                 \
     EXT template void lowbit::kernels::bnb4_gemv_fn::operator()<ARCH>(ARCH, const lowbit::kernels::bnb4_gemv_job&) \
         const noexcept;                                                                                    \
+    EXT template void lowbit::kernels::bnb4_quantize_fn::operator()<ARCH>(                                 \
+        ARCH, const lowbit::kernels::bnb4_quantize_job&) const noexcept;                                   \
     EXT template void lowbit::kernels::int8_gemm_fn::operator()<ARCH>(ARCH, const lowbit::kernels::int8_gemm_job&) \
         const noexcept;
 LOWBIT_DECLARE_KERNELS(LOWBIT_KERNELS_BNB)
