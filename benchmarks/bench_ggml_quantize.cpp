@@ -14,6 +14,8 @@
 
 #include "bandwidth.hpp"
 
+#include <lowbit/parallel.hpp>
+
 #include <lowbit/formats/ggml.hpp>
 #include <lowbit/kernels/ggml_quantize.hpp>
 
@@ -79,6 +81,24 @@ void run(benchmark::State& state, ggml::type t, bool simd, bool with_imatrix) {
     state.SetLabel(simd ? std::string(isa_name(active_isa())) : "scalar");
 }
 
+// All cores (the tool's --threads 0): row ranges on lowbit's parallel_for.
+void run_threads(benchmark::State& state, ggml::type t) {
+    const float* x = matrix();
+    buffer out = make_buffer(rows * ggml::row_bytes(t, cols), 0);
+    const std::size_t rb = ggml::row_bytes(t, cols);
+    for (auto _ : state) {
+        lowbit::parallel_for(rows, 0, 64, [&](std::size_t r0, std::size_t r1) {
+            quantize_ggml_rows(t, x + r0 * cols, out.get() + r0 * rb, r1 - r0, cols, nullptr);
+        });
+        benchmark::DoNotOptimize(out.get());
+        benchmark::ClobberMemory();
+    }
+    counters(state);
+    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) *
+                            static_cast<std::int64_t>(rows * cols * sizeof(float)));
+    state.SetLabel(std::string(isa_name(active_isa())) + ", " + std::to_string(lowbit::default_threads()) + " threads");
+}
+
 void register_all() {
     const auto fast = [](benchmark::internal::Benchmark* b) {
         b->Unit(benchmark::kMillisecond)->MinTime(0.5)->UseRealTime();
@@ -111,6 +131,9 @@ void register_all() {
                 fast(benchmark::RegisterBenchmark((base + (simd ? "_simd" : "_scalar")).c_str(),
                                                   [tt, simd, im](benchmark::State& s) { run(s, tt, simd, im); }));
             }
+            if (!im)
+                fast(benchmark::RegisterBenchmark((base + "_simd_all_threads").c_str(),
+                                                  [t = t](benchmark::State& s) { run_threads(s, t); }));
         }
 }
 
