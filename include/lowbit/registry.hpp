@@ -15,6 +15,7 @@
 #include "algorithms/rtn.hpp"
 #include "core/error.hpp"
 #include "core/view.hpp"
+#include "detail/names.hpp"
 #include "double_quant.hpp"
 #include "granularity.hpp"
 #include "quantizer.hpp"
@@ -134,18 +135,6 @@ inline const std::vector<format>& format_table() {
         {"fp8-e4m3-ch", "minifloat", "FP8 E4M3, one fp32 scale (amax/448) per output channel", true, q_fp8_e4m3_ch},
     };
     return table;
-}
-
-inline std::size_t edit_distance(std::string_view a, std::string_view b) {
-    std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
-    for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-    for (std::size_t i = 1; i <= a.size(); ++i) {
-        cur[0] = i;
-        for (std::size_t j = 1; j <= b.size(); ++j)
-            cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0u : 1u)});
-        std::swap(prev, cur);
-    }
-    return prev[b.size()];
 }
 
 }  // namespace detail

@@ -31,19 +31,9 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../detail/file_io.hpp"
+#include "../detail/names.hpp"
 #include "ggml_types.hpp"
-
-#if defined(__unix__) || defined(__APPLE__)
-#include <cerrno>
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#define LOWBIT_GGUF_POSIX 1
-#else
-#include <fstream>
-#define LOWBIT_GGUF_POSIX 0
-#endif
 
 LOWBIT_NAMESPACE_BEGIN
 
@@ -381,25 +371,7 @@ constexpr std::uint64_t min_encoded_size(gguf_type t) noexcept {
 constexpr bool is_power_of_two(std::uint64_t x) noexcept { return x != 0 && (x & (x - 1)) == 0; }
 constexpr std::uint64_t align_up(std::uint64_t x, std::uint64_t a) noexcept { return (x + a - 1) / a * a; }
 
-inline std::string show_name(std::string_view s) {
-    // Names come from untrusted files: keep messages one printable line.
-    constexpr std::size_t max_shown = 80;
-    std::string out = "'";
-    for (std::size_t i = 0; i < s.size() && i < max_shown; ++i) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c < 0x20 || c == 0x7f || c == '\'') {
-            static constexpr char hex[] = "0123456789abcdef";
-            out += "\\x";
-            out += hex[c >> 4];
-            out += hex[c & 15];
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    if (s.size() > max_shown) out += "...";
-    out += "'";
-    return out;
-}
+using lowbit::detail::show_name;
 
 [[noreturn]] inline void throw_corrupt(std::string_view source, const std::string& what) {
     LOWBIT_THROW(errc::corrupt_file, (source.empty() ? std::string() : std::string(source) + ": ") + what);
@@ -560,80 +532,12 @@ inline gguf_value read_value(cursor& c, std::uint32_t raw_type, int depth, const
     return {};  // unreachable: the caller checked raw_type
 }
 
-// Owns whatever keeps a file's bytes alive (a memory map, or nothing when
-// the caller lends the bytes).
-struct byte_source {
-    virtual ~byte_source() = default;
-};
-
-#if LOWBIT_GGUF_POSIX
-class mapped_file final : public byte_source {
-public:
-    explicit mapped_file(const std::filesystem::path& path) {
-        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd < 0) fail(path, "cannot open");
-        struct stat st {};
-        if (::fstat(fd, &st) != 0) {
-            const int e = errno;
-            ::close(fd);
-            errno = e;
-            fail(path, "cannot stat");
-        }
-        if (!S_ISREG(st.st_mode)) {
-            ::close(fd);
-            LOWBIT_THROW(errc::io, "gguf: '" + path.string() + "' is not a regular file");
-        }
-        size_ = static_cast<std::size_t>(st.st_size);
-        if (size_ > 0) {
-            void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-            if (p == MAP_FAILED) {
-                const int e = errno;
-                ::close(fd);
-                errno = e;
-                fail(path, "cannot map");
-            }
-            data_ = static_cast<const std::byte*>(p);
-        }
-        ::close(fd);  // the mapping stays valid without the descriptor
-    }
-    mapped_file(const mapped_file&) = delete;
-    mapped_file& operator=(const mapped_file&) = delete;
-    ~mapped_file() override {
-        if (data_) ::munmap(const_cast<std::byte*>(data_), size_);
-    }
-    std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
-
-private:
-    [[noreturn]] static void fail(const std::filesystem::path& path, const char* what) {
-        LOWBIT_THROW(errc::io, std::string("gguf: ") + what + " '" + path.string() + "': " + std::strerror(errno));
-        std::abort();
-    }
-    const std::byte* data_ = nullptr;
-    std::size_t size_ = 0;
-};
-#else
-class mapped_file final : public byte_source {
-public:
-    explicit mapped_file(const std::filesystem::path& path) {
-        std::ifstream in(path, std::ios::binary | std::ios::ate);
-        if (!in) LOWBIT_THROW(errc::io, "gguf: cannot open '" + path.string() + "'");
-        buf_.resize(static_cast<std::size_t>(in.tellg()));
-        in.seekg(0);
-        if (!in.read(reinterpret_cast<char*>(buf_.data()), static_cast<std::streamsize>(buf_.size())))
-            LOWBIT_THROW(errc::io, "gguf: cannot read '" + path.string() + "'");
-    }
-    std::span<const std::byte> bytes() const noexcept { return buf_; }
-
-private:
-    std::vector<std::byte> buf_;
-};
-#endif
-
 }  // namespace gguf::detail
 
 class gguf_file;
 namespace gguf::detail {
-gguf_file parse(std::span<const std::byte> bytes, std::shared_ptr<const byte_source> owner, std::string_view source);
+gguf_file parse(std::span<const std::byte> bytes, std::shared_ptr<const lowbit::detail::byte_owner> owner,
+               std::string_view source);
 }
 
 /// A validated GGUF file. Tensor spans point into the file's bytes, which
@@ -677,9 +581,9 @@ public:
     }
 
 private:
-    friend gguf_file gguf::detail::parse(std::span<const std::byte>, std::shared_ptr<const gguf::detail::byte_source>,
+    friend gguf_file gguf::detail::parse(std::span<const std::byte>, std::shared_ptr<const lowbit::detail::byte_owner>,
                                          std::string_view);
-    std::shared_ptr<const gguf::detail::byte_source> owner_;
+    std::shared_ptr<const lowbit::detail::byte_owner> owner_;
     std::span<const std::byte> bytes_;
     std::uint32_t version_ = 3;
     std::uint32_t alignment_ = gguf::detail::default_alignment;
@@ -691,7 +595,7 @@ private:
 
 namespace gguf::detail {
 
-inline gguf_file parse(std::span<const std::byte> bytes, std::shared_ptr<const byte_source> owner,
+inline gguf_file parse(std::span<const std::byte> bytes, std::shared_ptr<const lowbit::detail::byte_owner> owner,
                        std::string_view source) {
     gguf_file f;
     f.owner_ = std::move(owner);
@@ -857,7 +761,7 @@ inline gguf_file parse(std::span<const std::byte> bytes, std::shared_ptr<const b
 /// Maps `path` read-only and validates it; errc::io if it cannot be opened,
 /// errc::corrupt_file naming the field and byte offset of the first problem.
 inline gguf_file read_gguf(const std::filesystem::path& path) {
-    auto m = std::make_shared<const gguf::detail::mapped_file>(path);
+    auto m = std::make_shared<const lowbit::detail::mapped_file>(path, "gguf");
     const auto bytes = m->bytes();
     return gguf::detail::parse(bytes, std::move(m), path.string());
 }
@@ -913,9 +817,10 @@ public:
         return out;
     }
 
-    /// Writes to "<path>.tmp.<pid>" and renames it over `path` once complete;
-    /// on any failure (including a throwing fill function, whose exception
-    /// propagates) the temporary file is removed and `path` is untouched.
+    /// Writes to a temporary file beside `path`, syncs it and renames it over
+    /// `path` once complete; on any failure (including a throwing fill
+    /// function, whose exception propagates) the temporary file is removed
+    /// and `path` is untouched.
     void write(const std::filesystem::path& path) const;
     /// The same bytes write() would put in a file.
     std::vector<std::byte> write_to_memory() const {
@@ -1090,98 +995,9 @@ private:
     std::vector<pending> tensors_;
 };
 
-namespace gguf::detail {
-
-#if LOWBIT_GGUF_POSIX
-// Owns the temporary file until commit(): on any early exit it is closed and removed.
-class temp_file {
-public:
-    explicit temp_file(std::filesystem::path target)
-        : target_(std::move(target)), path_(target_.string() + ".tmp." + std::to_string(::getpid())) {
-        fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-        if (fd_ < 0) fail("cannot create");
-    }
-    temp_file(const temp_file&) = delete;
-    temp_file& operator=(const temp_file&) = delete;
-    ~temp_file() {
-        if (fd_ >= 0) ::close(fd_);
-        if (!committed_) ::unlink(path_.c_str());
-    }
-    void write(std::span<const std::byte> b) {
-        const auto* p = reinterpret_cast<const char*>(b.data());
-        std::size_t left = b.size();
-        while (left > 0) {
-            const ::ssize_t n = ::write(fd_, p, left);
-            if (n < 0) {
-                if (errno == EINTR) continue;
-                fail("cannot write");
-            }
-            p += n;
-            left -= static_cast<std::size_t>(n);
-        }
-    }
-    void commit() {
-        // fsync before the rename, so a crash cannot leave the target name on a short file.
-        if (::fsync(fd_) != 0) fail("cannot sync");
-        const int fd = fd_;
-        fd_ = -1;
-        if (::close(fd) != 0) fail("cannot close");
-        std::error_code ec;
-        std::filesystem::rename(path_, target_, ec);
-        if (ec)
-            LOWBIT_THROW(errc::io, "gguf: cannot rename '" + path_.string() + "' to '" + target_.string() +
-                                       "': " + ec.message());
-        committed_ = true;
-    }
-
-private:
-    [[noreturn]] void fail(const char* what) const {
-        LOWBIT_THROW(errc::io, std::string("gguf: ") + what + " '" + path_.string() + "': " + std::strerror(errno));
-        std::abort();
-    }
-    std::filesystem::path target_, path_;
-    int fd_ = -1;
-    bool committed_ = false;
-};
-#else
-class temp_file {
-public:
-    explicit temp_file(std::filesystem::path target)
-        : target_(std::move(target)), path_(target_.string() + ".tmp"), out_(path_, std::ios::binary | std::ios::trunc) {
-        if (!out_) LOWBIT_THROW(errc::io, "gguf: cannot create '" + path_.string() + "'");
-    }
-    ~temp_file() {
-        if (!committed_) {
-            out_.close();
-            std::error_code ec;
-            std::filesystem::remove(path_, ec);
-        }
-    }
-    void write(std::span<const std::byte> b) {
-        if (!out_.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size())))
-            LOWBIT_THROW(errc::io, "gguf: cannot write '" + path_.string() + "'");
-    }
-    void commit() {
-        out_.close();
-        if (!out_) LOWBIT_THROW(errc::io, "gguf: cannot close '" + path_.string() + "'");
-        std::error_code ec;
-        std::filesystem::rename(path_, target_, ec);
-        if (ec) LOWBIT_THROW(errc::io, "gguf: cannot rename '" + path_.string() + "': " + ec.message());
-        committed_ = true;
-    }
-
-private:
-    std::filesystem::path target_, path_;
-    std::ofstream out_;
-    bool committed_ = false;
-};
-#endif
-
-}  // namespace gguf::detail
-
 inline void gguf_writer::write(const std::filesystem::path& path) const {
     (void)alignment();  // validate before creating anything
-    gguf::detail::temp_file tmp(path);
+    lowbit::detail::atomic_file tmp(path, "gguf");
     emit([&](std::span<const std::byte> b) { tmp.write(b); });
     tmp.commit();
 }

@@ -45,6 +45,7 @@
 #include "../core/error.hpp"
 #include "../core/json.hpp"
 #include "../detail/file_io.hpp"
+#include "../detail/names.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
 
@@ -205,25 +206,7 @@ inline constexpr std::uint64_t max_header_size = 100'000'000;
 
 namespace detail {
 
-inline std::string show_name(std::string_view s) {
-    // Names come from untrusted files: keep messages one printable line.
-    constexpr std::size_t max_shown = 80;
-    std::string out = "'";
-    for (std::size_t i = 0; i < s.size() && i < max_shown; ++i) {
-        const auto c = static_cast<unsigned char>(s[i]);
-        if (c < 0x20 || c == 0x7f || c == '\'' || c == '\\') {
-            static constexpr char hex[] = "0123456789abcdef";
-            out += "\\x";
-            out += hex[c >> 4];
-            out += hex[c & 15];
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    if (s.size() > max_shown) out += "...";
-    out += "'";
-    return out;
-}
+using lowbit::detail::show_name;
 
 inline std::string show_shape(std::span<const std::uint64_t> shape) {
     std::string out = "[";
@@ -257,17 +240,7 @@ inline bool valid_utf8(std::string_view s) noexcept {
     return true;
 }
 
-inline std::size_t edit_distance(std::string_view a, std::string_view b) {
-    std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
-    for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-    for (std::size_t i = 1; i <= a.size(); ++i) {
-        cur[0] = i;
-        for (std::size_t j = 1; j <= b.size(); ++j)
-            cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0u : 1u)});
-        std::swap(prev, cur);
-    }
-    return prev[b.size()];
-}
+using lowbit::detail::edit_distance;
 
 }  // namespace detail
 
