@@ -1,4 +1,5 @@
 #include "catch.hpp"
+#include "scratch_dir.hpp"
 
 #include <lowbit/formats/gguf.hpp>
 
@@ -14,8 +15,6 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 namespace {
 
 using lowbit::gguf_array;
@@ -23,6 +22,7 @@ using lowbit::gguf_type;
 using lowbit::gguf_value;
 namespace ggml = lowbit::ggml;
 namespace fs = std::filesystem;
+using lowbit_test::scratch_dir;
 
 // Assembles GGUF bytes field by field, following the spec, independently of
 // the writer under test.
@@ -93,26 +93,6 @@ std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
     for (auto& x : v) x = static_cast<std::byte>(rng() & 0xff);
     return v;
 }
-
-// A fresh empty directory, removed with everything in it at scope exit.
-struct scratch_dir {
-    fs::path path;
-    explicit scratch_dir(const std::string& tag)
-        : path(fs::temp_directory_path() / ("lowbit_gguf_" + tag + "_" + std::to_string(::getpid()))) {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~scratch_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::vector<std::string> entries() const {
-        std::vector<std::string> out;
-        for (const auto& e : fs::directory_iterator(path)) out.push_back(e.path().filename().string());
-        std::sort(out.begin(), out.end());
-        return out;
-    }
-};
 
 std::string slurp(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -284,7 +264,7 @@ TEST_CASE("gguf: every metadata type round-trips with its type") {
         REQUIRE(bytes.size() % a == 0);
 
         // through a file, and writing what was read gives the same bytes
-        scratch_dir dir("roundtrip");
+        scratch_dir dir("gguf_roundtrip");
         const auto path = dir.path / "m.gguf";
         w.write(path);
         const auto g = lowbit::read_gguf(path);
@@ -626,7 +606,7 @@ TEST_CASE("gguf: random damage gives corrupt_file or a valid file, never a crash
 }
 
 TEST_CASE("gguf: write replaces the target only when complete") {
-    scratch_dir dir("atomic");
+    scratch_dir dir("gguf_atomic");
     const auto out = dir.path / "model.gguf";
     const auto good = pattern(16, 5);
 
@@ -672,7 +652,7 @@ TEST_CASE("gguf: write replaces the target only when complete") {
 }
 
 TEST_CASE("gguf: reading files") {
-    scratch_dir dir("read");
+    scratch_dir dir("gguf_read");
     try {
         (void)lowbit::read_gguf(dir.path / "absent.gguf");
         FAIL("no error");

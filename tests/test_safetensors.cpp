@@ -1,4 +1,5 @@
 #include "catch.hpp"
+#include "scratch_dir.hpp"
 
 #include <lowbit/formats/safetensors.hpp>
 
@@ -13,13 +14,12 @@
 #include <string_view>
 #include <vector>
 
-#include <unistd.h>
-
 namespace {
 
 namespace st = lowbit::safetensors;
 namespace fs = std::filesystem;
 using lowbit::errc;
+using lowbit_test::scratch_dir;
 
 std::vector<std::byte> bytes_of(std::string_view s) {
     std::vector<std::byte> out;
@@ -53,25 +53,6 @@ template <class T>
 std::span<const std::byte> as_bytes(const std::vector<T>& v) {
     return std::as_bytes(std::span<const T>(v));
 }
-
-struct temp_dir {
-    fs::path path;
-    temp_dir() {
-        path = fs::temp_directory_path() / ("lowbit_st_" + std::to_string(::getpid()));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~temp_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::vector<std::string> entries() const {
-        std::vector<std::string> out;
-        for (const auto& e : fs::directory_iterator(path)) out.push_back(e.path().filename().string());
-        std::sort(out.begin(), out.end());
-        return out;
-    }
-};
 
 std::vector<std::byte> read_all(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -207,7 +188,7 @@ TEST_CASE("safetensors round trip in memory and through a file", "[safetensors]"
     CHECK(f.header_text().back() == ' ');
     CHECK(f.bytes().size() == bytes.size());
 
-    temp_dir dir;
+    scratch_dir dir("st");
     const fs::path p = dir.path / "m.safetensors";
     s.make(p).finish();
     CHECK(read_all(p) == bytes);
@@ -401,7 +382,7 @@ TEST_CASE("safetensors reader: corrupt files name the problem and where", "[safe
 }
 
 TEST_CASE("safetensors reader: errors from a file name the file", "[safetensors]") {
-    temp_dir dir;
+    scratch_dir dir("st");
     const fs::path p = dir.path / "bad.safetensors";
     {
         const auto b = assemble("{\"w\":1}", 0);
@@ -462,7 +443,7 @@ TEST_CASE("safetensors writer keeps buffers given by value", "[safetensors]") {
 }
 
 TEST_CASE("safetensors writer is atomic", "[safetensors]") {
-    temp_dir dir;
+    scratch_dir dir("st");
     const fs::path p = dir.path / "out.safetensors";
     const std::vector<float> x(1024, 1.f);
     const auto make = [&](bool fail) {

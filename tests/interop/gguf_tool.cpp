@@ -6,14 +6,18 @@
 
 #include <lowbit/formats/gguf.hpp>
 
+#include "tool_main.hpp"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <exception>
+#include <filesystem>
 #include <string>
 #include <string_view>
 
 namespace {
+
+using lowbit_tool::fnv1a64;
 
 std::string json_string(std::string_view s) {
     std::string out = "\"";
@@ -95,15 +99,6 @@ std::string json_array(const lowbit::gguf_array& a) {
     return out + "]}";
 }
 
-std::uint64_t fnv1a64(std::span<const std::byte> bytes) {
-    std::uint64_t h = 0xcbf29ce484222325ull;
-    for (const auto b : bytes) {
-        h ^= std::to_integer<std::uint64_t>(b);
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 void dump(const lowbit::gguf_file& f) {
     std::printf("{\"version\":%u,\"alignment\":%u,\"data_offset\":%llu}\n", f.version(), f.alignment(),
                 static_cast<unsigned long long>(f.data_offset()));
@@ -124,28 +119,19 @@ void dump(const lowbit::gguf_file& f) {
     }
 }
 
-int usage() {
-    std::fprintf(stderr, "usage: gguf_tool copy IN OUT | gguf_tool dump IN\n");
-    return 2;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 3) return usage();
-    const std::string_view cmd = argv[1];
-    try {
-        if (cmd == "copy" && argc == 4) {
-            const auto f = lowbit::read_gguf(argv[2]);
-            lowbit::gguf_writer::from(f).write(argv[3]);
-        } else if (cmd == "dump" && argc == 3) {
-            dump(lowbit::read_gguf(argv[2]));
+    return lowbit_tool::tool_main(argc, argv, "gguf_tool copy IN OUT | gguf_tool dump IN", [](const auto& a) {
+        using path = std::filesystem::path;
+        if (a.size() == 3 && a[0] == "copy") {
+            const auto f = lowbit::read_gguf(path(a[1]));
+            lowbit::gguf_writer::from(f).write(path(a[2]));
+        } else if (a.size() == 2 && a[0] == "dump") {
+            dump(lowbit::read_gguf(path(a[1])));
         } else {
-            return usage();
+            return false;
         }
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s\n", e.what());
-        return 1;
-    }
-    return 0;
+        return true;
+    });
 }

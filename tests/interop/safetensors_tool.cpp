@@ -10,11 +10,13 @@
 #include <lowbit/core/json.hpp>
 #include <lowbit/formats/safetensors.hpp>
 
+#include "tool_main.hpp"
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <exception>
+#include <filesystem>
 #include <span>
 #include <string>
 #include <string_view>
@@ -24,15 +26,7 @@ namespace {
 
 namespace st = lowbit::safetensors;
 namespace json = lowbit::json;
-
-std::uint64_t fnv1a64(std::span<const std::byte> bytes) {
-    std::uint64_t h = 0xcbf29ce484222325ull;
-    for (const auto b : bytes) {
-        h ^= std::to_integer<std::uint64_t>(b);
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
+using lowbit_tool::fnv1a64;
 
 void dump(const st::file& f) {
     json::value head = json::value::object();
@@ -59,7 +53,7 @@ void dump(const st::file& f) {
     }
 }
 
-void copy(const char* in, const char* out) {
+void rewrite(const std::filesystem::path& in, const std::filesystem::path& out) {
     const auto f = st::file::open(in);
     st::writer w(out);
     for (const auto& [k, v] : f.metadata()) w.set_metadata(k, v);
@@ -77,7 +71,7 @@ st::fill_fn fill_with(std::vector<T> values) {
 
 // Values the Python test recomputes with numpy; tensors are added in an order
 // the writer's size-descending layout reorders.
-void sample(const char* out) {
+void sample(const std::filesystem::path& out) {
     st::writer w(out);
     std::vector<float> f32(12);
     for (std::size_t i = 0; i < f32.size(); ++i) f32[i] = static_cast<float>(i) * 0.5f - 1.0f;
@@ -106,28 +100,19 @@ void sample(const char* out) {
     w.finish();
 }
 
-int usage() {
-    std::fprintf(stderr, "usage: safetensors_tool dump IN | copy IN OUT | sample OUT\n");
-    return 2;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc < 3) return usage();
-    const std::string_view cmd = argv[1];
-    try {
-        if (cmd == "dump" && argc == 3)
-            dump(st::file::open(argv[2]));
-        else if (cmd == "copy" && argc == 4)
-            copy(argv[2], argv[3]);
-        else if (cmd == "sample" && argc == 3)
-            sample(argv[2]);
+    return lowbit_tool::tool_main(argc, argv, "safetensors_tool dump IN | copy IN OUT | sample OUT", [](const auto& a) {
+        using path = std::filesystem::path;
+        if (a.size() == 2 && a[0] == "dump")
+            dump(st::file::open(path(a[1])));
+        else if (a.size() == 3 && a[0] == "copy")
+            rewrite(path(a[1]), path(a[2]));
+        else if (a.size() == 2 && a[0] == "sample")
+            sample(path(a[1]));
         else
-            return usage();
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s\n", e.what());
-        return 1;
-    }
-    return 0;
+            return false;
+        return true;
+    });
 }
