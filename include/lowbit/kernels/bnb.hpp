@@ -430,6 +430,39 @@ inline void bnb4_quantize_block(const bnb4_quantize_job& j, const float* x, std:
     j.absmax[b] = j.torch_rules && short_block ? scale : am;
     const bool divide = j.torch_rules && short_block;
     const f32 inv(1.0f / scale), sc(scale), one(1.0f), zero(0.0f), lo(-1.0f), hi(1.0f);
+#if XSIMD_WITH_AVX512BW
+    if constexpr (is_avx512_v<Arch>) {
+        // Counts as integer lanes, the code table by a permute, two codes a byte
+        // by 64-bit shifts and a truncating narrow: no scalar work per value.
+        alignas(64) std::int32_t map[16] = {};
+        for (std::size_t c = 0; c <= j.nbounds; ++c) map[c] = j.code_of_count[c];
+        const __m512i mapv = _mm512_load_si512(map), onei = _mm512_set1_epi32(1);
+        const __m512i signv = _mm512_set1_epi32(j.sign_bit);
+        __m512 bz[15];
+        for (std::size_t t = 0; t < j.nbounds; ++t) bz[t] = _mm512_set1_ps(j.bounds[t]);
+        for (std::size_t i = 0; i < padded; i += 16) {
+            const __m512 xv = _mm512_loadu_ps(x + i);
+            __m512 v = divide ? _mm512_div_ps(xv, sc) : _mm512_mul_ps(xv, inv);
+            if (j.torch_rules) v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+            const __m512 a = j.sign_bit ? _mm512_abs_ps(v) : v;
+            __m512i c = _mm512_setzero_si512();
+            for (std::size_t t = 0; t < j.nbounds; ++t)
+                c = _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(a, bz[t], _CMP_GT_OQ), c, onei);
+            c = _mm512_permutexvar_epi32(c, mapv);
+            if (j.sign_bit) c = _mm512_mask_or_epi32(c, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), c, signv);
+            const __m512i pairs = _mm512_or_si512(_mm512_slli_epi64(c, 4), _mm512_srli_epi64(c, 32));
+            const __m128i bytes = _mm512_cvtepi64_epi8(pairs);
+            const std::size_t nb = (i + 16 < len ? 16 : len - i + 1) / 2;  // a short block's last byte keeps its pad
+            if (nb == 8) _mm_storel_epi64(reinterpret_cast<__m128i*>(dst + i / 2), bytes);
+            else {
+                alignas(16) std::uint8_t tmp[16];
+                _mm_store_si128(reinterpret_cast<__m128i*>(tmp), bytes);
+                std::memcpy(dst + i / 2, tmp, nb);
+            }
+        }
+        return;
+    }
+#endif
     f32 bound[15];
     for (std::size_t t = 0; t < j.nbounds; ++t) bound[t] = f32(j.bounds[t]);
     alignas(64) float cnt[lanes];
