@@ -432,15 +432,16 @@ TEST_CASE("safetensors writer rejects bad tensors and names", "[safetensors]") {
 TEST_CASE("safetensors writer keeps buffers given by value", "[safetensors]") {
     // Built by append: g++ 12's -Wrestrict misfires on "t" + std::to_string(i) at -O3.
     const auto name = [](int i) { return std::string("t").append(std::to_string(i)); };
+    const auto payload = [](int i) { return std::string("ab").append(std::to_string(i % 10)); };
     st::writer w;
-    for (int i = 0; i < 50; ++i) w.add(name(i), st::dtype::u8, {3}, bytes_of("ab" + std::to_string(i % 10)));
+    for (int i = 0; i < 50; ++i) w.add(name(i), st::dtype::u8, {3}, bytes_of(payload(i)));
     CHECK_THROWS_AS(w.add("bad", st::dtype::u8, {2}, bytes_of("abc")), lowbit::error);
     const auto b = w.to_bytes();
     const auto f = st::file::from_memory(b);
     REQUIRE(f.size() == 50);
     for (int i = 0; i < 50; ++i) {
         const auto d = f.at(name(i)).data();
-        CHECK(std::string(reinterpret_cast<const char*>(d.data()), d.size()) == "ab" + std::to_string(i % 10));
+        CHECK(std::string(reinterpret_cast<const char*>(d.data()), d.size()) == payload(i));
     }
 }
 
