@@ -103,6 +103,7 @@ inline void dequantize_ggml_ref(const ggml_job& j) noexcept {
 #endif
 namespace detail::gq {
 
+using dq::half;
 using dq::is_avx2_v;
 using dq::is_avx512_v;
 using dq::is_sse2_v;
@@ -129,25 +130,6 @@ inline std::uint32_t u32_at(const unsigned char* p) noexcept {
     return v;
 }
 
-/// fp16_to_float, per arch (F16C converts every half exactly).
-template <class Arch>
-inline float half(std::uint16_t h) noexcept {
-#if defined(__F16C__)
-    if constexpr (is_avx2_v<Arch> || is_avx512_v<Arch>) return _cvtsh_ss(h);
-#endif
-    const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-    const std::uint32_t e = (h >> 10) & 0x1Fu;
-    std::uint32_t m = h & 0x3FFu;
-    if (e == 0x1F) return std::bit_cast<float>(sign | 0x7F800000u | (m << 13));
-    if (e != 0) return std::bit_cast<float>(sign | ((e + 112u) << 23) | (m << 13));
-    if (m == 0) return std::bit_cast<float>(sign);
-    std::uint32_t ex = 113;
-    while (!(m & 0x400u)) {
-        m <<= 1;
-        --ex;
-    }
-    return std::bit_cast<float>(sign | (ex << 23) | ((m & 0x3FFu) << 13));
-}
 
 /// How a group's float params apply to float(q).
 enum class op { mul, mul_add, mul_sub };

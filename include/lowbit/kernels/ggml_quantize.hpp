@@ -155,21 +155,6 @@ inline std::uint16_t to_half(float f) noexcept {
     return static_cast<std::uint16_t>(sign | r);
 }
 
-template <class Arch>
-inline float from_half(std::uint16_t h) noexcept {
-    const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-    const std::uint32_t e = (h >> 10) & 0x1Fu;
-    std::uint32_t m = h & 0x3FFu;
-    if (e == 0x1F) return std::bit_cast<float>(sign | 0x7F800000u | (m << 13));
-    if (e != 0) return std::bit_cast<float>(sign | ((e + 112u) << 23) | (m << 13));
-    if (m == 0) return std::bit_cast<float>(sign);
-    std::uint32_t ex = 113;
-    while (!(m & 0x400u)) {
-        m <<= 1;
-        --ex;
-    }
-    return std::bit_cast<float>(sign | (ex << 23) | ((m & 0x3FFu) << 13));
-}
 
 template <class Arch>
 inline float sum_squares(const float* x, int n) noexcept {
@@ -766,7 +751,7 @@ inline void q45_tile(const float* const* xs, const float* const* qws, unsigned c
                 Lm[j] = Lm[j] < 63 ? Lm[j] : std::uint8_t{63};
             }
         set_scale_min_k4<Arch>(Ls, Lm, y[k].scales);
-        const float d = from_half<Arch>(y[k].d), dmin = from_half<Arch>(y[k].dmin);
+        const float d = dq::half<Arch>(y[k].d), dmin = dq::half<Arch>(y[k].dmin);
         for (int j = 0; j < 8; ++j) {
             int s, m;
             get_scale_min_k4<Arch>(j, y[k].scales, s, m);
@@ -863,7 +848,7 @@ inline void q2_tile(const float* const* xs, const float* const* qws, unsigned ch
             y[k].dmin = to_half<Arch>(make_qp<Arch>(16, 15, mins, Lm, sw + 16 * k));
             for (int j = 0; j < 16; ++j) y[k].scales[j] = static_cast<std::uint8_t>(Ls[j] | (Lm[j] << 4));
         }
-        const float d = from_half<Arch>(y[k].d), dmin = from_half<Arch>(y[k].dmin);
+        const float d = dq::half<Arch>(y[k].d), dmin = dq::half<Arch>(y[k].dmin);
         for (int j = 0; j < 16; ++j) {
             dsub[16 * k + j] = d * static_cast<float>(y[k].scales[j] & 0xF);
             msub[16 * k + j] = dmin * static_cast<float>(y[k].scales[j] >> 4);
@@ -930,7 +915,7 @@ inline void q6_tile(const float* const* xs, const float* const* qws, unsigned ch
             const int l = nint<Arch>(iscale * scales[j]);
             y[k].scales[j] = static_cast<std::int8_t>(l < 127 ? l : 127);
         }
-        const float d = from_half<Arch>(y[k].d);
+        const float d = dq::half<Arch>(y[k].d);
         for (int j = 0; j < 16; ++j) dsub[16 * k + j] = d * static_cast<float>(y[k].scales[j]);
     }
     for (int b = 0; b < G::NB; ++b) {
@@ -992,7 +977,7 @@ inline void q3_tile(const float* const* xs, const float* const*, unsigned char* 
             std::memset(y[k].scales, 0, sizeof y[k].scales);
             y[k].d = to_half<Arch>(0.f);
         }
-        const float d = from_half<Arch>(y[k].d);
+        const float d = dq::half<Arch>(y[k].d);
         for (int j = 0; j < 16; ++j) {
             const auto s = static_cast<std::int8_t>(get_scale_q3<Arch>(j, y[k].scales) - 32);
             dsub[16 * k + j] = d * static_cast<float>(s);
