@@ -9,10 +9,9 @@ The nested offset is torch's float32 mean, whose last bit depends on torch's
 summation order: lowbit's own mean must be within an ulp or two of it, and given
 bitsandbytes' offset every nested byte must match.
 
-Environment: LOWBIT_BNB_CAPI (our C entry points, built by CMake).
+Environment: LOWBIT_BNB_CAPI (our C entry points, built by CMake; loaded in conftest.py).
 """
 import ctypes
-import os
 
 import numpy as np
 import pytest
@@ -21,27 +20,10 @@ torch = pytest.importorskip("torch", reason="torch (CPU) is not installed in thi
 bnb_f = pytest.importorskip("bitsandbytes.functional", reason="bitsandbytes is not installed in this venv")
 
 P = ctypes.c_void_p
-I64 = ctypes.c_int64
 
 
 def ptr(a):
     return a.ctypes.data_as(P)
-
-
-@pytest.fixture(scope="module")
-def lb():
-    path = os.environ.get("LOWBIT_BNB_CAPI")
-    if not path or not os.path.exists(path):
-        pytest.fail("LOWBIT_BNB_CAPI must point at the built libbnb_capi.so")
-    lib = ctypes.CDLL(path)
-    lib.lowbit_bnb_quantize_4bit.argtypes = [P, I64, ctypes.c_int, I64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                             P, P, P, P, P]
-    lib.lowbit_bnb_dequantize_4bit.argtypes = [P, I64, ctypes.c_int, I64, P, P, P, ctypes.c_float, ctypes.c_int, P]
-    lib.lowbit_bnb_quantize_blockwise.argtypes = [P, I64, I64, ctypes.c_int, P, P]
-    lib.lowbit_bnb_dequantize_blockwise.argtypes = [P, I64, I64, P, ctypes.c_int, P]
-    lib.lowbit_bnb_int8_quant.argtypes = [P, I64, I64, ctypes.c_float, P, P, P, P]
-    lib.lowbit_bnb_int8_linear.argtypes = [P, I64, P, I64, I64, ctypes.c_float, P]
-    return lib
 
 
 NF4_BOUNDS = [-0.8480964004993439, -0.6106329262256622, -0.4599952697753906, -0.33967943489551544,
@@ -73,7 +55,7 @@ def inputs(n, seed):
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
 
 
-def ours_4bit(lb, x, qt, bs, nested, offset=None):
+def ours_4bit(bnb_capi, x, qt, bs, nested, offset=None):
     n = x.size
     nb = -(-n // bs)
     packed = np.zeros((n + 1) // 2, np.uint8)
@@ -81,7 +63,7 @@ def ours_4bit(lb, x, qt, bs, nested, offset=None):
     qabs = np.zeros(nb, np.uint8)
     nabs = np.zeros(-(-nb // 256), np.float32)
     off = np.array([offset if offset is not None else 0.0], np.float32)
-    assert lb.lowbit_bnb_quantize_4bit(ptr(x), n, 1 if qt == "fp4" else 0, bs, int(nested), 1,
+    assert bnb_capi.lowbit_bnb_quantize_4bit(ptr(x), n, 1 if qt == "fp4" else 0, bs, int(nested), 1,
                                        int(offset is not None), ptr(off), ptr(packed), ptr(absmax), ptr(qabs),
                                        ptr(nabs))
     return packed, absmax, qabs, nabs, off[0]
@@ -89,19 +71,19 @@ def ours_4bit(lb, x, qt, bs, nested, offset=None):
 
 @pytest.mark.parametrize("qt", ["nf4", "fp4"])
 @pytest.mark.parametrize("bs", [32, 64, 128, 256, 512, 1024, 2048, 4096])
-def test_quantize_4bit_bytes_equal_bitsandbytes(lb, qt, bs):
+def test_quantize_4bit_bytes_equal_bitsandbytes(bnb_capi, qt, bs):
     for n in [bs * 40, bs * 3 + 7, 1, 33]:
         for name, x in inputs(n, bs + n).items():
             packed, st = bnb_f.quantize_4bit(torch.from_numpy(x), blocksize=bs, quant_type=qt,
                                              compress_statistics=False)
-            p, a, _, _, _ = ours_4bit(lb, x, qt, bs, False)
+            p, a, _, _, _ = ours_4bit(bnb_capi, x, qt, bs, False)
             assert np.array_equal(p, packed.numpy().reshape(-1)), f"{qt} bs={bs} n={n} {name}: packed bytes differ"
             assert np.array_equal(a.view(np.uint32), st.absmax.numpy().view(np.uint32)), f"{name}: absmax differs"
 
 
 @pytest.mark.parametrize("qt", ["nf4", "fp4"])
 @pytest.mark.parametrize("bs", [64, 128, 4096])
-def test_nested_state_equals_bitsandbytes(lb, qt, bs):
+def test_nested_state_equals_bitsandbytes(bnb_capi, qt, bs):
     for n in [bs * 700 + 5, bs * 3, 64 * 256 * 3]:
         for name, x in inputs(n, n).items():
             if name in ("huge",):
@@ -110,10 +92,10 @@ def test_nested_state_equals_bitsandbytes(lb, qt, bs):
                                              compress_statistics=True)
             ref_off = np.float32(st.offset.item())
             # Our own mean: within a few ulps of torch's.
-            _, _, _, _, off = ours_4bit(lb, x, qt, bs, True)
+            _, _, _, _, off = ours_4bit(bnb_capi, x, qt, bs, True)
             assert abs(off - ref_off) <= 4 * np.spacing(np.abs(ref_off)) + 1e-45, f"{name}: offset {off} vs {ref_off}"
             # With bitsandbytes' offset: every byte.
-            p, _, q, na, off2 = ours_4bit(lb, x, qt, bs, True, offset=ref_off)
+            p, _, q, na, off2 = ours_4bit(bnb_capi, x, qt, bs, True, offset=ref_off)
             assert off2 == ref_off
             assert np.array_equal(p, packed.numpy().reshape(-1)), f"{name}: packed differs"
             assert np.array_equal(q, st.absmax.numpy()), f"{qt} bs={bs} n={n} {name}: nested codes differ"
@@ -124,10 +106,10 @@ def test_nested_state_equals_bitsandbytes(lb, qt, bs):
 
 @pytest.mark.parametrize("qt", ["nf4", "fp4"])
 @pytest.mark.parametrize("nested", [False, True])
-def test_bitsandbytes_dequantizes_our_state_to_our_values(lb, qt, nested):
+def test_bitsandbytes_dequantizes_our_state_to_our_values(bnb_capi, qt, nested):
     rows, cols, bs = 96, 320, 64
     x = np.random.default_rng(4).standard_normal(rows * cols).astype(np.float32)
-    p, a, q, na, off = ours_4bit(lb, x, qt, bs, nested)
+    p, a, q, na, off = ours_4bit(bnb_capi, x, qt, bs, nested)
     code = bnb_f.get_4bit_type(qt, device="cpu")
     if nested:
         st2 = bnb_f.QuantState(absmax=torch.from_numpy(na), code=bnb_f.create_dynamic_map(), blocksize=256,
@@ -141,7 +123,7 @@ def test_bitsandbytes_dequantizes_our_state_to_our_values(lb, qt, nested):
         st.dtype = dtype
         ref = bnb_f.dequantize_4bit(torch.from_numpy(p).view(-1, 1), st).view(-1)
         ours = np.zeros(rows * cols, npt)
-        assert lb.lowbit_bnb_dequantize_4bit(ptr(p), rows * cols, 1 if qt == "fp4" else 0, bs, ptr(a),
+        assert bnb_capi.lowbit_bnb_dequantize_4bit(ptr(p), rows * cols, 1 if qt == "fp4" else 0, bs, ptr(a),
                                              ptr(q) if nested else None, ptr(na) if nested else None, off, ot,
                                              ptr(ours))
         ref_bits = ref.view(torch.int16).numpy().view(np.uint16) if ot else ref.numpy()
@@ -150,23 +132,23 @@ def test_bitsandbytes_dequantizes_our_state_to_our_values(lb, qt, nested):
 
 
 @pytest.mark.parametrize("bs", [256, 512, 1024, 2048, 4096])
-def test_blockwise_8bit_equals_bitsandbytes(lb, bs):
+def test_blockwise_8bit_equals_bitsandbytes(bnb_capi, bs):
     for n in [bs * 20, bs * 2 + 3]:
         for name, x in inputs(n, n).items():
             codes, st = bnb_f.quantize_blockwise(torch.from_numpy(x), blocksize=bs)
             c = np.zeros(n, np.uint8)
             a = np.zeros(-(-n // bs), np.float32)
-            assert lb.lowbit_bnb_quantize_blockwise(ptr(x), n, bs, 1, ptr(c), ptr(a))
+            assert bnb_capi.lowbit_bnb_quantize_blockwise(ptr(x), n, bs, 1, ptr(c), ptr(a))
             assert np.array_equal(a.view(np.uint32), st.absmax.numpy().view(np.uint32)), f"{name}: absmax differs"
             assert np.array_equal(c, codes.numpy()), f"bs={bs} {name}: codes differ"
             ref = bnb_f.dequantize_blockwise(codes, st).numpy()
             ours = np.zeros(n, np.float32)
-            assert lb.lowbit_bnb_dequantize_blockwise(ptr(c), n, bs, ptr(a), 0, ptr(ours))
+            assert bnb_capi.lowbit_bnb_dequantize_blockwise(ptr(c), n, bs, ptr(a), 0, ptr(ours))
             assert np.array_equal(ours.view(np.uint32), ref.view(np.uint32)), f"{name}: dequantized values differ"
 
 
 @pytest.mark.parametrize("threshold", [0.0, 6.0])
-def test_int8_vectorwise_quant_equals_bitsandbytes(lb, threshold):
+def test_int8_vectorwise_quant_equals_bitsandbytes(bnb_capi, threshold):
     rng = np.random.default_rng(8)
     a = (rng.standard_normal((9, 200)) * 2).astype(np.float32)
     a[3, 17] = 40.0
@@ -176,7 +158,7 @@ def test_int8_vectorwise_quant_equals_bitsandbytes(lb, threshold):
     stats = np.zeros(a.shape[0], np.float32)
     cols = np.zeros(a.shape[1], np.int64)
     n_out = np.zeros(1, np.int64)
-    assert lb.lowbit_bnb_int8_quant(ptr(a), a.shape[0], a.shape[1], threshold, ptr(q), ptr(stats), ptr(cols),
+    assert bnb_capi.lowbit_bnb_int8_quant(ptr(a), a.shape[0], a.shape[1], threshold, ptr(q), ptr(stats), ptr(cols),
                                     ptr(n_out))
     assert np.array_equal(q, q_ref.numpy())
     assert np.array_equal(stats.view(np.uint32), stats_ref.numpy().view(np.uint32))
@@ -185,7 +167,7 @@ def test_int8_vectorwise_quant_equals_bitsandbytes(lb, threshold):
     assert np.array_equal(got, want)
 
 
-def test_int8_linear_matches_bitsandbytes_mixed_product(lb):
+def test_int8_linear_matches_bitsandbytes_mixed_product(bnb_capi):
     rng = np.random.default_rng(9)
     batch, rows, cols = 6, 64, 256
     w = (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32)
@@ -197,7 +179,7 @@ def test_int8_linear_matches_bitsandbytes_mixed_product(lb):
     ref, _ = torch.ops.bitsandbytes.int8_mixed_scaled_mm.default(torch.from_numpy(x), ca, cb, sca, scb,
                                                                   outliers, None)
     ours = np.zeros((batch, rows), np.float32)
-    assert lb.lowbit_bnb_int8_linear(ptr(x), batch, ptr(w), rows, cols, 6.0, ptr(ours))
+    assert bnb_capi.lowbit_bnb_int8_linear(ptr(x), batch, ptr(w), rows, cols, 6.0, ptr(ours))
     ref = ref.float().numpy()
     # Same integer product and scales; only the float rounding order of the
     # epilogue differs.

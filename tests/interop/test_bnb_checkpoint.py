@@ -29,17 +29,6 @@ def lowbit(*args, check=True):
     return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, check=check)
 
 
-@pytest.fixture(scope="module")
-def capi():
-    path = os.environ.get("LOWBIT_BNB_CAPI")
-    if not path or not os.path.exists(path):
-        pytest.fail("LOWBIT_BNB_CAPI must point at the built libbnb_capi.so")
-    lib = ctypes.CDLL(path)
-    lib.lowbit_bnb_dequantize_4bit.argtypes = [P, ctypes.c_int64, ctypes.c_int, ctypes.c_int64, P, P, P,
-                                               ctypes.c_float, ctypes.c_int, P]
-    return lib
-
-
 LINEAR = {
     "model.layers.0.self_attn.q_proj.weight": (128, 256),
     "model.layers.0.mlp.down_proj.weight": (96, 352),
@@ -65,7 +54,7 @@ def checkpoint(request, tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt", ["nf4-b64-dq", "fp4-b64-dq", "nf4-b32", "fp4-b4096", "nf4-b128-dq"])
-def test_4bit_checkpoint_loads_in_bitsandbytes(tmp_path, checkpoint, capi, fmt):
+def test_4bit_checkpoint_loads_in_bitsandbytes(tmp_path, checkpoint, bnb_capi, fmt):
     src, sd = checkpoint
     out = tmp_path / "out.safetensors"
     r = lowbit("quantize", src, out, "--format", fmt, "--rules", "cpu", "--threads", "2")
@@ -125,7 +114,7 @@ def test_4bit_checkpoint_loads_in_bitsandbytes(tmp_path, checkpoint, capi, fmt):
                     meta["nested_offset"])
         else:
             args = (stats["absmax"].numpy().ctypes.data_as(P), None, None, 0.0)
-        assert capi.lowbit_bnb_dequantize_4bit(packed.ctypes.data_as(P), n, 1 if qt == "fp4" else 0, bs, *args, 0,
+        assert bnb_capi.lowbit_bnb_dequantize_4bit(packed.ctypes.data_as(P), n, 1 if qt == "fp4" else 0, bs, *args, 0,
                                                ours.ctypes.data_as(P))
         # bitsandbytes decodes to the checkpoint's dtype; ours in float32 rounds to the same.
         ours_t = torch.from_numpy(ours).to(w.dtype).float().numpy()
