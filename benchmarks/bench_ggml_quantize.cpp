@@ -4,9 +4,11 @@
 // it, in this binary. <type>_scalar runs ggml::quantize_rows (the scalar
 // quantizers, bit-exact with ggml's reference), <type>_simd runs
 // kernels::quantize_ggml_rows on the active instruction set (the same bytes);
-// _imatrix cases pass an importance matrix. Counters: Mw/s (million weights
-// per second) and bytes_per_second (f32 input bytes read per second, to set
-// against read_input).
+// _imatrix cases pass an importance matrix; _all_threads cases run row ranges
+// on every core (read_input_all_threads is their ceiling); _from_f16_all_threads
+// cases quantize the same matrix stored as f16, as `lowbit quantize` does with
+// an F16 tensor. Counters: Mw/s (million weights per second) and
+// bytes_per_second (input bytes read per second, to set against read_input).
 // --small runs a 1024 x 4096 slice instead (16 MB, fits in L3), for quick runs.
 // LOWBIT_ARCH=scalar|sse4_1|avx2|avx512bw picks the instruction set.
 
@@ -14,6 +16,7 @@
 
 #include "bandwidth.hpp"
 
+#include <lowbit/core/numeric.hpp>
 #include <lowbit/parallel.hpp>
 
 #include <lowbit/formats/ggml.hpp>
@@ -99,6 +102,40 @@ void run_threads(benchmark::State& state, ggml::type t) {
     state.SetLabel(std::string(isa_name(active_isa())) + ", " + std::to_string(lowbit::default_threads()) + " threads");
 }
 
+// What `lowbit quantize` runs on an F16 tensor: row ranges on every core,
+// each widened to f32 a few rows at a time and quantized (the input is
+// read at 2 bytes a weight).
+const unsigned char* matrix_f16() {
+    static const buffer h = [] {
+        buffer b = make_buffer(rows * cols * 2, 0);
+        const float* x = matrix();
+        for (std::size_t i = 0; i < rows * cols; ++i) {
+            const std::uint16_t v = float_to_fp16(x[i]);
+            std::memcpy(b.get() + 2 * i, &v, 2);
+        }
+        return b;
+    }();
+    return h.get();
+}
+
+void run_f16_threads(benchmark::State& state, ggml::type t) {
+    const unsigned char* x = matrix_f16();
+    const std::size_t rb = ggml::row_bytes(t, cols);
+    buffer out = make_buffer(rows * rb, 0);
+    for (auto _ : state) {
+        lowbit::parallel_for(rows, 0, 16, [&](std::size_t r0, std::size_t r1) {
+            quantize_ggml_rows(t, ggml::type::f16, x + r0 * cols * 2, out.get() + r0 * rb, r1 - r0, cols, nullptr);
+        });
+        benchmark::DoNotOptimize(out.get());
+        benchmark::ClobberMemory();
+    }
+    counters(state);
+    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) *
+                            static_cast<std::int64_t>(rows * cols * 2));
+    state.SetLabel(std::string(isa_name(active_isa())) + ", " + std::to_string(lowbit::default_threads()) +
+                   " threads, from f16");
+}
+
 void register_all() {
     const auto fast = [](benchmark::internal::Benchmark* b) {
         b->Unit(benchmark::kMillisecond)->MinTime(0.5)->UseRealTime();
@@ -106,6 +143,24 @@ void register_all() {
     fast(benchmark::RegisterBenchmark("read_input", [](benchmark::State& s) {
         lowbit_bench::read_baseline(s, matrix(), rows * cols * sizeof(float));
         counters(s);
+    }));
+    // The ceiling of the _all_threads cases: the same read on row ranges from every core.
+    fast(benchmark::RegisterBenchmark("read_input_all_threads", [](benchmark::State& s) {
+        const float* x = matrix();
+        for (auto _ : s) {
+            lowbit::parallel_for(rows, 0, 64, [&](std::size_t r0, std::size_t r1) {
+                std::uint64_t sum = 0;
+                const auto* p = reinterpret_cast<const std::uint64_t*>(x + r0 * cols);
+                const std::size_t n = (r1 - r0) * cols / 2;
+                for (std::size_t i = 0; i < n; i += 8)
+                    sum += p[i] + p[i + 1] + p[i + 2] + p[i + 3] + p[i + 4] + p[i + 5] + p[i + 6] + p[i + 7];
+                benchmark::DoNotOptimize(sum);
+            });
+        }
+        s.SetBytesProcessed(static_cast<std::int64_t>(s.iterations()) *
+                            static_cast<std::int64_t>(rows * cols * sizeof(float)));
+        counters(s);
+        s.SetLabel(std::to_string(lowbit::default_threads()) + " threads");
     }));
     fast(benchmark::RegisterBenchmark("copy_input", [](benchmark::State& s) {
         static buffer dst = make_buffer(rows * cols * sizeof(float), 0);
@@ -131,9 +186,12 @@ void register_all() {
                 fast(benchmark::RegisterBenchmark((base + (simd ? "_simd" : "_scalar")).c_str(),
                                                   [tt, simd, im](benchmark::State& s) { run(s, tt, simd, im); }));
             }
-            if (!im)
+            if (!im) {
                 fast(benchmark::RegisterBenchmark((base + "_simd_all_threads").c_str(),
                                                   [t = t](benchmark::State& s) { run_threads(s, t); }));
+                fast(benchmark::RegisterBenchmark((base + "_from_f16_all_threads").c_str(),
+                                                  [t = t](benchmark::State& s) { run_f16_threads(s, t); }));
+            }
         }
 }
 

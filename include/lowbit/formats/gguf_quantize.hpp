@@ -3,6 +3,7 @@
 // types llama.cpp's recipe for a file type chooses, everything else is copied,
 // and OUT is written atomically. What `lowbit quantize` runs.
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -119,28 +120,6 @@ inline ggml::recipe_model_info model_info(const gguf_file& f) {
     return info;
 }
 
-/// Row `r` of a float-typed tensor as floats.
-inline void load_row(ggml::type t, const std::byte* src, std::size_t n, float* out) {
-    switch (t) {
-    case ggml::type::f32: std::memcpy(out, src, n * sizeof(float)); break;
-    case ggml::type::f16:
-        for (std::size_t i = 0; i < n; ++i) {
-            std::uint16_t h;
-            std::memcpy(&h, src + 2 * i, 2);
-            out[i] = fp16_to_float(h);
-        }
-        break;
-    case ggml::type::bf16:
-        for (std::size_t i = 0; i < n; ++i) {
-            std::uint16_t h;
-            std::memcpy(&h, src + 2 * i, 2);
-            out[i] = bf16_to_float(h);
-        }
-        break;
-    default: LOWBIT_ASSERT(false);
-    }
-}
-
 inline bool is_float_type(ggml::type t) noexcept {
     return t == ggml::type::f32 || t == ggml::type::f16 || t == ggml::type::bf16;
 }
@@ -222,12 +201,14 @@ inline gguf_quantize_summary quantize_gguf(const std::filesystem::path& in, cons
             auto& r = sum.tensors[i];
             const auto ts = clock::now();
             parallel_for(rows, opt.threads, 16, [&](std::size_t r0, std::size_t r1) {
-                std::vector<float> buf(n_per_row);
-                for (std::size_t row = r0; row < r1; ++row) {
-                    detail::load_row(r.from, in_bytes.data() + row * in_row, n_per_row, buf.data());
-                    const float* qw =
-                        weights.empty() ? nullptr : weights.data() + (row / rows_per_expert) * n_per_row;
-                    kernels::quantize_ggml_rows(r.to, buf.data(), dst.data() + row * out_row, 1, n_per_row, qw);
+                // Runs of rows within one expert (which has its own importance row).
+                for (std::size_t row = r0; row < r1;) {
+                    const std::size_t expert = row / rows_per_expert;
+                    const std::size_t end = weights.empty() ? r1 : std::min(r1, (expert + 1) * rows_per_expert);
+                    const float* qw = weights.empty() ? nullptr : weights.data() + expert * n_per_row;
+                    kernels::quantize_ggml_rows(r.to, r.from, in_bytes.data() + row * in_row,
+                                                dst.data() + row * out_row, end - row, n_per_row, qw);
+                    row = end;
                 }
             });
             r.seconds = std::chrono::duration<double>(clock::now() - ts).count();

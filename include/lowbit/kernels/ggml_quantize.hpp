@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
+#include <new>
 #include <string>
 #include <type_traits>
 
@@ -42,18 +44,38 @@
 LOWBIT_NAMESPACE_BEGIN
 namespace kernels {
 
-/// Rows of f32 to ggml blocks of one type.
+/// Rows of f32 (or f16 / bf16) to ggml blocks of one type.
 struct ggml_quantize_job {
     ggml::type type;
-    const float* x;  ///< rows * n_per_row floats, row after row
+    const float* x;  ///< rows * n_per_row floats, row after row (from == f32)
     void* dst;       ///< rows * ggml::row_bytes(type, n_per_row) bytes, no alignment needed
     std::size_t rows, n_per_row;
     const float* imatrix;  ///< n_per_row importance values used for every row, or null
+    /// f16 or bf16: the rows are `src` in that type (no alignment needed),
+    /// widened to f32 `scratch_rows` rows at a time in `scratch` (64-byte
+    /// aligned) and quantized from there.
+    ggml::type from = ggml::type::f32;
+    const void* src = nullptr;
+    float* scratch = nullptr;
+    std::size_t scratch_rows = 0;
 };
 
 struct quantize_ggml_fn {
     template <class Arch>
     void operator()(Arch, const ggml_quantize_job& j) const noexcept;
+};
+
+/// n f16 or bf16 values (little-endian, no alignment needed) to f32.
+struct widen_job {
+    ggml::type from;
+    const void* src;
+    float* out;
+    std::size_t n;
+};
+
+struct widen_f32_fn {
+    template <class Arch>
+    void operator()(Arch, const widen_job& j) const noexcept;
 };
 
 /// Whether quantize_ggml_rows has a SIMD kernel for type t (with an imatrix
@@ -80,6 +102,18 @@ constexpr bool quantize_ggml_simd_supports(ggml::type t, bool with_imatrix) noex
     default: return false;
     }
 }
+
+namespace detail::gqz {
+
+/// n f16 or bf16 values at src (little-endian) as f32, exactly.
+inline void widen_scalar(ggml::type from, const unsigned char* src, float* out, std::size_t n) noexcept {
+    for (std::size_t i = 0; i < n; ++i) {
+        const auto h = static_cast<std::uint16_t>(src[2 * i] | (src[2 * i + 1] << 8));
+        out[i] = from == ggml::type::bf16 ? bf16_to_float(h) : fp16_to_float(h);
+    }
+}
+
+}  // namespace detail::gqz
 
 #if !defined(LOWBIT_NO_SIMD)
 #if defined(__GNUC__) && !defined(__clang__)
@@ -1915,7 +1949,10 @@ inline void legacy_rows_avx512(const float* x, unsigned char* out, std::size_t n
     std::size_t ib = 0;
     // Prefetching a few groups ahead keeps more lines in flight than the
     // hardware prefetchers alone did (up to 1.6x from L3 in measurements here).
-    constexpr std::size_t ahead = 48;
+#ifndef LOWBIT_GQZ_AHEAD
+#define LOWBIT_GQZ_AHEAD 48
+#endif
+    constexpr std::size_t ahead = LOWBIT_GQZ_AHEAD;
     for (; ib + 16 <= nblocks; ib += 16) {
 #if defined(__GNUC__)
         if (ib + ahead + 16 <= nblocks)
@@ -1959,6 +1996,47 @@ inline void run_legacy(const ggml_quantize_job& j) noexcept {
         legacy_group_run<Arch, T>(xb, ob);
         std::memcpy(out + g * BB, ob, rest * BB);
     }
+}
+
+// ---- f16 / bf16 sources --------------------------------------------------------
+
+/// n f16 or bf16 values at src as f32 at out, exactly: bf16
+/// is the top half of the f32; f16 through F16C where the TU has it, else its
+/// bits moved into place and scaled by 2^112 (exact for normals and
+/// subnormals alike), with Inf and NaN given the f32 exponent. F16C returns a
+/// signalling NaN quietened; no quantizer's output depends on a NaN's bits.
+template <class Arch>
+inline void widen(ggml::type from, const unsigned char* src, float* out, std::size_t n) noexcept {
+    using B = fvec<Arch>;
+    using U = xsimd::batch<std::uint32_t, Arch>;
+    constexpr std::size_t L = B::size;
+    std::size_t i = 0;
+    if (from == ggml::type::bf16) {
+        for (; i + L <= n; i += L)
+            ::lowbit::detail::simd::bitcast<float>(dq::widen16<Arch>(src + 2 * i) << 16).store_unaligned(out + i);
+    } else {
+        for (; i + L <= n; i += L) {
+#if XSIMD_WITH_AVX512BW
+            if constexpr (dq::is_avx512_v<Arch>) {
+                _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i))));
+                continue;
+            }
+#endif
+#if XSIMD_WITH_AVX2 && defined(__F16C__)
+            if constexpr (dq::is_avx2_v<Arch>) {
+                _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i))));
+                continue;
+            }
+#endif
+            namespace ds = ::lowbit::detail::simd;
+            const U h = dq::widen16<Arch>(src + 2 * i);
+            const U m = h & U(0x7FFFu);
+            const U scaled = ds::bitcast<std::uint32_t>(ds::bitcast<float>(m << 13) * B(0x1p112f));
+            const U bits = xsimd::select(m >= U(0x7C00u), (m << 13) | U(0x7F800000u), scaled);
+            ds::bitcast<float>(bits | ((h & U(0x8000u)) << 16)).store_unaligned(out + i);
+        }
+    }
+    widen_scalar(from, src + 2 * i, out + i, n - i);
 }
 
 // ---- rows -------------------------------------------------------------------
@@ -2027,16 +2105,64 @@ inline void run(const ggml_quantize_job& j) noexcept {
 
 template <class Arch>
 void quantize_ggml_fn::operator()(Arch, const ggml_quantize_job& j) const noexcept {
+    if (j.rows == 0 || j.n_per_row == 0) return;
+    const auto f32_rows = [](const ggml_quantize_job& f) {
+        if constexpr (std::is_same_v<Arch, scalar>) {
+            const std::size_t rb = ggml::row_bytes(f.type, f.n_per_row);
+            const ggml::quantize_row_fn q = ggml::traits(f.type).quantize;
+            for (std::size_t r = 0; r < f.rows; ++r)
+                q(f.x + r * f.n_per_row, static_cast<unsigned char*>(f.dst) + r * rb, f.n_per_row, f.imatrix);
+        } else {
+#if !defined(LOWBIT_NO_SIMD)
+            detail::gqz::run<Arch>(f);
+#endif
+        }
+    };
+    if (j.from == ggml::type::f32) {
+        f32_rows(j);
+        return;
+    }
+    const std::size_t in_row = 2 * j.n_per_row, out_row = ggml::row_bytes(j.type, j.n_per_row);
+    for (std::size_t r = 0; r < j.rows; r += j.scratch_rows) {
+        ggml_quantize_job c = j;
+        c.rows = std::min(j.scratch_rows, j.rows - r);
+        const auto* in = static_cast<const unsigned char*>(j.src) + r * in_row;
+        if constexpr (std::is_same_v<Arch, scalar>) {
+            detail::gqz::widen_scalar(j.from, in, j.scratch, c.rows * j.n_per_row);
+        } else {
+#if !defined(LOWBIT_NO_SIMD)
+            detail::gqz::widen<Arch>(j.from, in, j.scratch, c.rows * j.n_per_row);
+#endif
+        }
+        c.x = j.scratch;
+        c.from = ggml::type::f32;
+        c.dst = static_cast<unsigned char*>(j.dst) + r * out_row;
+        f32_rows(c);
+    }
+}
+
+template <class Arch>
+void widen_f32_fn::operator()(Arch, const widen_job& j) const noexcept {
+    const auto* src = static_cast<const unsigned char*>(j.src);
     if constexpr (std::is_same_v<Arch, scalar>) {
-        const std::size_t rb = ggml::row_bytes(j.type, j.n_per_row);
-        const ggml::quantize_row_fn f = ggml::traits(j.type).quantize;
-        for (std::size_t r = 0; r < j.rows; ++r)
-            f(j.x + r * j.n_per_row, static_cast<unsigned char*>(j.dst) + r * rb, j.n_per_row, j.imatrix);
+        detail::gqz::widen_scalar(j.from, src, j.out, j.n);
     } else {
 #if !defined(LOWBIT_NO_SIMD)
-        if (j.rows != 0 && j.n_per_row != 0) detail::gqz::run<Arch>(j);
+        detail::gqz::widen<Arch>(j.from, src, j.out, j.n);
 #endif
     }
+}
+
+/// n f16 or bf16 values at src to f32 at out on the active instruction set,
+/// exactly (fp16_to_float, bf16_to_float; a signalling f16 NaN may come out
+/// quietened).
+inline void widen_to_f32(ggml::type from, const void* src, float* out, std::size_t n) {
+    if (from != ggml::type::f16 && from != ggml::type::bf16)
+        LOWBIT_THROW(errc::invalid_argument,
+                     "widen_to_f32: the source must be F16 or BF16, not " + std::string(ggml::traits(from).name));
+    if (n == 0) return;
+    if (!src || !out) LOWBIT_THROW(errc::invalid_argument, "widen_to_f32: src and out must not be null");
+    dispatch(widen_f32_fn{}, widen_job{from, src, out, n});
 }
 
 /// ggml::quantize_rows, with the K-quant searches on the active instruction
@@ -2059,10 +2185,47 @@ inline void quantize_ggml_rows(ggml::type t, const float* x, void* dst, std::siz
     dispatch(quantize_ggml_fn{}, ggml_quantize_job{t, x, dst, rows, n_per_row, imatrix});
 }
 
+/// quantize_ggml_rows from rows of `from` (f32, f16 or bf16; x needs no
+/// alignment): the same bytes as quantizing the rows converted to f32 first,
+/// with each few rows widened in a small buffer on the way, so the input is
+/// read once at its own width. What `lowbit quantize` runs on each tensor.
+inline void quantize_ggml_rows(ggml::type t, ggml::type from, const void* x, void* dst, std::size_t rows,
+                               std::size_t n_per_row, const float* imatrix = nullptr) {
+    if (from == ggml::type::f32) {
+        quantize_ggml_rows(t, static_cast<const float*>(x), dst, rows, n_per_row, imatrix);
+        return;
+    }
+    if (from != ggml::type::f16 && from != ggml::type::bf16)
+        LOWBIT_THROW(errc::invalid_argument, "quantize_ggml_rows: the source rows must be F32, F16 or BF16, not " +
+                                                 std::string(ggml::traits(from).name));
+    const auto tr = ggml::traits(t);
+    if (!tr.quantize) LOWBIT_THROW(errc::unsupported, "lowbit cannot quantize to " + std::string(tr.name));
+    if (n_per_row % tr.block_size != 0)
+        LOWBIT_THROW(errc::not_divisible, "quantize_ggml_rows: a row of " + std::to_string(n_per_row) +
+                                              " values is not a whole number of " + std::string(tr.name) +
+                                              " blocks of " + std::to_string(tr.block_size));
+    if (rows == 0 || n_per_row == 0) return;
+    if (!x || !dst) LOWBIT_THROW(errc::invalid_argument, "quantize_ggml_rows: x and dst must not be null");
+    // About 16 KB of f32 (at least a row): the widened rows stay in L1.
+    const std::size_t chunk = std::min(rows, std::max<std::size_t>(1, 4096 / n_per_row));
+    struct aligned_delete {
+        void operator()(float* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+    };
+    const std::unique_ptr<float[], aligned_delete> scratch(
+        static_cast<float*>(::operator new[](chunk * n_per_row * sizeof(float), std::align_val_t{64})));
+    ggml_quantize_job j{t, nullptr, dst, rows, n_per_row, imatrix, from, x, scratch.get(), chunk};
+    if (!quantize_ggml_simd_supports(t, imatrix != nullptr) || active_isa() == isa::scalar)
+        quantize_ggml_fn{}(scalar{}, j);
+    else
+        dispatch(quantize_ggml_fn{}, j);
+}
+
 }  // namespace kernels
 LOWBIT_NAMESPACE_END
 
-#define LOWBIT_KERNELS_GGML_QUANTIZE(EXT, ARCH)                              \
-    EXT template void lowbit::kernels::quantize_ggml_fn::operator()<ARCH>( \
-        ARCH, const lowbit::kernels::ggml_quantize_job&) const noexcept;
+#define LOWBIT_KERNELS_GGML_QUANTIZE(EXT, ARCH)                                   \
+    EXT template void lowbit::kernels::quantize_ggml_fn::operator()<ARCH>(      \
+        ARCH, const lowbit::kernels::ggml_quantize_job&) const noexcept;        \
+    EXT template void lowbit::kernels::widen_f32_fn::operator()<ARCH>(ARCH,     \
+                                                                      const lowbit::kernels::widen_job&) const noexcept;
 LOWBIT_DECLARE_KERNELS(LOWBIT_KERNELS_GGML_QUANTIZE)
