@@ -2,6 +2,7 @@
 // (loaded with ctypes next to ggml's own library and the gguf package).
 #include <lowbit/formats/ggml.hpp>
 #include <lowbit/kernels/ggml_quantize.hpp>
+#include <lowbit/parallel.hpp>
 
 #include <cstdint>
 #include <cstdio>
@@ -17,6 +18,27 @@ std::size_t lowbit_ggml_quantize(std::uint32_t type, const float* x, void* dst, 
         lowbit::kernels::quantize_ggml_rows(t, x, dst, static_cast<std::size_t>(rows),
                                             static_cast<std::size_t>(n_per_row), imatrix);
         return static_cast<std::size_t>(rows) * lowbit::ggml::row_bytes(t, static_cast<std::size_t>(n_per_row));
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 0;
+    }
+}
+
+// What `lowbit quantize` does with a tensor: rows of `from` (F32 = 0, F16 = 1,
+// BF16 = 30) in row ranges on `threads` threads (0: every core). Returns
+// bytes written, or 0 after printing the error.
+std::size_t lowbit_ggml_quantize_rows(std::uint32_t type, std::uint32_t from, const void* x, void* dst,
+                                      std::int64_t rows, std::int64_t n_per_row, const float* imatrix,
+                                      std::uint32_t threads) {
+    try {
+        const auto t = static_cast<lowbit::ggml::type>(type), f = static_cast<lowbit::ggml::type>(from);
+        const std::size_t n = static_cast<std::size_t>(n_per_row);
+        const std::size_t in_row = n * lowbit::ggml::row_bytes(f, 1), out_row = lowbit::ggml::row_bytes(t, n);
+        lowbit::parallel_for(static_cast<std::size_t>(rows), threads, 16, [&](std::size_t r0, std::size_t r1) {
+            lowbit::kernels::quantize_ggml_rows(t, f, static_cast<const unsigned char*>(x) + r0 * in_row,
+                                                static_cast<unsigned char*>(dst) + r0 * out_row, r1 - r0, n, imatrix);
+        });
+        return static_cast<std::size_t>(rows) * out_row;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "%s\n", e.what());
         return 0;

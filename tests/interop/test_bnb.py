@@ -46,8 +46,8 @@ def inputs(n, seed):
         "outliers": np.where(rng.random(n) < 0.01, 1e4, 1.0) * rng.standard_normal(n),
     }
     # Values exactly on the code midpoints and thresholds (ties), with a 1.0 to pin absmax.
-    code = np.array(bnb_f.get_4bit_type("nf4", device="cpu"), dtype=np.float32)
-    fp4 = np.array(bnb_f.get_4bit_type("fp4", device="cpu"), dtype=np.float32)
+    code = bnb_f.get_4bit_type("nf4", device="cpu").numpy().astype(np.float32)
+    fp4 = bnb_f.get_4bit_type("fp4", device="cpu").numpy().astype(np.float32)
     ties = np.concatenate([np.float32(NF4_BOUNDS), (code[1:] + code[:-1]) / 2,
                            np.sort(fp4)[1:] / 2 + np.sort(fp4)[:-1] / 2, [0.00260417, 0.583333, 0.0026041667]])
     t = np.resize(np.concatenate([[1.0], ties, -ties]), n)
@@ -101,7 +101,7 @@ def test_nested_state_equals_bitsandbytes(bnb_capi, qt, bs):
             assert np.array_equal(q, st.absmax.numpy()), f"{qt} bs={bs} n={n} {name}: nested codes differ"
             assert np.array_equal(na.view(np.uint32), st.state2.absmax.numpy().view(np.uint32)), \
                 f"{name}: nested absmax differs"
-            assert np.array_equal(st.state2.code.numpy(), np.array(bnb_f.create_dynamic_map(), np.float32))
+            assert np.array_equal(st.state2.code.numpy(), bnb_f.create_dynamic_map().numpy().astype(np.float32))
 
 
 @pytest.mark.parametrize("qt", ["nf4", "fp4"])
