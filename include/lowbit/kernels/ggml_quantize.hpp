@@ -2165,19 +2165,29 @@ inline void widen_to_f32(ggml::type from, const void* src, float* out, std::size
     dispatch(widen_f32_fn{}, widen_job{from, src, out, n});
 }
 
-/// ggml::quantize_rows, with the K-quant searches on the active instruction
-/// set: the same bytes, faster. Types and paths without a SIMD kernel (see
-/// quantize_ggml_simd_supports) and the scalar ISA run ggml::quantize_rows.
-inline void quantize_ggml_rows(ggml::type t, const float* x, void* dst, std::size_t rows, std::size_t n_per_row,
-                               const float* imatrix = nullptr) {
+namespace detail::gqz {
+
+/// quantize_ggml_rows' checks; false when there is nothing to do.
+inline bool check_rows(ggml::type t, const void* x, const void* dst, std::size_t rows, std::size_t n_per_row) {
     const auto tr = ggml::traits(t);
     if (!tr.quantize) LOWBIT_THROW(errc::unsupported, "lowbit cannot quantize to " + std::string(tr.name));
     if (n_per_row % tr.block_size != 0)
         LOWBIT_THROW(errc::not_divisible, "quantize_ggml_rows: a row of " + std::to_string(n_per_row) +
                                               " values is not a whole number of " + std::string(tr.name) +
                                               " blocks of " + std::to_string(tr.block_size));
-    if (rows == 0 || n_per_row == 0) return;
+    if (rows == 0 || n_per_row == 0) return false;
     if (!x || !dst) LOWBIT_THROW(errc::invalid_argument, "quantize_ggml_rows: x and dst must not be null");
+    return true;
+}
+
+}  // namespace detail::gqz
+
+/// ggml::quantize_rows, with the K-quant searches on the active instruction
+/// set: the same bytes, faster. Types and paths without a SIMD kernel (see
+/// quantize_ggml_simd_supports) and the scalar ISA run ggml::quantize_rows.
+inline void quantize_ggml_rows(ggml::type t, const float* x, void* dst, std::size_t rows, std::size_t n_per_row,
+                               const float* imatrix = nullptr) {
+    if (!detail::gqz::check_rows(t, x, dst, rows, n_per_row)) return;
     if (!quantize_ggml_simd_supports(t, imatrix != nullptr) || active_isa() == isa::scalar) {
         ggml::quantize_rows(t, x, dst, rows, n_per_row, imatrix);
         return;
@@ -2198,14 +2208,7 @@ inline void quantize_ggml_rows(ggml::type t, ggml::type from, const void* x, voi
     if (from != ggml::type::f16 && from != ggml::type::bf16)
         LOWBIT_THROW(errc::invalid_argument, "quantize_ggml_rows: the source rows must be F32, F16 or BF16, not " +
                                                  std::string(ggml::traits(from).name));
-    const auto tr = ggml::traits(t);
-    if (!tr.quantize) LOWBIT_THROW(errc::unsupported, "lowbit cannot quantize to " + std::string(tr.name));
-    if (n_per_row % tr.block_size != 0)
-        LOWBIT_THROW(errc::not_divisible, "quantize_ggml_rows: a row of " + std::to_string(n_per_row) +
-                                              " values is not a whole number of " + std::string(tr.name) +
-                                              " blocks of " + std::to_string(tr.block_size));
-    if (rows == 0 || n_per_row == 0) return;
-    if (!x || !dst) LOWBIT_THROW(errc::invalid_argument, "quantize_ggml_rows: x and dst must not be null");
+    if (!detail::gqz::check_rows(t, x, dst, rows, n_per_row)) return;
     // About 16 KB of f32 (at least a row): the widened rows stay in L1.
     const std::size_t chunk = std::min(rows, std::max<std::size_t>(1, 4096 / n_per_row));
     struct aligned_delete {
