@@ -1,6 +1,7 @@
 #include "catch.hpp"
 
 #include <lowbit/core/numeric.hpp>
+#include <lowbit/formats/ggml.hpp>
 #include <lowbit/metrics.hpp>
 #include <lowbit/registry.hpp>
 
@@ -63,6 +64,19 @@ TEST_CASE("bits per weight of every format, counted by hand from its definition"
         {"mxfp8-e5m2", 8 + 8.0 / 32},
         {"nvfp4", 4 + 8.0 / 16 + 32.0 / n},
         {"fp8-e4m3-ch", 8 + 32.0 / 512},
+        // ggml blocks: bytes per block * 8 / values per block.
+        {"q8_0", 34 * 8 / 32.0},
+        {"q4_0", 18 * 8 / 32.0},
+        {"q4_1", 20 * 8 / 32.0},
+        {"q5_0", 22 * 8 / 32.0},
+        {"q5_1", 24 * 8 / 32.0},
+        {"q2_K", 84 * 8 / 256.0},
+        {"q3_K", 110 * 8 / 256.0},
+        {"q4_K", 144 * 8 / 256.0},
+        {"q5_K", 176 * 8 / 256.0},
+        {"q6_K", 210 * 8 / 256.0},
+        {"iq4_nl", 18 * 8 / 32.0},
+        {"iq4_xs", 136 * 8 / 256.0},
     };
     matrix_view<const float> w(gaussian().data(), rows, cols);
     for (const auto& f : formats()) {
@@ -88,6 +102,9 @@ TEST_CASE("every format reconstructs Gaussian weights with the SQNR its bit widt
             REQUIRE(s > 40.0);
         } else if (bits >= 6) {  // 6- and 8-bit minifloats: 2-3 mantissa bits, ~25-31 dB
             REQUIRE(s > 23.0);
+        } else if (bits >= 5) {  // ggml's 5-bit types, and Q4_1 (4 bits + 1 of scale and min)
+            REQUIRE(s > 21.0);
+            REQUIRE(s < 32.0);
         } else if (bits >= 4) {
             REQUIRE(s > 16.0);
             REQUIRE(s < 26.0);
@@ -141,5 +158,51 @@ TEST_CASE("an unknown format name is an error that suggests close names") {
 TEST_CASE("registry quantize passes shape errors through") {
     std::vector<float> w(4 * 100, 0.5f);
     REQUIRE_THROWS_AS(quantize(find_format("int4-g128-sym"), matrix_view<const float>(w.data(), 4, 100)),
+                      lowbit::error);
+}
+
+TEST_CASE("the ggml formats are ggml's bytes, with an importance matrix and from strided rows") {
+    using ggml::type;
+    const std::pair<const char*, type> names[] = {
+        {"q8_0", type::q8_0}, {"q4_0", type::q4_0}, {"q4_1", type::q4_1}, {"q5_0", type::q5_0},
+        {"q5_1", type::q5_1}, {"q2_K", type::q2_k}, {"q3_K", type::q3_k}, {"q4_K", type::q4_k},
+        {"q5_K", type::q5_k}, {"q6_K", type::q6_k}, {"iq4_nl", type::iq4_nl}, {"iq4_xs", type::iq4_xs}};
+    std::vector<float> imp(cols);
+    std::mt19937 rng(5);
+    for (float& v : imp) v = 0.1f + static_cast<float>(rng() % 100) * 0.05f;
+    // The same matrix inside a wider buffer: row stride cols + 32.
+    std::vector<float> wide(rows * (cols + 32), 7.0f);
+    for (std::size_t r = 0; r < rows; ++r)
+        std::memcpy(wide.data() + r * (cols + 32), gaussian().data() + r * cols, cols * sizeof(float));
+    for (const auto& [name, t] : names) {
+        INFO(name);
+        const format& f = find_format(name);
+        REQUIRE(f.family == "ggml");
+        for (const bool with_imp : {false, true}) {
+            const std::span<const float> im = with_imp ? std::span<const float>(imp) : std::span<const float>();
+            std::vector<unsigned char> want(rows * ggml::row_bytes(t, cols));
+            ggml::quantize_rows(t, gaussian().data(), want.data(), rows, cols, with_imp ? imp.data() : nullptr);
+            for (unsigned threads : {1u, 0u}) {
+                const auto q = quantize(f, matrix_view<const float>(gaussian().data(), rows, cols), im, {threads});
+                const auto& g = dynamic_cast<const ggml::quantized_rows&>(*q);
+                REQUIRE(g.blocks == want);
+                REQUIRE(q->storage_bytes() == want.size());
+            }
+            const auto qs = quantize(f, matrix_view<const float>(wide.data(), rows, cols, cols + 32), im);
+            REQUIRE(dynamic_cast<const ggml::quantized_rows&>(*qs).blocks == want);
+            // Dequantize: ggml's row function, into a strided output and a row range.
+            std::vector<float> ref(rows * cols), got(rows * (cols + 8), -1.0f);
+            ggml::dequantize_rows(t, want.data(), ref.data(), rows, cols);
+            qs->dequantize_to(got.data(), cols + 8, kernels::out_type::f32, row_range{3, 17});
+            for (std::size_t r = 0; r < rows; ++r)
+                for (std::size_t c = 0; c < cols; ++c)
+                    REQUIRE(got[r * (cols + 8) + c] == (r >= 3 && r < 17 ? ref[r * cols + c] : -1.0f));
+        }
+    }
+    matrix_view<const float> w(gaussian().data(), rows, cols);
+    const std::vector<float> per_weight(rows * cols, 1.0f), negative(cols, -1.0f);
+    REQUIRE_THROWS_AS(quantize(find_format("q4_K"), w, per_weight), lowbit::error);
+    REQUIRE_THROWS_AS(quantize(find_format("q4_K"), w, negative), lowbit::error);
+    REQUIRE_THROWS_AS(quantize(find_format("q4_K"), matrix_view<const float>(gaussian().data(), 4, 100)),
                       lowbit::error);
 }

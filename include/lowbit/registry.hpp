@@ -17,6 +17,7 @@
 #include "core/view.hpp"
 #include "detail/names.hpp"
 #include "double_quant.hpp"
+#include "formats/ggml_quantized.hpp"
 #include "granularity.hpp"
 #include "quantizer.hpp"
 #include "scheme/affine.hpp"
@@ -36,7 +37,7 @@ using quantize_fn = std::unique_ptr<quantized_base> (*)(matrix_view<const float>
 /// A named quantization format.
 struct format {
     std::string_view name;
-    std::string_view family;       ///< "integer", "codebook" or "minifloat"
+    std::string_view family;       ///< "integer", "codebook", "minifloat" or "ggml"
     std::string_view description;  ///< scheme, granularity and what is stored
     bool in_default_comparison = true;
     quantize_fn quantize = nullptr;
@@ -99,6 +100,13 @@ LOWBIT_FORMAT_FN(q_fp8_e4m3_ch, quantizer(fp8_e4m3_amax{}, per_channel()))
 
 #undef LOWBIT_FORMAT_FN
 
+// ggml's block types, with ggml's bytes (formats/ggml_quantized.hpp).
+template <ggml::type T>
+std::unique_ptr<quantized_base> q_ggml(matrix_view<const float> w, std::span<const float> importance,
+                                       const quantize_options& opt) {
+    return ggml::quantize_matrix(T, w, importance, opt.threads);
+}
+
 inline const std::vector<format>& format_table() {
     static const std::vector<format> table = {
         {"int8-ch", "integer", "8-bit symmetric, one fp32 scale per output channel", true, q_int8_ch},
@@ -133,6 +141,25 @@ inline const std::vector<format>& format_table() {
         {"nvfp4", "minifloat", "NVFP4: E2M1 elements, blocks of 16, E4M3 scales under one fp32 tensor scale", true,
          q_nvfp4},
         {"fp8-e4m3-ch", "minifloat", "FP8 E4M3, one fp32 scale (amax/448) per output channel", true, q_fp8_e4m3_ch},
+        {"q8_0", "ggml", "ggml Q8_0: 8-bit symmetric, blocks of 32, fp16 scale", true, q_ggml<ggml::type::q8_0>},
+        {"q4_0", "ggml", "ggml Q4_0: 4-bit, blocks of 32, fp16 scale (max/-8)", true, q_ggml<ggml::type::q4_0>},
+        {"q4_1", "ggml", "ggml Q4_1: 4-bit, blocks of 32, fp16 scale + fp16 min", false, q_ggml<ggml::type::q4_1>},
+        {"q5_0", "ggml", "ggml Q5_0: 5-bit, blocks of 32, fp16 scale", false, q_ggml<ggml::type::q5_0>},
+        {"q5_1", "ggml", "ggml Q5_1: 5-bit, blocks of 32, fp16 scale + fp16 min", false, q_ggml<ggml::type::q5_1>},
+        {"q2_K", "ggml", "ggml Q2_K: 2-bit, 16 x 16 under 4-bit scales and mins, super-blocks of 256", true,
+         q_ggml<ggml::type::q2_k>},
+        {"q3_K", "ggml", "ggml Q3_K: 3-bit, 16 x 16 under 6-bit scales, super-blocks of 256", true,
+         q_ggml<ggml::type::q3_k>},
+        {"q4_K", "ggml", "ggml Q4_K: 4-bit, 8 x 32 under 6-bit scales and mins, super-blocks of 256", true,
+         q_ggml<ggml::type::q4_k>},
+        {"q5_K", "ggml", "ggml Q5_K: 5-bit, 8 x 32 under 6-bit scales and mins, super-blocks of 256", true,
+         q_ggml<ggml::type::q5_k>},
+        {"q6_K", "ggml", "ggml Q6_K: 6-bit, 16 x 16 under 8-bit scales, super-blocks of 256", true,
+         q_ggml<ggml::type::q6_k>},
+        {"iq4_nl", "ggml", "ggml IQ4_NL: non-linear 4-bit table, blocks of 32, fp16 scale (ggml's search)", false,
+         q_ggml<ggml::type::iq4_nl>},
+        {"iq4_xs", "ggml", "ggml IQ4_XS: IQ4_NL table, 8 x 32 under 6-bit scales, super-blocks of 256", true,
+         q_ggml<ggml::type::iq4_xs>},
     };
     return table;
 }

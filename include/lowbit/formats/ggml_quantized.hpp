@@ -1,0 +1,104 @@
+#pragma once
+// A matrix quantized to one ggml block type, as a quantized_base: what the
+// registry's "q4_0" ... "q6_K", "iq4_xs" formats return, so that `lowbit
+// compare` sets llama.cpp's types beside the others. The blocks are ggml's
+// bytes (row after row), quantized and dequantized on the active ISA.
+
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../core/numeric.hpp"
+#include "../core/view.hpp"
+#include "../kernels/ggml_dequantize.hpp"
+#include "../kernels/ggml_quantize.hpp"
+#include "../parallel.hpp"
+#include "../quantizer.hpp"
+#include "ggml.hpp"
+
+LOWBIT_NAMESPACE_BEGIN
+namespace ggml {
+
+class quantized_rows final : public quantized_base {
+public:
+    ggml::type type{};
+    std::size_t n_rows = 0, n_cols = 0;
+    std::size_t row_size = 0;           ///< bytes of blocks per row
+    std::vector<unsigned char> blocks;  ///< n_rows * row_size, ggml's layout
+
+    std::size_t rows() const noexcept override { return n_rows; }
+    std::size_t cols() const noexcept override { return n_cols; }
+    double bits_per_weight() const noexcept override {
+        return n_rows && n_cols ? 8.0 * static_cast<double>(blocks.size()) / static_cast<double>(n_rows * n_cols)
+                                : 0.0;
+    }
+    std::size_t storage_bytes() const noexcept override { return blocks.size(); }
+
+    void dequantize(matrix_view<float> out, row_range range = all_rows) const override {
+        if (out.rows() != n_rows || out.cols() != n_cols)
+            LOWBIT_THROW(errc::shape_mismatch, "dequantize: output is " + std::to_string(out.rows()) + " x " +
+                                                   std::to_string(out.cols()) + ", the matrix " +
+                                                   std::to_string(n_rows) + " x " + std::to_string(n_cols));
+        dequantize_to(out.data(), out.stride(), kernels::out_type::f32, range);
+    }
+
+    void dequantize_to(void* out, std::size_t out_stride, kernels::out_type t,
+                       row_range range = all_rows) const override {
+        if (out == nullptr && n_rows && n_cols) LOWBIT_THROW(errc::invalid_argument, "dequantize: null output");
+        if (out_stride < n_cols)
+            LOWBIT_THROW(errc::shape_mismatch, "dequantize: output row stride " + std::to_string(out_stride) +
+                                                   " is smaller than the " + std::to_string(n_cols) + " columns");
+        const std::size_t r0 = std::min(range.begin, n_rows), r1 = std::min(range.end, n_rows);
+        if (r0 >= r1 || n_cols == 0) return;
+        if (t == kernels::out_type::f32) {
+            kernels::dequantize_ggml({type, blocks.data() + r0 * row_size, row_size, r1 - r0, n_cols,
+                                      static_cast<float*>(out) + r0 * out_stride, out_stride});
+            return;
+        }
+        std::vector<float> row(n_cols);
+        auto* o = static_cast<std::uint16_t*>(out);
+        for (std::size_t r = r0; r < r1; ++r) {
+            kernels::dequantize_ggml({type, blocks.data() + r * row_size, row_size, 1, n_cols, row.data(), n_cols});
+            for (std::size_t c = 0; c < n_cols; ++c)
+                o[r * out_stride + c] = t == kernels::out_type::f16 ? float_to_fp16(row[c]) : float_to_bf16(row[c]);
+        }
+    }
+};
+
+/// `w` quantized to type `t` with the same bytes as ggml (kernels::
+/// quantize_ggml_rows); `importance` is ggml's importance matrix for the
+/// types that read one (one weight per column) or empty; row ranges run on
+/// `threads` threads (0 = all cores).
+inline std::unique_ptr<quantized_rows> quantize_matrix(ggml::type t, matrix_view<const float> w,
+                                                       std::span<const float> importance = {}, unsigned threads = 1) {
+    ::lowbit::detail::check_importance(importance, w.rows(), w.cols());
+    if (!importance.empty() && importance.size() != w.cols())
+        LOWBIT_THROW(errc::shape_mismatch, "ggml " + std::string(traits(t).name) +
+                                               " takes one importance weight per column (" +
+                                               std::to_string(w.cols()) + "), not " +
+                                               std::to_string(importance.size()));
+    auto q = std::make_unique<quantized_rows>();
+    q->type = t;
+    q->n_rows = w.rows();
+    q->n_cols = w.cols();
+    q->row_size = row_bytes(t, w.cols());  // throws when the columns are not whole blocks
+    q->blocks.resize(q->n_rows * q->row_size);
+    const float* im = importance.empty() ? nullptr : importance.data();
+    parallel_for(w.rows(), threads, 16, [&](std::size_t r0, std::size_t r1) {
+        unsigned char* dst = q->blocks.data() + r0 * q->row_size;
+        if (w.stride() == w.cols()) {
+            kernels::quantize_ggml_rows(t, w.data() + r0 * w.stride(), dst, r1 - r0, w.cols(), im);
+        } else {
+            for (std::size_t r = r0; r < r1; ++r, dst += q->row_size)
+                kernels::quantize_ggml_rows(t, w.data() + r * w.stride(), dst, 1, w.cols(), im);
+        }
+    });
+    return q;
+}
+
+}  // namespace ggml
+LOWBIT_NAMESPACE_END
