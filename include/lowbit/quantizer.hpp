@@ -11,6 +11,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.hpp"
@@ -39,6 +40,25 @@ public:
     /// Dequantize to fp32/fp16/bf16 (fp16/bf16 as uint16_t bit patterns), rows [range).
     virtual void dequantize_to(void* out, std::size_t out_stride, kernels::out_type type,
                                row_range range = all_rows) const = 0;
+
+protected:
+    /// dequantize's check of an output of r x c.
+    void check_out(std::size_t r, std::size_t c) const {
+        if (r != rows() || c != cols())
+            LOWBIT_THROW(errc::shape_mismatch, "dequantize: output is " + std::to_string(r) + " x " + std::to_string(c) +
+                                                   ", the quantized matrix is " + std::to_string(rows()) + " x " +
+                                                   std::to_string(cols()));
+    }
+    /// dequantize_to's checks; the rows of `range` to write, [first, second)
+    /// (empty when there is nothing to do).
+    std::pair<std::size_t, std::size_t> out_rows(const void* out, std::size_t out_stride, row_range range) const {
+        if (out == nullptr && rows() && cols()) LOWBIT_THROW(errc::invalid_argument, "dequantize: null output");
+        if (out_stride < cols())
+            LOWBIT_THROW(errc::shape_mismatch, "dequantize: output row stride " + std::to_string(out_stride) +
+                                                   " is smaller than the " + std::to_string(cols()) + " columns");
+        const std::size_t r0 = std::min(range.begin, rows()), r1 = std::min(range.end, rows());
+        return {r0, cols() == 0 ? r0 : std::max(r0, r1)};
+    }
 };
 
 /// lowbit's own planar layout: each row's codes as an LSB-first bit stream
@@ -94,12 +114,8 @@ public:
 
     void dequantize_to(void* out, std::size_t out_stride, kernels::out_type type,
                        row_range range = all_rows) const override {
-        if (out == nullptr && n_rows && n_cols) LOWBIT_THROW(errc::invalid_argument, "dequantize: null output");
-        if (out_stride < n_cols)
-            LOWBIT_THROW(errc::shape_mismatch, "dequantize: output row stride " + std::to_string(out_stride) +
-                                                   " is smaller than the " + std::to_string(n_cols) + " columns");
-        const std::size_t r0 = std::min(range.begin, n_rows), r1 = std::min(range.end, n_rows);
-        if (r0 >= r1 || n_cols == 0) return;
+        const auto [r0, r1] = out_rows(out, out_stride, range);
+        if (r0 >= r1) return;
         const std::size_t esize = type == kernels::out_type::f32 ? 4 : 2;
         void* o = static_cast<unsigned char*>(out) + r0 * out_stride * esize;
         const float* sc = scale.data() + r0 * layout.param_stride;
@@ -146,12 +162,6 @@ private:
             return static_cast<std::size_t>(scheme.scale_bits());
         else
             return stored_param_bits(scheme);
-    }
-    void check_out(std::size_t r, std::size_t c) const {
-        if (r != n_rows || c != n_cols)
-            LOWBIT_THROW(errc::shape_mismatch, "dequantize: output is " + std::to_string(r) + " x " + std::to_string(c) +
-                                                   ", the quantized matrix is " + std::to_string(n_rows) + " x " +
-                                                   std::to_string(n_cols));
     }
 };
 

@@ -39,21 +39,14 @@ public:
     std::size_t storage_bytes() const noexcept override { return blocks.size(); }
 
     void dequantize(matrix_view<float> out, row_range range = all_rows) const override {
-        if (out.rows() != n_rows || out.cols() != n_cols)
-            LOWBIT_THROW(errc::shape_mismatch, "dequantize: output is " + std::to_string(out.rows()) + " x " +
-                                                   std::to_string(out.cols()) + ", the matrix " +
-                                                   std::to_string(n_rows) + " x " + std::to_string(n_cols));
+        check_out(out.rows(), out.cols());
         dequantize_to(out.data(), out.stride(), kernels::out_type::f32, range);
     }
 
     void dequantize_to(void* out, std::size_t out_stride, kernels::out_type t,
                        row_range range = all_rows) const override {
-        if (out == nullptr && n_rows && n_cols) LOWBIT_THROW(errc::invalid_argument, "dequantize: null output");
-        if (out_stride < n_cols)
-            LOWBIT_THROW(errc::shape_mismatch, "dequantize: output row stride " + std::to_string(out_stride) +
-                                                   " is smaller than the " + std::to_string(n_cols) + " columns");
-        const std::size_t r0 = std::min(range.begin, n_rows), r1 = std::min(range.end, n_rows);
-        if (r0 >= r1 || n_cols == 0) return;
+        const auto [r0, r1] = out_rows(out, out_stride, range);
+        if (r0 >= r1) return;
         if (t == kernels::out_type::f32) {
             kernels::dequantize_ggml({type, blocks.data() + r0 * row_size, row_size, r1 - r0, n_cols,
                                       static_cast<float*>(out) + r0 * out_stride, out_stride});
