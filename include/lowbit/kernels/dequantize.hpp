@@ -159,7 +159,9 @@ template <class A>
 inline constexpr bool is_sse2_v = XSIMD_WITH_SSE2 && std::is_base_of_v<xsimd::sse2, A>;
 
 /// fp16_to_float, per arch (F16C converts every half exactly); the ggml
-/// kernels read their fp16 scales with it.
+/// kernels read their fp16 scales with it. A copy rather than a call: the
+/// shared inline fp16_to_float compiled under a per-arch TU's -m flags could
+/// be the copy the linker keeps for every caller.
 template <class Arch>
 inline float half(std::uint16_t h) noexcept {
 #if defined(__F16C__)

@@ -105,7 +105,8 @@ constexpr bool quantize_ggml_simd_supports(ggml::type t, bool with_imatrix) noex
 
 namespace detail::gqz {
 
-/// n f16 or bf16 values at src (little-endian) as f32, exactly.
+/// n f16 or bf16 values at src (little-endian) as f32, exactly: the scalar
+/// ISA's path (the SIMD ones are widen<Arch> below).
 inline void widen_scalar(ggml::type from, const unsigned char* src, float* out, std::size_t n) noexcept {
     for (std::size_t i = 0; i < n; ++i) {
         const auto h = static_cast<std::uint16_t>(src[2 * i] | (src[2 * i + 1] << 8));
@@ -2015,28 +2016,38 @@ inline void widen(ggml::type from, const unsigned char* src, float* out, std::si
         for (; i + L <= n; i += L)
             ::lowbit::detail::simd::bitcast<float>(dq::widen16<Arch>(src + 2 * i) << 16).store_unaligned(out + i);
     } else {
+#if defined(__F16C__)
+        constexpr bool f16c = true;
+#else
+        constexpr bool f16c = false;
+#endif
         for (; i + L <= n; i += L) {
-#if XSIMD_WITH_AVX512BW
             if constexpr (dq::is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
                 _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + 2 * i))));
-                continue;
-            }
 #endif
+            } else if constexpr (dq::is_avx2_v<Arch> && f16c) {
 #if XSIMD_WITH_AVX2 && defined(__F16C__)
-            if constexpr (dq::is_avx2_v<Arch>) {
                 _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i))));
-                continue;
-            }
 #endif
-            namespace ds = ::lowbit::detail::simd;
-            const U h = dq::widen16<Arch>(src + 2 * i);
-            const U m = h & U(0x7FFFu);
-            const U scaled = ds::bitcast<std::uint32_t>(ds::bitcast<float>(m << 13) * B(0x1p112f));
-            const U bits = xsimd::select(m >= U(0x7C00u), (m << 13) | U(0x7F800000u), scaled);
-            ds::bitcast<float>(bits | ((h & U(0x8000u)) << 16)).store_unaligned(out + i);
+            } else {
+                namespace ds = ::lowbit::detail::simd;
+                const U h = dq::widen16<Arch>(src + 2 * i);
+                const U m = h & U(0x7FFFu);
+                const U scaled = ds::bitcast<std::uint32_t>(ds::bitcast<float>(m << 13) * B(0x1p112f));
+                const U bits = xsimd::select(m >= U(0x7C00u), (m << 13) | U(0x7F800000u), scaled);
+                ds::bitcast<float>(bits | ((h & U(0x8000u)) << 16)).store_unaligned(out + i);
+            }
         }
     }
-    widen_scalar(from, src + 2 * i, out + i, n - i);
+    // The tail with this arch's own decoder: widen_scalar's fp16_to_float is
+    // a shared inline function, whose copy from this TU's -m flags the linker
+    // could keep for every caller.
+    for (; i < n; ++i) {
+        const auto h = static_cast<std::uint16_t>(src[2 * i] | (src[2 * i + 1] << 8));
+        out[i] = from == ggml::type::bf16 ? std::bit_cast<float>(static_cast<std::uint32_t>(h) << 16)
+                                          : dq::half<Arch>(h);
+    }
 }
 
 // ---- rows -------------------------------------------------------------------
