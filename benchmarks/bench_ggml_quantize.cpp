@@ -84,27 +84,6 @@ void run(benchmark::State& state, ggml::type t, bool simd, bool with_imatrix) {
     state.SetLabel(simd ? std::string(isa_name(active_isa())) : "scalar");
 }
 
-// All cores (the tool's --threads 0): row ranges on lowbit's parallel_for.
-void run_threads(benchmark::State& state, ggml::type t) {
-    const float* x = matrix();
-    buffer out = make_buffer(rows * ggml::row_bytes(t, cols), 0);
-    const std::size_t rb = ggml::row_bytes(t, cols);
-    for (auto _ : state) {
-        lowbit::parallel_for(rows, 0, 64, [&](std::size_t r0, std::size_t r1) {
-            quantize_ggml_rows(t, x + r0 * cols, out.get() + r0 * rb, r1 - r0, cols, nullptr);
-        });
-        benchmark::DoNotOptimize(out.get());
-        benchmark::ClobberMemory();
-    }
-    counters(state);
-    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) *
-                            static_cast<std::int64_t>(rows * cols * sizeof(float)));
-    state.SetLabel(std::string(isa_name(active_isa())) + ", " + std::to_string(lowbit::default_threads()) + " threads");
-}
-
-// What `lowbit quantize` runs on an F16 tensor: row ranges on every core,
-// each widened to f32 a few rows at a time and quantized (the input is
-// read at 2 bytes a weight).
 const unsigned char* matrix_f16() {
     static const buffer h = [] {
         buffer b = make_buffer(rows * cols * 2, 0);
@@ -118,22 +97,26 @@ const unsigned char* matrix_f16() {
     return h.get();
 }
 
-void run_f16_threads(benchmark::State& state, ggml::type t) {
-    const unsigned char* x = matrix_f16();
-    const std::size_t rb = ggml::row_bytes(t, cols);
+// All cores (the tool's --threads 0): row ranges on lowbit's parallel_for,
+// from the f32 matrix or (as `lowbit quantize` does with an F16 tensor) from
+// the same matrix in f16, widened a few rows at a time and quantized (the
+// input is read at 2 bytes a weight).
+void run_threads(benchmark::State& state, ggml::type t, ggml::type from) {
+    const bool f16 = from == ggml::type::f16;
+    const auto* x = f16 ? matrix_f16() : reinterpret_cast<const unsigned char*>(matrix());
+    const std::size_t in_row = cols * (f16 ? 2 : sizeof(float)), rb = ggml::row_bytes(t, cols);
     buffer out = make_buffer(rows * rb, 0);
     for (auto _ : state) {
         lowbit::parallel_for(rows, 0, 16, [&](std::size_t r0, std::size_t r1) {
-            quantize_ggml_rows(t, ggml::type::f16, x + r0 * cols * 2, out.get() + r0 * rb, r1 - r0, cols, nullptr);
+            quantize_ggml_rows(t, from, x + r0 * in_row, out.get() + r0 * rb, r1 - r0, cols, nullptr);
         });
         benchmark::DoNotOptimize(out.get());
         benchmark::ClobberMemory();
     }
     counters(state);
-    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) *
-                            static_cast<std::int64_t>(rows * cols * 2));
+    state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(rows * in_row));
     state.SetLabel(std::string(isa_name(active_isa())) + ", " + std::to_string(lowbit::default_threads()) +
-                   " threads, from f16");
+                   (f16 ? " threads, from f16" : " threads"));
 }
 
 void register_all() {
@@ -148,7 +131,7 @@ void register_all() {
     fast(benchmark::RegisterBenchmark("read_input_all_threads", [](benchmark::State& s) {
         const float* x = matrix();
         for (auto _ : s) {
-            lowbit::parallel_for(rows, 0, 64, [&](std::size_t r0, std::size_t r1) {
+            lowbit::parallel_for(rows, 0, 16, [&](std::size_t r0, std::size_t r1) {
                 std::uint64_t sum = 0;
                 const auto* p = reinterpret_cast<const std::uint64_t*>(x + r0 * cols);
                 const std::size_t n = (r1 - r0) * cols / 2;
@@ -188,9 +171,9 @@ void register_all() {
             }
             if (!im) {
                 fast(benchmark::RegisterBenchmark((base + "_simd_all_threads").c_str(),
-                                                  [t = t](benchmark::State& s) { run_threads(s, t); }));
+                                                  [t = t](benchmark::State& s) { run_threads(s, t, ggml::type::f32); }));
                 fast(benchmark::RegisterBenchmark((base + "_from_f16_all_threads").c_str(),
-                                                  [t = t](benchmark::State& s) { run_f16_threads(s, t); }));
+                                                  [t = t](benchmark::State& s) { run_threads(s, t, ggml::type::f16); }));
             }
         }
 }

@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "../core/error.hpp"
-#include "../core/numeric.hpp"
 #include "../core/view.hpp"
+#include "../kernels/dequantize.hpp"
 #include "../kernels/ggml_dequantize.hpp"
 #include "../kernels/ggml_quantize.hpp"
 #include "../parallel.hpp"
@@ -53,11 +53,9 @@ public:
             return;
         }
         std::vector<float> row(n_cols);
-        auto* o = static_cast<std::uint16_t*>(out);
         for (std::size_t r = r0; r < r1; ++r) {
             kernels::dequantize_ggml({type, blocks.data() + r * row_size, row_size, 1, n_cols, row.data(), n_cols});
-            for (std::size_t c = 0; c < n_cols; ++c)
-                o[r * out_stride + c] = t == kernels::out_type::f16 ? float_to_fp16(row[c]) : float_to_bf16(row[c]);
+            for (std::size_t c = 0; c < n_cols; ++c) kernels::detail::dq::ref_store(out, r * out_stride + c, row[c], t);
         }
     }
 };
