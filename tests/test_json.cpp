@@ -1,6 +1,7 @@
 #include "catch.hpp"
 
 #include <lowbit/core/json.hpp>
+#include <lowbit/core/utf8.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -195,6 +196,52 @@ TEST_CASE("json strings: escapes, surrogate pairs, UTF-8", "[json]") {
         INFO(bad);
         CHECK(error_code_of(bad) == errc::corrupt_file);
     }
+}
+
+// The one UTF-8 rule (core/utf8.hpp) that JSON, safetensors and GGUF share.
+static_assert(lowbit::utf8::sequence_length("\xe6\xa8\xa1") == 3);
+static_assert(lowbit::utf8::first_invalid("ab\xc0\x80") == 2);
+
+TEST_CASE("utf8: well-formed sequences and the first bad byte", "[json][utf8]") {
+    namespace utf8 = lowbit::utf8;
+    CHECK(utf8::sequence_length("") == 0);
+    CHECK(utf8::sequence_length("a") == 1);
+    CHECK(utf8::sequence_length("\xc2\x80") == 2);            // U+0080, the first 2-byte one
+    CHECK(utf8::sequence_length("\xe0\xa0\x80") == 3);        // U+0800
+    CHECK(utf8::sequence_length("\xed\x9f\xbf") == 3);        // U+D7FF, just below the surrogates
+    CHECK(utf8::sequence_length("\xee\x80\x80") == 3);        // U+E000, just above them
+    CHECK(utf8::sequence_length("\xf0\x9f\x98\x80") == 4);    // U+1F600
+    CHECK(utf8::sequence_length("\xf4\x8f\xbf\xbf") == 4);    // U+10FFFF
+    CHECK(utf8::is_valid(""));
+    CHECK(utf8::is_valid("plain ascii\x7f"));
+    CHECK(utf8::is_valid("\xe6\xa8\xa1\xe5\x9e\x8b \xf0\x9f\xa6\x99"));  // U+6A21 U+578B, U+1F999
+    CHECK(utf8::is_valid(std::string("a\0b", 3)));
+    const struct {
+        std::string_view s;
+        std::size_t bad;
+    } cases[] = {
+        {"\x80", 0},                  // lone continuation byte
+        {"ab\xff", 2},                // never in UTF-8
+        {"\xc0\x80", 0},              // overlong NUL
+        {"\xc1\xbf", 0},              // overlong 2-byte
+        {"\xe0\x9f\xbf", 0},          // overlong 3-byte
+        {"\xf0\x8f\xbf\xbf", 0},      // overlong 4-byte
+        {"x\xed\xa0\x80", 1},         // UTF-8-encoded high surrogate
+        {"\xed\xbf\xbf", 0},          // low surrogate
+        {"\xf4\x90\x80\x80", 0},      // U+110000
+        {"\xf5\x80\x80\x80", 0},      // lead byte past U+10FFFF
+        {"ok\xe2\x82", 2},            // truncated at the end
+        {"\xe2\x82x", 0},             // truncated by an ASCII byte
+        {"\xc3\xa9\xf0\x9f\x98", 2},  // valid, then a truncated 4-byte sequence
+    };
+    for (const auto& c : cases) {
+        INFO(std::string(c.s));
+        CHECK(utf8::first_invalid(c.s) == c.bad);
+        CHECK_FALSE(utf8::is_valid(c.s));
+    }
+    // A string_view ends the sequence: bytes past it are not read.
+    const std::string_view cut = std::string_view("\xe6\xa8\xa1").substr(0, 2);
+    CHECK(utf8::first_invalid(cut) == 0);
 }
 
 TEST_CASE("json parse rejects what RFC 8259 does, with byte offsets", "[json]") {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "error.hpp"
+#include "utf8.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
 
@@ -345,26 +346,6 @@ inline std::size_t number_length(std::string_view s) noexcept {
 
 inline bool is_number_text(std::string_view s) noexcept { return !s.empty() && number_length(s) == s.size(); }
 
-// Bytes in the well-formed UTF-8 sequence at the start of s (Unicode 15,
-// table 3-7: no overlongs, no surrogates, nothing past U+10FFFF); 0 if it is not one.
-inline std::size_t utf8_sequence_length(std::string_view s) noexcept {
-    const auto b = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-    if (s.empty()) return 0;
-    const unsigned c = b(0);
-    if (c < 0x80) return 1;
-    const auto cont = [&](std::size_t i, unsigned lo = 0x80, unsigned hi = 0xbf) {
-        return i < s.size() && b(i) >= lo && b(i) <= hi;
-    };
-    if (c >= 0xc2 && c <= 0xdf) return cont(1) ? 2 : 0;
-    if (c == 0xe0) return cont(1, 0xa0) && cont(2) ? 3 : 0;
-    if ((c >= 0xe1 && c <= 0xec) || c == 0xee || c == 0xef) return cont(1) && cont(2) ? 3 : 0;
-    if (c == 0xed) return cont(1, 0x80, 0x9f) && cont(2) ? 3 : 0;
-    if (c == 0xf0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
-    if (c >= 0xf1 && c <= 0xf3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
-    if (c == 0xf4) return cont(1, 0x80, 0x8f) && cont(2) && cont(3) ? 4 : 0;
-    return 0;
-}
-
 inline void append_utf8(std::string& out, std::uint32_t cp) {
     if (cp < 0x80) {
         out += static_cast<char>(cp);
@@ -606,7 +587,7 @@ private:
             }
             if (c < 0x20) fail(pos_, "raw control character " + show_byte(s_[pos_]) + " in a string (must be escaped)");
             if (c >= 0x80) {
-                const std::size_t n = utf8_sequence_length(s_.substr(pos_));
+                const std::size_t n = utf8::sequence_length(s_.substr(pos_));
                 if (n == 0) fail(pos_, "invalid UTF-8 in a string (" + show_byte(s_[pos_]) + ")");
                 out.append(s_.data() + pos_, n);
                 pos_ += n;
@@ -663,7 +644,7 @@ inline void dump_string(std::string& out, std::string_view s, style st) {
     for (std::size_t i = 0; i < s.size();) {
         const auto c = static_cast<unsigned char>(s[i]);
         if (c >= 0x80) {
-            const std::size_t n = utf8_sequence_length(s.substr(i));
+            const std::size_t n = utf8::sequence_length(s.substr(i));
             if (n == 0)
                 LOWBIT_THROW(errc::invalid_argument,
                              "json: string has invalid UTF-8 at byte " + std::to_string(i) + " (" + show_byte(s[i]) + ")");

@@ -8,8 +8,9 @@
 // u32 n_dims, u64 dims[n_dims], u32 ggml type, u64 offset); zero padding to
 // general.alignment (default 32); the data section, where each tensor's
 // offset is relative to its start and a multiple of the alignment. Strings are
-// a u64 byte count and the bytes; arrays are a u32 element type, a u64 count
-// and the elements.
+// a u64 byte count and the bytes, UTF-8 (the reader and the writer check
+// every key, string value and tensor name); arrays are a u32 element type, a
+// u64 count and the elements.
 
 #include <algorithm>
 #include <bit>
@@ -26,11 +27,13 @@
 #include <string_view>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <variant>
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/utf8.hpp"
 #include "../detail/file_io.hpp"
 #include "../detail/names.hpp"
 #include "ggml_types.hpp"
@@ -373,6 +376,15 @@ constexpr std::uint64_t align_up(std::uint64_t x, std::uint64_t a) noexcept { re
 
 using lowbit::detail::show_name;
 
+// "0xNN (after 'prefix') starts no well-formed sequence": the bad byte at
+// s[bad], with the valid text before it (the invalid bytes are not shown).
+inline std::string utf8_problem(std::string_view s, std::size_t bad) {
+    static constexpr char hex[] = "0123456789abcdef";
+    const auto c = static_cast<unsigned char>(s[bad]);
+    return std::string("0x") + hex[c >> 4] + hex[c & 15] + " (after " + show_name(s.substr(0, bad)) +
+           ") starts no well-formed sequence";
+}
+
 [[noreturn]] inline void throw_corrupt(std::string_view source, const std::string& what) {
     LOWBIT_THROW(errc::corrupt_file, (source.empty() ? std::string() : std::string(source) + ": ") + what);
     std::abort();
@@ -424,6 +436,9 @@ public:
         if (len > max_len)
             fail_at(at, what, "length " + std::to_string(len) + " exceeds the limit of " + std::to_string(max_len));
         const std::string_view s(reinterpret_cast<const char*>(bytes_.data() + pos_), static_cast<std::size_t>(len));
+        // GGUF strings are UTF-8; the offset is the bad byte's, in the file.
+        if (const std::size_t bad = utf8::first_invalid(s); bad != s.size())
+            fail_at(pos_ + bad, what, "not valid UTF-8: " + utf8_problem(s, bad));
         pos_ += len;
         return s;
     }
@@ -850,12 +865,12 @@ private:
 
     std::uint64_t check_tensor(const std::string& name, const std::vector<std::uint64_t>& shape, ggml::type type) const {
         using namespace gguf::detail;
+        check_utf8(name, [] { return std::string("tensor name"); });
         const std::string what = "tensor " + show_name(name);
         if (name.size() > max_name_bytes)
             throw_invalid(what + ": name is " + std::to_string(name.size()) + " bytes, the limit is " +
                           std::to_string(max_name_bytes));
-        if (std::any_of(tensors_.begin(), tensors_.end(), [&](const pending& p) { return p.name == name; }))
-            throw_invalid(what + " is already added");
+        if (names_.contains(name)) throw_invalid(what + " is already added");
         if (shape.size() > max_dims)
             throw_invalid(what + ": " + std::to_string(shape.size()) + " dims, GGML_MAX_DIMS is " +
                           std::to_string(max_dims));
@@ -881,7 +896,17 @@ private:
 
     void push(std::string name, std::vector<std::uint64_t> shape, ggml::type type, std::uint64_t size,
               std::span<const std::byte> data, gguf_fill_fn fill) {
+        names_.insert(name);
         tensors_.push_back({std::move(name), std::move(shape), type, size, data, std::move(fill)});
+    }
+
+    // errc::invalid_argument naming the field (a callable, so the name is
+    // only built on failure) unless `s` is valid UTF-8.
+    template <class What>
+    static void check_utf8(std::string_view s, What&& what) {
+        if (const std::size_t bad = utf8::first_invalid(s); bad != s.size())
+            gguf::detail::throw_invalid(std::string(what()) + " is not valid UTF-8 at byte " + std::to_string(bad) +
+                                        ": " + gguf::detail::utf8_problem(s, bad));
     }
 
     std::uint32_t alignment() const {
@@ -907,24 +932,29 @@ private:
         gguf::detail::store_le(b, v);
         out.insert(out.end(), b, b + sizeof(T));
     }
-    static void put_array(std::vector<std::byte>& out, const gguf_array& a, int depth, const std::string& key) {
+    // `what` names the array in messages ("metadata 'k' value element 2").
+    static void put_array(std::vector<std::byte>& out, const gguf_array& a, int depth, const std::string& what) {
         if (a.element_type() == gguf_type::array && depth + 1 >= gguf::detail::max_array_depth)
-            gguf::detail::throw_invalid("metadata " + gguf::detail::show_name(key) + ": arrays nested deeper than " +
+            gguf::detail::throw_invalid(what + ": arrays nested deeper than " +
                                         std::to_string(gguf::detail::max_array_depth) + " levels");
         put(out, static_cast<std::uint32_t>(a.element_type()));
         put(out, static_cast<std::uint64_t>(a.size()));
         std::visit(
             [&](const auto& items) {
                 using T = typename std::decay_t<decltype(items)>::value_type;
+                std::size_t i = 0;
+                const auto element = [&] { return what + " element " + std::to_string(i); };
                 for (const auto& x : items) {
-                    if constexpr (std::is_same_v<T, std::string>)
+                    if constexpr (std::is_same_v<T, std::string>) {
+                        check_utf8(x, element);
                         put_string(out, x);
-                    else if constexpr (std::is_same_v<T, gguf_array>)
-                        put_array(out, x, depth + 1, key);
+                    } else if constexpr (std::is_same_v<T, gguf_array>)
+                        put_array(out, x, depth + 1, element());
                     else if constexpr (std::is_same_v<T, bool>)
                         put(out, static_cast<std::uint8_t>(x ? 1 : 0));
                     else
                         put(out, static_cast<T>(x));
+                    ++i;
                 }
             },
             a.items());
@@ -943,15 +973,18 @@ private:
                 gguf::detail::throw_invalid("metadata key of " + std::to_string(kv.key.size()) +
                                             " bytes exceeds the limit of " +
                                             std::to_string(gguf::detail::max_key_bytes));
+            check_utf8(kv.key, [] { return std::string("metadata key"); });
             put_string(out, kv.key);
             put(out, static_cast<std::uint32_t>(type_of(kv.value)));
+            const auto what = [&] { return "metadata " + gguf::detail::show_name(kv.key) + " value"; };
             std::visit(
                 [&](const auto& x) {
                     using T = std::decay_t<decltype(x)>;
-                    if constexpr (std::is_same_v<T, std::string>)
+                    if constexpr (std::is_same_v<T, std::string>) {
+                        check_utf8(x, what);
                         put_string(out, x);
-                    else if constexpr (std::is_same_v<T, gguf_array>)
-                        put_array(out, x, 0, kv.key);
+                    } else if constexpr (std::is_same_v<T, gguf_array>)
+                        put_array(out, x, 0, what());
                     else if constexpr (std::is_same_v<T, bool>)
                         put(out, static_cast<std::uint8_t>(x ? 1 : 0));
                     else
@@ -993,6 +1026,7 @@ private:
 
     gguf_metadata metadata_;
     std::vector<pending> tensors_;
+    std::unordered_set<std::string> names_;  // of tensors_, so add_tensor stays O(1) with 10^5 tensors
 };
 
 inline void gguf_writer::write(const std::filesystem::path& path) const {

@@ -39,11 +39,13 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include "../core/error.hpp"
 #include "../core/json.hpp"
+#include "../core/utf8.hpp"
 #include "../detail/file_io.hpp"
 #include "../detail/names.hpp"
 
@@ -231,13 +233,15 @@ inline std::string dtype_names() {
     std::abort();
 }
 
-inline bool valid_utf8(std::string_view s) noexcept {
-    for (std::size_t i = 0; i < s.size();) {
-        const std::size_t n = json::detail::utf8_sequence_length(s.substr(i));
-        if (n == 0) return false;
-        i += n;
-    }
-    return true;
+// Empty if `s` is valid UTF-8, else where and what its first bad byte is
+// (the bad string itself is not shown: its valid prefix is).
+inline std::string utf8_problem(std::string_view s) {
+    const std::size_t bad = utf8::first_invalid(s);
+    if (bad == s.size()) return {};
+    static constexpr char hex[] = "0123456789abcdef";
+    const auto c = static_cast<unsigned char>(s[bad]);
+    return "is not valid UTF-8: byte " + std::to_string(bad) + " (0x" + hex[c >> 4] + hex[c & 15] + ", after " +
+           show_name(s.substr(0, bad)) + ") starts no well-formed sequence";
 }
 
 using lowbit::detail::edit_distance;
@@ -296,9 +300,8 @@ public:
     /// Whether the header has a "__metadata__" object (possibly empty).
     bool has_metadata() const noexcept { return s_->has_metadata; }
     const std::string* find_metadata(std::string_view key) const {
-        for (const auto& kv : s_->metadata)
-            if (kv.first == key) return &kv.second;
-        return nullptr;
+        const auto it = s_->metadata_index.find(key);
+        return it == s_->metadata_index.end() ? nullptr : &s_->metadata[it->second].second;
     }
 
     /// N, the header's length in bytes (padding included).
@@ -322,6 +325,7 @@ private:
         std::vector<std::size_t> by_offset;
         std::unordered_map<std::string_view, std::size_t> index;  // views into tensors[i].name
         std::vector<std::pair<std::string, std::string>> metadata;
+        std::unordered_map<std::string_view, std::size_t> metadata_index;  // views into metadata[i].first
         bool has_metadata = false;
     };
 
@@ -523,6 +527,8 @@ inline file file::parse(std::span<const std::byte> bytes, std::shared_ptr<const 
         if (!s->index.emplace(s->tensors[i].name, i).second)
             corrupt("tensor " + show_name(s->tensors[i].name) + " appears twice");  // unreachable: keys are unique
     }
+    for (std::size_t i = 0; i < s->metadata.size(); ++i)
+        s->metadata_index.emplace(s->metadata[i].first, i);  // keys are unique: the JSON parser checked
     return file(std::move(s));
 }
 
@@ -545,12 +551,14 @@ public:
     void add(std::string name, dtype type, std::vector<std::uint64_t> shape, std::span<const std::byte> data) {
         const std::uint64_t size = check(name, type, shape);
         check_size(name, type, shape, size, data.size());
+        names_.insert(name);
         tensors_.push_back({std::move(name), type, std::move(shape), size, data, {}, {}});
     }
     /// The writer keeps `data` (a temporary buffer is safe here).
     void add(std::string name, dtype type, std::vector<std::uint64_t> shape, std::vector<std::byte>&& data) {
         const std::uint64_t size = check(name, type, shape);
         check_size(name, type, shape, size, data.size());
+        names_.insert(name);
         tensors_.push_back({std::move(name), type, std::move(shape), size, {}, {}, std::move(data)});
         tensors_.back().data = tensors_.back().owned;  // a moved vector keeps its buffer
     }
@@ -560,19 +568,22 @@ public:
         if (!fill)
             LOWBIT_THROW(errc::invalid_argument,
                          "safetensors writer: tensor " + detail::show_name(name) + ": empty fill function");
+        names_.insert(name);
         tensors_.push_back({std::move(name), type, std::move(shape), size, {}, std::move(fill), {}});
     }
 
     /// Sets (or replaces) a "__metadata__" pair.
     void set_metadata(std::string key, std::string value) {
-        if (!detail::valid_utf8(key) || !detail::valid_utf8(value))
+        if (const auto p = detail::utf8_problem(key); !p.empty())
+            LOWBIT_THROW(errc::invalid_argument, "safetensors writer: metadata key " + p);
+        if (const auto p = detail::utf8_problem(value); !p.empty())
             LOWBIT_THROW(errc::invalid_argument,
-                         "safetensors writer: metadata " + detail::show_name(key) + " is not valid UTF-8");
-        for (auto& kv : metadata_)
-            if (kv.first == key) {
-                kv.second = std::move(value);
-                return;
-            }
+                         "safetensors writer: metadata value of " + detail::show_name(key) + " " + p);
+        const auto [it, added] = metadata_index_.try_emplace(key, metadata_.size());
+        if (!added) {
+            metadata_[it->second].second = std::move(value);
+            return;
+        }
         metadata_.emplace_back(std::move(key), std::move(value));
     }
     std::span<const std::pair<std::string, std::string>> metadata() const noexcept { return metadata_; }
@@ -669,9 +680,9 @@ private:
         if (name.starts_with("__"))
             LOWBIT_THROW(errc::invalid_argument,
                          what + ": names starting with \"__\" are reserved (\"__metadata__\" holds the metadata)");
-        if (!detail::valid_utf8(name)) LOWBIT_THROW(errc::invalid_argument, what + ": name is not valid UTF-8");
-        if (std::any_of(tensors_.begin(), tensors_.end(), [&](const pending& p) { return p.name == name; }))
-            LOWBIT_THROW(errc::invalid_argument, what + " is already added");
+        if (const auto p = detail::utf8_problem(name); !p.empty())
+            LOWBIT_THROW(errc::invalid_argument, "safetensors writer: tensor name " + p);
+        if (names_.contains(name)) LOWBIT_THROW(errc::invalid_argument, what + " is already added");
         if (static_cast<unsigned>(type) >= all_dtypes.size())
             LOWBIT_THROW(errc::invalid_argument,
                          what + ": dtype " + std::to_string(static_cast<unsigned>(type)) + " is not a safetensors dtype");
@@ -716,7 +727,9 @@ private:
 
     std::filesystem::path destination_;
     std::vector<pending> tensors_;
+    std::unordered_set<std::string> names_;  // of tensors_, so add() stays O(1) with 10^5 tensors
     std::vector<std::pair<std::string, std::string>> metadata_;
+    std::unordered_map<std::string, std::size_t> metadata_index_;  // key -> position in metadata_
 };
 
 }  // namespace safetensors
