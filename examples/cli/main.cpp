@@ -3,6 +3,7 @@
 //   lowbit compare [--formats a,b,...] [--data gaussian,student-t,llm] [--rows N] [--cols N]
 //                  [--seed S] [--threads N] [--csv] [--plot FILE.svg]
 //   lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE] [--threads N] [--leave-output-tensor] [--pure]
+//                   [--allow-requantize]
 //   lowbit quantize IN.safetensors OUT.safetensors --format F [--rules cuda|cpu] [--include-embeddings] [--threads N]
 //   lowbit inspect FILE.gguf|FILE.safetensors
 //   lowbit formats
@@ -13,6 +14,8 @@
 #include <lowbit/lowbit.hpp>
 
 #include <algorithm>
+#include <charconv>
+#include <cstdint>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -20,6 +23,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <new>
 #include <random>
 #include <sstream>
 #include <set>
@@ -317,12 +321,28 @@ int cmd_inspect(int argc, char** argv) {
     return 0;
 }
 
+// A count flag's value: digits only, within [lo, hi] (no wrap-around).
+std::uint64_t parse_count(std::string_view flag, const std::string& v, std::uint64_t lo, std::uint64_t hi) {
+    std::uint64_t n = 0;
+    const auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (v.empty() || r.ptr != v.data() + v.size() || (r.ec != std::errc{} && r.ec != std::errc::result_out_of_range))
+        LOWBIT_THROW(lowbit::errc::invalid_argument, std::string(flag) + ": '" + v + "' is not a " +
+                                                         (lo ? "positive" : "non-negative") + " integer");
+    if (r.ec == std::errc::result_out_of_range || n < lo || n > hi)
+        LOWBIT_THROW(lowbit::errc::invalid_argument, std::string(flag) + ": " + v + " is outside " +
+                                                         std::to_string(lo) + ".." + std::to_string(hi));
+    return n;
+}
+
 unsigned parse_threads(const std::string& v) {
-    char* end = nullptr;
-    const unsigned long n = std::strtoul(v.c_str(), &end, 10);
-    if (v.empty() || *end || v[0] == '-')
-        LOWBIT_THROW(lowbit::errc::invalid_argument, "--threads: '" + v + "' is not a non-negative integer");
-    return static_cast<unsigned>(n);
+    return static_cast<unsigned>(parse_count("--threads", v, 0, lowbit::max_threads));
+}
+
+// An output path must name the container being written (checked before any work).
+void check_output_extension(const std::string& out, std::string_view ext) {
+    if (!out.ends_with(ext))
+        LOWBIT_THROW(lowbit::errc::invalid_argument, "quantize: the output '" + out + "' must end in " +
+                                                         std::string(ext) + ", the container being written");
 }
 
 // lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq: a
@@ -357,6 +377,7 @@ int quantize_safetensors(int argc, char** argv) {
         LOWBIT_THROW(lowbit::errc::invalid_argument,
                      "usage: lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|... "
                      "[--rules cuda|cpu] [--include-embeddings] [--threads N]");
+    check_output_extension(pos[1], ".safetensors");
     const bool tty = isatty(STDERR_FILENO);
     opt.progress = [&](std::size_t i, std::size_t n, const std::string& name, bool q) {
         if (!tty) return;
@@ -406,6 +427,8 @@ int cmd_quantize(int argc, char** argv) {
             opt.leave_output_tensor = true;
         } else if (a == "--pure") {
             opt.pure = true;
+        } else if (a == "--allow-requantize") {
+            opt.allow_requantize = true;
         } else if (a.starts_with("--")) {
             LOWBIT_THROW(lowbit::errc::invalid_argument, "quantize: unknown option '" + std::string(a) + "'");
         } else {
@@ -414,6 +437,7 @@ int cmd_quantize(int argc, char** argv) {
     }
     if (pos.size() != 2 || !have_type)
         LOWBIT_THROW(lowbit::errc::invalid_argument, "usage: lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE]");
+    check_output_extension(pos[1], ".gguf");
     const bool tty = isatty(STDERR_FILENO);
     opt.progress = [&](std::size_t i, std::size_t n, double frac, const lowbit::gguf_tensor_report& r) {
         if (!tty) return;
@@ -426,10 +450,11 @@ int cmd_quantize(int argc, char** argv) {
     const auto s = lowbit::quantize_gguf(pos[0], pos[1], opt);
     if (tty) std::fprintf(stderr, "\r%-120s\r", "");
     std::map<std::string, std::pair<std::size_t, std::uint64_t>> to_types;
-    std::size_t n_quant = 0, n_kept = 0, n_fallback = 0, n_imatrix = 0;
+    std::size_t n_quant = 0, n_kept = 0, n_fallback = 0, n_imatrix = 0, n_requant = 0;
     for (const auto& r : s.tensors) {
         if (r.quantized) {
             ++n_quant;
+            n_requant += r.requantized;
             auto& e = to_types[std::string(lowbit::ggml::traits(r.to).name)];
             ++e.first;
             e.second += r.bytes_out;
@@ -443,6 +468,9 @@ int cmd_quantize(int argc, char** argv) {
     std::printf("  tensors      %zu quantized, %zu kept as they were", n_quant, n_kept);
     if (n_fallback) std::printf(", %zu fell back to another type (row length)", n_fallback);
     std::printf("\n");
+    if (n_requant)
+        std::printf("  requantized  %zu tensors were already quantized: dequantized to f32, then quantized again\n",
+                    n_requant);
     if (opt.imatrix) std::printf("  imatrix      %zu entries, used for %zu tensors\n", s.imatrix_entries, n_imatrix);
     std::printf("  size         %s -> %s (%.1f%%)\n", mib(s.bytes_in).c_str(), mib(s.bytes_out).c_str(),
                 s.bytes_in ? 100.0 * static_cast<double>(s.bytes_out) / static_cast<double>(s.bytes_in) : 100.0);
@@ -460,7 +488,7 @@ int usage(int code) {
                  "usage: lowbit compare [--formats a,b,...] [--data gaussian,student-t,llm] [--rows N] [--cols N]\n"
                  "                      [--seed S] [--threads N] [--csv] [--plot FILE.svg]\n"
                  "       lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE] [--threads N]\n"
-                 "                       [--leave-output-tensor] [--pure]\n"
+                 "                       [--leave-output-tensor] [--pure] [--allow-requantize]\n"
                  "       lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|...\n"
                  "                       [--rules cuda|cpu] [--include-embeddings] [--threads N]\n"
                  "       lowbit inspect FILE.gguf|FILE.safetensors\n"
@@ -490,22 +518,12 @@ int cmd_compare(int argc, char** argv) {
             if (i + 1 >= argc) LOWBIT_THROW(lowbit::errc::invalid_argument, std::string(a) + " needs a value");
             return argv[++i];
         };
-        auto number = [&](bool allow_zero = false) -> std::size_t {
-            const std::string v = value();
-            char* end = nullptr;
-            const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
-            if (v.empty() || *end != '\0' || v[0] == '-' || (n == 0 && !allow_zero))
-                LOWBIT_THROW(lowbit::errc::invalid_argument,
-                             std::string(a) + ": '" + v + "' is not a " + (allow_zero ? "non-negative" : "positive") +
-                                 " integer");
-            return static_cast<std::size_t>(n);
-        };
         if (a == "--formats") fmts = split(value(), ',');
         else if (a == "--data") kinds = split(value(), ',');
-        else if (a == "--rows") rows = number();
-        else if (a == "--cols") cols = number();
-        else if (a == "--seed") seed = number();
-        else if (a == "--threads") threads = static_cast<unsigned>(number(true));
+        else if (a == "--rows") rows = static_cast<std::size_t>(parse_count(a, value(), 1, SIZE_MAX));
+        else if (a == "--cols") cols = static_cast<std::size_t>(parse_count(a, value(), 1, SIZE_MAX));
+        else if (a == "--seed") seed = parse_count(a, value(), 0, UINT64_MAX);
+        else if (a == "--threads") threads = parse_threads(value());
         else if (a == "--csv") csv = true;
         else if (a == "--plot") plot = value();
         else if (a == "-h" || a == "--help") return usage(0);
@@ -518,8 +536,21 @@ int cmd_compare(int argc, char** argv) {
         }
     else
         for (const auto& n : fmts) chosen.push_back(&lowbit::find_format(n));
+    // Each data set and its dequantized copy are rows x cols floats.
+    if (cols > SIZE_MAX / 4 / rows)
+        LOWBIT_THROW(lowbit::errc::invalid_argument, "compare: --rows " + std::to_string(rows) + " x --cols " +
+                                                         std::to_string(cols) + " floats overflow this machine's sizes");
     std::vector<dataset> data;
-    for (std::size_t k = 0; k < kinds.size(); ++k) data.push_back(make_dataset(kinds[k], rows, cols, seed + k));
+    for (std::size_t k = 0; k < kinds.size(); ++k) {
+        try {
+            data.push_back(make_dataset(kinds[k], rows, cols, seed + k));
+        } catch (const std::bad_alloc&) {
+            LOWBIT_THROW(lowbit::errc::invalid_argument,
+                         "compare: cannot allocate the " + kinds[k] + " data set, " + std::to_string(rows) + " x " +
+                             std::to_string(cols) + " floats (" + mib(4ull * rows * cols) +
+                             "): use smaller --rows/--cols");
+        }
+    }
     std::vector<row_result> results;
     std::set<std::string_view> left_out;  // default formats the shape does not fit
     const bool progress = !csv && isatty(STDERR_FILENO);
@@ -553,6 +584,9 @@ int cmd_compare(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // An interrupted write leaves no temporary file; a mapped input that
+    // shrinks under us is an error naming it, not a bus error.
+    lowbit::install_signal_cleanup();
     try {
         if (argc < 2) return usage(2);
         const std::string_view cmd = argv[1];
@@ -567,6 +601,9 @@ int main(int argc, char** argv) {
         if (cmd == "-h" || cmd == "--help" || cmd == "help") return usage(0);
         std::fprintf(stderr, "lowbit: unknown command '%s'\n", argv[1]);
         return usage(2);
+    } catch (const std::bad_alloc&) {
+        std::fprintf(stderr, "lowbit: out of memory: a buffer this run needs does not fit in memory\n");
+        return 1;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "%s\n", e.what());
         return 1;

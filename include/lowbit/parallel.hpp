@@ -5,12 +5,16 @@
 #include <algorithm>
 #include <cstddef>
 #include <exception>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 #include "detail/config.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
+
+/// The most threads a tool accepts (--threads): beyond it a count is a typo.
+inline constexpr unsigned max_threads = 1024;
 
 /// Threads to use when asked for 0: the hardware's count.
 inline unsigned default_threads() noexcept {
@@ -21,6 +25,8 @@ inline unsigned default_threads() noexcept {
 /// Calls fn(begin, end) on contiguous chunks of [0, n) from up to `threads`
 /// threads (0 = default_threads()), chunk sizes a multiple of `grain`. The
 /// first exception thrown by any chunk is rethrown after all have finished.
+/// Threads that cannot be created are not an error: their chunks run on the
+/// calling thread.
 template <class F>
 void parallel_for(std::size_t n, unsigned threads, std::size_t grain, F&& fn) {
     if (threads == 0) threads = default_threads();
@@ -43,8 +49,18 @@ void parallel_for(std::size_t n, unsigned threads, std::size_t grain, F&& fn) {
             errors[w] = std::current_exception();
         }
     };
-    for (std::size_t w = 1; w < workers; ++w) pool.emplace_back(run, w);
+    // A thread the system will not create (a process or memory limit) leaves
+    // its chunk, and those after it, to this thread: slower, never an abort.
+    std::size_t started = 1;
+    for (; started < workers; ++started) {
+        try {
+            pool.emplace_back(run, started);
+        } catch (const std::system_error&) {
+            break;
+        }
+    }
     run(0);
+    for (std::size_t w = started; w < workers; ++w) run(w);
     for (auto& t : pool) t.join();
     for (auto& e : errors)
         if (e) std::rethrow_exception(e);

@@ -2,6 +2,8 @@
 // lowbit::error: every failure the library reports, with a code and a message
 // that says what is wrong and where.
 
+#include <cstddef>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -38,11 +40,16 @@ constexpr std::string_view to_string(errc c) noexcept {
 class error : public std::runtime_error {
 public:
     error(errc code, const std::string& what)
-        : std::runtime_error("lowbit: " + std::string(to_string(code)) + ": " + what), code_(code) {}
+        : std::runtime_error("lowbit: " + std::string(to_string(code)) + ": " + what), code_(code),
+          prefix_(8 + to_string(code).size() + 2) {}
     errc code() const noexcept { return code_; }
+    /// what() without the "lowbit: <code>: " prefix: the part a caller adding
+    /// context puts after its own ("in.gguf: tensor 'x': " + message()).
+    const char* message() const noexcept { return what() + prefix_; }
 
 private:
     errc code_;
+    std::size_t prefix_;
 };
 
 LOWBIT_NAMESPACE_END
@@ -52,3 +59,12 @@ LOWBIT_NAMESPACE_END
 #ifndef LOWBIT_THROW
 #define LOWBIT_THROW(code, msg) throw ::lowbit::error((code), (msg))
 #endif
+
+LOWBIT_NAMESPACE_BEGIN
+/// Rethrows `e` with `context` in front of its message: one "lowbit: <code>:"
+/// prefix however many layers add where it happened.
+[[noreturn]] inline void rethrow_with_context(const error& e, const std::string& context) {
+    LOWBIT_THROW(e.code(), context + ": " + e.message());
+    std::abort();  // reached only if a LOWBIT_THROW replacement returns
+}
+LOWBIT_NAMESPACE_END

@@ -20,6 +20,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
+#include <cstdio>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -31,9 +33,11 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/finite.hpp"
 #include "../core/json.hpp"
 #include "../core/numeric.hpp"
 #include "bnb.hpp"
+#include "../detail/file_io.hpp"
 #include "safetensors.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -125,6 +129,24 @@ inline std::vector<float> load_floats(const safetensors::tensor_info& t) {
     return out;
 }
 
+/// errc::non_finite naming the row and column of the first NaN or infinity.
+inline void check_finite_tensor(const safetensors::tensor_info& t) {
+    using safetensors::dtype;
+    const auto fs = t.dtype == dtype::f32 ? float_storage::f32
+                    : t.dtype == dtype::f16 ? float_storage::f16 : float_storage::bf16;
+    const std::size_t n = static_cast<std::size_t>(t.numel()), i = first_non_finite(fs, t.data().data(), n);
+    if (i == n) return;
+    const std::size_t cols = t.shape.size() == 2 && t.shape[1] ? static_cast<std::size_t>(t.shape[1]) : n;
+    LOWBIT_THROW(errc::non_finite, "row " + std::to_string(i / cols) + ", column " + std::to_string(i % cols) + " is " +
+                                       non_finite_name(float_at(fs, t.data().data(), i)));
+}
+
+inline std::string show_float(float v) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.9g", static_cast<double>(v));
+    return b;
+}
+
 template <class T>
 std::span<const std::byte> bytes_of(const std::vector<T>& v) {
     return std::as_bytes(std::span<const T>(v));
@@ -145,6 +167,7 @@ inline source_dtype source_of(safetensors::dtype t) {
 inline convert_report convert_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
                                          const convert_options& o = {}) {
     using safetensors::dtype;
+    lowbit::detail::check_output_target(out, "safetensors", {{"input", &in}});
     const auto src = safetensors::file::open(in);
     safetensors::writer w(out);
     for (const auto& kv : src.metadata()) w.set_metadata(kv.first, kv.second);
@@ -172,6 +195,7 @@ inline convert_report convert_checkpoint(const std::filesystem::path& in, const 
         }
         std::vector<float> x;
         try {
+            detail::check_finite_tensor(t);
             x = detail::load_floats(t);
             auto p = std::make_unique<parts>();
             const std::uint64_t rows = t.shape[0], cols = t.shape[1];
@@ -179,7 +203,15 @@ inline convert_report convert_checkpoint(const std::filesystem::path& in, const 
             if (o.format.int8) {
                 // Linear8bitLt quantizes from float16 whatever the checkpoint holds.
                 if (t.dtype != dtype::f16)
-                    for (float& v : x) v = fp16_to_float(float_to_fp16(v));
+                    for (std::size_t k = 0; k < x.size(); ++k) {
+                        const float h = fp16_to_float(float_to_fp16(x[k]));
+                        if (!std::isfinite(h))
+                            LOWBIT_THROW(errc::invalid_argument,
+                                         "row " + std::to_string(k / cols) + ", column " + std::to_string(k % cols) +
+                                             ": " + detail::show_float(x[k]) +
+                                             " is beyond float16's range (65504), which LLM.int8() quantizes from");
+                        x[k] = h;
+                    }
                 p->s8 = quantize_int8_rows(x, static_cast<std::size_t>(rows), static_cast<std::size_t>(cols),
                                            o.threads);
                 w.add(t.name, dtype::i8, {rows, cols}, detail::bytes_of(p->s8.q));
@@ -213,7 +245,7 @@ inline convert_report convert_checkpoint(const std::filesystem::path& in, const 
             }
             keep.push_back(std::move(p));
         } catch (const error& e) {
-            LOWBIT_THROW(e.code(), in.string() + ": tensor '" + t.name + "': " + e.what());
+            rethrow_with_context(e, in.string() + ": tensor '" + t.name + "'");
         }
         rep.quantized++;
         rep.weights_quantized += t.numel();

@@ -34,6 +34,7 @@ struct gguf_tensor_report {
     bool quantized = false;     ///< converted (else copied as it was)
     bool used_imatrix = false;
     bool fell_back = false;     ///< the recipe's type did not fit the row length
+    bool requantized = false;   ///< the input was quantized: dequantized to f32, then quantized again
     double seconds = 0;
 };
 
@@ -43,6 +44,10 @@ struct gguf_quantize_options {
     unsigned threads = 1;          ///< 0 = all cores; the bytes do not depend on it
     bool leave_output_tensor = false;
     bool pure = false;
+    /// A tensor the recipe quantizes that is already quantized (not F32, F16 or
+    /// BF16) is an error, as in llama-quantize; with this set it is dequantized
+    /// to f32 and quantized again (a second rounding).
+    bool allow_requantize = false;
     /// Called after each converted tensor is written: (index, tensor count,
     /// fraction of the converted tensors' input bytes done, report).
     std::function<void(std::size_t, std::size_t, double, const gguf_tensor_report&)> progress;
@@ -64,27 +69,40 @@ struct gguf_quantize_summary {
 namespace detail {
 
 inline ggml::imatrix load_imatrix(const std::filesystem::path& path) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) LOWBIT_THROW(errc::io, "cannot open imatrix " + path.string());
-    char magic[4] = {};
-    f.read(magic, 4);
-    f.close();
-    ggml::imatrix m;
-    if (std::string_view(magic, 4) == "GGUF") {
-        const auto g = read_gguf(path);
-        std::vector<ggml::imatrix_tensor> ts;
-        for (const auto& t : g.tensors()) {
-            if (t.type != ggml::type::f32)
-                LOWBIT_THROW(errc::corrupt_file, path.string() + ": imatrix tensor " + t.name + " is " +
-                                                     std::string(ggml::traits(t.type).name) + ", not f32");
-            const auto b = g.tensor(t);
-            ts.push_back({t.name, {reinterpret_cast<const float*>(b.data()), b.size() / sizeof(float)}, t.shape});
-        }
-        m = ggml::imatrix_from_gguf_tensors(ts);
-    } else {
-        m = ggml::read_imatrix_dat(path);
+    bool gguf_form = false;
+    {
+        const mapped_file f(path, "imatrix");  // a directory or FIFO is refused here, before any read
+        gguf_form = ggml::is_gguf(f.bytes());
     }
-    m.check_finite();
+    ggml::imatrix m;
+    try {
+        if (gguf_form) {
+            const auto g = read_gguf(path);
+            // llama.cpp's imatrix files say what they are; a model says it is one.
+            if (const auto* t = g.find("general.type"); t && std::holds_alternative<std::string>(*t) &&
+                                                        std::get<std::string>(*t) != "imatrix")
+                LOWBIT_THROW(errc::corrupt_file, "a GGUF " + std::get<std::string>(*t) +
+                                                     " file, not an importance matrix (general.type is '" +
+                                                     std::get<std::string>(*t) + "', expected 'imatrix')");
+            std::vector<ggml::imatrix_tensor> ts;
+            for (const auto& t : g.tensors()) {
+                if (t.type != ggml::type::f32)
+                    LOWBIT_THROW(errc::corrupt_file, "imatrix tensor " + t.name + " is " +
+                                                         std::string(ggml::traits(t.type).name) + ", not f32");
+                const auto b = g.tensor(t);
+                ts.push_back({t.name, {reinterpret_cast<const float*>(b.data()), b.size() / sizeof(float)}, t.shape});
+            }
+            if (ts.empty()) LOWBIT_THROW(errc::corrupt_file, "a GGUF file with no tensors, not an importance matrix");
+            m = ggml::imatrix_from_gguf_tensors(ts);
+        } else {
+            m = ggml::read_imatrix_dat(path);
+        }
+        m.check_finite();
+    } catch (const error& e) {
+        const std::string_view msg = e.message();
+        if (msg.starts_with(path.string()) || msg.starts_with("imatrix: ")) throw;  // already says which file
+        rethrow_with_context(e, "imatrix " + path.string());
+    }
     return m;
 }
 
@@ -132,8 +150,8 @@ inline gguf_quantize_summary quantize_gguf(const std::filesystem::path& in, cons
                                            const gguf_quantize_options& opt) {
     using clock = std::chrono::steady_clock;
     const auto t0 = clock::now();
-    if (std::filesystem::exists(out) && std::filesystem::exists(in) && std::filesystem::equivalent(in, out))
-        LOWBIT_THROW(errc::invalid_argument, "input and output are the same file: " + in.string());
+    const std::filesystem::path* imatrix_path = opt.imatrix ? &*opt.imatrix : nullptr;
+    detail::check_output_target(out, "gguf", {{"input", &in}, {"imatrix", imatrix_path}});
     const gguf_file src = read_gguf(in);
     gguf_quantize_summary sum;
     gguf_writer w;
@@ -173,7 +191,20 @@ inline gguf_quantize_summary quantize_gguf(const std::filesystem::path& in, cons
         rep.from = rep.to = t.type;
         rep.bytes_in = t.size;
         const ggml::recipe_choice* c = rec ? &rec->choice(t.name) : nullptr;
-        if (c && c->quantize && detail::is_float_type(t.type) && c->chosen != t.type) {
+        if (c && c->quantize && c->chosen != t.type) {
+            if (!detail::is_float_type(t.type)) {
+                if (!opt.allow_requantize)
+                    LOWBIT_THROW(errc::invalid_argument,
+                                 in.string() + ": tensor '" + t.name + "' is already quantized (" +
+                                     std::string(ggml::traits(t.type).name) + "); quantizing it to " +
+                                     std::string(ggml::traits(c->chosen).name) +
+                                     " rounds twice: pass --allow-requantize to do it anyway");
+                if (!ggml::traits(t.type).dequantize)
+                    LOWBIT_THROW(errc::unsupported, in.string() + ": tensor '" + t.name + "' is " +
+                                                        std::string(ggml::traits(t.type).name) +
+                                                        ", which lowbit cannot dequantize to requantize");
+                rep.requantized = true;
+            }
             rep.to = c->chosen;
             rep.quantized = true;
             rep.fell_back = c->fell_back;
@@ -200,17 +231,31 @@ inline gguf_quantize_summary quantize_gguf(const std::filesystem::path& in, cons
                                                weights](std::span<std::byte> dst) {
             auto& r = sum.tensors[i];
             const auto ts = clock::now();
-            parallel_for(rows, opt.threads, 16, [&](std::size_t r0, std::size_t r1) {
-                // Runs of rows within one expert (which has its own importance row).
-                for (std::size_t row = r0; row < r1;) {
-                    const std::size_t expert = row / rows_per_expert;
-                    const std::size_t end = weights.empty() ? r1 : std::min(r1, (expert + 1) * rows_per_expert);
-                    const float* qw = weights.empty() ? nullptr : weights.data() + expert * n_per_row;
-                    kernels::quantize_ggml_rows(r.to, r.from, in_bytes.data() + row * in_row,
-                                                dst.data() + row * out_row, end - row, n_per_row, qw);
-                    row = end;
-                }
-            });
+            constexpr std::size_t grain = 16;  // rows a call: the input is scanned, then quantized from cache
+            try {
+                parallel_for(rows, opt.threads, grain, [&](std::size_t r0, std::size_t r1) {
+                    std::vector<float> deq(r.requantized ? grain * n_per_row : 0);
+                    // Runs of rows within one expert (which has its own importance row).
+                    for (std::size_t row = r0; row < r1;) {
+                        const std::size_t expert = row / rows_per_expert;
+                        std::size_t end = weights.empty() ? r1 : std::min(r1, (expert + 1) * rows_per_expert);
+                        end = std::min(end, row + grain);
+                        const float* qw = weights.empty() ? nullptr : weights.data() + expert * n_per_row;
+                        const std::byte* from = in_bytes.data() + row * in_row;
+                        ggml::type from_type = r.from;
+                        if (r.requantized) {
+                            ggml::dequantize_rows(r.from, from, deq.data(), end - row, n_per_row);
+                            from = reinterpret_cast<const std::byte*>(deq.data());
+                            from_type = ggml::type::f32;
+                        }
+                        kernels::detail::gqz::quantize_rows_from(r.to, from_type, from, dst.data() + row * out_row,
+                                                                 end - row, n_per_row, qw, row);
+                        row = end;
+                    }
+                });
+            } catch (const error& e) {
+                rethrow_with_context(e, in.string() + ": tensor '" + r.name + "'");
+            }
             r.seconds = std::chrono::duration<double>(clock::now() - ts).count();
             convert_done += r.bytes_in;
             if (opt.progress)

@@ -15,7 +15,6 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <span>
@@ -24,6 +23,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../detail/file_io.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
 namespace ggml {
@@ -196,15 +196,8 @@ inline bool is_gguf(std::span<const std::byte> bytes) noexcept {
 /// Read a legacy .dat file (errc::io when it cannot be read; errc::unsupported
 /// when it is a GGUF imatrix, which needs the GGUF reader).
 inline imatrix read_imatrix_dat(const std::filesystem::path& path) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) LOWBIT_THROW(errc::io, "cannot open imatrix file " + path.string());
-    f.seekg(0, std::ios::end);
-    const auto size = f.tellg();
-    if (size < 0) LOWBIT_THROW(errc::io, "cannot size imatrix file " + path.string());
-    f.seekg(0, std::ios::beg);
-    std::vector<std::byte> bytes(static_cast<std::size_t>(size));
-    if (!bytes.empty() && !f.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size())))
-        LOWBIT_THROW(errc::io, "cannot read imatrix file " + path.string());
+    const lowbit::detail::mapped_file file(path, "imatrix");  // a directory or FIFO is refused here
+    const auto bytes = file.bytes();
     if (is_gguf(bytes))
         LOWBIT_THROW(errc::unsupported, path.string() + " is a GGUF imatrix; read its tensors with the GGUF reader "
                                                         "and pass them to imatrix_from_gguf_tensors");
@@ -212,7 +205,7 @@ inline imatrix read_imatrix_dat(const std::filesystem::path& path) {
         return parse_imatrix_dat(bytes);
     } catch (const error& e) {
         if (e.code() != errc::corrupt_file) throw;
-        LOWBIT_THROW(errc::corrupt_file, path.string() + ": " + e.what());
+        rethrow_with_context(e, path.string());
     }
 }
 
@@ -262,6 +255,9 @@ inline imatrix imatrix_from_gguf_tensors(std::span<const imatrix_tensor> tensors
         if (*slot) LOWBIT_THROW(errc::corrupt_file, "GGUF imatrix has tensor " + t.name + " twice");
         *slot = &t;
     }
+    if (by_name.empty())
+        LOWBIT_THROW(errc::corrupt_file, "not an importance matrix: no tensor is named X.in_sum2 or X.counts (the first "
+                                         "is '" + tensors.front().name + "')");
     imatrix m;
     for (const auto& [name, p] : by_name) {
         if (!p.sums || !p.counts)

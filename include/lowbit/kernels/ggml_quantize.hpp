@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdio>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -33,8 +34,10 @@
 #include <type_traits>
 
 #include "../core/error.hpp"
+#include "../core/finite.hpp"
 #include "../formats/ggml.hpp"
 #include "../formats/ggml_kquants.hpp"
+#include "../formats/ggml_validate.hpp"
 #include "dequantize.hpp"
 #include "dispatch.hpp"
 #if !defined(LOWBIT_NO_SIMD)
@@ -2193,17 +2196,100 @@ inline bool check_rows(ggml::type t, const void* x, const void* dst, std::size_t
 
 }  // namespace detail::gqz
 
+namespace detail::gqz {
+
+/// Throws errc::non_finite naming the first NaN or infinity among the rows
+/// (row numbers counted from first_row).
+inline void check_finite_rows(ggml::type from, const void* x, std::size_t rows, std::size_t n_per_row,
+                              std::size_t first_row) {
+    const auto fs = from == ggml::type::f32   ? float_storage::f32
+                    : from == ggml::type::f16 ? float_storage::f16
+                                              : float_storage::bf16;
+    const std::size_t n = rows * n_per_row, i = first_non_finite(fs, x, n);
+    if (i == n) return;
+    LOWBIT_THROW(errc::non_finite, "row " + std::to_string(first_row + i / n_per_row) + ", column " +
+                                       std::to_string(i % n_per_row) + " is " + non_finite_name(float_at(fs, x, i)));
+}
+
+/// Throws when a quantized block holds a value ggml_validate_row_data
+/// rejects (an fp16 scale that overflowed, say), naming the row, the block's
+/// columns and its largest input value.
+inline void check_quantized_rows(ggml::type t, const void* dst, std::size_t rows, std::size_t n_per_row,
+                                 ggml::type from, const void* x, std::size_t first_row) {
+    const std::size_t rb = ggml::row_bytes(t, n_per_row);
+    const auto bad = ggml::find_invalid_block(t, {static_cast<const std::byte*>(dst), rows * rb});
+    if (!bad) return;
+    const auto fs = from == ggml::type::f32 ? float_storage::f32
+                    : from == ggml::type::f16 ? float_storage::f16 : float_storage::bf16;
+    const std::size_t bs = ggml::traits(t).block_size, per_row = n_per_row / bs;
+    const std::size_t r = bad->block / per_row, c0 = bad->block % per_row * bs;
+    std::size_t at = c0;
+    float mx = -1;
+    for (std::size_t c = c0; c < c0 + bs; ++c) {
+        const float v = float_at(fs, x, r * n_per_row + c);
+        if (std::fabs(v) > mx) mx = std::fabs(v), at = c;
+    }
+    const std::string name(ggml::traits(t).name);
+    char v[32];
+    std::snprintf(v, sizeof v, "%.9g", static_cast<double>(float_at(fs, x, r * n_per_row + at)));
+    if (bs == 1)
+        LOWBIT_THROW(errc::invalid_argument, "row " + std::to_string(first_row + r) + ", column " + std::to_string(at) +
+                                                 ": " + v + " is beyond " + name + "'s range");
+    LOWBIT_THROW(errc::invalid_argument,
+                 "row " + std::to_string(first_row + r) + ", columns " + std::to_string(c0) + "-" +
+                     std::to_string(c0 + bs - 1) + ": a " + name + " block cannot hold these values (its " +
+                     std::string(bad->field) + " would be " + non_finite_name(static_cast<float>(bad->value)) +
+                     "; the largest is " + v + " at column " + std::to_string(at) + ")");
+}
+
+/// quantize_ggml_rows with row numbers in messages counted from first_row
+/// (for a caller that passes a slice of a larger tensor).
+inline void quantize_rows_from(ggml::type t, ggml::type from, const void* x, void* dst, std::size_t rows,
+                               std::size_t n_per_row, const float* imatrix, std::size_t first_row) {
+    if (from != ggml::type::f32 && from != ggml::type::f16 && from != ggml::type::bf16)
+        LOWBIT_THROW(errc::invalid_argument, "quantize_ggml_rows: the source rows must be F32, F16 or BF16, not " +
+                                                 std::string(ggml::traits(from).name));
+    if (!check_rows(t, x, dst, rows, n_per_row)) return;
+    if (rows > SIZE_MAX / n_per_row)
+        LOWBIT_THROW(errc::invalid_argument, "quantize_ggml_rows: " + std::to_string(rows) + " rows of " +
+                                                 std::to_string(n_per_row) + " values overflow size_t");
+    check_finite_rows(from, x, rows, n_per_row, first_row);
+    const bool simd = quantize_ggml_simd_supports(t, imatrix != nullptr) && active_isa() != isa::scalar;
+    if (from == ggml::type::f32) {
+        if (simd)
+            dispatch(quantize_ggml_fn{}, ggml_quantize_job{t, static_cast<const float*>(x), dst, rows, n_per_row, imatrix});
+        else
+            ggml::quantize_rows(t, static_cast<const float*>(x), dst, rows, n_per_row, imatrix);
+    } else {
+        // About 16 KB of f32 (at least a row): the widened rows stay in L1.
+        const std::size_t chunk = std::min(rows, std::max<std::size_t>(1, 4096 / n_per_row));
+        struct aligned_delete {
+            void operator()(float* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+        };
+        const std::unique_ptr<float[], aligned_delete> scratch(
+            static_cast<float*>(::operator new[](chunk * n_per_row * sizeof(float), std::align_val_t{64})));
+        ggml_quantize_job j{t, nullptr, dst, rows, n_per_row, imatrix, from, x, scratch.get(), chunk};
+        if (simd)
+            dispatch(quantize_ggml_fn{}, j);
+        else
+            quantize_ggml_fn{}(scalar{}, j);
+    }
+    check_quantized_rows(t, dst, rows, n_per_row, from, x, first_row);
+}
+
+}  // namespace detail::gqz
+
 /// ggml::quantize_rows, with the K-quant searches on the active instruction
 /// set: the same bytes, faster. Types and paths without a SIMD kernel (see
 /// quantize_ggml_simd_supports) and the scalar ISA run ggml::quantize_rows.
+/// A NaN or infinity in x is errc::non_finite naming its row and column; a
+/// finite row whose block parameters the type cannot store (an fp16 scale
+/// beyond 65504, say) is errc::invalid_argument naming the row, the block and
+/// the largest value, where ggml would write a block its own
+/// ggml_validate_row_data rejects.
 inline void quantize_ggml_rows(ggml::type t, const float* x, void* dst, std::size_t rows, std::size_t n_per_row,
                                const float* imatrix = nullptr) {
-    if (!detail::gqz::check_rows(t, x, dst, rows, n_per_row)) return;
-    if (!quantize_ggml_simd_supports(t, imatrix != nullptr) || active_isa() == isa::scalar) {
-        ggml::quantize_rows(t, x, dst, rows, n_per_row, imatrix);
-        return;
-    }
-    dispatch(quantize_ggml_fn{}, ggml_quantize_job{t, x, dst, rows, n_per_row, imatrix});
+    detail::gqz::quantize_rows_from(t, ggml::type::f32, x, dst, rows, n_per_row, imatrix, 0);
 }
 
 /// quantize_ggml_rows from rows of `from` (f32, f16 or bf16; x needs no
@@ -2212,26 +2298,7 @@ inline void quantize_ggml_rows(ggml::type t, const float* x, void* dst, std::siz
 /// read once at its own width. What `lowbit quantize` runs on each tensor.
 inline void quantize_ggml_rows(ggml::type t, ggml::type from, const void* x, void* dst, std::size_t rows,
                                std::size_t n_per_row, const float* imatrix = nullptr) {
-    if (from == ggml::type::f32) {
-        quantize_ggml_rows(t, static_cast<const float*>(x), dst, rows, n_per_row, imatrix);
-        return;
-    }
-    if (from != ggml::type::f16 && from != ggml::type::bf16)
-        LOWBIT_THROW(errc::invalid_argument, "quantize_ggml_rows: the source rows must be F32, F16 or BF16, not " +
-                                                 std::string(ggml::traits(from).name));
-    if (!detail::gqz::check_rows(t, x, dst, rows, n_per_row)) return;
-    // About 16 KB of f32 (at least a row): the widened rows stay in L1.
-    const std::size_t chunk = std::min(rows, std::max<std::size_t>(1, 4096 / n_per_row));
-    struct aligned_delete {
-        void operator()(float* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
-    };
-    const std::unique_ptr<float[], aligned_delete> scratch(
-        static_cast<float*>(::operator new[](chunk * n_per_row * sizeof(float), std::align_val_t{64})));
-    ggml_quantize_job j{t, nullptr, dst, rows, n_per_row, imatrix, from, x, scratch.get(), chunk};
-    if (!quantize_ggml_simd_supports(t, imatrix != nullptr) || active_isa() == isa::scalar)
-        quantize_ggml_fn{}(scalar{}, j);
-    else
-        dispatch(quantize_ggml_fn{}, j);
+    detail::gqz::quantize_rows_from(t, from, x, dst, rows, n_per_row, imatrix, 0);
 }
 
 }  // namespace kernels
