@@ -9,8 +9,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
+#include "core/error.hpp"
+#include "core/view.hpp"
 #include "scheme/concepts.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -81,10 +84,12 @@ inline P join_params(const std::vector<float>& scale, const std::vector<float>& 
 }
 
 /// Quantize `scales` in blocks of `block` (the last may be short) with `dq`,
-/// store the second level and write the effective (dequantized) scales.
-template <class S2>
+/// store the second level and write the effective (dequantized) scales. An
+/// error of the second-level scheme (a range its params cannot hold) names the
+/// block through where(first, last + 1), the first-level scales it covers.
+template <class S2, class Where>
 second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> scales, std::size_t block,
-                             std::span<float> effective) {
+                             std::span<float> effective, Where&& where) {
     second_level out;
     out.bits = S2::bits;
     const std::size_t n = scales.size();
@@ -109,7 +114,8 @@ second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> 
     for (std::size_t b = 0; b < nblocks; ++b) {
         const std::size_t lo = b * out.block, hi = std::min(n, lo + out.block);
         std::span<const float> x(centred.data() + lo, hi - lo);
-        const auto p = dq.scheme.fit(x, {});
+        const auto p = at_position([&] { return dq.scheme.fit(x, {}); },
+                                   [&] { return where(lo, hi) + " (second-level block " + std::to_string(b) + ")"; });
         split_params(p, out.scale, out.zero, out.bias, b);
         for (std::size_t i = lo; i < hi; ++i) {
             out.codes[i] = dq.scheme.encode(centred[i], p);
@@ -127,6 +133,14 @@ second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> 
     }
     out.param_bits = stored_param_bits(dq.scheme);
     return out;
+}
+
+template <class S2>
+second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> scales, std::size_t block,
+                             std::span<float> effective) {
+    return quantize_scales(dq, scales, block, effective, [](std::size_t lo, std::size_t hi) {
+        return "scales " + std::to_string(lo) + ".." + std::to_string(hi - 1);
+    });
 }
 
 }  // namespace detail

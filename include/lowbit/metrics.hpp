@@ -23,8 +23,25 @@ struct error_stats {
     std::size_t count = 0;
 };
 
-/// Compares `ref` with `approx` (same shape).
+namespace detail {
+
+/// The first non-finite value of `v` as an errc::non_finite error naming `who`.
+inline void throw_first_non_finite(matrix_view<const float> v, const char* who) {
+    for (std::size_t r = 0; r < v.rows(); ++r)
+        for (std::size_t c = 0; c < v.cols(); ++c)
+            if (!std::isfinite(v(r, c)))
+                LOWBIT_THROW(errc::non_finite, std::string("compare: ") + who + " at row " + std::to_string(r) +
+                                                   ", column " + std::to_string(c) + " is " +
+                                                   (std::isnan(v(r, c)) ? "NaN" : v(r, c) > 0 ? "+Inf" : "-Inf"));
+}
+
+}  // namespace detail
+
+/// Compares `ref` with `approx` (same shape, finite values: a NaN or Inf in
+/// either is an errc::non_finite error naming the argument, row and column).
 inline error_stats compare(matrix_view<const float> ref, matrix_view<const float> approx) {
+    detail::check_view(ref, "compare: ref");
+    detail::check_view(approx, "compare: approx");
     if (ref.rows() != approx.rows() || ref.cols() != approx.cols())
         LOWBIT_THROW(errc::shape_mismatch, "compare: " + std::to_string(ref.rows()) + " x " + std::to_string(ref.cols()) +
                                                " vs " + std::to_string(approx.rows()) + " x " +
@@ -41,6 +58,10 @@ inline error_stats compare(matrix_view<const float> ref, matrix_view<const float
             mx = std::max(mx, std::fabs(e));
         }
     }
+    // Squares of floats cannot overflow a double sum: a non-finite sum means a
+    // non-finite input, found again only then.
+    if (!std::isfinite(xx)) detail::throw_first_non_finite(ref, "ref");
+    if (!std::isfinite(yy)) detail::throw_first_non_finite(approx, "approx");
     error_stats s;
     s.count = ref.size();
     s.max_abs = mx;

@@ -7,10 +7,13 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -42,22 +45,36 @@ public:
                                row_range range = all_rows) const = 0;
 
 protected:
-    /// dequantize's check of an output of r x c.
-    void check_out(std::size_t r, std::size_t c) const {
-        if (r != rows() || c != cols())
-            LOWBIT_THROW(errc::shape_mismatch, "dequantize: output is " + std::to_string(r) + " x " + std::to_string(c) +
-                                                   ", the quantized matrix is " + std::to_string(rows()) + " x " +
-                                                   std::to_string(cols()));
+    /// dequantize's check of an output view (shape r x c of `out`).
+    template <class T>
+    void check_out(const matrix_view<T>& out) const {
+        detail::check_view(out, "dequantize: output");
+        if (out.rows() != rows() || out.cols() != cols())
+            LOWBIT_THROW(errc::shape_mismatch, "dequantize: output is " + std::to_string(out.rows()) + " x " +
+                                                   std::to_string(out.cols()) + ", the quantized matrix is " +
+                                                   std::to_string(rows()) + " x " + std::to_string(cols()));
     }
-    /// dequantize_to's checks; the rows of `range` to write, [first, second)
-    /// (empty when there is nothing to do).
-    std::pair<std::size_t, std::size_t> out_rows(const void* out, std::size_t out_stride, row_range range) const {
-        if (out == nullptr && rows() && cols()) LOWBIT_THROW(errc::invalid_argument, "dequantize: null output");
+    /// dequantize_to's checks of an output of `esize`-byte elements; the rows
+    /// of `range` to write, [first, second) (empty when there is nothing to do).
+    std::pair<std::size_t, std::size_t> out_rows(const void* out, std::size_t out_stride, kernels::out_type type,
+                                                 row_range range) const {
+        const auto [r0, r1] = detail::clamp_rows(range, rows(), "dequantize");
+        if (rows() == 0 || cols() == 0) return {r0, r0};
+        if (type != kernels::out_type::f32 && type != kernels::out_type::f16 && type != kernels::out_type::bf16)
+            LOWBIT_THROW(errc::invalid_argument,
+                         "dequantize: unknown output type " + std::to_string(static_cast<int>(type)));
+        if (out == nullptr) LOWBIT_THROW(errc::invalid_argument, "dequantize: null output");
         if (out_stride < cols())
             LOWBIT_THROW(errc::shape_mismatch, "dequantize: output row stride " + std::to_string(out_stride) +
                                                    " is smaller than the " + std::to_string(cols()) + " columns");
-        const std::size_t r0 = std::min(range.begin, rows()), r1 = std::min(range.end, rows());
-        return {r0, cols() == 0 ? r0 : std::max(r0, r1)};
+        if (r0 >= r1) return {r0, r0};
+        const bool fits = type == kernels::out_type::f32
+                              ? matrix_view<const float>::fits_address_space(r1, cols(), out_stride)
+                              : matrix_view<const std::uint16_t>::fits_address_space(r1, cols(), out_stride);
+        if (!fits)
+            LOWBIT_THROW(errc::invalid_argument, "dequantize: " + std::to_string(r1) + " output rows of stride " +
+                                                     std::to_string(out_stride) + " overflow the address space");
+        return {r0, r1};
     }
 };
 
@@ -108,13 +125,13 @@ public:
     }
 
     void dequantize(matrix_view<float> out, row_range range = all_rows) const override {
-        check_out(out.rows(), out.cols());
+        check_out(out);
         dequantize_to(out.data(), out.stride(), kernels::out_type::f32, range);
     }
 
     void dequantize_to(void* out, std::size_t out_stride, kernels::out_type type,
                        row_range range = all_rows) const override {
-        const auto [r0, r1] = out_rows(out, out_stride, range);
+        const auto [r0, r1] = out_rows(out, out_stride, type, range);
         if (r0 >= r1) return;
         const std::size_t esize = type == kernels::out_type::f32 ? 4 : 2;
         void* o = static_cast<unsigned char*>(out) + r0 * out_stride * esize;
@@ -150,7 +167,7 @@ public:
     /// Scalar dequantize through the scheme's own decode: the oracle the
     /// kernels are tested against.
     void dequantize_ref(matrix_view<float> out) const {
-        check_out(out.rows(), out.cols());
+        check_out(out);
         for (std::size_t r = 0; r < n_rows; ++r)
             for (std::size_t c = 0; c < n_cols; ++c) out(r, c) = scheme.decode(code_at(r, c), params_at(r, c));
     }
@@ -167,13 +184,15 @@ private:
 
 namespace detail {
 
-inline void check_finite(matrix_view<const float> w) {
+/// Every value of `w` finite; the first that is not is an errc::non_finite
+/// error naming `who`, its row and column.
+inline void check_finite(matrix_view<const float> w, std::string_view who = "weights") {
     for (std::size_t r = 0; r < w.rows(); ++r) {
         const auto row = w.row(r);
         for (std::size_t c = 0; c < row.size(); ++c)
             if (!std::isfinite(row[c]))
-                LOWBIT_THROW(errc::non_finite, std::string("weight (") + std::to_string(r) + ", " + std::to_string(c) +
-                                                   ") is " + (std::isnan(row[c]) ? "NaN" : "infinite"));
+                LOWBIT_THROW(errc::non_finite, std::string(who) + " at row " + std::to_string(r) + ", column " +
+                                                   std::to_string(c) + " is " + value_string(row[c]));
     }
 }
 
@@ -184,8 +203,64 @@ inline void check_importance(std::span<const float> imp, std::size_t rows, std::
                                                ") or one per weight (" + std::to_string(rows * cols) + ")");
     for (std::size_t i = 0; i < imp.size(); ++i)
         if (!(imp[i] >= 0.0f) || !std::isfinite(imp[i]))
-            LOWBIT_THROW(errc::invalid_argument,
-                         "importance[" + std::to_string(i) + "] must be finite and non-negative");
+            LOWBIT_THROW(errc::invalid_argument, "importance[" + std::to_string(i) + "] is " +
+                                                     value_string(imp[i]) + "; it must be finite and non-negative");
+}
+
+/// The checks of every quantize entry point (the generic quantizer and
+/// ggml's block types alike), in this order: the view (pointer, stride,
+/// extent), finite weights, then the importance vector.
+inline void check_weights(matrix_view<const float> w, std::span<const float> importance, std::string_view who) {
+    check_view(w, std::string(who) + ": weights");
+    check_finite(w, std::string(who) + ": weight");
+    check_importance(importance, w.rows(), w.cols());
+}
+
+/// "largest magnitude V at column c" of values [c0, c1) of row r.
+inline std::string largest_in(matrix_view<const float> w, std::size_t r, std::size_t c0, std::size_t c1) {
+    std::size_t at = c0;
+    for (std::size_t c = c0; c < c1; ++c)
+        if (std::fabs(w(r, c)) > std::fabs(w(r, at))) at = c;
+    return "largest magnitude " + value_string(w(r, at)) + " at column " + std::to_string(at);
+}
+
+/// Where param group g of layout L lies in a rows x cols matrix, with its
+/// largest value: what a message about a group's params names.
+inline std::string group_position(matrix_view<const float> w, const group_layout& L, std::size_t g) {
+    if (L.param_stride == 0) {  // groups across rows: the whole tensor, or one column
+        std::size_t br = 0, bc = L.group == 1 ? g : 0;
+        const std::size_t c0 = L.group == 1 ? g : 0, c1 = L.group == 1 ? g + 1 : w.cols();
+        for (std::size_t r = 0; r < w.rows(); ++r)
+            for (std::size_t c = c0; c < c1; ++c)
+                if (std::fabs(w(r, c)) > std::fabs(w(br, bc))) br = r, bc = c;
+        return std::string(L.group == 1 ? "column " + std::to_string(g) + " (one group)" : "the tensor (one group)") +
+               ", largest magnitude " + value_string(w(br, bc)) + " at row " + std::to_string(br) + ", column " +
+               std::to_string(bc);
+    }
+    const std::size_t r = g / L.param_stride, c0 = (g % L.param_stride) * L.group;
+    const std::size_t c1 = std::min(w.cols(), c0 + L.group);
+    return "row " + std::to_string(r) + ", columns " + std::to_string(c0) + ".." + std::to_string(c1 - 1) + " (" +
+           largest_in(w, r, c0, c1) + ")";
+}
+
+/// Where param groups [lo, hi) of layout L lie (a second-level block of
+/// scales), with their largest value.
+inline std::string groups_position(matrix_view<const float> w, const group_layout& L, std::size_t lo,
+                                   std::size_t hi) {
+    if (hi - lo <= 1 || L.param_stride == 0) return group_position(w, L, lo);
+    const std::size_t r0 = lo / L.param_stride, r1 = (hi - 1) / L.param_stride;
+    const std::size_t c0 = (lo % L.param_stride) * L.group;
+    const std::size_t c1 = std::min(w.cols(), ((hi - 1) % L.param_stride + 1) * L.group);
+    std::size_t br = r0, bc = c0;
+    for (std::size_t r = r0; r <= r1; ++r)
+        for (std::size_t c = r == r0 ? c0 : 0; c < (r == r1 ? c1 : w.cols()); ++c)
+            if (std::fabs(w(r, c)) > std::fabs(w(br, bc))) br = r, bc = c;
+    const std::string span = r0 == r1 ? "row " + std::to_string(r0) + ", columns " + std::to_string(c0) + ".." +
+                                            std::to_string(c1 - 1)
+                                      : "row " + std::to_string(r0) + ", column " + std::to_string(c0) +
+                                            " to row " + std::to_string(r1) + ", column " + std::to_string(c1 - 1);
+    return span + " (largest magnitude " + value_string(w(br, bc)) + " at row " + std::to_string(br) +
+           ", column " + std::to_string(bc) + ")";
 }
 
 }  // namespace detail
@@ -206,6 +281,7 @@ public:
     /// (imatrix / AWQ statistics) or one per element; searches minimise the
     /// importance-weighted squared error.
     quantized<S> quantize(matrix_view<const float> w, std::span<const float> importance = {}) const {
+        detail::check_weights(w, importance, std::string("quantize (") + scheme.name() + ")");
         const std::size_t rows = w.rows(), cols = w.cols();
         quantized<S> q;
         q.scheme = scheme;
@@ -215,8 +291,6 @@ public:
         q.layout = layout_for(gran, rows, cols);
         q.code_stride = packed_bytes(cols, S::bits);
         if (rows == 0 || cols == 0) return q;
-        detail::check_finite(w);
-        detail::check_importance(importance, rows, cols);
 
         const group_layout& L = q.layout;
         std::vector<typename S::params> params(L.count);
@@ -228,14 +302,17 @@ public:
             std::vector<float> s(L.count);
             for (std::size_t g = 0; g < L.count; ++g) s[g] = params[g].scale;
             const std::size_t block = gran.kind == granularity_kind::super_block ? L.super : dq.block;
-            q.scales_q = detail::quantize_scales(dq, s, block, effective);
+            q.scales_q = detail::quantize_scales(dq, s, block, effective, [&](std::size_t lo, std::size_t hi) {
+                return std::string("quantize (") + scheme.name() + "): the scales of " +
+                       detail::groups_position(w, L, lo, hi);
+            });
             if (dq.encode_with_quantized)
                 for (std::size_t g = 0; g < L.count; ++g) params[g].scale = effective[g];
         } else {
             for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
         }
 
-        encode_all(w, L, params, q);
+        encode_all(w, L, params, effective, q);
 
         q.scale = effective;
         if constexpr (requires(typename S::params p) { p.zero; p.bias; }) {
@@ -271,7 +348,7 @@ private:
                         x[k] = w(r, c);
                         if (!iw.empty()) iw[k] = per_elem ? imp[r * cols + c] : imp[c];
                     }
-                params[g] = scheme.fit(x, iw);
+                params[g] = fit_at(x, iw, w, L, g);
             }
             return;
         }
@@ -284,25 +361,68 @@ private:
                     if (!iw.empty())
                         for (std::size_t k = 0; k < L.group; ++k)
                             iw[k] = per_elem ? imp[r * cols + c0 + k] : imp[c0 + k];
-                    params[L.index(r, c0)] = scheme.fit(x, iw);
+                    params[L.index(r, c0)] = fit_at(x, iw, w, L, L.index(r, c0));
                 }
             }
         });
     }
 
+    /// scheme.fit on group g; an error names the group (row, columns, largest value).
+    typename S::params fit_at(std::span<const float> x, std::span<const float> iw, matrix_view<const float> w,
+                              const group_layout& L, std::size_t g) const {
+        return detail::at_position([&] { return scheme.fit(x, iw); },
+                                   [&] { return std::string("quantize (") + scheme.name() + "): " +
+                                                detail::group_position(w, L, g); });
+    }
+
+    /// Encodes every value and checks that what it decodes to under the
+    /// stored params (the effective scale) is finite: a group whose stored
+    /// params cannot represent its range is an errc::invalid_argument error
+    /// naming the value, rather than Inf/NaN in the output.
     void encode_all(matrix_view<const float> w, const group_layout& L, const std::vector<typename S::params>& params,
-                    quantized<S>& q) const {
+                    const std::vector<float>& effective, quantized<S>& q) const {
         const std::size_t rows = w.rows(), cols = w.cols();
         q.codes.assign(rows * q.code_stride, 0);
         parallel_for(rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
             std::vector<std::uint8_t> row_codes(cols);
             for (std::size_t r = r0; r < r1; ++r) {
                 const auto row = w.row(r);
-                for (std::size_t c = 0; c < cols; ++c) row_codes[c] = scheme.encode(row[c], params[L.index(r, c)]);
+                bool finite = true;
+                for (std::size_t c = 0; c < cols; ++c) {
+                    const std::size_t g = L.index(r, c);
+                    row_codes[c] = scheme.encode(row[c], params[g]);
+                    auto stored = params[g];
+                    stored.scale = effective[g];
+                    finite &= std::isfinite(scheme.decode(row_codes[c], stored));
+                }
+                if (!finite) unrepresentable(w, L, params, effective, r, row_codes);
                 pack_bits(row_codes, S::bits,
                           std::span<std::uint8_t>(q.codes.data() + r * q.code_stride, q.code_stride));
             }
         });
+    }
+
+    [[noreturn]] void unrepresentable(matrix_view<const float> w, const group_layout& L,
+                                      const std::vector<typename S::params>& params,
+                                      const std::vector<float>& effective, std::size_t r,
+                                      const std::vector<std::uint8_t>& codes) const {
+        std::size_t c = 0;
+        float y = 0.0f;
+        for (; c < w.cols(); ++c) {
+            auto stored = params[L.index(r, c)];
+            stored.scale = effective[L.index(r, c)];
+            y = scheme.decode(codes[c], stored);
+            if (!std::isfinite(y)) break;
+        }
+        if (c == w.cols()) c = 0;  // not reached: the caller saw a non-finite value
+        LOWBIT_THROW(errc::invalid_argument,
+                     std::string("quantize (") + scheme.name() + "): row " + std::to_string(r) + ", column " +
+                         std::to_string(c) + ": " + detail::value_string(w(r, c)) + " would dequantize to " +
+                         detail::value_string(y) + " (stored scale " +
+                         detail::value_string(effective[L.index(r, c)]) +
+                         "); the group's params cannot represent its range: " +
+                         detail::group_position(w, L, L.index(r, c)));
+        std::abort();  // a LOWBIT_THROW that returns
     }
 };
 
@@ -311,6 +431,11 @@ private:
 template <scheme S, class DQ>
 void fake_quantize(const quantizer<S, DQ>& qz, matrix_view<const float> w, matrix_view<float> out,
                    std::span<const float> importance = {}) {
+    detail::check_view(out, "fake_quantize: output");
+    if (out.rows() != w.rows() || out.cols() != w.cols())
+        LOWBIT_THROW(errc::shape_mismatch, "fake_quantize: output is " + std::to_string(out.rows()) + " x " +
+                                               std::to_string(out.cols()) + ", the weights " +
+                                               std::to_string(w.rows()) + " x " + std::to_string(w.cols()));
     const auto q = qz.quantize(w, importance);
     q.dequantize(out);
 }
@@ -321,6 +446,8 @@ void fake_quantize(const quantizer<S, DQ>& qz, matrix_view<const float> w, matri
 /// within [min, max] of table * scale), 0 where quantization clipped it.
 template <scheme S>
 void ste_mask(const quantized<S>& q, matrix_view<const float> w, matrix_view<float> mask) {
+    detail::check_view(w, "ste_mask: weights");
+    detail::check_view(mask, "ste_mask: mask");
     if (w.rows() != q.rows() || w.cols() != q.cols() || mask.rows() != q.rows() || mask.cols() != q.cols())
         LOWBIT_THROW(errc::shape_mismatch, "ste_mask: weights, mask and quantized matrix must have the same shape");
     constexpr int qmax = (1 << S::bits) - 1;

@@ -195,10 +195,58 @@ inline const format& find_format(std::string_view name) {
     LOWBIT_THROW(errc::unknown_format, msg);
 }
 
-/// Quantize `w` in format `f` (see quantizer::quantize for `importance`).
+// What every format does with bad input and with values near float's limits.
+//
+// Bad input is the same error in every format, checked once at the entry
+// point (detail::check_weights, core/view.hpp's detail::check_view) before any
+// format-specific work: a null data pointer with a non-zero shape, a row stride
+// below the row length or an extent past the address space is
+// errc::invalid_argument; a NaN or +-Inf weight is errc::non_finite naming its
+// row and column; zero rows or columns give an empty result. dequantize and
+// dequantize_to refuse a null output, a short output stride and a reversed row
+// range the same way for every format (a range past the last row is empty).
+//
+// Finite input never dequantizes to Inf or NaN. The rule for huge values:
+// where a format's stored params cannot represent a group's range, quantize
+// throws errc::invalid_argument naming the row, the columns and the largest
+// value, rather than storing an overflowed param. Per format:
+// * fp16 scales (int8-g128, int4-*, int3-g128, int2-g64, iq4nl-b32) throw once
+//   the group's scale passes 65504 (absmax ~ 65504 x the largest code); the
+//   fp16 biases of mlx-* once the group's edge passes 65504; torchao's bf16
+//   scale and bias and int8-ch's fp32 scale only when the range or a
+//   reconstruction overflows float (e.g. rows holding +-FLT_MAX).
+// * int4-sb256 throws when its fp16 super-block scale (the 6-bit sub-scales'
+//   step) would overflow, i.e. for sub-scales beyond 65504 x 63.
+// * nf4-b64, fp4-b64 (fp32 absmax) and fp8-e4m3-ch (fp32 amax/448) hold any
+//   finite value; their -dq variants and nvfp4 quantize the scales again
+//   (8-bit dynamic codes, E4M3 under an fp32 tensor scale), where a group far
+//   smaller than the largest keeps only a coarse scale (or, for nvfp4, an E4M3
+//   block scale that underflows to 0): finite, lossy, by those formats' design.
+// * OCP MX formats (mxfp4, mxfp6-*, mxfp8-*) saturate by definition: the E8M0
+//   scale is 2^(floor(log2 amax) - emax), at most 2^127, and elements beyond
+//   the element's largest normal clamp to it; every finite input gives finite
+//   output.
+// * ggml formats follow ggml: a value beyond what the type's blocks can hold
+//   (ggml::largest_representable: 65504 x the largest code x sub-scale, e.g.
+//   524032 for q4_0) throws before ggml's search runs (where ggml would write
+//   an Inf scale or, for q3_K, q6_K and iq4_xs, a zero one), and a block that
+//   ggml_validate_row_data would reject (an fp16 d, m or dmin that is Inf or
+//   NaN, such as q4_1's min below -65504) throws instead of being returned
+//   (ggml::find_invalid_block, formats/ggml_validate.hpp).
+// Beyond that every generic format checks what each stored code decodes to
+// under the stored params and throws if any is not finite, so no rounding at
+// the top of float's range (scale x largest code) can reach the output.
+// dequantize_to fp16 output is the caller's choice of type: values beyond
+// 65504 become +-Inf there, as any fp16 conversion does.
+
+/// Quantize `w` in format `f` (see quantizer::quantize for `importance`). Bad
+/// input and values the format cannot represent get the same errors in every
+/// format (see above).
 inline std::unique_ptr<quantized_base> quantize(const format& f, matrix_view<const float> w,
                                                 std::span<const float> importance = {},
                                                 const quantize_options& opt = {}) {
+    if (f.quantize == nullptr)
+        LOWBIT_THROW(errc::invalid_argument, "format '" + std::string(f.name) + "' has no quantize function");
     return f.quantize(w, importance, opt);
 }
 

@@ -106,6 +106,8 @@ inline void quantize_rows(type t, const float* x, void* dst, std::size_t rows, s
     const auto tr = traits(t);
     if (!tr.quantize) LOWBIT_THROW(errc::unsupported, "lowbit cannot quantize to " + std::string(tr.name));
     const std::size_t rb = row_bytes(t, n_per_row);
+    if (rows == 0 || n_per_row == 0) return;
+    if (!x || !dst) LOWBIT_THROW(errc::invalid_argument, "quantize_rows: x and dst must not be null");
     for (std::size_t r = 0; r < rows; ++r)
         tr.quantize(x + r * n_per_row, static_cast<unsigned char*>(dst) + r * rb, n_per_row, imatrix);
 }
@@ -115,6 +117,8 @@ inline void dequantize_rows(type t, const void* src, float* y, std::size_t rows,
     const auto tr = traits(t);
     if (!tr.dequantize) LOWBIT_THROW(errc::unsupported, "lowbit cannot dequantize " + std::string(tr.name));
     const std::size_t rb = row_bytes(t, n_per_row);
+    if (rows == 0 || n_per_row == 0) return;
+    if (!src || !y) LOWBIT_THROW(errc::invalid_argument, "dequantize_rows: src and y must not be null");
     if (kernels::dequantize_ggml_supports(t)) {  // block types: the SIMD kernels
         kernels::dequantize_ggml({t, src, rb, rows, n_per_row, y, n_per_row});
         return;

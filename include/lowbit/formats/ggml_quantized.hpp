@@ -5,6 +5,7 @@
 // bytes (row after row), quantized and dequantized on the active ISA.
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <memory>
 #include <span>
@@ -19,6 +20,7 @@
 #include "../parallel.hpp"
 #include "../quantizer.hpp"
 #include "ggml.hpp"
+#include "ggml_validate.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
 namespace ggml {
@@ -39,13 +41,13 @@ public:
     std::size_t storage_bytes() const noexcept override { return blocks.size(); }
 
     void dequantize(matrix_view<float> out, row_range range = all_rows) const override {
-        check_out(out.rows(), out.cols());
+        check_out(out);
         dequantize_to(out.data(), out.stride(), kernels::out_type::f32, range);
     }
 
     void dequantize_to(void* out, std::size_t out_stride, kernels::out_type t,
                        row_range range = all_rows) const override {
-        const auto [r0, r1] = out_rows(out, out_stride, range);
+        const auto [r0, r1] = out_rows(out, out_stride, t, range);
         if (r0 >= r1) return;
         if (t == kernels::out_type::f32) {
             kernels::dequantize_ggml({type, blocks.data() + r0 * row_size, row_size, r1 - r0, n_cols,
@@ -60,13 +62,59 @@ public:
     }
 };
 
+namespace detail {
+
+/// Row r's blocks of type t: a value beyond what any block can represent
+/// (largest_representable) is an errc::invalid_argument error naming the
+/// row, the block's columns and the value, before ggml's search runs on it.
+inline void check_row_range(type t, matrix_view<const float> w, std::size_t r) {
+    const double limit = largest_representable(t);
+    if (limit == 0) return;
+    const auto row = w.row(r);
+    float mx = 0.0f;
+    for (float v : row) mx = std::fmax(mx, std::fabs(v));
+    if (static_cast<double>(mx) <= limit) return;
+    const std::size_t bs = traits(t).block_size;
+    std::size_t c = 0;
+    while (static_cast<double>(std::fabs(row[c])) <= limit) ++c;
+    const std::size_t c0 = c / bs * bs, c1 = std::min(w.cols(), c0 + bs);
+    LOWBIT_THROW(errc::invalid_argument,
+                 "quantize (ggml " + std::string(traits(t).name) + "): row " + std::to_string(r) + ", column " +
+                     std::to_string(c) + ": " + ::lowbit::detail::value_string(row[c]) + " is beyond the " +
+                     ::lowbit::detail::value_string(limit) + " that a " + std::string(traits(t).name) +
+                     " block (fp16 scales) can represent (the block of columns " + std::to_string(c0) + ".." +
+                     std::to_string(c1 - 1) + ")");
+}
+
+/// The blocks of row r (of input row `x`) as ggml_validate_row_data sees
+/// them: a block ggml would reject (its fp16 d or dmin overflowed, say) is an
+/// errc::invalid_argument error naming the row, the block's columns and its
+/// largest value, which the type's scales cannot represent.
+inline void check_row_blocks(type t, const unsigned char* blocks, std::size_t row_size, matrix_view<const float> w,
+                             std::size_t r) {
+    const auto bad = find_invalid_block(t, std::span<const std::byte>(reinterpret_cast<const std::byte*>(blocks), row_size));
+    if (!bad) return;
+    const std::size_t bs = traits(t).block_size, c0 = bad->block * bs, c1 = std::min(w.cols(), c0 + bs);
+    LOWBIT_THROW(errc::invalid_argument,
+                 "quantize (ggml " + std::string(traits(t).name) + "): row " + std::to_string(r) + ", columns " +
+                     std::to_string(c0) + ".." + std::to_string(c1 - 1) + " (" +
+                     ::lowbit::detail::largest_in(w, r, c0, c1) + "): the block's " + std::string(bad->field) +
+                     " would be " + ::lowbit::detail::value_string(bad->value) + "; " +
+                     std::string(traits(t).name) + "'s fp16 scales cannot represent this range");
+}
+
+}  // namespace detail
+
 /// `w` quantized to type `t` with the same bytes as ggml (kernels::
 /// quantize_ggml_rows); `importance` is ggml's importance matrix for the
 /// types that read one (one weight per column) or empty; row ranges run on
-/// `threads` threads (0 = all cores).
+/// `threads` threads (0 = all cores). Checks as every quantize entry point
+/// (view, finite weights, importance); blocks that ggml_validate_row_data
+/// would reject, and values beyond what the type's blocks can represent, are
+/// errors rather than a result (detail::check_row_range, check_row_blocks).
 inline std::unique_ptr<quantized_rows> quantize_matrix(ggml::type t, matrix_view<const float> w,
                                                        std::span<const float> importance = {}, unsigned threads = 1) {
-    ::lowbit::detail::check_importance(importance, w.rows(), w.cols());
+    ::lowbit::detail::check_weights(w, importance, "quantize (ggml " + std::string(traits(t).name) + ")");
     if (!importance.empty() && importance.size() != w.cols())
         LOWBIT_THROW(errc::shape_mismatch, "ggml " + std::string(traits(t).name) +
                                                " takes one importance weight per column (" +
@@ -80,13 +128,17 @@ inline std::unique_ptr<quantized_rows> quantize_matrix(ggml::type t, matrix_view
     q->blocks.resize(q->n_rows * q->row_size);
     const float* im = importance.empty() ? nullptr : importance.data();
     parallel_for(w.rows(), threads, 16, [&](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r) detail::check_row_range(t, w, r);
         unsigned char* dst = q->blocks.data() + r0 * q->row_size;
         if (w.stride() == w.cols()) {
             kernels::quantize_ggml_rows(t, w.data() + r0 * w.stride(), dst, r1 - r0, w.cols(), im);
         } else {
-            for (std::size_t r = r0; r < r1; ++r, dst += q->row_size)
-                kernels::quantize_ggml_rows(t, w.data() + r * w.stride(), dst, 1, w.cols(), im);
+            for (std::size_t r = r0; r < r1; ++r)
+                kernels::quantize_ggml_rows(t, w.data() + r * w.stride(), dst + (r - r0) * q->row_size, 1, w.cols(),
+                                            im);
         }
+        for (std::size_t r = r0; r < r1; ++r)
+            detail::check_row_blocks(t, q->blocks.data() + r * q->row_size, q->row_size, w, r);
     });
     return q;
 }

@@ -19,6 +19,7 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
+#include "../core/view.hpp"
 #include "concepts.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -90,8 +91,8 @@ inline float clamp_code(float v, float hi) noexcept {
 inline float store_scale(float s, param_dtype t, const char* who) {
     float r = round_to_param_dtype(s, t);
     if (std::isinf(r) || std::isnan(r))
-        LOWBIT_THROW(errc::invalid_argument, std::string(who) + ": scale " + std::to_string(s) +
-                                                 " does not fit the " + to_string(t) + " scale type");
+        LOWBIT_THROW(errc::invalid_argument, std::string(who) + ": scale " + value_string(s) + " does not fit the " +
+                                                 to_string(t) + " scale type");
     if (r == 0.0f && s != 0.0f) {
         const float tiny = t == param_dtype::f16    ? 0x1p-24f
                            : t == param_dtype::bf16 ? 0x1p-133f
@@ -104,8 +105,8 @@ inline float store_scale(float s, param_dtype t, const char* who) {
 inline float store_offset(float v, param_dtype t, const char* who) {
     const float r = round_to_param_dtype(v, t);
     if (std::isinf(r))
-        LOWBIT_THROW(errc::invalid_argument, std::string(who) + ": offset " + std::to_string(v) +
-                                                 " does not fit the " + to_string(t) + " scale type");
+        LOWBIT_THROW(errc::invalid_argument, std::string(who) + ": offset " + value_string(v) + " does not fit the " +
+                                                 to_string(t) + " scale type");
     return r;
 }
 
