@@ -1,6 +1,7 @@
 #include "catch.hpp"
 
 #include <lowbit/formats/ggml.hpp>
+#include <lowbit/formats/ggml_validate.hpp>
 #include <lowbit/kernels/ggml_quantize.hpp>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -241,24 +243,123 @@ TEST_CASE("quantize_ggml_rows: validation, fallback and the active ISA", "[kerne
     for (ggml::type t : {ggml::type::q4_k, ggml::type::q3_k, ggml::type::q8_0, ggml::type::iq4_xs,
                          ggml::type::q6_k, ggml::type::q2_k, ggml::type::q5_k}) {
         for (const float* im : {static_cast<const float*>(nullptr), qw.data()}) {
-            const std::size_t bytes = 8 * ggml::row_bytes(t, 512);
-            std::vector<unsigned char> ref(bytes), got(bytes);
-            ggml::quantize_rows(t, x.data(), ref.data(), 8, 512, im);
-            const isa before = active_isa();
-            for (isa i : available_isas()) {
-                set_active_isa(i);
-                std::memset(got.data(), 0, bytes);
-                quantize_ggml_rows(t, x.data(), got.data(), 8, 512, im);
-                INFO(type_name(t) << " on " << isa_name(i) << (im ? " with imatrix" : ""));
-                CHECK(ref == got);
+            // Row by row: a row whose blocks ggml's own validation rejects
+            // (an fp16 scale that overflowed on this data's 1e7 outliers) is an
+            // error naming it; every other row has ggml's bytes.
+            const std::size_t rb = ggml::row_bytes(t, 512);
+            std::size_t valid = 0;
+            for (std::size_t r = 0; r < 8; ++r) {
+                std::vector<unsigned char> ref(rb), got(rb);
+                ggml::quantize_rows(t, x.data() + r * 512, ref.data(), 1, 512, im);
+                // Beyond the type's range ggml clamps (or writes an infinite scale): an error here.
+                float amax = 0;
+                for (std::size_t c = 0; c < 512; ++c) amax = std::max(amax, std::fabs(x[r * 512 + c]));
+                const bool bad = ggml::find_invalid_block(t, std::as_bytes(std::span(ref))).has_value() ||
+                                 amax > kernels::detail::gqz::value_limit(t);
+                valid += !bad;
+                const isa before = active_isa();
+                for (isa i : available_isas()) {
+                    set_active_isa(i);
+                    std::memset(got.data(), 0, rb);
+                    INFO(type_name(t) << " row " << r << " on " << isa_name(i) << (im ? " with imatrix" : ""));
+                    if (bad) {
+                        CHECK_THROWS_WITH(quantize_ggml_rows(t, x.data() + r * 512, got.data(), 1, 512, im),
+                                          Catch::Contains("cannot hold these values") ||
+                                              Catch::Contains("range (largest magnitude"));
+                    } else {
+                        quantize_ggml_rows(t, x.data() + r * 512, got.data(), 1, 512, im);
+                        CHECK(ref == got);
+                    }
+                }
+                set_active_isa(before);
             }
-            set_active_isa(before);
+            CHECK(valid >= 4);
         }
     }
     std::vector<unsigned char> out(4096);
     CHECK_THROWS_AS(quantize_ggml_rows(ggml::type::q4_k, x.data(), out.data(), 1, 100), error);
     CHECK_THROWS_AS(quantize_ggml_rows(ggml::type::q4_k, nullptr, out.data(), 1, 256), error);
     CHECK_NOTHROW(quantize_ggml_rows(ggml::type::q4_k, nullptr, nullptr, 0, 256));
+}
+
+TEST_CASE("quantize_ggml_rows: NaN and Inf are errors naming row and column, on every source type",
+          "[kernels][ggml_quantize]") {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    std::vector<float> x(4 * 256);
+    for (auto& v : x) v = nd(rng);
+    std::vector<unsigned char> out(4 * ggml::row_bytes(ggml::type::q8_0, 256));
+    const float bad[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                         -std::numeric_limits<float>::infinity()};
+    const char* names[] = {"NaN", "+Inf", "-Inf"};
+    for (int k = 0; k < 3; ++k)
+        for (std::size_t at : {std::size_t{0}, std::size_t{2 * 256 + 77}, std::size_t{4 * 256 - 1}}) {
+            auto y = x;
+            y[at] = bad[k];
+            const std::string want = "row " + std::to_string(at / 256) + ", column " + std::to_string(at % 256) +
+                                     " is " + names[k];
+            std::vector<std::uint16_t> h(y.size()), b(y.size());
+            for (std::size_t i = 0; i < y.size(); ++i) h[i] = float_to_fp16(y[i]), b[i] = float_to_bf16(y[i]);
+            for (ggml::type t : {ggml::type::q8_0, ggml::type::q4_k, ggml::type::iq4_nl}) {
+                INFO(type_name(t) << ": " << want);
+                CHECK_THROWS_WITH(quantize_ggml_rows(t, y.data(), out.data(), 4, 256), Catch::Contains(want));
+                CHECK_THROWS_WITH(quantize_ggml_rows(t, ggml::type::f16, h.data(), out.data(), 4, 256),
+                                  Catch::Contains(want));
+                CHECK_THROWS_WITH(quantize_ggml_rows(t, ggml::type::bf16, b.data(), out.data(), 4, 256),
+                                  Catch::Contains(want));
+            }
+        }
+}
+
+TEST_CASE("quantize_ggml_rows: finite values a type cannot hold are errors, never an Inf scale",
+          "[kernels][ggml_quantize]") {
+    // ggml writes these blocks with an infinite fp16 d, which its own
+    // ggml_validate_row_data then rejects.
+    std::vector<float> x(256, 0.01f);
+    x[40] = -1e6f;  // Q4_1: within m + 15 d's reach, but m = -1e6 is beyond fp16
+    std::vector<unsigned char> out(ggml::row_bytes(ggml::type::q4_1, 256));
+    CHECK_THROWS_WITH(quantize_ggml_rows(ggml::type::q4_1, x.data(), out.data(), 1, 256),
+                      Catch::Contains("row 0, columns 32-63: a q4_1 block cannot hold these values") &&
+                          Catch::Contains("-1000000 at column 40"));
+    // Q4_0: d = max / -8 = 125000 > 65504; beyond what a Q4_0 block can give back.
+    CHECK_THROWS_WITH(quantize_ggml_rows(ggml::type::q4_0, x.data(), out.data(), 1, 256),
+                      Catch::Contains("row 0, column 40: -1000000 is beyond q4_0's range"));
+    // Near float's top, where ggml's Q6_K, Q3_K and IQ4_XS searches overflow
+    // an fp32 sum and code the value silently as 0.
+    x[40] = 3.0e38f;
+    for (ggml::type t : {ggml::type::q8_0, ggml::type::q4_1, ggml::type::q4_k, ggml::type::q6_k, ggml::type::q3_k,
+                         ggml::type::iq4_xs, ggml::type::iq4_nl, ggml::type::q2_k, ggml::type::q5_k, ggml::type::tq2_0}) {
+        std::vector<unsigned char> o(ggml::row_bytes(t, 256));
+        INFO(type_name(t));
+        CHECK_THROWS_WITH(quantize_ggml_rows(t, x.data(), o.data(), 1, 256),
+                          Catch::Contains("row 0, column 40: 3.00000001e+38 is beyond"));
+    }
+    // Every value a type accepts comes back finite: the range bound at work
+    // just below it (scaled so the sub-blocks keep the largest sub-scale).
+    for (ggml::type t : simd_types()) {
+        if (t == ggml::type::mxfp4) continue;
+        const float lim = kernels::detail::gqz::value_limit(t);
+        std::vector<float> y(256);
+        for (std::size_t i = 0; i < 256; ++i) y[i] = (i % 2 ? -0.99f : 0.99f) * lim * ((i % 7) + 1) / 7;
+        std::vector<unsigned char> o(ggml::row_bytes(t, 256));
+        std::vector<float> back(256);
+        INFO(type_name(t));
+        try {
+            quantize_ggml_rows(t, y.data(), o.data(), 1, 256);
+            ggml::dequantize_rows(t, o.data(), back.data(), 1, 256);
+            for (float v : back) REQUIRE(std::isfinite(v));
+        } catch (const error& e) {
+            // A block whose fp16 scale still overflows is refused, never written.
+            CHECK(std::string(e.what()).find("cannot hold these values") != std::string::npos);
+        }
+    }
+    x[40] = 1e5f;
+    std::vector<unsigned char> o16(2 * 256);
+    CHECK_THROWS_WITH(quantize_ggml_rows(ggml::type::f16, x.data(), o16.data(), 1, 256),
+                      Catch::Contains("row 0, column 40: 100000 is beyond f16's range"));
+    // Within range the same row quantizes.
+    x[40] = 60000.f;
+    CHECK_NOTHROW(quantize_ggml_rows(ggml::type::f16, x.data(), o16.data(), 1, 256));
 }
 
 TEST_CASE("SIMD MXFP4: amax at and just below powers of two keeps log2f's exponent", "[kernels][ggml_quantize]") {

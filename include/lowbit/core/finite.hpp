@@ -1,11 +1,13 @@
 #pragma once
-// Finding the first NaN or infinity in a run of f32, f16 or bf16 values, by
-// their exponent bits: the one check every quantize entry point makes before
-// it codes anything.
+// Finding the first NaN, infinity or value beyond a bound in a run of f32,
+// f16 or bf16 values, by their magnitude bits: the one check every quantize
+// entry point makes before it codes anything.
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "../detail/config.hpp"
@@ -19,48 +21,68 @@ enum class float_storage : std::uint8_t { f32, f16, bf16 };
 namespace detail {
 
 // A block of 64 is scanned without a branch (the compiler vectorises the OR),
-// then searched for the first hit only when the block has one.
-template <class U, U ExpMask>
-std::size_t first_exp_all_ones(const U* p, std::size_t n) noexcept {
+// then searched for the first hit only when the block has one. A value is a
+// hit when its magnitude bits exceed `limit` (NaN and Inf exceed every finite one).
+template <class U, U AbsMask>
+std::size_t first_abs_above(const U* p, std::size_t n, U limit) noexcept {
     std::size_t i = 0;
     for (; i + 64 <= n; i += 64) {
         unsigned any = 0;
-        for (std::size_t k = 0; k < 64; ++k) any |= static_cast<unsigned>((p[i + k] & ExpMask) == ExpMask);
+        for (std::size_t k = 0; k < 64; ++k) any |= static_cast<unsigned>((p[i + k] & AbsMask) > limit);
         if (any) break;
     }
     for (; i < n; ++i)
-        if ((p[i] & ExpMask) == ExpMask) return i;
+        if ((p[i] & AbsMask) > limit) return i;
     return n;
+}
+
+// The magnitude bits of the largest value of type t not above `limit` (>= 0).
+inline std::uint32_t limit_bits(float_storage t, float limit) noexcept {
+    if (t == float_storage::f32) return std::bit_cast<std::uint32_t>(limit);
+    const std::uint16_t top = t == float_storage::f16 ? 0x7BFF : 0x7F7F;  // the largest finite
+    std::uint16_t lo = 0, hi = top;  // the largest code whose value is <= limit
+    if ((t == float_storage::f16 ? fp16_to_float(hi) : bf16_to_float(hi)) <= limit) return hi;
+    while (lo < hi) {
+        const auto mid = static_cast<std::uint16_t>((lo + hi + 1) / 2);
+        if ((t == float_storage::f16 ? fp16_to_float(mid) : bf16_to_float(mid)) <= limit) lo = mid;
+        else hi = static_cast<std::uint16_t>(mid - 1);
+    }
+    return lo;
 }
 
 }  // namespace detail
 
-/// Index of the first NaN or infinity among `n` values of type `t` at `data`
-/// (any alignment), or `n` when all are finite.
-inline std::size_t first_non_finite(float_storage t, const void* data, std::size_t n) noexcept {
+/// Index of the first of `n` values of type `t` at `data` (any alignment)
+/// that is NaN, infinite or of magnitude above `limit`, or `n` when none is.
+inline std::size_t first_beyond(float_storage t, const void* data, std::size_t n, float limit) noexcept {
+    const auto* b = static_cast<const unsigned char*>(data);
+    const std::uint32_t lim = detail::limit_bits(t, limit);
     if (t == float_storage::f32) {
         // Aligned copies keep the scan free of misaligned-access UB.
         std::uint32_t buf[256];
-        const auto* b = static_cast<const unsigned char*>(data);
         for (std::size_t i = 0; i < n; i += 256) {
             const std::size_t m = n - i < 256 ? n - i : 256;
             std::memcpy(buf, b + i * 4, m * 4);
-            const std::size_t k = detail::first_exp_all_ones<std::uint32_t, 0x7F800000u>(buf, m);
+            const std::size_t k = detail::first_abs_above<std::uint32_t, 0x7FFFFFFFu>(buf, m, lim);
             if (k < m) return i + k;
         }
         return n;
     }
     std::uint16_t buf[512];
-    const auto* b = static_cast<const unsigned char*>(data);
     for (std::size_t i = 0; i < n; i += 512) {
         const std::size_t m = n - i < 512 ? n - i : 512;
         std::memcpy(buf, b + i * 2, m * 2);
-        const std::size_t k = t == float_storage::f16
-                                  ? detail::first_exp_all_ones<std::uint16_t, std::uint16_t{0x7C00}>(buf, m)
-                                  : detail::first_exp_all_ones<std::uint16_t, std::uint16_t{0x7F80}>(buf, m);
+        const std::size_t k =
+            detail::first_abs_above<std::uint16_t, std::uint16_t{0x7FFF}>(buf, m, static_cast<std::uint16_t>(lim));
         if (k < m) return i + k;
     }
     return n;
+}
+
+/// Index of the first NaN or infinity among `n` values of type `t` at `data`
+/// (any alignment), or `n` when all are finite.
+inline std::size_t first_non_finite(float_storage t, const void* data, std::size_t n) noexcept {
+    return first_beyond(t, data, n, std::numeric_limits<float>::max());
 }
 
 /// The value at index i of a float run of type `t`, widened to float.

@@ -2198,17 +2198,54 @@ inline bool check_rows(ggml::type t, const void* x, const void* dst, std::size_t
 
 namespace detail::gqz {
 
-/// Throws errc::non_finite naming the first NaN or infinity among the rows
-/// (row numbers counted from first_row).
-inline void check_finite_rows(ggml::type from, const void* x, std::size_t rows, std::size_t n_per_row,
-                              std::size_t first_row) {
+/// The largest magnitude a type can give back: its fp16 scale's largest
+/// value (65504) times its largest sub-scale and code magnitudes. Beyond it a
+/// value cannot be represented; ggml then writes a block with an infinite
+/// scale or, where an fp32 intermediate overflows first (Q6_K, Q3_K, IQ4_XS
+/// near 1e38), silently codes the value as 0.
+inline float value_limit(ggml::type t) noexcept {
+    constexpr float h = 65504.0f;
+    using ggml::type;
+    switch (t) {
+    case type::f16: return 65519.99609375f;  // the largest float that rounds to 65504
+    case type::bf16: return 3.3961775e38f;   // the largest float that rounds to bf16's largest finite
+    case type::q8_0: return h * 127;
+    case type::q4_0: return h * 8;
+    case type::q4_1: return h * 16;    // m + 15 d
+    case type::q5_0: return h * 16;
+    case type::q5_1: return h * 32;    // m + 31 d
+    case type::q2_k: return h * 15 * 3;
+    case type::q3_k: return h * 32 * 4;
+    case type::q4_k: return h * 63 * 15;
+    case type::q5_k: return h * 63 * 31;
+    case type::q6_k: return h * 128 * 32;
+    case type::iq4_nl: return h * 127;
+    case type::iq4_xs: return h * 32 * 127;
+    case type::tq1_0:
+    case type::tq2_0: return h;
+    default: return std::numeric_limits<float>::max();  // f32, mxfp4 (E8M0 scales reach 2^127)
+    }
+}
+
+/// Throws for the first value of the rows that is NaN or infinite
+/// (errc::non_finite) or beyond what type t can represent
+/// (errc::invalid_argument), naming its row (counted from first_row) and column.
+inline void check_rows_range(ggml::type t, ggml::type from, const void* x, std::size_t rows, std::size_t n_per_row,
+                             std::size_t first_row) {
     const auto fs = from == ggml::type::f32   ? float_storage::f32
                     : from == ggml::type::f16 ? float_storage::f16
                                               : float_storage::bf16;
-    const std::size_t n = rows * n_per_row, i = first_non_finite(fs, x, n);
+    const float limit = value_limit(t);
+    const std::size_t n = rows * n_per_row, i = first_beyond(fs, x, n, limit);
     if (i == n) return;
-    LOWBIT_THROW(errc::non_finite, "row " + std::to_string(first_row + i / n_per_row) + ", column " +
-                                       std::to_string(i % n_per_row) + " is " + non_finite_name(float_at(fs, x, i)));
+    const float v = float_at(fs, x, i);
+    const std::string where = "row " + std::to_string(first_row + i / n_per_row) + ", column " +
+                              std::to_string(i % n_per_row);
+    if (!std::isfinite(v)) LOWBIT_THROW(errc::non_finite, where + " is " + non_finite_name(v));
+    char b[128];
+    std::snprintf(b, sizeof b, ": %.9g is beyond %s's range (largest magnitude %.9g)", static_cast<double>(v),
+                  ggml::traits(t).name.data(), static_cast<double>(limit));
+    LOWBIT_THROW(errc::invalid_argument, where + b);
 }
 
 /// Throws when a quantized block holds a value ggml_validate_row_data
@@ -2253,7 +2290,7 @@ inline void quantize_rows_from(ggml::type t, ggml::type from, const void* x, voi
     if (rows > SIZE_MAX / n_per_row)
         LOWBIT_THROW(errc::invalid_argument, "quantize_ggml_rows: " + std::to_string(rows) + " rows of " +
                                                  std::to_string(n_per_row) + " values overflow size_t");
-    check_finite_rows(from, x, rows, n_per_row, first_row);
+    check_rows_range(t, from, x, rows, n_per_row, first_row);
     const bool simd = quantize_ggml_simd_supports(t, imatrix != nullptr) && active_isa() != isa::scalar;
     if (from == ggml::type::f32) {
         if (simd)
@@ -2283,10 +2320,11 @@ inline void quantize_rows_from(ggml::type t, ggml::type from, const void* x, voi
 /// set: the same bytes, faster. Types and paths without a SIMD kernel (see
 /// quantize_ggml_simd_supports) and the scalar ISA run ggml::quantize_rows.
 /// A NaN or infinity in x is errc::non_finite naming its row and column; a
-/// finite row whose block parameters the type cannot store (an fp16 scale
-/// beyond 65504, say) is errc::invalid_argument naming the row, the block and
-/// the largest value, where ggml would write a block its own
-/// ggml_validate_row_data rejects.
+/// value beyond what the type can represent (detail::gqz::value_limit), or a
+/// block whose parameters it cannot store (an fp16 scale beyond 65504), is
+/// errc::invalid_argument naming the row, the column(s) and the value, where
+/// ggml would write a block its own ggml_validate_row_data rejects or code
+/// the value silently as 0.
 inline void quantize_ggml_rows(ggml::type t, const float* x, void* dst, std::size_t rows, std::size_t n_per_row,
                                const float* imatrix = nullptr) {
     detail::gqz::quantize_rows_from(t, ggml::type::f32, x, dst, rows, n_per_row, imatrix, 0);
