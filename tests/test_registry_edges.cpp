@@ -198,7 +198,7 @@ TEST_CASE("the ggml formats: values beyond the blocks' range, and blocks ggml_va
         const auto e = run([&] { q = quantize(f, matrix_view<const float>(edge.data(), rows, cols)); });
         if (e.code) {
             REQUIRE(e.code == errc::invalid_argument);
-            REQUIRE(contains(e.what, "row 1, columns 0"));
+            REQUIRE(contains(e.what, "row 1, column"));
             continue;
         }
         const auto& g = dynamic_cast<const ggml::quantized_rows&>(*q);
@@ -211,6 +211,21 @@ TEST_CASE("the ggml formats: values beyond the blocks' range, and blocks ggml_va
     const auto o = run([&] { (void)quantize(find_format("q4_1"), matrix_view<const float>(low.data(), rows, cols)); });
     REQUIRE(o.code == errc::invalid_argument);
     REQUIRE(contains(o.what, "row 1, columns 0"));
+    // Row numbers count from the matrix's first row whatever the threads'
+    // chunks, contiguous or strided.
+    constexpr std::size_t tall = 48, stride = cols + 32;
+    std::vector<float> big(tall * stride, 0.5f);
+    for (std::size_t c = 0; c < cols; ++c) big[37 * stride + c] = c % 2 ? -1e5f : -2e5f;
+    for (unsigned threads : {1u, 2u, 0u}) {
+        INFO(threads);
+        for (const std::size_t s : {stride, cols}) {
+            const auto b = run([&] {
+                (void)quantize(find_format("q4_1"), matrix_view<const float>(big.data(), tall, cols, s), {}, {threads});
+            });
+            REQUIRE(b.code == errc::invalid_argument);
+            REQUIRE(contains(b.what, s == stride ? "row 37, columns 0" : "row 41, columns 160"));
+        }
+    }
 }
 
 TEST_CASE("every format: dequantize's bad outputs and row ranges get the same error") {

@@ -86,23 +86,6 @@ inline void check_row_range(type t, matrix_view<const float> w, std::size_t r) {
                      std::to_string(c1 - 1) + ")");
 }
 
-/// The blocks of row r (of input row `x`) as ggml_validate_row_data sees
-/// them: a block ggml would reject (its fp16 d or dmin overflowed, say) is an
-/// errc::invalid_argument error naming the row, the block's columns and its
-/// largest value, which the type's scales cannot represent.
-inline void check_row_blocks(type t, const unsigned char* blocks, std::size_t row_size, matrix_view<const float> w,
-                             std::size_t r) {
-    const auto bad = find_invalid_block(t, std::span<const std::byte>(reinterpret_cast<const std::byte*>(blocks), row_size));
-    if (!bad) return;
-    const std::size_t bs = traits(t).block_size, c0 = bad->block * bs, c1 = std::min(w.cols(), c0 + bs);
-    LOWBIT_THROW(errc::invalid_argument,
-                 "quantize (ggml " + std::string(traits(t).name) + "): row " + std::to_string(r) + ", columns " +
-                     std::to_string(c0) + ".." + std::to_string(c1 - 1) + " (" +
-                     ::lowbit::detail::largest_in(w, r, c0, c1) + "): the block's " + std::string(bad->field) +
-                     " would be " + ::lowbit::detail::value_string(bad->value) + "; " +
-                     std::string(traits(t).name) + "'s fp16 scales cannot represent this range");
-}
-
 }  // namespace detail
 
 /// `w` quantized to type `t` with the same bytes as ggml (kernels::
@@ -110,8 +93,9 @@ inline void check_row_blocks(type t, const unsigned char* blocks, std::size_t ro
 /// types that read one (one weight per column) or empty; row ranges run on
 /// `threads` threads (0 = all cores). Checks as every quantize entry point
 /// (view, finite weights, importance); blocks that ggml_validate_row_data
-/// would reject, and values beyond what the type's blocks can represent, are
-/// errors rather than a result (detail::check_row_range, check_row_blocks).
+/// would reject (kernels' quantize_rows_from), and values beyond what the
+/// type's blocks can represent (detail::check_row_range), are errors rather
+/// than a result.
 inline std::unique_ptr<quantized_rows> quantize_matrix(ggml::type t, matrix_view<const float> w,
                                                        std::span<const float> importance = {}, unsigned threads = 1) {
     ::lowbit::detail::check_weights(w, importance, "quantize (ggml " + std::string(traits(t).name) + ")");
@@ -129,16 +113,17 @@ inline std::unique_ptr<quantized_rows> quantize_matrix(ggml::type t, matrix_view
     const float* im = importance.empty() ? nullptr : importance.data();
     parallel_for(w.rows(), threads, 16, [&](std::size_t r0, std::size_t r1) {
         for (std::size_t r = r0; r < r1; ++r) detail::check_row_range(t, w, r);
+        // quantize_rows_from rejects the blocks ggml_validate_row_data would
+        // reject, naming rows from the first one passed.
         unsigned char* dst = q->blocks.data() + r0 * q->row_size;
         if (w.stride() == w.cols()) {
-            kernels::quantize_ggml_rows(t, w.data() + r0 * w.stride(), dst, r1 - r0, w.cols(), im);
+            kernels::detail::gqz::quantize_rows_from(t, type::f32, w.data() + r0 * w.stride(), dst, r1 - r0,
+                                                     w.cols(), im, r0);
         } else {
             for (std::size_t r = r0; r < r1; ++r)
-                kernels::quantize_ggml_rows(t, w.data() + r * w.stride(), dst + (r - r0) * q->row_size, 1, w.cols(),
-                                            im);
+                kernels::detail::gqz::quantize_rows_from(t, type::f32, w.data() + r * w.stride(),
+                                                         dst + (r - r0) * q->row_size, 1, w.cols(), im, r);
         }
-        for (std::size_t r = r0; r < r1; ++r)
-            detail::check_row_blocks(t, q->blocks.data() + r * q->row_size, q->row_size, w, r);
     });
     return q;
 }

@@ -144,8 +144,8 @@ static_assert(offsetof(block_iq4_xs, d) == 0 && offsetof(block_mxfp4, e) == 0);
 
 /// A bound on the magnitudes a block of type `t` can represent: its fp16
 /// scale's largest value (65504) times the largest code, sub-block scale and
-/// table entry the type multiplies it by (plus the fp16 min for the types
-/// with one); 0 for types without an fp16 block scale (F32, F16, BF16,
+/// table entry the type multiplies it by (plus the fp16 min for Q4_1 and
+/// Q5_1); 0 for types without an fp16 block scale (F32, F16, BF16,
 /// MXFP4, ...). A block with a larger value cannot be stored: ggml's own code
 /// then writes an infinite scale (which ggml_validate_row_data rejects) or,
 /// where its search overflows first (Q3_K, Q6_K, IQ4_XS), a zero one. Below
@@ -154,18 +154,20 @@ static_assert(offsetof(block_iq4_xs, d) == 0 && offsetof(block_mxfp4, e) == 0);
 constexpr double largest_representable(type t) noexcept {
     constexpr double h = 65504.0;
     switch (t) {
-    case type::q4_0: return 8 * h;              // (q - 8) d
-    case type::q4_1: return 16 * h;             // q d + m, q <= 15
-    case type::q5_0: return 16 * h;             // (q - 16) d
-    case type::q5_1: return 32 * h;             // q d + m, q <= 31
-    case type::q8_0: return 128 * h;            // q d, int8 q
-    case type::q2_k: return (45 + 15) * h;      // d sc q - dmin m, sc, m <= 15, q <= 3
-    case type::q3_k: return 32 * 4 * h;         // d (sc - 32)(q - 4)
-    case type::q4_k: return (63 * 15 + 63) * h;  // d sc q - dmin m, 6-bit sc, m
-    case type::q5_k: return (63 * 31 + 63) * h;
-    case type::q6_k: return 128 * 32 * h;       // d sc (q - 32), int8 sc
-    case type::iq4_nl: return 127 * h;          // d table, |table| <= 127
-    case type::iq4_xs: return 32 * 127 * h;     // d (ls - 32) table
+    case type::q4_0: return 8 * h;          // (q - 8) d
+    case type::q4_1: return 16 * h;         // q d + m, q <= 15
+    case type::q5_0: return 16 * h;         // (q - 16) d
+    case type::q5_1: return 32 * h;         // q d + m, q <= 31
+    case type::q8_0: return 127 * h;        // q d, |q| <= 127
+    case type::q2_k: return 15 * 3 * h;     // d sc q - dmin m: at most d sc q, sc <= 15, q <= 3
+    case type::q3_k: return 32 * 4 * h;     // d (sc - 32)(q - 4)
+    case type::q4_k: return 63 * 15 * h;    // d sc q - dmin m, 6-bit sc
+    case type::q5_k: return 63 * 31 * h;
+    case type::q6_k: return 128 * 32 * h;   // d sc (q - 32), int8 sc
+    case type::iq4_nl: return 127 * h;      // d table, |table| <= 127
+    case type::iq4_xs: return 32 * 127 * h;  // d (ls - 32) table
+    case type::tq1_0:
+    case type::tq2_0: return h;             // (trit - 1) d
     default: return 0;
     }
 }
