@@ -5,7 +5,8 @@
 #   ./dev.sh compare [ARGS]   build the lowbit program and run `lowbit compare ARGS`
 #   ./dev.sh test             build everything and run the test suite (cmake --workflow --preset test)
 #   ./dev.sh interop          cross-check against the formats' owners (gguf, ggml, safetensors, bitsandbytes) with pytest
-#   ./dev.sh fuzz [SECONDS]   fuzz the GGUF and safetensors readers with libFuzzer (clang), SECONDS each (default 60)
+#   ./dev.sh fuzz [SECONDS]   fuzz the GGUF, safetensors and imatrix readers and the quantize pipeline with
+#                             libFuzzer (clang), SECONDS each (default 60)
 #   ./dev.sh bench [FILTER]   build and run the Google Benchmark programs
 #   ./dev.sh deps             only install the dependencies
 set -euo pipefail
@@ -86,13 +87,25 @@ fuzz() {
     local flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude)
     clang++ "${flags[@]}" tests/fuzz/fuzz_gguf.cpp -o build/fuzz/fuzz_gguf
     clang++ "${flags[@]}" tests/fuzz/fuzz_safetensors.cpp -o build/fuzz/fuzz_safetensors
-    mkdir -p build/fuzz/corpus build/fuzz/corpus_safetensors
+    clang++ "${flags[@]}" tests/fuzz/fuzz_imatrix.cpp -o build/fuzz/fuzz_imatrix
+    clang++ "${flags[@]}" tests/fuzz/fuzz_quantize.cpp -o build/fuzz/fuzz_quantize
+    mkdir -p build/fuzz/corpus build/fuzz/corpus_safetensors build/fuzz/corpus_imatrix build/fuzz/corpus_quantize
     echo "== fuzz_gguf (${1:-60} s)"
     ./build/fuzz/fuzz_gguf -max_total_time="${1:-60}" -max_len=4096 -print_final_stats=1 \
         build/fuzz/corpus build/fuzz/seeds 2>&1 | tail -n 12
     echo "== fuzz_safetensors (${1:-60} s)"
     ./build/fuzz/fuzz_safetensors -max_total_time="${1:-60}" -max_len=4096 -print_final_stats=1 \
         -dict=tests/fuzz/safetensors.dict build/fuzz/corpus_safetensors build/fuzz/seeds_safetensors 2>&1 | tail -n 12
+    # The imatrix readers and the quantize pipeline start from the seeds of their kind.
+    mkdir -p build/fuzz/seeds_imatrix build/fuzz/seeds_quantize
+    cp build/fuzz/seeds/imatrix.gguf build/fuzz/seeds/imatrix.dat build/fuzz/seeds_imatrix/
+    cp build/fuzz/seeds/tiny_model.gguf build/fuzz/seeds/small.gguf build/fuzz/seeds_quantize/
+    echo "== fuzz_imatrix (${1:-60} s)"
+    ./build/fuzz/fuzz_imatrix -max_total_time="${1:-60}" -max_len=4096 -print_final_stats=1 \
+        build/fuzz/corpus_imatrix build/fuzz/seeds_imatrix 2>&1 | tail -n 12
+    echo "== fuzz_quantize (${1:-60} s)"
+    ./build/fuzz/fuzz_quantize -max_total_time="${1:-60}" -max_len=4096 -print_final_stats=1 \
+        build/fuzz/corpus_quantize build/fuzz/seeds_quantize 2>&1 | tail -n 12
 }
 
 cmd="${1:-help}"

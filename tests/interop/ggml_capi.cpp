@@ -1,6 +1,7 @@
 // C entry points to lowbit's ggml row functions, for the Python interop tests
 // (loaded with ctypes next to ggml's own library and the gguf package).
 #include <lowbit/formats/ggml.hpp>
+#include <lowbit/formats/ggml_validate.hpp>
 #include <lowbit/kernels/ggml_quantize.hpp>
 #include <lowbit/parallel.hpp>
 
@@ -62,6 +63,19 @@ int lowbit_ggml_can_quantize(std::uint32_t type) {
         return lowbit::ggml::traits(static_cast<lowbit::ggml::type>(type)).quantize != nullptr;
     } catch (...) {
         return 0;
+    }
+}
+// 1 if ggml::find_invalid_block accepts the bytes (as ggml_validate_row_data
+// should), 0 if it finds a bad block, -1 on an error.
+int lowbit_ggml_validate(std::uint32_t type, const void* data, std::size_t nbytes) {
+    try {
+        return lowbit::ggml::find_invalid_block(static_cast<lowbit::ggml::type>(type),
+                                                {static_cast<const std::byte*>(data), nbytes})
+                   ? 0
+                   : 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return -1;
     }
 }
 int lowbit_ggml_can_dequantize(std::uint32_t type) {

@@ -5,6 +5,11 @@
     PyPI's llama-cpp-python sources) for every type, with and without an
     importance matrix.
 (2) Dequantize: gguf.quants.dequantize of our blocks equals our dequantize.
+(3) Validation: on adversarial rows (Inf, NaN, 1e30, float's largest, 1e5,
+    a -1e6 spike) every block lowbit writes passes ggml's own
+    ggml_validate_row_data, or lowbit refuses the row; whatever ggml's
+    validation rejects in ggml's own output, lowbit refuses; and lowbit's
+    validator agrees with ggml's on blocks with corrupted scale fields.
 
 Environment: LOWBIT_GGML_CAPI (our C entry points, built by CMake) and
 LOWBIT_REF_GGML (libggml-base.so); a missing reference skips with a reason.
@@ -39,6 +44,8 @@ def lowbit():
     lib.lowbit_ggml_quantize.restype = ctypes.c_size_t
     lib.lowbit_ggml_quantize.argtypes = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                          ctypes.c_int64, ctypes.c_void_p]
+    lib.lowbit_ggml_validate.restype = ctypes.c_int
+    lib.lowbit_ggml_validate.argtypes = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t]
     lib.lowbit_ggml_dequantize.restype = ctypes.c_int
     lib.lowbit_ggml_dequantize.argtypes = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                            ctypes.c_int64]
@@ -54,6 +61,8 @@ def ggml():
     lib.ggml_quantize_chunk.restype = ctypes.c_size_t
     lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                         ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_validate_row_data.restype = ctypes.c_bool
+    lib.ggml_validate_row_data.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
     return lib
 
 
@@ -144,3 +153,75 @@ def test_gguf_dequantize_of_our_blocks_equals_ours(lowbit, t):
         ours = np.zeros_like(x)
         assert lowbit.lowbit_ggml_dequantize(int(t), q.ctypes.data, ours.ctypes.data, x.shape[0], x.shape[1])
         np.testing.assert_array_equal(ours, theirs.reshape(x.shape), err_msg=f"{t.name} / {name}")
+
+
+def adversarial_rows():
+    """Rows llama.cpp's own pipeline turns into blocks its validation rejects."""
+    rng = np.random.default_rng(77)
+    cols = 256
+    base = (rng.standard_normal(cols) * 0.02).astype(np.float32)
+    for name, v in [("inf", np.inf), ("-inf", -np.inf), ("nan", np.nan), ("1e30", 1e30), ("-1e30", -1e30),
+                    ("fmax", np.finfo(np.float32).max), ("-fmax", -np.finfo(np.float32).max), ("1e5", 1e5),
+                    ("-1e6", -1e6), ("65504", 65504.0), ("3e8", 3e8)]:
+        x = base.copy()
+        x[37] = v
+        yield name, x.reshape(1, cols)
+    yield "65504-scale", (rng.standard_normal((1, cols)) * 65504).astype(np.float32)
+    yield "1e5-scale", (rng.standard_normal((1, cols)) * 1e5).astype(np.float32)
+
+
+def quiet_quantize(lib, t, x):
+    """lowbit's bytes for x, or None when lowbit refuses the row."""
+    bs, ts = quants.GGML_QUANT_SIZES[t]
+    out = np.zeros(x.size // bs * ts, dtype=np.uint8)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = lib.lowbit_ggml_quantize(int(t), x.ctypes.data, out.ctypes.data, x.shape[0], x.shape[1], None)
+    return out if n == out.size else None
+
+
+@pytest.mark.parametrize("t", TYPES + [T.F16, T.BF16], ids=lambda t: t.name)
+def test_written_blocks_pass_ggml_validation(lowbit, ggml, t):
+    refused = 0
+    for name, x in adversarial_rows():
+        ours = quiet_quantize(lowbit, t, x)
+        ref = ggml_quantize(ggml, t, x).reshape(-1)
+        ggml_ok = ggml.ggml_validate_row_data(int(t), ref.ctypes.data, ref.size)
+        if ours is None:
+            refused += 1
+            continue
+        assert np.isfinite(x).all(), f"{t.name} / {name}: a non-finite input was quantized"
+        assert ggml.ggml_validate_row_data(int(t), ours.ctypes.data, ours.size), \
+            f"{t.name} / {name}: ggml_validate_row_data rejects lowbit's blocks"
+        assert ggml_ok, f"{t.name} / {name}: ggml's own blocks fail its validation, lowbit's must be refused"
+        back = np.zeros_like(x)
+        assert lowbit.lowbit_ggml_dequantize(int(t), ours.ctypes.data, back.ctypes.data, x.shape[0], x.shape[1])
+        assert np.isfinite(back).all(), f"{t.name} / {name}: finite input dequantizes to a non-finite value"
+    assert refused >= 3  # Inf, -Inf and NaN at least
+
+
+@pytest.mark.parametrize("t", TYPES + [T.F16, T.BF16, T.F32, T.Q8_K], ids=lambda t: t.name)
+def test_validator_agrees_with_ggml(lowbit, ggml, t):
+    """Corrupt each fp16/fp32/E8M0 field position in turn and ask both."""
+    bs, ts = quants.GGML_QUANT_SIZES[t]
+    rng = np.random.default_rng(int(t))
+    blocks = 4
+    good = rng.integers(0, 256, blocks * ts, dtype=np.uint8)
+    # Make every 2-byte position an ordinary fp16 first (0x3C00 = 1.0) where
+    # random bytes could already be Inf/NaN, then corrupt one offset at a time.
+    base = good.copy()
+    for off in range(0, base.size - 1, 2):
+        if (int(base[off + 1]) & 0x7C) == 0x7C or (int(base[off + 1]) & 0x7F) == 0x7F:
+            base[off + 1] &= 0x3B
+    if t == T.MXFP4:
+        base[::ts] = np.minimum(base[::ts], 0xFE)
+    for off in range(0, ts - 1):
+        for pattern in (b"\x00\x7c", b"\xff\x7f", b"\x00\xfc", b"\x80\x7f\x00\x00", b"\x00\x00\x80\x7f", b"\xff"):
+            y = base.copy()
+            p = np.frombuffer(pattern, dtype=np.uint8)
+            if off + p.size > ts:
+                continue
+            y[ts + off: ts + off + p.size] = p  # in the second block
+            theirs = bool(ggml.ggml_validate_row_data(int(t), y.ctypes.data, y.size))
+            ours = lowbit.lowbit_ggml_validate(int(t), y.ctypes.data, y.size)
+            assert ours in (0, 1)
+            assert bool(ours) == theirs, f"{t.name}: byte {off} set to {pattern.hex()}: ggml {theirs}, lowbit {bool(ours)}"

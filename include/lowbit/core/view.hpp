@@ -129,15 +129,6 @@ inline std::pair<std::size_t, std::size_t> clamp_rows(row_range range, std::size
     return {r0, std::max(r0, std::min(range.end, rows))};
 }
 
-/// e's message without the "lowbit: <code>: " prefix the error class adds, so
-/// that a message re-thrown with its position carries one prefix.
-inline std::string message_of(const error& e) {
-    std::string_view m = e.what();
-    const std::string prefix = "lowbit: " + std::string(to_string(e.code())) + ": ";
-    if (m.substr(0, prefix.size()) == prefix) m.remove_prefix(prefix.size());
-    return std::string(m);
-}
-
 /// f(); a lowbit::error it throws is thrown again with the same code and its
 /// message prefixed by where() (a position the callee does not know).
 /// Without exceptions LOWBIT_THROW does not return, so f() runs plainly.
@@ -147,7 +138,7 @@ decltype(auto) at_position(F&& f, W&& where) {
     try {
         return std::forward<F>(f)();
     } catch (const error& e) {
-        LOWBIT_THROW(e.code(), where() + ": " + message_of(e));
+        rethrow_with_context(e, where());
     }
 #else
     (void)where;

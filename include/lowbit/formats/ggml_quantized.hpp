@@ -62,40 +62,13 @@ public:
     }
 };
 
-namespace detail {
-
-/// Row r's blocks of type t: a value beyond what any block can represent
-/// (largest_representable) is an errc::invalid_argument error naming the
-/// row, the block's columns and the value, before ggml's search runs on it.
-inline void check_row_range(type t, matrix_view<const float> w, std::size_t r) {
-    const double limit = largest_representable(t);
-    if (limit == 0) return;
-    const auto row = w.row(r);
-    float mx = 0.0f;
-    for (float v : row) mx = std::fmax(mx, std::fabs(v));
-    if (static_cast<double>(mx) <= limit) return;
-    const std::size_t bs = traits(t).block_size;
-    std::size_t c = 0;
-    while (static_cast<double>(std::fabs(row[c])) <= limit) ++c;
-    const std::size_t c0 = c / bs * bs, c1 = std::min(w.cols(), c0 + bs);
-    LOWBIT_THROW(errc::invalid_argument,
-                 "quantize (ggml " + std::string(traits(t).name) + "): row " + std::to_string(r) + ", column " +
-                     std::to_string(c) + ": " + ::lowbit::detail::value_string(row[c]) + " is beyond the " +
-                     ::lowbit::detail::value_string(limit) + " that a " + std::string(traits(t).name) +
-                     " block (fp16 scales) can represent (the block of columns " + std::to_string(c0) + ".." +
-                     std::to_string(c1 - 1) + ")");
-}
-
-}  // namespace detail
-
 /// `w` quantized to type `t` with the same bytes as ggml (kernels::
 /// quantize_ggml_rows); `importance` is ggml's importance matrix for the
 /// types that read one (one weight per column) or empty; row ranges run on
 /// `threads` threads (0 = all cores). Checks as every quantize entry point
 /// (view, finite weights, importance); blocks that ggml_validate_row_data
-/// would reject (kernels' quantize_rows_from), and values beyond what the
-/// type's blocks can represent (detail::check_row_range), are errors rather
-/// than a result.
+/// would reject, and values beyond what the type's blocks can represent
+/// (kernels' quantize_rows_from), are errors rather than a result.
 inline std::unique_ptr<quantized_rows> quantize_matrix(ggml::type t, matrix_view<const float> w,
                                                        std::span<const float> importance = {}, unsigned threads = 1) {
     ::lowbit::detail::check_weights(w, importance, "quantize (ggml " + std::string(traits(t).name) + ")");
@@ -112,9 +85,8 @@ inline std::unique_ptr<quantized_rows> quantize_matrix(ggml::type t, matrix_view
     q->blocks.resize(q->n_rows * q->row_size);
     const float* im = importance.empty() ? nullptr : importance.data();
     parallel_for(w.rows(), threads, 16, [&](std::size_t r0, std::size_t r1) {
-        for (std::size_t r = r0; r < r1; ++r) detail::check_row_range(t, w, r);
-        // quantize_rows_from rejects the blocks ggml_validate_row_data would
-        // reject, naming rows from the first one passed.
+        // quantize_rows_from rejects values beyond the type's range and the
+        // blocks ggml_validate_row_data would reject, naming rows from the first one passed.
         unsigned char* dst = q->blocks.data() + r0 * q->row_size;
         if (w.stride() == w.cols()) {
             kernels::detail::gqz::quantize_rows_from(t, type::f32, w.data() + r0 * w.stride(), dst, r1 - r0,

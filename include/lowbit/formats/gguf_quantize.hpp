@@ -19,6 +19,7 @@
 #include "../kernels/ggml_quantize.hpp"
 #include "../parallel.hpp"
 #include "ggml.hpp"
+#include "ggml_validate.hpp"
 #include "gguf.hpp"
 #include "gguf_recipes.hpp"
 #include "imatrix.hpp"
@@ -210,6 +211,11 @@ inline gguf_quantize_summary quantize_gguf(const std::filesystem::path& in, cons
             rep.fell_back = c->fell_back;
         }
         if (!rep.quantized) {
+            // Every tensor written passes ggml's own validation, copied ones too.
+            if (const auto bad = ggml::find_invalid_block(t.type, src.tensor(t)))
+                LOWBIT_THROW(errc::non_finite, in.string() + ": tensor '" + t.name + "' (" +
+                                                   std::string(ggml::traits(t.type).name) + ", copied as it is): " +
+                                                   bad->to_string() + ", which ggml rejects");
             w.add_tensor(t.name, t.shape, t.type, src.tensor(t));
             continue;
         }

@@ -2198,33 +2198,15 @@ inline bool check_rows(ggml::type t, const void* x, const void* dst, std::size_t
 
 namespace detail::gqz {
 
-/// The largest magnitude a type can give back: its fp16 scale's largest
-/// value (65504) times its largest sub-scale and code magnitudes. Beyond it a
-/// value cannot be represented; ggml then writes a block with an infinite
-/// scale or, where an fp32 intermediate overflows first (Q6_K, Q3_K, IQ4_XS
-/// near 1e38), silently codes the value as 0.
+/// The largest magnitude a value quantized to type t can have: for the
+/// block types ggml::largest_representable (beyond it ggml writes an infinite
+/// scale or, where an fp32 intermediate overflows first, codes the value as
+/// 0); for F16/BF16 the largest float that rounds to a finite value.
 inline float value_limit(ggml::type t) noexcept {
-    constexpr float h = 65504.0f;
-    using ggml::type;
-    switch (t) {
-    case type::f16: return 65519.99609375f;  // the largest float that rounds to 65504
-    case type::bf16: return 3.3961775e38f;   // the largest float that rounds to bf16's largest finite
-    case type::q8_0: return h * 127;
-    case type::q4_0: return h * 8;
-    case type::q4_1: return h * 16;    // m + 15 d
-    case type::q5_0: return h * 16;
-    case type::q5_1: return h * 32;    // m + 31 d
-    case type::q2_k: return h * 15 * 3;
-    case type::q3_k: return h * 32 * 4;
-    case type::q4_k: return h * 63 * 15;
-    case type::q5_k: return h * 63 * 31;
-    case type::q6_k: return h * 128 * 32;
-    case type::iq4_nl: return h * 127;
-    case type::iq4_xs: return h * 32 * 127;
-    case type::tq1_0:
-    case type::tq2_0: return h;
-    default: return std::numeric_limits<float>::max();  // f32, mxfp4 (E8M0 scales reach 2^127)
-    }
+    if (t == ggml::type::f16) return 65519.99609375f;
+    if (t == ggml::type::bf16) return 3.3961775e38f;
+    const double l = ggml::largest_representable(t);
+    return l > 0 ? static_cast<float>(l) : std::numeric_limits<float>::max();  // f32, mxfp4 (E8M0 reaches 2^127)
 }
 
 /// Throws for the first value of the rows that is NaN or infinite
