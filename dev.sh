@@ -7,6 +7,7 @@
 #   ./dev.sh interop          cross-check against the formats' owners (gguf, ggml, safetensors, bitsandbytes) with pytest
 #   ./dev.sh fuzz [SECONDS]   fuzz the GGUF, safetensors and imatrix readers and the quantize pipeline with
 #                             libFuzzer (clang), SECONDS each (default 60)
+#   ./dev.sh tsan             the lowbit program's threaded paths under ThreadSanitizer (build-tsan/)
 #   ./dev.sh bench [FILTER]   build and run the Google Benchmark programs
 #   ./dev.sh deps             only install the dependencies
 set -euo pipefail
@@ -108,6 +109,16 @@ fuzz() {
         build/fuzz/corpus_quantize build/fuzz/seeds_quantize 2>&1 | tail -n 12
 }
 
+# ThreadSanitizer over the threaded paths: the lowbit program quantizes GGUF
+# and bitsandbytes checkpoints on 1-8 threads (tests/cli/thread_cases.sh).
+tsan() {
+    deps
+    if [[ -f build-tsan/CMakeCache.txt ]]; then cmake build-tsan >/dev/null; else cmake --preset tsan >/dev/null; fi
+    cmake --build build-tsan -j2 --target lowbit_cli make_cli_fixtures >/dev/null
+    TSAN_OPTIONS="halt_on_error=1 exitcode=66 second_deadlock_stack=1" \
+        tests/cli/thread_cases.sh build-tsan/bin/lowbit build-tsan/tests/make_cli_fixtures build-tsan/thread_cases
+}
+
 cmd="${1:-help}"
 shift || true
 case "$cmd" in
@@ -124,6 +135,7 @@ test)
     ;;
 interop) interop "$@" ;;
 fuzz) fuzz "$@" ;;
+tsan) tsan ;;
 bench)
     deps
     configure

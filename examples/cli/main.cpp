@@ -112,8 +112,15 @@ row_result evaluate(const dataset& d, const lowbit::format& f, unsigned threads)
     r.format = std::string(f.name);
     lowbit::matrix_view<const float> w(d.w.data(), d.rows, d.cols);
     std::unique_ptr<lowbit::quantized_base> q;
+    std::vector<float> back;
+    try {
+        back.resize(d.w.size());
+    } catch (const std::bad_alloc&) {
+        lowbit::throw_out_of_memory("the dequantized copy of " + d.name + " (" + std::to_string(d.rows) + " x " +
+                                        std::to_string(d.cols) + " floats)",
+                                    4ull * d.w.size());
+    }
     const double tq = best_seconds(1, [&] { q = lowbit::quantize(f, w, {}, {threads}); });
-    std::vector<float> back(d.w.size());
     lowbit::matrix_view<float> out(back.data(), d.rows, d.cols);
     const double td = best_seconds(5, [&] { q->dequantize(out); });
     const double n = static_cast<double>(d.w.size());
@@ -545,10 +552,9 @@ int cmd_compare(int argc, char** argv) {
         try {
             data.push_back(make_dataset(kinds[k], rows, cols, seed + k));
         } catch (const std::bad_alloc&) {
-            LOWBIT_THROW(lowbit::errc::invalid_argument,
-                         "compare: cannot allocate the " + kinds[k] + " data set, " + std::to_string(rows) + " x " +
-                             std::to_string(cols) + " floats (" + mib(4ull * rows * cols) +
-                             "): use smaller --rows/--cols");
+            lowbit::throw_out_of_memory("the " + kinds[k] + " data set, " + std::to_string(rows) + " x " +
+                                            std::to_string(cols) + " floats (use smaller --rows/--cols)",
+                                        4ull * rows * cols);
         }
     }
     std::vector<row_result> results;

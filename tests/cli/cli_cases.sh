@@ -118,7 +118,7 @@ check imatrix-directory 1 "is a directory" -- quantize "$IN/model.gguf" "$OUT/x.
 rmdir "$OUT/imdir"
 check imatrix-garbage 1 "imatrix" -- quantize "$IN/model.gguf" "$OUT/x.gguf" --type Q4_K_M --imatrix "$IN/model.safetensors"
 check imatrix-ok 0 "" -- quantize "$IN/model.gguf" "$OUT/x.gguf" --type Q4_K_M --imatrix "$IN/imatrix.gguf"
-check compare-too-large 1 "cannot allocate the gaussian data set, 100000 x 100000 floats" -- compare --rows 100000 --cols 100000 --data gaussian
+check compare-too-large 1 "out of memory: cannot allocate 40000000000 bytes (38147 MiB) for the gaussian data set, 100000 x 100000 floats" -- compare --rows 100000 --cols 100000 --data gaussian
 check compare-overflow 1 "overflow" -- compare --rows 4294967296 --cols 4294967296
 
 # 6. Resource limits are errors, not aborts.

@@ -3,7 +3,7 @@
 // whose weights are already Q8_0, a GGUF imatrix, safetensors checkpoints, and
 // a larger model for the interruption cases.
 //
-//   make_fixtures DIR
+//   make_fixtures DIR [--no-large]
 
 #include <lowbit/formats/ggml.hpp>
 #include <lowbit/formats/gguf.hpp>
@@ -106,8 +106,9 @@ void write_checkpoint(const fs::path& path, Poke poke) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 2) {
-        std::fprintf(stderr, "usage: make_fixtures DIR\n");
+    const bool large = !(argc == 3 && std::strcmp(argv[2], "--no-large") == 0);
+    if (argc != 2 && large) {
+        std::fprintf(stderr, "usage: make_fixtures DIR [--no-large]\n");
         return 2;
     }
     try {
@@ -127,7 +128,7 @@ int main(int argc, char** argv) {
         write_model(d / "f16range.gguf", 1, at(1e5f));
         write_model(d / "q8.gguf", 1, none, true);
         // About 110 MB of f32 weights: long enough to be interrupted mid-write.
-        write_model(d / "large.gguf", 8, none, false, 4096);
+        if (large) write_model(d / "large.gguf", 8, none, false, 4096);
         write_imatrix(d / "imatrix.gguf");
         write_checkpoint(d / "model.safetensors", none);
         write_checkpoint(d / "nan.safetensors", [](std::vector<float>& w) { w[3 * 128 + 9] = std::nanf(""); });

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdlib>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -21,6 +22,7 @@ enum class errc {
     unsupported,       ///< a valid request this build or CPU cannot serve
     io,                ///< the operating system refused a read or write
     corrupt_file,      ///< a file's contents contradict its own header
+    out_of_memory,     ///< an allocation the request needs failed (the message says how large)
 };
 
 constexpr std::string_view to_string(errc c) noexcept {
@@ -33,6 +35,7 @@ constexpr std::string_view to_string(errc c) noexcept {
     case errc::unsupported: return "unsupported";
     case errc::io: return "i/o error";
     case errc::corrupt_file: return "corrupt file";
+    case errc::out_of_memory: return "out of memory";
     }
     return "error";
 }
@@ -66,5 +69,24 @@ LOWBIT_NAMESPACE_BEGIN
 [[noreturn]] inline void rethrow_with_context(const error& e, const std::string& context) {
     LOWBIT_THROW(e.code(), context + ": " + e.message());
     std::abort();  // reached only if a LOWBIT_THROW replacement returns
+}
+/// errc::out_of_memory for a failed allocation of `bytes` bytes for `what`,
+/// in place of a bare std::bad_alloc.
+[[noreturn]] inline void throw_out_of_memory(const std::string& what, unsigned long long bytes) {
+    const double mib = static_cast<double>(bytes) / (1024.0 * 1024.0);
+    std::string size = std::to_string(bytes) + " bytes";
+    if (mib >= 1) size += " (" + std::to_string(static_cast<unsigned long long>(mib + 0.5)) + " MiB)";
+    LOWBIT_THROW(errc::out_of_memory, "cannot allocate " + size + " for " + what);
+    std::abort();
+}
+
+/// v.assign(n, value), with a failed allocation reported as throw_out_of_memory(what).
+template <class Vec, class T>
+void assign_or_throw(Vec& v, std::size_t n, const T& value, const std::string& what) {
+    try {
+        v.assign(n, value);
+    } catch (const std::bad_alloc&) {
+        throw_out_of_memory(what, static_cast<unsigned long long>(n) * sizeof(typename Vec::value_type));
+    }
 }
 LOWBIT_NAMESPACE_END

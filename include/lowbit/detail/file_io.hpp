@@ -124,7 +124,13 @@ struct live_files {
 class mapped_file final : public byte_owner {
 public:
     mapped_file(const std::filesystem::path& path, std::string_view label) : path_(path.string()) {
-        // O_NONBLOCK: opening a FIFO must not wait for a writer before it is refused.
+        // What the path names is checked before it is opened (a FIFO or device
+        // is never opened), and again on the descriptor (it may have changed);
+        // O_NONBLOCK: should it be a FIFO by then, the open does not wait for a writer.
+        struct stat pre {};
+        if (::stat(path.c_str(), &pre) == 0 && !S_ISREG(pre.st_mode))
+            LOWBIT_THROW(errc::io, std::string(label) + ": '" + path.string() + "' is " + kind_of(pre.st_mode) +
+                                       ", not a regular file");
         const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
         if (fd < 0) fail(label, path, "cannot open");
         struct stat st {};

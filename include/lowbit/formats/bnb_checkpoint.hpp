@@ -246,6 +246,11 @@ inline convert_report convert_checkpoint(const std::filesystem::path& in, const 
             keep.push_back(std::move(p));
         } catch (const error& e) {
             rethrow_with_context(e, in.string() + ": tensor '" + t.name + "'");
+        } catch (const std::bad_alloc&) {
+            // The float copy and the quantized parts: about 5 bytes per element.
+            throw_out_of_memory(in.string() + ": tensor '" + t.name + "' (" + std::to_string(t.numel()) +
+                                    " elements, as floats and quantized)",
+                                t.numel() * 5);
         }
         rep.quantized++;
         rep.weights_quantized += t.numel();

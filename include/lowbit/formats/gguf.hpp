@@ -1013,7 +1013,7 @@ private:
         for (const auto& t : tensors_) {
             std::span<const std::byte> bytes = t.data;
             if (t.fill) {
-                buf.assign(static_cast<std::size_t>(t.size), std::byte{0});
+                assign_or_throw(buf, static_cast<std::size_t>(t.size), std::byte{0}, "tensor " + gguf::detail::show_name(t.name));
                 t.fill(std::span<std::byte>(buf));
                 bytes = buf;
             }

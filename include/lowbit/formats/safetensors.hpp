@@ -716,7 +716,7 @@ private:
         for (const auto i : data_order()) {
             const auto& t = tensors_[i];
             if (t.fill) {
-                buf.assign(static_cast<std::size_t>(t.size), std::byte{0});
+                assign_or_throw(buf, static_cast<std::size_t>(t.size), std::byte{0}, "tensor '" + t.name + "'");
                 t.fill(std::span<std::byte>(buf));
                 sink(std::span<const std::byte>(buf));
             } else {
