@@ -116,7 +116,12 @@ check imatrix-is-model 1 "not an importance matrix" -- quantize "$IN/model.gguf"
 mkdir -p "$OUT/imdir"
 check imatrix-directory 1 "is a directory" -- quantize "$IN/model.gguf" "$OUT/x.gguf" --type Q4_K_M --imatrix "$OUT/imdir"
 rmdir "$OUT/imdir"
-check imatrix-garbage 1 "imatrix" -- quantize "$IN/model.gguf" "$OUT/x.gguf" --type Q4_K_M --imatrix "$IN/model.safetensors"
+check imatrix-safetensors 1 "a safetensors file, not an importance matrix" -- quantize "$IN/model.gguf" "$OUT/x.gguf" --type Q4_K_M --imatrix "$IN/model.safetensors"
+printf 'junk' > "$OUT/junk.dat"
+check imatrix-junk 1 "junk.dat: imatrix .dat: entry count" -- quantize "$IN/model.gguf" "$OUT/x.gguf" --type Q4_K_M --imatrix "$OUT/junk.dat"
+cp "$IN/model.safetensors" "$OUT/renamed.gguf"
+check gguf-is-safetensors 1 "this is a safetensors file" -- quantize "$OUT/renamed.gguf" "$OUT/x.gguf" --type Q4_0
+rm -f "$OUT/junk.dat" "$OUT/renamed.gguf"
 check imatrix-ok 0 "" -- quantize "$IN/model.gguf" "$OUT/x.gguf" --type Q4_K_M --imatrix "$IN/imatrix.gguf"
 check compare-too-large 1 "out of memory: cannot allocate 40000000000 bytes (38147 MiB) for the gaussian data set, 100000 x 100000 floats" -- compare --rows 100000 --cols 100000 --data gaussian
 check compare-overflow 1 "overflow" -- compare --rows 4294967296 --cols 4294967296

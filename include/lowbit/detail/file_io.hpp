@@ -62,6 +62,18 @@ inline std::string_view container_of_extension(const std::filesystem::path& p) {
     return {};
 }
 
+/// The container a file's first bytes announce ("gguf", "safetensors"), or
+/// empty: what a reader names when it is handed the other kind of file.
+inline std::string_view container_of_bytes(std::span<const std::byte> b) {
+    if (b.size() >= 4 && std::memcmp(b.data(), "GGUF", 4) == 0) return "gguf";
+    if (b.size() >= 10) {
+        std::uint64_t n = 0;
+        for (int i = 7; i >= 0; --i) n = (n << 8) | std::to_integer<std::uint64_t>(b[static_cast<std::size_t>(i)]);
+        if (n >= 2 && n <= b.size() - 8 && std::to_integer<char>(b[8]) == '{') return "safetensors";
+    }
+    return {};
+}
+
 #if LOWBIT_FILE_IO_POSIX
 
 /// "a directory", "a FIFO", ... for a file that is not a regular one.

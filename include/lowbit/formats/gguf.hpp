@@ -628,7 +628,9 @@ inline gguf_file parse(std::span<const std::byte> bytes, std::shared_ptr<const l
             shown += hex[b >> 4];
             shown += hex[b & 15];
         }
-        c.fail_at(0, field("magic"), "bytes " + shown + " are not \"GGUF\" (47475546)");
+        const auto kind = lowbit::detail::container_of_bytes(bytes);
+        c.fail_at(0, field("magic"), "bytes " + shown + " are not \"GGUF\" (47475546)" +
+                                         (kind.empty() ? "" : "; this is a " + std::string(kind) + " file"));
     }
     c.skip(4);
     const auto version = c.read<std::uint32_t>(field("version"));

@@ -201,6 +201,9 @@ inline imatrix read_imatrix_dat(const std::filesystem::path& path) {
     if (is_gguf(bytes))
         LOWBIT_THROW(errc::unsupported, path.string() + " is a GGUF imatrix; read its tensors with the GGUF reader "
                                                         "and pass them to imatrix_from_gguf_tensors");
+    if (const auto kind = lowbit::detail::container_of_bytes(bytes); !kind.empty())
+        LOWBIT_THROW(errc::corrupt_file, path.string() + ": a " + std::string(kind) +
+                                             " file, not an importance matrix (a GGUF imatrix or the legacy .dat form)");
     try {
         return parse_imatrix_dat(bytes);
     } catch (const error& e) {
