@@ -3,7 +3,9 @@
 (1) Quantize: our bytes equal gguf.quants.quantize for the types the gguf
     package can quantize, and ggml's own ggml_quantize_chunk (libggml-base from
     PyPI's llama-cpp-python sources) for every type, with and without an
-    importance matrix.
+    importance matrix, on small rows of many shapes and on wide ones (rows of
+    4096: N(0,1), one-signed log-normal, uniform), wide enough that a search
+    constant changed alike in lowbit's scalar and SIMD copies shows.
 (2) Dequantize: gguf.quants.dequantize of our blocks equals our dequantize.
 (3) Validation: on adversarial rows (Inf, NaN, 1e30, float's largest, 1e5,
     a -1e6 spike) every block lowbit writes passes ggml's own
@@ -13,7 +15,10 @@
 
 Environment: LOWBIT_GGML_CAPI (our C entry points, built by CMake) and
 LOWBIT_REF_GGML (libggml-base.so); a missing reference skips with a reason.
+LOWBIT_ARCH=scalar compares lowbit's scalar reference with ggml directly
+(./dev.sh interop runs this file a second time so).
 """
+import functools
 import ctypes
 import os
 
@@ -85,6 +90,25 @@ def inputs():
     yield "ties", (np.round(rng.standard_normal((4, cols)) * 8) / 2).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=1)
+def wide_inputs():
+    """Rows of 4096 (a whole number of every type's blocks), made once per run."""
+    rng = np.random.default_rng(4096)
+    cols = 4096
+    ln = np.exp(rng.standard_normal((16, cols))).astype(np.float32)
+    ln[8:] *= -1  # one sign per row: half of them positive, half negative
+    return [("wide-gaussian", rng.standard_normal((64, cols)).astype(np.float32)),
+            ("wide-one-signed-lognormal", ln),
+            ("wide-uniform", rng.uniform(-1, 1, (16, cols)).astype(np.float32))]
+
+
+def wide_imatrix():
+    rng = np.random.default_rng(4097)
+    imatrix = (rng.random(4096) ** 3 * 10).astype(np.float32)
+    imatrix[::17] = 0
+    return imatrix
+
+
 def ours_quantize(lib, t, x, imatrix=None):
     bs, ts = quants.GGML_QUANT_SIZES[t]
     rows, cols = x.shape
@@ -140,6 +164,23 @@ def test_quantize_with_imatrix_equals_ggml(lowbit, ggml, t):
     for name, x in inputs():
         imatrix = (rng.random(x.shape[1]) ** 3 * 10).astype(np.float32)
         imatrix[::17] = 0
+        ours = ours_quantize(lowbit, t, x, imatrix)
+        ref = ggml_quantize(ggml, t, x, imatrix)
+        assert ours.tobytes() == ref.tobytes(), f"{name}: {first_diff(ours, ref, t)}"
+
+
+@pytest.mark.parametrize("t", TYPES, ids=lambda t: t.name)
+def test_wide_rows_equal_ggml(lowbit, ggml, t):
+    for name, x in wide_inputs():
+        ours = ours_quantize(lowbit, t, x)
+        ref = ggml_quantize(ggml, t, x)
+        assert ours.tobytes() == ref.tobytes(), f"{name}: {first_diff(ours, ref, t)}"
+
+
+@pytest.mark.parametrize("t", sorted(USES_IMATRIX, key=int), ids=lambda t: t.name)
+def test_wide_rows_with_imatrix_equal_ggml(lowbit, ggml, t):
+    imatrix = wide_imatrix()
+    for name, x in wide_inputs():
         ours = ours_quantize(lowbit, t, x, imatrix)
         ref = ggml_quantize(ggml, t, x, imatrix)
         assert ours.tobytes() == ref.tobytes(), f"{name}: {first_diff(ours, ref, t)}"
