@@ -4,6 +4,8 @@
 // it, in this binary. <type>_scalar runs ggml::quantize_rows (the scalar
 // quantizers, bit-exact with ggml's reference), <type>_simd runs
 // kernels::quantize_ggml_rows on the active instruction set (the same bytes);
+// <type>_simd_unchecked the kernel alone, without quantize_ggml_rows' range
+// scan of the input and check of the blocks (their cost is the difference);
 // _imatrix cases pass an importance matrix; _all_threads cases run row ranges
 // on every core (read_input_all_threads is their ceiling); _from_f16_all_threads
 // cases quantize the same matrix stored as f16, as `lowbit quantize` does with
@@ -66,13 +68,18 @@ void counters(benchmark::State& state) {
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void run(benchmark::State& state, ggml::type t, bool simd, bool with_imatrix) {
+enum class path { scalar, simd, unchecked };
+
+void run(benchmark::State& state, ggml::type t, path p, bool with_imatrix) {
+    const bool simd = p != path::scalar;
     const float* x = matrix();
     const float* im = with_imatrix ? importance().data() : nullptr;
     buffer out = make_buffer(rows * ggml::row_bytes(t, cols), 0);
     for (auto _ : state) {
-        if (simd)
+        if (p == path::simd)
             quantize_ggml_rows(t, x, out.get(), rows, cols, im);
+        else if (p == path::unchecked)  // the kernel alone: no range scan of the input, no block check
+            dispatch(quantize_ggml_fn{}, ggml_quantize_job{t, x, out.get(), rows, cols, im});
         else
             ggml::quantize_rows(t, x, out.get(), rows, cols, im);
         benchmark::DoNotOptimize(out.get());
@@ -164,10 +171,12 @@ void register_all() {
         for (bool im : {false, true}) {
             if (!quantize_ggml_simd_supports(t, im) || (im && ignores_imatrix(t))) continue;
             const std::string base = std::string(name) + (im ? "_imatrix" : "");
-            for (bool simd : {false, true}) {
+            for (path p : {path::scalar, path::simd, path::unchecked}) {
+                if (p == path::unchecked && im) continue;
                 const ggml::type tt = t;
-                fast(benchmark::RegisterBenchmark((base + (simd ? "_simd" : "_scalar")).c_str(),
-                                                  [tt, simd, im](benchmark::State& s) { run(s, tt, simd, im); }));
+                const char* suffix = p == path::scalar ? "_scalar" : p == path::simd ? "_simd" : "_simd_unchecked";
+                fast(benchmark::RegisterBenchmark((base + suffix).c_str(),
+                                                  [tt, p, im](benchmark::State& s) { run(s, tt, p, im); }));
             }
             if (!im) {
                 fast(benchmark::RegisterBenchmark((base + "_simd_all_threads").c_str(),

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/finite.hpp"
 #include "core/view.hpp"
 #include "double_quant.hpp"
 #include "granularity.hpp"
@@ -189,10 +190,10 @@ namespace detail {
 inline void check_finite(matrix_view<const float> w, std::string_view who = "weights") {
     for (std::size_t r = 0; r < w.rows(); ++r) {
         const auto row = w.row(r);
-        for (std::size_t c = 0; c < row.size(); ++c)
-            if (!std::isfinite(row[c]))
-                LOWBIT_THROW(errc::non_finite, std::string(who) + " at row " + std::to_string(r) + ", column " +
-                                                   std::to_string(c) + " is " + value_string(row[c]));
+        const std::size_t c = first_non_finite(float_storage::f32, row.data(), row.size());
+        if (c < row.size())
+            LOWBIT_THROW(errc::non_finite, std::string(who) + " at row " + std::to_string(r) + ", column " +
+                                               std::to_string(c) + " is " + value_string(row[c]));
     }
 }
 

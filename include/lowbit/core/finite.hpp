@@ -20,22 +20,6 @@ enum class float_storage : std::uint8_t { f32, f16, bf16 };
 
 namespace detail {
 
-// A block of 64 is scanned without a branch (the compiler vectorises the OR),
-// then searched for the first hit only when the block has one. A value is a
-// hit when its magnitude bits exceed `limit` (NaN and Inf exceed every finite one).
-template <class U, U AbsMask>
-std::size_t first_abs_above(const U* p, std::size_t n, U limit) noexcept {
-    std::size_t i = 0;
-    for (; i + 64 <= n; i += 64) {
-        unsigned any = 0;
-        for (std::size_t k = 0; k < 64; ++k) any |= static_cast<unsigned>((p[i + k] & AbsMask) > limit);
-        if (any) break;
-    }
-    for (; i < n; ++i)
-        if ((p[i] & AbsMask) > limit) return i;
-    return n;
-}
-
 // The magnitude bits of the largest value of type t not above `limit` (>= 0).
 inline std::uint32_t limit_bits(float_storage t, float limit) noexcept {
     if (t == float_storage::f32) return std::bit_cast<std::uint32_t>(limit);
@@ -53,30 +37,51 @@ inline std::uint32_t limit_bits(float_storage t, float limit) noexcept {
 }  // namespace detail
 
 /// Index of the first of `n` values of type `t` at `data` (any alignment)
-/// that is NaN, infinite or of magnitude above `limit`, or `n` when none is.
-inline std::size_t first_beyond(float_storage t, const void* data, std::size_t n, float limit) noexcept {
+/// whose magnitude bits (sign cleared) exceed `limit`, or `n`: the scalar
+/// form of the scan (kernels have a vectorised one). 64 values at a time are
+/// tested without a branch (the compiler vectorises the OR), and searched for
+/// the first hit only when they hold one.
+inline std::size_t first_beyond_bits(float_storage t, const void* data, std::size_t n, std::uint32_t limit) noexcept {
     const auto* b = static_cast<const unsigned char*>(data);
-    const std::uint32_t lim = detail::limit_bits(t, limit);
+    std::size_t i = 0;
     if (t == float_storage::f32) {
-        // Aligned copies keep the scan free of misaligned-access UB.
-        std::uint32_t buf[256];
-        for (std::size_t i = 0; i < n; i += 256) {
-            const std::size_t m = n - i < 256 ? n - i : 256;
-            std::memcpy(buf, b + i * 4, m * 4);
-            const std::size_t k = detail::first_abs_above<std::uint32_t, 0x7FFFFFFFu>(buf, m, lim);
-            if (k < m) return i + k;
+        for (; i + 64 <= n; i += 64) {
+            unsigned any = 0;
+            for (std::size_t k = 0; k < 64; ++k) {
+                std::uint32_t u;
+                std::memcpy(&u, b + 4 * (i + k), 4);
+                any |= static_cast<unsigned>((u & 0x7FFFFFFFu) > limit);
+            }
+            if (any) break;
+        }
+        for (; i < n; ++i) {
+            std::uint32_t u;
+            std::memcpy(&u, b + 4 * i, 4);
+            if ((u & 0x7FFFFFFFu) > limit) return i;
         }
         return n;
     }
-    std::uint16_t buf[512];
-    for (std::size_t i = 0; i < n; i += 512) {
-        const std::size_t m = n - i < 512 ? n - i : 512;
-        std::memcpy(buf, b + i * 2, m * 2);
-        const std::size_t k =
-            detail::first_abs_above<std::uint16_t, std::uint16_t{0x7FFF}>(buf, m, static_cast<std::uint16_t>(lim));
-        if (k < m) return i + k;
+    for (; i + 64 <= n; i += 64) {
+        unsigned any = 0;
+        for (std::size_t k = 0; k < 64; ++k) {
+            std::uint16_t u;
+            std::memcpy(&u, b + 2 * (i + k), 2);
+            any |= static_cast<unsigned>((u & 0x7FFFu) > limit);
+        }
+        if (any) break;
+    }
+    for (; i < n; ++i) {
+        std::uint16_t u;
+        std::memcpy(&u, b + 2 * i, 2);
+        if ((u & 0x7FFFu) > limit) return i;
     }
     return n;
+}
+
+/// Index of the first of `n` values of type `t` at `data` (any alignment)
+/// that is NaN, infinite or of magnitude above `limit`, or `n` when none is.
+inline std::size_t first_beyond(float_storage t, const void* data, std::size_t n, float limit) noexcept {
+    return first_beyond_bits(t, data, n, detail::limit_bits(t, limit));
 }
 
 /// Index of the first NaN or infinity among `n` values of type `t` at `data`

@@ -81,6 +81,22 @@ struct widen_f32_fn {
     void operator()(Arch, const widen_job& j) const noexcept;
 };
 
+/// Finds the first of n f32/f16/bf16 values whose magnitude bits exceed
+/// `limit` (NaN and Inf exceed every finite bound): first_beyond_bits on the
+/// active instruction set. The result goes to *first (n when there is none).
+struct range_scan_job {
+    float_storage from;
+    const void* x;
+    std::size_t n;
+    std::uint32_t limit;
+    std::size_t* first;
+};
+
+struct range_scan_fn {
+    template <class Arch>
+    void operator()(Arch, const range_scan_job& j) const noexcept;
+};
+
 /// Whether quantize_ggml_rows has a SIMD kernel for type t (with an imatrix
 /// or without); the rest go to the scalar ggml::quantize_rows.
 constexpr bool quantize_ggml_simd_supports(ggml::type t, bool with_imatrix) noexcept {
@@ -2167,6 +2183,35 @@ void widen_f32_fn::operator()(Arch, const widen_job& j) const noexcept {
     }
 }
 
+template <class Arch>
+void range_scan_fn::operator()(Arch, const range_scan_job& j) const noexcept {
+    std::size_t i = 0;
+    if constexpr (!std::is_same_v<Arch, scalar>) {
+#if !defined(LOWBIT_NO_SIMD)
+        // Masked magnitudes and the bound are non-negative, so signed compares serve.
+        const auto scan = [&](auto lane, auto mask) {
+            using T = decltype(lane);
+            using B = xsimd::batch<T, Arch>;
+            constexpr std::size_t w = B::size;
+            const auto* p = static_cast<const T*>(j.x);
+            const B m(mask), lim(static_cast<T>(j.limit));
+            // The largest magnitude of 8 batches, then one compare: a max a load.
+            for (; i + 8 * w <= j.n; i += 8 * w) {
+                B a = B::load_unaligned(p + i) & m;
+                for (std::size_t k = 1; k < 8; ++k) a = xsimd::max(a, B::load_unaligned(p + i + k * w) & m);
+                if (xsimd::any(a > lim)) break;
+            }
+        };
+        if (j.from == float_storage::f32)
+            scan(std::int32_t{}, std::int32_t{0x7FFFFFFF});
+        else
+            scan(std::int16_t{}, std::int16_t{0x7FFF});
+#endif
+    }
+    const std::size_t width = j.from == float_storage::f32 ? 4 : 2;
+    *j.first = i + first_beyond_bits(j.from, static_cast<const unsigned char*>(j.x) + i * width, j.n - i, j.limit);
+}
+
 /// n f16 or bf16 values at src to f32 at out on the active instruction set,
 /// exactly (fp16_to_float, bf16_to_float; a signalling f16 NaN may come out
 /// quietened).
@@ -2218,7 +2263,9 @@ inline void check_rows_range(ggml::type t, ggml::type from, const void* x, std::
                     : from == ggml::type::f16 ? float_storage::f16
                                               : float_storage::bf16;
     const float limit = value_limit(t);
-    const std::size_t n = rows * n_per_row, i = first_beyond(fs, x, n, limit);
+    const std::size_t n = rows * n_per_row;
+    std::size_t i = n;
+    dispatch(range_scan_fn{}, range_scan_job{fs, x, n, lowbit::detail::limit_bits(fs, limit), &i});
     if (i == n) return;
     const float v = float_at(fs, x, i);
     const std::string where = "row " + std::to_string(first_row + i / n_per_row) + ", column " +
@@ -2235,6 +2282,14 @@ inline void check_rows_range(ggml::type t, ggml::type from, const void* x, std::
 /// columns and its largest input value.
 inline void check_quantized_rows(ggml::type t, const void* dst, std::size_t rows, std::size_t n_per_row,
                                  ggml::type from, const void* x, std::size_t first_row) {
+    // Where the range bound alone keeps every field finite, there is nothing
+    // to check: d = max/-8 or /-16 or amax/127 of values within value_limit is
+    // at most 65504, TQ's d = amax likewise, MXFP4's exponent stays below 0xFF.
+    // Q4_1/Q5_1 (an fp16 min) and the searched types are checked.
+    using ggml::type;
+    if (t == type::q4_0 || t == type::q5_0 || t == type::q8_0 || t == type::tq1_0 || t == type::tq2_0 ||
+        t == type::mxfp4)
+        return;
     const std::size_t rb = ggml::row_bytes(t, n_per_row);
     const auto bad = ggml::find_invalid_block(t, {static_cast<const std::byte*>(dst), rows * rb});
     if (!bad) return;
@@ -2272,28 +2327,39 @@ inline void quantize_rows_from(ggml::type t, ggml::type from, const void* x, voi
     if (rows > SIZE_MAX / n_per_row)
         LOWBIT_THROW(errc::invalid_argument, "quantize_ggml_rows: " + std::to_string(rows) + " rows of " +
                                                  std::to_string(n_per_row) + " values overflow size_t");
-    check_rows_range(t, from, x, rows, n_per_row, first_row);
     const bool simd = quantize_ggml_simd_supports(t, imatrix != nullptr) && active_isa() != isa::scalar;
-    if (from == ggml::type::f32) {
-        if (simd)
-            dispatch(quantize_ggml_fn{}, ggml_quantize_job{t, static_cast<const float*>(x), dst, rows, n_per_row, imatrix});
-        else
-            ggml::quantize_rows(t, static_cast<const float*>(x), dst, rows, n_per_row, imatrix);
-    } else {
-        // About 16 KB of f32 (at least a row): the widened rows stay in L1.
-        const std::size_t chunk = std::min(rows, std::max<std::size_t>(1, 4096 / n_per_row));
-        struct aligned_delete {
-            void operator()(float* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
-        };
-        const std::unique_ptr<float[], aligned_delete> scratch(
-            static_cast<float*>(::operator new[](chunk * n_per_row * sizeof(float), std::align_val_t{64})));
-        ggml_quantize_job j{t, nullptr, dst, rows, n_per_row, imatrix, from, x, scratch.get(), chunk};
-        if (simd)
-            dispatch(quantize_ggml_fn{}, j);
-        else
-            quantize_ggml_fn{}(scalar{}, j);
+    const std::size_t in_row = n_per_row * (from == ggml::type::f32 ? 4 : 2), out_row = ggml::row_bytes(t, n_per_row);
+    // A slice of about 256 KB of input at a time is scanned, quantized and its
+    // blocks checked, so the quantizer and the check read it from cache.
+    const std::size_t slice = std::min(rows, std::max<std::size_t>(1, (std::size_t{1} << 16) / n_per_row));
+    // f16/bf16 rows are widened about 16 KB of f32 (at least a row) at a time: they stay in L1.
+    const std::size_t chunk = std::min(slice, std::max<std::size_t>(1, 4096 / n_per_row));
+    struct aligned_delete {
+        void operator()(float* p) const noexcept { ::operator delete[](p, std::align_val_t{64}); }
+    };
+    std::unique_ptr<float[], aligned_delete> scratch;
+    if (from != ggml::type::f32)
+        scratch.reset(static_cast<float*>(::operator new[](chunk * n_per_row * sizeof(float), std::align_val_t{64})));
+    for (std::size_t r = 0; r < rows; r += slice) {
+        const std::size_t n = std::min(slice, rows - r);
+        const void* xs = static_cast<const unsigned char*>(x) + r * in_row;
+        void* ds = static_cast<unsigned char*>(dst) + r * out_row;
+        check_rows_range(t, from, xs, n, n_per_row, first_row + r);
+        if (from == ggml::type::f32) {
+            const auto* xf = static_cast<const float*>(xs);
+            if (simd)
+                dispatch(quantize_ggml_fn{}, ggml_quantize_job{t, xf, ds, n, n_per_row, imatrix});
+            else
+                ggml::quantize_rows(t, xf, ds, n, n_per_row, imatrix);
+        } else {
+            ggml_quantize_job j{t, nullptr, ds, n, n_per_row, imatrix, from, xs, scratch.get(), chunk};
+            if (simd)
+                dispatch(quantize_ggml_fn{}, j);
+            else
+                quantize_ggml_fn{}(scalar{}, j);
+        }
+        check_quantized_rows(t, ds, n, n_per_row, from, xs, first_row + r);
     }
-    check_quantized_rows(t, dst, rows, n_per_row, from, x, first_row);
 }
 
 }  // namespace detail::gqz
@@ -2328,5 +2394,7 @@ LOWBIT_NAMESPACE_END
     EXT template void lowbit::kernels::quantize_ggml_fn::operator()<ARCH>(      \
         ARCH, const lowbit::kernels::ggml_quantize_job&) const noexcept;        \
     EXT template void lowbit::kernels::widen_f32_fn::operator()<ARCH>(ARCH,     \
-                                                                      const lowbit::kernels::widen_job&) const noexcept;
+                                                                      const lowbit::kernels::widen_job&) const noexcept; \
+    EXT template void lowbit::kernels::range_scan_fn::operator()<ARCH>(         \
+        ARCH, const lowbit::kernels::range_scan_job&) const noexcept;
 LOWBIT_DECLARE_KERNELS(LOWBIT_KERNELS_GGML_QUANTIZE)
