@@ -227,6 +227,16 @@ inline std::optional<row_data_problem> find_invalid_block(type t, std::span<cons
     }
     const auto rule = v::rule_for(t);
     if (!rule) return std::nullopt;  // I8 .. I64: nothing to validate
+    // The common case, fp16 fields only: a pass without branches first; the
+    // search below runs only on data that holds a bad field.
+    if (rule->f[0].k == v::kind::fp16 && (rule->n == 1 || rule->f[1].k == v::kind::fp16)) {
+        const std::size_t o0 = rule->f[0].offset, o1 = rule->n == 2 ? rule->f[1].offset : o0, ts = tr->type_size;
+        unsigned any = 0;
+        for (std::size_t i = 0; i < n; ++i)
+            any |= static_cast<unsigned>(v::fp16_bad(v::u16_at(p + i * ts + o0))) |
+                   static_cast<unsigned>(v::fp16_bad(v::u16_at(p + i * ts + o1)));
+        if (!any) return std::nullopt;
+    }
     for (std::size_t i = 0; i < n; ++i) {
         const unsigned char* b = p + i * tr->type_size;
         for (unsigned k = 0; k < rule->n; ++k) {

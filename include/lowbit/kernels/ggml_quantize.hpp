@@ -2329,8 +2329,9 @@ inline void quantize_rows_from(ggml::type t, ggml::type from, const void* x, voi
                                                  std::to_string(n_per_row) + " values overflow size_t");
     const bool simd = quantize_ggml_simd_supports(t, imatrix != nullptr) && active_isa() != isa::scalar;
     const std::size_t in_row = n_per_row * (from == ggml::type::f32 ? 4 : 2), out_row = ggml::row_bytes(t, n_per_row);
-    // A slice of about 256 KB of input at a time is scanned, quantized and its
-    // blocks checked, so the quantizer and the check read it from cache.
+    // A slice of about 256 KB of input at a time is quantized, then scanned and
+    // its blocks checked while it is in cache (on an error dst holds no
+    // defined result).
     const std::size_t slice = std::min(rows, std::max<std::size_t>(1, (std::size_t{1} << 16) / n_per_row));
     // f16/bf16 rows are widened about 16 KB of f32 (at least a row) at a time: they stay in L1.
     const std::size_t chunk = std::min(slice, std::max<std::size_t>(1, 4096 / n_per_row));
@@ -2344,7 +2345,6 @@ inline void quantize_rows_from(ggml::type t, ggml::type from, const void* x, voi
         const std::size_t n = std::min(slice, rows - r);
         const void* xs = static_cast<const unsigned char*>(x) + r * in_row;
         void* ds = static_cast<unsigned char*>(dst) + r * out_row;
-        check_rows_range(t, from, xs, n, n_per_row, first_row + r);
         if (from == ggml::type::f32) {
             const auto* xf = static_cast<const float*>(xs);
             if (simd)
@@ -2358,6 +2358,9 @@ inline void quantize_rows_from(ggml::type t, ggml::type from, const void* x, voi
             else
                 quantize_ggml_fn{}(scalar{}, j);
         }
+        // After the kernel, which streamed the slice in (with its arithmetic
+        // overlapping the loads), the scan reads it from cache.
+        check_rows_range(t, from, xs, n, n_per_row, first_row + r);
         check_quantized_rows(t, ds, n, n_per_row, from, xs, first_row + r);
     }
 }
