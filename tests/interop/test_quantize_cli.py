@@ -72,6 +72,8 @@ def ggml():
     lib.ggml_quantize_chunk.restype = ctypes.c_size_t
     lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                         ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
+    lib.ggml_validate_row_data.restype = ctypes.c_bool
+    lib.ggml_validate_row_data.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
     return lib
 
 
@@ -230,3 +232,43 @@ def test_gguf_form_imatrix(tmp_path, ggml):
         ggml.ggml_quantize_chunk(int(t.tensor_type), np.ascontiguousarray(x).ctypes.data, ref.ctypes.data, 0,
                                  x.shape[0], x.shape[1], wts.ctypes.data)
         assert np.asarray(t.data).tobytes() == ref.tobytes(), t.name
+
+
+def write_poisoned_model(path, value, dtype=np.float32):
+    """A one-layer model whose blk.0.attn_q.weight holds `value` at row 3, column 70."""
+    rng = np.random.default_rng(8)
+    w = GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    w.add_head_count(4)
+    w.add_tensor("blk.0.attn_norm.weight", np.ones(256, dtype=np.float32))
+    q = (rng.standard_normal((256, 256)) * 0.05).astype(np.float32)
+    q[3, 70] = value
+    w.add_tensor("blk.0.attn_q.weight", q.astype(dtype))
+    w.add_tensor("blk.0.ffn_up.weight", (rng.standard_normal((512, 256)) * 0.05).astype(dtype))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan, 1e30, -1e30, 3.4e38, 1e5, -1e6, 65504.0, 3e8],
+                         ids=lambda v: f"{v:g}")
+@pytest.mark.parametrize("ftype", ["Q4_0", "Q4_1", "Q8_0", "Q4_K_M", "Q6_K", "IQ4_NL", "F16"])
+def test_every_written_tensor_passes_ggml_validation(tmp_path, ggml, value, ftype):
+    """lowbit quantize either writes tensors ggml's own ggml_validate_row_data
+    accepts, or fails naming the tensor, row and column and writes nothing."""
+    if ggml is None:
+        pytest.skip("ggml's library (LOWBIT_REF_GGML) was not built")
+    src, dst = tmp_path / "in.gguf", tmp_path / "out.gguf"
+    write_poisoned_model(src, value)
+    r = lowbit("quantize", src, dst, "--type", ftype, check=False)
+    if r.returncode != 0:
+        assert r.returncode == 1
+        assert "tensor 'blk.0.attn_q.weight'" in r.stderr and "row 3, column" in r.stderr, r.stderr
+        assert r.stderr.count("lowbit: ") == 1
+        assert not dst.exists() and list(tmp_path.iterdir()) == [src]
+        return
+    assert np.isfinite(value), f"{ftype}: {value} was written"
+    for t in GGUFReader(str(dst)).tensors:
+        data = np.ascontiguousarray(t.data)
+        assert ggml.ggml_validate_row_data(int(t.tensor_type), data.ctypes.data, data.nbytes), t.name
