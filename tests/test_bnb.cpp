@@ -1,6 +1,7 @@
 #include "catch.hpp"
 
 #include <lowbit/formats/bnb.hpp>
+#include <lowbit/formats/bnb_checkpoint.hpp>
 
 #include <algorithm>
 #include <cmath>

@@ -54,7 +54,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (!tr.dequantize || t.type == lowbit::ggml::type::f32) continue;
         const std::size_t n = static_cast<std::size_t>(t.row_length()), rows = static_cast<std::size_t>(t.n_rows());
         std::vector<float> y(n * rows);
-        lowbit::ggml::dequantize_rows(t.type, b.data(), y.data(), rows, n);
+        lowbit::kernels::dequantize_ggml_rows(t.type, b.data(), y.data(), rows, n);
         for (float v : y)
             if (!std::isfinite(v)) std::abort();
     }

@@ -2,6 +2,7 @@
 // (loaded with ctypes next to ggml's own library and the gguf package).
 #include <lowbit/formats/ggml.hpp>
 #include <lowbit/formats/ggml_validate.hpp>
+#include <lowbit/kernels/ggml_dequantize.hpp>
 #include <lowbit/kernels/ggml_quantize.hpp>
 #include <lowbit/parallel.hpp>
 
@@ -48,7 +49,7 @@ std::size_t lowbit_ggml_quantize_rows(std::uint32_t type, std::uint32_t from, co
 
 int lowbit_ggml_dequantize(std::uint32_t type, const void* src, float* y, std::int64_t rows, std::int64_t n_per_row) {
     try {
-        lowbit::ggml::dequantize_rows(static_cast<lowbit::ggml::type>(type), src, y, static_cast<std::size_t>(rows),
+        lowbit::kernels::dequantize_ggml_rows(static_cast<lowbit::ggml::type>(type), src, y, static_cast<std::size_t>(rows),
                                       static_cast<std::size_t>(n_per_row));
         return 1;
     } catch (const std::exception& e) {

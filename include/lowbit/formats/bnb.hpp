@@ -47,7 +47,6 @@
 #include <vector>
 
 #include "../core/error.hpp"
-#include "../core/json.hpp"
 #include "../core/numeric.hpp"
 #include "../kernels/bnb.hpp"
 #include "../parallel.hpp"
@@ -630,30 +629,6 @@ inline std::vector<float> int8_linear(std::span<const float> x, std::size_t batc
             y[i * w.rows + n] = v;
         }
     return y;
-}
-
-// ---- The quant_state JSON --------------------------------------------------
-
-/// The key of the packed JSON entry: "quant_state.bitsandbytes__nf4" / "__fp4".
-inline std::string quant_state_key(quant_type t) { return "quant_state.bitsandbytes__" + std::string(to_string(t)); }
-
-/// The JSON bitsandbytes packs into the `weight.quant_state.bitsandbytes__*`
-/// uint8 tensor (QuantState.as_dict(packed=True), json.dumps formatting).
-inline std::string quant_state_json(const quant_state_4bit& s) {
-    std::string j = "{\"quant_type\": \"" + std::string(to_string(s.type)) + "\", \"blocksize\": " +
-                    std::to_string(s.blocksize) + ", \"dtype\": \"" + std::string(to_string(s.dtype)) +
-                    "\", \"shape\": [";
-    for (std::size_t i = 0; i < s.shape.size(); ++i) {
-        if (i) j += ", ";
-        j += std::to_string(s.shape[i]);
-    }
-    j += "]";
-    if (s.nested) {
-        j += ", \"nested_blocksize\": " + std::to_string(s.nested->blocksize) +
-             ", \"nested_dtype\": \"float32\", \"nested_offset\": " +
-             json::format_double_python(static_cast<double>(s.nested->offset));
-    }
-    return j + "}";
 }
 
 }  // namespace bnb

@@ -43,6 +43,30 @@
 LOWBIT_NAMESPACE_BEGIN
 namespace bnb {
 
+// ---- The quant_state JSON --------------------------------------------------
+
+/// The key of the packed JSON entry: "quant_state.bitsandbytes__nf4" / "__fp4".
+inline std::string quant_state_key(quant_type t) { return "quant_state.bitsandbytes__" + std::string(to_string(t)); }
+
+/// The JSON bitsandbytes packs into the `weight.quant_state.bitsandbytes__*`
+/// uint8 tensor (QuantState.as_dict(packed=True), json.dumps formatting).
+inline std::string quant_state_json(const quant_state_4bit& s) {
+    std::string j = "{\"quant_type\": \"" + std::string(to_string(s.type)) + "\", \"blocksize\": " +
+                    std::to_string(s.blocksize) + ", \"dtype\": \"" + std::string(to_string(s.dtype)) +
+                    "\", \"shape\": [";
+    for (std::size_t i = 0; i < s.shape.size(); ++i) {
+        if (i) j += ", ";
+        j += std::to_string(s.shape[i]);
+    }
+    j += "]";
+    if (s.nested) {
+        j += ", \"nested_blocksize\": " + std::to_string(s.nested->blocksize) +
+             ", \"nested_dtype\": \"float32\", \"nested_offset\": " +
+             json::format_double_python(static_cast<double>(s.nested->offset));
+    }
+    return j + "}";
+}
+
 /// A checkpoint format name: "nf4-b64-dq", "fp4-b128", ... (4-bit, block
 /// size, "-dq" for nested absmax) or "llm-int8" (8-bit rows).
 struct checkpoint_format {

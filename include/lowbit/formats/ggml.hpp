@@ -1,5 +1,6 @@
 #pragma once
-// ggml's quantized types with their lowbit row functions: one table, by type.
+// ggml's quantized types with their lowbit row functions (the scalar
+// references): one table, by type.
 
 #include <array>
 #include <cstddef>
@@ -10,7 +11,6 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
-#include "../kernels/ggml_dequantize.hpp"
 #include "ggml_blocks.hpp"
 #include "ggml_kquants.hpp"
 #include "ggml_types.hpp"
@@ -112,17 +112,15 @@ inline void quantize_rows(type t, const float* x, void* dst, std::size_t rows, s
         tr.quantize(x + r * n_per_row, static_cast<unsigned char*>(dst) + r * rb, n_per_row, imatrix);
 }
 
-/// Dequantize `rows` rows of `n_per_row` values of type `t` from `src` into `y`.
+/// Dequantize `rows` rows of `n_per_row` values of type `t` from `src` into
+/// `y` with the scalar reference rows; kernels::dequantize_ggml_rows gives the
+/// same values on the active instruction set.
 inline void dequantize_rows(type t, const void* src, float* y, std::size_t rows, std::size_t n_per_row) {
     const auto tr = traits(t);
     if (!tr.dequantize) LOWBIT_THROW(errc::unsupported, "lowbit cannot dequantize " + std::string(tr.name));
     const std::size_t rb = row_bytes(t, n_per_row);
     if (rows == 0 || n_per_row == 0) return;
     if (!src || !y) LOWBIT_THROW(errc::invalid_argument, "dequantize_rows: src and y must not be null");
-    if (kernels::dequantize_ggml_supports(t)) {  // block types: the SIMD kernels
-        kernels::dequantize_ggml({t, src, rb, rows, n_per_row, y, n_per_row});
-        return;
-    }
     for (std::size_t r = 0; r < rows; ++r)
         tr.dequantize(static_cast<const unsigned char*>(src) + r * rb, y + r * n_per_row, n_per_row);
 }

@@ -16,6 +16,7 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
+#include "../kernels/ggml_dequantize.hpp"
 #include "../kernels/ggml_quantize.hpp"
 #include "../parallel.hpp"
 #include "ggml.hpp"
@@ -250,7 +251,7 @@ inline gguf_quantize_summary quantize_gguf(const std::filesystem::path& in, cons
                         const std::byte* from = in_bytes.data() + row * in_row;
                         ggml::type from_type = r.from;
                         if (r.requantized) {
-                            ggml::dequantize_rows(r.from, from, deq.data(), end - row, n_per_row);
+                            kernels::dequantize_ggml_rows(r.from, from, deq.data(), end - row, n_per_row);
                             from = reinterpret_cast<const std::byte*>(deq.data());
                             from_type = ggml::type::f32;
                         }

@@ -18,6 +18,7 @@
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
 #include "../formats/ggml_blocks.hpp"
+#include "../formats/ggml.hpp"
 #include "../formats/ggml_kquants.hpp"
 #include "dequantize.hpp"
 #include "dispatch.hpp"
@@ -701,6 +702,16 @@ inline void dequantize_ggml(const ggml_job& j) {
         LOWBIT_THROW(errc::invalid_argument, "dequantize_ggml: out_stride " + std::to_string(j.out_stride) +
                                                  " is less than the " + std::to_string(j.cols) + " columns");
     dispatch(dequantize_ggml_fn{}, j);
+}
+
+/// ggml::dequantize_rows on the active instruction set (the same values): the
+/// block types through dequantize_ggml, F32/F16/BF16 through the table's rows.
+inline void dequantize_ggml_rows(ggml::type t, const void* src, float* y, std::size_t rows, std::size_t n_per_row) {
+    if (!dequantize_ggml_supports(t)) {
+        ggml::dequantize_rows(t, src, y, rows, n_per_row);
+        return;
+    }
+    dequantize_ggml({t, src, ggml::row_bytes(t, n_per_row), rows, n_per_row, y, n_per_row});
 }
 
 }  // namespace kernels
