@@ -148,9 +148,12 @@ tsan) tsan ;;
 bench)
     deps
     configure
-    cmake --build build -j2 --target bench_dequantize bench_quantize
-    for b in build/benchmarks/bench_*; do
-        [[ -x "$b" ]] && "$b" --benchmark_filter="${1:-.}"
+    # Every benchmarks/bench_*.cpp is built, then run: none runs stale.
+    targets=()
+    for src in benchmarks/bench_*.cpp; do targets+=("$(basename "$src" .cpp)"); done
+    cmake --build build -j2 --target "${targets[@]}"
+    for t in "${targets[@]}"; do
+        build/benchmarks/$t --benchmark_filter="${1:-.}"
     done
     ;;
 *)
