@@ -1,9 +1,12 @@
 #include "catch.hpp"
 
+#include <lowbit/core/finite.hpp>
 #include <lowbit/core/error.hpp>
 #include <lowbit/core/view.hpp>
 #include <lowbit/kernels/dispatch.hpp>
 
+#include <cstring>
+#include <limits>
 #include <vector>
 
 TEST_CASE("matrix_view addresses rows through the stride") {
@@ -59,4 +62,41 @@ TEST_CASE("parallel_for covers every index once and rethrows errors") {
                                                if (b > 50) LOWBIT_THROW(lowbit::errc::io, "chunk failed");
                                            }),
                       lowbit::error);
+}
+
+TEST_CASE("first_beyond: NaN, Inf and values past a bound in f32, f16 and bf16 runs, at any alignment") {
+    using lowbit::float_storage;
+    for (std::size_t n : {std::size_t{1}, std::size_t{63}, std::size_t{64}, std::size_t{65}, std::size_t{1000}}) {
+        for (std::size_t at : {std::size_t{0}, n / 2, n - 1}) {
+            // f32 one byte past an aligned start, so no load may assume alignment.
+            std::vector<unsigned char> f32(4 * n + 1), f16(2 * n + 1), b16(2 * n + 1);
+            for (std::size_t i = 0; i < n; ++i) {
+                const float v = static_cast<float>(i % 7) - 3.0f;
+                std::memcpy(f32.data() + 1 + 4 * i, &v, 4);
+                const std::uint16_t h = lowbit::float_to_fp16(v), b = lowbit::float_to_bf16(v);
+                std::memcpy(f16.data() + 1 + 2 * i, &h, 2);
+                std::memcpy(b16.data() + 1 + 2 * i, &b, 2);
+            }
+            INFO("n " << n << ", at " << at);
+            CHECK(lowbit::first_non_finite(float_storage::f32, f32.data() + 1, n) == n);
+            CHECK(lowbit::first_beyond(float_storage::f32, f32.data() + 1, n, 3.0f) == n);
+            CHECK(lowbit::first_beyond(float_storage::f16, f16.data() + 1, n, 3.0f) == n);
+            CHECK(lowbit::first_beyond(float_storage::bf16, b16.data() + 1, n, 3.0f) == n);
+            const float big = -3.5f, nan = std::numeric_limits<float>::quiet_NaN();
+            std::memcpy(f32.data() + 1 + 4 * at, &big, 4);
+            CHECK(lowbit::first_beyond(float_storage::f32, f32.data() + 1, n, 3.0f) == at);
+            CHECK(lowbit::first_non_finite(float_storage::f32, f32.data() + 1, n) == n);
+            std::memcpy(f32.data() + 1 + 4 * at, &nan, 4);
+            CHECK(lowbit::first_non_finite(float_storage::f32, f32.data() + 1, n) == at);
+            const std::uint16_t hinf = 0xFC00, binf = 0x7F80, hbig = lowbit::float_to_fp16(3.5f);
+            std::memcpy(f16.data() + 1 + 2 * at, &hbig, 2);
+            CHECK(lowbit::first_beyond(float_storage::f16, f16.data() + 1, n, 3.0f) == at);
+            CHECK(lowbit::first_non_finite(float_storage::f16, f16.data() + 1, n) == n);
+            std::memcpy(f16.data() + 1 + 2 * at, &hinf, 2);
+            CHECK(lowbit::first_non_finite(float_storage::f16, f16.data() + 1, n) == at);
+            std::memcpy(b16.data() + 1 + 2 * at, &binf, 2);
+            CHECK(lowbit::first_non_finite(float_storage::bf16, b16.data() + 1, n) == at);
+            CHECK(lowbit::non_finite_name(lowbit::float_at(float_storage::bf16, b16.data() + 1, at)) == "+Inf");
+        }
+    }
 }

@@ -42,40 +42,26 @@ inline std::uint32_t limit_bits(float_storage t, float limit) noexcept {
 /// tested without a branch (the compiler vectorises the OR), and searched for
 /// the first hit only when they hold one.
 inline std::size_t first_beyond_bits(float_storage t, const void* data, std::size_t n, std::uint32_t limit) noexcept {
-    const auto* b = static_cast<const unsigned char*>(data);
-    std::size_t i = 0;
-    if (t == float_storage::f32) {
+    const auto scan = [&](auto lane, auto abs_mask) {
+        using U = decltype(lane);
+        const auto* b = static_cast<const unsigned char*>(data);
+        const auto at = [&](std::size_t i) {
+            U u;
+            std::memcpy(&u, b + sizeof(U) * i, sizeof(U));
+            return static_cast<std::uint32_t>(u & abs_mask);
+        };
+        std::size_t i = 0;
         for (; i + 64 <= n; i += 64) {
             unsigned any = 0;
-            for (std::size_t k = 0; k < 64; ++k) {
-                std::uint32_t u;
-                std::memcpy(&u, b + 4 * (i + k), 4);
-                any |= static_cast<unsigned>((u & 0x7FFFFFFFu) > limit);
-            }
+            for (std::size_t k = 0; k < 64; ++k) any |= static_cast<unsigned>(at(i + k) > limit);
             if (any) break;
         }
-        for (; i < n; ++i) {
-            std::uint32_t u;
-            std::memcpy(&u, b + 4 * i, 4);
-            if ((u & 0x7FFFFFFFu) > limit) return i;
-        }
+        for (; i < n; ++i)
+            if (at(i) > limit) return i;
         return n;
-    }
-    for (; i + 64 <= n; i += 64) {
-        unsigned any = 0;
-        for (std::size_t k = 0; k < 64; ++k) {
-            std::uint16_t u;
-            std::memcpy(&u, b + 2 * (i + k), 2);
-            any |= static_cast<unsigned>((u & 0x7FFFu) > limit);
-        }
-        if (any) break;
-    }
-    for (; i < n; ++i) {
-        std::uint16_t u;
-        std::memcpy(&u, b + 2 * i, 2);
-        if ((u & 0x7FFFu) > limit) return i;
-    }
-    return n;
+    };
+    return t == float_storage::f32 ? scan(std::uint32_t{}, std::uint32_t{0x7FFFFFFF})
+                                   : scan(std::uint16_t{}, std::uint16_t{0x7FFF});
 }
 
 /// Index of the first of `n` values of type `t` at `data` (any alignment)
