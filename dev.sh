@@ -8,6 +8,8 @@
 #   ./dev.sh fuzz [SECONDS]   fuzz the GGUF, safetensors and imatrix readers and the quantize pipeline with
 #                             libFuzzer (clang), SECONDS each (default 60)
 #   ./dev.sh tsan             the lowbit program's threaded paths under ThreadSanitizer (build-tsan/)
+#   ./dev.sh aarch64 [ARGS]   cross-compile the tests for AArch64 (NEON) into build-aarch64/ and run them
+#                             under qemu-user with ctest (ARGS go to ctest); tests/cross/aarch64.sh
 #   ./dev.sh bench [FILTER]   build and run the Google Benchmark programs
 #   ./dev.sh deps             only install the dependencies
 set -euo pipefail
@@ -128,6 +130,11 @@ tsan() {
         tests/cli/thread_cases.sh build-tsan/bin/lowbit build-tsan/tests/make_cli_fixtures build-tsan/thread_cases
 }
 
+# AArch64: Debian's cross compiler, the tests under qemu-aarch64 (it installs what it needs).
+aarch64() {
+    tests/cross/aarch64.sh "$@"
+}
+
 cmd="${1:-help}"
 shift || true
 case "$cmd" in
@@ -145,6 +152,7 @@ test)
 interop) interop "$@" ;;
 fuzz) fuzz "$@" ;;
 tsan) tsan ;;
+aarch64) aarch64 "$@" ;;
 bench)
     deps
     configure

@@ -1,10 +1,13 @@
-# lowbit_add_dispatch(<target> [ARCHS avx512bw avx2 sse4_1])
+# lowbit_add_dispatch(<target> [ARCHS avx512bw avx2 sse4_1 neon])
 #
-# Gives <target> lowbit's kernels for each listed x86 instruction set, chosen at
-# run time: one generated TU per instruction set, compiled with its -m flags
-# into a static library shared by every target that asks for the same list.
-# On other processors (AArch64: NEON is the baseline) the target keeps the
-# header-only path and nothing is added.
+# Gives <target> lowbit's kernels for each listed instruction set the target
+# processor has, chosen at run time (beside the scalar reference): one
+# generated TU per instruction set, compiled with its -m flags into a static
+# library shared by every target that asks for the same list.
+#   x86-64: avx512bw, avx2, sse4_1 (default: all three);
+#   AArch64: neon (xsimd::neon64, every AArch64 CPU has it), always added there.
+# Names of the other family's instruction sets are ignored, so one call serves
+# both. On other processors the target keeps the header-only path.
 include_guard(GLOBAL)
 
 function(lowbit_add_dispatch target)
@@ -12,7 +15,19 @@ function(lowbit_add_dispatch target)
   if(NOT ARG_ARCHS)
     set(ARG_ARCHS avx512bw avx2 sse4_1)
   endif()
-  if(NOT CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i.86|x86)$")
+  foreach(_arch IN LISTS ARG_ARCHS)
+    if(NOT _arch MATCHES "^(avx512bw|avx2|sse4_1|neon)$")
+      message(FATAL_ERROR "lowbit_add_dispatch: unknown instruction set '${_arch}' (use avx512bw, avx2, sse4_1, neon)")
+    endif()
+  endforeach()
+  if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i.86|x86)$")
+    list(FILTER ARG_ARCHS EXCLUDE REGEX "^neon$")
+  elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")
+    set(ARG_ARCHS neon)
+  else()
+    return()
+  endif()
+  if(NOT ARG_ARCHS)
     return()
   endif()
   list(SORT ARG_ARCHS)
@@ -43,8 +58,9 @@ function(lowbit_add_dispatch target)
         else()
           set(_flags -msse4.1)
         endif()
-      else()
-        message(FATAL_ERROR "lowbit_add_dispatch: unknown instruction set '${_arch}' (use avx512bw, avx2, sse4_1)")
+      else()  # neon: AArch64's baseline, no flags
+        set(LOWBIT_ARCH_TYPE "xsimd::neon64")
+        set(_flags "")
       endif()
       string(TOUPPER "${_arch}" _ARCH)
       list(APPEND _defs LOWBIT_DISPATCH_HAS_${_ARCH})

@@ -53,20 +53,29 @@ inline T reduce_max(const xsimd::batch<T, A>& b) noexcept {
 
 namespace lowbit::detail::simd {
 
-/// The value unchanged, but opaque to the optimiser: GNU mode (-ffp-contract=fast)
-/// would otherwise fuse a multiply feeding an add into one fma under -mfma, and
-/// kernels that promise the scalar reference's bits need two roundings.
+/// IEEE division and square root of float batches. xsimd 8.1's neon64 has
+/// neither for float: it inherits 32-bit NEON's reciprocal (square root)
+/// estimate refined by Newton steps, which is not correctly rounded and gives
+/// 1 / -tiny = +inf for a subnormal divisor. AArch64 has the exact instructions.
 template <class T, class A>
-inline xsimd::batch<T, A> unfused(const xsimd::batch<T, A>& b) noexcept {
-    typename xsimd::batch<T, A>::register_type r = b;
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    __asm__("" : "+v"(r));
-#elif defined(__GNUC__) && (defined(__aarch64__) || defined(__arm__))
-    __asm__("" : "+w"(r));
+inline xsimd::batch<T, A> div(const xsimd::batch<T, A>& a, const xsimd::batch<T, A>& b) noexcept {
+#if XSIMD_WITH_NEON64
+    if constexpr (std::is_same_v<A, xsimd::neon64> && std::is_same_v<T, float>)
+        return xsimd::batch<T, A>(vdivq_f32(a, b));
+    else
 #endif
-    return xsimd::batch<T, A>(r);
+        return a / b;
 }
 
+template <class T, class A>
+inline xsimd::batch<T, A> sqrt(const xsimd::batch<T, A>& a) noexcept {
+#if XSIMD_WITH_NEON64
+    if constexpr (std::is_same_v<A, xsimd::neon64> && std::is_same_v<T, float>)
+        return xsimd::batch<T, A>(vsqrtq_f32(a));
+    else
+#endif
+        return xsimd::sqrt(a);
+}
 
 /// select() on integer batches. xsimd 8.1's AVX-512BW select switches on the
 /// element size at run time, so all its branches are compiled, and at -O0 g++

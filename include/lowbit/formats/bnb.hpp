@@ -52,16 +52,6 @@
 #include "../parallel.hpp"
 #include "../scheme/codebook.hpp"
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=off")
-#define LOWBIT_BNB_NO_CONTRACT
-#elif defined(__clang__)
-#define LOWBIT_BNB_NO_CONTRACT _Pragma("clang fp contract(off)")
-#else
-#define LOWBIT_BNB_NO_CONTRACT
-#endif
-
 LOWBIT_NAMESPACE_BEGIN
 namespace bnb {
 
@@ -162,7 +152,7 @@ public:
         std::array<float, 255> mid{};
         for (std::size_t k = 0; k < 255; ++k) mid[k] = (map[k] + map[k + 1]) / 2.0f;
         for (std::size_t i = 0; i < lut_.size(); ++i) {
-            const float g = static_cast<float>(static_cast<double>(i) / 65535.0 * 2.0 - 1.0);
+            const float g = static_cast<float>(::lowbit::detail::unfused(static_cast<double>(i) / 65535.0 * 2.0) - 1.0);
             lut_[i] = static_cast<std::uint8_t>(std::lower_bound(mid.begin(), mid.end(), g) - mid.begin());
         }
     }
@@ -170,7 +160,7 @@ public:
         if (!(v == v)) return lut_[0];
         v = std::min(1.0f, std::max(-1.0f, v));
         const float t = (v + 1.0f) * 0.5f;
-        const float f = t * 65535.0f;
+        const float f = ::lowbit::detail::unfused(t * 65535.0f);
         return lut_[static_cast<std::size_t>(f + 0.5f)];
     }
 
@@ -273,7 +263,7 @@ struct quantize_4bit_options {
 inline std::vector<float> decode_nested(const nested_state& n) {
     std::vector<float> out(n.codes.size());
     for (std::size_t i = 0; i < out.size(); ++i) {
-        const float v = n.code[n.codes[i]] * n.absmax[i / n.blocksize];
+        const float v = ::lowbit::detail::unfused(n.code[n.codes[i]] * n.absmax[i / n.blocksize]);
         out[i] = v + n.offset;
     }
     return out;
@@ -625,7 +615,8 @@ inline std::vector<float> int8_linear(std::span<const float> x, std::size_t batc
         for (std::size_t n = 0; n < w.rows; ++n) {
             float v = static_cast<float>(c[i * w.rows + n]) * (a.row_stats[i] * w.scb[n]) * 6.200124e-05f;
             for (std::size_t col : a.outlier_cols)
-                v += x[i * w.cols + col] * (static_cast<float>(w.q[n * w.cols + col]) * w.scb[n] * 7.874015718698502e-3f);
+                v += ::lowbit::detail::unfused(
+                    x[i * w.cols + col] * (static_cast<float>(w.q[n * w.cols + col]) * w.scb[n] * 7.874015718698502e-3f));
             y[i * w.rows + n] = v;
         }
     return y;
@@ -633,8 +624,3 @@ inline std::vector<float> int8_linear(std::span<const float> x, std::size_t batc
 
 }  // namespace bnb
 LOWBIT_NAMESPACE_END
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC pop_options
-#endif
-#undef LOWBIT_BNB_NO_CONTRACT

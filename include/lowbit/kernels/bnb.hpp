@@ -470,7 +470,7 @@ inline void bnb4_quantize_block(const bnb4_quantize_job& j, const float* x, std:
     alignas(64) std::uint8_t codes[lanes];
     for (std::size_t i = 0; i < padded; i += lanes) {
         const f32 xv = f32::load_unaligned(x + i);
-        f32 v = divide ? xv / sc : xv * inv;
+        f32 v = divide ? ::lowbit::detail::simd::div(xv, sc) : xv * inv;
         if (j.torch_rules) v = xsimd::min(hi, xsimd::max(lo, v));
         const f32 a = j.sign_bit ? xsimd::abs(v) : v;
         f32 c(0.0f);

@@ -20,6 +20,7 @@
 #include "dispatch.hpp"
 
 #if !defined(LOWBIT_NO_SIMD)
+#include "../detail/fp_contract.hpp"
 #include "../detail/xsimd_compat.hpp"
 #endif
 
@@ -77,17 +78,6 @@ inline unsigned ref_code(const std::uint8_t* row, std::size_t i, int bits) noexc
     return v & ((1u << bits) - 1u);
 }
 
-// GNU mode (-std=gnu++20, CMake's default) lets GCC fuse a*b+c into an fma; an
-// empty asm on the product keeps the multiply and the add separate roundings.
-inline float ref_unfused(float x) noexcept {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    __asm__("" : "+x"(x));
-#elif defined(__GNUC__) && defined(__aarch64__)
-    __asm__("" : "+w"(x));
-#endif
-    return x;
-}
-
 inline void ref_store(void* out, std::size_t i, float x, out_type t) noexcept {
     switch (t) {
     case out_type::f32: static_cast<float*>(out)[i] = x; break;
@@ -109,7 +99,7 @@ inline void dequantize_affine_ref(const affine_job& j) noexcept {
             float x = static_cast<float>(detail::dq::ref_code(row, c, j.bits));
             if (j.zero) x = x - j.zero[g];
             x = x * j.scale[g];
-            if (j.bias) x = detail::dq::ref_unfused(x) + j.bias[g];
+            if (j.bias) x = ::lowbit::detail::unfused(x) + j.bias[g];
             detail::dq::ref_store(j.out, o0 + c, x, j.type);
         }
     }
@@ -510,7 +500,7 @@ inline xsimd::batch<float, Arch> affine_value(const std::uint8_t* q, const xsimd
     xsimd::batch<float, Arch> x = xsimd::to_float(::lowbit::detail::simd::bitcast<std::int32_t>(widen8<Arch>(q)));
     if constexpr (Z) x = x - z;
     x = x * s;
-    if constexpr (B) x = ::lowbit::detail::simd::unfused(x) + b;
+    if constexpr (B) x = ::lowbit::detail::unfused(x) + b;
     return x;
 }
 

@@ -9,7 +9,8 @@
 //  * runtime dispatch: `lowbit_add_dispatch(target ARCHS avx512bw avx2 sse4_1)`
 //    compiles one small TU per instruction set with explicit instantiations and
 //    defines LOWBIT_RUNTIME_DISPATCH plus LOWBIT_DISPATCH_HAS_<ARCH> for the
-//    target; `dispatch` then picks the best one this CPU has.
+//    target; `dispatch` then picks the best one this CPU has. On AArch64 the
+//    one TU is NEON's (xsimd::neon64, the baseline of every AArch64 CPU).
 // Either way the scalar reference is always available, and the environment
 // variable LOWBIT_ARCH (scalar, sse4_1, avx2, avx512bw, neon, default) forces one.
 
@@ -17,6 +18,7 @@
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -72,8 +74,8 @@ inline bool cpu_has(isa i) noexcept {
     case isa::avx2: return a.avx2 && a.fma3_avx2;
     case isa::avx512bw: return a.avx512f && a.avx512cd && a.avx512dq && a.avx512bw;
 #endif
-#if defined(__ARM_NEON) || defined(__aarch64__)
-    case isa::neon: return true;
+#if defined(__aarch64__)
+    case isa::neon: return a.neon64;
 #endif
     default: return false;
     }
@@ -92,6 +94,9 @@ inline std::vector<isa> compiled_isas() {
 #endif
 #if defined(LOWBIT_DISPATCH_HAS_SSE4_1)
         v.push_back(isa::sse4_1);
+#endif
+#if defined(LOWBIT_DISPATCH_HAS_NEON)
+        v.push_back(isa::neon);
 #endif
     } else {
 #if !defined(LOWBIT_NO_SIMD)
@@ -121,6 +126,11 @@ inline isa& active_slot() {
         if (env && *env) {
             isa want = parse_isa(env);
             if (want == isa::native && runtime_dispatch) return pick_best();
+#if defined(__aarch64__) && !defined(LOWBIT_NO_SIMD)
+            // Header-only on AArch64: the default arch is NEON.
+            if (want == isa::neon && !runtime_dispatch && std::is_same_v<xsimd::default_arch, xsimd::neon64>)
+                return isa::native;
+#endif
             for (isa i : compiled_isas())
                 if (i == want) {
                     if (!cpu_has(i))
@@ -173,6 +183,9 @@ decltype(auto) dispatch_to(isa i, F&& f, Args&&... args) {
 #if defined(LOWBIT_DISPATCH_HAS_SSE4_1)
     case isa::sse4_1: return f(xsimd::sse4_1{}, static_cast<Args&&>(args)...);
 #endif
+#if defined(LOWBIT_DISPATCH_HAS_NEON)
+    case isa::neon: return f(xsimd::neon64{}, static_cast<Args&&>(args)...);
+#endif
 #else
     case isa::native: return f(xsimd::default_arch{}, static_cast<Args&&>(args)...);
 #endif
@@ -212,8 +225,14 @@ LOWBIT_NAMESPACE_END
 #else
 #define LOWBIT_DECLARE_KERNELS_SSE4_1(M)
 #endif
-#define LOWBIT_DECLARE_KERNELS(M) \
-    LOWBIT_DECLARE_KERNELS_AVX512BW(M) LOWBIT_DECLARE_KERNELS_AVX2(M) LOWBIT_DECLARE_KERNELS_SSE4_1(M)
+#if defined(LOWBIT_DISPATCH_HAS_NEON)
+#define LOWBIT_DECLARE_KERNELS_NEON(M) M(extern, xsimd::neon64)
+#else
+#define LOWBIT_DECLARE_KERNELS_NEON(M)
+#endif
+#define LOWBIT_DECLARE_KERNELS(M)                                                              \
+    LOWBIT_DECLARE_KERNELS_AVX512BW(M) LOWBIT_DECLARE_KERNELS_AVX2(M) LOWBIT_DECLARE_KERNELS_SSE4_1(M) \
+        LOWBIT_DECLARE_KERNELS_NEON(M)
 #else
 #define LOWBIT_DECLARE_KERNELS(M)
 #endif

@@ -602,8 +602,8 @@ inline void emit_block(const std::int8_t* q, const float* s, const float* o, flo
         const f32 ob(K == op::mul ? 0.0f : o[g]);
         for (std::size_t i = g * G; i < (g + 1) * G; i += n) {
             f32 x = xsimd::to_float(widen_i8<Arch>(q + i)) * sb;
-            if constexpr (K == op::mul_add) x = ::lowbit::detail::simd::unfused(x) + ob;
-            if constexpr (K == op::mul_sub) x = ::lowbit::detail::simd::unfused(x) - ob;
+            if constexpr (K == op::mul_add) x = ::lowbit::detail::unfused(x) + ob;
+            if constexpr (K == op::mul_sub) x = ::lowbit::detail::unfused(x) - ob;
             dq::emit<Arch, out_type::f32, NT>(x, y + i);
         }
     }

@@ -41,6 +41,7 @@
 #include "dequantize.hpp"
 #include "dispatch.hpp"
 #if !defined(LOWBIT_NO_SIMD)
+#include "../detail/fp_contract.hpp"
 #include "../detail/xsimd_compat.hpp"
 #endif
 
@@ -166,24 +167,14 @@ inline constexpr float eps = 1e-15f;  // ggml's all-zero threshold for a group
 
 // ---- scalar pieces (per super-block) ---------------------------------------
 
-/// The value unchanged; stops the compiler fusing the product it came from
-/// into an fma with the operation it feeds.
-template <class Arch>
-inline float opaque(float v) noexcept {
-#if defined(__GNUC__)
-    __asm__("" : "+v"(v));
-#endif
-    return v;
-}
-
 template <class Arch>
 inline float smul(float a, float b) noexcept {
-    return opaque<Arch>(a * b);
+    return ::lowbit::detail::unfused(a * b);
 }
 
 template <class Arch>
 inline int nint(float f) noexcept {
-    const float v = opaque<Arch>(f) + 12582912.f;
+    const float v = ::lowbit::detail::unfused(f) + 12582912.f;
     return static_cast<int>(std::bit_cast<std::uint32_t>(v) & 0x007fffffu) - 0x00400000;
 }
 
@@ -495,14 +486,24 @@ inline void transpose_out(const fvec<Arch>* L, int b, std::uint8_t* dst) noexcep
 
 template <class Arch>
 inline fvec<Arch> vmul(const fvec<Arch>& a, const fvec<Arch>& b) noexcept {
-    return ::lowbit::detail::simd::unfused(a * b);
+    return ::lowbit::detail::unfused(a * b);
+}
+
+/// a / b and sqrt(a), correctly rounded on every ISA (see simd::div).
+template <class Arch>
+inline fvec<Arch> vdiv(const fvec<Arch>& a, const fvec<Arch>& b) noexcept {
+    return ::lowbit::detail::simd::div(a, b);
+}
+template <class Arch>
+inline fvec<Arch> vsqrt(const fvec<Arch>& a) noexcept {
+    return ::lowbit::detail::simd::sqrt(a);
 }
 
 /// nearest_int of every lane, as a float.
 template <class Arch>
 inline fvec<Arch> vround(const fvec<Arch>& p) noexcept {
     using I = ivec<Arch>;
-    const fvec<Arch> v = ::lowbit::detail::simd::unfused(p) + fvec<Arch>(12582912.f);
+    const fvec<Arch> v = ::lowbit::detail::unfused(p) + fvec<Arch>(12582912.f);
     const I bits = ::lowbit::detail::simd::bitcast<std::int32_t>(v);
     return xsimd::to_float(I((bits & I(0x007fffff)) - I(0x00400000)));
 }
@@ -535,8 +536,8 @@ inline void qkx_search(const fvec<Arch>* x, const fvec<Arch>* w, fvec<Arch>* L, 
     mn = xsimd::select(mn > zero, zero, mn);
     const auto flat = mx <= mn;
     const B min0 = mn;
-    B iscale = B(nmax) / (mx - mn);
-    B scale = B(1.f) / iscale;
+    B iscale = vdiv(B(nmax), mx - mn);
+    B scale = vdiv(B(1.f), iscale);
     B best = zero;
     for (int i = 0; i < N; ++i) {
         L[i] = vclamp(vround(vmul(iscale, x[i] - mn)), 0.f, nmax);
@@ -547,7 +548,7 @@ inline void qkx_search(const fvec<Arch>* x, const fvec<Arch>* w, fvec<Arch>* L, 
     B laux[N];
     for (int is = 0; is <= nstep; ++is) {
         const B num = (B(rmin) + vmul(B(rdelta), B(static_cast<float>(is)))) + B(nmax);
-        iscale = num / (mx - mn);
+        iscale = vdiv(num, mx - mn);
         B sl = zero, sl2 = zero, sxl = zero;
         for (int i = 0; i < N; ++i) {
             const B l = vclamp(vround(vmul(iscale, x[i] - mn)), 0.f, nmax);
@@ -560,11 +561,11 @@ inline void qkx_search(const fvec<Arch>* x, const fvec<Arch>* w, fvec<Arch>* L, 
         const B D = vmul(sum_w, sl2) - vmul(sl, sl);
         const auto dpos = D > zero;
         if (!xsimd::any(dpos)) continue;
-        B ts = (vmul(sum_w, sxl) - vmul(sum_x, sl)) / D;
-        B tm = (vmul(sl2, sum_x) - vmul(sl, sxl)) / D;
+        B ts = vdiv(vmul(sum_w, sxl) - vmul(sum_x, sl), D);
+        B tm = vdiv(vmul(sl2, sum_x) - vmul(sl, sxl), D);
         const auto mpos = tm > zero;
         tm = xsimd::select(mpos, zero, tm);
-        ts = xsimd::select(mpos, sxl / sl2, ts);
+        ts = xsimd::select(mpos, vdiv(sxl, sl2), ts);
         B cur = zero;
         for (int i = 0; i < N; ++i) {
             B diff = (vmul(ts, laux[i]) + tm) - x[i];
@@ -605,7 +606,7 @@ inline void qx_search(const fvec<Arch>* x, const fvec<Arch>* w, fvec<Arch>* L, f
     B amax, mx;
     signed_absmax<Arch, N>(x, amax, mx);
     const auto flat = amax < B(eps);
-    B iscale = B(-nmax) / mx;
+    B iscale = vdiv(B(-nmax), mx);
     B sumlx = zero, suml2 = zero;
     for (int i = 0; i < N; ++i) {
         const B l = vclamp(vround(vmul(iscale, x[i])), -nmax, nmax - 1);
@@ -613,12 +614,12 @@ inline void qx_search(const fvec<Arch>* x, const fvec<Arch>* w, fvec<Arch>* L, f
         sumlx = sumlx + vmul(vmul(w[i], x[i]), l);
         suml2 = suml2 + vmul(vmul(w[i], l), l);
     }
-    B scale = xsimd::select(vne(suml2, zero), sumlx / suml2, zero);
+    B scale = xsimd::select(vne(suml2, zero), vdiv(sumlx, suml2), zero);
     B best = vmul(scale, sumlx);
     B laux[N];
     for (int is = -9; is <= 9; ++is) {
         if (is == 0) continue;
-        iscale = (-(B(nmax) + vmul(B(0.1f), B(static_cast<float>(is))))) / mx;
+        iscale = vdiv(-(B(nmax) + vmul(B(0.1f), B(static_cast<float>(is)))), mx);
         sumlx = suml2 = zero;
         for (int i = 0; i < N; ++i) {
             const B l = vclamp(vround(vmul(iscale, x[i])), -nmax, nmax - 1);
@@ -629,7 +630,7 @@ inline void qx_search(const fvec<Arch>* x, const fvec<Arch>* w, fvec<Arch>* L, f
         const auto better = (suml2 > zero) & (vmul(sumlx, sumlx) > vmul(best, suml2));
         if (!xsimd::any(better)) continue;
         for (int i = 0; i < N; ++i) L[i] = xsimd::select(better, laux[i], L[i]);
-        const B ns = sumlx / suml2;
+        const B ns = vdiv(sumlx, suml2);
         scale = xsimd::select(better, ns, scale);
         best = xsimd::select(better, vmul(ns, sumlx), best);
     }
@@ -651,7 +652,7 @@ inline void q3_search(const fvec<Arch> (*x)[N], fvec<Arch> (*L)[N], fvec<Arch>* 
         B amax, mx;
         signed_absmax<Arch, N>(x[k], amax, mx);
         flat[k] = amax < B(eps);
-        const B iscale = B(-nmax) / mx;
+        const B iscale = vdiv(B(-nmax), mx);
         sumlx[k] = suml2[k] = zero;
         for (int i = 0; i < N; ++i) {
             const B l = vclamp(vround(vmul(iscale, x[k][i])), -nmax, nmax - 1);
@@ -674,7 +675,7 @@ inline void q3_search(const fvec<Arch> (*x)[N], fvec<Arch> (*L)[N], fvec<Arch>* 
                 const B li = L[k][i];
                 const B slx = sumlx[k] - vmul(wx, li);
                 const B sl2 = suml2[k] - vmul(vmul(w, li), li);
-                const B nl = vclamp(vround(vmul(xi, sl2) / slx), -nmax, nmax - 1);
+                const B nl = vclamp(vround(vdiv(vmul(xi, sl2), slx)), -nmax, nmax - 1);
                 const M moved = (slx > zero) & vne(nl, li);
                 const B slx2 = slx + vmul(wx, nl);
                 const B sl22 = sl2 + vmul(vmul(w, nl), nl);
@@ -692,7 +693,7 @@ inline void q3_search(const fvec<Arch> (*x)[N], fvec<Arch> (*L)[N], fvec<Arch>* 
     }
     for (int k = 0; k < K; ++k) {
         for (int i = 0; i < N; ++i) L[k][i] = xsimd::select(flat[k], zero, L[k][i] + B(nmax));
-        scale_out[k] = xsimd::select(flat[k] | !(suml2[k] > zero), zero, sumlx[k] / suml2[k]);
+        scale_out[k] = xsimd::select(flat[k] | !(suml2[k] > zero), zero, vdiv(sumlx[k], suml2[k]));
     }
 }
 
@@ -706,9 +707,9 @@ inline void requantize(const fvec<Arch>* x, fvec<Arch>* L, const fvec<Arch>& d, 
     for (int i = 0; i < N; ++i) {
         fvec<Arch> l;
         if constexpr (Affine)
-            l = vclamp(vround((x[i] + m) / d), 0.f, hi);
+            l = vclamp(vround(vdiv(x[i] + m, d)), 0.f, hi);
         else
-            l = vclamp(vround(x[i] / d), lo, hi) - fvec<Arch>(lo);
+            l = vclamp(vround(vdiv(x[i], d)), lo, hi) - fvec<Arch>(lo);
         L[i] = xsimd::select(nz, l, L[i]);
     }
 }
@@ -725,7 +726,7 @@ inline void imatrix_weights(const fvec<Arch>* x, const fvec<Arch>* qw, const fve
                             fvec<Arch>& sw) noexcept {
     sw = fvec<Arch>(0.f);
     for (int i = 0; i < N; ++i) {
-        w[i] = qw[i] * xsimd::sqrt(sigma2 + vmul(x[i], x[i]));
+        w[i] = qw[i] * vsqrt(sigma2 + vmul(x[i], x[i]));
         sw = sw + w[i];
     }
 }
@@ -765,7 +766,7 @@ inline void q45_tile(const float* const* xs, const float* const* qws, unsigned c
         } else {
             B ss(0.f);
             for (int i = 0; i < n; ++i) ss = ss + vmul(x[i], x[i]);
-            const B av = xsimd::sqrt(ss / B(32.f));
+            const B av = vsqrt(vdiv(ss, B(32.f)));
             for (int i = 0; i < n; ++i) w[i] = av + xsimd::abs(x[i]);
             if constexpr (Nmax == 15)
                 qkx_search<Arch, n>(x, w, L[b], scale, the_min, Nmax, -1.f, 0.1f, 20, false);
@@ -1083,8 +1084,8 @@ inline fvec<Arch> iq4_search(const fvec<Arch>* x, const fvec<Arch>* w) noexcept 
     B amax, mx;
     signed_absmax<Arch, N>(x, amax, mx);
     const auto flat = amax < B(eps);
-    B d = (-mx) / B(values0);
-    B id = B(1.f) / d;
+    B d = vdiv(-mx, B(values0));
+    B id = vdiv(B(1.f), d);
     B sumqx = zero, sumq2 = zero, idx, q;
     for (int j = 0; j < N; ++j) {
         iq4_nearest<Arch>(vmul(id, x[j]), idx, q);
@@ -1092,10 +1093,10 @@ inline fvec<Arch> iq4_search(const fvec<Arch>* x, const fvec<Arch>* w) noexcept 
         sumqx = sumqx + vmul(wq, x[j]);
         sumq2 = sumq2 + vmul(wq, q);
     }
-    d = xsimd::select(sumq2 > zero, sumqx / sumq2, zero);
+    d = xsimd::select(sumq2 > zero, vdiv(sumqx, sumq2), zero);
     B best = vmul(d, sumqx);
     for (int itry = -7; itry <= 7; ++itry) {
-        id = B(static_cast<float>(itry + ggml::iq4_nl_values[0])) / mx;
+        id = vdiv(B(static_cast<float>(itry + ggml::iq4_nl_values[0])), mx);
         sumqx = sumq2 = zero;
         for (int j = 0; j < N; ++j) {
             iq4_nearest<Arch>(vmul(id, x[j]), idx, q);
@@ -1104,7 +1105,7 @@ inline fvec<Arch> iq4_search(const fvec<Arch>* x, const fvec<Arch>* w) noexcept 
             sumq2 = sumq2 + vmul(wq, q);
         }
         const auto better = (sumq2 > zero) & (vmul(sumqx, sumqx) > vmul(best, sumq2));
-        const B nd = sumqx / sumq2;
+        const B nd = vdiv(sumqx, sumq2);
         d = xsimd::select(better, nd, d);
         best = xsimd::select(better, vmul(nd, sumqx), best);
     }
@@ -1333,9 +1334,25 @@ inline fvec<Arch> round_away(const fvec<Arch>& v) noexcept {
     return xsimd::select(xsimd::abs(v - t) >= B(0.5f), t + step, t);
 }
 
+/// static_cast<int>(std::lround(v)) in its low byte, as the scalar code has
+/// it. lround is exact to 2^63, where an integer at or beyond 2^31 in float
+/// has a low byte of 0. x86's conversion gives INT_MIN there (low byte 0, as
+/// does lround's LONG_MIN beyond 2^63); AArch64's saturates to INT_MAX, whose
+/// low byte is lround's only from 2^63 on, so [2^31, 2^63) goes in as 0.
+template <class Arch>
+inline ivec<Arch> lround_low_byte(const fvec<Arch>& v) noexcept {
+#if defined(__aarch64__)
+    using B = fvec<Arch>;
+    const B w = xsimd::select((v >= B(2147483648.f)) & (v < B(9223372036854775808.f)), B(0.f), v);
+    return xsimd::to_int(round_away<Arch>(w));
+#else
+    return xsimd::to_int(round_away<Arch>(v));
+#endif
+}
+
 template <class Arch>
 inline fvec<Arch> inverse_or_zero(const fvec<Arch>& d) noexcept {
-    return xsimd::select(vne(d, fvec<Arch>(0.f)), fvec<Arch>(1.f) / d, fvec<Arch>(0.f));
+    return xsimd::select(vne(d, fvec<Arch>(0.f)), vdiv(fvec<Arch>(1.f), d), fvec<Arch>(0.f));
 }
 
 /// ggml's MXFP4 exponent from a block's amax (log2f as the scalar code).
@@ -1434,7 +1451,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
                 const B a = xsimd::abs(xv[j]);
                 amax = xsimd::select(amax > a, amax, a);
             }
-            const B d = T == type::q8_0 ? amax / B(127.0f) : amax;
+            const B d = T == type::q8_0 ? vdiv(amax, B(127.0f)) : amax;
             const B id = inverse_or_zero<Arch>(d);
             dq::fp16_bits<Arch>(d).store_aligned(dh + b * lanes);
             if constexpr (T == type::q8_0) {
@@ -1443,7 +1460,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
                     store_bytes<Arch>(xsimd::to_int(round_away<Arch>(vmul(xv[j], id))) & I(0xFF), rows[j] + b * lanes);
             } else if constexpr (T == type::tq1_0) {
                 // ggml_blocks.hpp's quantize_row_tq1_0 has the element order.
-                const auto trit = [&](int e) { return xsimd::to_int(round_away<Arch>(vmul(xv[e], id))) + I(1); };
+                const auto trit = [&](int e) { return lround_low_byte<Arch>(vmul(xv[e], id)) + I(1); };
                 for (int m = 0; m < 32; ++m) {
                     I t[5];
                     for (int k = 0; k < 5; ++k) t[k] = trit(m + 32 * k);
@@ -1465,7 +1482,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
                     I q(0);
                     for (int k = 0; k < 4; ++k) {
                         const B v = vmul(xv[128 * half + 32 * k + m], id);
-                        q = q | (((xsimd::to_int(round_away<Arch>(v)) + I(1)) & I(3)) << (2 * k));
+                        q = q | (((lround_low_byte<Arch>(v) + I(1)) & I(3)) << (2 * k));
                     }
                     store_bytes<Arch>(q, rows[r] + b * lanes);
                 }
@@ -1517,7 +1534,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
                     mn = xsimd::select(xv[j] < mn, xv[j], mn);
                     mx = xsimd::select(xv[j] > mx, xv[j], mx);
                 }
-                d = (mx - mn) / B(q5 ? 31.0f : 15.0f);
+                d = vdiv(mx - mn, B(q5 ? 31.0f : 15.0f));
                 lo = mn;
                 dq::fp16_bits<Arch>(mn).store_aligned(mh + b * lanes);
             } else {
@@ -1529,7 +1546,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
                     amax = xsimd::select(gt, a, amax);
                     mx = xsimd::select(gt, xv[j], mx);
                 }
-                d = mx / B(q5 ? -16.0f : -8.0f);
+                d = vdiv(mx, B(q5 ? -16.0f : -8.0f));
                 lo = B(0.f);
             }
             const B id = inverse_or_zero<Arch>(d);
@@ -1587,12 +1604,6 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
 // element equal to it. d and 1/d are the scalar code's own float operations,
 // the codes its unfused mul-then-add and truncation to the low byte.
 
-/// The value unchanged; keeps the product it came from out of an fma.
-template <class Arch>
-LOWBIT_GQZ_INLINE __m512 opaque_ps(__m512 v) noexcept {
-    __asm__("" : "+v"(v));
-    return v;
-}
 
 template <class Arch>
 LOWBIT_GQZ_INLINE float hmax_ps(__m512 v) noexcept {
@@ -1655,7 +1666,7 @@ inline void q8_0_block_scalar(const float* p, unsigned char* blk) noexcept {
     const std::uint16_t h = to_half<Arch>(d);
     std::memcpy(blk, &h, 2);
     for (int j = 0; j < 32; ++j)
-        blk[2 + j] = static_cast<unsigned char>(static_cast<int>(std::round(opaque<Arch>(p[j] * id))) & 0xFF);
+        blk[2 + j] = static_cast<unsigned char>(static_cast<int>(std::round(::lowbit::detail::unfused(p[j] * id))) & 0xFF);
 }
 
 /// Block header, the codes from 1/d (and the min), and the packed codes of one
@@ -1667,8 +1678,8 @@ LOWBIT_GQZ_INLINE void legacy_codes_avx512(__m512 a, __m512 b, float id, float l
     constexpr bool affine = T == type::q4_1 || T == type::q5_1;
     const __m512 idv = _mm512_set1_ps(id);
     if constexpr (T == type::q8_0) {
-        const __m512i qa = _mm512_cvttps_epi32(round_away_ps<Arch>(opaque_ps<Arch>(_mm512_mul_ps(a, idv))));
-        const __m512i qb = _mm512_cvttps_epi32(round_away_ps<Arch>(opaque_ps<Arch>(_mm512_mul_ps(b, idv))));
+        const __m512i qa = _mm512_cvttps_epi32(round_away_ps<Arch>(::lowbit::detail::unfused(_mm512_mul_ps(a, idv))));
+        const __m512i qb = _mm512_cvttps_epi32(round_away_ps<Arch>(::lowbit::detail::unfused(_mm512_mul_ps(b, idv))));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(blk + 2), _mm512_cvtepi32_epi8(qa));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(blk + 18), _mm512_cvtepi32_epi8(qb));
         return;
@@ -1676,13 +1687,13 @@ LOWBIT_GQZ_INLINE void legacy_codes_avx512(__m512 a, __m512 b, float id, float l
     __m512 va, vb;
     if constexpr (affine) {
         const __m512 lov = _mm512_set1_ps(lo), half = _mm512_set1_ps(0.5f);
-        va = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(_mm512_sub_ps(a, lov), idv)), half);
-        vb = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(_mm512_sub_ps(b, lov), idv)), half);
+        va = _mm512_add_ps(::lowbit::detail::unfused(_mm512_mul_ps(_mm512_sub_ps(a, lov), idv)), half);
+        vb = _mm512_add_ps(::lowbit::detail::unfused(_mm512_mul_ps(_mm512_sub_ps(b, lov), idv)), half);
     } else {
         static_cast<void>(lo);
         const __m512 off = _mm512_set1_ps(q5 ? 16.5f : 8.5f);
-        va = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(a, idv)), off);
-        vb = _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(b, idv)), off);
+        va = _mm512_add_ps(::lowbit::detail::unfused(_mm512_mul_ps(a, idv)), off);
+        vb = _mm512_add_ps(::lowbit::detail::unfused(_mm512_mul_ps(b, idv)), off);
     }
     // vpmovdb keeps the low byte, as the scalar code's cast does.
     __m128i la = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(va));
@@ -1721,10 +1732,10 @@ LOWBIT_GQZ_INLINE void legacy_codes2_avx512(__m512 a0, __m512 a1, __m512 b0, __m
     const auto code = [&](__m512 v, __m512 id, float lo) {
         if constexpr (affine)
             return _mm512_cvttps_epi32(_mm512_add_ps(
-                opaque_ps<Arch>(_mm512_mul_ps(_mm512_sub_ps(v, _mm512_set1_ps(lo)), id)), _mm512_set1_ps(0.5f)));
+                ::lowbit::detail::unfused(_mm512_mul_ps(_mm512_sub_ps(v, _mm512_set1_ps(lo)), id)), _mm512_set1_ps(0.5f)));
         else
             return _mm512_cvttps_epi32(
-                _mm512_add_ps(opaque_ps<Arch>(_mm512_mul_ps(v, id)), _mm512_set1_ps(q5 ? 16.5f : 8.5f)));
+                _mm512_add_ps(::lowbit::detail::unfused(_mm512_mul_ps(v, id)), _mm512_set1_ps(q5 ? 16.5f : 8.5f)));
     };
     static_cast<void>(loa);
     static_cast<void>(lob);
