@@ -39,7 +39,7 @@ TEST_CASE("the formats the foundation promises are registered") {
 TEST_CASE("bits per weight of every format, counted by hand from its definition") {
     const double n = rows * cols;
     // codes + per-group params (+ second level), for a 32 x 512 matrix.
-    const std::map<std::string, double> expect = {
+    std::map<std::string, double> expect = {
         {"int8-ch", 8 + 32.0 / 512},
         {"int8-g128", 8 + 16.0 / 128},
         {"int4-g128-sym", 4 + 16.0 / 128},
@@ -78,6 +78,11 @@ TEST_CASE("bits per weight of every format, counted by hand from its definition"
         {"iq4_nl", 18 * 8 / 32.0},
         {"iq4_xs", 136 * 8 / 256.0},
     };
+    // mlx-<b>b-g<G>[-bf16|-f32]: a scale and a bias per group, 16 bits each (32 for -f32).
+    for (int b : {2, 3, 4, 5, 6, 8})
+        for (int g : {32, 64, 128})
+            for (const auto& [suffix, param] : {std::pair{"", 16}, {"-bf16", 16}, {"-f32", 32}})
+                expect.emplace("mlx-" + std::to_string(b) + "b-g" + std::to_string(g) + suffix, b + 2.0 * param / g);
     matrix_view<const float> w(gaussian().data(), rows, cols);
     for (const auto& f : formats()) {
         INFO(f.name);
@@ -97,7 +102,8 @@ TEST_CASE("every format reconstructs Gaussian weights with the SQNR its bit widt
         const auto q = quantize(f, w);
         q->dequantize(matrix_view<float>(back.data(), rows, cols));
         const double s = sqnr_db(w, matrix_view<const float>(back.data(), rows, cols));
-        const double bits = std::floor(q->bits_per_weight());
+        // The MLX formats' params add up to 2 bits per weight (-f32, groups of 32): their code width.
+        const double bits = f.name.starts_with("mlx-") ? f.name[4] - '0' : std::floor(q->bits_per_weight());
         if (bits >= 8 && f.family == "integer") {
             REQUIRE(s > 40.0);
         } else if (bits >= 6) {  // 6- and 8-bit minifloats: 2-3 mantissa bits, ~25-31 dB

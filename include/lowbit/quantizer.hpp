@@ -294,8 +294,10 @@ public:
         if (rows == 0 || cols == 0) return q;
 
         const group_layout& L = q.layout;
-        std::vector<typename S::params> params(L.count);
-        fit_all(w, importance, L, params);
+        // params: what is stored; encode_params (split schemes only): what
+        // the values are encoded with.
+        std::vector<typename S::params> params(L.count), encode_params(split ? L.count : 0);
+        fit_all(w, importance, L, params, encode_params);
 
         // Second level: quantize the scales, then decide which scales encode.
         std::vector<float> effective(L.count);
@@ -308,12 +310,12 @@ public:
                        detail::groups_position(w, L, lo, hi);
             });
             if (dq.encode_with_quantized)
-                for (std::size_t g = 0; g < L.count; ++g) params[g].scale = effective[g];
+                for (std::size_t g = 0; g < L.count; ++g) (split ? encode_params : params)[g].scale = effective[g];
         } else {
             for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
         }
 
-        encode_all(w, L, params, effective, q);
+        encode_all(w, L, split ? encode_params : params, params, effective, q);
 
         q.scale = effective;
         if constexpr (requires(typename S::params p) { p.zero; p.bias; }) {
@@ -333,8 +335,14 @@ public:
     }
 
 private:
+    /// The scheme encodes with other params than it stores (split_params).
+    static constexpr bool split = requires(const S& s, std::span<const float> x) {
+        s.fit_split(x, x).stored;
+        s.fit_split(x, x).encode;
+    };
+
     void fit_all(matrix_view<const float> w, std::span<const float> imp, const group_layout& L,
-                 std::vector<typename S::params>& params) const {
+                 std::vector<typename S::params>& params, std::vector<typename S::params>& encode_params) const {
         const std::size_t rows = w.rows(), cols = w.cols();
         const bool per_elem = imp.size() == rows * cols && imp.size() != cols;
         if (gran.kind == granularity_kind::per_tensor || gran.kind == granularity_kind::per_input_channel) {
@@ -349,7 +357,7 @@ private:
                         x[k] = w(r, c);
                         if (!iw.empty()) iw[k] = per_elem ? imp[r * cols + c] : imp[c];
                     }
-                params[g] = fit_at(x, iw, w, L, g);
+                fit_at(x, iw, w, L, g, params, encode_params);
             }
             return;
         }
@@ -362,26 +370,37 @@ private:
                     if (!iw.empty())
                         for (std::size_t k = 0; k < L.group; ++k)
                             iw[k] = per_elem ? imp[r * cols + c0 + k] : imp[c0 + k];
-                    params[L.index(r, c0)] = fit_at(x, iw, w, L, L.index(r, c0));
+                    fit_at(x, iw, w, L, L.index(r, c0), params, encode_params);
                 }
             }
         });
     }
 
-    /// scheme.fit on group g; an error names the group (row, columns, largest value).
-    typename S::params fit_at(std::span<const float> x, std::span<const float> iw, matrix_view<const float> w,
-                              const group_layout& L, std::size_t g) const {
-        return detail::at_position([&] { return scheme.fit(x, iw); },
-                                   [&] { return std::string("quantize (") + scheme.name() + "): " +
-                                                detail::group_position(w, L, g); });
+    /// scheme.fit (or fit_split) on group g into params[g] (and
+    /// encode_params[g]); an error names the group (row, columns, largest value).
+    void fit_at(std::span<const float> x, std::span<const float> iw, matrix_view<const float> w,
+                const group_layout& L, std::size_t g, std::vector<typename S::params>& params,
+                std::vector<typename S::params>& encode_params) const {
+        const auto where = [&] {
+            return std::string("quantize (") + scheme.name() + "): " + detail::group_position(w, L, g);
+        };
+        if constexpr (split) {
+            const auto p = detail::at_position([&] { return scheme.fit_split(x, iw); }, where);
+            params[g] = p.stored;
+            encode_params[g] = p.encode;
+        } else {
+            params[g] = detail::at_position([&] { return scheme.fit(x, iw); }, where);
+        }
     }
 
-    /// Encodes every value and checks that what it decodes to under the
-    /// stored params (the effective scale) is finite: a group whose stored
-    /// params cannot represent its range is an errc::invalid_argument error
-    /// naming the value, rather than Inf/NaN in the output.
-    void encode_all(matrix_view<const float> w, const group_layout& L, const std::vector<typename S::params>& params,
-                    const std::vector<float>& effective, quantized<S>& q) const {
+    /// Encodes every value with `enc` and checks that what it decodes to
+    /// under the stored params (`params` with the effective scale) is finite:
+    /// a group whose stored params cannot represent its range is an
+    /// errc::invalid_argument error naming the value, rather than Inf/NaN in
+    /// the output.
+    void encode_all(matrix_view<const float> w, const group_layout& L, const std::vector<typename S::params>& enc,
+                    const std::vector<typename S::params>& params, const std::vector<float>& effective,
+                    quantized<S>& q) const {
         const std::size_t rows = w.rows(), cols = w.cols();
         q.codes.assign(rows * q.code_stride, 0);
         parallel_for(rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
@@ -391,7 +410,7 @@ private:
                 bool finite = true;
                 for (std::size_t c = 0; c < cols; ++c) {
                     const std::size_t g = L.index(r, c);
-                    row_codes[c] = scheme.encode(row[c], params[g]);
+                    row_codes[c] = scheme.encode(row[c], enc[g]);
                     auto stored = params[g];
                     stored.scale = effective[g];
                     finite &= std::isfinite(scheme.decode(row_codes[c], stored));

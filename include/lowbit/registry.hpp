@@ -79,8 +79,6 @@ LOWBIT_FORMAT_FN(q_int4_sb256,
                            double_quant<affine<6>>{with_scale_type(affine<6>{}, f16), 0, false, true}))
 LOWBIT_FORMAT_FN(q_int3_g128, quantizer(with_scale_type(affine<3>{}, f16), per_group(128)))
 LOWBIT_FORMAT_FN(q_int2_g64, quantizer(with_scale_type(affine<2>{}, f16), per_group(64)))
-LOWBIT_FORMAT_FN(q_mlx_4b_g64, quantizer(with_scale_type(affine<4, affine_mode::mlx>{}, f16), per_group(64)))
-LOWBIT_FORMAT_FN(q_mlx_8b_g64, quantizer(with_scale_type(affine<8, affine_mode::mlx>{}, f16), per_group(64)))
 LOWBIT_FORMAT_FN(q_torchao_int4_g128,
                  quantizer(with_scale_type(affine<4, affine_mode::asymmetric_float>{}, param_dtype::bf16),
                            per_group(128)))
@@ -100,6 +98,64 @@ LOWBIT_FORMAT_FN(q_fp8_e4m3_ch, quantizer(fp8_e4m3_amax{}, per_channel()))
 
 #undef LOWBIT_FORMAT_FN
 
+// MLX's affine formats, mlx-<b>b-g<G>[-bf16|-f32]: mx.quantize's codes (encoded
+// with its float32 scale and bias) with the params stored in fp16 (no suffix:
+// what MLX gives for fp16 weights), bf16 or fp32.
+template <int Bits, std::size_t Group, param_dtype T>
+std::unique_ptr<quantized_base> q_mlx(matrix_view<const float> w, std::span<const float> importance,
+                                      const quantize_options& opt) {
+    return run_quantizer(quantizer(with_scale_type(affine<Bits, affine_mode::mlx>{}, T), per_group(Group)), w,
+                         importance, opt);
+}
+
+struct mlx_format_name {
+    std::string name, description;
+};
+
+template <int Bits, std::size_t Group, param_dtype T>
+format mlx_format(std::vector<mlx_format_name>& names) {
+    const char* suffix = T == param_dtype::f16 ? "" : T == param_dtype::bf16 ? "-bf16" : "-f32";
+    const char* type = T == param_dtype::f16 ? "fp16" : T == param_dtype::bf16 ? "bf16" : "fp32";
+    names.push_back({"mlx-" + std::to_string(Bits) + "b-g" + std::to_string(Group) + suffix,
+                     "MLX affine " + std::to_string(Bits) + "-bit (mx.quantize), groups of " + std::to_string(Group) +
+                         ", " + type + " scale + " + type + " bias"});
+    const bool shown = Bits == 4 && Group == 64 && T == param_dtype::f16;
+    return {names.back().name, "integer", names.back().description, shown, q_mlx<Bits, Group, T>};
+}
+
+template <int Bits, std::size_t Group>
+void add_mlx_formats(std::vector<format>& table, std::vector<mlx_format_name>& names) {
+    table.push_back(mlx_format<Bits, Group, param_dtype::f16>(names));
+    table.push_back(mlx_format<Bits, Group, param_dtype::bf16>(names));
+    table.push_back(mlx_format<Bits, Group, param_dtype::f32>(names));
+}
+
+template <int Bits>
+void add_mlx_formats(std::vector<format>& table, std::vector<mlx_format_name>& names) {
+    add_mlx_formats<Bits, 32>(table, names);
+    add_mlx_formats<Bits, 64>(table, names);
+    add_mlx_formats<Bits, 128>(table, names);
+}
+
+/// The mlx-* entries, in bits, group, params dtype order.
+inline const std::vector<format>& mlx_formats() {
+    // The entries' names and descriptions point into `names`, built once
+    // beside them (reserved, so no string moves).
+    static std::vector<mlx_format_name> names;
+    static const std::vector<format> table = [] {
+        names.reserve(6 * 3 * 3);
+        std::vector<format> t;
+        add_mlx_formats<2>(t, names);
+        add_mlx_formats<3>(t, names);
+        add_mlx_formats<4>(t, names);
+        add_mlx_formats<5>(t, names);
+        add_mlx_formats<6>(t, names);
+        add_mlx_formats<8>(t, names);
+        return t;
+    }();
+    return table;
+}
+
 // ggml's block types, with ggml's bytes (formats/ggml_quantized.hpp).
 template <ggml::type T>
 std::unique_ptr<quantized_base> q_ggml(matrix_view<const float> w, std::span<const float> importance,
@@ -107,8 +163,16 @@ std::unique_ptr<quantized_base> q_ggml(matrix_view<const float> w, std::span<con
     return ggml::quantize_matrix(T, w, importance, opt.threads);
 }
 
+/// `t` with the MLX formats after int2-g64.
+inline std::vector<format> with_mlx_formats(std::vector<format> t) {
+    const auto& mlx = mlx_formats();
+    t.insert(std::find_if(t.begin(), t.end(), [](const format& f) { return f.name == "int2-g64"; }) + 1, mlx.begin(),
+             mlx.end());
+    return t;
+}
+
 inline const std::vector<format>& format_table() {
-    static const std::vector<format> table = {
+    static const std::vector<format> table = with_mlx_formats({
         {"int8-ch", "integer", "8-bit symmetric, one fp32 scale per output channel", true, q_int8_ch},
         {"int8-g128", "integer", "8-bit symmetric, groups of 128, fp16 scales", false, q_int8_g128},
         {"int4-g128-sym", "integer", "4-bit symmetric (absmax/7), groups of 128, fp16 scales", true, q_int4_g128_sym},
@@ -122,8 +186,6 @@ inline const std::vector<format>& format_table() {
          true, q_int4_sb256},
         {"int3-g128", "integer", "3-bit with zero-point, groups of 128, fp16 scale + 3-bit zero", true, q_int3_g128},
         {"int2-g64", "integer", "2-bit with zero-point, groups of 64, fp16 scale + 2-bit zero", true, q_int2_g64},
-        {"mlx-4b-g64", "integer", "MLX affine 4-bit, groups of 64, fp16 scale + fp16 bias", true, q_mlx_4b_g64},
-        {"mlx-8b-g64", "integer", "MLX affine 8-bit, groups of 64, fp16 scale + fp16 bias", false, q_mlx_8b_g64},
         {"torchao-int4-g128", "integer", "torchao int4 weight-only style: min + scale*q, groups of 128, bf16 scale + bias",
          false, q_torchao_int4_g128},
         {"nf4-b64", "codebook", "bitsandbytes NF4, blocks of 64, fp32 absmax", true, q_nf4_b64},
@@ -160,7 +222,7 @@ inline const std::vector<format>& format_table() {
          q_ggml<ggml::type::iq4_nl>},
         {"iq4_xs", "ggml", "ggml IQ4_XS: IQ4_NL table, 8 x 32 under 6-bit scales, super-blocks of 256", true,
          q_ggml<ggml::type::iq4_xs>},
-    };
+    });
     return table;
 }
 
@@ -212,9 +274,10 @@ inline const format& find_format(std::string_view name) {
 // value, rather than storing an overflowed param. Per format:
 // * fp16 scales (int8-g128, int4-*, int3-g128, int2-g64, iq4nl-b32) throw once
 //   the group's scale passes 65504 (absmax ~ 65504 x the largest code); the
-//   fp16 biases of mlx-* once the group's edge passes 65504; torchao's bf16
-//   scale and bias and int8-ch's fp32 scale only when the range or a
-//   reconstruction overflows float (e.g. rows holding +-FLT_MAX).
+//   fp16 biases of mlx-* (no suffix) once the group's edge passes 65504;
+//   torchao's bf16 scale and bias, int8-ch's fp32 scale and the scale and bias
+//   of mlx-*-bf16 and mlx-*-f32 only when the range or a reconstruction
+//   overflows float (e.g. rows holding +-FLT_MAX).
 // * int4-sb256 throws when its fp16 super-block scale (the 6-bit sub-scales'
 //   step) would overflow, i.e. for sub-scales beyond 65504 x 63.
 // * nf4-b64, fp4-b64 (fp32 absmax) and fp8-e4m3-ch (fp32 amax/448) hold any

@@ -7,7 +7,8 @@
 // operations, (float(q) - zero) * scale + bias. fit rounds what it stores
 // (scale, float offsets) to `scale_type` first, and encode works from those
 // stored values, so decode reproduces exactly what a kernel reading the
-// stored params computes.
+// stored params computes. The exception is MLX's rule, which encodes with the
+// unrounded float32 params: see split_params and affine<>::fit_split.
 
 #include <array>
 #include <cmath>
@@ -51,6 +52,17 @@ constexpr float round_to_param_dtype(float v, param_dtype t) noexcept {
 
 /// How an affine scheme maps a group onto integer codes; see affine<>.
 enum class affine_mode : std::uint8_t { symmetric, symmetric_signed_max, asymmetric, asymmetric_float, mlx };
+
+/// A group's params as stored, and the params its owner encodes the group's
+/// values with, where the owner encodes with more precise ones than it stores
+/// (MLX: fp32 scale and bias, stored in the weights' dtype). A scheme that has
+/// fit_split(x, w) returning these is encoded with `encode` and stored (and
+/// decoded) with `stored` by the quantizer; fit(x, w) returns `stored`.
+template <class P>
+struct split_params {
+    P stored;
+    P encode;
+};
 
 namespace detail {
 
@@ -172,20 +184,28 @@ struct affine_name {
 /// * asymmetric_float (torchao int4, "min + scale * q"): range [min, max],
 ///   scale = max(range / (2^b - 1), FLT_EPSILON) as torchao clamps it,
 ///   bias = min, zero = 0, q = clamp(round((x - bias) / scale), 0, 2^b - 1).
-/// * mlx (mlx/ops.cpp affine_quantize): range [min, max], scale =
-///   max(range / (2^b - 1), 1e-7), negated unless |min| > |max| so the edge of
-///   larger magnitude is code 0; with q0 = round(edge / scale) != 0, scale =
-///   edge / q0 and bias = edge (else bias 0); zero = 0,
-///   q = clamp(round((x - bias) / scale), 0, 2^b - 1). For b = 1: scale =
-///   max(range, 1e-7), bias = min, as MLX does.
+/// * mlx (mx.quantize; mlx/backend/cpu/quantized.cpp `quantize`, MLX 0.32):
+///   in float32 from the group's min and max, scale =
+///   max((max - min) / (2^b - 1), 1e-7), negated unless |min| > |max| so the
+///   edge of larger magnitude is code 0; q0 = rint(edge / scale); if q0 != 0,
+///   scale = edge / q0 and bias = edge, else bias = +0 (the scale stays the
+///   eps-clamped one: a constant group below 5e-8 decodes to 0); zero = 0,
+///   q = clamp(rint((x - bias) / scale), 0, 2^b - 1), a negative or -0 code
+///   being 0 (a constant group gets code 0 everywhere). For b = 1: scale =
+///   max(range, 1e-7), bias = min.
 ///
 /// Rounding: round() is round-half-to-even (torch.round, std::rint) in every
 /// mode except symmetric_signed_max, which truncates after adding 0.5 as ggml
 /// does (half up). Params are computed in float32 and then rounded to
 /// `scale_type` (scale, and the float bias of asymmetric_float and mlx);
-/// encode divides by the stored scale. Owners that quantize with the unrounded
-/// scale (ggml's 1/d, MLX) can therefore differ at exact bin edges when
-/// scale_type is not f32.
+/// fit returns the rounded (stored) params and encode divides by the scale it
+/// is given. mlx also has fit_split, which returns the stored params with the
+/// unrounded float32 ones MLX encodes with: the quantizer encodes with those,
+/// so quantizer<affine<b, mlx>> gives mx.quantize's codes bit for bit whatever
+/// the scale_type, and its params are MLX's stored in `scale_type`
+/// (round-to-nearest-even, as MLX casts them to the weights' dtype). Other
+/// owners that quantize with the unrounded scale (ggml's 1/d) can differ at
+/// exact bin edges when scale_type is not f32.
 ///
 /// `clip` (in (0, 1]) multiplies the range ends (absmax, signed maximum,
 /// min and max) before the params are computed; values beyond are clamped.
@@ -218,6 +238,7 @@ struct affine {
     float clip = 1.0f;
 
     params fit(std::span<const float> x, std::span<const float> /*w*/ = {}) const {
+        if constexpr (Mode == affine_mode::mlx) return fit_split(x).stored;
         const detail::group_stats s = detail::stats_of(x);
         params p{};
         constexpr float half = static_cast<float>(1 << (Bits - 1));
@@ -252,29 +273,41 @@ struct affine {
             const float scale = std::fmax((hi - lo) / levels, std::numeric_limits<float>::epsilon());
             p.scale = detail::store_scale(scale, scale_type, name());
             p.bias = detail::store_offset(lo, scale_type, name());
-        } else {  // mlx
-            constexpr float eps = 1e-7f;
-            const float lo = s.min * clip, hi = s.max * clip;
-            float scale, bias;
-            if constexpr (Bits == 1) {
-                scale = std::fmax(hi - lo, eps);
-                bias = lo;
-            } else {
-                const bool lo_edge = std::fabs(lo) > std::fabs(hi);
-                scale = std::fmax((hi - lo) / levels, eps);
-                if (!lo_edge) scale = -scale;
-                const float edge = lo_edge ? lo : hi;
-                const float q0 = detail::round_even(edge / scale);
-                bias = 0.0f;
-                if (q0 != 0.0f) {
-                    scale = edge / q0;
-                    bias = edge;
-                }
-            }
-            p.scale = detail::store_scale(scale, scale_type, name());
-            p.bias = detail::store_offset(bias, scale_type, name());
         }
         return p;
+    }
+
+    /// mlx: the params as stored (rounded to `scale_type`, as fit returns
+    /// them) and the float32 params MLX encodes with (see affine<>).
+    split_params<params> fit_split(std::span<const float> x, std::span<const float> /*w*/ = {}) const
+        requires(Mode == affine_mode::mlx)
+    {
+        const detail::group_stats s = detail::stats_of(x);
+        constexpr float eps = 1e-7f;
+        constexpr float levels = static_cast<float>(max_code);
+        const float lo = s.min * clip, hi = s.max * clip;
+        float scale, bias;
+        if constexpr (Bits == 1) {
+            scale = std::fmax(hi - lo, eps);
+            bias = lo;
+        } else {
+            const bool lo_edge = std::fabs(lo) > std::fabs(hi);
+            scale = std::fmax((hi - lo) / levels, eps);
+            if (!lo_edge) scale = -scale;
+            const float edge = lo_edge ? lo : hi;
+            const float q0 = detail::round_even(edge / scale);
+            bias = 0.0f;
+            if (q0 != 0.0f) {
+                scale = edge / q0;
+                bias = edge;
+            }
+        }
+        split_params<params> r;
+        r.encode.scale = scale;
+        r.encode.bias = bias;
+        r.stored.scale = detail::store_scale(scale, scale_type, name());
+        r.stored.bias = detail::store_offset(bias, scale_type, name());
+        return r;
     }
 
     std::uint8_t encode(float x, const params& p) const noexcept {
