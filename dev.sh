@@ -46,7 +46,7 @@ interop() {
     PACKAGES+=(python3 python3-pip)
     deps
     configure
-    cmake --build build -j2 --target ggml_capi bnb_capi gguf_tool safetensors_tool lowbit_cli >/dev/null
+    cmake --build build -j2 --target ggml_capi bnb_capi mlx_capi gguf_tool safetensors_tool lowbit_cli >/dev/null
     local venv=build/venv
     [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest safetensors; }
     # A venv made before safetensors joined the suite (or by ./dev.sh fuzz) lacks it.
@@ -57,6 +57,9 @@ interop() {
     if [[ -z ${LOWBIT_NO_TORCH:-} ]] && ! $venv/bin/python -c "import torch, bitsandbytes" 2>/dev/null; then
         $venv/bin/pip install -q "torch==$TORCH_VERSION" "bitsandbytes==$BNB_VERSION"
     fi
+    # MLX's CPU build for test_mlx.py; where no wheel installs, its tests report as skipped.
+    $venv/bin/python -c "import mlx.core" 2>/dev/null || $venv/bin/pip install -q "mlx[cpu]" ||
+        echo "== mlx[cpu] does not install here: tests/interop/test_mlx.py is skipped"
     local ref=build/ref-ggml
     if [[ ! -f $ref/build/src/libggml-base.so ]]; then
         rm -rf $ref && mkdir -p $ref
@@ -71,6 +74,7 @@ interop() {
     fi
     local env=(LOWBIT_GGML_CAPI="$PWD/build/tests/interop/libggml_capi.so"
                LOWBIT_BNB_CAPI="$PWD/build/tests/interop/libbnb_capi.so"
+               LOWBIT_MLX_CAPI="$PWD/build/tests/interop/libmlx_capi.so"
                LOWBIT_GGUF_TOOL="$PWD/build/tests/interop/gguf_tool"
                LOWBIT_SAFETENSORS_TOOL="$PWD/build/tests/interop/safetensors_tool"
                LOWBIT_CLI="$PWD/build/bin/lowbit"

@@ -1,0 +1,78 @@
+// C entry points to lowbit's MLX formats (the registry's mlx-*), for
+// tests/interop/test_mlx.py (loaded with ctypes beside mlx). Each returns 1
+// on success and 0 after printing the error.
+#include <lowbit/registry.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <stdexcept>
+#include <string>
+
+namespace {
+
+template <class F>
+int guarded(F&& f) {
+    try {
+        f();
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 0;
+    }
+}
+
+// Copies q's packed codes, scales and biases (as float) out when q is an MLX
+// matrix of Bits bits; false when it is not.
+template <int Bits>
+bool copy_out(const lowbit::quantized_base& q, std::uint8_t* codes, float* scales, float* biases) {
+    const auto* m = dynamic_cast<const lowbit::quantized<lowbit::affine<Bits, lowbit::affine_mode::mlx>>*>(&q);
+    if (m == nullptr) return false;
+    std::copy(m->codes.begin(), m->codes.end(), codes);
+    std::copy(m->scale.begin(), m->scale.end(), scales);
+    if (m->bias.empty())
+        std::fill(biases, biases + m->scale.size(), 0.0f);
+    else
+        std::copy(m->bias.begin(), m->bias.end(), biases);
+    return true;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Quantizes the rows x cols float32 matrix x with the registry format
+// `format` (one of mlx-*). codes gets rows * cols * bits / 8 bytes (each row
+// an LSB-first bit stream: MLX's little-endian uint32 words); scales and
+// biases get rows * cols / group values, the stored params widened to float;
+// *bpw the format's bits per weight.
+int lowbit_mlx_quantize(const char* format, const float* x, std::int64_t rows, std::int64_t cols,
+                        std::uint8_t* codes, float* scales, float* biases, double* bpw) {
+    return guarded([&] {
+        const auto q = lowbit::quantize(lowbit::find_format(format),
+                                        lowbit::matrix_view<const float>(x, static_cast<std::size_t>(rows),
+                                                                         static_cast<std::size_t>(cols)),
+                                        {}, {2});
+        *bpw = q->bits_per_weight();
+        if (!(copy_out<2>(*q, codes, scales, biases) || copy_out<3>(*q, codes, scales, biases) ||
+              copy_out<4>(*q, codes, scales, biases) || copy_out<5>(*q, codes, scales, biases) ||
+              copy_out<6>(*q, codes, scales, biases) || copy_out<8>(*q, codes, scales, biases)))
+            throw std::runtime_error(std::string("lowbit_mlx_quantize: '") + format + "' is not an MLX format");
+    });
+}
+
+// Dequantizes what lowbit_mlx_quantize gives (quantizing x again) to
+// out_type 0 f32, 1 f16, 2 bf16 (16-bit outputs as uint16 bit patterns).
+int lowbit_mlx_dequantize(const char* format, const float* x, std::int64_t rows, std::int64_t cols, int out_type,
+                          void* out) {
+    return guarded([&] {
+        const auto q = lowbit::quantize(lowbit::find_format(format),
+                                        lowbit::matrix_view<const float>(x, static_cast<std::size_t>(rows),
+                                                                         static_cast<std::size_t>(cols)),
+                                        {}, {2});
+        q->dequantize_to(out, static_cast<std::size_t>(cols), static_cast<lowbit::kernels::out_type>(out_type));
+    });
+}
+
+}  // extern "C"

@@ -1,0 +1,186 @@
+"""lowbit's MLX formats (mlx-<b>b-g<G>[-bf16|-f32]) against mx.quantize itself.
+
+mx.quantize computes each group's scale and bias in float32, encodes every
+element with those unrounded values, then stores the params in the weights'
+dtype. lowbit's mlx-* formats are given the weights widened to float32 and
+store the params in fp16 (no suffix), bf16 (-bf16) or fp32 (-f32): for
+weights of that dtype the packed codes (MLX's little-endian uint32 words) and
+the stored scales and biases must be identical, bit for bit.
+
+Environment: LOWBIT_MLX_CAPI (our C entry points, tests/interop/mlx_capi.cpp).
+"""
+import ctypes
+import os
+
+import numpy as np
+import pytest
+
+mx = pytest.importorskip("mlx.core", reason="mlx does not import here (pip install \"mlx[cpu]\" in the venv)",
+                         exc_type=ImportError)
+mx.set_default_device(mx.cpu)
+
+P = ctypes.c_void_p
+I64 = ctypes.c_int64
+
+BITS = [2, 3, 4, 5, 6, 8]
+GROUPS = [32, 64, 128]
+DTYPES = {"f16": (mx.float16, ""), "bf16": (mx.bfloat16, "-bf16"), "f32": (mx.float32, "-f32")}
+
+
+@pytest.fixture(scope="module")
+def capi():
+    path = os.environ.get("LOWBIT_MLX_CAPI")
+    if not path or not os.path.exists(path):
+        pytest.fail("LOWBIT_MLX_CAPI must point at the built libmlx_capi.so")
+    lib = ctypes.CDLL(path)
+    lib.lowbit_mlx_quantize.argtypes = [ctypes.c_char_p, P, I64, I64, P, P, P, P]
+    lib.lowbit_mlx_dequantize.argtypes = [ctypes.c_char_p, P, I64, I64, ctypes.c_int, P]
+    return lib
+
+
+def ptr(a):
+    return a.ctypes.data_as(P)
+
+
+def f32(a):
+    """An mlx array as float32 numpy (exact for fp16 and bf16)."""
+    return np.array(a.astype(mx.float32))
+
+
+def ours(capi, name, w32, bits, group):
+    rows, cols = w32.shape
+    codes = np.zeros(rows * cols * bits // 8, np.uint8)
+    scales = np.zeros(rows * cols // group, np.float32)
+    biases = np.zeros(rows * cols // group, np.float32)
+    bpw = np.zeros(1, np.float64)
+    ok = capi.lowbit_mlx_quantize(name.encode(), ptr(w32), rows, cols, ptr(codes), ptr(scales), ptr(biases), ptr(bpw))
+    return (codes, scales, biases, bpw[0]) if ok else None
+
+
+def theirs(w, bits, group):
+    wq, s, b = mx.quantize(w, group_size=group, bits=bits)
+    return np.array(wq).view(np.uint8).reshape(-1), f32(s).reshape(-1), f32(b).reshape(-1)
+
+
+def unpack(codes, bits, rows, cols):
+    b = np.unpackbits(codes.reshape(rows, -1), axis=1, bitorder="little")[:, : cols * bits]
+    return (b.reshape(rows, cols, bits).astype(np.uint32) << np.arange(bits, dtype=np.uint32)).sum(2)
+
+
+def edge_rows(bits, group, dtype):
+    """Hand-made groups, one per row segment: the cases the rule treats apart."""
+    levels = (1 << bits) - 1
+    g = []
+    g.append(np.full(group, 0.3))                      # constant: code 0 everywhere, bias = c
+    g.append(np.full(group, -1234.5))
+    g.append(np.zeros(group))                          # all +0
+    g.append(np.full(group, -0.0))                     # all -0
+    g.append(np.resize([0.0, -0.0], group))            # +-0 mixed
+    z = np.zeros(group); z[3] = 6e-8                   # one fp16 subnormal above zeros
+    g.append(z)
+    g.append(np.full(group, 1e-9))                     # constant below MLX's eps: q0 = 0, bias 0
+    rng = np.random.default_rng(bits * 1000 + group)
+    g.append(rng.standard_normal(group) * 1e-4)       # fp16 scale subnormal
+    g.append(rng.standard_normal(group) * 3e-6)       # scale at MLX's eps
+    t = -1.0 + (np.arange(group) % (levels + 1) + 0.5) * (1.5 / levels)  # near the bin edges of [-1, 0.5]
+    t[0], t[1] = -1.0, 0.5
+    g.append(t)
+    t = 2.0 - (np.arange(group) % (levels + 1) + 0.5) * (3.0 / levels)  # max edge (negative scale)
+    t[0], t[1] = 2.0, -1.0
+    g.append(t)
+    s = np.resize([1.0, -1.0], group)                  # |min| == |max|: max is the edge
+    g.append(s)
+    if dtype == "f16":
+        big = 65504.0
+    elif dtype == "bf16":
+        big = float(np.array(mx.array(3.38e38).astype(mx.bfloat16).astype(mx.float32)))
+    else:
+        big = 3.4e38
+    r = np.zeros(group); r[0] = big                    # range limit, one-signed (the range fits float)
+    g.append(r)
+    r = np.zeros(group); r[0] = -big
+    g.append(r)
+    if dtype == "f16":                                 # the full fp16 range (fits float32)
+        g.append(np.resize([65504.0, -65504.0, 0.0, 1.0], group))
+    g.append(np.resize([1e5 if dtype != "f16" else 6e4, 1.0], group))
+    return np.concatenate(g).reshape(1, -1)
+
+
+def datasets(dtype):
+    rng = np.random.default_rng({"f16": 1, "bf16": 2, "f32": 3}[dtype])
+    rows, cols = 16, 512
+    t = rng.standard_t(3, (rows, cols)) * rng.uniform(0.005, 0.05, (rows, 1))
+    ln = rng.lognormal(-4.0, 1.0, (rows, cols)) * np.where(rng.random((rows, 1)) < 0.5, -1.0, 1.0)
+    return {"normal": rng.standard_normal((32, cols)), "student_t": t, "lognormal": ln}
+
+
+def to_mx(a, dtype):
+    return mx.array(np.ascontiguousarray(a, np.float32)).astype(DTYPES[dtype][0])
+
+
+def compare(capi, w, bits, group, dtype, what):
+    name = f"mlx-{bits}b-g{group}{DTYPES[dtype][1]}"
+    w32 = np.ascontiguousarray(f32(w))
+    rows, cols = w32.shape
+    codes, scales, biases = theirs(w, bits, group)
+    got = ours(capi, name, w32, bits, group)
+    assert got is not None, f"{name} {what}: lowbit refused input mx.quantize accepts"
+    c, s, b, bpw = got
+    if not np.array_equal(c, codes):
+        qa, qb = unpack(c, bits, rows, cols), unpack(codes, bits, rows, cols)
+        bad = np.argwhere(qa != qb)
+        r, k = bad[0]
+        pytest.fail(f"{name} {what}: {len(bad)} of {qa.size} codes differ, first at row {r}, column {k}: "
+                    f"x={w32[r, k]!r} lowbit {qa[r, k]} mlx {qb[r, k]}")
+    assert np.array_equal(s.view(np.uint32), scales.view(np.uint32)), f"{name} {what}: scales differ"
+    assert np.array_equal(b.view(np.uint32), biases.view(np.uint32)), f"{name} {what}: biases differ"
+    param_bits = 32 if dtype == "f32" else 16
+    assert bpw == pytest.approx(bits + 2 * param_bits / group, rel=1e-12)
+    return c.size
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("group", GROUPS)
+@pytest.mark.parametrize("bits", BITS)
+def test_codes_and_params_equal_mx_quantize(capi, bits, group, dtype):
+    for what, a in datasets(dtype).items():
+        compare(capi, to_mx(a, dtype), bits, group, dtype, what)
+    compare(capi, to_mx(edge_rows(bits, group, dtype), dtype), bits, group, dtype, "edge groups")
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "f32"])
+def test_a_range_beyond_float_is_refused_where_mlx_stores_inf(capi, dtype):
+    # +-max of bf16 (or fp32): max - min overflows float32, so MLX's scale is
+    # -inf (and it decodes to NaN); lowbit refuses the group instead.
+    big = 3.38e38
+    a = np.resize([big, -big], 64).reshape(1, -1)
+    w = to_mx(a, dtype)
+    _, s, _ = theirs(w, 4, 64)
+    assert np.isinf(s).all()
+    assert ours(capi, f"mlx-4b-g64{DTYPES[dtype][1]}", np.ascontiguousarray(f32(w)), 4, 64) is None
+
+
+def test_fp16_params_of_fp32_weights_are_mlx_params_cast_to_fp16(capi):
+    # The plain names on float32 weights: mx.quantize's codes for those weights,
+    # and its float32 params rounded to fp16 (as mlx-lm's cast of the params).
+    rng = np.random.default_rng(9)
+    w32 = np.ascontiguousarray(rng.standard_normal((8, 256)).astype(np.float32))
+    for bits in BITS:
+        codes, scales, biases = theirs(mx.array(w32), bits, 64)
+        c, s, b, _ = ours(capi, f"mlx-{bits}b-g64", w32, bits, 64)
+        assert np.array_equal(c, codes)
+        assert np.array_equal(s, scales.astype(np.float16).astype(np.float32))
+        assert np.array_equal(b, biases.astype(np.float16).astype(np.float32))
+
+
+def test_dequantize_f32_equals_mx_dequantize(capi):
+    # Float32 params: scale * q + bias in float32, as mx.dequantize computes it.
+    rng = np.random.default_rng(10)
+    w32 = np.ascontiguousarray(rng.standard_normal((8, 512)).astype(np.float32))
+    for bits in BITS:
+        for group in GROUPS:
+            wq, s, b = mx.quantize(mx.array(w32), group_size=group, bits=bits)
+            ref = np.array(mx.dequantize(wq, s, b, group_size=group, bits=bits))
+            out = np.zeros_like(w32)
+            assert capi.lowbit_mlx_dequantize(f"mlx-{bits}b-g{group}-f32".encode(), ptr(w32), 8, 512, 0, ptr(out))
+            assert np.array_equal(out.view(np.uint32), ref.view(np.uint32)), f"{bits} bits, groups of {group}"
