@@ -21,6 +21,7 @@
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
 #include "../core/view.hpp"
+#include "../detail/fp_contract.hpp"
 #include "concepts.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -65,21 +66,6 @@ struct split_params {
 };
 
 namespace detail {
-
-// The product of a decode or encode step must be rounded before the add that
-// follows: a fused multiply-add (which -ffp-contract=fast emits under -mfma)
-// would give different bits from the kernels and from the owners' code.
-inline float unfused(float v) noexcept {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    __asm__("" : "+x"(v));
-#elif defined(__GNUC__) && defined(__aarch64__)
-    __asm__("" : "+w"(v));
-#else
-    volatile float t = v;
-    v = t;
-#endif
-    return v;
-}
 
 // Round half to even, independent of the floating-point environment
 // (torch.round, std::rint under the default mode).
@@ -334,6 +320,27 @@ struct affine {
     float decode(std::uint8_t c, const params& p) const noexcept {
         const float centred = static_cast<float>(c) - p.zero;
         return detail::unfused(centred * p.scale) + p.bias;
+    }
+
+    /// mlx: whether decoding into `t` follows mx.dequantize's arithmetic in
+    /// the params' dtype (decode_in): `t` is the (16-bit) scale_type, the
+    /// dtype mx.dequantize returns for such params.
+    bool decodes_in(param_dtype t) const noexcept
+        requires(Mode == affine_mode::mlx)
+    {
+        return t != param_dtype::f32 && t == scale_type;
+    }
+
+    /// mlx: mx.dequantize in the 16-bit dtype `t`: scale * q rounded to `t`,
+    /// then the bias added and the sum rounded to `t` again (two roundings,
+    /// where decode rounds once when its float result is narrowed). The
+    /// products and sums of fp16/bf16 values are exact in float32 or (sums)
+    /// round as the 16-bit operation would, so this is MLX's result.
+    float decode_in(std::uint8_t c, const params& p, param_dtype t) const noexcept
+        requires(Mode == affine_mode::mlx)
+    {
+        const float product = round_to_param_dtype(static_cast<float>(c) * p.scale, t);
+        return round_to_param_dtype(product + p.bias, t);
     }
 
     const char* name() const noexcept { return detail::affine_name<Bits, Mode>::value.data(); }
