@@ -217,3 +217,52 @@ TEST_CASE("mlx: the codes do not depend on the params dtype") {
             REQUIRE(read_any(*quantize(find_format(n + "-f32"), view)).codes == h.codes);
         }
 }
+
+TEST_CASE("mlx: fp16/bf16 output in the params' dtype is mx.dequantize's: scale * q rounded, then + bias rounded") {
+    // 4 bits, fp16: min -1 is the edge, scale = fp16(0.1) = 0x1.998p-4, bias -1.
+    // Code 15: 15 * scale = 1.49963... -> fp16 1.5, + bias -> 0.5 (rounding once:
+    // 0.49963... -> 0x1.ff8p-2). Code 10: 0.99975... -> 1.0 -> 0 (once: -2^-12).
+    const std::vector<float> x = {-1.0f, 0.5f, 0.1f, 0.3f, -0.2f, 0.45f, -0.7f, 0.05f};
+    std::vector<float> w(32);
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = x[i % x.size()];
+    const auto q = quantize(find_format("mlx-4b-g32"), matrix_view<const float>(w.data(), 1, 32));
+    const auto r = read_any(*q);
+    CHECK(r.scale == 0x1.998p-4f);
+    CHECK(r.bias == -1.0f);
+    CHECK(std::vector<int>(r.codes.begin(), r.codes.begin() + 8) == std::vector<int>{0, 15, 11, 13, 8, 14, 3, 10});
+    const float want[8] = {-1.0f, 0.5f, 0x1.98p-4f, 0x1.33p-2f, -0x1.9ap-3f, 0x1.99p-2f, -0x1.668p-1f, 0.0f};
+    std::vector<std::uint16_t> h(32), b(32);
+    std::vector<float> f(32);
+    q->dequantize_to(h.data(), 32, kernels::out_type::f16);
+    q->dequantize_to(b.data(), 32, kernels::out_type::bf16);  // not the params' dtype: f32 result narrowed
+    q->dequantize(matrix_view<float>(f.data(), 1, 32));
+    for (std::size_t i = 0; i < 32; ++i) {
+        INFO(i);
+        CHECK(h[i] == float_to_fp16(want[i % 8]));
+        CHECK(b[i] == float_to_bf16(f[i]));
+    }
+    CHECK(float_to_fp16(f[1]) == float_to_fp16(0x1.ff8p-2f));  // what one rounding gives
+    CHECK(float_to_fp16(f[7]) == float_to_fp16(-0x1p-12f));
+    // -f32 params: mx.dequantize works in float32, so fp16 output is the float result narrowed.
+    const auto q32 = quantize(find_format("mlx-4b-g32-f32"), matrix_view<const float>(w.data(), 1, 32));
+    q32->dequantize_to(h.data(), 32, kernels::out_type::f16);
+    q32->dequantize(matrix_view<float>(f.data(), 1, 32));
+    for (std::size_t i = 0; i < 32; ++i) CHECK(h[i] == float_to_fp16(f[i]));
+}
+
+TEST_CASE("mlx: like mx.dequantize, fp16 output overflows where scale * q does") {
+    // +-65504: scale -8188, bias 65504; code 15 is 15 * -8188 = -122820, -Inf
+    // in fp16 before the bias is added (MLX gives -inf; the float result is -57316).
+    const std::vector<float> x = {65504.0f, -65504.0f, 0.0f, 1.0f};
+    std::vector<float> w(32);
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = x[i % x.size()];
+    const auto q = quantize(find_format("mlx-4b-g32"), matrix_view<const float>(w.data(), 1, 32));
+    std::vector<std::uint16_t> h(32);
+    q->dequantize_to(h.data(), 32, kernels::out_type::f16);
+    CHECK(h[0] == float_to_fp16(65504.0f));
+    CHECK(h[1] == float_to_fp16(-std::numeric_limits<float>::infinity()));
+    CHECK(h[2] == float_to_fp16(0.0f));  // 8 * -8188 + 65504
+    std::vector<float> f(32);
+    q->dequantize(matrix_view<float>(f.data(), 1, 32));
+    CHECK(f[1] == -57316.0f);
+}

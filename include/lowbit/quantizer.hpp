@@ -25,6 +25,7 @@
 #include "kernels/dequantize.hpp"
 #include "pack/bits.hpp"
 #include "parallel.hpp"
+#include "scheme/affine.hpp"
 #include "scheme/concepts.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -134,6 +135,22 @@ public:
                        row_range range = all_rows) const override {
         const auto [r0, r1] = out_rows(out, out_stride, type, range);
         if (r0 >= r1) return;
+        if constexpr (requires { scheme.decodes_in(param_dtype::f16); }) {
+            // MLX: fp16/bf16 output in the params' dtype is mx.dequantize's
+            // two-rounding arithmetic (scalar; see affine<>::decode_in).
+            const param_dtype t = type == kernels::out_type::f16    ? param_dtype::f16
+                                  : type == kernels::out_type::bf16 ? param_dtype::bf16
+                                                                    : param_dtype::f32;
+            if (scheme.decodes_in(t)) {
+                auto* o = static_cast<std::uint16_t*>(out);
+                for (std::size_t r = r0; r < r1; ++r)
+                    for (std::size_t c = 0; c < n_cols; ++c) {
+                        const float v = scheme.decode_in(code_at(r, c), params_at(r, c), t);
+                        o[r * out_stride + c] = t == param_dtype::f16 ? float_to_fp16(v) : float_to_bf16(v);
+                    }
+                return;
+            }
+        }
         const std::size_t esize = type == kernels::out_type::f32 ? 4 : 2;
         void* o = static_cast<unsigned char*>(out) + r0 * out_stride * esize;
         const float* sc = scale.data() + r0 * layout.param_stride;

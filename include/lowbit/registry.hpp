@@ -300,7 +300,10 @@ inline const format& find_format(std::string_view name) {
 // under the stored params and throws if any is not finite, so no rounding at
 // the top of float's range (scale x largest code) can reach the output.
 // dequantize_to fp16 output is the caller's choice of type: values beyond
-// 65504 become +-Inf there, as any fp16 conversion does.
+// 65504 become +-Inf there, as any fp16 conversion does. The mlx-* formats'
+// fp16 (bf16 for -bf16) output is mx.dequantize's, which rounds scale * q to
+// that type before adding the bias: like MLX, a group spanning +-65504 gets
+// -Inf where the product passes -65504 (affine<>::decode_in).
 
 /// Quantize `w` in format `f` (see quantizer::quantize for `importance`). Bad
 /// input and values the format cannot represent get the same errors in every

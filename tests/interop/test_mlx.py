@@ -173,6 +173,28 @@ def test_fp16_params_of_fp32_weights_are_mlx_params_cast_to_fp16(capi):
         assert np.array_equal(b, biases.astype(np.float16).astype(np.float32))
 
 
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+@pytest.mark.parametrize("bits", BITS)
+def test_dequantize_in_the_params_dtype_equals_mx_dequantize(capi, bits, dtype):
+    # mx.dequantize returns the params' dtype: scale * q rounded to it, then
+    # the bias added and rounded again; lowbit's fp16 (bf16) output of mlx-*
+    # (mlx-*-bf16) does the same.
+    out_type = 1 if dtype == "f16" else 2
+    for group in GROUPS:
+        data = dict(datasets(dtype))
+        data["edge groups"] = edge_rows(bits, group, dtype)
+        for what, a in data.items():
+            w = to_mx(a, dtype)
+            wq, s, b = mx.quantize(w, group_size=group, bits=bits)
+            ref = np.array(mx.dequantize(wq, s, b, group_size=group, bits=bits).view(mx.uint16))
+            w32 = np.ascontiguousarray(f32(w))
+            out = np.zeros(w32.shape, np.uint16)
+            name = f"mlx-{bits}b-g{group}{DTYPES[dtype][1]}"
+            assert capi.lowbit_mlx_dequantize(name.encode(), ptr(w32), *w32.shape, out_type, ptr(out))
+            bad = np.argwhere(out != ref)
+            assert bad.size == 0, f"{name} {what}: {len(bad)} of {out.size} values differ, first at {bad[0]}"
+
+
 def test_dequantize_f32_equals_mx_dequantize(capi):
     # Float32 params: scale * q + bias in float32, as mx.dequantize computes it.
     rng = np.random.default_rng(10)
