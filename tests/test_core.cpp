@@ -96,7 +96,7 @@ TEST_CASE("first_beyond: NaN, Inf and values past a bound in f32, f16 and bf16 r
             CHECK(lowbit::first_non_finite(float_storage::f16, f16.data() + 1, n) == at);
             std::memcpy(b16.data() + 1 + 2 * at, &binf, 2);
             CHECK(lowbit::first_non_finite(float_storage::bf16, b16.data() + 1, n) == at);
-            CHECK(lowbit::non_finite_name(lowbit::float_at(float_storage::bf16, b16.data() + 1, at)) == "+Inf");
+            CHECK(lowbit::float_at(float_storage::bf16, b16.data() + 1, at) == std::numeric_limits<float>::infinity());
         }
     }
 }

@@ -360,6 +360,18 @@ TEST_CASE("quantize_ggml_rows: finite values a type cannot hold are errors, neve
     // Within range the same row quantizes.
     x[40] = 60000.f;
     CHECK_NOTHROW(quantize_ggml_rows(ggml::type::f16, x.data(), o16.data(), 1, 256));
+    // The midpoints to the next power of two round to even, i.e. to Inf: refused.
+    x[40] = 65520.f;
+    CHECK_THROWS_WITH(quantize_ggml_rows(ggml::type::f16, x.data(), o16.data(), 1, 256),
+                      Catch::Contains("row 0, column 40: 65520 is beyond f16's range"));
+    x[40] = std::nextafter(65520.f, 0.f);
+    CHECK_NOTHROW(quantize_ggml_rows(ggml::type::f16, x.data(), o16.data(), 1, 256));
+    x[40] = std::bit_cast<float>(0x7F7F8000u);  // bf16's midpoint to 2^128
+    CHECK_THROWS_WITH(quantize_ggml_rows(ggml::type::bf16, x.data(), o16.data(), 1, 256),
+                      Catch::Contains("row 0, column 40: 3.39617753e+38 is beyond bf16's range"));
+    x[40] = std::bit_cast<float>(0x7F7F7FFFu);
+    CHECK_NOTHROW(quantize_ggml_rows(ggml::type::bf16, x.data(), o16.data(), 1, 256));
+    for (std::size_t i = 0; i < 256; ++i) REQUIRE(((o16[2 * i + 1] & 0x7F) != 0x7F || (o16[2 * i] & 0x80) == 0));
 }
 
 TEST_CASE("SIMD MXFP4: amax at and just below powers of two keeps log2f's exponent", "[kernels][ggml_quantize]") {

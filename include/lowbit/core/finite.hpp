@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <string>
 
 #include "../detail/config.hpp"
 #include "numeric.hpp"
@@ -87,11 +86,6 @@ inline float float_at(float_storage t, const void* data, std::size_t i) noexcept
     std::uint16_t h;
     std::memcpy(&h, b + i * 2, 2);
     return t == float_storage::f16 ? fp16_to_float(h) : bf16_to_float(h);
-}
-
-/// "NaN", "+Inf" or "-Inf" for a non-finite value.
-inline std::string non_finite_name(float v) {
-    return v != v ? "NaN" : (v > 0 ? "+Inf" : "-Inf");
 }
 
 LOWBIT_NAMESPACE_END

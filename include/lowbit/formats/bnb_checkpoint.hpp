@@ -21,7 +21,6 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -34,6 +33,7 @@
 
 #include "../core/error.hpp"
 #include "../core/finite.hpp"
+#include "../core/view.hpp"
 #include "../core/json.hpp"
 #include "../core/numeric.hpp"
 #include "bnb.hpp"
@@ -162,13 +162,7 @@ inline void check_finite_tensor(const safetensors::tensor_info& t) {
     if (i == n) return;
     const std::size_t cols = t.shape.size() == 2 && t.shape[1] ? static_cast<std::size_t>(t.shape[1]) : n;
     LOWBIT_THROW(errc::non_finite, "row " + std::to_string(i / cols) + ", column " + std::to_string(i % cols) + " is " +
-                                       non_finite_name(float_at(fs, t.data().data(), i)));
-}
-
-inline std::string show_float(float v) {
-    char b[32];
-    std::snprintf(b, sizeof b, "%.9g", static_cast<double>(v));
-    return b;
+                                       lowbit::detail::value_string(float_at(fs, t.data().data(), i)));
 }
 
 template <class T>
@@ -232,7 +226,7 @@ inline convert_report convert_checkpoint(const std::filesystem::path& in, const 
                         if (!std::isfinite(h))
                             LOWBIT_THROW(errc::invalid_argument,
                                          "row " + std::to_string(k / cols) + ", column " + std::to_string(k % cols) +
-                                             ": " + detail::show_float(x[k]) +
+                                             ": " + lowbit::detail::value_string(x[k]) +
                                              " is beyond float16's range (65504), which LLM.int8() quantizes from");
                         x[k] = h;
                     }

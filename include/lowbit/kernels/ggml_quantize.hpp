@@ -23,7 +23,6 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
-#include <cstdio>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -35,6 +34,7 @@
 
 #include "../core/error.hpp"
 #include "../core/finite.hpp"
+#include "../core/view.hpp"
 #include "../formats/ggml.hpp"
 #include "../formats/ggml_kquants.hpp"
 #include "../formats/ggml_validate.hpp"
@@ -2259,10 +2259,18 @@ namespace detail::gqz {
 /// scale or, where an fp32 intermediate overflows first, codes the value as
 /// 0); for F16/BF16 the largest float that rounds to a finite value.
 inline float value_limit(ggml::type t) noexcept {
-    if (t == ggml::type::f16) return 65519.99609375f;
-    if (t == ggml::type::bf16) return 3.3961775e38f;
+    // Just below the midpoints to the next power of two, which round to even: Inf.
+    if (t == ggml::type::f16) return std::bit_cast<float>(0x477FEFFFu);   // 65519.996
+    if (t == ggml::type::bf16) return std::bit_cast<float>(0x7F7F7FFFu);  // 3.3961773e38
     const double l = ggml::largest_representable(t);
     return l > 0 ? static_cast<float>(l) : std::numeric_limits<float>::max();  // f32, mxfp4 (E8M0 reaches 2^127)
+}
+
+/// The float_storage of an F32, F16 or BF16 source type.
+inline float_storage storage_of(ggml::type from) noexcept {
+    return from == ggml::type::f32 ? float_storage::f32
+           : from == ggml::type::f16 ? float_storage::f16
+                                     : float_storage::bf16;
 }
 
 /// Throws for the first value of the rows that is NaN or infinite
@@ -2270,9 +2278,7 @@ inline float value_limit(ggml::type t) noexcept {
 /// (errc::invalid_argument), naming its row (counted from first_row) and column.
 inline void check_rows_range(ggml::type t, ggml::type from, const void* x, std::size_t rows, std::size_t n_per_row,
                              std::size_t first_row) {
-    const auto fs = from == ggml::type::f32   ? float_storage::f32
-                    : from == ggml::type::f16 ? float_storage::f16
-                                              : float_storage::bf16;
+    const auto fs = storage_of(from);
     const float limit = value_limit(t);
     const std::size_t n = rows * n_per_row;
     std::size_t i = n;
@@ -2281,11 +2287,11 @@ inline void check_rows_range(ggml::type t, ggml::type from, const void* x, std::
     const float v = float_at(fs, x, i);
     const std::string where = "row " + std::to_string(first_row + i / n_per_row) + ", column " +
                               std::to_string(i % n_per_row);
-    if (!std::isfinite(v)) LOWBIT_THROW(errc::non_finite, where + " is " + non_finite_name(v));
-    char b[128];
-    std::snprintf(b, sizeof b, ": %.9g is beyond %s's range (largest magnitude %.9g)", static_cast<double>(v),
-                  ggml::traits(t).name.data(), static_cast<double>(limit));
-    LOWBIT_THROW(errc::invalid_argument, where + b);
+    using lowbit::detail::value_string;
+    if (!std::isfinite(v)) LOWBIT_THROW(errc::non_finite, where + " is " + value_string(v));
+    LOWBIT_THROW(errc::invalid_argument, where + ": " + value_string(v) + " is beyond " +
+                                             std::string(ggml::traits(t).name) + "'s range (largest magnitude " +
+                                             value_string(limit) + ")");
 }
 
 /// Throws when a quantized block holds a value ggml_validate_row_data
@@ -2295,17 +2301,17 @@ inline void check_quantized_rows(ggml::type t, const void* dst, std::size_t rows
                                  ggml::type from, const void* x, std::size_t first_row) {
     // Where the range bound alone keeps every field finite, there is nothing
     // to check: d = max/-8 or /-16 or amax/127 of values within value_limit is
-    // at most 65504, TQ's d = amax likewise, MXFP4's exponent stays below 0xFF.
-    // Q4_1/Q5_1 (an fp16 min) and the searched types are checked.
+    // at most 65504, TQ's d = amax likewise, MXFP4's exponent stays below 0xFF,
+    // and F32/F16/BF16 elements within it stay finite. Q4_1/Q5_1 (an fp16 min)
+    // and the searched types are checked.
     using ggml::type;
     if (t == type::q4_0 || t == type::q5_0 || t == type::q8_0 || t == type::tq1_0 || t == type::tq2_0 ||
-        t == type::mxfp4)
+        t == type::mxfp4 || t == type::f32 || t == type::f16 || t == type::bf16)
         return;
     const std::size_t rb = ggml::row_bytes(t, n_per_row);
     const auto bad = ggml::find_invalid_block(t, {static_cast<const std::byte*>(dst), rows * rb});
     if (!bad) return;
-    const auto fs = from == ggml::type::f32 ? float_storage::f32
-                    : from == ggml::type::f16 ? float_storage::f16 : float_storage::bf16;
+    const auto fs = storage_of(from);
     const std::size_t bs = ggml::traits(t).block_size, per_row = n_per_row / bs;
     const std::size_t r = bad->block / per_row, c0 = bad->block % per_row * bs;
     std::size_t at = c0;
@@ -2315,15 +2321,12 @@ inline void check_quantized_rows(ggml::type t, const void* dst, std::size_t rows
         if (std::fabs(v) > mx) mx = std::fabs(v), at = c;
     }
     const std::string name(ggml::traits(t).name);
-    char v[32];
-    std::snprintf(v, sizeof v, "%.9g", static_cast<double>(float_at(fs, x, r * n_per_row + at)));
-    if (bs == 1)
-        LOWBIT_THROW(errc::invalid_argument, "row " + std::to_string(first_row + r) + ", column " + std::to_string(at) +
-                                                 ": " + v + " is beyond " + name + "'s range");
+    using lowbit::detail::value_string;
+    const std::string v = value_string(float_at(fs, x, r * n_per_row + at));
     LOWBIT_THROW(errc::invalid_argument,
                  "row " + std::to_string(first_row + r) + ", columns " + std::to_string(c0) + "-" +
                      std::to_string(c0 + bs - 1) + ": a " + name + " block cannot hold these values (its " +
-                     std::string(bad->field) + " would be " + non_finite_name(static_cast<float>(bad->value)) +
+                     std::string(bad->field) + " would be " + value_string(bad->value) +
                      "; the largest is " + v + " at column " + std::to_string(at) + ")");
 }
 
