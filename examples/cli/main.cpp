@@ -346,7 +346,7 @@ unsigned parse_threads(const std::string& v) {
 }
 
 // An output path must name the container being written (checked before any work).
-void check_output_extension(const std::string& out, std::string_view ext) {
+void require_extension(const std::string& out, std::string_view ext) {
     if (!out.ends_with(ext))
         LOWBIT_THROW(lowbit::errc::invalid_argument, "quantize: the output '" + out + "' must end in " +
                                                          std::string(ext) + ", the container being written");
@@ -384,7 +384,7 @@ int quantize_safetensors(int argc, char** argv) {
         LOWBIT_THROW(lowbit::errc::invalid_argument,
                      "usage: lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|... "
                      "[--rules cuda|cpu] [--include-embeddings] [--threads N]");
-    check_output_extension(pos[1], ".safetensors");
+    require_extension(pos[1], ".safetensors");
     const bool tty = isatty(STDERR_FILENO);
     opt.progress = [&](std::size_t i, std::size_t n, const std::string& name, bool q) {
         if (!tty) return;
@@ -444,7 +444,7 @@ int cmd_quantize(int argc, char** argv) {
     }
     if (pos.size() != 2 || !have_type)
         LOWBIT_THROW(lowbit::errc::invalid_argument, "usage: lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE]");
-    check_output_extension(pos[1], ".gguf");
+    require_extension(pos[1], ".gguf");
     const bool tty = isatty(STDERR_FILENO);
     opt.progress = [&](std::size_t i, std::size_t n, double frac, const lowbit::gguf_tensor_report& r) {
         if (!tty) return;

@@ -3,6 +3,8 @@
 // success and 0 after printing the error.
 #include <lowbit/formats/bnb.hpp>
 
+#include "capi_guard.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -11,16 +13,7 @@
 
 namespace {
 
-template <class F>
-int guarded(F&& f) {
-    try {
-        f();
-        return 1;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s\n", e.what());
-        return 0;
-    }
-}
+using lowbit_capi::guarded;
 
 lowbit::bnb::quant_state_4bit state_from(std::int64_t n, int type, std::int64_t blocksize, const std::uint8_t* packed,
                                          const float* absmax, const std::uint8_t* qabsmax,

@@ -8,13 +8,18 @@ P = ctypes.c_void_p
 I64 = ctypes.c_int64
 
 
+def load_capi(var, name):
+    """The library of lowbit C entry points at environment variable `var`."""
+    path = os.environ.get(var)
+    if not path or not os.path.exists(path):
+        pytest.fail(f"{var} must point at the built {name}")
+    return ctypes.CDLL(path)
+
+
 @pytest.fixture(scope="session")
 def bnb_capi():
     """lowbit's bitsandbytes entry points (tests/interop/bnb_capi.cpp), from LOWBIT_BNB_CAPI."""
-    path = os.environ.get("LOWBIT_BNB_CAPI")
-    if not path or not os.path.exists(path):
-        pytest.fail("LOWBIT_BNB_CAPI must point at the built libbnb_capi.so")
-    lib = ctypes.CDLL(path)
+    lib = load_capi("LOWBIT_BNB_CAPI", "libbnb_capi.so")
     lib.lowbit_bnb_quantize_4bit.argtypes = [P, I64, ctypes.c_int, I64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                              P, P, P, P, P]
     lib.lowbit_bnb_dequantize_4bit.argtypes = [P, I64, ctypes.c_int, I64, P, P, P, ctypes.c_float, ctypes.c_int, P]

@@ -3,6 +3,8 @@
 // on success and 0 after printing the error.
 #include <lowbit/registry.hpp>
 
+#include "capi_guard.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -12,16 +14,7 @@
 
 namespace {
 
-template <class F>
-int guarded(F&& f) {
-    try {
-        f();
-        return 1;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s\n", e.what());
-        return 0;
-    }
-}
+using lowbit_capi::guarded;
 
 // Copies q's packed codes, scales and biases (as float) out when q is an MLX
 // matrix of Bits bits; false when it is not.

@@ -10,10 +10,10 @@ the stored scales and biases must be identical, bit for bit.
 Environment: LOWBIT_MLX_CAPI (our C entry points, tests/interop/mlx_capi.cpp).
 """
 import ctypes
-import os
 
 import numpy as np
 import pytest
+from conftest import load_capi
 
 mx = pytest.importorskip("mlx.core", reason="mlx does not import here (pip install \"mlx[cpu]\" in the venv)",
                          exc_type=ImportError)
@@ -29,10 +29,7 @@ DTYPES = {"f16": (mx.float16, ""), "bf16": (mx.bfloat16, "-bf16"), "f32": (mx.fl
 
 @pytest.fixture(scope="module")
 def capi():
-    path = os.environ.get("LOWBIT_MLX_CAPI")
-    if not path or not os.path.exists(path):
-        pytest.fail("LOWBIT_MLX_CAPI must point at the built libmlx_capi.so")
-    lib = ctypes.CDLL(path)
+    lib = load_capi("LOWBIT_MLX_CAPI", "libmlx_capi.so")
     lib.lowbit_mlx_quantize.argtypes = [ctypes.c_char_p, P, I64, I64, P, P, P, P]
     lib.lowbit_mlx_dequantize.argtypes = [ctypes.c_char_p, P, I64, I64, ctypes.c_int, P]
     return lib

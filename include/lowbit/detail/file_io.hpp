@@ -74,6 +74,15 @@ inline std::string_view container_of_bytes(std::span<const std::byte> b) {
     return {};
 }
 
+/// An output whose extension names another container than `label` (the one
+/// being written) is refused; an unknown or no extension is not.
+inline void check_output_extension(const std::filesystem::path& target, std::string_view label) {
+    const auto named = container_of_extension(target);
+    if (!named.empty() && named != container_of_extension("x." + std::string(label)))
+        LOWBIT_THROW(errc::invalid_argument, std::string(label) + ": the output '" + target.string() + "' names a " +
+                                                 std::string(named) + " file; this writes " + std::string(label));
+}
+
 #if LOWBIT_FILE_IO_POSIX
 
 /// "a directory", "a FIFO", ... for a file that is not a regular one.
@@ -195,10 +204,7 @@ private:
 /// path that is not a regular file. True when the destination exists (its
 /// mode in *mode).
 inline bool check_destination(const std::filesystem::path& target, std::string_view label, mode_t* mode = nullptr) {
-    const auto named = container_of_extension(target);
-    if (!named.empty() && named != container_of_extension("x." + std::string(label)))
-        LOWBIT_THROW(errc::invalid_argument, std::string(label) + ": the output '" + target.string() + "' names a " +
-                                                 std::string(named) + " file; this writes " + std::string(label));
+    check_output_extension(target, label);
     struct stat st {};
     if (::stat(target.c_str(), &st) != 0) return false;
     if (!S_ISREG(st.st_mode))
@@ -338,10 +344,7 @@ inline bool same_file(const std::filesystem::path& a, const std::filesystem::pat
 }
 
 inline bool check_destination(const std::filesystem::path& target, std::string_view label) {
-    const auto named = container_of_extension(target);
-    if (!named.empty() && named != container_of_extension("x." + std::string(label)))
-        LOWBIT_THROW(errc::invalid_argument, std::string(label) + ": the output '" + target.string() + "' names a " +
-                                                 std::string(named) + " file; this writes " + std::string(label));
+    check_output_extension(target, label);
     std::error_code ec;
     const auto st = std::filesystem::status(target, ec);
     if (!std::filesystem::exists(st)) return false;
