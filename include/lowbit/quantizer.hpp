@@ -4,6 +4,7 @@
 // quantized matrix (packed codes + params) and back.
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -23,6 +24,7 @@
 #include "double_quant.hpp"
 #include "granularity.hpp"
 #include "kernels/dequantize.hpp"
+#include "kernels/encode.hpp"
 #include "pack/bits.hpp"
 #include "parallel.hpp"
 #include "scheme/affine.hpp"
@@ -299,8 +301,17 @@ public:
     /// (imatrix / AWQ statistics) or one per element; searches minimise the
     /// importance-weighted squared error.
     quantized<S> quantize(matrix_view<const float> w, std::span<const float> importance = {}) const {
-        detail::check_weights(w, importance, std::string("quantize (") + scheme.name() + ")");
+        const std::string who = std::string("quantize (") + scheme.name() + ")";
         const std::size_t rows = w.rows(), cols = w.cols();
+        // The single pass (see quantize_rows_fused) checks finiteness as it
+        // goes; every other path checks first.
+        const bool fused = fits_from_stats && !is_double_quant_v<DQ> && importance.empty() &&
+                           gran.kind != granularity_kind::per_tensor &&
+                           gran.kind != granularity_kind::per_input_channel && has_kernel_rule();
+        if (fused)
+            detail::check_view(w, who + ": weights");
+        else
+            detail::check_weights(w, importance, who);
         quantized<S> q;
         q.scheme = scheme;
         q.gran = gran;
@@ -314,11 +325,17 @@ public:
         // params: what is stored; encode_params (split schemes only): what
         // the values are encoded with.
         std::vector<typename S::params> params(L.count), encode_params(split ? L.count : 0);
-        fit_all(w, importance, L, params, encode_params);
+        std::vector<float> effective(L.count);
+        if (fused) {
+            if constexpr (fits_from_stats) quantize_rows_fused(w, L, params, q, who);
+            for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
+        } else {
+            fit_all(w, importance, L, params, encode_params);
+        }
 
         // Second level: quantize the scales, then decide which scales encode.
-        std::vector<float> effective(L.count);
-        if constexpr (is_double_quant_v<DQ>) {
+        if (fused) {
+        } else if constexpr (is_double_quant_v<DQ>) {
             std::vector<float> s(L.count);
             for (std::size_t g = 0; g < L.count; ++g) s[g] = params[g].scale;
             const std::size_t block = gran.kind == granularity_kind::super_block ? L.super : dq.block;
@@ -332,7 +349,7 @@ public:
             for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
         }
 
-        encode_all(w, L, split ? encode_params : params, params, effective, q);
+        if (!fused) encode_all(w, L, split ? encode_params : params, params, effective, q);
 
         q.scale = effective;
         if constexpr (requires(typename S::params p) { p.zero; p.bias; }) {
@@ -378,6 +395,12 @@ private:
             }
             return;
         }
+        if constexpr (fits_from_stats) {
+            if (imp.empty()) {
+                fit_rows_from_extremes(w, L, params, encode_params);
+                return;
+            }
+        }
         parallel_for(rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
             std::vector<float> iw(imp.empty() ? 0 : L.group);
             for (std::size_t r = r0; r < r1; ++r) {
@@ -389,6 +412,32 @@ private:
                             iw[k] = per_elem ? imp[r * cols + c0 + k] : imp[c0 + k];
                     fit_at(x, iw, w, L, L.index(r, c0), params, encode_params);
                 }
+            }
+        });
+    }
+
+    /// fit looks only at a group's statistics (fit_stats, or
+    /// fit_split_stats for split schemes), which a kernel gathers.
+    static constexpr bool fits_from_stats = split ? requires(const S& s, const detail::group_stats& st) {
+        s.fit_split_stats(st);
+    } : requires(const S& s, const detail::group_stats& st) { s.fit_stats(st); };
+
+    /// Row-wise groups: their extremes from the group_extremes kernel, then
+    /// fit_stats per group (the weights were checked finite before).
+    void fit_rows_from_extremes(matrix_view<const float> w, const group_layout& L,
+                                std::vector<typename S::params>& params,
+                                std::vector<typename S::params>& encode_params) const
+        requires fits_from_stats
+    {
+        const std::size_t per_row = L.param_stride;
+        parallel_for(w.rows(), threads, 16, [&](std::size_t r0, std::size_t r1) {
+            std::vector<kernels::group_extremes> ex((r1 - r0) * per_row);
+            bool non_finite = false;
+            kernels::gather_extremes({w.row(r0).data(), w.stride(), r1 - r0, w.cols(), L.group, ex.data(), &non_finite});
+            for (std::size_t k = 0; k < (r1 - r0) * per_row; ++k) {
+                const std::size_t g = r0 * per_row + k;
+                const typename S::params e = fit_from_extremes(w, L, g, ex[k], params[g]);
+                if constexpr (split) encode_params[g] = e;
             }
         });
     }
@@ -420,6 +469,13 @@ private:
                     quantized<S>& q) const {
         const std::size_t rows = w.rows(), cols = w.cols();
         q.codes.assign(rows * q.code_stride, 0);
+        kernels::encode_job job{};
+        affine_rule ar{};
+        minifloat_rule mr{};
+        if (kernel_rule(job, ar, mr)) {
+            encode_with_kernel(w, L, enc, params, effective, q, job);
+            return;
+        }
         parallel_for(rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
             std::vector<std::uint8_t> row_codes(cols);
             for (std::size_t r = r0; r < r1; ++r) {
@@ -439,6 +495,230 @@ private:
         });
     }
 
+    bool has_kernel_rule() const {
+        kernels::encode_job j{};
+        affine_rule ar{};
+        minifloat_rule mr{};
+        return kernel_rule(j, ar, mr);
+    }
+
+    /// Row-wise groups without double quantization, in one pass over the
+    /// weights: for a block of rows at a time (while it is in cache) the
+    /// group extremes (with a finiteness check), fit_stats per group, the
+    /// encode kernel, then the code-by-code check of groups whose params
+    /// could decode a code to a non-finite value. Any error, and any
+    /// non-finite weight, is reported as the checks-first path reports it:
+    /// a non-finite weight before anything else.
+    void quantize_rows_fused(matrix_view<const float> w, const group_layout& L,
+                             std::vector<typename S::params>& params, quantized<S>& q, const std::string& who) const
+        requires fits_from_stats
+    {
+        const std::size_t cols = w.cols(), per_row = L.param_stride;
+        const std::size_t block = std::max<std::size_t>(1, 16384 / cols);  // about 64 KB of weights
+        kernels::encode_job rule{};
+        affine_rule ar{};
+        minifloat_rule mr{};
+        kernel_rule(rule, ar, mr);
+        rule.x_stride = w.stride();
+        rule.cols = cols;
+        rule.group = L.group;
+        rule.param_stride = per_row;
+        rule.bits = S::bits;
+        rule.code_stride = q.code_stride;
+        const float table_max = largest_table_value();
+        q.codes.resize(w.rows() * q.code_stride);
+        std::atomic<bool> non_finite{false};
+        const auto run = [&](std::size_t r0, std::size_t r1) {
+            std::vector<kernels::group_extremes> ex(block * per_row);
+            std::vector<float> scale(block * per_row), zero, bias;
+            if constexpr (S::family == kernel_family::affine) {
+                zero.resize(block * per_row);
+                bias.resize(block * per_row);
+            }
+            for (std::size_t b0 = r0; b0 < r1; b0 += block) {
+                const std::size_t b1 = std::min(r1, b0 + block);
+                bool nf = false;
+                kernels::gather_extremes({w.row(b0).data(), w.stride(), b1 - b0, cols, L.group, ex.data(), &nf});
+                if (nf) {
+                    non_finite = true;
+                    return;
+                }
+                for (std::size_t k = 0; k < (b1 - b0) * per_row; ++k) {
+                    const std::size_t g = b0 * per_row + k;
+                    const typename S::params e = fit_from_extremes(w, L, g, ex[k], params[g]);
+                    scale[k] = e.scale;
+                    if constexpr (S::family == kernel_family::affine) {
+                        zero[k] = e.zero;
+                        bias[k] = e.bias;
+                    }
+                }
+                kernels::encode_job j = rule;
+                j.x = w.row(b0).data();
+                j.rows = b1 - b0;
+                j.scale = scale.data();
+                j.zero = zero.empty() ? nullptr : zero.data();
+                j.bias = bias.empty() ? nullptr : bias.data();
+                j.codes = q.codes.data() + b0 * q.code_stride;
+                kernels::encode(j);
+                for (std::size_t g = b0 * per_row; g < b1 * per_row; ++g)
+                    if (!all_codes_finite(params[g], table_max)) check_group_codes(w, L, q, params[g], g);
+            }
+        };
+        try {
+            parallel_for(w.rows(), threads, 16, run);
+        } catch (...) {
+            detail::check_finite(w, who + ": weight");  // a non-finite weight is the error to report
+            throw;
+        }
+        if (non_finite) detail::check_finite(w, who + ": weight");
+    }
+
+    /// Params of group g from its extremes: the stored ones into `stored`,
+    /// the ones to encode with returned. An error names the group.
+    typename S::params fit_from_extremes(matrix_view<const float> w, const group_layout& L, std::size_t g,
+                                         const kernels::group_extremes& e, typename S::params& stored) const
+        requires fits_from_stats
+    {
+        detail::group_stats st{e.min, e.max, e.signed_absmax, e.min == e.max};
+        if (e.min == 0.0f || e.max == 0.0f) {  // stats_of keeps the sign of the first zero
+            const std::size_t r = g / L.param_stride, c0 = (g % L.param_stride) * L.group;
+            st = detail::stats_of(std::span<const float>(w.row(r).data() + c0, L.group));
+        }
+        const auto where = [&] { return std::string("quantize (") + scheme.name() + "): " + detail::group_position(w, L, g); };
+        if constexpr (split) {
+            const auto p = detail::at_position([&] { return scheme.fit_split_stats(st); }, where);
+            stored = p.stored;
+            return p.encode;
+        } else {
+            stored = detail::at_position([&] { return scheme.fit_stats(st); }, where);
+            return stored;
+        }
+    }
+
+    /// Largest finite |table value| of a table scheme (0 for affine ones).
+    float largest_table_value() const {
+        float m = 0.0f;
+        if constexpr (S::family != kernel_family::affine)
+            for (float t : scheme.table())
+                if (std::isfinite(t)) m = std::fmax(m, std::fabs(t));
+        return m;
+    }
+
+    /// Every code of row-wise group g decodes to a finite value under
+    /// `stored`, or the first that does not is an error.
+    void check_group_codes(matrix_view<const float> w, const group_layout& L, const quantized<S>& q,
+                           const typename S::params& stored, std::size_t g) const {
+        const std::size_t r = g / L.param_stride, c0 = (g % L.param_stride) * L.group;
+        for (std::size_t c = c0; c < c0 + L.group; ++c) {
+            const float y = scheme.decode(q.code_at(r, c), stored);
+            if (!std::isfinite(y)) unrepresentable_at(w, L, std::vector<float>{}, r, c, y, stored.scale);
+        }
+    }
+
+    /// The encode kernel's form of scheme.encode, where the scheme has one:
+    /// an affine_rule, a threshold_rule (tables of up to 16 values) or a
+    /// minifloat_rule (ar and mr hold the rule the job points at).
+    bool kernel_rule(kernels::encode_job& j, affine_rule& ar, minifloat_rule& mr) const {
+        if constexpr (requires { { scheme.encode_rule() } -> std::convertible_to<affine_rule>; }) {
+            ar = scheme.encode_rule();
+            j.kind = kernels::encode_kind::affine;
+            j.affine = &ar;
+            return true;
+        } else if constexpr (requires { { scheme.encode_rule() } -> std::convertible_to<minifloat_rule>; }) {
+            mr = scheme.encode_rule();
+            j.kind = kernels::encode_kind::minifloat;
+            j.minifloat = &mr;
+            return true;
+        } else if constexpr (requires { { scheme.encode_rule() } -> std::convertible_to<const threshold_rule*>; }) {
+            j.kind = kernels::encode_kind::thresholds;
+            j.thresholds = scheme.encode_rule();
+            return j.thresholds != nullptr;
+        } else {
+            return false;
+        }
+    }
+
+    /// Whether every code of a group decodes to a finite value under its
+    /// stored params `p`: decode is monotone in the code for affine schemes
+    /// (so the two end codes tell), and a table's entries scale by one factor.
+    bool all_codes_finite(const typename S::params& p, float table_max) const {
+        if constexpr (S::family == kernel_family::affine) {
+            constexpr int top = (1 << S::bits) - 1;
+            return std::isfinite(scheme.decode(0, p)) && std::isfinite(scheme.decode(top, p));
+        } else {
+            return std::isfinite(table_max * std::fabs(p.scale));
+        }
+    }
+
+    /// encode_all through the encode kernel, rows split across threads; the
+    /// groups whose stored params could decode a code to a non-finite value
+    /// are then checked code by code.
+    void encode_with_kernel(matrix_view<const float> w, const group_layout& L,
+                            const std::vector<typename S::params>& enc, const std::vector<typename S::params>& params,
+                            const std::vector<float>& effective, quantized<S>& q, kernels::encode_job job) const {
+        std::vector<float> scale(L.count), zero, bias;
+        if constexpr (requires(typename S::params p) { p.zero; p.bias; }) {
+            bool any_zero = false, any_bias = false;
+            for (const auto& p : enc) any_zero |= p.zero != 0.0f, any_bias |= p.bias != 0.0f;
+            if (any_zero) zero.resize(L.count);
+            if (any_bias) bias.resize(L.count);
+            for (std::size_t g = 0; g < L.count; ++g) {
+                if (any_zero) zero[g] = enc[g].zero;
+                if (any_bias) bias[g] = enc[g].bias;
+            }
+        }
+        for (std::size_t g = 0; g < L.count; ++g) scale[g] = enc[g].scale;
+        const float table_max = largest_table_value();
+        std::vector<std::size_t> suspect;
+        for (std::size_t g = 0; g < L.count; ++g) {
+            auto stored = params[g];
+            stored.scale = effective[g];
+            if (!all_codes_finite(stored, table_max)) suspect.push_back(g);
+        }
+        job.x_stride = w.stride();
+        job.cols = w.cols();
+        job.group = L.group;
+        job.param_stride = L.param_stride;
+        job.bits = S::bits;
+        job.code_stride = q.code_stride;
+        parallel_for(w.rows(), threads, 16, [&](std::size_t r0, std::size_t r1) {
+            kernels::encode_job j = job;
+            j.x = w.row(r0).data();
+            j.rows = r1 - r0;
+            j.scale = scale.data() + r0 * L.param_stride;
+            j.zero = zero.empty() ? nullptr : zero.data() + r0 * L.param_stride;
+            j.bias = bias.empty() ? nullptr : bias.data() + r0 * L.param_stride;
+            j.codes = q.codes.data() + r0 * q.code_stride;
+            kernels::encode(j);
+        });
+        // The groups to check code by code, in the order the scalar path met them.
+        for (std::size_t r = 0; r < w.rows() && !suspect.empty(); ++r)
+            for (std::size_t c = 0; c < w.cols(); ++c) {
+                const std::size_t g = L.index(r, c);
+                if (!std::binary_search(suspect.begin(), suspect.end(), g)) {
+                    c = (c / L.group + 1) * L.group - 1;  // skip the rest of the group
+                    continue;
+                }
+                auto stored = params[g];
+                stored.scale = effective[g];
+                const float y = scheme.decode(q.code_at(r, c), stored);
+                if (!std::isfinite(y)) unrepresentable_at(w, L, effective, r, c, y);
+            }
+    }
+
+    [[noreturn]] void unrepresentable_at(matrix_view<const float> w, const group_layout& L,
+                                         const std::vector<float>& effective, std::size_t r, std::size_t c,
+                                         float y, float scale = 0.0f) const {
+        if (!effective.empty()) scale = effective[L.index(r, c)];
+        LOWBIT_THROW(errc::invalid_argument,
+                     std::string("quantize (") + scheme.name() + "): row " + std::to_string(r) + ", column " +
+                         std::to_string(c) + ": " + detail::value_string(w(r, c)) + " would dequantize to " +
+                         detail::value_string(y) + " (stored scale " + detail::value_string(scale) +
+                         "); the group's params cannot represent its range: " +
+                         detail::group_position(w, L, L.index(r, c)));
+        std::abort();  // a LOWBIT_THROW that returns
+    }
+
     [[noreturn]] void unrepresentable(matrix_view<const float> w, const group_layout& L,
                                       const std::vector<typename S::params>& params,
                                       const std::vector<float>& effective, std::size_t r,
@@ -452,14 +732,7 @@ private:
             if (!std::isfinite(y)) break;
         }
         if (c == w.cols()) c = 0;  // not reached: the caller saw a non-finite value
-        LOWBIT_THROW(errc::invalid_argument,
-                     std::string("quantize (") + scheme.name() + "): row " + std::to_string(r) + ", column " +
-                         std::to_string(c) + ": " + detail::value_string(w(r, c)) + " would dequantize to " +
-                         detail::value_string(y) + " (stored scale " +
-                         detail::value_string(effective[L.index(r, c)]) +
-                         "); the group's params cannot represent its range: " +
-                         detail::group_position(w, L, L.index(r, c)));
-        std::abort();  // a LOWBIT_THROW that returns
+        unrepresentable_at(w, L, effective, r, c, y);
     }
 };
 

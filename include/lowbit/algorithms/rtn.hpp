@@ -39,6 +39,12 @@ struct clip_search {
         return best;
     }
     std::uint8_t encode(float v, const params& p) const { return base.encode(v, p); }
+    /// The base scheme's encode rule, for the encode kernel.
+    auto encode_rule() const
+        requires requires(const S& s) { s.encode_rule(); }
+    {
+        return base.encode_rule();
+    }
     float decode(std::uint8_t c, const params& p) const { return base.decode(c, p); }
     const char* name() const { return base.name(); }
     std::size_t param_bits() const noexcept { return stored_param_bits(base); }

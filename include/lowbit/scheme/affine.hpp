@@ -23,6 +23,7 @@
 #include "../core/view.hpp"
 #include "../detail/fp_contract.hpp"
 #include "concepts.hpp"
+#include "encode_rules.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
 
@@ -66,22 +67,6 @@ struct split_params {
 };
 
 namespace detail {
-
-// Round half to even, independent of the floating-point environment
-// (torch.round, std::rint under the default mode).
-inline float round_even(float v) noexcept {
-    if (!(std::fabs(v) < 8388608.0f)) return v;  // |v| >= 2^23 is integral already (or NaN)
-    const float f = std::floor(v);
-    const float d = v - f;  // exact: f and v share the binade or f is 0
-    if (d > 0.5f) return f + 1.0f;
-    if (d < 0.5f) return f;
-    return std::fmod(f, 2.0f) == 0.0f ? f : f + 1.0f;
-}
-
-inline float clamp_code(float v, float hi) noexcept {
-    if (!(v > 0.0f)) return 0.0f;  // also NaN
-    return v > hi ? hi : v;
-}
 
 // A stored scale: rounded to its type, never 0 when the exact one is not (a
 // group that tiny keeps the smallest step the type has), and an error when the
@@ -224,8 +209,13 @@ struct affine {
     float clip = 1.0f;
 
     params fit(std::span<const float> x, std::span<const float> /*w*/ = {}) const {
-        if constexpr (Mode == affine_mode::mlx) return fit_split(x).stored;
-        const detail::group_stats s = detail::stats_of(x);
+        return fit_stats(detail::stats_of(x));
+    }
+
+    /// fit from the group's statistics alone (all fit looks at): what the
+    /// quantizer calls with statistics a kernel gathered.
+    params fit_stats(const detail::group_stats& s) const {
+        if constexpr (Mode == affine_mode::mlx) return fit_split_stats(s).stored;
         params p{};
         constexpr float half = static_cast<float>(1 << (Bits - 1));
         constexpr float levels = static_cast<float>(max_code);
@@ -268,7 +258,12 @@ struct affine {
     split_params<params> fit_split(std::span<const float> x, std::span<const float> /*w*/ = {}) const
         requires(Mode == affine_mode::mlx)
     {
-        const detail::group_stats s = detail::stats_of(x);
+        return fit_split_stats(detail::stats_of(x));
+    }
+
+    split_params<params> fit_split_stats(const detail::group_stats& s) const
+        requires(Mode == affine_mode::mlx)
+    {
         constexpr float eps = 1e-7f;
         constexpr float levels = static_cast<float>(max_code);
         const float lo = s.min * clip, hi = s.max * clip;
@@ -296,25 +291,20 @@ struct affine {
         return r;
     }
 
-    std::uint8_t encode(float x, const params& p) const noexcept {
-        constexpr float levels = static_cast<float>(max_code);
-        float q;
+    /// What encode computes, for the encode kernel (scheme/encode_rules.hpp).
+    static constexpr affine_rule encode_rule() noexcept {
+        affine_rule r;
+        r.max_code = static_cast<float>(max_code);
         if constexpr (Mode == affine_mode::symmetric) {
-            constexpr float lim = static_cast<float>((1 << (Bits - 1)) - 1);
-            const float r = p.scale != 0.0f ? detail::round_even(x / p.scale) : 0.0f;
-            q = std::fmin(std::fmax(r, -lim), lim) + static_cast<float>(1 << (Bits - 1));
-        } else if constexpr (Mode == affine_mode::symmetric_signed_max) {
-            const float id = p.scale != 0.0f ? 1.0f / p.scale : 0.0f;
-            const float t = detail::unfused(x * id) + (static_cast<float>(1 << (Bits - 1)) + 0.5f);
-            q = detail::clamp_code(std::trunc(t), levels);
-        } else if constexpr (Mode == affine_mode::asymmetric) {
-            const float r = p.scale != 0.0f ? detail::round_even(x / p.scale) : 0.0f;
-            q = detail::clamp_code(r + p.zero, levels);
-        } else {  // asymmetric_float, mlx
-            const float r = p.scale != 0.0f ? detail::round_even((x - p.bias) / p.scale) : 0.0f;
-            q = detail::clamp_code(r, levels);
+            r.lo = -static_cast<float>((1 << (Bits - 1)) - 1);
+            r.hi = static_cast<float>((1 << (Bits - 1)) - 1);
         }
-        return static_cast<std::uint8_t>(q);
+        r.half_up = Mode == affine_mode::symmetric_signed_max;
+        return r;
+    }
+
+    std::uint8_t encode(float x, const params& p) const noexcept {
+        return static_cast<std::uint8_t>(affine_code(encode_rule(), x, p.scale, p.zero, p.bias));
     }
 
     float decode(std::uint8_t c, const params& p) const noexcept {

@@ -117,18 +117,20 @@ public:
             mags[n++] = values[c];
         }
         cb.index(std::span<const float>(mags.data(), n), sign_bit);
-        cb.set_bounds(bounds, "codebook::sign_magnitude");
         cb.sign_bit_ = sign_bit;
+        cb.set_bounds(bounds, "codebook::sign_magnitude");
         return cb;
     }
 
     params fit(std::span<const float> x, std::span<const float> /*w*/ = {}) const {
-        float m = 0.0f, amax = 0.0f;
-        for (float v : x)
-            if (std::fabs(v) > amax) {
-                amax = std::fabs(v);
-                m = v;
-            }
+        return fit_stats(detail::stats_of(x));
+    }
+
+    /// fit from the group's statistics: its element of largest magnitude
+    /// (+0 for an all-zero group).
+    params fit_stats(const detail::group_stats& s) const {
+        const float m = s.signed_absmax == 0.0f ? 0.0f : s.signed_absmax;
+        const float amax = std::fabs(m);
         params p{};
         if (scale_rule == codebook_scale::absmax)
             p.scale = detail::store_scale((amax * clip) / std::fabs(extreme_), scale_type, name_);
@@ -138,6 +140,7 @@ public:
     }
 
     std::uint8_t encode(float x, const params& p) const noexcept {
+        if (has_rule_) return static_cast<std::uint8_t>(threshold_code(rule_, x, p.scale));
         float v = 0.0f;
         if (p.scale != 0.0f) {
             const float inv = 1.0f / p.scale;
@@ -154,6 +157,10 @@ public:
     float decode(std::uint8_t c, const params& p) const noexcept { return values_[c] * p.scale; }
 
     std::span<const float, size> table() const noexcept { return values_; }
+    /// The threshold-counting form of encode, for the encode kernel; null for
+    /// a table of more than 16 distinct values (or magnitudes), which encode
+    /// searches instead.
+    const threshold_rule* encode_rule() const noexcept { return has_rule_ ? &rule_ : nullptr; }
     codebook_ties ties() const noexcept { return ties_; }
     const char* name() const noexcept { return name_; }
     std::size_t entries() const noexcept { return entries_; }
@@ -173,6 +180,8 @@ private:
     std::size_t entries_ = 0, unique_ = 0;
     float extreme_ = 1.0f;                    // table value of largest magnitude, first on ties
     std::uint8_t sign_bit_ = 0;
+    threshold_rule rule_{};
+    bool has_rule_ = false;
     codebook_ties ties_ = codebook_ties::lower_code;
     const char* name_ = "codebook";
 
@@ -217,6 +226,26 @@ private:
             const bool upper_code_lower = sorted_code_[i + 1] < sorted_code_[i];
             tie_up_[i] = ties_ == codebook_ties::lower_code ? upper_code_lower : !upper_code_lower;
         }
+        make_rule();
+    }
+
+    // The counting form of search(): equal to it when the thresholds ascend
+    // strictly (then at most one equals an input, the one lower_bound finds).
+    void make_rule() noexcept {
+        rule_ = threshold_rule{};
+        has_rule_ = false;
+        if (unique_ == 0 || unique_ - 1 > threshold_rule::max_bounds) return;
+        for (std::size_t i = 0; i + 2 < unique_; ++i)
+            if (!(bounds_[i] < bounds_[i + 1])) return;
+        rule_.first = sorted_code_[0];
+        for (std::size_t i = 0; i + 1 < unique_; ++i) {
+            rule_.bound[i] = bounds_[i];
+            rule_.tie_up[i] = tie_up_[i];
+            rule_.step[i] = static_cast<float>(sorted_code_[i + 1]) - static_cast<float>(sorted_code_[i]);
+        }
+        rule_.sign_code = static_cast<float>(sign_bit_);
+        rule_.count = unique_ - 1;
+        has_rule_ = true;
     }
 
     void set_bounds(std::span<const float> bounds, const char* who) {
@@ -230,6 +259,7 @@ private:
             bounds_[i] = bounds[i];
             tie_up_[i] = false;
         }
+        make_rule();
     }
 
     std::size_t search(float v) const noexcept {
@@ -405,9 +435,10 @@ public:
     explicit dynamic8(bool signed_map) : map_(bnb_dynamic_map(signed_map)), signed_(signed_map) {}
 
     params fit(std::span<const float> x, std::span<const float> /*w*/ = {}) const {
-        float amax = 0.0f;
-        for (float v : x) amax = std::fmax(amax, std::fabs(v));
-        return params{detail::store_scale(amax * clip, scale_type, name())};
+        return fit_stats(detail::stats_of(x));
+    }
+    params fit_stats(const detail::group_stats& s) const {
+        return params{detail::store_scale(std::fabs(s.signed_absmax) * clip, scale_type, name())};
     }
 
     std::uint8_t encode(float x, const params& p) const noexcept {

@@ -13,16 +13,20 @@
 #include "../core/numeric.hpp"
 #include "affine.hpp"
 #include "concepts.hpp"
+#include "encode_rules.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
 
 /// Element formats of minifloat<>: encode rounds to nearest even and saturates
 /// finite overflow to +-max (FP8 included, as MX requires); decode is exact.
-/// Codes sit in the low `bits` bits, sign in the top one.
+/// Codes sit in the low `bits` bits, sign in the top one. `rule` is the same
+/// encode for finite inputs as a minifloat_rule (mantissa bits, bias, largest
+/// magnitude code, sign bit), which the quantizer's kernel runs.
 namespace elem {
 
 struct fp8_e4m3 {
     static constexpr int bits = 8;
+    static constexpr minifloat_rule rule{3, 7, 0x7E, 7};
     static constexpr float max = fp8_e4m3_limits::max;
     static constexpr int emax = fp8_e4m3_limits::emax;
     static constexpr std::uint8_t encode(float x) noexcept { return float_to_fp8_e4m3(x, true); }
@@ -30,6 +34,7 @@ struct fp8_e4m3 {
 };
 struct fp8_e5m2 {
     static constexpr int bits = 8;
+    static constexpr minifloat_rule rule{2, 15, 0x7B, 7};
     static constexpr float max = fp8_e5m2_limits::max;
     static constexpr int emax = fp8_e5m2_limits::emax;
     static constexpr std::uint8_t encode(float x) noexcept { return float_to_fp8_e5m2(x, true); }
@@ -37,6 +42,7 @@ struct fp8_e5m2 {
 };
 struct fp6_e3m2 {
     static constexpr int bits = 6;
+    static constexpr minifloat_rule rule{2, 3, 31, 5};
     static constexpr float max = fp6_e3m2_limits::max;
     static constexpr int emax = fp6_e3m2_limits::emax;
     static constexpr std::uint8_t encode(float x) noexcept { return float_to_fp6_e3m2(x); }
@@ -44,6 +50,7 @@ struct fp6_e3m2 {
 };
 struct fp6_e2m3 {
     static constexpr int bits = 6;
+    static constexpr minifloat_rule rule{3, 1, 31, 5};
     static constexpr float max = fp6_e2m3_limits::max;
     static constexpr int emax = fp6_e2m3_limits::emax;
     static constexpr std::uint8_t encode(float x) noexcept { return float_to_fp6_e2m3(x); }
@@ -51,6 +58,7 @@ struct fp6_e2m3 {
 };
 struct fp4_e2m1 {
     static constexpr int bits = 4;
+    static constexpr minifloat_rule rule{1, 1, 7, 3};
     static constexpr float max = fp4_e2m1_limits::max;
     static constexpr int emax = fp4_e2m1_limits::emax;
     static constexpr std::uint8_t encode(float x) noexcept { return float_to_fp4_e2m1(x); }
@@ -119,9 +127,12 @@ struct minifloat {
     float clip = 1.0f;
 
     params fit(std::span<const float> x, std::span<const float> /*w*/ = {}) const {
-        float amax = 0.0f;
-        for (float v : x) amax = std::fmax(amax, std::fabs(v));
-        amax *= clip;
+        return fit_stats(detail::stats_of(x));
+    }
+
+    /// fit from the group's statistics: its largest magnitude.
+    params fit_stats(const detail::group_stats& s) const {
+        const float amax = std::fabs(s.signed_absmax) * clip;
         params p{};
         if constexpr (Rule == scale_rule::pow2_floor) {
             const int e = e8m0_exponent_for_mx(amax, Elem::emax);
@@ -132,9 +143,10 @@ struct minifloat {
         return p;
     }
 
+    static constexpr minifloat_rule encode_rule() noexcept { return Elem::rule; }
+
     std::uint8_t encode(float x, const params& p) const noexcept {
-        if (p.scale == 0.0f) return 0;
-        return Elem::encode(x / p.scale);
+        return static_cast<std::uint8_t>(minifloat_code(Elem::rule, x, p.scale));
     }
 
     float decode(std::uint8_t c, const params& p) const noexcept { return table_values[c] * p.scale; }

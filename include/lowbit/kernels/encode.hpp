@@ -1,0 +1,411 @@
+#pragma once
+// The generic quantizer's two passes over the weights, vectorised:
+//
+//  * group_extremes: per group of `group` consecutive values of a row, the
+//    minimum, the maximum and the first element of largest magnitude, which
+//    is all every scheme's fit looks at (detail::group_stats);
+//  * encode: every value to its code under its group's params, by the rules
+//    of scheme/encode_rules.hpp (the same templates the schemes' scalar
+//    encode runs), packed into LSB-first k-bit rows.
+//
+// Both have a scalar twin (the `scalar` tag runs the rules on float) and give
+// the same results bit for bit on every instruction set.
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <type_traits>
+
+#include "../core/error.hpp"
+#include "../scheme/encode_rules.hpp"
+#include "dispatch.hpp"
+
+#if !defined(LOWBIT_NO_SIMD)
+#include "../detail/xsimd_compat.hpp"
+#endif
+
+LOWBIT_NAMESPACE_BEGIN
+namespace kernels {
+
+/// Minimum, maximum and the first element of largest magnitude of a group
+/// (the group statistics of scheme/affine.hpp, but for the sign of zeros:
+/// min and max are some zero of the group where that is the extreme).
+struct group_extremes {
+    float min, max, signed_absmax;
+};
+
+/// Extremes of each group of `group` values along rows [0, rows) of x.
+struct extremes_job {
+    const float* x;
+    std::size_t x_stride;  ///< elements between rows
+    std::size_t rows, cols, group;
+    group_extremes* out;   ///< out[r * (cols / group) + g]
+    bool* non_finite;      ///< set to true when a value is NaN or infinite (the extremes are then meaningless)
+};
+
+/// Which rule an encode_job applies.
+enum class encode_kind : std::uint8_t { affine, thresholds, minifloat };
+
+/// Encode rows [0, rows) of x into k-bit codes, params per group of `group`
+/// columns (group r * param_stride + c / group; param_stride 0: all rows
+/// share row 0's).
+struct encode_job {
+    const float* x;
+    std::size_t x_stride;
+    std::size_t rows, cols, group;
+    const float* scale;
+    const float* zero;  ///< affine only; null: 0
+    const float* bias;  ///< affine only; null: 0
+    std::size_t param_stride;
+    int bits;  ///< 1..8
+    std::uint8_t* codes;
+    std::size_t code_stride;  ///< bytes between code rows (>= ceil(cols * bits / 8))
+    encode_kind kind;
+    const affine_rule* affine;
+    const threshold_rule* thresholds;
+    const minifloat_rule* minifloat;
+};
+
+struct group_extremes_fn {
+    template <class Arch>
+    void operator()(Arch, const extremes_job& j) const noexcept;
+};
+struct encode_fn {
+    template <class Arch>
+    void operator()(Arch, const encode_job& j) const noexcept;
+};
+
+namespace detail::encode {
+
+// Codes are produced a chunk at a time: 512 codes of k bits are whole bytes
+// and whole batches on every arch.
+inline constexpr std::size_t chunk = 512;
+
+/// Packs n codes (small integers held in floats) LSB-first at K bits each
+/// into ceil(n * K / 8) bytes; eight codes make K whole bytes.
+template <int K>
+LOWBIT_FORCE_INLINE void pack_chunk(const float* code, std::size_t n, std::uint8_t* out) noexcept {
+    constexpr std::size_t kb = K;
+    const auto at = [&](std::size_t i) {
+        return static_cast<std::uint64_t>(static_cast<std::uint32_t>(static_cast<int>(code[i])));
+    };
+    std::size_t i = 0;
+    if constexpr (K == 8) {
+        for (; i < n; ++i) out[i] = static_cast<std::uint8_t>(at(i));
+        return;
+    }
+    for (; i + 8 <= n; i += 8) {
+        std::uint64_t w = 0;
+        for (std::size_t t = 0; t < 8; ++t) w |= at(i + t) << (t * kb);
+        if constexpr (std::endian::native == std::endian::little) {
+            std::memcpy(out + i / 8 * kb, &w, kb);  // the low K bytes
+        } else {
+            for (std::size_t t = 0; t < kb; ++t) out[i / 8 * kb + t] = static_cast<std::uint8_t>(w >> (8 * t));
+        }
+    }
+    if (i < n) {
+        std::uint64_t w = 0;
+        for (std::size_t t = 0; i + t < n; ++t) w |= at(i + t) << (t * kb);
+        const std::size_t bytes = ((n - i) * kb + 7) / 8;
+        for (std::size_t t = 0; t < bytes; ++t) out[i / 8 * kb + t] = static_cast<std::uint8_t>(w >> (8 * t));
+    }
+}
+
+LOWBIT_FORCE_INLINE void pack_chunk(const float* code, std::size_t n, int k, std::uint8_t* out) noexcept {
+    switch (k) {
+    case 1: pack_chunk<1>(code, n, out); break;
+    case 2: pack_chunk<2>(code, n, out); break;
+    case 3: pack_chunk<3>(code, n, out); break;
+    case 4: pack_chunk<4>(code, n, out); break;
+    case 5: pack_chunk<5>(code, n, out); break;
+    case 6: pack_chunk<6>(code, n, out); break;
+    case 7: pack_chunk<7>(code, n, out); break;
+    default: pack_chunk<8>(code, n, out); break;
+    }
+}
+
+/// Calls f(code) with `code(x, s, z, b)` the job's rule on lane type V, the
+/// rule copied into the closure so that its constants stay in registers.
+template <class V, class F>
+LOWBIT_FORCE_INLINE void with_rule(const encode_job& j, F&& f) noexcept {
+    switch (j.kind) {
+    case encode_kind::affine: {
+        const affine_rule r = *j.affine;
+        f([r](V x, V s, V z, V b) { return affine_code<V>(r, x, s, z, b); });
+        break;
+    }
+    case encode_kind::thresholds: {
+        const threshold_rule r = *j.thresholds;
+        f([r](V x, V s, V, V) { return threshold_code<V>(r, x, s); });
+        break;
+    }
+    case encode_kind::minifloat: {
+        const minifloat_rule r = *j.minifloat;
+        f([r](V x, V s, V, V) { return minifloat_code<V>(r, x, s); });
+        break;
+    }
+    }
+}
+
+/// Each row, `chunk` columns at a time: `segment(x, n, s, z, b, dst)` codes
+/// n values of one group into dst, then the chunk is packed.
+template <class Segment>
+LOWBIT_FORCE_INLINE void encode_rows(const encode_job& j, Segment&& segment) noexcept {
+    alignas(64) float buf[chunk];
+    for (std::size_t r = 0; r < j.rows; ++r) {
+        const float* xr = j.x + r * j.x_stride;
+        const std::size_t p0 = r * j.param_stride;
+        std::uint8_t* out = j.codes + r * j.code_stride;
+        for (std::size_t c0 = 0; c0 < j.cols; c0 += chunk) {
+            const std::size_t c1 = std::min(j.cols, c0 + chunk);
+            for (std::size_t c = c0; c < c1;) {
+                const std::size_t g = c / j.group;
+                const std::size_t end = std::min(c1, (g + 1) * j.group);
+                const float z = j.zero ? j.zero[p0 + g] : 0.0f, b = j.bias ? j.bias[p0 + g] : 0.0f;
+                segment(xr + c, end - c, j.scale[p0 + g], z, b, buf + (c - c0));
+                c = end;
+            }
+            pack_chunk(buf, c1 - c0, j.bits, out + c0 / 8 * static_cast<std::size_t>(j.bits));
+        }
+    }
+}
+
+}  // namespace detail::encode
+
+/// Scalar reference: the rules on single floats.
+inline void encode_ref(const encode_job& j) noexcept {
+    detail::encode::with_rule<float>(j, [&](auto code) {
+        detail::encode::encode_rows(j, [&](const float* x, std::size_t n, float s, float z, float b, float* dst) {
+            for (std::size_t i = 0; i < n; ++i) dst[i] = code(x[i], s, z, b);
+        });
+    });
+}
+
+inline void group_extremes_ref(const extremes_job& j) noexcept {
+    const std::size_t per_row = j.cols / j.group;
+    for (std::size_t r = 0; r < j.rows; ++r)
+        for (std::size_t g = 0; g < per_row; ++g) {
+            const float* x = j.x + r * j.x_stride + g * j.group;
+            float mn = x[0], mx = x[0], m = x[0], amax = std::fabs(x[0]);
+            bool finite = std::isfinite(x[0]);
+            for (std::size_t i = 1; i < j.group; ++i) {
+                mn = std::fmin(mn, x[i]);
+                mx = std::fmax(mx, x[i]);
+                finite &= std::isfinite(x[i]);
+                if (std::fabs(x[i]) > amax) {
+                    amax = std::fabs(x[i]);
+                    m = x[i];
+                }
+            }
+            if (!finite) *j.non_finite = true;
+            j.out[r * per_row + g] = {mn, mx, m};
+        }
+}
+
+#if !defined(LOWBIT_NO_SIMD)
+// GCC 12's AVX-512 intrinsics seed their results with `__Y = __Y`, which
+// -Wall reports as uninitialised wherever they are inlined (GCC PR 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+}  // namespace kernels
+namespace detail {
+
+/// lane_ops for xsimd batches of float (see scheme/encode_rules.hpp).
+template <class A>
+struct lane_ops<xsimd::batch<float, A>> {
+    using V = xsimd::batch<float, A>;
+    using uint = xsimd::batch<std::uint32_t, A>;
+    using mask = xsimd::batch_bool<float, A>;
+    using umask = xsimd::batch_bool<std::uint32_t, A>;
+    static LOWBIT_FORCE_INLINE V select(const mask& m, const V& a, const V& b) noexcept { return xsimd::select(m, a, b); }
+    static LOWBIT_FORCE_INLINE uint select(const umask& m, const uint& a, const uint& b) noexcept {
+        return simd::select_int(m, a, b);
+    }
+    static LOWBIT_FORCE_INLINE V round_even(const V& v) noexcept { return xsimd::nearbyint(v); }
+    static LOWBIT_FORCE_INLINE V trunc(const V& v) noexcept { return xsimd::trunc(v); }
+    static LOWBIT_FORCE_INLINE V min(const V& a, const V& b) noexcept { return xsimd::min(a, b); }
+    static LOWBIT_FORCE_INLINE V max(const V& a, const V& b) noexcept { return xsimd::max(a, b); }
+    static LOWBIT_FORCE_INLINE uint min(const uint& a, const uint& b) noexcept {
+        return simd::select_int(a < b, a, b);
+    }
+    static LOWBIT_FORCE_INLINE V abs(const V& v) noexcept { return xsimd::abs(v); }
+    static LOWBIT_FORCE_INLINE V div(const V& a, const V& b) noexcept { return simd::div(a, b); }
+    static LOWBIT_FORCE_INLINE mask is_inf(const V& v) noexcept { return xsimd::abs(v) == V(INFINITY); }
+    static LOWBIT_FORCE_INLINE bool any(const mask& m) noexcept { return xsimd::any(m); }
+    static LOWBIT_FORCE_INLINE uint bits(const V& v) noexcept { return simd::bitcast<std::uint32_t>(v); }
+    static LOWBIT_FORCE_INLINE V from_bits(const uint& v) noexcept { return simd::bitcast<float>(v); }
+    static LOWBIT_FORCE_INLINE V to_float(const uint& v) noexcept {
+        return xsimd::to_float(simd::bitcast<std::int32_t>(v));  // codes < 2^8
+    }
+    static LOWBIT_FORCE_INLINE V clamp_code(const V& v, float hi) noexcept {
+        return xsimd::select(v > V(0.0f), xsimd::min(v, V(hi)), V(0.0f));
+    }
+};
+
+}  // namespace detail
+namespace kernels {
+namespace detail {
+namespace encode {
+
+template <class Arch>
+void encode_simd(const encode_job& j) noexcept {
+    using V = xsimd::batch<float, Arch>;
+    constexpr std::size_t L = V::size;
+    with_rule<V>(j, [&](auto code) {
+        encode_rows(j, [&](const float* x, std::size_t n, float s, float z, float b, float* dst) {
+            const V vs(s), vz(z), vb(b);
+            std::size_t i = 0;
+            for (; i + L <= n; i += L) code(V::load_unaligned(x + i), vs, vz, vb).store_unaligned(dst + i);
+            if (i < n) {
+                // The tail as one padded batch: the float rules are never
+                // compiled under this TU's -m flags.
+                alignas(64) float t[L] = {};
+                for (std::size_t k = 0; i + k < n; ++k) t[k] = x[i + k];
+                alignas(64) float c[L];
+                code(V::load_aligned(t), vs, vz, vb).store_aligned(c);
+                for (std::size_t k = 0; i + k < n; ++k) dst[i + k] = c[k];
+            }
+        });
+    });
+}
+
+template <class Arch>
+void extremes_simd(const extremes_job& j) noexcept {
+    using V = xsimd::batch<float, Arch>;
+    constexpr std::size_t L = V::size;
+    namespace s = ::lowbit::detail::simd;
+    const std::size_t per_row = j.cols / j.group, n = j.group;
+    // x - x is 0 for finite x and NaN otherwise: the sum stays NaN once it
+    // met one, and costs one subtract and one add per batch.
+    V poison(0.0f);
+    for (std::size_t r = 0; r < j.rows; ++r)
+        for (std::size_t g = 0; g < per_row; ++g) {
+            const float* x = j.x + r * j.x_stride + g * n;
+            V vmin, vmax;
+            if (n < L) {  // too small for a batch: pad with the first value
+                alignas(64) float t[L];
+                for (std::size_t k = 0; k < L; ++k) t[k] = x[k < n ? k : 0];
+                vmin = vmax = V::load_aligned(t);
+                poison = poison + (vmin - vmin);
+            } else {
+                vmin = vmax = V::load_unaligned(x);
+                poison = poison + (vmin - vmin);
+                std::size_t i = L;
+                for (; i + L <= n; i += L) {
+                    const V v = V::load_unaligned(x + i);
+                    vmin = xsimd::min(vmin, v);
+                    vmax = xsimd::max(vmax, v);
+                    poison = poison + (v - v);
+                }
+                if (i < n) {  // the last, overlapping batch
+                    const V v = V::load_unaligned(x + n - L);
+                    vmin = xsimd::min(vmin, v);
+                    vmax = xsimd::max(vmax, v);
+                    poison = poison + (v - v);
+                }
+            }
+            const float mx = s::reduce_max(vmax), mn = -s::reduce_max(-vmin);
+            // The first element of largest magnitude is the maximum or the
+            // minimum unless both have it (+a and -a): only then look.
+            float m = mx > -mn ? mx : mn;
+            if (mx == -mn) {
+                std::size_t at = 0;
+                while (at < n && !(std::fabs(x[at]) == mx)) ++at;
+                m = at < n ? x[at] : mx;
+            }
+            j.out[r * per_row + g] = {mn, mx, m};
+        }
+    // isnan, not poison != poison: xsimd 8.1's AVX-512 != is the ordered
+    // compare, false for NaN.
+    if (xsimd::any(xsimd::isnan(poison))) *j.non_finite = true;
+}
+
+}  // namespace encode
+}  // namespace detail
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+template <class Arch>
+void encode_fn::operator()(Arch, const encode_job& j) const noexcept {
+#if !defined(LOWBIT_NO_SIMD)
+    // The reference sits in the else branch so that SIMD instantiations do not
+    // odr-use it (see dequantize_affine_fn).
+    if constexpr (!std::is_same_v<Arch, scalar>) {
+        detail::encode::encode_simd<Arch>(j);
+    } else
+#endif
+    {
+        encode_ref(j);
+    }
+}
+
+template <class Arch>
+void group_extremes_fn::operator()(Arch, const extremes_job& j) const noexcept {
+#if !defined(LOWBIT_NO_SIMD)
+    if constexpr (!std::is_same_v<Arch, scalar>) {
+        detail::encode::extremes_simd<Arch>(j);
+    } else
+#endif
+    {
+        group_extremes_ref(j);
+    }
+}
+
+namespace detail::encode {
+
+inline void validate(const encode_job& j) {
+    if (j.bits < 1 || j.bits > 8)
+        LOWBIT_THROW(errc::invalid_argument, "encode: bits = " + std::to_string(j.bits) + ", must be 1..8");
+    if (j.group == 0) LOWBIT_THROW(errc::invalid_argument, "encode: group size is 0");
+    if (j.cols % j.group != 0 && !(j.param_stride == 0 && j.group == j.cols))
+        LOWBIT_THROW(errc::not_divisible, "encode: " + std::to_string(j.cols) +
+                                              " columns do not divide into groups of " + std::to_string(j.group));
+    if (j.rows == 0 || j.cols == 0) return;
+    if (!j.x || !j.scale || !j.codes) LOWBIT_THROW(errc::invalid_argument, "encode: x, scale and codes must not be null");
+    if (j.code_stride < (j.cols * static_cast<std::size_t>(j.bits) + 7) / 8)
+        LOWBIT_THROW(errc::invalid_argument, "encode: code_stride " + std::to_string(j.code_stride) +
+                                                 " is less than a row of codes");
+    const bool ok = (j.kind == encode_kind::affine && j.affine) ||
+                    (j.kind == encode_kind::thresholds && j.thresholds) ||
+                    (j.kind == encode_kind::minifloat && j.minifloat);
+    if (!ok) LOWBIT_THROW(errc::invalid_argument, "encode: the job's rule is missing");
+}
+
+}  // namespace detail::encode
+
+/// Validates, then encodes on the active instruction set.
+inline void encode(const encode_job& j) {
+    detail::encode::validate(j);
+    if (j.rows == 0 || j.cols == 0) return;
+    dispatch(encode_fn{}, j);
+}
+
+/// Validates, then gathers group extremes on the active instruction set.
+inline void gather_extremes(const extremes_job& j) {
+    if (j.group == 0 || j.cols % j.group != 0)
+        LOWBIT_THROW(errc::invalid_argument, "gather_extremes: " + std::to_string(j.cols) +
+                                                 " columns do not divide into groups of " + std::to_string(j.group));
+    if (j.rows == 0 || j.cols == 0) return;
+    if (!j.x || !j.out || !j.non_finite)
+        LOWBIT_THROW(errc::invalid_argument, "gather_extremes: x, out and non_finite must not be null");
+    dispatch(group_extremes_fn{}, j);
+}
+
+}  // namespace kernels
+LOWBIT_NAMESPACE_END
+
+#define LOWBIT_KERNELS_ENCODE(EXT, ARCH)                                                                          \
+    EXT template void lowbit::kernels::encode_fn::operator()<ARCH>(ARCH, const lowbit::kernels::encode_job&)     \
+        const noexcept;                                                                                         \
+    EXT template void lowbit::kernels::group_extremes_fn::operator()<ARCH>(                                     \
+        ARCH, const lowbit::kernels::extremes_job&) const noexcept;
+LOWBIT_DECLARE_KERNELS(LOWBIT_KERNELS_ENCODE)

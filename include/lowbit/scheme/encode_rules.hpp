@@ -1,0 +1,182 @@
+#pragma once
+// How a scheme turns a value into a code, written once for both a single
+// float and a SIMD batch of floats.
+//
+// Each rule is a function template over a lane type V: `float` here, an xsimd
+// batch in kernels/encode.hpp, which supplies lane_ops for batches. A scheme's
+// encode() is the rule on `float`; the quantizer's encode kernel is the same
+// rule on batches, so the scalar reference and the vector path cannot drift
+// apart. Codes come back as small integers held in V (exact in float).
+//
+// The rules only need the operations of lane_ops: select on a mask, the usual
+// arithmetic and comparisons, round-half-even, truncation, min/max, |x|, and a
+// view of the bits as uint32 lanes.
+
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "../detail/fp_contract.hpp"
+
+LOWBIT_NAMESPACE_BEGIN
+namespace detail {
+
+// Round half to even, independent of the floating-point environment
+// (torch.round, std::rint under the default mode).
+inline float round_even(float v) noexcept {
+    if (!(std::fabs(v) < 8388608.0f)) return v;  // |v| >= 2^23 is integral already (or NaN)
+    const float f = std::floor(v);
+    const float d = v - f;  // exact: f and v share the binade or f is 0
+    if (d > 0.5f) return f + 1.0f;
+    if (d < 0.5f) return f;
+    return std::fmod(f, 2.0f) == 0.0f ? f : f + 1.0f;
+}
+
+// v clamped to [0, hi]; NaN gives 0.
+inline float clamp_code(float v, float hi) noexcept {
+    if (!(v > 0.0f)) return 0.0f;
+    return v > hi ? hi : v;
+}
+
+/// The operations a rule uses on a lane type. Specialised for float here and
+/// for xsimd batches in kernels/encode.hpp.
+template <class V>
+struct lane_ops;
+
+template <>
+struct lane_ops<float> {
+    using uint = std::uint32_t;
+    static float select(bool m, float a, float b) noexcept { return m ? a : b; }
+    static uint select(bool m, uint a, uint b) noexcept { return m ? a : b; }
+    static float round_even(float v) noexcept { return detail::round_even(v); }
+    static float trunc(float v) noexcept { return std::trunc(v); }
+    static float min(float a, float b) noexcept { return std::fmin(a, b); }
+    static float max(float a, float b) noexcept { return std::fmax(a, b); }
+    static uint min(uint a, uint b) noexcept { return a < b ? a : b; }
+    static float abs(float v) noexcept { return std::fabs(v); }
+    static float div(float a, float b) noexcept { return a / b; }
+    static bool is_inf(float v) noexcept { return std::isinf(v); }
+    static bool any(bool m) noexcept { return m; }
+    static uint bits(float v) noexcept { return std::bit_cast<uint>(v); }
+    static float from_bits(uint v) noexcept { return std::bit_cast<float>(v); }
+    static float to_float(uint v) noexcept { return static_cast<float>(v); }
+    static float clamp_code(float v, float hi) noexcept { return detail::clamp_code(v, hi); }
+};
+
+}  // namespace detail
+
+// Instantiated on AVX-512 batches, GCC 12's intrinsics seed their results
+// with `__Y = __Y`, which -Wall reports as uninitialised (GCC PR 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+/// An affine scheme's encode, given a group's params:
+///   round_half_even: q = clamp(clamp(round((x - bias) / scale), lo, hi) + zero, 0, max_code)
+///   half_up (ggml's Q4_0 rule generalised):
+///             q = clamp(trunc(x * (1 / scale) + (zero + 0.5)), 0, max_code)
+/// A zero scale rounds to 0 (half_up: 1 / scale is taken as 0).
+struct affine_rule {
+    bool half_up = false;
+    float lo = -INFINITY, hi = INFINITY;  ///< bounds of the rounded value before the zero-point is added
+    float max_code = 255.0f;
+};
+
+template <class V, class Ops = detail::lane_ops<V>>
+LOWBIT_FORCE_INLINE V affine_code(const affine_rule& r, V x, V scale, V zero, V bias) noexcept {
+    const auto nonzero = scale != V(0.0f);
+    if (r.half_up) {
+        const V inv = Ops::select(nonzero, Ops::div(V(1.0f), Ops::select(nonzero, scale, V(1.0f))), V(0.0f));
+        const V t = detail::unfused(x * inv) + (zero + V(0.5f));
+        return Ops::clamp_code(Ops::trunc(t), r.max_code);
+    }
+    V q = Ops::round_even(Ops::div(x - bias, Ops::select(nonzero, scale, V(1.0f))));
+    q = Ops::select(nonzero, q, V(0.0f));
+    q = Ops::min(Ops::max(q, V(r.lo)), V(r.hi)) + zero;
+    return Ops::clamp_code(q, r.max_code);
+}
+
+/// A table of at most 16 values searched by counting thresholds:
+/// v = x * (1 / scale) (x / scale when 1 / scale overflows; 0 for a zero
+/// scale), for a sign-magnitude table v = |v| with the sign code added for
+/// v < 0, then code = first + the steps of every threshold v lies above
+/// (or on, where `tie_up`). The thresholds ascend strictly, so the codes of
+/// consecutive intervals telescope: step[k] = code above threshold k minus
+/// the code below it.
+struct threshold_rule {
+    static constexpr std::size_t max_bounds = 15;
+    std::size_t count = 0;
+    float bound[max_bounds] = {};
+    float step[max_bounds] = {};
+    bool tie_up[max_bounds] = {};
+    float first = 0.0f;
+    float sign_code = 0.0f;  ///< 0: not a sign-magnitude table
+};
+
+template <class V, class Ops = detail::lane_ops<V>>
+LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale) noexcept {
+    const auto nonzero = scale != V(0.0f);
+    const V s = Ops::select(nonzero, scale, V(1.0f));
+    const V inv = Ops::div(V(1.0f), s);
+    const auto tiny = Ops::is_inf(inv);
+    V v = x * inv;
+    if (Ops::any(tiny)) v = Ops::select(tiny, Ops::div(x, s), v);  // rare: skip the division
+    v = Ops::select(nonzero, v, V(0.0f));
+    V code(t.first);
+    if (t.sign_code != 0.0f) {
+        code = code + Ops::select(v < V(0.0f), V(t.sign_code), V(0.0f));
+        v = Ops::abs(v);
+    }
+    for (std::size_t k = 0; k < t.count; ++k) {
+        const V b(t.bound[k]);
+        const V step = Ops::select(t.tie_up[k] ? v >= b : v > b, V(t.step[k]), V(0.0f));
+        code = code + step;
+    }
+    return code;
+}
+
+/// A minifloat element with `mbits` mantissa bits and exponent bias `bias`:
+/// v = x / scale (0 for a zero scale) rounded to nearest, ties to the even
+/// code, into subnormals, finite overflow and Inf saturating to the largest
+/// magnitude code `max_magnitude`, the sign in bit `sign_bit` (kept for zero
+/// results). Inputs are finite. What core/numeric.hpp's float_to_fp8_e4m3
+/// (saturating), float_to_fp6_* and float_to_fp4_e2m1 compute.
+struct minifloat_rule {
+    int mbits = 1, bias = 1;
+    std::uint32_t max_magnitude = 7;
+    int sign_bit = 3;
+};
+
+template <class V, class Ops = detail::lane_ops<V>>
+LOWBIT_FORCE_INLINE V minifloat_code(const minifloat_rule& m, V x, V scale) noexcept {
+    using U = typename Ops::uint;
+    const auto nonzero = scale != V(0.0f);
+    const V v = Ops::select(nonzero, Ops::div(x, Ops::select(nonzero, scale, V(1.0f))), V(0.0f));
+    const U b = Ops::bits(v);
+    const U ax = b & U(0x7FFFFFFFu);
+    const int drop = 23 - m.mbits;
+    // Normal results: rebias, round the dropped mantissa bits in place (a
+    // carry bumps the exponent, which is right), shift out.
+    U n = ax - U(static_cast<std::uint32_t>(127 - m.bias) << 23);
+    n = n + (U((1u << (drop - 1)) - 1u) + ((n >> drop) & U(1u)));
+    n = n >> drop;
+    // Subnormal results: scale the magnitude to units of the smallest
+    // subnormal (exact: a power of two up) and let the float addition of
+    // 2^23 round it half-even to an integer held in the low mantissa bits.
+    const float unit = std::bit_cast<float>(static_cast<std::uint32_t>(127 + m.bias + m.mbits - 1) << 23);
+    const V scaled = Ops::from_bits(ax) * V(unit) + V(8388608.0f);
+    const U s = Ops::bits(scaled) - U(0x4B000000u);
+    const U min_normal(static_cast<std::uint32_t>(128 - m.bias) << 23);
+    U code = Ops::min(Ops::select(ax >= min_normal, n, s), U(m.max_magnitude));
+    code = code | ((b >> 31) << m.sign_bit);
+    return Ops::to_float(code);
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+LOWBIT_NAMESPACE_END
