@@ -6,6 +6,7 @@
 
 #include <lowbit/core/numeric.hpp>
 #include <lowbit/kernels/encode.hpp>
+#include <lowbit/algorithms/rtn.hpp>
 #include <lowbit/quantizer.hpp>
 #include <lowbit/registry.hpp>
 #include <lowbit/scheme/affine.hpp>
@@ -377,4 +378,62 @@ TEST_CASE("the single pass reports a non-finite weight first, wherever it is") {
         }
         w[37 * cols + 200] = NAN;
     }
+}
+
+TEST_CASE("double quantization's two passes report a non-finite weight with its position") {
+    const std::size_t rows = 40, cols = 256;
+    std::vector<float> w(rows * cols, 0.25f);
+    w[39 * cols + 255] = -INFINITY;
+    const matrix_view<const float> v(w.data(), rows, cols);
+    for (const char* name : {"nf4-b64-dq", "nvfp4", "int4-sb256"})
+        for (unsigned threads : {1u, 3u}) {
+            quantize_options opt;
+            opt.threads = threads;
+            INFO(name << " threads " << threads);
+            try {
+                (void)quantize(find_format(name), v, {}, opt);
+                FAIL("no error");
+            } catch (const lowbit::error& e) {
+                REQUIRE(e.code() == errc::non_finite);
+                REQUIRE(std::string(e.what()).find("row 39, column 255") != std::string::npos);
+            }
+        }
+}
+
+TEST_CASE("candidate errors kernel equals its scalar twin and the clipping search's own error") {
+    std::mt19937 rng(21);
+    using S = affine<4, affine_mode::asymmetric>;
+    const S base{};
+    const affine_rule rule = S::encode_rule();
+    for (std::size_t n : {1u, 7u, 32u, 128u, 333u})
+        for (std::size_t count : {1u, 5u, 16u, 21u, 33u, 64u}) {
+            const std::vector<float> x = make_x(n, rng);
+            std::vector<float> w(n);
+            std::uniform_real_distribution<float> u(0.0f, 3.0f);
+            for (auto& v : w) v = u(rng);
+            std::vector<float> sc(count), ze(count), bi(count);
+            for (std::size_t k = 0; k < count; ++k) {
+                S s = base;
+                s.clip = 1.0f - 0.5f * static_cast<float>(k) / 64.0f;
+                const auto p = s.fit(x);
+                sc[k] = p.scale, ze[k] = p.zero, bi[k] = p.bias;
+            }
+            for (const float* wp : {static_cast<const float*>(nullptr), static_cast<const float*>(w.data())}) {
+                std::vector<double> want(count), got(count);
+                kernels::candidates_job j{x.data(), wp, n, &rule, sc.data(), ze.data(), bi.data(), count, want.data()};
+                kernels::candidate_errors_ref(j);
+                for (std::size_t k = 0; k < count; ++k) {
+                    const affine_params p{sc[k], ze[k], bi[k]};
+                    const double e = clip_search<S>::error(base, p, x, wp ? std::span<const float>(w) : std::span<const float>{});
+                    REQUIRE(std::bit_cast<std::uint64_t>(e) == std::bit_cast<std::uint64_t>(want[k]));
+                }
+                for (isa i : kernels::available_isas()) {
+                    j.err = got.data();
+                    kernels::dispatch_to(i, kernels::candidate_errors_fn{}, j);
+                    INFO("isa " << kernels::isa_name(i) << " n " << n << " count " << count);
+                    for (std::size_t k = 0; k < count; ++k)
+                        REQUIRE(std::bit_cast<std::uint64_t>(got[k]) == std::bit_cast<std::uint64_t>(want[k]));
+                }
+            }
+        }
 }

@@ -303,12 +303,15 @@ public:
     quantized<S> quantize(matrix_view<const float> w, std::span<const float> importance = {}) const {
         const std::string who = std::string("quantize (") + scheme.name() + ")";
         const std::size_t rows = w.rows(), cols = w.cols();
-        // The single pass (see quantize_rows_fused) checks finiteness as it
-        // goes; every other path checks first.
-        const bool fused = fits_from_stats && !is_double_quant_v<DQ> && importance.empty() &&
-                           gran.kind != granularity_kind::per_tensor &&
-                           gran.kind != granularity_kind::per_input_channel && has_kernel_rule();
-        if (fused)
+        // Row-wise groups fitted from their extremes check finiteness as the
+        // extremes kernel reads them (fit_rows_from_extremes); with no double
+        // quantization they are also encoded in the same pass
+        // (quantize_rows_fused). Every other path checks first.
+        const bool from_extremes = fits_from_stats && importance.empty() &&
+                                   gran.kind != granularity_kind::per_tensor &&
+                                   gran.kind != granularity_kind::per_input_channel;
+        const bool fused = from_extremes && !is_double_quant_v<DQ> && has_kernel_rule();
+        if (from_extremes)
             detail::check_view(w, who + ": weights");
         else
             detail::check_weights(w, importance, who);
@@ -330,7 +333,7 @@ public:
             if constexpr (fits_from_stats) quantize_rows_fused(w, L, params, q, who);
             for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
         } else {
-            fit_all(w, importance, L, params, encode_params);
+            fit_all(w, importance, L, params, encode_params, who);
         }
 
         // Second level: quantize the scales, then decide which scales encode.
@@ -376,7 +379,8 @@ private:
     };
 
     void fit_all(matrix_view<const float> w, std::span<const float> imp, const group_layout& L,
-                 std::vector<typename S::params>& params, std::vector<typename S::params>& encode_params) const {
+                 std::vector<typename S::params>& params, std::vector<typename S::params>& encode_params,
+                 const std::string& who) const {
         const std::size_t rows = w.rows(), cols = w.cols();
         const bool per_elem = imp.size() == rows * cols && imp.size() != cols;
         if (gran.kind == granularity_kind::per_tensor || gran.kind == granularity_kind::per_input_channel) {
@@ -397,7 +401,7 @@ private:
         }
         if constexpr (fits_from_stats) {
             if (imp.empty()) {
-                fit_rows_from_extremes(w, L, params, encode_params);
+                fit_rows_from_extremes(w, L, params, encode_params, who);
                 return;
             }
         }
@@ -423,23 +427,40 @@ private:
     } : requires(const S& s, const detail::group_stats& st) { s.fit_stats(st); };
 
     /// Row-wise groups: their extremes from the group_extremes kernel, then
-    /// fit_stats per group (the weights were checked finite before).
+    /// fit_stats per group. A non-finite weight is reported before any
+    /// other error, as the checks-first path reports it.
     void fit_rows_from_extremes(matrix_view<const float> w, const group_layout& L,
                                 std::vector<typename S::params>& params,
-                                std::vector<typename S::params>& encode_params) const
+                                std::vector<typename S::params>& encode_params, const std::string& who) const
         requires fits_from_stats
     {
         const std::size_t per_row = L.param_stride;
-        parallel_for(w.rows(), threads, 16, [&](std::size_t r0, std::size_t r1) {
-            std::vector<kernels::group_extremes> ex((r1 - r0) * per_row);
-            bool non_finite = false;
-            kernels::gather_extremes({w.row(r0).data(), w.stride(), r1 - r0, w.cols(), L.group, ex.data(), &non_finite});
-            for (std::size_t k = 0; k < (r1 - r0) * per_row; ++k) {
-                const std::size_t g = r0 * per_row + k;
-                const typename S::params e = fit_from_extremes(w, L, g, ex[k], params[g]);
-                if constexpr (split) encode_params[g] = e;
+        const std::size_t block = std::max<std::size_t>(1, 16384 / w.cols());
+        std::atomic<bool> non_finite{false};
+        const auto run = [&](std::size_t r0, std::size_t r1) {
+            std::vector<kernels::group_extremes> ex(block * per_row);
+            for (std::size_t b0 = r0; b0 < r1; b0 += block) {
+                const std::size_t b1 = std::min(r1, b0 + block);
+                bool nf = false;
+                kernels::gather_extremes({w.row(b0).data(), w.stride(), b1 - b0, w.cols(), L.group, ex.data(), &nf});
+                if (nf) {
+                    non_finite = true;
+                    return;
+                }
+                for (std::size_t k = 0; k < (b1 - b0) * per_row; ++k) {
+                    const std::size_t g = b0 * per_row + k;
+                    const typename S::params e = fit_from_extremes(w, L, g, ex[k], params[g]);
+                    if constexpr (split) encode_params[g] = e;
+                }
             }
-        });
+        };
+        try {
+            parallel_for(w.rows(), threads, 16, run);
+        } catch (...) {
+            detail::check_finite(w, who + ": weight");
+            throw;
+        }
+        if (non_finite) detail::check_finite(w, who + ": weight");
     }
 
     /// scheme.fit (or fit_split) on group g into params[g] (and

@@ -70,6 +70,23 @@ struct encode_job {
     const minifloat_rule* minifloat;
 };
 
+/// The importance-weighted squared error of one group under each of `count`
+/// candidate affine params (a clipping search's grid): err[k] = sum over i of
+/// w[i] * d * d in double, d = double(x[i]) - decode(encode(x[i], p_k), p_k),
+/// summed in order of i (as a scalar loop would).
+struct candidates_job {
+    const float* x;
+    const float* weight;  ///< null: all 1
+    std::size_t n;
+    const affine_rule* rule;
+    const float* scale;  ///< count entries each
+    const float* zero;
+    const float* bias;
+    std::size_t count;   ///< 1..max_candidates
+    double* err;
+    static constexpr std::size_t max_candidates = 64;
+};
+
 struct group_extremes_fn {
     template <class Arch>
     void operator()(Arch, const extremes_job& j) const noexcept;
@@ -77,6 +94,10 @@ struct group_extremes_fn {
 struct encode_fn {
     template <class Arch>
     void operator()(Arch, const encode_job& j) const noexcept;
+};
+struct candidate_errors_fn {
+    template <class Arch>
+    void operator()(Arch, const candidates_job& j) const noexcept;
 };
 
 namespace detail::encode {
@@ -183,6 +204,19 @@ inline void encode_ref(const encode_job& j) noexcept {
             for (std::size_t i = 0; i < n; ++i) dst[i] = code(x[i], s, z, b);
         });
     });
+}
+
+inline void candidate_errors_ref(const candidates_job& j) noexcept {
+    for (std::size_t k = 0; k < j.count; ++k) j.err[k] = 0.0;
+    for (std::size_t i = 0; i < j.n; ++i) {
+        const double wt = j.weight ? static_cast<double>(j.weight[i]) : 1.0;
+        for (std::size_t k = 0; k < j.count; ++k) {
+            const float c = affine_code(*j.rule, j.x[i], j.scale[k], j.zero[k], j.bias[k]);
+            const float y = ::lowbit::detail::unfused((c - j.zero[k]) * j.scale[k]) + j.bias[k];
+            const double d = static_cast<double>(j.x[i]) - static_cast<double>(y);
+            j.err[k] = j.err[k] + ::lowbit::detail::unfused(wt * d * d);
+        }
+    }
 }
 
 inline void group_extremes_ref(const extremes_job& j) noexcept {
@@ -327,6 +361,39 @@ void extremes_simd(const extremes_job& j) noexcept {
     if (xsimd::any(xsimd::isnan(poison))) *j.non_finite = true;
 }
 
+/// Candidates across lanes, a batch of them at a time: each value against
+/// every candidate of the batch, the errors accumulated in double lanes held
+/// in registers, in the scalar loop's order of values.
+template <class Arch>
+void candidates_simd(const candidates_job& j) noexcept {
+    using V = xsimd::batch<float, Arch>;
+    using D = xsimd::batch<double, Arch>;
+    constexpr std::size_t L = V::size, LD = D::size;
+    namespace s = ::lowbit::detail::simd;
+    static_assert(L == 2 * LD);
+    const affine_rule rule = *j.rule;
+    for (std::size_t k0 = 0; k0 < j.count; k0 += L) {
+        alignas(64) float sc[L] = {}, ze[L] = {}, bi[L] = {};
+        for (std::size_t k = k0; k < std::min(j.count, k0 + L); ++k)
+            sc[k - k0] = j.scale[k], ze[k - k0] = j.zero[k], bi[k - k0] = j.bias[k];
+        const V sv = V::load_aligned(sc), zv = V::load_aligned(ze), bv = V::load_aligned(bi);
+        D lo(0.0), hi(0.0);
+        for (std::size_t i = 0; i < j.n; ++i) {
+            const V c = affine_code<V>(rule, V(j.x[i]), sv, zv, bv);
+            const V y = ::lowbit::detail::unfused((c - zv) * sv) + bv;
+            const D xd(static_cast<double>(j.x[i]));
+            const D wt(j.weight ? static_cast<double>(j.weight[i]) : 1.0);
+            const D dl = xd - s::widen_low(y), dh = xd - s::widen_high(y);
+            lo = lo + ::lowbit::detail::unfused(wt * dl * dl);
+            hi = hi + ::lowbit::detail::unfused(wt * dh * dh);
+        }
+        alignas(64) double err[L];
+        lo.store_aligned(err);
+        hi.store_aligned(err + LD);
+        for (std::size_t k = k0; k < std::min(j.count, k0 + L); ++k) j.err[k] = err[k - k0];
+    }
+}
+
 }  // namespace encode
 }  // namespace detail
 #if defined(__GNUC__) && !defined(__clang__)
@@ -345,6 +412,18 @@ void encode_fn::operator()(Arch, const encode_job& j) const noexcept {
 #endif
     {
         encode_ref(j);
+    }
+}
+
+template <class Arch>
+void candidate_errors_fn::operator()(Arch, const candidates_job& j) const noexcept {
+#if !defined(LOWBIT_NO_SIMD)
+    if constexpr (!std::is_same_v<Arch, scalar>) {
+        detail::encode::candidates_simd<Arch>(j);
+    } else
+#endif
+    {
+        candidate_errors_ref(j);
     }
 }
 
@@ -389,6 +468,17 @@ inline void encode(const encode_job& j) {
     dispatch(encode_fn{}, j);
 }
 
+/// Validates, then scores the candidates on the active instruction set.
+inline void candidate_errors(const candidates_job& j) {
+    if (j.count == 0 || j.count > candidates_job::max_candidates)
+        LOWBIT_THROW(errc::invalid_argument, "candidate_errors: " + std::to_string(j.count) +
+                                                 " candidates (need 1.." +
+                                                 std::to_string(candidates_job::max_candidates) + ")");
+    if (!j.rule || !j.scale || !j.zero || !j.bias || !j.err || (j.n && !j.x))
+        LOWBIT_THROW(errc::invalid_argument, "candidate_errors: null pointer");
+    dispatch(candidate_errors_fn{}, j);
+}
+
 /// Validates, then gathers group extremes on the active instruction set.
 inline void gather_extremes(const extremes_job& j) {
     if (j.group == 0 || j.cols % j.group != 0)
@@ -407,5 +497,7 @@ LOWBIT_NAMESPACE_END
     EXT template void lowbit::kernels::encode_fn::operator()<ARCH>(ARCH, const lowbit::kernels::encode_job&)     \
         const noexcept;                                                                                         \
     EXT template void lowbit::kernels::group_extremes_fn::operator()<ARCH>(                                     \
-        ARCH, const lowbit::kernels::extremes_job&) const noexcept;
+        ARCH, const lowbit::kernels::extremes_job&) const noexcept;                                             \
+    EXT template void lowbit::kernels::candidate_errors_fn::operator()<ARCH>(                                   \
+        ARCH, const lowbit::kernels::candidates_job&) const noexcept;
 LOWBIT_DECLARE_KERNELS(LOWBIT_KERNELS_ENCODE)
