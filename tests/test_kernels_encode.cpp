@@ -265,7 +265,7 @@ TEST_CASE("threshold rule equals a search of the codebook's thresholds") {
             const bool sm = r.sign_code != 0.0f;
             const float m = sm ? std::fabs(v) : v;
             std::size_t i = static_cast<std::size_t>(std::lower_bound(t.begin(), t.end(), m) - t.begin());
-            if (i < t.size() && m == t[i] && r.tie_up[i]) ++i;
+            if (i < t.size() && m == t[i] && r.above[i] < t[i]) ++i;  // ties up
             float code = r.first;
             for (std::size_t k = 0; k < i; ++k) code += r.step[k];
             if (sm && v < 0.0f) code += r.sign_code;

@@ -535,7 +535,7 @@ private:
         requires fits_from_stats
     {
         const std::size_t cols = w.cols(), per_row = L.param_stride;
-        const std::size_t block = std::max<std::size_t>(1, 16384 / cols);  // about 64 KB of weights
+        const std::size_t block = std::max<std::size_t>(1, 8192 / cols);  // 32 KB of weights: L1-resident
         kernels::encode_job rule{};
         affine_rule ar{};
         minifloat_rule mr{};
@@ -580,6 +580,11 @@ private:
                 j.zero = zero.empty() ? nullptr : zero.data();
                 j.bias = bias.empty() ? nullptr : bias.data();
                 j.codes = q.codes.data() + b0 * q.code_stride;
+                if (b1 < r1) {  // the next block streams in while this one is coded
+                    const std::size_t next = std::min(r1, b1 + block) - b1;
+                    j.prefetch = w.row(b1).data();
+                    j.prefetch_bytes = ((next - 1) * w.stride() + cols) * sizeof(float);
+                }
                 kernels::encode(j);
                 for (std::size_t g = b0 * per_row; g < b1 * per_row; ++g)
                     if (!all_codes_finite(params[g], table_max)) check_group_codes(w, L, q, params[g], g);

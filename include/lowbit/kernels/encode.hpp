@@ -68,6 +68,11 @@ struct encode_job {
     const affine_rule* affine;
     const threshold_rule* thresholds;
     const minifloat_rule* minifloat;
+    /// Optional: memory the caller reads next (the following block of
+    /// weights), prefetched a slice per chunk of codes, so that memory
+    /// streams in while this job computes. Does not change results.
+    const void* prefetch = nullptr;
+    std::size_t prefetch_bytes = 0;
 };
 
 /// The importance-weighted squared error of one group under each of `count`
@@ -106,14 +111,12 @@ namespace detail::encode {
 // and whole batches on every arch.
 inline constexpr std::size_t chunk = 512;
 
-/// Packs n codes (small integers held in floats) LSB-first at K bits each
-/// into ceil(n * K / 8) bytes; eight codes make K whole bytes.
+/// Packs n codes (0 .. 2^K - 1) LSB-first at K bits each into
+/// ceil(n * K / 8) bytes; eight codes make K whole bytes.
 template <int K>
-LOWBIT_FORCE_INLINE void pack_chunk(const float* code, std::size_t n, std::uint8_t* out) noexcept {
+LOWBIT_FORCE_INLINE void pack_chunk(const std::int32_t* code, std::size_t n, std::uint8_t* out) noexcept {
     constexpr std::size_t kb = K;
-    const auto at = [&](std::size_t i) {
-        return static_cast<std::uint64_t>(static_cast<std::uint32_t>(static_cast<int>(code[i])));
-    };
+    const auto at = [&](std::size_t i) { return static_cast<std::uint64_t>(static_cast<std::uint32_t>(code[i])); };
     std::size_t i = 0;
     if constexpr (K == 8) {
         for (; i < n; ++i) out[i] = static_cast<std::uint8_t>(at(i));
@@ -136,7 +139,7 @@ LOWBIT_FORCE_INLINE void pack_chunk(const float* code, std::size_t n, std::uint8
     }
 }
 
-LOWBIT_FORCE_INLINE void pack_chunk(const float* code, std::size_t n, int k, std::uint8_t* out) noexcept {
+LOWBIT_FORCE_INLINE void pack_chunk(const std::int32_t* code, std::size_t n, int k, std::uint8_t* out) noexcept {
     switch (k) {
     case 1: pack_chunk<1>(code, n, out); break;
     case 2: pack_chunk<2>(code, n, out); break;
@@ -149,6 +152,12 @@ LOWBIT_FORCE_INLINE void pack_chunk(const float* code, std::size_t n, int k, std
     }
 }
 
+#if defined(__GNUC__)
+#define LOWBIT_LAMBDA_INLINE __attribute__((always_inline))
+#else
+#define LOWBIT_LAMBDA_INLINE
+#endif
+
 /// Calls f(code) with `code(x, s, z, b)` the job's rule on lane type V, the
 /// rule copied into the closure so that its constants stay in registers.
 template <class V, class F>
@@ -156,27 +165,32 @@ LOWBIT_FORCE_INLINE void with_rule(const encode_job& j, F&& f) noexcept {
     switch (j.kind) {
     case encode_kind::affine: {
         const affine_rule r = *j.affine;
-        f([r](V x, V s, V z, V b) { return affine_code<V>(r, x, s, z, b); });
+        f([r](V x, V s, V z, V b) LOWBIT_LAMBDA_INLINE { return affine_code<V>(r, x, s, z, b); });
         break;
     }
     case encode_kind::thresholds: {
         const threshold_rule r = *j.thresholds;
-        f([r](V x, V s, V, V) { return threshold_code<V>(r, x, s); });
+        f([r](V x, V s, V, V) LOWBIT_LAMBDA_INLINE { return threshold_code<V>(r, x, s); });
         break;
     }
     case encode_kind::minifloat: {
         const minifloat_rule r = *j.minifloat;
-        f([r](V x, V s, V, V) { return minifloat_code<V>(r, x, s); });
+        f([r](V x, V s, V, V) LOWBIT_LAMBDA_INLINE { return minifloat_code<V>(r, x, s); });
         break;
     }
     }
 }
 
 /// Each row, `chunk` columns at a time: `segment(x, n, s, z, b, dst)` codes
-/// n values of one group into dst, then the chunk is packed.
+/// n values of one group into dst (as int32), then the chunk is packed.
 template <class Segment>
 LOWBIT_FORCE_INLINE void encode_rows(const encode_job& j, Segment&& segment) noexcept {
-    alignas(64) float buf[chunk];
+    alignas(64) std::int32_t buf[chunk];
+    // The prefetch slice per chunk: the job's chunks cover prefetch_bytes.
+    const std::size_t chunks = j.rows * ((j.cols + chunk - 1) / chunk);
+    const std::size_t slice = chunks ? (j.prefetch_bytes + chunks - 1) / chunks : 0;
+    const char* pf = static_cast<const char*>(j.prefetch);
+    const char* pf_end = pf ? pf + j.prefetch_bytes : nullptr;
     for (std::size_t r = 0; r < j.rows; ++r) {
         const float* xr = j.x + r * j.x_stride;
         const std::size_t p0 = r * j.param_stride;
@@ -191,6 +205,10 @@ LOWBIT_FORCE_INLINE void encode_rows(const encode_job& j, Segment&& segment) noe
                 c = end;
             }
             pack_chunk(buf, c1 - c0, j.bits, out + c0 / 8 * static_cast<std::size_t>(j.bits));
+#if defined(__GNUC__)
+            for (const char* e = pf + std::min<std::size_t>(slice, static_cast<std::size_t>(pf_end - pf)); pf < e; pf += 64)
+                __builtin_prefetch(pf);
+#endif
         }
     }
 }
@@ -200,8 +218,8 @@ LOWBIT_FORCE_INLINE void encode_rows(const encode_job& j, Segment&& segment) noe
 /// Scalar reference: the rules on single floats.
 inline void encode_ref(const encode_job& j) noexcept {
     detail::encode::with_rule<float>(j, [&](auto code) {
-        detail::encode::encode_rows(j, [&](const float* x, std::size_t n, float s, float z, float b, float* dst) {
-            for (std::size_t i = 0; i < n; ++i) dst[i] = code(x[i], s, z, b);
+        detail::encode::encode_rows(j, [&](const float* x, std::size_t n, float s, float z, float b, std::int32_t* dst) {
+            for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<std::int32_t>(code(x[i], s, z, b));
         });
     });
 }
@@ -293,17 +311,17 @@ void encode_simd(const encode_job& j) noexcept {
     using V = xsimd::batch<float, Arch>;
     constexpr std::size_t L = V::size;
     with_rule<V>(j, [&](auto code) {
-        encode_rows(j, [&](const float* x, std::size_t n, float s, float z, float b, float* dst) {
+        encode_rows(j, [&](const float* x, std::size_t n, float s, float z, float b, std::int32_t* dst) {
             const V vs(s), vz(z), vb(b);
             std::size_t i = 0;
-            for (; i + L <= n; i += L) code(V::load_unaligned(x + i), vs, vz, vb).store_unaligned(dst + i);
+            for (; i + L <= n; i += L) xsimd::to_int(code(V::load_unaligned(x + i), vs, vz, vb)).store_unaligned(dst + i);
             if (i < n) {
                 // The tail as one padded batch: the float rules are never
                 // compiled under this TU's -m flags.
                 alignas(64) float t[L] = {};
                 for (std::size_t k = 0; i + k < n; ++k) t[k] = x[i + k];
-                alignas(64) float c[L];
-                code(V::load_aligned(t), vs, vz, vb).store_aligned(c);
+                alignas(64) std::int32_t c[L];
+                xsimd::to_int(code(V::load_aligned(t), vs, vz, vb)).store_aligned(c);
                 for (std::size_t k = 0; i + k < n; ++k) dst[i + k] = c[k];
             }
         });

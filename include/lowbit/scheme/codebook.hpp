@@ -239,8 +239,7 @@ private:
             if (!(bounds_[i] < bounds_[i + 1])) return;
         rule_.first = sorted_code_[0];
         for (std::size_t i = 0; i + 1 < unique_; ++i) {
-            rule_.bound[i] = bounds_[i];
-            rule_.tie_up[i] = tie_up_[i];
+            rule_.above[i] = tie_up_[i] ? std::nextafter(bounds_[i], -INFINITY) : bounds_[i];
             rule_.step[i] = static_cast<float>(sorted_code_[i + 1]) - static_cast<float>(sorted_code_[i]);
         }
         rule_.sign_code = static_cast<float>(sign_bit_);

@@ -102,16 +102,19 @@ LOWBIT_FORCE_INLINE V affine_code(const affine_rule& r, V x, V scale, V zero, V 
 /// A table of at most 16 values searched by counting thresholds:
 /// v = x * (1 / scale) (x / scale when 1 / scale overflows; 0 for a zero
 /// scale), for a sign-magnitude table v = |v| with the sign code added for
-/// v < 0, then code = first + the steps of every threshold v lies above
-/// (or on, where `tie_up`). The thresholds ascend strictly, so the codes of
-/// consecutive intervals telescope: step[k] = code above threshold k minus
-/// the code below it.
+/// v < 0, then code = first + the steps of every threshold v lies past.
+/// Threshold k is passed when v > above[k]: a threshold t that an input
+/// equal to it passes (ties to the upper value) is stored as the float just
+/// below t, since v >= t and v > nextafter(t, -inf) agree for every v.
+/// Unused entries are +inf (never passed). The thresholds ascend, so the
+/// codes of consecutive intervals telescope: step[k] = code past threshold k
+/// minus the code before it.
 struct threshold_rule {
     static constexpr std::size_t max_bounds = 15;
     std::size_t count = 0;
-    float bound[max_bounds] = {};
+    float above[max_bounds] = {INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY,
+                               INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY, INFINITY};
     float step[max_bounds] = {};
-    bool tie_up[max_bounds] = {};
     float first = 0.0f;
     float sign_code = 0.0f;  ///< 0: not a sign-magnitude table
 };
@@ -130,11 +133,9 @@ LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale) noex
         code = code + Ops::select(v < V(0.0f), V(t.sign_code), V(0.0f));
         v = Ops::abs(v);
     }
-    for (std::size_t k = 0; k < t.count; ++k) {
-        const V b(t.bound[k]);
-        const V step = Ops::select(t.tie_up[k] ? v >= b : v > b, V(t.step[k]), V(0.0f));
-        code = code + step;
-    }
+    // All entries, a fixed count the compiler unrolls: unused ones never pass.
+    for (std::size_t k = 0; k < threshold_rule::max_bounds; ++k)
+        code = code + Ops::select(v > V(t.above[k]), V(t.step[k]), V(0.0f));
     return code;
 }
 
