@@ -426,19 +426,24 @@ private:
         s.fit_split_stats(st);
     } : requires(const S& s, const detail::group_stats& st) { s.fit_stats(st); };
 
-    /// Row-wise groups: their extremes from the group_extremes kernel, then
-    /// fit_stats per group. A non-finite weight is reported before any
-    /// other error, as the checks-first path reports it.
-    void fit_rows_from_extremes(matrix_view<const float> w, const group_layout& L,
-                                std::vector<typename S::params>& params,
-                                std::vector<typename S::params>& encode_params, const std::string& who) const
+    /// Row-wise groups from their extremes, rows split across threads, a
+    /// block of rows at a time (32 KB of weights, L1-resident while it is
+    /// worked on): the extremes kernel (with the finiteness check), fit_stats
+    /// per group (the stored params into `params`), then
+    /// on_block(b0, b1, r1, enc) with enc[k] the params the block's k-th group
+    /// encodes with and r1 the end of this thread's rows. A non-finite weight
+    /// is reported before any other error, as the checks-first path reports it.
+    template <class OnBlock>
+    void fit_blocks(matrix_view<const float> w, const group_layout& L, std::vector<typename S::params>& params,
+                    const std::string& who, OnBlock&& on_block) const
         requires fits_from_stats
     {
         const std::size_t per_row = L.param_stride;
-        const std::size_t block = std::max<std::size_t>(1, 16384 / w.cols());
+        const std::size_t block = std::max<std::size_t>(1, 8192 / w.cols());
         std::atomic<bool> non_finite{false};
         const auto run = [&](std::size_t r0, std::size_t r1) {
             std::vector<kernels::group_extremes> ex(block * per_row);
+            std::vector<typename S::params> enc(block * per_row);
             for (std::size_t b0 = r0; b0 < r1; b0 += block) {
                 const std::size_t b1 = std::min(r1, b0 + block);
                 bool nf = false;
@@ -447,20 +452,29 @@ private:
                     non_finite = true;
                     return;
                 }
-                for (std::size_t k = 0; k < (b1 - b0) * per_row; ++k) {
-                    const std::size_t g = b0 * per_row + k;
-                    const typename S::params e = fit_from_extremes(w, L, g, ex[k], params[g]);
-                    if constexpr (split) encode_params[g] = e;
-                }
+                for (std::size_t k = 0; k < (b1 - b0) * per_row; ++k)
+                    enc[k] = fit_from_extremes(w, L, b0 * per_row + k, ex[k], params[b0 * per_row + k]);
+                on_block(b0, b1, r1, std::span<const typename S::params>(enc.data(), (b1 - b0) * per_row));
             }
         };
         try {
             parallel_for(w.rows(), threads, 16, run);
         } catch (...) {
-            detail::check_finite(w, who + ": weight");
+            detail::check_finite(w, who + ": weight");  // a non-finite weight is the error to report
             throw;
         }
         if (non_finite) detail::check_finite(w, who + ": weight");
+    }
+
+    /// Row-wise groups fitted from their extremes; encoding comes later.
+    void fit_rows_from_extremes(matrix_view<const float> w, const group_layout& L,
+                                std::vector<typename S::params>& params,
+                                std::vector<typename S::params>& encode_params, const std::string& who) const
+        requires fits_from_stats
+    {
+        fit_blocks(w, L, params, who, [&](std::size_t b0, std::size_t, std::size_t, auto enc) {
+            if constexpr (split) std::copy(enc.begin(), enc.end(), encode_params.begin() + b0 * L.param_stride);
+        });
     }
 
     /// scheme.fit (or fit_split) on group g into params[g] (and
@@ -535,7 +549,6 @@ private:
         requires fits_from_stats
     {
         const std::size_t cols = w.cols(), per_row = L.param_stride;
-        const std::size_t block = std::max<std::size_t>(1, 8192 / cols);  // 32 KB of weights: L1-resident
         kernels::encode_job rule{};
         affine_rule ar{};
         minifloat_rule mr{};
@@ -548,55 +561,30 @@ private:
         rule.code_stride = q.code_stride;
         const float table_max = largest_table_value();
         q.codes.resize(w.rows() * q.code_stride);
-        std::atomic<bool> non_finite{false};
-        const auto run = [&](std::size_t r0, std::size_t r1) {
-            std::vector<kernels::group_extremes> ex(block * per_row);
-            std::vector<float> scale(block * per_row), zero, bias;
+        fit_blocks(w, L, params, who, [&](std::size_t b0, std::size_t b1, std::size_t r1, auto enc) {
+            std::vector<float> scale(enc.size()), zero, bias;
+            for (std::size_t k = 0; k < enc.size(); ++k) scale[k] = enc[k].scale;
+            kernels::encode_job j = rule;
             if constexpr (S::family == kernel_family::affine) {
-                zero.resize(block * per_row);
-                bias.resize(block * per_row);
+                zero.resize(enc.size());
+                bias.resize(enc.size());
+                for (std::size_t k = 0; k < enc.size(); ++k) zero[k] = enc[k].zero, bias[k] = enc[k].bias;
+                j.zero = zero.data();
+                j.bias = bias.data();
             }
-            for (std::size_t b0 = r0; b0 < r1; b0 += block) {
-                const std::size_t b1 = std::min(r1, b0 + block);
-                bool nf = false;
-                kernels::gather_extremes({w.row(b0).data(), w.stride(), b1 - b0, cols, L.group, ex.data(), &nf});
-                if (nf) {
-                    non_finite = true;
-                    return;
-                }
-                for (std::size_t k = 0; k < (b1 - b0) * per_row; ++k) {
-                    const std::size_t g = b0 * per_row + k;
-                    const typename S::params e = fit_from_extremes(w, L, g, ex[k], params[g]);
-                    scale[k] = e.scale;
-                    if constexpr (S::family == kernel_family::affine) {
-                        zero[k] = e.zero;
-                        bias[k] = e.bias;
-                    }
-                }
-                kernels::encode_job j = rule;
-                j.x = w.row(b0).data();
-                j.rows = b1 - b0;
-                j.scale = scale.data();
-                j.zero = zero.empty() ? nullptr : zero.data();
-                j.bias = bias.empty() ? nullptr : bias.data();
-                j.codes = q.codes.data() + b0 * q.code_stride;
-                if (b1 < r1) {  // the next block streams in while this one is coded
-                    const std::size_t next = std::min(r1, b1 + block) - b1;
-                    j.prefetch = w.row(b1).data();
-                    j.prefetch_bytes = ((next - 1) * w.stride() + cols) * sizeof(float);
-                }
-                kernels::encode(j);
-                for (std::size_t g = b0 * per_row; g < b1 * per_row; ++g)
-                    if (!all_codes_finite(params[g], table_max)) check_group_codes(w, L, q, params[g], g);
+            j.x = w.row(b0).data();
+            j.rows = b1 - b0;
+            j.scale = scale.data();
+            j.codes = q.codes.data() + b0 * q.code_stride;
+            if (b1 < r1) {  // the next block streams in while this one is coded
+                const std::size_t next = std::min(r1, b1 + (b1 - b0)) - b1;
+                j.prefetch = w.row(b1).data();
+                j.prefetch_bytes = ((next - 1) * w.stride() + cols) * sizeof(float);
             }
-        };
-        try {
-            parallel_for(w.rows(), threads, 16, run);
-        } catch (...) {
-            detail::check_finite(w, who + ": weight");  // a non-finite weight is the error to report
-            throw;
-        }
-        if (non_finite) detail::check_finite(w, who + ": weight");
+            kernels::encode(j);
+            for (std::size_t g = b0 * per_row; g < b1 * per_row; ++g)
+                if (!all_codes_finite(params[g], table_max)) check_group_codes(w, L, q, params[g], g);
+        });
     }
 
     /// Params of group g from its extremes: the stored ones into `stored`,
