@@ -40,6 +40,24 @@ void bm_read_baseline(benchmark::State& st) {
                                              benchmark::Counter::kIsRate);
 }
 
+// The same read through a dispatched xsimd kernel (the finiteness scan, which
+// reads every value): what a kernel on this instruction set can stream. The
+// scalar loop above is compiled for the baseline instruction set and can fall
+// short of the memory's bandwidth.
+void bm_read_simd_baseline(benchmark::State& st) {
+    const auto& w = weights();
+    for (auto _ : st) {
+        std::size_t first = w.size();
+        lowbit::kernels::dispatch(lowbit::kernels::range_scan_fn{},
+                                  lowbit::kernels::range_scan_job{lowbit::float_storage::f32, w.data(), w.size(),
+                                                                  0x7F800000u, &first});
+        benchmark::DoNotOptimize(first);
+    }
+    st.SetBytesProcessed(static_cast<int64_t>(st.iterations() * w.size() * sizeof(float)));
+    st.counters["Mw/s"] = benchmark::Counter(static_cast<double>(w.size()) * static_cast<double>(st.iterations()) / 1e6,
+                                             benchmark::Counter::kIsRate);
+}
+
 void bm_copy_baseline(benchmark::State& st) {
     const auto& w = weights();
     std::vector<float> out(w.size());
@@ -84,6 +102,7 @@ void bm_dequantize(benchmark::State& st, const lowbit::format* f) {
 
 const int registered = [] {
     benchmark::RegisterBenchmark("baseline/read_fp32", bm_read_baseline)->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("baseline/read_fp32_simd", bm_read_simd_baseline)->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark("baseline/memcpy_fp32", bm_copy_baseline)->Unit(benchmark::kMillisecond);
     for (const auto& f : lowbit::formats()) {
         benchmark::RegisterBenchmark(("quantize/" + std::string(f.name)).c_str(), bm_quantize, &f)
