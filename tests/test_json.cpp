@@ -1,6 +1,6 @@
 #include "catch.hpp"
 
-#include <lowbit/core/json.hpp>
+#include <lowbit/formats/json.hpp>
 #include <lowbit/core/utf8.hpp>
 
 #include <cmath>

@@ -1,6 +1,6 @@
 #include "catch.hpp"
 
-#include <lowbit/core/xtensor.hpp>
+#include <lowbit/adapters/xtensor.hpp>
 #include <lowbit/quantizer.hpp>
 #include <lowbit/scheme/affine.hpp>
 

@@ -5,7 +5,7 @@
 #include "version.hpp"
 
 #include "core/error.hpp"
-#include "core/json.hpp"
+#include "formats/json.hpp"
 #include "core/numeric.hpp"
 #include "core/view.hpp"
 

@@ -3,7 +3,7 @@
 // input, or is rejected with lowbit::error. What parses is written back with
 // the writer and must read back the same.
 // Build and run: ./dev.sh fuzz [SECONDS]
-#include <lowbit/core/json.hpp>
+#include <lowbit/formats/json.hpp>
 #include <lowbit/formats/safetensors.hpp>
 
 #include <cstddef>

@@ -7,7 +7,7 @@
 //                                 (the values test_safetensors_files.py expects)
 // The interop tests drive it against the `safetensors` Python package.
 
-#include <lowbit/core/json.hpp>
+#include <lowbit/formats/json.hpp>
 #include <lowbit/formats/safetensors.hpp>
 
 #include "tool_main.hpp"

@@ -1,6 +1,6 @@
 #pragma once
 // matrix_view<T>: a non-owning row-major 2-D view with a row stride. Kernels and
-// quantizers take these; xtensor adaptors live in core/xtensor.hpp. Also the
+// quantizers take these; xtensor adaptors live in adapters/xtensor.hpp. Also the
 // checks every public entry point runs on the views and row ranges it is
 // given (detail::check_view, detail::clamp_rows), so that each is written once.
 

@@ -34,7 +34,7 @@
 #include "../core/error.hpp"
 #include "../core/finite.hpp"
 #include "../core/view.hpp"
-#include "../core/json.hpp"
+#include "json.hpp"
 #include "../core/numeric.hpp"
 #include "bnb.hpp"
 #include "../detail/file_io.hpp"

@@ -44,7 +44,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
-#include "../core/json.hpp"
+#include "json.hpp"
 #include "../core/utf8.hpp"
 #include "../detail/file_io.hpp"
 #include "../detail/names.hpp"

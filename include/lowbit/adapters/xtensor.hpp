@@ -13,7 +13,7 @@
 #include <xtensor/xtensor.hpp>
 #endif
 
-#include "view.hpp"
+#include "../core/view.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
 

@@ -28,8 +28,8 @@
 #include <utility>
 #include <vector>
 
-#include "error.hpp"
-#include "utf8.hpp"
+#include "../core/error.hpp"
+#include "../core/utf8.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
 
