@@ -255,7 +255,7 @@ TEST_CASE("quantize_ggml_rows: validation, fallback and the active ISA", "[kerne
                 float amax = 0;
                 for (std::size_t c = 0; c < 512; ++c) amax = std::max(amax, std::fabs(x[r * 512 + c]));
                 const bool bad = ggml::find_invalid_block(t, std::as_bytes(std::span(ref))).has_value() ||
-                                 amax > kernels::detail::gqz::value_limit(t);
+                                 amax > kernels::detail::ggml_quant::value_limit(t);
                 valid += !bad;
                 const isa before = active_isa();
                 for (isa i : available_isas()) {
@@ -338,7 +338,7 @@ TEST_CASE("quantize_ggml_rows: finite values a type cannot hold are errors, neve
     // just below it (scaled so the sub-blocks keep the largest sub-scale).
     for (ggml::type t : simd_types()) {
         if (t == ggml::type::mxfp4) continue;
-        const float lim = kernels::detail::gqz::value_limit(t);
+        const float lim = kernels::detail::ggml_quant::value_limit(t);
         std::vector<float> y(256);
         for (std::size_t i = 0; i < 256; ++i) y[i] = (i % 2 ? -0.99f : 0.99f) * lim * ((i % 7) + 1) / 7;
         std::vector<unsigned char> o(ggml::row_bytes(t, 256));

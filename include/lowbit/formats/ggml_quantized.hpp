@@ -89,11 +89,11 @@ inline std::unique_ptr<quantized_rows> quantize_matrix(ggml::type t, matrix_view
         // blocks ggml_validate_row_data would reject, naming rows from the first one passed.
         unsigned char* dst = q->blocks.data() + r0 * q->row_size;
         if (w.stride() == w.cols()) {
-            kernels::detail::gqz::quantize_rows_from(t, type::f32, w.data() + r0 * w.stride(), dst, r1 - r0,
+            kernels::detail::ggml_quant::quantize_rows_from(t, type::f32, w.data() + r0 * w.stride(), dst, r1 - r0,
                                                      w.cols(), im, r0);
         } else {
             for (std::size_t r = r0; r < r1; ++r)
-                kernels::detail::gqz::quantize_rows_from(t, type::f32, w.data() + r * w.stride(),
+                kernels::detail::ggml_quant::quantize_rows_from(t, type::f32, w.data() + r * w.stride(),
                                                          dst + (r - r0) * q->row_size, 1, w.cols(), im, r);
         }
     });

@@ -255,7 +255,7 @@ inline gguf_quantize_summary quantize_gguf(const std::filesystem::path& in, cons
                             from = reinterpret_cast<const std::byte*>(deq.data());
                             from_type = ggml::type::f32;
                         }
-                        kernels::detail::gqz::quantize_rows_from(r.to, from_type, from, dst.data() + row * out_row,
+                        kernels::detail::ggml_quant::quantize_rows_from(r.to, from_type, from, dst.data() + row * out_row,
                                                                  end - row, n_per_row, qw, row);
                         row = end;
                     }

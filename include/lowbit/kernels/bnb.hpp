@@ -196,7 +196,7 @@ struct int8_gemm_fn {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-namespace detail::bnbk {
+namespace detail::bnb_kernel {
 
 using detail::dq::emit;
 using detail::dq::is_avx2_v;
@@ -603,7 +603,7 @@ inline void int8_gemm(const int8_gemm_job& j) noexcept {
         for (std::size_t i = 0; i < j.m; ++i) j.c[i * j.ldc + n] = dot_i8<Arch>(j.a + i * j.lda, j.b + n * j.ldb, j.k);
 }
 
-}  // namespace detail::bnbk
+}  // namespace detail::bnb_kernel
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -616,9 +616,9 @@ void bnb4_dequantize_fn::operator()(Arch, const bnb4_dequantize_job& j) const no
 #if !defined(LOWBIT_NO_SIMD)
     if constexpr (!std::is_same_v<Arch, scalar>) {
         switch (j.type) {
-        case out_type::f32: detail::bnbk::bnb4_dequantize<Arch, out_type::f32>(j); break;
-        case out_type::f16: detail::bnbk::bnb4_dequantize<Arch, out_type::f16>(j); break;
-        case out_type::bf16: detail::bnbk::bnb4_dequantize<Arch, out_type::bf16>(j); break;
+        case out_type::f32: detail::bnb_kernel::bnb4_dequantize<Arch, out_type::f32>(j); break;
+        case out_type::f16: detail::bnb_kernel::bnb4_dequantize<Arch, out_type::f16>(j); break;
+        case out_type::bf16: detail::bnb_kernel::bnb4_dequantize<Arch, out_type::bf16>(j); break;
         }
     } else
 #endif
@@ -632,9 +632,9 @@ void bnb8_dequantize_fn::operator()(Arch, const bnb8_dequantize_job& j) const no
 #if !defined(LOWBIT_NO_SIMD)
     if constexpr (!std::is_same_v<Arch, scalar>) {
         switch (j.type) {
-        case out_type::f32: detail::bnbk::bnb8_dequantize<Arch, out_type::f32>(j); break;
-        case out_type::f16: detail::bnbk::bnb8_dequantize<Arch, out_type::f16>(j); break;
-        case out_type::bf16: detail::bnbk::bnb8_dequantize<Arch, out_type::bf16>(j); break;
+        case out_type::f32: detail::bnb_kernel::bnb8_dequantize<Arch, out_type::f32>(j); break;
+        case out_type::f16: detail::bnb_kernel::bnb8_dequantize<Arch, out_type::f16>(j); break;
+        case out_type::bf16: detail::bnb_kernel::bnb8_dequantize<Arch, out_type::bf16>(j); break;
         }
     } else
 #endif
@@ -647,7 +647,7 @@ template <class Arch>
 void bnb4_gemv_fn::operator()(Arch, const bnb4_gemv_job& j) const noexcept {
 #if !defined(LOWBIT_NO_SIMD)
     if constexpr (!std::is_same_v<Arch, scalar>) {
-        detail::bnbk::bnb4_gemv<Arch>(j);
+        detail::bnb_kernel::bnb4_gemv<Arch>(j);
     } else
 #endif
     {
@@ -659,7 +659,7 @@ template <class Arch>
 void bnb4_quantize_fn::operator()(Arch, const bnb4_quantize_job& j) const noexcept {
 #if !defined(LOWBIT_NO_SIMD)
     if constexpr (!std::is_same_v<Arch, scalar>) {
-        detail::bnbk::bnb4_quantize<Arch>(j);
+        detail::bnb_kernel::bnb4_quantize<Arch>(j);
     } else
 #endif
     {
@@ -671,7 +671,7 @@ template <class Arch>
 void int8_gemm_fn::operator()(Arch, const int8_gemm_job& j) const noexcept {
 #if !defined(LOWBIT_NO_SIMD)
     if constexpr (!std::is_same_v<Arch, scalar>) {
-        detail::bnbk::int8_gemm<Arch>(j);
+        detail::bnb_kernel::int8_gemm<Arch>(j);
     } else
 #endif
     {

@@ -41,7 +41,7 @@ struct dequantize_ggml_fn {
     void operator()(Arch, const ggml_job& j) const noexcept;
 };
 
-namespace detail::gq {
+namespace detail::ggml_dequant {
 
 /// The scalar row function of a type this kernel handles, or null.
 inline ggml::dequantize_row_fn ref_row(ggml::type t) noexcept {
@@ -68,11 +68,11 @@ inline ggml::dequantize_row_fn ref_row(ggml::type t) noexcept {
     }
 }
 
-}  // namespace detail::gq
+}  // namespace detail::ggml_dequant
 
 /// Scalar reference (the test oracle): the exact ggml row functions.
 inline void dequantize_ggml_ref(const ggml_job& j) noexcept {
-    const ggml::dequantize_row_fn f = detail::gq::ref_row(j.type);
+    const ggml::dequantize_row_fn f = detail::ggml_dequant::ref_row(j.type);
     const auto base = ggml::find_base_traits(static_cast<std::uint32_t>(j.type));
     if (!f || !base) return;
     const std::size_t bs = base->block_size, ts = base->type_size;
@@ -102,7 +102,7 @@ inline void dequantize_ggml_ref(const ggml_job& j) noexcept {
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-namespace detail::gq {
+namespace detail::ggml_dequant {
 
 using dq::half;
 using dq::is_avx2_v;
@@ -658,7 +658,7 @@ inline void run(const ggml_job& j) noexcept {
     }
 }
 
-}  // namespace detail::gq
+}  // namespace detail::ggml_dequant
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -670,13 +670,13 @@ void dequantize_ggml_fn::operator()(Arch, const ggml_job& j) const noexcept {
         dequantize_ggml_ref(j);
     } else {
 #if !defined(LOWBIT_NO_SIMD)
-        if (j.rows != 0 && j.cols != 0) detail::gq::run<Arch>(j);
+        if (j.rows != 0 && j.cols != 0) detail::ggml_dequant::run<Arch>(j);
 #endif
     }
 }
 
 /// Whether dequantize_ggml handles type t.
-inline bool dequantize_ggml_supports(ggml::type t) noexcept { return detail::gq::ref_row(t) != nullptr; }
+inline bool dequantize_ggml_supports(ggml::type t) noexcept { return detail::ggml_dequant::ref_row(t) != nullptr; }
 
 /// Validates, then dequantizes on the active instruction set.
 inline void dequantize_ggml(const ggml_job& j) {

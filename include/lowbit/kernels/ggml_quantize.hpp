@@ -123,7 +123,7 @@ constexpr bool quantize_ggml_simd_supports(ggml::type t, bool with_imatrix) noex
     }
 }
 
-namespace detail::gqz {
+namespace detail::ggml_quant {
 
 /// n f16 or bf16 values at src (little-endian) as f32, exactly: the scalar
 /// ISA's path (the SIMD ones are widen<Arch> below).
@@ -134,7 +134,7 @@ inline void widen_scalar(ggml::type from, const unsigned char* src, float* out, 
     }
 }
 
-}  // namespace detail::gqz
+}  // namespace detail::ggml_quant
 
 #if !defined(LOWBIT_NO_SIMD)
 #if defined(__GNUC__) && !defined(__clang__)
@@ -142,20 +142,20 @@ inline void widen_scalar(ggml::type from, const unsigned char* src, float* out, 
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-namespace detail::gqz {
+namespace detail::ggml_quant {
 
 // Fully unrolled, the transposes and per-column loops keep their arrays of
 // batches in registers; as loops, g++ -O2 keeps them on the stack and the
 // stores dominate.
 #if defined(__GNUC__)
-#define LOWBIT_GQZ_PRAGMA(x) _Pragma(#x)
-#define LOWBIT_GQZ_UNROLL(n) LOWBIT_GQZ_PRAGMA(GCC unroll n)
-#define LOWBIT_GQZ_INLINE inline __attribute__((always_inline))
-#define LOWBIT_GQZ_COLD __attribute__((cold, noinline))
+#define LOWBIT_GGML_QUANT_PRAGMA(x) _Pragma(#x)
+#define LOWBIT_GGML_QUANT_UNROLL(n) LOWBIT_GGML_QUANT_PRAGMA(GCC unroll n)
+#define LOWBIT_GGML_QUANT_INLINE inline __attribute__((always_inline))
+#define LOWBIT_GGML_QUANT_COLD __attribute__((cold, noinline))
 #else
-#define LOWBIT_GQZ_UNROLL(n)
-#define LOWBIT_GQZ_INLINE inline
-#define LOWBIT_GQZ_COLD
+#define LOWBIT_GGML_QUANT_UNROLL(n)
+#define LOWBIT_GGML_QUANT_INLINE inline
+#define LOWBIT_GGML_QUANT_COLD
 #endif
 
 template <class Arch>
@@ -168,12 +168,12 @@ inline constexpr float eps = 1e-15f;  // ggml's all-zero threshold for a group
 // ---- scalar pieces (per super-block) ---------------------------------------
 
 template <class Arch>
-inline float smul(float a, float b) noexcept {
+inline float mul_unfused(float a, float b) noexcept {
     return ::lowbit::detail::unfused(a * b);
 }
 
 template <class Arch>
-inline int nint(float f) noexcept {
+inline int round_to_int(float f) noexcept {
     const float v = ::lowbit::detail::unfused(f) + 12582912.f;
     return static_cast<int>(std::bit_cast<std::uint32_t>(v) & 0x007fffffu) - 0x00400000;
 }
@@ -206,7 +206,7 @@ inline std::uint16_t to_half(float f) noexcept {
 template <class Arch>
 inline float sum_squares(const float* x, int n) noexcept {
     float s = 0;
-    for (int i = 0; i < n; ++i) s = s + smul<Arch>(x[i], x[i]);
+    for (int i = 0; i < n; ++i) s = s + mul_unfused<Arch>(x[i], x[i]);
     return s;
 }
 
@@ -220,23 +220,23 @@ inline float make_qp(int n, int nmax, const float* x, std::uint8_t* L, const flo
         return 0.f;
     }
     float iscale = static_cast<float>(nmax) / max;
-    for (int i = 0; i < n; ++i) L[i] = static_cast<std::uint8_t>(nint<Arch>(iscale * x[i]));
+    for (int i = 0; i < n; ++i) L[i] = static_cast<std::uint8_t>(round_to_int<Arch>(iscale * x[i]));
     const float scale = 1 / iscale;
     float best_mse = 0;
     for (int i = 0; i < n; ++i) {
-        const float diff = x[i] - smul<Arch>(scale, static_cast<float>(L[i]));
-        best_mse = best_mse + smul<Arch>(smul<Arch>(w[i], diff), diff);
+        const float diff = x[i] - mul_unfused<Arch>(scale, static_cast<float>(L[i]));
+        best_mse = best_mse + mul_unfused<Arch>(mul_unfused<Arch>(w[i], diff), diff);
     }
     for (int is = -4; is <= 4; ++is) {
         if (is == 0) continue;
-        const float iscale_is = (smul<Arch>(0.1f, static_cast<float>(is)) + static_cast<float>(nmax)) / max;
+        const float iscale_is = (mul_unfused<Arch>(0.1f, static_cast<float>(is)) + static_cast<float>(nmax)) / max;
         const float scale_is = 1 / iscale_is;
         float mse = 0;
         for (int i = 0; i < n; ++i) {
-            int l = nint<Arch>(iscale_is * x[i]);
+            int l = round_to_int<Arch>(iscale_is * x[i]);
             l = nmax < l ? nmax : l;
-            const float diff = x[i] - smul<Arch>(scale_is, static_cast<float>(l));
-            mse = mse + smul<Arch>(smul<Arch>(w[i], diff), diff);
+            const float diff = x[i] - mul_unfused<Arch>(scale_is, static_cast<float>(l));
+            mse = mse + mul_unfused<Arch>(mul_unfused<Arch>(w[i], diff), diff);
         }
         if (mse < best_mse) {
             best_mse = mse;
@@ -245,27 +245,27 @@ inline float make_qp(int n, int nmax, const float* x, std::uint8_t* L, const flo
     }
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; ++i) {
-        int l = nint<Arch>(iscale * x[i]);
+        int l = round_to_int<Arch>(iscale * x[i]);
         l = nmax < l ? nmax : l;
         L[i] = static_cast<std::uint8_t>(l);
         const float fl = static_cast<float>(l);
-        sumlx = sumlx + smul<Arch>(smul<Arch>(w[i], x[i]), fl);
-        suml2 = suml2 + smul<Arch>(smul<Arch>(w[i], fl), fl);
+        sumlx = sumlx + mul_unfused<Arch>(mul_unfused<Arch>(w[i], x[i]), fl);
+        suml2 = suml2 + mul_unfused<Arch>(mul_unfused<Arch>(w[i], fl), fl);
     }
     for (int itry = 0; itry < 5; ++itry) {
         int n_changed = 0;
         for (int i = 0; i < n; ++i) {
             const float li = static_cast<float>(L[i]);
-            float slx = sumlx - smul<Arch>(smul<Arch>(w[i], x[i]), li);
-            float sl2 = suml2 - smul<Arch>(smul<Arch>(w[i], li), li);
+            float slx = sumlx - mul_unfused<Arch>(mul_unfused<Arch>(w[i], x[i]), li);
+            float sl2 = suml2 - mul_unfused<Arch>(mul_unfused<Arch>(w[i], li), li);
             if (slx > 0 && sl2 > 0) {
-                int new_l = nint<Arch>(smul<Arch>(x[i], sl2) / slx);
+                int new_l = round_to_int<Arch>(mul_unfused<Arch>(x[i], sl2) / slx);
                 new_l = nmax < new_l ? nmax : new_l;
                 if (new_l != L[i]) {
                     const float fl = static_cast<float>(new_l);
-                    slx = slx + smul<Arch>(smul<Arch>(w[i], x[i]), fl);
-                    sl2 = sl2 + smul<Arch>(smul<Arch>(w[i], fl), fl);
-                    if (smul<Arch>(smul<Arch>(slx, slx), suml2) > smul<Arch>(smul<Arch>(sumlx, sumlx), sl2)) {
+                    slx = slx + mul_unfused<Arch>(mul_unfused<Arch>(w[i], x[i]), fl);
+                    sl2 = sl2 + mul_unfused<Arch>(mul_unfused<Arch>(w[i], fl), fl);
+                    if (mul_unfused<Arch>(mul_unfused<Arch>(slx, slx), suml2) > mul_unfused<Arch>(mul_unfused<Arch>(sumlx, sumlx), sl2)) {
                         L[i] = static_cast<std::uint8_t>(new_l);
                         sumlx = slx;
                         suml2 = sl2;
@@ -397,17 +397,17 @@ inline void put_columns(const std::uint8_t (*rows)[16], unsigned char* out, std:
 /// out[j] = {r[0][j], ..., r[15][j]} for j < 16: a 16 x 16 transpose in
 /// registers (far fewer load slots than a gather or scalar moves per column).
 template <class Arch>
-LOWBIT_GQZ_INLINE void transpose16(const float* const* r, __m512* out) noexcept {
+LOWBIT_GGML_QUANT_INLINE void transpose16(const float* const* r, __m512* out) noexcept {
     __m512 a[16], t[16];
-LOWBIT_GQZ_UNROLL(16)
+LOWBIT_GGML_QUANT_UNROLL(16)
     for (int k = 0; k < 16; ++k) a[k] = _mm512_loadu_ps(r[k]);
-LOWBIT_GQZ_UNROLL(8)
+LOWBIT_GGML_QUANT_UNROLL(8)
     for (int i = 0; i < 8; ++i) {
         t[2 * i] = _mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]);
     }
     // a[4g + c]: 128-bit lane l holds column 4l + c of rows 4g..4g+3.
-LOWBIT_GQZ_UNROLL(4)
+LOWBIT_GGML_QUANT_UNROLL(4)
     for (int g = 0; g < 4; ++g) {
         const __m512d p = _mm512_castps_pd(t[4 * g]), p2 = _mm512_castps_pd(t[4 * g + 2]);
         const __m512d h = _mm512_castps_pd(t[4 * g + 1]), h2 = _mm512_castps_pd(t[4 * g + 3]);
@@ -416,7 +416,7 @@ LOWBIT_GQZ_UNROLL(4)
         a[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(h, h2));
         a[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(h, h2));
     }
-LOWBIT_GQZ_UNROLL(4)
+LOWBIT_GGML_QUANT_UNROLL(4)
     for (int c = 0; c < 4; ++c) {
         const __m512 s1 = _mm512_shuffle_f32x4(a[c], a[4 + c], 0x44);
         const __m512 s2 = _mm512_shuffle_f32x4(a[8 + c], a[12 + c], 0x44);
@@ -734,7 +734,7 @@ inline void imatrix_weights(const fvec<Arch>* x, const fvec<Arch>* qw, const fve
 // ---- Q4_K / Q5_K --------------------------------------------------------
 
 template <class Arch, int Nmax>
-inline void q45_tile(const float* const* xs, const float* const* qws, unsigned char* out, int nvalid) noexcept {
+inline void q4_q5_k_tile(const float* const* xs, const float* const* qws, unsigned char* out, int nvalid) noexcept {
     using G = tile<Arch, 32, 8>;
     using B = fvec<Arch>;
     constexpr int n = 32, lanes = G::lanes;
@@ -792,8 +792,8 @@ inline void q45_tile(const float* const* xs, const float* const* qws, unsigned c
             const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
             const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
             for (int j = 0; j < 8; ++j) {
-                Ls[j] = static_cast<std::uint8_t>(nint<Arch>(inv_scale * scales[j]));
-                Lm[j] = static_cast<std::uint8_t>(nint<Arch>(inv_min * mins[j]));
+                Ls[j] = static_cast<std::uint8_t>(round_to_int<Arch>(inv_scale * scales[j]));
+                Lm[j] = static_cast<std::uint8_t>(round_to_int<Arch>(inv_min * mins[j]));
             }
             y[k].d = to_half<Arch>(max_scale / 63.f);
             y[k].dmin = to_half<Arch>(max_min / 63.f);
@@ -884,7 +884,7 @@ inline void q2_tile(const float* const* xs, const float* const* qws, unsigned ch
             }
             if (max_scale > 0) {
                 const float iscale = 15.f / max_scale;
-                for (int j = 0; j < 16; ++j) y[k].scales[j] = static_cast<std::uint8_t>(nint<Arch>(iscale * scales[j]));
+                for (int j = 0; j < 16; ++j) y[k].scales[j] = static_cast<std::uint8_t>(round_to_int<Arch>(iscale * scales[j]));
                 y[k].d = to_half<Arch>(max_scale / 15.f);
             } else {
                 for (int j = 0; j < 16; ++j) y[k].scales[j] = 0;
@@ -894,7 +894,7 @@ inline void q2_tile(const float* const* xs, const float* const* qws, unsigned ch
                 const float iscale = 15.f / max_min;
                 for (int j = 0; j < 16; ++j)
                     y[k].scales[j] =
-                        static_cast<std::uint8_t>(y[k].scales[j] | (nint<Arch>(iscale * mins[j]) << 4));
+                        static_cast<std::uint8_t>(y[k].scales[j] | (round_to_int<Arch>(iscale * mins[j]) << 4));
                 y[k].dmin = to_half<Arch>(max_min / 15.f);
             } else {
                 y[k].dmin = to_half<Arch>(0.f);
@@ -969,7 +969,7 @@ inline void q6_tile(const float* const* xs, const float* const* qws, unsigned ch
         const float iscale = -128.f / max_scale;
         y[k].d = to_half<Arch>(1 / iscale);
         for (int j = 0; j < 16; ++j) {
-            const int l = nint<Arch>(iscale * scales[j]);
+            const int l = round_to_int<Arch>(iscale * scales[j]);
             y[k].scales[j] = static_cast<std::int8_t>(l < 127 ? l : 127);
         }
         const float d = dq::half<Arch>(y[k].d);
@@ -1025,7 +1025,7 @@ inline void q3_tile(const float* const* xs, const float* const*, unsigned char* 
             int ls[16];
             for (int j = 0; j < 16; ++j) {
                 // ggml narrows to int8 before clamping.
-                const auto l = static_cast<std::int8_t>(nint<Arch>(iscale * scales[j]));
+                const auto l = static_cast<std::int8_t>(round_to_int<Arch>(iscale * scales[j]));
                 ls[j] = std::max(-32, std::min(31, static_cast<int>(l))) + 32;
             }
             set_scales_q3<Arch>(ls, y[k].scales);
@@ -1129,7 +1129,7 @@ inline void iq4_tile(const float* const* xs, const float* const* qws, unsigned c
         for (int s = 0; s < G::S; ++s) sig[s] = 0.f;
         for (int k = 0; k < nvalid; ++k) {
             float sigma2 = 0.f;
-            for (int j = 0; j < nvals; ++j) sigma2 = sigma2 + smul<Arch>(xs[k][j], xs[k][j]);
+            for (int j = 0; j < nvals; ++j) sigma2 = sigma2 + mul_unfused<Arch>(xs[k][j], xs[k][j]);
             sigma2 = sigma2 * (2.0f / static_cast<float>(nvals));
             for (int ib = 0; ib < Nsub; ++ib) sig[Nsub * k + ib] = sigma2;
         }
@@ -1166,7 +1166,7 @@ inline void iq4_tile(const float* const* xs, const float* const* qws, unsigned c
             y[k].d = to_half<Arch>(d);
             const float id = d != 0.0f ? 1.0f / d : 0.0f;
             for (int ib = 0; ib < 8; ++ib) {
-                const int l = std::max(-32, std::min(31, nint<Arch>(id * scales[ib])));
+                const int l = std::max(-32, std::min(31, round_to_int<Arch>(id * scales[ib])));
                 const float dl = d * static_cast<float>(l);
                 idl[8 * k + ib] = dl != 0.0f ? 1.0f / dl : 0.0f;
                 const int stored = l + 32;
@@ -1446,7 +1446,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
         load_columns<Arch, N>(x, b, xv);
         if constexpr (T == type::q8_0 || T == type::tq1_0 || T == type::tq2_0) {
             B amax(0.f);
-            LOWBIT_GQZ_UNROLL(32)
+            LOWBIT_GGML_QUANT_UNROLL(32)
             for (int j = 0; j < N; ++j) {
                 const B a = xsimd::abs(xv[j]);
                 amax = xsimd::select(amax > a, amax, a);
@@ -1455,7 +1455,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
             const B id = inverse_or_zero<Arch>(d);
             dq::fp16_bits<Arch>(d).store_aligned(dh + b * lanes);
             if constexpr (T == type::q8_0) {
-                LOWBIT_GQZ_UNROLL(32)
+                LOWBIT_GGML_QUANT_UNROLL(32)
                 for (int j = 0; j < 32; ++j)
                     store_bytes<Arch>(xsimd::to_int(round_away<Arch>(vmul(xv[j], id))) & I(0xFF), rows[j] + b * lanes);
             } else if constexpr (T == type::tq1_0) {
@@ -1489,7 +1489,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
             }
         } else if constexpr (T == type::mxfp4) {
             B amax(0.f);
-            LOWBIT_GQZ_UNROLL(32)
+            LOWBIT_GGML_QUANT_UNROLL(32)
             for (int j = 0; j < N; ++j) {
                 const B a = xsimd::abs(xv[j]);
                 amax = xsimd::select(a > amax, a, amax);
@@ -1508,12 +1508,12 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
             B cd[8];
             for (int c = 0; c < 8; ++c) cd[c] = vmul(B(mags[c]), d);
             I lv[32];
-            LOWBIT_GQZ_UNROLL(32)
+            LOWBIT_GGML_QUANT_UNROLL(32)
             for (int j = 0; j < 32; ++j) {
                 const B av = xsimd::abs(xv[j]);
                 B best = xsimd::abs(cd[0] - av);
                 B idx(0.f);
-                LOWBIT_GQZ_UNROLL(8)
+                LOWBIT_GGML_QUANT_UNROLL(8)
                 for (int c = 1; c < 8; ++c) {
                     const B err = xsimd::abs(cd[c] - av);
                     const auto lt = err < best;
@@ -1523,13 +1523,13 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
                 idx = xsimd::select((xv[j] < B(0.f)) & (idx > B(0.f)), idx + B(8.f), idx);
                 lv[j] = xsimd::to_int(idx);
             }
-            LOWBIT_GQZ_UNROLL(32)
+            LOWBIT_GGML_QUANT_UNROLL(32)
             for (int j = 0; j < 16; ++j) store_bytes<Arch>(lv[j] | (lv[j + 16] << 4), rows[j] + b * lanes);
         } else {
             B d, lo;
             if constexpr (affine) {
                 B mn(std::numeric_limits<float>::max()), mx(-std::numeric_limits<float>::max());
-                LOWBIT_GQZ_UNROLL(32)
+                LOWBIT_GGML_QUANT_UNROLL(32)
                 for (int j = 0; j < N; ++j) {
                     mn = xsimd::select(xv[j] < mn, xv[j], mn);
                     mx = xsimd::select(xv[j] > mx, xv[j], mx);
@@ -1539,7 +1539,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
                 dq::fp16_bits<Arch>(mn).store_aligned(mh + b * lanes);
             } else {
                 B amax(0.f), mx(0.f);
-                LOWBIT_GQZ_UNROLL(32)
+                LOWBIT_GGML_QUANT_UNROLL(32)
                 for (int j = 0; j < N; ++j) {
                     const B a = xsimd::abs(xv[j]);
                     const auto gt = a > amax;
@@ -1552,7 +1552,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
             const B id = inverse_or_zero<Arch>(d);
             dq::fp16_bits<Arch>(d).store_aligned(dh + b * lanes);
             I lv[32];
-            LOWBIT_GQZ_UNROLL(32)
+            LOWBIT_GGML_QUANT_UNROLL(32)
             for (int j = 0; j < 32; ++j) {
                 if constexpr (T == type::q4_0)
                     lv[j] = xsimd::min(trunc_i8<Arch>(vmul(xv[j], id) + B(8.5f)), I(15));
@@ -1563,12 +1563,12 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
                 else
                     lv[j] = xsimd::to_int(vmul(xv[j] - lo, id) + B(0.5f)) & I(0xFF);
             }
-            LOWBIT_GQZ_UNROLL(32)
+            LOWBIT_GGML_QUANT_UNROLL(32)
             for (int j = 0; j < 16; ++j)
                 store_bytes<Arch>((lv[j] & I(0x0F)) | ((lv[j + 16] & I(0x0F)) << 4), rows[j] + b * lanes);
             if constexpr (q5) {
                 I h(0);
-                LOWBIT_GQZ_UNROLL(32)
+                LOWBIT_GGML_QUANT_UNROLL(32)
                 for (int j = 0; j < 32; ++j) h = h | (((lv[j] >> 4) & I(1)) << j);
                 ::lowbit::detail::simd::bitcast<std::uint32_t>(h).store_aligned(qh + b * lanes);
             }
@@ -1606,7 +1606,7 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
 
 
 template <class Arch>
-LOWBIT_GQZ_INLINE float hmax_ps(__m512 v) noexcept {
+LOWBIT_GGML_QUANT_INLINE float hmax_ps(__m512 v) noexcept {
     const __m256 h = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
     __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
     q = _mm_max_ps(q, _mm_movehl_ps(q, q));
@@ -1614,7 +1614,7 @@ LOWBIT_GQZ_INLINE float hmax_ps(__m512 v) noexcept {
 }
 
 template <class Arch>
-LOWBIT_GQZ_INLINE float hmin_ps(__m512 v) noexcept {
+LOWBIT_GGML_QUANT_INLINE float hmin_ps(__m512 v) noexcept {
     const __m256 h = _mm256_min_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
     __m128 q = _mm_min_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
     q = _mm_min_ps(q, _mm_movehl_ps(q, q));
@@ -1623,7 +1623,7 @@ LOWBIT_GQZ_INLINE float hmin_ps(__m512 v) noexcept {
 
 /// Bit i set where element i of the block (lo: 0..15, hi: 16..31) equals v.
 template <class Arch>
-LOWBIT_GQZ_INLINE std::uint32_t equal_mask(__m512 lo, __m512 hi, float v) noexcept {
+LOWBIT_GGML_QUANT_INLINE std::uint32_t equal_mask(__m512 lo, __m512 hi, float v) noexcept {
     const __m512 vv = _mm512_set1_ps(v);
     return static_cast<std::uint32_t>(_mm512_cmp_ps_mask(lo, vv, _CMP_EQ_OQ)) |
            (static_cast<std::uint32_t>(_mm512_cmp_ps_mask(hi, vv, _CMP_EQ_OQ)) << 16);
@@ -1631,20 +1631,20 @@ LOWBIT_GQZ_INLINE std::uint32_t equal_mask(__m512 lo, __m512 hi, float v) noexce
 
 /// The first of the block's 32 values equal to v, or v when none is.
 template <class Arch>
-LOWBIT_GQZ_INLINE float first_equal(const float* p, __m512 lo, __m512 hi, float v) noexcept {
+LOWBIT_GGML_QUANT_INLINE float first_equal(const float* p, __m512 lo, __m512 hi, float v) noexcept {
     const std::uint32_t m = equal_mask<Arch>(lo, hi, v);
     const float f = p[std::countr_zero(m | 0x80000000u)];
     return m ? f : v;
 }
 
 template <class Arch>
-LOWBIT_GQZ_INLINE std::uint16_t half_bits(float f) noexcept {
+LOWBIT_GGML_QUANT_INLINE std::uint16_t half_bits(float f) noexcept {
     return static_cast<std::uint16_t>(_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT));
 }
 
 /// roundf on every lane: v - trunc(v) is exact, and at or above 2^23 v is whole.
 template <class Arch>
-LOWBIT_GQZ_INLINE __m512 round_away_ps(__m512 v) noexcept {
+LOWBIT_GGML_QUANT_INLINE __m512 round_away_ps(__m512 v) noexcept {
     const __m512 t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     const __m512 sign = _mm512_castsi512_ps(_mm512_set1_epi32(static_cast<std::int32_t>(0x80000000u)));
     const __m512 frac = _mm512_andnot_ps(sign, _mm512_sub_ps(v, t));
@@ -1672,7 +1672,7 @@ inline void q8_0_block_scalar(const float* p, unsigned char* blk) noexcept {
 /// Block header, the codes from 1/d (and the min), and the packed codes of one
 /// block held in a and b.
 template <class Arch, ggml::type T>
-LOWBIT_GQZ_INLINE void legacy_codes_avx512(__m512 a, __m512 b, float id, float lo, unsigned char* blk) noexcept {
+LOWBIT_GGML_QUANT_INLINE void legacy_codes_avx512(__m512 a, __m512 b, float id, float lo, unsigned char* blk) noexcept {
     using ggml::type;
     constexpr bool q5 = T == type::q5_0 || T == type::q5_1;
     constexpr bool affine = T == type::q4_1 || T == type::q5_1;
@@ -1721,7 +1721,7 @@ LOWBIT_GQZ_INLINE void legacy_codes_avx512(__m512 a, __m512 b, float id, float l
 /// bit 4 (an infinite 1/d is the only way past the range: a finite one comes
 /// from a d with at least 21 significant bits).
 template <class Arch, ggml::type T>
-LOWBIT_GQZ_INLINE void legacy_codes2_avx512(__m512 a0, __m512 a1, __m512 b0, __m512 b1, float ida, float idb,
+LOWBIT_GGML_QUANT_INLINE void legacy_codes2_avx512(__m512 a0, __m512 a1, __m512 b0, __m512 b1, float ida, float idb,
                                             float loa, float lob, unsigned char* blk_a,
                                             unsigned char* blk_b) noexcept {
     using ggml::type;
@@ -1762,7 +1762,7 @@ LOWBIT_GQZ_INLINE void legacy_codes2_avx512(__m512 a0, __m512 a1, __m512 b0, __m
 /// The largest |x| of the block's non-NaN values, sign kept, first on ties
 /// (+0 when there is none): Q4_0's and Q5_0's max.
 template <class Arch>
-LOWBIT_GQZ_INLINE float signed_absmax_ps(const float* p, __m512 a, __m512 b) noexcept {
+LOWBIT_GGML_QUANT_INLINE float signed_absmax_ps(const float* p, __m512 a, __m512 b) noexcept {
     const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
     const __m512 aa = _mm512_and_ps(a, abs_mask), ab = _mm512_and_ps(b, abs_mask);
     // max_ps returns its second operand when either is NaN: NaN lanes drop out.
@@ -1807,7 +1807,7 @@ inline void legacy_block_avx512(const float* p, unsigned char* blk) noexcept {
 /// 16 blocks through legacy_block_avx512, for the groups (with a NaN) that
 /// the vector reductions do not cover; kept out of line.
 template <class Arch, ggml::type T>
-LOWBIT_GQZ_COLD void legacy_group16_blockwise(const float* x, unsigned char* out) noexcept {
+LOWBIT_GGML_QUANT_COLD void legacy_group16_blockwise(const float* x, unsigned char* out) noexcept {
     for (int k = 0; k < 16; ++k) legacy_block_avx512<Arch, T>(x + 32 * k, out + legacy_block_bytes<T> * k);
 }
 
@@ -1818,16 +1818,16 @@ LOWBIT_GQZ_COLD void legacy_group16_blockwise(const float* x, unsigned char* out
 inline constexpr int reduce16_slot[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
 
 template <class Arch, class Op>
-LOWBIT_GQZ_INLINE __m512 reduce16(const __m512* v, Op op) noexcept {
+LOWBIT_GGML_QUANT_INLINE __m512 reduce16(const __m512* v, Op op) noexcept {
     __m512 l1[8], l2[4], l3[2];
-LOWBIT_GQZ_UNROLL(8)
+LOWBIT_GGML_QUANT_UNROLL(8)
     for (int i = 0; i < 8; ++i)
         l1[i] = op(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44), _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
-LOWBIT_GQZ_UNROLL(4)
+LOWBIT_GGML_QUANT_UNROLL(4)
     for (int i = 0; i < 4; ++i)
         l2[i] = op(_mm512_shuffle_f32x4(l1[2 * i], l1[2 * i + 1], 0x88),
                    _mm512_shuffle_f32x4(l1[2 * i], l1[2 * i + 1], 0xDD));
-LOWBIT_GQZ_UNROLL(2)
+LOWBIT_GGML_QUANT_UNROLL(2)
     for (int i = 0; i < 2; ++i)
         l3[i] = op(_mm512_shuffle_ps(l2[2 * i], l2[2 * i + 1], 0x44), _mm512_shuffle_ps(l2[2 * i], l2[2 * i + 1], 0xEE));
     return op(_mm512_shuffle_ps(l3[0], l3[1], 0x88), _mm512_shuffle_ps(l3[0], l3[1], 0xDD));
@@ -1855,7 +1855,7 @@ inline void legacy_group16_avx512(const float* x, unsigned char* out) noexcept {
     if constexpr (T == type::q8_0) {
         const __m512 abs_mask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
         __mmask16 nan = 0;
-LOWBIT_GQZ_UNROLL(16)
+LOWBIT_GGML_QUANT_UNROLL(16)
         for (int s = 0; s < 16; ++s) {
             const float* p = blk_x(reduce16_slot[s]);
             const __m512 a = _mm512_loadu_ps(p), b = _mm512_loadu_ps(p + 16);
@@ -1870,14 +1870,14 @@ LOWBIT_GQZ_UNROLL(16)
     } else if constexpr (affine) {
         // Seeded with +-FLT_MAX so that NaN lanes drop out, as in the scalar scan.
         const __m512 big = _mm512_set1_ps(std::numeric_limits<float>::max());
-LOWBIT_GQZ_UNROLL(16)
+LOWBIT_GGML_QUANT_UNROLL(16)
         for (int s = 0; s < 16; ++s) {
             const float* p = blk_x(reduce16_slot[s]);
             v[s] = _mm512_min_ps(_mm512_loadu_ps(p), _mm512_min_ps(_mm512_loadu_ps(p + 16), big));
         }
         __m512 lo = reduce16<Arch>(v, vmin);
         const __m512 nbig = _mm512_set1_ps(-std::numeric_limits<float>::max());
-LOWBIT_GQZ_UNROLL(16)
+LOWBIT_GGML_QUANT_UNROLL(16)
         for (int s = 0; s < 16; ++s) {
             const float* p = blk_x(reduce16_slot[s]);
             v[s] = _mm512_max_ps(_mm512_loadu_ps(p), _mm512_max_ps(_mm512_loadu_ps(p + 16), nbig));
@@ -1908,13 +1908,13 @@ LOWBIT_GQZ_UNROLL(16)
         // the larger magnitude wins; equal magnitudes are a zero block
         // (max +0) or a +-amax tie, which the first one decides.
         const __m512 zero = _mm512_setzero_ps();
-LOWBIT_GQZ_UNROLL(16)
+LOWBIT_GGML_QUANT_UNROLL(16)
         for (int s = 0; s < 16; ++s) {
             const float* p = blk_x(reduce16_slot[s]);
             v[s] = _mm512_max_ps(_mm512_loadu_ps(p), _mm512_max_ps(_mm512_loadu_ps(p + 16), zero));
         }
         const __m512 hi = reduce16<Arch>(v, vmax);
-LOWBIT_GQZ_UNROLL(16)
+LOWBIT_GGML_QUANT_UNROLL(16)
         for (int s = 0; s < 16; ++s) {
             const float* p = blk_x(reduce16_slot[s]);
             v[s] = _mm512_min_ps(_mm512_loadu_ps(p), _mm512_min_ps(_mm512_loadu_ps(p + 16), zero));
@@ -1954,16 +1954,16 @@ LOWBIT_GQZ_UNROLL(16)
     // (about 15% of Q4_1's time), where a load or a broadcast from memory
     // costs none.
     __asm__ volatile("" ::: "memory");
-LOWBIT_GQZ_UNROLL(16)
+LOWBIT_GGML_QUANT_UNROLL(16)
     for (int k = 0; k < 16; ++k) std::memcpy(out + BB * k, hdr + k, affine ? 4 : 2);
     if constexpr (T == type::q8_0) {
-LOWBIT_GQZ_UNROLL(16)
+LOWBIT_GGML_QUANT_UNROLL(16)
         for (int k = 0; k < 16; ++k) {
             const float* p = blk_x(k);
             legacy_codes_avx512<Arch, T>(_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16), idv[k], 0.0f, out + BB * k);
         }
     } else {
-LOWBIT_GQZ_UNROLL(8)
+LOWBIT_GGML_QUANT_UNROLL(8)
         for (int k = 0; k < 16; k += 2) {
             const float *p = blk_x(k), *q = blk_x(k + 1);
             legacy_codes2_avx512<Arch, T>(_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16), _mm512_loadu_ps(q),
@@ -1980,10 +1980,10 @@ inline void legacy_rows_avx512(const float* x, unsigned char* out, std::size_t n
     std::size_t ib = 0;
     // Prefetching a few groups ahead keeps more lines in flight than the
     // hardware prefetchers alone did (up to 1.6x from L3 in measurements here).
-#ifndef LOWBIT_GQZ_AHEAD
-#define LOWBIT_GQZ_AHEAD 48
+#ifndef LOWBIT_GGML_QUANT_AHEAD
+#define LOWBIT_GGML_QUANT_AHEAD 48
 #endif
-    constexpr std::size_t ahead = LOWBIT_GQZ_AHEAD;
+    constexpr std::size_t ahead = LOWBIT_GGML_QUANT_AHEAD;
     for (; ib + 16 <= nblocks; ib += 16) {
 #if defined(__GNUC__)
         if (ib + ahead + 16 <= nblocks)
@@ -2107,10 +2107,10 @@ inline void run(const ggml_quantize_job& j) noexcept {
     using ggml::type;
     switch (j.type) {
     case type::q4_k:
-        run_tiles<Arch, tile<Arch, 32, 8>::T, sizeof(ggml::block_q4_K)>(j, q45_tile<Arch, 15>);
+        run_tiles<Arch, tile<Arch, 32, 8>::T, sizeof(ggml::block_q4_K)>(j, q4_q5_k_tile<Arch, 15>);
         break;
     case type::q5_k:
-        run_tiles<Arch, tile<Arch, 32, 8>::T, sizeof(ggml::block_q5_K)>(j, q45_tile<Arch, 31>);
+        run_tiles<Arch, tile<Arch, 32, 8>::T, sizeof(ggml::block_q5_K)>(j, q4_q5_k_tile<Arch, 31>);
         break;
     case type::q2_k: run_tiles<Arch, tile<Arch, 16, 16>::T, sizeof(ggml::block_q2_K)>(j, q2_tile<Arch>); break;
     case type::q3_k: run_tiles<Arch, tile<Arch, 16, 16, 4>::T, sizeof(ggml::block_q3_K)>(j, q3_tile<Arch>); break;
@@ -2134,14 +2134,14 @@ inline void run(const ggml_quantize_job& j) noexcept {
     }
 }
 
-}  // namespace detail::gqz
+}  // namespace detail::ggml_quant
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
-#undef LOWBIT_GQZ_UNROLL
-#undef LOWBIT_GQZ_PRAGMA
-#undef LOWBIT_GQZ_INLINE
-#undef LOWBIT_GQZ_COLD
+#undef LOWBIT_GGML_QUANT_UNROLL
+#undef LOWBIT_GGML_QUANT_PRAGMA
+#undef LOWBIT_GGML_QUANT_INLINE
+#undef LOWBIT_GGML_QUANT_COLD
 #endif  // !LOWBIT_NO_SIMD
 
 template <class Arch>
@@ -2155,7 +2155,7 @@ void quantize_ggml_fn::operator()(Arch, const ggml_quantize_job& j) const noexce
                 q(f.x + r * f.n_per_row, static_cast<unsigned char*>(f.dst) + r * rb, f.n_per_row, f.imatrix);
         } else {
 #if !defined(LOWBIT_NO_SIMD)
-            detail::gqz::run<Arch>(f);
+            detail::ggml_quant::run<Arch>(f);
 #endif
         }
     };
@@ -2169,10 +2169,10 @@ void quantize_ggml_fn::operator()(Arch, const ggml_quantize_job& j) const noexce
         c.rows = std::min(j.scratch_rows, j.rows - r);
         const auto* in = static_cast<const unsigned char*>(j.src) + r * in_row;
         if constexpr (std::is_same_v<Arch, scalar>) {
-            detail::gqz::widen_scalar(j.from, in, j.scratch, c.rows * j.n_per_row);
+            detail::ggml_quant::widen_scalar(j.from, in, j.scratch, c.rows * j.n_per_row);
         } else {
 #if !defined(LOWBIT_NO_SIMD)
-            detail::gqz::widen<Arch>(j.from, in, j.scratch, c.rows * j.n_per_row);
+            detail::ggml_quant::widen<Arch>(j.from, in, j.scratch, c.rows * j.n_per_row);
 #endif
         }
         c.x = j.scratch;
@@ -2186,10 +2186,10 @@ template <class Arch>
 void widen_f32_fn::operator()(Arch, const widen_job& j) const noexcept {
     const auto* src = static_cast<const unsigned char*>(j.src);
     if constexpr (std::is_same_v<Arch, scalar>) {
-        detail::gqz::widen_scalar(j.from, src, j.out, j.n);
+        detail::ggml_quant::widen_scalar(j.from, src, j.out, j.n);
     } else {
 #if !defined(LOWBIT_NO_SIMD)
-        detail::gqz::widen<Arch>(j.from, src, j.out, j.n);
+        detail::ggml_quant::widen<Arch>(j.from, src, j.out, j.n);
 #endif
     }
 }
@@ -2235,7 +2235,7 @@ inline void widen_to_f32(ggml::type from, const void* src, float* out, std::size
     dispatch(widen_f32_fn{}, widen_job{from, src, out, n});
 }
 
-namespace detail::gqz {
+namespace detail::ggml_quant {
 
 /// quantize_ggml_rows' checks; false when there is nothing to do.
 inline bool check_rows(ggml::type t, const void* x, const void* dst, std::size_t rows, std::size_t n_per_row) {
@@ -2250,9 +2250,9 @@ inline bool check_rows(ggml::type t, const void* x, const void* dst, std::size_t
     return true;
 }
 
-}  // namespace detail::gqz
+}  // namespace detail::ggml_quant
 
-namespace detail::gqz {
+namespace detail::ggml_quant {
 
 /// The largest magnitude a value quantized to type t can have: for the
 /// block types ggml::largest_representable (beyond it ggml writes an infinite
@@ -2379,20 +2379,20 @@ inline void quantize_rows_from(ggml::type t, ggml::type from, const void* x, voi
     }
 }
 
-}  // namespace detail::gqz
+}  // namespace detail::ggml_quant
 
 /// ggml::quantize_rows, with the K-quant searches on the active instruction
 /// set: the same bytes, faster. Types and paths without a SIMD kernel (see
 /// quantize_ggml_simd_supports) and the scalar ISA run ggml::quantize_rows.
 /// A NaN or infinity in x is errc::non_finite naming its row and column; a
-/// value beyond what the type can represent (detail::gqz::value_limit), or a
+/// value beyond what the type can represent (detail::ggml_quant::value_limit), or a
 /// block whose parameters it cannot store (an fp16 scale beyond 65504), is
 /// errc::invalid_argument naming the row, the column(s) and the value, where
 /// ggml would write a block its own ggml_validate_row_data rejects or code
 /// the value silently as 0.
 inline void quantize_ggml_rows(ggml::type t, const float* x, void* dst, std::size_t rows, std::size_t n_per_row,
                                const float* imatrix = nullptr) {
-    detail::gqz::quantize_rows_from(t, ggml::type::f32, x, dst, rows, n_per_row, imatrix, 0);
+    detail::ggml_quant::quantize_rows_from(t, ggml::type::f32, x, dst, rows, n_per_row, imatrix, 0);
 }
 
 /// quantize_ggml_rows from rows of `from` (f32, f16 or bf16; x needs no
@@ -2401,7 +2401,7 @@ inline void quantize_ggml_rows(ggml::type t, const float* x, void* dst, std::siz
 /// read once at its own width. What `lowbit quantize` runs on each tensor.
 inline void quantize_ggml_rows(ggml::type t, ggml::type from, const void* x, void* dst, std::size_t rows,
                                std::size_t n_per_row, const float* imatrix = nullptr) {
-    detail::gqz::quantize_rows_from(t, from, x, dst, rows, n_per_row, imatrix, 0);
+    detail::ggml_quant::quantize_rows_from(t, from, x, dst, rows, n_per_row, imatrix, 0);
 }
 
 }  // namespace kernels
