@@ -1,6 +1,7 @@
 #include "catch.hpp"
 
 #include <lowbit/algorithms/rtn.hpp>
+#include <lowbit/double_quant.hpp>
 #include <lowbit/quantizer.hpp>
 #include <lowbit/scheme/affine.hpp>
 
@@ -361,4 +362,33 @@ TEST_CASE("bitsandbytes nested absmax: mean-subtracted dynamic 8-bit codes in bl
     // Codes come from the unquantized absmax, as bitsandbytes does.
     const auto plain = quantizer<codebook<4>>(nf4(), per_group(64)).quantize(v);
     REQUIRE(q.codes == plain.codes);
+}
+
+TEST_CASE("the one float32 mean is correctly rounded where a plain double sum is not") {
+    using lowbit::detail::mean_f32;
+    // 2^60 + 1 - 2^60: a double sum loses the 1; the compensated sum keeps it.
+    const float cancel[] = {0x1p60f, 1.0f, -0x1p60f};
+    REQUIRE(mean_f32(cancel) == static_cast<float>(1.0 / 3.0));
+    REQUIRE(mean_f32({}) == 0.0f);
+    // Random absmax-like vectors against an exact rational mean: the sum of
+    // floats in [2^-20, 4) is an integer multiple of 2^-43, held exactly in
+    // a 64-bit integer.
+    std::mt19937 rng(4);
+    std::uniform_real_distribution<float> u(0.0f, 1.0f);
+    for (int t = 0; t < 200; ++t) {
+        std::vector<float> v(1 + rng() % 5000);
+        for (auto& x : v) x = std::ldexp(1.0f + u(rng), -static_cast<int>(rng() % 20));
+        std::uint64_t exact = 0;  // < 5000 * 2^45: fits
+        for (float x : v) exact += static_cast<std::uint64_t>(std::ldexp(static_cast<double>(x), 43));
+        // The float nearest exact / n (ties to even): compare against the two
+        // neighbours of the candidate.
+        const float m = mean_f32(v);
+        const auto dist = [&](float c) {  // |c * n * 2^43 - exact| as a double (exact enough to order)
+            const long double cn = static_cast<long double>(std::ldexp(static_cast<double>(c), 43)) *
+                                   static_cast<long double>(v.size());
+            return std::fabs(cn - static_cast<long double>(exact));
+        };
+        REQUIRE(dist(m) <= dist(std::nextafter(m, 0.0f)));
+        REQUIRE(dist(m) <= dist(std::nextafter(m, 10.0f)));
+    }
 }

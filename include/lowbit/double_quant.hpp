@@ -83,6 +83,23 @@ inline P join_params(const std::vector<float>& scale, const std::vector<float>& 
     return p;
 }
 
+/// The float32 mean of `v`, correctly rounded for any realistic length: the
+/// sum is compensated (Neumaier) in double, so it carries about twice
+/// double's precision, then divided and rounded once to float. bitsandbytes'
+/// nested offset (torch.mean in float32, whose summation order depends on its
+/// vector width and threads) can differ in the last bit. The one mean of the
+/// library: double quantization's offset and bitsandbytes' nested state.
+inline float mean_f32(std::span<const float> v) noexcept {
+    if (v.empty()) return 0.0f;
+    double sum = 0.0, carry = 0.0;
+    for (float f : v) {
+        const double x = f, t = sum + x;
+        carry += std::fabs(sum) >= std::fabs(x) ? (sum - t) + x : (x - t) + sum;
+        sum = t;
+    }
+    return static_cast<float>((sum + carry) / static_cast<double>(v.size()));
+}
+
 /// Quantize `scales` in blocks of `block` (the last may be short) with `dq`,
 /// store the second level and write the effective (dequantized) scales. An
 /// error of the second-level scheme (a range its params cannot hold) names the
@@ -96,10 +113,7 @@ second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> 
     out.block = block == 0 ? (n ? n : 1) : block;
     std::vector<float> centred(scales.begin(), scales.end());
     if (dq.subtract_mean && n) {
-        double sum = 0;
-        for (float s : scales) sum += s;
-        // bitsandbytes takes the mean in float32 (torch.mean); accumulate wide, round once.
-        out.offset = static_cast<float>(sum / static_cast<double>(n));
+        out.offset = mean_f32(scales);
         out.has_offset = true;
         for (float& s : centred) s -= out.offset;
     }

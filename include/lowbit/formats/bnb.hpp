@@ -29,9 +29,10 @@
 //         lookup table over [-1, 1].
 // Decoding is the same for both: value = code_table[q] * absmax, in float32.
 //
-// The nested offset is the float32 mean of the absmax vector. torch's mean
-// (whose summation order depends on its vector width and thread count) can
-// differ from the correctly rounded mean lowbit computes in the last bit;
+// The nested offset is the float32 mean of the absmax vector (detail::mean_f32
+// of double_quant.hpp, the registry's nf4-b64-dq computes the same). torch's
+// mean (whose summation order depends on its vector width and thread count)
+// can differ from the correctly rounded mean lowbit computes in the last bit;
 // quantize_4bit_options::offset takes a given offset when the bytes of a
 // particular run must be reproduced.
 
@@ -48,6 +49,7 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
+#include "../double_quant.hpp"
 #include "../kernels/bnb.hpp"
 #include "../parallel.hpp"
 #include "../scheme/codebook.hpp"
@@ -199,13 +201,6 @@ inline void quantize_dynamic_blocks(std::span<const float> x, std::size_t blocks
     });
 }
 
-/// float32 mean, rounded once from a wide sum.
-inline float mean_f32(std::span<const float> v) noexcept {
-    long double s = 0;
-    for (float f : v) s += f;
-    return v.empty() ? 0.0f : static_cast<float>(s / static_cast<long double>(v.size()));
-}
-
 }  // namespace detail
 
 /// The nested (second-level) state of an absmax vector.
@@ -314,7 +309,7 @@ inline nested_state nest(std::vector<float> absmax, std::size_t blocksize, kerne
     nested_state ns;
     ns.blocksize = blocksize;
     ns.code = dynamic_map();
-    ns.offset = offset ? *offset : mean_f32(absmax);
+    ns.offset = offset ? *offset : ::lowbit::detail::mean_f32(absmax);
     if (!std::isfinite(ns.offset))
         LOWBIT_THROW(errc::non_finite, std::string(where) + ": the nested offset is not finite");
     for (float& a : absmax) a -= ns.offset;
