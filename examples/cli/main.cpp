@@ -120,7 +120,8 @@ row_result evaluate(const dataset& d, const lowbit::format& f, unsigned threads)
                                         std::to_string(d.cols) + " floats)",
                                     4ull * d.w.size());
     }
-    const double tq = best_seconds(1, [&] { q = lowbit::quantize(f, w, {}, {threads}); });
+    // Best of 3: a single run of a few milliseconds is mostly noise.
+    const double tq = best_seconds(3, [&] { q = lowbit::quantize(f, w, {}, {threads}); });
     lowbit::matrix_view<float> out(back.data(), d.rows, d.cols);
     const double td = best_seconds(5, [&] { q->dequantize(out); });
     const double n = static_cast<double>(d.w.size());
@@ -143,7 +144,7 @@ void print_table(const std::vector<row_result>& rows, const std::vector<dataset>
                         r.err.rel_rmse, r.err.sqnr_db, r.err.max_abs, r.err.cosine, r.quant_mws, r.deq_mws, r.deq_gbs);
         }
     }
-    std::printf("\nquantize: %u thread(s); dequantize: fp32 output, one thread, best of 5, %s kernels;\n"
+    std::printf("\nquantize: %u thread(s), best of 3; dequantize: fp32 output, one thread, best of 5, %s kernels;\n"
                 "GB/s counts packed input + fp32 output\n",
                 threads, std::string(lowbit::kernels::isa_name(lowbit::kernels::active_isa())).c_str());
 }
