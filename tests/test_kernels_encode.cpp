@@ -11,6 +11,7 @@
 #include <lowbit/registry.hpp>
 #include <lowbit/scheme/affine.hpp>
 #include <lowbit/scheme/codebook.hpp>
+#include <lowbit/scheme/ggml_legacy.hpp>
 #include <lowbit/scheme/minifloat.hpp>
 
 #include <algorithm>
@@ -157,6 +158,20 @@ void check_affine(std::mt19937& rng) {
     check_rule_on_shapes(j, false, rng);
 }
 
+// A scheme's own encode_rule (ggml's legacy rules: half up with a bias,
+// half away from zero, C's cast of an infinite 1 / scale).
+template <class S>
+void check_scheme_rule(std::mt19937& rng) {
+    const affine_rule r = S::encode_rule();
+    encode_job j{};
+    j.kind = encode_kind::affine;
+    j.affine = &r;
+    j.bits = S::bits;
+    INFO("scheme " << S{}.name());
+    check_rule_on_shapes(j, true, rng);
+    check_rule_on_shapes(j, false, rng);
+}
+
 }  // namespace
 
 TEST_CASE("encode kernel equals its scalar twin for every affine mode and width") {
@@ -172,6 +187,18 @@ TEST_CASE("encode kernel equals its scalar twin for every affine mode and width"
     check_affine<7, affine_mode::symmetric>(rng);
     check_affine<8, affine_mode::symmetric>(rng);
     check_affine<8, affine_mode::mlx>(rng);
+}
+
+TEST_CASE("encode kernel equals its scalar twin for ggml's legacy rules") {
+    std::mt19937 rng(13);
+    check_scheme_rule<ggml_q4_0_scheme>(rng);
+    check_scheme_rule<ggml_q4_1_scheme>(rng);
+    check_scheme_rule<ggml_q5_0_scheme>(rng);
+    check_scheme_rule<ggml_q5_1_scheme>(rng);
+    check_scheme_rule<ggml_q8_0_scheme>(rng);
+    check_scheme_rule<ggml_affine<3, ggml_rule::signed_max>>(rng);
+    check_scheme_rule<ggml_affine<2, ggml_rule::absmax>>(rng);
+    check_scheme_rule<ggml_affine<6, ggml_rule::min_max>>(rng);
 }
 
 TEST_CASE("encode kernel equals its scalar twin for codebooks and minifloats") {

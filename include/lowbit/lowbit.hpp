@@ -12,6 +12,7 @@
 #include "scheme/affine.hpp"
 #include "scheme/codebook.hpp"
 #include "scheme/concepts.hpp"
+#include "scheme/ggml_legacy.hpp"
 #include "scheme/minifloat.hpp"
 
 #include "double_quant.hpp"
@@ -23,6 +24,7 @@
 #include "formats/bnb.hpp"
 #include "formats/bnb_checkpoint.hpp"
 #include "formats/ggml.hpp"
+#include "formats/ggml_convert.hpp"
 #include "formats/ggml_types.hpp"
 #include "formats/gguf.hpp"
 #include "formats/gguf_quantize.hpp"

@@ -363,7 +363,8 @@ public:
                 q.zero[g] = params[g].zero;
                 q.bias[g] = params[g].bias;
                 any_zero |= params[g].zero != 0.0f;
-                any_bias |= params[g].bias != 0.0f;
+                // A -0 bias is kept: an owner's format may store its sign (ggml's Q4_1 m).
+                any_bias |= params[g].bias != 0.0f || std::signbit(params[g].bias);
             }
             if (!any_zero) q.zero.clear();
             if (!any_bias) q.bias.clear();

@@ -281,6 +281,11 @@ struct lane_ops<xsimd::batch<float, A>> {
         return simd::select_int(m, a, b);
     }
     static LOWBIT_FORCE_INLINE V round_even(const V& v) noexcept { return xsimd::nearbyint(v); }
+    /// roundf: v - trunc(v) is exact below 2^23, and above it v is whole.
+    static LOWBIT_FORCE_INLINE V round_away(const V& v) noexcept {
+        const V t = xsimd::trunc(v);
+        return xsimd::select(xsimd::abs(v - t) >= V(0.5f), t + xsimd::select(v < V(0.0f), V(-1.0f), V(1.0f)), t);
+    }
     static LOWBIT_FORCE_INLINE V trunc(const V& v) noexcept { return xsimd::trunc(v); }
     static LOWBIT_FORCE_INLINE V min(const V& a, const V& b) noexcept { return xsimd::min(a, b); }
     static LOWBIT_FORCE_INLINE V max(const V& a, const V& b) noexcept { return xsimd::max(a, b); }

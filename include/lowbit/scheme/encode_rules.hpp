@@ -9,8 +9,8 @@
 // apart. Codes come back as small integers held in V (exact in float).
 //
 // The rules only need the operations of lane_ops: select on a mask, the usual
-// arithmetic and comparisons, round-half-even, truncation, min/max, |x|, and a
-// view of the bits as uint32 lanes.
+// arithmetic and comparisons, round-half-even, round-half-away, truncation,
+// min/max, |x|, and a view of the bits as uint32 lanes.
 
 #include <bit>
 #include <cmath>
@@ -50,6 +50,7 @@ struct lane_ops<float> {
     static float select(bool m, float a, float b) noexcept { return m ? a : b; }
     static uint select(bool m, uint a, uint b) noexcept { return m ? a : b; }
     static float round_even(float v) noexcept { return detail::round_even(v); }
+    static float round_away(float v) noexcept { return std::round(v); }
     static float trunc(float v) noexcept { return std::trunc(v); }
     static float min(float a, float b) noexcept { return std::fmin(a, b); }
     static float max(float a, float b) noexcept { return std::fmax(a, b); }
@@ -76,22 +77,64 @@ struct lane_ops<float> {
 
 /// An affine scheme's encode, given a group's params:
 ///   round_half_even: q = clamp(clamp(round((x - bias) / scale), lo, hi) + zero, 0, max_code)
-///   half_up (ggml's Q4_0 rule generalised):
-///             q = clamp(trunc(x * (1 / scale) + (zero + 0.5)), 0, max_code)
-/// A zero scale rounds to 0 (half_up: 1 / scale is taken as 0).
+///   half_up (ggml's Q4_0 and Q4_1 rule generalised):
+///             q = clamp(trunc((x - bias) * (1 / scale) + (zero + 0.5)), 0, max_code)
+///             (a zero bias leaves Q4_0's x * (1 / scale) unchanged bit for bit)
+///   half_away (ggml's Q8_0 rule generalised):
+///             q = clamp(clamp(round_half_away((x - bias) * (1 / scale)), lo, hi) + zero, 0, max_code)
+///             (a NaN product, 0 times an infinite 1 / scale, gives code 0)
+/// A zero scale rounds to 0 (half_up, half_away: 1 / scale is taken as 0).
+///
+/// ggml_cast (half_up, half_away): a nonzero scale below 2^-128 has an
+/// infinite 1 / scale, so every product is +-Inf or NaN, which ggml turns
+/// into an integer with C's (int8_t) cast: undefined in C, and in practice
+/// the target's conversion. The codes are then what ggml built for this
+/// target writes: on x86 every such conversion is INT_MIN, whose low byte is
+/// 0 (half_up: code 0; half_away: the integer 0, code `zero`); AArch64
+/// saturates (+Inf: INT_MAX, low byte 0xFF; -Inf: INT_MIN; NaN: 0), which is
+/// half_up's clamp as it stands and, for half_away, code zero - 1 (int8 -1)
+/// for +Inf and `zero` otherwise (clamped to [0, max_code]). Every such code
+/// decodes to 0 under the stored scale (its fp16 is 0), so only the bytes
+/// depend on this.
 struct affine_rule {
     bool half_up = false;
     float lo = -INFINITY, hi = INFINITY;  ///< bounds of the rounded value before the zero-point is added
     float max_code = 255.0f;
+    bool half_away = false;
+    bool ggml_cast = false;
 };
 
 template <class V, class Ops = detail::lane_ops<V>>
 LOWBIT_FORCE_INLINE V affine_code(const affine_rule& r, V x, V scale, V zero, V bias) noexcept {
     const auto nonzero = scale != V(0.0f);
-    if (r.half_up) {
+    if (r.half_up || r.half_away) {
         const V inv = Ops::select(nonzero, Ops::div(V(1.0f), Ops::select(nonzero, scale, V(1.0f))), V(0.0f));
-        const V t = detail::unfused(x * inv) + (zero + V(0.5f));
-        return Ops::clamp_code(Ops::trunc(t), r.max_code);
+        V q;
+        if (r.half_up) {
+            const V t = detail::unfused((x - bias) * inv) + (zero + V(0.5f));
+            q = Ops::clamp_code(Ops::trunc(t), r.max_code);
+        } else {
+            // The product rounded on its own (round_away subtracts from it);
+            // clamped by selects, which keep a NaN for clamp_code to make 0.
+            V v = Ops::round_away(detail::unfused((x - bias) * inv));
+            v = Ops::select(v < V(r.lo), V(r.lo), v);
+            v = Ops::select(v > V(r.hi), V(r.hi), v);
+            q = Ops::clamp_code(v + zero, r.max_code);
+        }
+        if (r.ggml_cast) {
+            const auto overflow = Ops::is_inf(inv);
+            if (Ops::any(overflow)) {  // rare: the scale is below 2^-128
+#if defined(__aarch64__)
+                if (!r.half_up) {
+                    const V c = Ops::select((x - bias) * inv > V(0.0f), zero - V(1.0f), zero);
+                    q = Ops::select(overflow, Ops::clamp_code(c, r.max_code), q);
+                }
+#else
+                q = Ops::select(overflow, r.half_up ? V(0.0f) : Ops::clamp_code(zero, r.max_code), q);
+#endif
+            }
+        }
+        return q;
     }
     V q = Ops::round_even(Ops::div(x - bias, Ops::select(nonzero, scale, V(1.0f))));
     q = Ops::select(nonzero, q, V(0.0f));
