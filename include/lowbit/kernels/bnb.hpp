@@ -192,10 +192,7 @@ struct int8_gemm_fn {
 };
 
 #if !defined(LOWBIT_NO_SIMD)
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+LOWBIT_SIMD_WARNINGS_OFF
 namespace detail::bnb_kernel {
 
 using detail::dq::emit;
@@ -604,9 +601,7 @@ inline void int8_gemm(const int8_gemm_job& j) noexcept {
 }
 
 }  // namespace detail::bnb_kernel
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+LOWBIT_SIMD_WARNINGS_ON
 #endif  // !LOWBIT_NO_SIMD
 
 // The references sit in the else branches so that SIMD instantiations do not

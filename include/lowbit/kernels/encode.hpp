@@ -259,13 +259,7 @@ inline void group_extremes_ref(const extremes_job& j) noexcept {
 }
 
 #if !defined(LOWBIT_NO_SIMD)
-// GCC 12's AVX-512 intrinsics seed their results with `__Y = __Y`, which
-// -Wall reports as uninitialised wherever they are inlined (GCC PR 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+LOWBIT_SIMD_WARNINGS_OFF
 }  // namespace kernels
 namespace detail {
 
@@ -419,9 +413,7 @@ void candidates_simd(const candidates_job& j) noexcept {
 
 }  // namespace encode
 }  // namespace detail
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+LOWBIT_SIMD_WARNINGS_ON
 #endif
 
 template <class Arch>

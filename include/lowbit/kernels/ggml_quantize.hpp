@@ -137,11 +137,7 @@ inline void widen_scalar(ggml::type from, const unsigned char* src, float* out, 
 }  // namespace detail::ggml_quant
 
 #if !defined(LOWBIT_NO_SIMD)
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+LOWBIT_SIMD_WARNINGS_OFF
 namespace detail::ggml_quant {
 
 // Fully unrolled, the transposes and per-column loops keep their arrays of
@@ -2135,9 +2131,7 @@ inline void run(const ggml_quantize_job& j) noexcept {
 }
 
 }  // namespace detail::ggml_quant
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+LOWBIT_SIMD_WARNINGS_ON
 #undef LOWBIT_GGML_QUANT_UNROLL
 #undef LOWBIT_GGML_QUANT_PRAGMA
 #undef LOWBIT_GGML_QUANT_INLINE

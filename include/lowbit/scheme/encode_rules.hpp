@@ -67,13 +67,7 @@ struct lane_ops<float> {
 
 }  // namespace detail
 
-// Instantiated on AVX-512 batches, GCC 12's intrinsics seed their results
-// with `__Y = __Y`, which -Wall reports as uninitialised (GCC PR 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+LOWBIT_SIMD_WARNINGS_OFF
 
 /// An affine scheme's encode, given a group's params:
 ///   round_half_even: q = clamp(clamp(round((x - bias) / scale), lo, hi) + zero, 0, max_code)
@@ -219,8 +213,6 @@ LOWBIT_FORCE_INLINE V minifloat_code(const minifloat_rule& m, V x, V scale) noex
     return Ops::to_float(code);
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+LOWBIT_SIMD_WARNINGS_ON
 
 LOWBIT_NAMESPACE_END
