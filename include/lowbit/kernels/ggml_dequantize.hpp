@@ -17,6 +17,7 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
+#include "../detail/xsimd_compat.hpp"
 #include "../formats/ggml_blocks.hpp"
 #include "../formats/ggml.hpp"
 #include "../formats/ggml_kquants.hpp"
@@ -109,7 +110,7 @@ using dq::is_avx2_v;
 using dq::is_avx512_v;
 using dq::is_sse2_v;
 
-// Byte-level decoders use 128-bit integer ops, which every x86 tag has (xsimd's
+// The x86 decoders are 128-bit integer ops, which every x86 tag has (xsimd's
 // AVX and AVX-512 tags do not derive from its SSE ones, hence the three terms).
 template <class A>
 inline constexpr bool x86_v = is_sse2_v<A> || is_avx2_v<A> || is_avx512_v<A>;
@@ -142,6 +143,57 @@ struct decoded {
     float s[B / G];
     float o[B / G];
 };
+
+// Each decoder's body is xsimd (NEON runs it); an x86 intrinsic stands beside
+// it only where it measured faster. Figures: GB/s in bench_ggml_dequantize
+// <type>_row (output stays in L1), best of runs, intrinsics vs the xsimd body,
+// on an Intel Xeon (AVX-512, 2.6 GHz, 2 shared cores). On AVX2/AVX-512 the
+// xsimd body stages runs shorter than a batch (a Q4_0 block's 16 bytes in a
+// 64-byte batch) through memory, which is most of what the intrinsics gain.
+// Code placement alone moves a figure by up to 28% here (avx2 tq2_0_row, the
+// same instructions at other addresses), so gains below that on one type are
+// not clear-cut.
+template <class A>
+inline constexpr bool wide_x86_v = is_avx2_v<A> || is_avx512_v<A>;
+template <class A>
+inline constexpr bool sse4_1_v = XSIMD_WITH_SSE4_1 && std::is_base_of_v<xsimd::sse4_1, A>;
+
+template <class Arch>
+using u8x = xsimd::batch<std::uint8_t, Arch>;
+/// Bytes per step over a run of C bytes: a whole batch, or C where the batch is wider.
+template <class Arch, std::size_t C>
+inline constexpr std::size_t step_v = u8x<Arch>::size < C ? u8x<Arch>::size : C;
+/// The W bytes at p in a batch (the rest zero where the batch is wider).
+template <class Arch, std::size_t W>
+inline u8x<Arch> load_w(const void* p) noexcept {
+    if constexpr (W >= u8x<Arch>::size) {
+        return u8x<Arch>::load_unaligned(static_cast<const std::uint8_t*>(p));
+    } else {
+        alignas(64) std::uint8_t t[u8x<Arch>::size] = {};
+        std::memcpy(t, p, W);
+        return u8x<Arch>::load_aligned(t);
+    }
+}
+/// The first W bytes of v to p.
+template <class Arch, std::size_t W>
+inline void store_w(std::int8_t* p, const u8x<Arch>& v) noexcept {
+    if constexpr (W >= u8x<Arch>::size) {
+        v.store_unaligned(reinterpret_cast<std::uint8_t*>(p));
+    } else {
+        alignas(64) std::uint8_t t[u8x<Arch>::size];
+        v.store_aligned(t);
+        std::memcpy(p, t, W);
+    }
+}
+/// 0x10 in byte k where bit k of the index is set (Q5_0/Q5_1 bit 4 from qh).
+template <class Arch>
+inline constexpr auto bit4_spread = [] {
+    struct table { std::uint64_t v[256]; } t{};
+    for (unsigned i = 0; i < 256; ++i)
+        for (unsigned k = 0; k < 8; ++k)
+            if ((i >> k) & 1u) t.v[i] |= std::uint64_t{0x10} << (8 * k);
+    return t;
+}();
 
 #if XSIMD_WITH_SSE2
 template <class Arch>
@@ -185,28 +237,51 @@ inline void lut_nibbles(const unsigned char* qs, const std::int8_t* table, std::
 
 template <class Arch>
 inline void nibbles(const unsigned char* qs, std::int8_t* q, std::int8_t sub) noexcept {
-    if constexpr (x86_v<Arch>) {
+    // q4_0 63.7 vs 15.3 (avx512bw), 50.5 vs 13.5 (avx2); none on sse4_1 (32.0 vs 31.8).
+    if constexpr (wide_x86_v<Arch>) {
 #if XSIMD_WITH_SSE2
         nibbles_sse<Arch>(qs, q, sub);
 #endif
     } else {
-        for (int j = 0; j < 16; ++j) {
-            q[j] = static_cast<std::int8_t>((qs[j] & 0x0F) - sub);
-            q[j + 16] = static_cast<std::int8_t>((qs[j] >> 4) - sub);
+        using u8 = u8x<Arch>;
+        constexpr std::size_t w = step_v<Arch, 16>;
+        const u8 m(0x0F), z(static_cast<std::uint8_t>(sub));
+        for (std::size_t l = 0; l < 16; l += w) {
+            const u8 v = load_w<Arch, w>(qs + l);
+            store_w<Arch, w>(q + l, (v & m) - z);
+            store_w<Arch, w>(q + 16 + l, (v >> 4) - z);
         }
     }
 }
 
 template <class Arch>
 inline void lut(const unsigned char* qs, const std::int8_t* table, std::int8_t* q) noexcept {
+    // iq4_nl 60.1 vs 7.9 (avx512bw), 47.4 vs 5.4 (avx2), 31.9 vs 16.0 (sse4_1).
     if constexpr (pshufb_v<Arch>) {
 #if XSIMD_WITH_SSSE3
         lut_nibbles<Arch>(qs, table, q);
 #endif
     } else {
-        for (int j = 0; j < 16; ++j) {
-            q[j] = table[qs[j] & 0x0F];
-            q[j + 16] = table[qs[j] >> 4];
+        // xsimd 8.1 has no shuffle by a run-time index: a select tree on the index bits.
+        using u8 = u8x<Arch>;
+        constexpr std::size_t w = step_v<Arch, 16>;
+        const auto look = [table](const u8& i) {
+            const u8 zero(0);
+            u8 t[8];
+            const auto b0 = (i & u8(1)) != zero;
+            for (int k = 0; k < 8; ++k)
+                t[k] = xsimd::select(b0, u8(static_cast<std::uint8_t>(table[2 * k + 1])),
+                                     u8(static_cast<std::uint8_t>(table[2 * k])));
+            const auto b1 = (i & u8(2)) != zero;
+            for (int k = 0; k < 4; ++k) t[k] = xsimd::select(b1, t[2 * k + 1], t[2 * k]);
+            const auto b2 = (i & u8(4)) != zero;
+            for (int k = 0; k < 2; ++k) t[k] = xsimd::select(b2, t[2 * k + 1], t[2 * k]);
+            return xsimd::select((i & u8(8)) != zero, t[1], t[0]);
+        };
+        for (std::size_t l = 0; l < 16; l += w) {
+            const u8 v = load_w<Arch, w>(qs + l);
+            store_w<Arch, w>(q + l, look(v & u8(0x0F)));
+            store_w<Arch, w>(q + 16 + l, look(v >> 4));
         }
     }
 }
@@ -214,7 +289,9 @@ inline void lut(const unsigned char* qs, const std::int8_t* table, std::int8_t* 
 /// Q5_0/Q5_1 codes: nibbles plus bit j of qh as bit 4 of element j, minus sub.
 template <class Arch>
 inline void five_bit(const unsigned char* qs, std::uint32_t qh, std::int8_t* q, std::int8_t sub) noexcept {
-    if constexpr (x86_v<Arch>) {
+    // q5_0 32.8 vs 8.4 (avx512bw), 32.7 vs 8.2 (avx2); the xsimd body is faster
+    // on sse4_1 (26.4 vs 22.4).
+    if constexpr (wide_x86_v<Arch>) {
 #if XSIMD_WITH_SSE2
         const __m128i v = load128<Arch>(qs);
         const __m128i m = _mm_set1_epi8(0x0F);
@@ -225,9 +302,16 @@ inline void five_bit(const unsigned char* qs, std::uint32_t qh, std::int8_t* q, 
         store128<Arch>(q + 16, _mm_sub_epi8(hi, z));
 #endif
     } else {
-        for (int j = 0; j < 16; ++j) {
-            q[j] = static_cast<std::int8_t>(((qs[j] & 0x0F) | (((qh >> j) & 1u) << 4)) - sub);
-            q[j + 16] = static_cast<std::int8_t>(((qs[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4)) - sub);
+        using u8 = u8x<Arch>;
+        constexpr std::size_t w = step_v<Arch, 16>;
+        const auto& t = bit4_spread<Arch>.v;
+        alignas(16) const std::uint64_t hb[4] = {t[qh & 0xFF], t[(qh >> 8) & 0xFF], t[(qh >> 16) & 0xFF], t[qh >> 24]};
+        const unsigned char* h = reinterpret_cast<const unsigned char*>(hb);
+        const u8 m(0x0F), z(static_cast<std::uint8_t>(sub));
+        for (std::size_t l = 0; l < 16; l += w) {
+            const u8 v = load_w<Arch, w>(qs + l);
+            store_w<Arch, w>(q + l, ((v & m) | load_w<Arch, w>(h + l)) - z);
+            store_w<Arch, w>(q + 16 + l, ((v >> 4) | load_w<Arch, w>(h + 16 + l)) - z);
         }
     }
 }
@@ -235,7 +319,9 @@ inline void five_bit(const unsigned char* qs, std::uint32_t qh, std::int8_t* q, 
 /// Q2_K/Q3_K/TQ2_0 2-bit fields: element 128h + 32k + m is bits 2k of qs[32h + m].
 template <class Arch>
 inline void two_bit(const unsigned char* qs, std::int8_t* q, std::int8_t sub) noexcept {
-    if constexpr (x86_v<Arch>) {
+    // tq2_0 80.6 vs 43.9, q2_k 67.0 vs 46.3 (avx512bw); tq2_0 63.4 vs 45.4, q2_k
+    // 36.8 vs 31.3 (avx2); none on sse4_1 (q2_k 25.2 vs 25.3).
+    if constexpr (wide_x86_v<Arch>) {
 #if XSIMD_WITH_SSE2
         const __m128i m3 = _mm_set1_epi8(3);
         const __m128i z = _mm_set1_epi8(sub);
@@ -250,10 +336,18 @@ inline void two_bit(const unsigned char* qs, std::int8_t* q, std::int8_t sub) no
             }
 #endif
     } else {
+        using u8 = u8x<Arch>;
+        constexpr std::size_t w = step_v<Arch, 32>;
+        const u8 m3(3), z(static_cast<std::uint8_t>(sub));
         for (int h = 0; h < 2; ++h)
-            for (int k = 0; k < 4; ++k)
-                for (int m = 0; m < 32; ++m)
-                    q[128 * h + 32 * k + m] = static_cast<std::int8_t>(((qs[32 * h + m] >> (2 * k)) & 3) - sub);
+            for (std::size_t l = 0; l < 32; l += w) {
+                const u8 v = load_w<Arch, w>(qs + 32 * h + l);
+                std::int8_t* d = q + 128 * h + l;
+                store_w<Arch, w>(d, (v & m3) - z);
+                store_w<Arch, w>(d + 32, ((v >> 2) & m3) - z);
+                store_w<Arch, w>(d + 64, ((v >> 4) & m3) - z);
+                store_w<Arch, w>(d + 96, (v >> 6) - z);
+            }
     }
 }
 
@@ -398,7 +492,9 @@ struct q3_k_dec {
         }
         two_bit<Arch>(b + 32, o.buf, 0);
         // Minus 4 where element e's bit e / 32 of hmask[e % 32] is clear.
-        if constexpr (x86_v<Arch>) {
+        // q3_k 43.1 vs 17.5 (avx512bw), 24.7 vs 22.2 (sse4_1: andnot beside a
+        // blendv select); none on avx2 (33.3 vs 34.8).
+        if constexpr (is_avx512_v<Arch> || sse4_1_v<Arch>) {
 #if XSIMD_WITH_SSE2
             const __m128i four = _mm_set1_epi8(4);
             for (int l = 0; l < 32; l += 16) {
@@ -413,8 +509,17 @@ struct q3_k_dec {
             }
 #endif
         } else {
-            for (int e = 0; e < 256; ++e)
-                if (!((hm[e % 32] >> (e / 32)) & 1)) o.buf[e] = static_cast<std::int8_t>(o.buf[e] - 4);
+            using u8 = u8x<Arch>;
+            constexpr std::size_t w = step_v<Arch, 32>;
+            const u8 zero(0), four(4);
+            for (std::size_t l = 0; l < 32; l += w) {
+                const u8 h = load_w<Arch, w>(hm + l);
+                for (int k8 = 0; k8 < 8; ++k8) {
+                    std::int8_t* p = o.buf + 32 * k8 + l;
+                    const u8 clear = xsimd::select((h & u8(static_cast<std::uint8_t>(1u << k8))) == zero, four, zero);
+                    store_w<Arch, w>(p, load_w<Arch, w>(p) - clear);
+                }
+            }
         }
         return o.buf;
     }
@@ -446,7 +551,10 @@ struct qk_dec {  // Q4_K (144 bytes) and Q5_K (176: with qh)
         }
         const unsigned char* qh = b + 16;
         const unsigned char* qs = b + (Five ? 48 : 16);
-        if constexpr (x86_v<Arch>) {
+        // q4_k 56.6 vs 31.8, q5_k 41.4 vs 19.4 (avx512bw); q4_k 30.6 vs 26.2
+        // (sse4_1; q5_k 25.5 vs 27.3 the other way); none on avx2 (q4_k 46.0 vs
+        // 45.0, q5_k 34.0 vs 42.0).
+        if constexpr (is_avx512_v<Arch> || sse4_1_v<Arch>) {
 #if XSIMD_WITH_SSE2
             const __m128i m4 = _mm_set1_epi8(0x0F);
             const __m128i b4 = _mm_set1_epi8(0x10);
@@ -467,15 +575,20 @@ struct qk_dec {  // Q4_K (144 bytes) and Q5_K (176: with qh)
                 }
 #endif
         } else {
+            using u8 = u8x<Arch>;
+            constexpr std::size_t w = step_v<Arch, 32>;
+            const u8 m4(0x0F), b4(0x10), zero(0);
             for (int c = 0; c < 4; ++c)
-                for (int l = 0; l < 32; ++l) {
-                    int lo = qs[32 * c + l] & 0xF, hi = qs[32 * c + l] >> 4;
+                for (std::size_t l = 0; l < 32; l += w) {
+                    const u8 v = load_w<Arch, w>(qs + 32 * c + l);
+                    u8 lo = v & m4, hi = v >> 4;
                     if constexpr (Five) {
-                        lo |= ((qh[l] >> (2 * c)) & 1) << 4;
-                        hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+                        const u8 h = load_w<Arch, w>(qh + l);
+                        lo = lo | xsimd::select((h & u8(static_cast<std::uint8_t>(1u << (2 * c)))) != zero, b4, zero);
+                        hi = hi | xsimd::select((h & u8(static_cast<std::uint8_t>(2u << (2 * c)))) != zero, b4, zero);
                     }
-                    o.buf[64 * c + l] = static_cast<std::int8_t>(lo);
-                    o.buf[64 * c + 32 + l] = static_cast<std::int8_t>(hi);
+                    store_w<Arch, w>(o.buf + 64 * c + l, lo);
+                    store_w<Arch, w>(o.buf + 64 * c + 32 + l, hi);
                 }
         }
         return o.buf;
@@ -491,7 +604,8 @@ struct q6_k_dec {
         const unsigned char* qh = b + 128;
         const float d = half<Arch>(u16_at<Arch>(b + 208));
         for (int g = 0; g < 16; ++g) o.s[g] = d * static_cast<float>(static_cast<std::int8_t>(b[192 + g]));
-        if constexpr (x86_v<Arch>) {
+        // q6_k 46.9 vs 28.2 (avx512bw), 44.2 vs 39.0 (avx2); none on sse4_1 (29.5 vs 29.6).
+        if constexpr (wide_x86_v<Arch>) {
 #if XSIMD_WITH_SSE2
             const __m128i m4 = _mm_set1_epi8(0x0F);
             const __m128i m3 = _mm_set1_epi8(0x30);
@@ -513,12 +627,20 @@ struct q6_k_dec {
                 }
 #endif
         } else {
-            for (int e = 0; e < 256; ++e) {
-                const int h = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
-                const int lo = (ql[64 * h + l + 32 * (quarter & 1)] >> (4 * (quarter >> 1))) & 0xF;
-                const int hi = (qh[32 * h + l] >> (2 * quarter)) & 3;
-                o.buf[e] = static_cast<std::int8_t>((lo | (hi << 4)) - 32);
-            }
+            using u8 = u8x<Arch>;
+            constexpr std::size_t w = step_v<Arch, 32>;
+            const u8 m4(0x0F), m3(0x30), z(32);
+            for (int h = 0; h < 2; ++h)
+                for (std::size_t l = 0; l < 32; l += w) {
+                    const u8 a = load_w<Arch, w>(ql + 64 * h + l);
+                    const u8 c = load_w<Arch, w>(ql + 64 * h + 32 + l);
+                    const u8 hb = load_w<Arch, w>(qh + 32 * h + l);
+                    std::int8_t* p = o.buf + 128 * h + l;
+                    store_w<Arch, w>(p, ((a & m4) | ((hb << 4) & m3)) - z);
+                    store_w<Arch, w>(p + 32, ((c & m4) | ((hb << 2) & m3)) - z);
+                    store_w<Arch, w>(p + 64, ((a >> 4) | (hb & m3)) - z);
+                    store_w<Arch, w>(p + 96, ((c >> 4) | ((hb >> 2) & m3)) - z);
+                }
         }
         return o.buf;
     }
@@ -562,6 +684,11 @@ struct tq1_0_dec {
 template <class Arch>
 inline xsimd::batch<std::int32_t, Arch> widen_i8(const std::int8_t* p) noexcept {
     using i32 = xsimd::batch<std::int32_t, Arch>;
+    // Against the xsimd bodies (widen16 on 128-bit tags, xsimd's converting load
+    // on wider ones): q2_k 67.7 vs 58.2, tq2_0 81.0 vs 69.1 (avx512bw; tq1_0 is
+    // 12.1 vs 15.3 the other way), q4_0 50.5 vs 14.2 (avx2), q8_0 58.4 vs 30.7
+    // (sse4_1); sse2: q4_0 30.9 vs 20.2 GB/s (2048 rows of 4096 into one row
+    // buffer, an -O2 build for xsimd::sse2, same machine).
     if constexpr (is_avx512_v<Arch>) {
 #if XSIMD_WITH_AVX512BW
         return i32(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
@@ -585,10 +712,27 @@ inline xsimd::batch<std::int32_t, Arch> widen_i8(const std::int8_t* p) noexcept 
         return i32(_mm_srai_epi32(x, 24));
 #endif
     } else {
-        alignas(64) std::int32_t buf[i32::size];
-        for (std::size_t i = 0; i < i32::size; ++i) buf[i] = p[i];
-        return i32::load_aligned(buf);
+        return i32::load_unaligned(p);  // xsimd's converting load
     }
+}
+
+/// Where int8 -> int32 is the xsimd body: 16 bytes in one batch, widened by
+/// interleaving each value with itself and shifting back (sign extension).
+/// xsimd's AVX/AVX-512 zip_lo works within 128-bit lanes, so 128-bit archs only.
+template <class A>
+inline constexpr bool zip_widen_v = xsimd::batch<std::int8_t, A>::size == 16 && !x86_v<A>;
+
+/// 16 int8 values at p as four int32 batches of four.
+template <class Arch>
+inline void widen16(const std::int8_t* p, xsimd::batch<std::int32_t, Arch>* w) noexcept {
+    using ::lowbit::detail::simd::bitcast;
+    const auto x = xsimd::batch<std::int8_t, Arch>::load_unaligned(p);
+    const auto lo = bitcast<std::int16_t>(xsimd::zip_lo(x, x)) >> 8;
+    const auto hi = bitcast<std::int16_t>(xsimd::zip_hi(x, x)) >> 8;
+    w[0] = bitcast<std::int32_t>(xsimd::zip_lo(lo, lo)) >> 16;
+    w[1] = bitcast<std::int32_t>(xsimd::zip_hi(lo, lo)) >> 16;
+    w[2] = bitcast<std::int32_t>(xsimd::zip_lo(hi, hi)) >> 16;
+    w[3] = bitcast<std::int32_t>(xsimd::zip_hi(hi, hi)) >> 16;
 }
 
 /// One decoded block to floats at y, group by group.
@@ -600,11 +744,25 @@ inline void emit_block(const std::int8_t* q, const float* s, const float* o, flo
     for (std::size_t g = 0; g < B / G; ++g) {
         const f32 sb(s[g]);
         const f32 ob(K == op::mul ? 0.0f : o[g]);
-        for (std::size_t i = g * G; i < (g + 1) * G; i += n) {
-            f32 x = xsimd::to_float(widen_i8<Arch>(q + i)) * sb;
-            if constexpr (K == op::mul_add) x = ::lowbit::detail::unfused(x) + ob;
-            if constexpr (K == op::mul_sub) x = ::lowbit::detail::unfused(x) - ob;
-            dq::emit<Arch, out_type::f32, NT>(x, y + i);
+        if constexpr (zip_widen_v<Arch>) {
+            static_assert(G % 16 == 0, "a group is a whole number of 16-byte batches");
+            for (std::size_t i = g * G; i < (g + 1) * G; i += 16) {
+                xsimd::batch<std::int32_t, Arch> w[4];
+                widen16<Arch>(q + i, w);
+                for (int k = 0; k < 4; ++k) {
+                    f32 x = xsimd::to_float(w[k]) * sb;
+                    if constexpr (K == op::mul_add) x = ::lowbit::detail::unfused(x) + ob;
+                    if constexpr (K == op::mul_sub) x = ::lowbit::detail::unfused(x) - ob;
+                    dq::emit<Arch, out_type::f32, NT>(x, y + i + 4 * k);
+                }
+            }
+        } else {
+            for (std::size_t i = g * G; i < (g + 1) * G; i += n) {
+                f32 x = xsimd::to_float(widen_i8<Arch>(q + i)) * sb;
+                if constexpr (K == op::mul_add) x = ::lowbit::detail::unfused(x) + ob;
+                if constexpr (K == op::mul_sub) x = ::lowbit::detail::unfused(x) - ob;
+                dq::emit<Arch, out_type::f32, NT>(x, y + i);
+            }
         }
     }
 }
