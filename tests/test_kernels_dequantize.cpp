@@ -12,6 +12,12 @@
 #include <string>
 #include <vector>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <unistd.h>
+#define LOWBIT_TEST_GUARD_PAGE 1
+#endif
+
 using namespace lowbit::kernels;
 
 namespace {
@@ -37,11 +43,16 @@ struct shape {
 };
 
 // Columns that leave tails on every batch width, groups that straddle batches,
-// per-row groups and tiny rows.
+// per-row groups and tiny rows; groups of 16, 32 and 64 in rows that end inside
+// a 64-code block, past several 256-code chunks (the units the xsimd body
+// decodes in; the SIMD paths take a row's last bytes from padded copies), and
+// odd columns across chunk boundaries.
 const shape shapes[] = {
-    {3, 128, 32}, {2, 256, 64},  {2, 384, 128}, {3, 37, 37},  {1, 1, 1},   {2, 200, 200},
-    {2, 130, 65}, {3, 100, 4},   {2, 48, 16},   {2, 24, 8},   {3, 33, 3},  {2, 1000, 8},
-    {2, 4096, 128}, {4, 70, 70}, {2, 192, 192}, {3, 72, 24},  {2, 7, 7},   {1, 320, 64},
+    {3, 128, 32},   {2, 256, 64},  {2, 384, 128}, {3, 37, 37},   {1, 1, 1},    {2, 200, 200},
+    {2, 130, 65},   {3, 100, 4},   {2, 48, 16},   {2, 24, 8},    {3, 33, 3},   {2, 1000, 8},
+    {2, 4096, 128}, {4, 70, 70},   {2, 192, 192}, {3, 72, 24},   {2, 7, 7},    {1, 320, 64},
+    {3, 16, 16},    {2, 32, 32},   {1, 64, 64},   {3, 80, 16},   {2, 96, 32},  {2, 1040, 16},
+    {3, 1056, 32},  {2, 1088, 64}, {2, 2112, 64}, {2, 1025, 25}, {3, 45, 15},  {1, 99, 33},
 };
 
 struct buffers {
@@ -176,6 +187,74 @@ TEST_CASE("table SIMD paths equal the scalar reference bit for bit") {
         }
     }
 }
+
+#if defined(LOWBIT_TEST_GUARD_PAGE)
+namespace {
+
+// Memory whose last `bytes` bytes end where an inaccessible page begins.
+struct guarded {
+    std::size_t len = 0;
+    void* map = MAP_FAILED;
+    std::uint8_t* data = nullptr;
+
+    explicit guarded(std::size_t bytes) {
+        const auto page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+        const std::size_t region = (bytes + page - 1) / page * page;
+        len = region + page;
+        map = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (map == MAP_FAILED) return;
+        if (mprotect(static_cast<std::uint8_t*>(map) + region, page, PROT_NONE) != 0) return;
+        data = static_cast<std::uint8_t*>(map) + region - bytes;
+    }
+    ~guarded() {
+        if (map != MAP_FAILED) munmap(map, len);
+    }
+    guarded(const guarded&) = delete;
+    guarded& operator=(const guarded&) = delete;
+};
+
+}  // namespace
+
+TEST_CASE("SIMD paths read no code byte past the last row") {
+    // Rows packed back to back with the last one ending at a guard page: a
+    // read past it faults. The SIMD paths read whole vectors of codes where a
+    // row has them and copy its last bytes.
+    std::mt19937 rng(31);
+    std::normal_distribution<float> nd;
+    const auto isas = available_isas();
+    const shape guard_shapes[] = {{2, 1088, 64}, {3, 99, 33}, {1, 16, 16}, {2, 130, 65}, {2, 1040, 16}, {1, 7, 7}};
+    for (int bits = 1; bits <= 8; ++bits) {
+        std::vector<float> table(std::size_t{1} << bits);
+        for (auto& v : table) v = nd(rng);
+        for (const shape& s : guard_shapes) {
+            const std::size_t rb = (s.cols * static_cast<std::size_t>(bits) + 7) / 8;
+            buffers b = make_data(s, bits, rb, rng);
+            guarded mem(b.codes.size());
+            REQUIRE(mem.data != nullptr);
+            std::memcpy(mem.data, b.codes.data(), b.codes.size());
+            for (out_type t : {out_type::f32, out_type::f16, out_type::bf16}) {
+                const std::size_t nbytes = s.rows * s.cols * elem_size(t);
+                std::vector<unsigned char> want(nbytes), got(nbytes), want_t(nbytes), got_t(nbytes);
+                affine_job j{mem.data, rb, bits, s.rows, s.cols, s.group, b.scale.data(), b.zero.data(),
+                             b.bias.data(), s.cols / s.group, want.data(), s.cols, t};
+                dequantize_affine_ref(j);
+                table_job tj{mem.data, rb, bits, s.rows, s.cols, s.group, table.data(), b.scale.data(),
+                             s.cols / s.group, want_t.data(), s.cols, t};
+                dequantize_table_ref(tj);
+                for (isa i : isas) {
+                    INFO(describe(i, bits, s, t, true, true, false));
+                    j.out = got.data();
+                    dispatch_to(i, dequantize_affine_fn{}, j);
+                    REQUIRE(std::memcmp(got.data(), want.data(), nbytes) == 0);
+                    tj.out = got_t.data();
+                    dispatch_to(i, dequantize_table_fn{}, tj);
+                    REQUIRE(std::memcmp(got_t.data(), want_t.data(), nbytes) == 0);
+                }
+            }
+        }
+    }
+}
+#endif
 
 namespace {
 

@@ -8,6 +8,7 @@
 // Every SIMD path matches the scalar reference bit for bit, including the
 // f16/bf16 rounding of core/numeric.hpp.
 
+#include <array>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -267,7 +268,7 @@ inline void narrow_store(const xsimd::batch<std::uint32_t, Arch>& v, std::uint16
 
 /// float_to_bf16 on every lane.
 template <class Arch>
-inline xsimd::batch<std::uint32_t, Arch> bf16_bits(const xsimd::batch<float, Arch>& v) noexcept {
+LOWBIT_FORCE_INLINE xsimd::batch<std::uint32_t, Arch> bf16_bits(const xsimd::batch<float, Arch>& v) noexcept {
     using u32 = xsimd::batch<std::uint32_t, Arch>;
     using i32 = xsimd::batch<std::int32_t, Arch>;
     namespace s = ::lowbit::detail::simd;
@@ -281,7 +282,7 @@ inline xsimd::batch<std::uint32_t, Arch> bf16_bits(const xsimd::batch<float, Arc
 
 /// float_to_fp16 on every lane, in integer ops (archs without F16C).
 template <class Arch>
-inline xsimd::batch<std::uint32_t, Arch> fp16_bits(const xsimd::batch<float, Arch>& v) noexcept {
+LOWBIT_FORCE_INLINE xsimd::batch<std::uint32_t, Arch> fp16_bits(const xsimd::batch<float, Arch>& v) noexcept {
     using i32 = xsimd::batch<std::int32_t, Arch>;
     using f32 = xsimd::batch<float, Arch>;
     namespace s = ::lowbit::detail::simd;
@@ -302,9 +303,11 @@ inline xsimd::batch<std::uint32_t, Arch> fp16_bits(const xsimd::batch<float, Arc
 
 /// Write one batch of values at `dst` (n elements of the output type). NT:
 /// non-temporal stores (dst aligned to the batch's bytes) for outputs far
-/// bigger than the caches, which then skip the read-for-ownership.
+/// bigger than the caches, which then skip the read-for-ownership. Always
+/// inlined (with fp16_bits and bf16_bits): g++ called it per batch from the
+/// run loops below, halving the f16/bf16 speed.
 template <class Arch, out_type OT, bool NT = false>
-inline void emit(const xsimd::batch<float, Arch>& v, void* dst) noexcept {
+LOWBIT_FORCE_INLINE void emit(const xsimd::batch<float, Arch>& v, void* dst) noexcept {
     if constexpr (OT == out_type::f32) {
         if constexpr (NT && is_avx512_v<Arch>) {
 #if XSIMD_WITH_AVX512BW
@@ -373,25 +376,43 @@ inline void stream_fence() noexcept {
     }
 }
 
-/// 64 k-bit codes from 8k bytes into 64 bytes, one code each (any arch, any k).
+// Two ways to get a batch of codes as 32-bit lanes. The xsimd body (NEON,
+// SSE4.1) decodes a chunk of a row to one byte per code, then widens a batch
+// of bytes at a time; AVX2 and AVX-512 read each batch in place from the
+// packed row (packed_codes). Speeds below: a 2-core KVM Intel Xeon with
+// AVX-512 and AMX, 11008 x 4096 codes to f32.
+
+/// Bytes a decode_block may read from its source: its 8k bytes and what
+/// follows them (a whole 64 bytes, so the windows below can use full vector
+/// loads); decode_span copies a block with less than this left to a padded buffer.
+inline constexpr std::size_t block_reach = 64;
+
+/// Eight codes of k < 8 bits to a 64-bit lane, from k bytes at p + k * lane
+/// (the lane's bits from 8k on are ignored).
 template <class Arch, int K>
-inline void decode_block_scalar(const std::uint8_t* src, std::uint8_t* dst) noexcept {
+inline xsimd::batch<std::uint64_t, Arch> windows8(const std::uint8_t* p) noexcept {
     static_assert(std::endian::native == std::endian::little, "code words are read little-endian");
-    std::uint64_t w[K];
-    std::memcpy(w, src, 8 * K);
-    constexpr std::uint64_t mask = (1u << K) - 1u;
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC unroll 64
-#endif
-    for (int i = 0; i < 64; ++i) {
-        const int bit = i * K, wi = bit >> 6, off = bit & 63;
-        std::uint64_t v = w[wi] >> off;
-        if (off + K > 64) v |= w[wi + 1] << (64 - off);
-        dst[i] = static_cast<std::uint8_t>(v & mask);
-    }
+    using u64 = xsimd::batch<std::uint64_t, Arch>;
+    alignas(64) std::uint64_t buf[u64::size];
+    for (std::size_t l = 0; l < u64::size; ++l) std::memcpy(&buf[l], p + static_cast<std::size_t>(K) * l, 8);
+    return u64::load_aligned(buf);
 }
 
-/// 64 k-bit codes (8k bytes at src) as 64 bytes at buf (64-byte aligned).
+/// The eight k-bit codes in the low 8k bits of each 64-bit lane, one per byte:
+/// halves to the 32-bit halves, quarters to the 16-bit quarters, then codes to bytes.
+template <class Arch, int K>
+inline xsimd::batch<std::uint64_t, Arch> spread8(xsimd::batch<std::uint64_t, Arch> x) noexcept {
+    using u64 = xsimd::batch<std::uint64_t, Arch>;
+    constexpr std::uint64_t m4 = (std::uint64_t{1} << (4 * K)) - 1u;
+    constexpr std::uint64_t m2 = ((std::uint64_t{1} << (2 * K)) - 1u) * 0x0000000100000001u;
+    constexpr std::uint64_t m1 = ((std::uint64_t{1} << K) - 1u) * 0x0001000100010001u;
+    x = (x & u64(m4)) | ((x << (32 - 4 * K)) & u64(m4 << 32));
+    x = (x & u64(m2)) | ((x << (16 - 2 * K)) & u64(m2 << 16));
+    return (x & u64(m1)) | ((x << (8 - K)) & u64(m1 << 8));
+}
+
+/// 64 k-bit codes (8k bytes at src, block_reach readable) as 64 bytes at buf
+/// (64-byte aligned).
 template <class Arch, int K>
 inline void decode_block(const std::uint8_t* src, std::uint8_t* buf) noexcept {
     using u32 = xsimd::batch<std::uint32_t, Arch>;
@@ -411,69 +432,50 @@ inline void decode_block(const std::uint8_t* src, std::uint8_t* buf) noexcept {
                           ((x << 18) & u32(0x3000000u));
             y.store_aligned(reinterpret_cast<std::uint32_t*>(buf) + n * i);
         }
-    } else if constexpr (K == 3 && (is_avx512_v<Arch> || is_avx2_v<Arch>)) {
-        // Each 32-bit lane takes the 16-bit window holding its four codes (12
-        // bits at byte 1.5 * lane, shifted by 0 or 4), then spreads them to bytes.
-        const int lo0 = static_cast<int>(0x80800100u), lo1 = static_cast<int>(0x80800201u),
-                  lo2 = static_cast<int>(0x80800403u), lo3 = static_cast<int>(0x80800504u),
-                  hi0 = static_cast<int>(0x80800302u), hi1 = static_cast<int>(0x80800403u),
-                  hi2 = static_cast<int>(0x80800605u), hi3 = static_cast<int>(0x80800706u);
-        auto spread = [&](const u32& x) noexcept {
-            return (x & u32(0x7u)) | ((x << 5) & u32(0x700u)) | ((x << 10) & u32(0x70000u)) |
-                   ((x << 15) & u32(0x7000000u));
-        };
-        if constexpr (is_avx512_v<Arch>) {
-#if XSIMD_WITH_AVX512BW
-            const __m512i v = _mm512_maskz_loadu_epi8(0xFFFFFFu, src);
-            const __m512i w = _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 1, 2, 3, 1, 2, 3, 4, 3, 4, 5, 6, 4, 5, 6, 7), v);
-            const __m512i m = _mm512_setr_epi32(lo0, lo1, lo2, lo3, hi0, hi1, hi2, hi3, lo0, lo1, lo2, lo3, hi0, hi1, hi2, hi3);
-            const __m512i sh = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
-            spread(u32(_mm512_srlv_epi32(_mm512_shuffle_epi8(w, m), sh))).store_aligned(reinterpret_cast<std::uint32_t*>(buf));
-#endif
-        } else {
-#if XSIMD_WITH_AVX2
-            const __m256i v = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src))),
-                _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + 16)), 1);
-            const __m256i m = _mm256_setr_epi32(lo0, lo1, lo2, lo3, hi0, hi1, hi2, hi3);
-            const __m256i sh = _mm256_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4);
-            const __m256i w0 = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 1, 2, 3, 1, 2, 3, 4));
-            const __m256i w1 = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(3, 4, 5, 6, 4, 5, 6, 7));
-            spread(u32(_mm256_srlv_epi32(_mm256_shuffle_epi8(w0, m), sh))).store_aligned(reinterpret_cast<std::uint32_t*>(buf));
-            spread(u32(_mm256_srlv_epi32(_mm256_shuffle_epi8(w1, m), sh)))
-                .store_aligned(reinterpret_cast<std::uint32_t*>(buf) + 8);
-#endif
-        }
     } else {
-        decode_block_scalar<Arch, K>(src, buf);
+        using u64 = xsimd::batch<std::uint64_t, Arch>;
+        constexpr std::size_t m = u64::size;
+        for (std::size_t i = 0; i < block / (8 * m); ++i)
+            spread8<Arch, K>(windows8<Arch, K>(src + static_cast<std::size_t>(K) * m * i))
+                .store_aligned(reinterpret_cast<std::uint64_t*>(buf) + m * i);
     }
 }
 
-// Rows are processed a chunk of codes at a time: decoded into an L1-resident
-// byte buffer, then converted one run of constant params (a group, or the part
-// of it inside the chunk) at a time, so the inner loop carries no bookkeeping.
-inline constexpr std::size_t chunk = 1024;
+// The xsimd body decodes a row a chunk of codes at a time into an L1-resident
+// byte buffer, then converts it one run of constant params (a group, or the
+// part of it inside the chunk) at a time, so the inner loop carries no
+// bookkeeping. A chunk's decoding issues no output stores: short enough that
+// the store buffer covers it while the output goes to DRAM (6-bit, SSE4.1:
+// about 1830 Mw/s with chunks of 1024, 1950 with 256; no slower into L1).
+inline constexpr std::size_t chunk = 256;
 
 template <class Arch>
-using decode_fn = const std::uint8_t* (*)(const std::uint8_t*, std::size_t, std::uint8_t*) noexcept;
+using decode_fn = const std::uint8_t* (*)(const std::uint8_t*, std::size_t, std::size_t, std::uint8_t*) noexcept;
 
 /// `count` codes (starting on a block boundary) as bytes; returns where they are
-/// (src itself for 8-bit codes). dst holds chunk + block bytes.
+/// (src itself for 8-bit codes). `avail` bytes are readable at src; dst holds
+/// chunk + block bytes.
 template <class Arch, int K>
-inline const std::uint8_t* decode_span(const std::uint8_t* src, std::size_t count, std::uint8_t* dst) noexcept {
+inline const std::uint8_t* decode_span(const std::uint8_t* src, std::size_t count, std::size_t avail,
+                                       std::uint8_t* dst) noexcept {
     constexpr std::size_t block_bytes = 8 * static_cast<std::size_t>(K);
     const std::size_t full = count / block;
     const std::size_t rest = count - full * block;
     if constexpr (K == 8) {
+        (void)avail;
         if (rest == 0) return src;
         std::memcpy(dst, src, count);
         return dst;
     } else {
-        for (std::size_t b = 0; b < full; ++b) decode_block<Arch, K>(src + b * block_bytes, dst + b * block);
-        if (rest) {
-            alignas(64) std::uint8_t tail[block_bytes] = {};
-            std::memcpy(tail, src + full * block_bytes, (rest * K + 7) / 8);
-            decode_block<Arch, K>(tail, dst + full * block);
+        // Blocks with block_reach bytes to read decode in place, the last few
+        // of a row from a zero-padded copy.
+        std::size_t direct = avail < block_reach ? 0 : (avail - block_reach) / block_bytes + 1;
+        if (direct > full) direct = full;
+        for (std::size_t b = 0; b < direct; ++b) decode_block<Arch, K>(src + b * block_bytes, dst + b * block);
+        for (std::size_t b = direct; b * block < count; ++b) {
+            alignas(64) std::uint8_t tail[block_reach] = {};
+            std::memcpy(tail, src + b * block_bytes, b < full ? block_bytes : (rest * K + 7) / 8);
+            decode_block<Arch, K>(tail, dst + b * block);
         }
         return dst;
     }
@@ -493,11 +495,159 @@ inline decode_fn<Arch> pick_decoder(int bits) noexcept {
     }
 }
 
-template <class Arch, bool Z, bool B>
-inline xsimd::batch<float, Arch> affine_value(const std::uint8_t* q, const xsimd::batch<float, Arch>& s,
+/// A chunk's codes decoded to bytes: q holds those of columns c0 on.
+template <class Arch>
+struct byte_codes {
+    const std::uint8_t* q;
+    std::size_t c0;
+
+    /// Batches starting before this column are read in place (all of them).
+    std::size_t in_place_end() const noexcept { return ~std::size_t{0}; }
+    const std::uint8_t* at(std::size_t t) const noexcept { return q + (t - c0); }
+    /// The `cnt` codes from column t copied to `scratch` (zeroed, 64 bytes).
+    const std::uint8_t* copy(std::size_t t, std::size_t cnt, std::uint8_t* scratch) const noexcept {
+        std::memcpy(scratch, q + (t - c0), cnt);
+        return scratch;
+    }
+};
+
+/// Whether Arch reads codes in place from the packed row (packed_codes).
+template <class A>
+inline constexpr bool reads_packed_v = is_avx512_v<A> || is_avx2_v<A>;
+
+/// Shuffle control and shift of lane l for k-bit codes (packed_codes): the
+/// two bytes holding code l of a batch into the lane's low half, the upper
+/// half zeroed. The second byte may lie past the batch (only when the code
+/// does not reach into it): the shuffle then takes any byte, which the mask clears.
+struct packed_lanes {
+    alignas(64) std::uint32_t ctrl[16];
+    alignas(64) std::uint32_t shift[16];
+};
+inline constexpr std::array<packed_lanes, 9> packed_table = [] {
+    std::array<packed_lanes, 9> t{};
+    for (std::size_t k = 1; k <= 8; ++k)
+        for (std::size_t l = 0; l < 16; ++l) {
+            const std::size_t bit = l * k, byte = bit / 8;
+            t[k].ctrl[l] = 0x80800000u | static_cast<std::uint32_t>(((byte + 1) % 16) << 8 | byte);
+            t[k].shift[l] = static_cast<std::uint32_t>(bit % 8);
+        }
+    return t;
+}();
+
+/// A batch of n k-bit codes read in place from the packed row (n * k / 8
+/// bytes, whole for n = 8 and 16): one load broadcast to every 128-bit lane, a
+/// byte shuffle giving each 32-bit lane the two bytes that hold its code, a
+/// per-lane shift and a mask.
+template <class Arch>
+struct packed_codes {
+    using u32 = xsimd::batch<std::uint32_t, Arch>;
+    using i32 = xsimd::batch<std::int32_t, Arch>;
+    static constexpr std::size_t n = u32::size;
+    static_assert(n == 8 || n == 16, "batches of whole bytes");
+    /// Bytes a batch's load reads.
+    static constexpr std::size_t reach = n;
+
+    std::size_t bits;
+    u32 ctrl, shift, mask;
+
+    explicit packed_codes(int k) noexcept
+        : bits(static_cast<std::size_t>(k)),
+          ctrl(u32::load_aligned(packed_table[bits].ctrl)),
+          shift(u32::load_aligned(packed_table[bits].shift)),
+          mask((1u << bits) - 1u) {}
+
+    /// Batches starting before this column of a row of rb bytes read in place.
+    std::size_t in_place_end(std::size_t rb) const noexcept { return rb < reach ? 0 : (rb - reach) * 8 / bits + 1; }
+
+    /// The codes whose bytes start `skip` bytes into the reach bytes at p.
+    i32 load(const std::uint8_t* p, std::size_t skip = 0) const noexcept {
+        // Over the xsimd body, bench_quantize dequantize/mxfp6-e2m3 (output to
+        // DRAM) 1880-1950 -> 2230-2490 Mw/s on AVX-512 and 1960-2080 ->
+        // 2260-2450 on AVX2; 6-bit codes into L1 4550 -> 5420 (AVX-512) and
+        // 4460 -> 4660 (AVX2). Decoding to bytes first stalls the output stores.
+        // (A skip moves the zeroing 0x80 entries to 0x8x, which still zero.)
+        if constexpr (is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+            const __m512i x = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+            const __m512i c = skip ? _mm512_add_epi8(ctrl, _mm512_set1_epi8(static_cast<char>(skip))) : __m512i(ctrl);
+            return i32(_mm512_and_si512(_mm512_srlv_epi32(_mm512_shuffle_epi8(x, c), shift), mask));
+#endif
+        } else if constexpr (is_avx2_v<Arch>) {
+#if XSIMD_WITH_AVX2
+            const __m256i x = _mm256_broadcastq_epi64(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+            const __m256i c = skip ? _mm256_add_epi8(ctrl, _mm256_set1_epi8(static_cast<char>(skip))) : __m256i(ctrl);
+            return i32(_mm256_and_si256(_mm256_srlv_epi32(_mm256_shuffle_epi8(x, c), shift), mask));
+#endif
+        } else {
+            (void)p;
+            (void)skip;
+            return i32(0);
+        }
+    }
+};
+
+/// A row of rb bytes read in place; batches from column `end` on (the last
+/// few) load the row's last reach bytes instead, skipping to theirs, or (rows
+/// shorter than that) go through a zero-padded copy.
+template <class Arch>
+struct packed_row {
+    packed_codes<Arch> pc;
+    const std::uint8_t* row;
+    std::size_t rb, end;
+
+    std::size_t in_place_end() const noexcept { return end; }
+    xsimd::batch<std::int32_t, Arch> at(std::size_t t) const noexcept { return pc.load(row + t * pc.bits / 8); }
+    xsimd::batch<std::int32_t, Arch> copy(std::size_t t, std::size_t cnt, std::uint8_t* scratch) const noexcept {
+        const std::size_t at = t * pc.bits / 8;
+        if (rb >= pc.reach) return pc.load(row + rb - pc.reach, at - (rb - pc.reach));
+        std::memcpy(scratch, row + at, (cnt * pc.bits + 7) / 8);
+        return pc.load(scratch);
+    }
+};
+
+/// Calls spans(r, codes, c0, e0) for every row r and run [c0, e0) of its
+/// columns, `codes` giving their codes: the whole row read in place where the
+/// arch can, else a chunk at a time decoded to bytes.
+template <class Arch, class Job, class Spans>
+LOWBIT_FORCE_INLINE void for_each_run(const Job& j, const Spans& spans) noexcept {
+    const std::size_t rb = row_bytes(j.cols, j.bits);
+    if (j.bits == 8) {
+        // A byte per code already.
+        for (std::size_t r = 0; r < j.rows; ++r) spans(r, byte_codes<Arch>{j.codes + r * j.code_stride, 0}, std::size_t{0}, j.cols);
+    } else if constexpr (reads_packed_v<Arch>) {
+        const packed_codes<Arch> pc(j.bits);
+        const std::size_t end = pc.in_place_end(rb);
+        for (std::size_t r = 0; r < j.rows; ++r)
+            spans(r, packed_row<Arch>{pc, j.codes + r * j.code_stride, rb, end}, std::size_t{0}, j.cols);
+    } else {
+        const decode_fn<Arch> decode = pick_decoder<Arch>(j.bits);
+        alignas(64) std::uint8_t buf[chunk + block];
+        for (std::size_t r = 0; r < j.rows; ++r) {
+            const std::uint8_t* src = j.codes + r * j.code_stride;
+            for (std::size_t c0 = 0; c0 < j.cols; c0 += chunk) {
+                const std::size_t e0 = c0 + chunk < j.cols ? c0 + chunk : j.cols;
+                const std::size_t at = c0 / 8 * static_cast<std::size_t>(j.bits);
+                spans(r, byte_codes<Arch>{decode(src + at, e0 - c0, rb - at, buf), c0}, c0, e0);
+            }
+        }
+    }
+}
+
+/// n codes as 32-bit lanes: widened from bytes, or already so.
+template <class Arch>
+inline xsimd::batch<std::int32_t, Arch> code_lanes(const std::uint8_t* q) noexcept {
+    return ::lowbit::detail::simd::bitcast<std::int32_t>(widen8<Arch>(q));
+}
+template <class Arch>
+inline xsimd::batch<std::int32_t, Arch> code_lanes(const xsimd::batch<std::int32_t, Arch>& q) noexcept {
+    return q;
+}
+
+template <class Arch, bool Z, bool B, class Q>
+inline xsimd::batch<float, Arch> affine_value(const Q& q, const xsimd::batch<float, Arch>& s,
                                               const xsimd::batch<float, Arch>& z,
                                               const xsimd::batch<float, Arch>& b) noexcept {
-    xsimd::batch<float, Arch> x = xsimd::to_float(::lowbit::detail::simd::bitcast<std::int32_t>(widen8<Arch>(q)));
+    xsimd::batch<float, Arch> x = xsimd::to_float(code_lanes<Arch>(q));
     if constexpr (Z) x = x - z;
     x = x * s;
     if constexpr (B) x = ::lowbit::detail::unfused(x) + b;
@@ -522,141 +672,174 @@ inline xsimd::batch<float, Arch> lane_params(const float* p, std::size_t c, std:
     return xsimd::batch<float, Arch>::load_aligned(buf);
 }
 
-/// Calls make(codes, col) for the batches of [c, e) and stores them; the last
-/// partial batch of a row goes through zero-padded copies so nothing is read
-/// or written past the row.
-template <class Arch, out_type OT, class Make>
-inline void run_span(const std::uint8_t* q, std::size_t c, std::size_t e, unsigned char* dst, bool nt,
-                     Make&& make) noexcept {
+/// Calls make(codes, col) for the batches of [c, e) (c a multiple of the batch
+/// size) and stores them; batches the codes cannot give in place and the last
+/// partial batch of a row go through zero-padded copies, so nothing is read or
+/// written past the row.
+template <class Arch, out_type OT, class Codes, class Make>
+LOWBIT_FORCE_INLINE void run_span(const Codes codes, std::size_t c, std::size_t e, unsigned char* dst, bool nt,
+                                  const Make make) noexcept {
     constexpr std::size_t n = xsimd::batch<float, Arch>::size;
     constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
     std::size_t t = c;
+    std::size_t stop = c + (e - c) / n * n;
+    if (stop > codes.in_place_end()) stop = codes.in_place_end();
     if (nt)
-        for (; t + n <= e; t += n) emit<Arch, OT, true>(make(q + (t - c), t), dst + t * esize);
+        for (; t < stop; t += n) emit<Arch, OT, true>(make(codes.at(t), t), dst + t * esize);
     else
-        for (; t + n <= e; t += n) emit<Arch, OT>(make(q + (t - c), t), dst + t * esize);
-    if (t < e) {
-        alignas(64) std::uint8_t qt[n] = {};
-        alignas(64) unsigned char ot[n * esize];
-        std::memcpy(qt, q + (t - c), e - t);
-        emit<Arch, OT>(make(qt, t), ot);
-        std::memcpy(dst + t * esize, ot, (e - t) * esize);
+        for (; t < stop; t += n) emit<Arch, OT>(make(codes.at(t), t), dst + t * esize);
+    for (; t < e; t += n) {
+        alignas(64) std::uint8_t scratch[64] = {};
+        const std::size_t cnt = e - t < n ? e - t : n;
+        const xsimd::batch<float, Arch> v = make(codes.copy(t, cnt, scratch), t);
+        if (cnt == n) {
+            // Streamed like the rest: a line half streamed, half stored is slow.
+            if (nt) emit<Arch, OT, true>(v, dst + t * esize);
+            else emit<Arch, OT>(v, dst + t * esize);
+        } else {
+            alignas(64) unsigned char ot[n * esize];
+            emit<Arch, OT>(v, ot);
+            std::memcpy(dst + t * esize, ot, cnt * esize);
+        }
     }
 }
 
+/// The affine kernel on one run of a row (for_each_run's `spans`).
 template <class Arch, out_type OT, bool Z, bool B>
-inline void affine_rows(const affine_job& j) noexcept {
-    using f32 = xsimd::batch<float, Arch>;
-    constexpr std::size_t n = f32::size;
-    constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
-    const decode_fn<Arch> decode = pick_decoder<Arch>(j.bits);
-    const std::size_t G = j.group;
-    const bool uniform = G % n == 0;
-    const std::size_t last = j.cols / G - 1;
-    const bool nt = use_streaming<Arch>(j.out, j.rows, j.out_stride, esize);
-    alignas(64) std::uint8_t buf[chunk + block];
-    for (std::size_t r = 0; r < j.rows; ++r) {
-        const std::uint8_t* src = j.codes + r * j.code_stride;
+struct affine_runs {
+    const affine_job& j;
+    bool nt;
+
+    template <class Codes>
+    LOWBIT_FORCE_INLINE void operator()(std::size_t r, const Codes& codes, std::size_t c0, std::size_t e0) const noexcept {
+        using f32 = xsimd::batch<float, Arch>;
+        constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
+        const std::size_t G = j.group, last = j.cols / G - 1;
         unsigned char* dst = static_cast<unsigned char*>(j.out) + r * j.out_stride * esize;
         const std::size_t p0 = r * j.param_stride;
         const float* s = j.scale + p0;
         const float* z = Z ? j.zero + p0 : nullptr;
         const float* b = B ? j.bias + p0 : nullptr;
-        for (std::size_t c0 = 0; c0 < j.cols; c0 += chunk) {
-            const std::size_t e0 = c0 + chunk < j.cols ? c0 + chunk : j.cols;
-            const std::uint8_t* q = decode(src + c0 / 8 * static_cast<std::size_t>(j.bits), e0 - c0, buf);
-            if (uniform) {
-                for (std::size_t c = c0; c < e0;) {
-                    const std::size_t g = c / G;
-                    const std::size_t e = (g + 1) * G < e0 ? (g + 1) * G : e0;
-                    const f32 sb(s[g]), zb(Z ? z[g] : 0.0f), bb(B ? b[g] : 0.0f);
-                    run_span<Arch, OT>(q + (c - c0), c, e, dst, nt, [&](const std::uint8_t* qq, std::size_t) noexcept {
-                        return affine_value<Arch, Z, B>(qq, sb, zb, bb);
-                    });
-                    c = e;
-                }
-            } else {
-                run_span<Arch, OT>(q, c0, e0, dst, nt, [&](const std::uint8_t* qq, std::size_t c) noexcept {
-                    const f32 sb = lane_params<Arch>(s, c, G, last);
-                    const f32 zb = Z ? lane_params<Arch>(z, c, G, last) : f32(0.0f);
-                    const f32 bb = B ? lane_params<Arch>(b, c, G, last) : f32(0.0f);
-                    return affine_value<Arch, Z, B>(qq, sb, zb, bb);
+        if (G % f32::size == 0) {
+            for (std::size_t c = c0; c < e0;) {
+                const std::size_t g = c / G;
+                const std::size_t e = (g + 1) * G < e0 ? (g + 1) * G : e0;
+                const f32 sb(s[g]), zb(Z ? z[g] : 0.0f), bb(B ? b[g] : 0.0f);
+                run_span<Arch, OT>(codes, c, e, dst, nt, [sb, zb, bb](const auto& q, std::size_t) noexcept {
+                    return affine_value<Arch, Z, B>(q, sb, zb, bb);
                 });
+                c = e;
             }
+        } else {
+            run_span<Arch, OT>(codes, c0, e0, dst, nt, [s, z, b, G, last](const auto& q, std::size_t c) noexcept {
+                const f32 sb = lane_params<Arch>(s, c, G, last);
+                const f32 zb = Z ? lane_params<Arch>(z, c, G, last) : f32(0.0f);
+                const f32 bb = B ? lane_params<Arch>(b, c, G, last) : f32(0.0f);
+                return affine_value<Arch, Z, B>(q, sb, zb, bb);
+            });
         }
     }
+};
+
+template <class Arch, out_type OT, bool Z, bool B>
+inline void affine_rows(const affine_job& j) noexcept {
+    const bool nt = use_streaming<Arch>(j.out, j.rows, j.out_stride, OT == out_type::f32 ? 4 : 2);
+    for_each_run<Arch>(j, affine_runs<Arch, OT, Z, B>{j, nt});
     if (nt) stream_fence<Arch>();
 }
 
-/// table[q] for one batch of codes; Small: the table has at most 16 entries,
-/// zero padded to 16 at `small`.
-template <class Arch, bool Small>
-inline xsimd::batch<float, Arch> table_lookup(const std::uint8_t* q, const float* table, const float* small) noexcept {
+/// table[q] for one batch of codes (bytes at q, or 32-bit lanes). Cap 16, 32
+/// or 64: the table has at most that many entries, zero padded to Cap at `pad`;
+/// Cap 256 reads `table`.
+template <class Arch, int Cap, class Q>
+inline xsimd::batch<float, Arch> table_value(const Q& q, const float* table, const float* pad) noexcept {
     using f32 = xsimd::batch<float, Arch>;
-    const xsimd::batch<std::int32_t, Arch> idx = ::lowbit::detail::simd::bitcast<std::int32_t>(widen8<Arch>(q));
     if constexpr (is_avx512_v<Arch>) {
 #if XSIMD_WITH_AVX512BW
-        if constexpr (Small) return f32(_mm512_permutexvar_ps(idx, _mm512_load_ps(small)));
-        else return f32(_mm512_i32gather_ps(idx, table, 4));
+        const __m512i idx = code_lanes<Arch>(q);
+        if constexpr (Cap == 16) {
+            return f32(_mm512_permutexvar_ps(idx, _mm512_load_ps(pad)));
+        } else if constexpr (Cap == 32) {
+            // 32 and 64 entries by two-table permutes rather than a gather:
+            // 5- and 6-bit codes into L1 4650 -> 5300-5400 Mw/s (the xsimd
+            // body, scalar lookups: 1630); the same when writing to DRAM.
+            return f32(_mm512_permutex2var_ps(_mm512_load_ps(pad), idx, _mm512_load_ps(pad + 16)));
+        } else if constexpr (Cap == 64) {
+            const __m512 lo = _mm512_permutex2var_ps(_mm512_load_ps(pad), idx, _mm512_load_ps(pad + 16));
+            const __m512 hi = _mm512_permutex2var_ps(_mm512_load_ps(pad + 32), idx, _mm512_load_ps(pad + 48));
+            return f32(_mm512_mask_blend_ps(_mm512_test_epi32_mask(idx, _mm512_set1_epi32(32)), lo, hi));
+        } else {
+            return f32(_mm512_i32gather_ps(idx, table, 4));
+        }
 #endif
     } else if constexpr (is_avx2_v<Arch>) {
 #if XSIMD_WITH_AVX2
-        if constexpr (Small) {
-            const __m256 lo = _mm256_permutevar8x32_ps(_mm256_load_ps(small), idx);
-            const __m256 hi = _mm256_permutevar8x32_ps(_mm256_load_ps(small + 8), idx);
+        const __m256i idx = code_lanes<Arch>(q);
+        if constexpr (Cap == 16) {
+            const __m256 lo = _mm256_permutevar8x32_ps(_mm256_load_ps(pad), idx);
+            const __m256 hi = _mm256_permutevar8x32_ps(_mm256_load_ps(pad + 8), idx);
             return f32(_mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28))));
         } else {
             return f32(_mm256_i32gather_ps(table, idx, 4));
         }
 #endif
     } else {
-        (void)idx;
-        (void)small;
+        static_assert(std::is_pointer_v<Q>, "codes as bytes here (reads_packed_v)");
+        (void)pad;
         alignas(64) float buf[f32::size];
         for (std::size_t l = 0; l < f32::size; ++l) buf[l] = table[q[l]];
         return f32::load_aligned(buf);
     }
 }
 
-template <class Arch, out_type OT, bool Small>
-inline void table_rows(const table_job& j) noexcept {
-    using f32 = xsimd::batch<float, Arch>;
-    constexpr std::size_t n = f32::size;
-    constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
-    const decode_fn<Arch> decode = pick_decoder<Arch>(j.bits);
-    const std::size_t G = j.group;
-    const bool uniform = G % n == 0;
-    const std::size_t last = j.cols / G - 1;
-    alignas(64) float small[16] = {};
-    if constexpr (Small)
-        for (std::size_t i = 0; i < (std::size_t{1} << j.bits); ++i) small[i] = j.table[i];
-    const float* table = j.table;
-    const bool nt = use_streaming<Arch>(j.out, j.rows, j.out_stride, esize);
-    alignas(64) std::uint8_t buf[chunk + block];
-    for (std::size_t r = 0; r < j.rows; ++r) {
-        const std::uint8_t* src = j.codes + r * j.code_stride;
+/// table[q] for the bytes at q; Small: the table has at most 16 entries, zero
+/// padded to 16 at `small` (bnb.hpp's decoders call this).
+template <class Arch, bool Small>
+inline xsimd::batch<float, Arch> table_lookup(const std::uint8_t* q, const float* table, const float* small) noexcept {
+    return table_value<Arch, Small ? 16 : 256>(q, table, small);
+}
+
+/// The table kernel on one run of a row (for_each_run's `spans`).
+template <class Arch, out_type OT, int Cap>
+struct table_runs {
+    const table_job& j;
+    const float* pad;
+    bool nt;
+
+    template <class Codes>
+    LOWBIT_FORCE_INLINE void operator()(std::size_t r, const Codes& codes, std::size_t c0, std::size_t e0) const noexcept {
+        using f32 = xsimd::batch<float, Arch>;
+        constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
+        const std::size_t G = j.group, last = j.cols / G - 1;
         unsigned char* dst = static_cast<unsigned char*>(j.out) + r * j.out_stride * esize;
         const float* s = j.scale + r * j.param_stride;
-        for (std::size_t c0 = 0; c0 < j.cols; c0 += chunk) {
-            const std::size_t e0 = c0 + chunk < j.cols ? c0 + chunk : j.cols;
-            const std::uint8_t* q = decode(src + c0 / 8 * static_cast<std::size_t>(j.bits), e0 - c0, buf);
-            if (uniform) {
-                for (std::size_t c = c0; c < e0;) {
-                    const std::size_t g = c / G;
-                    const std::size_t e = (g + 1) * G < e0 ? (g + 1) * G : e0;
-                    const f32 sb(s[g]);
-                    run_span<Arch, OT>(q + (c - c0), c, e, dst, nt, [&](const std::uint8_t* qq, std::size_t) noexcept {
-                        return table_lookup<Arch, Small>(qq, table, small) * sb;
-                    });
-                    c = e;
-                }
-            } else {
-                run_span<Arch, OT>(q, c0, e0, dst, nt, [&](const std::uint8_t* qq, std::size_t c) noexcept {
-                    return table_lookup<Arch, Small>(qq, table, small) * lane_params<Arch>(s, c, G, last);
+        const float* tab = j.table;
+        const float* pd = pad;
+        if (G % f32::size == 0) {
+            for (std::size_t c = c0; c < e0;) {
+                const std::size_t g = c / G;
+                const std::size_t e = (g + 1) * G < e0 ? (g + 1) * G : e0;
+                const f32 sb(s[g]);
+                run_span<Arch, OT>(codes, c, e, dst, nt, [tab, pd, sb](const auto& q, std::size_t) noexcept {
+                    return table_value<Arch, Cap>(q, tab, pd) * sb;
                 });
+                c = e;
             }
+        } else {
+            run_span<Arch, OT>(codes, c0, e0, dst, nt, [tab, pd, s, G, last](const auto& q, std::size_t c) noexcept {
+                return table_value<Arch, Cap>(q, tab, pd) * lane_params<Arch>(s, c, G, last);
+            });
         }
     }
+};
+
+template <class Arch, out_type OT, int Cap>
+inline void table_rows(const table_job& j) noexcept {
+    alignas(64) float pad[Cap < 256 ? Cap : 16] = {};
+    if constexpr (Cap < 256)
+        for (std::size_t i = 0; i < (std::size_t{1} << j.bits); ++i) pad[i] = j.table[i];
+    const bool nt = use_streaming<Arch>(j.out, j.rows, j.out_stride, OT == out_type::f32 ? 4 : 2);
+    for_each_run<Arch>(j, table_runs<Arch, OT, Cap>{j, pad, nt});
     if (nt) stream_fence<Arch>();
 }
 
@@ -679,8 +862,11 @@ inline void affine_simd(const affine_job& j) noexcept {
 
 template <class Arch, out_type OT>
 inline void table_by_size(const table_job& j) noexcept {
-    if (j.bits <= 4) table_rows<Arch, OT, true>(j);
-    else table_rows<Arch, OT, false>(j);
+    if constexpr (!is_avx512_v<Arch> && !is_avx2_v<Arch>) table_rows<Arch, OT, 256>(j);  // no in-register lookups
+    else if (j.bits <= 4) table_rows<Arch, OT, 16>(j);
+    else if (j.bits == 5) table_rows<Arch, OT, 32>(j);
+    else if (j.bits == 6) table_rows<Arch, OT, 64>(j);
+    else table_rows<Arch, OT, 256>(j);
 }
 
 template <class Arch>
