@@ -170,10 +170,17 @@ LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale) noex
         code = code + Ops::select(v < V(0.0f), V(t.sign_code), V(0.0f));
         v = Ops::abs(v);
     }
-    // All entries, a fixed count the compiler unrolls: unused ones never pass.
+    // All entries, a fixed count, unrolled: unused ones never pass. Three
+    // partial sums (codes are small integers, so the order is exact): one
+    // running sum made each batch wait on 15 dependent adds, and the nf4
+    // encode ran at a third of the rate (AVX-512, EPYC 2.6 GHz).
+    V part[3] = {code, V(0.0f), V(0.0f)};
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC unroll 15
+#endif
     for (std::size_t k = 0; k < threshold_rule::max_bounds; ++k)
-        code = code + Ops::select(v > V(t.above[k]), V(t.step[k]), V(0.0f));
-    return code;
+        part[k % 3] = part[k % 3] + Ops::select(v > V(t.above[k]), V(t.step[k]), V(0.0f));
+    return part[0] + (part[1] + part[2]);
 }
 
 /// A minifloat element with `mbits` mantissa bits and exponent bias `bias`:
