@@ -129,13 +129,7 @@ struct dequantize_table_fn {
 };
 
 #if !defined(LOWBIT_NO_SIMD)
-// GCC 12's AVX-512 intrinsics seed their results with `__Y = __Y`, which
-// -Wall reports as uninitialised wherever they are inlined (GCC PR 105593).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+LOWBIT_SIMD_WARNINGS_OFF
 namespace detail::dq {
 
 // Which hand-written path an arch tag takes. Each is false unless this TU's -m
@@ -879,9 +873,7 @@ inline void table_simd(const table_job& j) noexcept {
 }
 
 }  // namespace detail::dq
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+LOWBIT_SIMD_WARNINGS_ON
 #endif  // !LOWBIT_NO_SIMD
 
 template <class Arch>

@@ -98,11 +98,7 @@ inline void dequantize_ggml_ref(const ggml_job& j) noexcept {
 }
 
 #if !defined(LOWBIT_NO_SIMD)
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+LOWBIT_SIMD_WARNINGS_OFF
 namespace detail::ggml_dequant {
 
 using dq::half;
@@ -817,9 +813,7 @@ inline void run(const ggml_job& j) noexcept {
 }
 
 }  // namespace detail::ggml_dequant
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+LOWBIT_SIMD_WARNINGS_ON
 #endif  // !LOWBIT_NO_SIMD
 
 template <class Arch>
