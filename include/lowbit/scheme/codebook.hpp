@@ -244,6 +244,8 @@ private:
         }
         rule_.sign_code = static_cast<float>(sign_bit_);
         rule_.count = unique_ - 1;
+        rule_.unit_steps = true;
+        for (std::size_t i = 0; i < rule_.count; ++i) rule_.unit_steps &= rule_.step[i] == 1.0f;
         has_rule_ = true;
     }
 
