@@ -158,24 +158,25 @@ LOWBIT_FORCE_INLINE void pack_chunk(const std::int32_t* code, std::size_t n, int
 #define LOWBIT_LAMBDA_INLINE
 #endif
 
-/// Calls f(code) with `code(x, s, z, b)` the job's rule on lane type V, the
-/// rule copied into the closure so that its constants stay in registers.
+/// Calls f(code) with `code(x, s, z, b, inv)` the job's rule on lane type V
+/// (inv: scale_inverse(s), once per group), the rule copied into the closure
+/// so that its constants stay in registers.
 template <class V, class F>
 LOWBIT_FORCE_INLINE void with_rule(const encode_job& j, F&& f) noexcept {
     switch (j.kind) {
     case encode_kind::affine: {
         const affine_rule r = *j.affine;
-        f([r](V x, V s, V z, V b) LOWBIT_LAMBDA_INLINE { return affine_code<V>(r, x, s, z, b); });
+        f([r](V x, V s, V z, V b, V inv) LOWBIT_LAMBDA_INLINE { return affine_code<V>(r, x, s, z, b, inv); });
         break;
     }
     case encode_kind::thresholds: {
         const threshold_rule r = *j.thresholds;
-        f([r](V x, V s, V, V) LOWBIT_LAMBDA_INLINE { return threshold_code<V>(r, x, s); });
+        f([r](V x, V s, V, V, V inv) LOWBIT_LAMBDA_INLINE { return threshold_code<V>(r, x, s, inv); });
         break;
     }
     case encode_kind::minifloat: {
         const minifloat_rule r = *j.minifloat;
-        f([r](V x, V s, V, V) LOWBIT_LAMBDA_INLINE { return minifloat_code<V>(r, x, s); });
+        f([r](V x, V s, V, V, V) LOWBIT_LAMBDA_INLINE { return minifloat_code<V>(r, x, s); });
         break;
     }
     }
@@ -219,7 +220,8 @@ LOWBIT_FORCE_INLINE void encode_rows(const encode_job& j, Segment&& segment) noe
 inline void encode_ref(const encode_job& j) noexcept {
     detail::encode::with_rule<float>(j, [&](auto code) {
         detail::encode::encode_rows(j, [&](const float* x, std::size_t n, float s, float z, float b, std::int32_t* dst) {
-            for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<std::int32_t>(code(x[i], s, z, b));
+            const float inv = scale_inverse(s);
+            for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<std::int32_t>(code(x[i], s, z, b, inv));
         });
     });
 }
@@ -309,18 +311,23 @@ template <class Arch>
 void encode_simd(const encode_job& j) noexcept {
     using V = xsimd::batch<float, Arch>;
     constexpr std::size_t L = V::size;
+    // Affine rules that round the quotient divide instead (exact, and the
+    // division is not what bounds them).
+    const bool uses_inverse = j.kind == encode_kind::thresholds ||
+                              (j.kind == encode_kind::affine && (j.affine->half_up || j.affine->half_away));
     with_rule<V>(j, [&](auto code) {
         encode_rows(j, [&](const float* x, std::size_t n, float s, float z, float b, std::int32_t* dst) {
-            const V vs(s), vz(z), vb(b);
+            const V vs(s), vz(z), vb(b), vinv(uses_inverse ? scale_inverse(s) : 0.0f);
             std::size_t i = 0;
-            for (; i + L <= n; i += L) xsimd::to_int(code(V::load_unaligned(x + i), vs, vz, vb)).store_unaligned(dst + i);
+            for (; i + L <= n; i += L)
+                xsimd::to_int(code(V::load_unaligned(x + i), vs, vz, vb, vinv)).store_unaligned(dst + i);
             if (i < n) {
                 // The tail as one padded batch: the float rules are never
                 // compiled under this TU's -m flags.
                 alignas(64) float t[L] = {};
                 for (std::size_t k = 0; i + k < n; ++k) t[k] = x[i + k];
                 alignas(64) std::int32_t c[L];
-                xsimd::to_int(code(V::load_aligned(t), vs, vz, vb)).store_aligned(c);
+                xsimd::to_int(code(V::load_aligned(t), vs, vz, vb, vinv)).store_aligned(c);
                 for (std::size_t k = 0; i + k < n; ++k) dst[i + k] = c[k];
             }
         });
@@ -394,9 +401,10 @@ void candidates_simd(const candidates_job& j) noexcept {
         for (std::size_t k = k0; k < std::min(j.count, k0 + L); ++k)
             sc[k - k0] = j.scale[k], ze[k - k0] = j.zero[k], bi[k - k0] = j.bias[k];
         const V sv = V::load_aligned(sc), zv = V::load_aligned(ze), bv = V::load_aligned(bi);
+        const V iv = scale_inverse(sv);
         D lo(0.0), hi(0.0);
         for (std::size_t i = 0; i < j.n; ++i) {
-            const V c = affine_code<V>(rule, V(j.x[i]), sv, zv, bv);
+            const V c = affine_code<V>(rule, V(j.x[i]), sv, zv, bv, iv);
             const V y = ::lowbit::detail::unfused((c - zv) * sv) + bv;
             const D xd(static_cast<double>(j.x[i]));
             const D wt(j.weight ? static_cast<double>(j.weight[i]) : 1.0);

@@ -98,11 +98,19 @@ struct affine_rule {
     bool ggml_cast = false;
 };
 
+/// 1 / scale, and 0 for a zero scale: what the rules multiply by. A kernel
+/// computes it once per group and passes it in.
 template <class V, class Ops = detail::lane_ops<V>>
-LOWBIT_FORCE_INLINE V affine_code(const affine_rule& r, V x, V scale, V zero, V bias) noexcept {
+LOWBIT_FORCE_INLINE V scale_inverse(V scale) noexcept {
+    const auto nonzero = scale != V(0.0f);
+    return Ops::select(nonzero, Ops::div(V(1.0f), Ops::select(nonzero, scale, V(1.0f))), V(0.0f));
+}
+
+/// `inv` is scale_inverse(scale).
+template <class V, class Ops = detail::lane_ops<V>>
+LOWBIT_FORCE_INLINE V affine_code(const affine_rule& r, V x, V scale, V zero, V bias, V inv) noexcept {
     const auto nonzero = scale != V(0.0f);
     if (r.half_up || r.half_away) {
-        const V inv = Ops::select(nonzero, Ops::div(V(1.0f), Ops::select(nonzero, scale, V(1.0f))), V(0.0f));
         V q;
         if (r.half_up) {
             const V t = detail::unfused((x - bias) * inv) + (zero + V(0.5f));
@@ -136,6 +144,11 @@ LOWBIT_FORCE_INLINE V affine_code(const affine_rule& r, V x, V scale, V zero, V 
     return Ops::clamp_code(q, r.max_code);
 }
 
+template <class V, class Ops = detail::lane_ops<V>>
+LOWBIT_FORCE_INLINE V affine_code(const affine_rule& r, V x, V scale, V zero, V bias) noexcept {
+    return affine_code<V, Ops>(r, x, scale, zero, bias, scale_inverse<V, Ops>(scale));
+}
+
 /// A table of at most 16 values searched by counting thresholds:
 /// v = x * (1 / scale) (x / scale when 1 / scale overflows; 0 for a zero
 /// scale), for a sign-magnitude table v = |v| with the sign code added for
@@ -157,11 +170,11 @@ struct threshold_rule {
     bool unit_steps = false;  ///< every step is 1 (codes ascend with the values): code = first + thresholds passed
 };
 
+/// `inv` is scale_inverse(scale).
 template <class V, class Ops = detail::lane_ops<V>>
-LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale) noexcept {
+LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale, V inv) noexcept {
     const auto nonzero = scale != V(0.0f);
     const V s = Ops::select(nonzero, scale, V(1.0f));
-    const V inv = Ops::div(V(1.0f), s);
     const auto tiny = Ops::is_inf(inv);
     V v = x * inv;
     if (Ops::any(tiny)) v = Ops::select(tiny, Ops::div(x, s), v);  // rare: skip the division
@@ -197,6 +210,11 @@ LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale) noex
     for (std::size_t k = 0; k < threshold_rule::max_bounds; ++k)
         part[k % 3] = part[k % 3] + Ops::select(v > V(t.above[k]), V(t.step[k]), V(0.0f));
     return part[0] + (part[1] + part[2]);
+}
+
+template <class V, class Ops = detail::lane_ops<V>>
+LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale) noexcept {
+    return threshold_code<V, Ops>(t, x, scale, scale_inverse<V, Ops>(scale));
 }
 
 /// A minifloat element with `mbits` mantissa bits and exponent bias `bias`:
