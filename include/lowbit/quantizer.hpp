@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -562,20 +563,18 @@ private:
         rule.code_stride = q.code_stride;
         const float table_max = largest_table_value();
         q.codes.resize(w.rows() * q.code_stride);
+        using P = typename S::params;
+        static_assert(std::is_standard_layout_v<P> && sizeof(P) % sizeof(float) == 0 && offsetof(P, scale) == 0);
+        rule.param_step = sizeof(P) / sizeof(float);
         fit_blocks(w, L, params, who, [&](std::size_t b0, std::size_t b1, std::size_t r1, auto enc) {
-            std::vector<float> scale(enc.size()), zero, bias;
-            for (std::size_t k = 0; k < enc.size(); ++k) scale[k] = enc[k].scale;
-            kernels::encode_job j = rule;
+            kernels::encode_job j = rule;  // reads the block's params in place
+            j.scale = &enc.data()->scale;
             if constexpr (S::family == kernel_family::affine) {
-                zero.resize(enc.size());
-                bias.resize(enc.size());
-                for (std::size_t k = 0; k < enc.size(); ++k) zero[k] = enc[k].zero, bias[k] = enc[k].bias;
-                j.zero = zero.data();
-                j.bias = bias.data();
+                j.zero = &enc.data()->zero;
+                j.bias = &enc.data()->bias;
             }
             j.x = w.row(b0).data();
             j.rows = b1 - b0;
-            j.scale = scale.data();
             j.codes = q.codes.data() + b0 * q.code_stride;
             if (b1 < r1) {  // the next block streams in while this one is coded
                 const std::size_t next = std::min(r1, b1 + (b1 - b0)) - b1;

@@ -73,6 +73,9 @@ struct encode_job {
     /// streams in while this job computes. Does not change results.
     const void* prefetch = nullptr;
     std::size_t prefetch_bytes = 0;
+    /// Floats from one group's scale (zero, bias) to the next group's: 1 for
+    /// separate arrays, 3 to read an array of affine_params in place.
+    std::size_t param_step = 1;
 };
 
 /// The importance-weighted squared error of one group under each of `count`
@@ -201,8 +204,9 @@ LOWBIT_FORCE_INLINE void encode_rows(const encode_job& j, Segment&& segment) noe
             for (std::size_t c = c0; c < c1;) {
                 const std::size_t g = c / j.group;
                 const std::size_t end = std::min(c1, (g + 1) * j.group);
-                const float z = j.zero ? j.zero[p0 + g] : 0.0f, b = j.bias ? j.bias[p0 + g] : 0.0f;
-                segment(xr + c, end - c, j.scale[p0 + g], z, b, buf + (c - c0));
+                const std::size_t at = (p0 + g) * j.param_step;
+                const float z = j.zero ? j.zero[at] : 0.0f, b = j.bias ? j.bias[at] : 0.0f;
+                segment(xr + c, end - c, j.scale[at], z, b, buf + (c - c0));
                 c = end;
             }
             pack_chunk(buf, c1 - c0, j.bits, out + c0 / 8 * static_cast<std::size_t>(j.bits));
@@ -468,6 +472,7 @@ inline void validate(const encode_job& j) {
     if (j.bits < 1 || j.bits > 8)
         LOWBIT_THROW(errc::invalid_argument, "encode: bits = " + std::to_string(j.bits) + ", must be 1..8");
     if (j.group == 0) LOWBIT_THROW(errc::invalid_argument, "encode: group size is 0");
+    if (j.param_step == 0) LOWBIT_THROW(errc::invalid_argument, "encode: param_step is 0");
     if (j.cols % j.group != 0 && !(j.param_stride == 0 && j.group == j.cols))
         LOWBIT_THROW(errc::not_divisible, "encode: " + std::to_string(j.cols) +
                                               " columns do not divide into groups of " + std::to_string(j.group));
