@@ -34,7 +34,12 @@ constexpr std::uint16_t float_to_fp16(float f) noexcept {
     return static_cast<std::uint16_t>(sign | r);
 }
 
-constexpr float fp16_to_float(std::uint16_t h) noexcept {
+namespace detail {
+/// fp16_to_float as a template: a kernel instantiates it on its Arch tag, so
+/// each per-arch TU has its own symbol (an inline function compiled under one
+/// TU's -m flags could be the copy the linker keeps for every caller).
+template <class Tag>
+constexpr float fp16_bits_to_float(std::uint16_t h) noexcept {
     const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
     const std::uint32_t e = (h >> 10) & 0x1Fu;
     std::uint32_t m = h & 0x3FFu;
@@ -48,6 +53,9 @@ constexpr float fp16_to_float(std::uint16_t h) noexcept {
     }
     return std::bit_cast<float>(sign | (static_cast<std::uint32_t>(ex) << 23) | ((m & 0x3FFu) << 13));
 }
+}  // namespace detail
+
+constexpr float fp16_to_float(std::uint16_t h) noexcept { return detail::fp16_bits_to_float<void>(h); }
 
 // ---- bfloat16 ------------------------------------------------------------
 // The top half of a float, rounded to nearest even; NaN stays a quiet NaN.

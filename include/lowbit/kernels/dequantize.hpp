@@ -144,26 +144,14 @@ template <class A>
 inline constexpr bool is_sse2_v = XSIMD_WITH_SSE2 && std::is_base_of_v<xsimd::sse2, A>;
 
 /// fp16_to_float, per arch (F16C converts every half exactly); the ggml
-/// kernels read their fp16 scales with it. A copy rather than a call: the
-/// shared inline fp16_to_float compiled under a per-arch TU's -m flags could
-/// be the copy the linker keeps for every caller.
+/// kernels read their fp16 scales with it. Instantiated on Arch, so that no
+/// per-arch TU's copy stands in for another's.
 template <class Arch>
 inline float half(std::uint16_t h) noexcept {
 #if defined(__F16C__)
     if constexpr (is_avx2_v<Arch> || is_avx512_v<Arch>) return _cvtsh_ss(h);
 #endif
-    const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
-    const std::uint32_t e = (h >> 10) & 0x1Fu;
-    std::uint32_t m = h & 0x3FFu;
-    if (e == 0x1F) return std::bit_cast<float>(sign | 0x7F800000u | (m << 13));
-    if (e != 0) return std::bit_cast<float>(sign | ((e + 112u) << 23) | (m << 13));
-    if (m == 0) return std::bit_cast<float>(sign);
-    std::uint32_t ex = 113;
-    while (!(m & 0x400u)) {
-        m <<= 1;
-        --ex;
-    }
-    return std::bit_cast<float>(sign | (ex << 23) | ((m & 0x3FFu) << 13));
+    return ::lowbit::detail::fp16_bits_to_float<Arch>(h);
 }
 
 // Codes are decoded a block of 64 at a time: 64 * k bits is always whole bytes
