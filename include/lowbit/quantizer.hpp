@@ -43,11 +43,14 @@ public:
     /// Every stored bit (codes, scales, zero-points, second-level state) per weight.
     virtual double bits_per_weight() const noexcept = 0;
     virtual std::size_t storage_bytes() const noexcept = 0;
-    /// Dequantize rows [range) into the same rows of `out` (rows x cols).
-    virtual void dequantize(matrix_view<float> out, row_range range = all_rows) const = 0;
     /// Dequantize to fp32/fp16/bf16 (fp16/bf16 as uint16_t bit patterns), rows [range).
     virtual void dequantize_to(void* out, std::size_t out_stride, kernels::out_type type,
                                row_range range = all_rows) const = 0;
+    /// Dequantize rows [range) into the same rows of `out` (rows x cols).
+    void dequantize(matrix_view<float> out, row_range range = all_rows) const {
+        check_out(out);
+        dequantize_to(out.data(), out.stride(), kernels::out_type::f32, range);
+    }
 
 protected:
     /// dequantize's check of an output view (shape r x c of `out`).
@@ -127,11 +130,6 @@ public:
     double bits_per_weight() const noexcept override {
         const double n = static_cast<double>(n_rows) * static_cast<double>(n_cols);
         return n > 0 ? static_cast<double>(stored_bits()) / n : 0.0;
-    }
-
-    void dequantize(matrix_view<float> out, row_range range = all_rows) const override {
-        check_out(out);
-        dequantize_to(out.data(), out.stride(), kernels::out_type::f32, range);
     }
 
     void dequantize_to(void* out, std::size_t out_stride, kernels::out_type type,

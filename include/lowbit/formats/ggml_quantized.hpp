@@ -40,11 +40,6 @@ public:
     }
     std::size_t storage_bytes() const noexcept override { return blocks.size(); }
 
-    void dequantize(matrix_view<float> out, row_range range = all_rows) const override {
-        check_out(out);
-        dequantize_to(out.data(), out.stride(), kernels::out_type::f32, range);
-    }
-
     void dequantize_to(void* out, std::size_t out_stride, kernels::out_type t,
                        row_range range = all_rows) const override {
         const auto [r0, r1] = out_rows(out, out_stride, t, range);
