@@ -8,6 +8,7 @@
 // Every SIMD path matches the scalar reference bit for bit, including the
 // f16/bf16 rounding of core/numeric.hpp.
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cstddef>
@@ -356,6 +357,110 @@ inline void stream_fence() noexcept {
         _mm_sfence();
 #endif
     }
+}
+
+/// Whether a large output on x86 that streaming cannot write in place (its
+/// start or row stride is not 64-byte aligned, as std::vector's storage is)
+/// should be decoded through an aligned scratch instead (scratch_rows).
+template <class Arch>
+inline bool use_scratch(const void* out, std::size_t rows, std::size_t cols, std::size_t out_stride,
+                        std::size_t esize, std::size_t scratch_bytes) noexcept {
+    constexpr std::size_t min_bytes = std::size_t{16} << 20;
+    const bool x86 = is_avx512_v<Arch> || is_avx2_v<Arch> || (is_sse2_v<Arch> && esize == 4);
+    return x86 && rows * out_stride * esize >= min_bytes && cols * esize <= scratch_bytes &&
+           !use_streaming<Arch>(out, rows, out_stride, esize);
+}
+
+/// n bytes from src to dst, the 64-byte aligned lines of dst written with
+/// non-temporal stores (the head and tail of the row plainly).
+template <class Arch>
+inline void stream_copy(unsigned char* dst, const unsigned char* src, std::size_t n) noexcept {
+    const std::size_t head = std::min(n, (64 - reinterpret_cast<std::uintptr_t>(dst) % 64) % 64);
+    std::memcpy(dst, src, head);
+    dst += head, src += head, n -= head;
+    for (; n >= 64; n -= 64, dst += 64, src += 64) {
+        if constexpr (is_avx512_v<Arch>) {
+#if XSIMD_WITH_AVX512BW
+            _mm512_stream_ps(reinterpret_cast<float*>(dst), _mm512_loadu_ps(src));
+#endif
+        } else if constexpr (is_avx2_v<Arch>) {
+#if XSIMD_WITH_AVX2
+            _mm256_stream_ps(reinterpret_cast<float*>(dst), _mm256_loadu_ps(reinterpret_cast<const float*>(src)));
+            _mm256_stream_ps(reinterpret_cast<float*>(dst + 32),
+                             _mm256_loadu_ps(reinterpret_cast<const float*>(src + 32)));
+#endif
+        } else if constexpr (is_sse2_v<Arch>) {
+#if XSIMD_WITH_SSE2
+            for (std::size_t k = 0; k < 64; k += 16)
+                _mm_stream_ps(reinterpret_cast<float*>(dst + k), _mm_loadu_ps(reinterpret_cast<const float*>(src + k)));
+#endif
+        } else {
+            std::memcpy(dst, src, 64);
+        }
+    }
+    std::memcpy(dst, src, n);
+}
+
+/// A job whose output streaming cannot write in place (use_scratch), a few
+/// rows at a time: run(job) decodes them into an aligned scratch in L1, then
+/// stream_copy writes them out. Decoding to DRAM with plain stores pays a
+/// read for ownership of every line: int4-g128 into a std::vector
+/// (16 bytes past 64-byte alignment), 11008 x 4096, 2 100-2 300 -> 3 300-3 400
+/// Mw/s (bench_quantize, AVX-512, EPYC 2.6 GHz).
+template <class Arch, class Job, class Shift, class Run>
+inline void scratch_rows(const Job& j, std::size_t esize, unsigned char* scratch, std::size_t scratch_bytes,
+                         Shift&& shift, Run&& run) noexcept {
+    const std::size_t row = j.cols * esize;
+    const std::size_t block = scratch_bytes / row;
+    for (std::size_t r0 = 0; r0 < j.rows; r0 += block) {
+        Job b = shift(j, r0);
+        b.rows = std::min(block, j.rows - r0);
+        b.out = scratch;
+        b.out_stride = j.cols;
+        run(b);
+        for (std::size_t r = 0; r < b.rows; ++r)
+            stream_copy<Arch>(static_cast<unsigned char*>(j.out) + (r0 + r) * j.out_stride * esize, scratch + r * row,
+                              row);
+    }
+    stream_fence<Arch>();
+}
+
+/// Rows [r0, ...) of a job: its pointers moved to row r0.
+inline affine_job rows_from(affine_job j, std::size_t r0) noexcept {
+    j.codes += r0 * j.code_stride;
+    j.scale += r0 * j.param_stride;
+    if (j.zero) j.zero += r0 * j.param_stride;
+    if (j.bias) j.bias += r0 * j.param_stride;
+    j.out = static_cast<unsigned char*>(j.out) + r0 * j.out_stride * out_size(j.type);
+    j.rows -= r0;
+    return j;
+}
+inline table_job rows_from(table_job j, std::size_t r0) noexcept {
+    j.codes += r0 * j.code_stride;
+    j.scale += r0 * j.param_stride;
+    j.out = static_cast<unsigned char*>(j.out) + r0 * j.out_stride * out_size(j.type);
+    j.rows -= r0;
+    return j;
+}
+
+/// Runs run(job, nt) on the job, through scratch_rows when use_scratch says
+/// so and the decoder is fast enough in L1 for the extra copy to pay: affine
+/// codes and tables of at most 16 entries, in groups of 64 or more (measured
+/// as above: int4/int3/int2/mlx-4b/nf4/int8-ch 2 100-2 850 -> 3 150-3 550
+/// Mw/s; groups of 32 and 16, 6- and 8-bit tables gained nothing or lost).
+template <class Arch, class Job, class Run>
+inline void with_output(const Job& j, std::size_t esize, bool fast_decoder, Run&& run) noexcept {
+    constexpr std::size_t scratch_bytes = 64 * 1024;
+    if (fast_decoder && j.group >= 64 &&
+        use_scratch<Arch>(j.out, j.rows, j.cols, j.out_stride, esize, scratch_bytes)) {
+        alignas(64) unsigned char scratch[scratch_bytes];
+        scratch_rows<Arch>(j, esize, scratch, scratch_bytes, [](const Job& x, std::size_t r) { return rows_from(x, r); },
+                           [&](const Job& b) { run(b, false); });
+        return;
+    }
+    const bool nt = use_streaming<Arch>(j.out, j.rows, j.out_stride, esize);
+    run(j, nt);
+    if (nt) stream_fence<Arch>();
 }
 
 // Two ways to get a batch of codes as 32-bit lanes. The xsimd body (NEON,
@@ -725,9 +830,9 @@ struct affine_runs {
 
 template <class Arch, out_type OT, bool Z, bool B>
 inline void affine_rows(const affine_job& j) noexcept {
-    const bool nt = use_streaming<Arch>(j.out, j.rows, j.out_stride, OT == out_type::f32 ? 4 : 2);
-    for_each_run<Arch>(j, affine_runs<Arch, OT, Z, B>{j, nt});
-    if (nt) stream_fence<Arch>();
+    with_output<Arch>(j, OT == out_type::f32 ? 4 : 2, true, [](const affine_job& b, bool nt) {
+        for_each_run<Arch>(b, affine_runs<Arch, OT, Z, B>{b, nt});
+    });
 }
 
 /// table[q] for one batch of codes (bytes at q, or 32-bit lanes). Cap 16, 32
@@ -820,9 +925,9 @@ inline void table_rows(const table_job& j) noexcept {
     alignas(64) float pad[Cap < 256 ? Cap : 16] = {};
     if constexpr (Cap < 256)
         for (std::size_t i = 0; i < (std::size_t{1} << j.bits); ++i) pad[i] = j.table[i];
-    const bool nt = use_streaming<Arch>(j.out, j.rows, j.out_stride, OT == out_type::f32 ? 4 : 2);
-    for_each_run<Arch>(j, table_runs<Arch, OT, Cap>{j, pad, nt});
-    if (nt) stream_fence<Arch>();
+    with_output<Arch>(j, OT == out_type::f32 ? 4 : 2, Cap <= 16, [&pad](const table_job& b, bool nt) {
+        for_each_run<Arch>(b, table_runs<Arch, OT, Cap>{b, pad, nt});
+    });
 }
 
 template <class Arch, out_type OT>
