@@ -140,6 +140,10 @@ LOWBIT_FORCE_INLINE V affine_code(const affine_rule& r, V x, V scale, V zero, V 
 /// v = x * (1 / scale) (x / scale when 1 / scale overflows; 0 for a zero
 /// scale), for a sign-magnitude table v = |v| with the sign code added for
 /// v < 0, then code = first + the steps of every threshold v lies past.
+/// plain_reciprocal: v = x * (1 / scale) as computed, bitsandbytes' CUDA
+/// kernels' arithmetic: a zero scale makes every v NaN (0 * Inf), which
+/// passes no threshold (code `first`), and an overflowing 1 / scale sends
+/// every nonzero x to an end code.
 /// Threshold k is passed when v > above[k]: a threshold t that an input
 /// equal to it passes (ties to the upper value) is stored as the float just
 /// below t, since v >= t and v > nextafter(t, -inf) agree for every v.
@@ -154,17 +158,29 @@ struct threshold_rule {
     float step[max_bounds] = {};
     float first = 0.0f;
     float sign_code = 0.0f;  ///< 0: not a sign-magnitude table
+    bool plain_reciprocal = false;
 };
 
+/// The rule whose code is code_of_count[number of `bounds` strictly below v]
+/// (bounds ascending strictly, at most 15; code_of_count has bounds.size() + 1
+/// entries), taken on |v| with `sign_code` added for v < 0 when it is nonzero.
+inline threshold_rule counting_rule(const float* bounds, std::size_t count, const std::uint8_t* code_of_count,
+                                    std::uint8_t sign_code = 0) noexcept {
+    threshold_rule r;
+    r.count = count < threshold_rule::max_bounds ? count : threshold_rule::max_bounds;
+    r.first = code_of_count[0];
+    for (std::size_t k = 0; k < r.count; ++k) {
+        r.above[k] = bounds[k];
+        r.step[k] = static_cast<float>(code_of_count[k + 1]) - static_cast<float>(code_of_count[k]);
+    }
+    r.sign_code = sign_code;
+    return r;
+}
+
+/// The code of an already scaled value v (threshold_code after its scaling):
+/// what bitsandbytes' 4-bit kernels apply to their own x * (1 / absmax).
 template <class V, class Ops = detail::lane_ops<V>>
-LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale) noexcept {
-    const auto nonzero = scale != V(0.0f);
-    const V s = Ops::select(nonzero, scale, V(1.0f));
-    const V inv = Ops::div(V(1.0f), s);
-    const auto tiny = Ops::is_inf(inv);
-    V v = x * inv;
-    if (Ops::any(tiny)) v = Ops::select(tiny, Ops::div(x, s), v);  // rare: skip the division
-    v = Ops::select(nonzero, v, V(0.0f));
+LOWBIT_FORCE_INLINE V threshold_count(const threshold_rule& t, V v) noexcept {
     V code(t.first);
     if (t.sign_code != 0.0f) {
         code = code + Ops::select(v < V(0.0f), V(t.sign_code), V(0.0f));
@@ -174,6 +190,19 @@ LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale) noex
     for (std::size_t k = 0; k < threshold_rule::max_bounds; ++k)
         code = code + Ops::select(v > V(t.above[k]), V(t.step[k]), V(0.0f));
     return code;
+}
+
+template <class V, class Ops = detail::lane_ops<V>>
+LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale) noexcept {
+    if (t.plain_reciprocal) return threshold_count<V, Ops>(t, x * Ops::div(V(1.0f), scale));
+    const auto nonzero = scale != V(0.0f);
+    const V s = Ops::select(nonzero, scale, V(1.0f));
+    const V inv = Ops::div(V(1.0f), s);
+    const auto tiny = Ops::is_inf(inv);
+    V v = x * inv;
+    if (Ops::any(tiny)) v = Ops::select(tiny, Ops::div(x, s), v);  // rare: skip the division
+    v = Ops::select(nonzero, v, V(0.0f));
+    return threshold_count<V, Ops>(t, v);
 }
 
 /// A minifloat element with `mbits` mantissa bits and exponent bias `bias`:
