@@ -91,17 +91,19 @@ inline source_dtype parse_source_dtype(std::string_view s) {
                                              "' is not float16, bfloat16 or float32");
 }
 
-/// FP4's quant_map as bitsandbytes stores it (get_4bit_type): code 8 is +0,
-/// not -0, and its CPU kernels decode it so.
-inline constexpr std::array<float, 16> fp4_quant_map = [] {
-    std::array<float, 16> v = ::lowbit::detail::bnb_fp4_values;
-    v[8] = 0.0f;
-    return v;
-}();
-
-/// The 16 decode values of a 4-bit type, by code (bitsandbytes' quant_map).
+/// The 16 decode values of a 4-bit type, by code (bitsandbytes' quant_map):
+/// nf4()'s and fp4()'s tables, but FP4's code 8 is +0, not -0, as
+/// bitsandbytes stores it (get_4bit_type) and its kernels decode it.
 inline const std::array<float, 16>& code_table(quant_type t) noexcept {
-    return t == quant_type::nf4 ? ::lowbit::detail::nf4_values : fp4_quant_map;
+    static const auto map_of = [](const codebook<4>& cb, bool plus_zero) {
+        std::array<float, 16> v{};
+        std::copy(cb.table().begin(), cb.table().end(), v.begin());
+        for (float& f : v)
+            if (plus_zero && f == 0.0f) f = 0.0f;
+        return v;
+    };
+    static const std::array<float, 16> nf4_map = map_of(nf4(), false), fp4_map = map_of(fp4(), true);
+    return t == quant_type::nf4 ? nf4_map : fp4_map;
 }
 
 /// The signed dynamic map (bitsandbytes' nested_quant_map and 8-bit code).
@@ -144,6 +146,43 @@ inline const torch_4bit_table& torch_table(quant_type t) noexcept {
     static const torch_4bit_table fp4 = make_torch_table(quant_type::fp4);
     return t == quant_type::nf4 ? nf4 : fp4;
 }
+
+}  // namespace detail
+
+/// NF4 or FP4 as a codebook that encodes as bitsandbytes' `rules` do, with
+/// bitsandbytes' quant_map as its table (code_table):
+///   cuda  nf4()'s / fp4()'s thresholds (dQuantizeNF4, dQuantizeFP4) with a
+///         plain reciprocal, so an all-zero block codes as the CUDA kernels
+///         code it (NF4: 0, FP4: 0) and a block whose 1 / absmax overflows
+///         sends its nonzero values to the end codes;
+///   cpu   NF4 only: the float32 midpoints torch.bucketize counts, with the
+///         default guarded reciprocal (the PyTorch kernel's absmax floor of
+///         1e-38 gives the same codes unless 0 < absmax < 1e-38). FP4's
+///         PyTorch rule gives the value 0 two codes (0 below the threshold 0,
+///         8 above it), which a codebook, one code per value, cannot hold:
+///         errc::invalid_argument.
+inline codebook<4> scheme_4bit(quant_type t, kernel_rules r = kernel_rules::cuda) {
+    const auto& map = code_table(t);
+    if (r == kernel_rules::cpu) {
+        if (t == quant_type::fp4)
+            LOWBIT_THROW(errc::invalid_argument, "bnb::scheme_4bit: FP4 under bitsandbytes' cpu rules is not a "
+                                                 "codebook (its PyTorch rule codes the value 0 as 0 or 8)");
+        const auto& tb = detail::torch_table(t);
+        return codebook<4>::with_thresholds(map, tb.bounds, "nf4");
+    }
+    if (t == quant_type::nf4) return nf4().set_reciprocal(codebook_reciprocal::plain);
+    return codebook<4>::sign_magnitude(map, fp4().thresholds(), 0x8, "fp4").set_reciprocal(codebook_reciprocal::plain);
+}
+
+/// bitsandbytes' signed dynamic 8-bit map as a scheme that encodes as its
+/// CUDA kernel (dQuantize) does: x * (1 / absmax) with a plain reciprocal.
+inline dynamic8 dynamic_scheme() {
+    dynamic8 d;
+    d.reciprocal = codebook_reciprocal::plain;
+    return d;
+}
+
+namespace detail {
 
 // The CPU kernel's table: entry i holds the code nearest to the grid point
 // -1 + 2i/65535 (ties to the lower code); a scaled value v in [-1, 1] reads
