@@ -174,6 +174,26 @@ inline codebook<4> scheme_4bit(quant_type t, kernel_rules r = kernel_rules::cuda
     return codebook<4>::sign_magnitude(map, fp4().thresholds(), 0x8, "fp4").set_reciprocal(codebook_reciprocal::plain);
 }
 
+namespace detail {
+
+/// The threshold rule bnb::quantize_4bit counts with: scheme_4bit's, and for
+/// FP4 under the PyTorch rules the counting form of torch.bucketize over the
+/// 15 float32 midpoints of the stably sorted quant_map (the value 0 gets code
+/// 0 up to the midpoint 0 between its two entries and code 8 above it).
+inline const threshold_rule& rule_4bit(quant_type t, kernel_rules r) {
+    static const codebook<4> nf4_cuda = scheme_4bit(quant_type::nf4, kernel_rules::cuda);
+    static const codebook<4> fp4_cuda = scheme_4bit(quant_type::fp4, kernel_rules::cuda);
+    static const codebook<4> nf4_cpu = scheme_4bit(quant_type::nf4, kernel_rules::cpu);
+    static const threshold_rule fp4_cpu = [] {
+        const torch_4bit_table& tb = torch_table(quant_type::fp4);
+        return counting_rule(tb.bounds.data(), tb.bounds.size(), tb.order.data());
+    }();
+    if (r == kernel_rules::cpu) return t == quant_type::nf4 ? *nf4_cpu.encode_rule() : fp4_cpu;
+    return t == quant_type::nf4 ? *nf4_cuda.encode_rule() : *fp4_cuda.encode_rule();
+}
+
+}  // namespace detail
+
 /// bitsandbytes' signed dynamic 8-bit map as a scheme that encodes as its
 /// CUDA kernel (dQuantize) does: x * (1 / absmax) with a plain reciprocal.
 inline dynamic8 dynamic_scheme() {
@@ -223,7 +243,7 @@ inline float block_absmax(const float* x, std::size_t n) noexcept {
 /// 8-bit blockwise codes of x with the signed dynamic map.
 inline void quantize_dynamic_blocks(std::span<const float> x, std::size_t blocksize, kernel_rules rules,
                                     std::uint8_t* codes, float* absmax, unsigned threads) {
-    const auto& map = dynamic_map();
+    static const dynamic8 cuda = dynamic_scheme();
     const dynamic_lut* lut = rules == kernel_rules::cpu ? &signed_dynamic_lut() : nullptr;
     const std::size_t nblocks = (x.size() + blocksize - 1) / blocksize;
     parallel_for(nblocks, threads, 64, [&](std::size_t b0, std::size_t b1) {
@@ -231,10 +251,11 @@ inline void quantize_dynamic_blocks(std::span<const float> x, std::size_t blocks
             const std::size_t lo = b * blocksize, hi = std::min(x.size(), lo + blocksize);
             const float am = block_absmax(x.data() + lo, hi - lo);
             absmax[b] = am;
-            const float inv = 1.0f / am;
-            for (std::size_t i = lo; i < hi; ++i) {
-                const float v = x[i] * inv;
-                codes[i] = lut ? (*lut)(v) : ::lowbit::detail::dquantize_search(map, v);
+            if (lut) {
+                const float inv = 1.0f / am;
+                for (std::size_t i = lo; i < hi; ++i) codes[i] = (*lut)(x[i] * inv);
+            } else {
+                for (std::size_t i = lo; i < hi; ++i) codes[i] = cuda.encode(x[i], {am});
             }
         }
     });
@@ -380,25 +401,8 @@ inline quant_state_4bit quantize_4bit(std::span<const float> x, std::vector<std:
     const std::size_t n = x.size(), bs = o.blocksize, nb = (n + bs - 1) / bs;
     s.packed.assign((n + 1) / 2, 0);
     std::vector<float> absmax(nb);
-    // The code is code_of_count[number of thresholds below v]: the CUDA trees
-    // (NF4 over v, FP4 over |v| with the sign in bit 3) or torch's bucketize.
-    static constexpr std::array<std::uint8_t, 16> identity = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    static constexpr std::array<std::uint8_t, 16> fp4_tree = {0, 1, 6, 7, 4, 5, 2, 3};
-    const bool cpu = o.rules == kernel_rules::cpu;
-    const auto& tb = detail::torch_table(o.type);
-    kernels::bnb4_quantize_job job{x.data(), n, bs, 0, 0, nullptr, 15, identity.data(), 0, cpu, s.packed.data(),
-                                   absmax.data()};
-    if (cpu) {
-        job.bounds = tb.bounds.data();
-        job.code_of_count = tb.order.data();
-    } else if (o.type == quant_type::nf4) {
-        job.bounds = ::lowbit::detail::nf4_bounds.data();
-    } else {
-        job.bounds = ::lowbit::detail::bnb_fp4_bounds.data();
-        job.nbounds = ::lowbit::detail::bnb_fp4_bounds.size();
-        job.code_of_count = fp4_tree.data();
-        job.sign_bit = 0x8;
-    }
+    const kernels::bnb4_quantize_job job{x.data(), n, bs, 0, 0, &detail::rule_4bit(o.type, o.rules),
+                                         o.rules == kernel_rules::cpu, s.packed.data(), absmax.data()};
     parallel_for(nb, o.threads, 16, [&](std::size_t b0, std::size_t b1) {
         kernels::bnb4_quantize_job j = job;
         j.block_begin = b0;

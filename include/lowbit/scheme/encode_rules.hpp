@@ -179,15 +179,17 @@ inline threshold_rule counting_rule(const float* bounds, std::size_t count, cons
 
 /// The code of an already scaled value v (threshold_code after its scaling):
 /// what bitsandbytes' 4-bit kernels apply to their own x * (1 / absmax).
-template <class V, class Ops = detail::lane_ops<V>>
+/// Entries from N on are not looked at (N >= t.count).
+template <class V, class Ops = detail::lane_ops<V>, std::size_t N = threshold_rule::max_bounds>
 LOWBIT_FORCE_INLINE V threshold_count(const threshold_rule& t, V v) noexcept {
+    static_assert(N <= threshold_rule::max_bounds);
     V code(t.first);
     if (t.sign_code != 0.0f) {
         code = code + Ops::select(v < V(0.0f), V(t.sign_code), V(0.0f));
         v = Ops::abs(v);
     }
     // All entries, a fixed count the compiler unrolls: unused ones never pass.
-    for (std::size_t k = 0; k < threshold_rule::max_bounds; ++k)
+    for (std::size_t k = 0; k < N; ++k)
         code = code + Ops::select(v > V(t.above[k]), V(t.step[k]), V(0.0f));
     return code;
 }
