@@ -363,6 +363,9 @@ namespace detail {
 
 /// The nested state of a first-level absmax vector: offset (given, or the
 /// mean), then absmax - offset 8-bit blockwise with the signed dynamic map.
+/// CUDA rules: the core's double quantization (detail::quantize_scales with
+/// double_quant<dynamic8>{dynamic_scheme(), blocksize, mean offset}); CPU
+/// rules: the same blocks coded through bitsandbytes' CPU lookup table.
 inline nested_state nest(std::vector<float> absmax, std::size_t blocksize, kernel_rules rules,
                          std::optional<float> offset, unsigned threads, std::string_view where) {
     if (blocksize == 0) LOWBIT_THROW(errc::invalid_argument, std::string(where) + ": nested blocksize is 0");
@@ -372,6 +375,19 @@ inline nested_state nest(std::vector<float> absmax, std::size_t blocksize, kerne
     ns.offset = offset ? *offset : ::lowbit::detail::mean_f32(absmax);
     if (!std::isfinite(ns.offset))
         LOWBIT_THROW(errc::non_finite, std::string(where) + ": the nested offset is not finite");
+    if (rules == kernel_rules::cuda) {
+        const double_quant<dynamic8> dq{dynamic_scheme(), blocksize, true, false};
+        std::vector<float> effective(absmax.size());
+        second_level sl = ::lowbit::detail::quantize_scales(
+            dq, absmax, blocksize, effective,
+            [&](std::size_t lo, std::size_t hi) {
+                return std::string(where) + ": absmax " + std::to_string(lo) + ".." + std::to_string(hi - 1);
+            },
+            ns.offset);
+        ns.codes = std::move(sl.codes);
+        ns.absmax = std::move(sl.scale);
+        return ns;
+    }
     for (float& a : absmax) a -= ns.offset;
     ns.codes.resize(absmax.size());
     ns.absmax.resize((absmax.size() + blocksize - 1) / blocksize);
