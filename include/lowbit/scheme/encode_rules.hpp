@@ -196,14 +196,17 @@ LOWBIT_FORCE_INLINE V threshold_count(const threshold_rule& t, V v) noexcept {
 
 template <class V, class Ops = detail::lane_ops<V>>
 LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale) noexcept {
-    if (t.plain_reciprocal) return threshold_count<V, Ops>(t, x * Ops::div(V(1.0f), scale));
-    const auto nonzero = scale != V(0.0f);
-    const V s = Ops::select(nonzero, scale, V(1.0f));
-    const V inv = Ops::div(V(1.0f), s);
-    const auto tiny = Ops::is_inf(inv);
+    // x * (1 / scale) as computed (plain_reciprocal); the guarded rule then
+    // mends the lanes whose 1 / scale is infinite (a zero or tiny scale),
+    // which are rare, so the common path has no select.
+    const V inv = Ops::div(V(1.0f), scale);
     V v = x * inv;
-    if (Ops::any(tiny)) v = Ops::select(tiny, Ops::div(x, s), v);  // rare: skip the division
-    v = Ops::select(nonzero, v, V(0.0f));
+    const auto special = Ops::is_inf(inv);
+    if (Ops::any(special) && !t.plain_reciprocal) {
+        const auto nonzero = scale != V(0.0f);
+        v = Ops::select(special, Ops::div(x, Ops::select(nonzero, scale, V(1.0f))), v);
+        v = Ops::select(nonzero, v, V(0.0f));
+    }
     return threshold_count<V, Ops>(t, v);
 }
 
