@@ -4,6 +4,9 @@
 // A GEMV reads the packed weight once (4.5 bits a weight with the absmax), so
 // its ceiling is the read baseline over those bytes. LLM.int8()'s int8 GEMM
 // on the same shape is measured beside it.
+// The same bytes through the generic core (bnb_4bit_quantizer /
+// bnb_4bit_nested_quantizer, then to_bnb) are measured beside the dedicated
+// kernel, plain and nested.
 // LOWBIT_ARCH=scalar|sse4_1|avx2|avx512bw picks the instruction set.
 
 #include <benchmark/benchmark.h>
@@ -11,6 +14,7 @@
 #include "bandwidth.hpp"
 
 #include <lowbit/formats/bnb.hpp>
+#include <lowbit/formats/bnb_convert.hpp>
 
 #include <cstdint>
 #include <random>
@@ -71,6 +75,45 @@ void BM_nf4_quantize(benchmark::State& st) {
     set_weights(st, static_cast<double>(n), static_cast<double>(n * 4));
 }
 
+void BM_nf4_quantize_plain(benchmark::State& st) {
+    bnb::quantize_4bit_options o;
+    o.compress_statistics = false;
+    const auto& w = weights();
+    for (auto _ : st) {
+        auto s = bnb::quantize_4bit(w, {rows, cols}, o);
+        benchmark::DoNotOptimize(s.packed.data());
+    }
+    set_weights(st, static_cast<double>(n), static_cast<double>(n * 4));
+}
+
+// The core's quantizer, then the conversion to bitsandbytes' state (the same bytes).
+template <class Q>
+void core_quantize(benchmark::State& st, const Q& qz) {
+    const matrix_view<const float> w(weights().data(), rows, cols);
+    for (auto _ : st) {
+        auto s = to_bnb(qz.quantize(w));
+        benchmark::DoNotOptimize(s.packed.data());
+    }
+    set_weights(st, static_cast<double>(n), static_cast<double>(n * 4));
+}
+
+void BM_nf4_core_quantize(benchmark::State& st) {
+    if (st.range(0))
+        core_quantize(st, bnb_4bit_nested_quantizer(bnb::quant_type::nf4, 64));
+    else
+        core_quantize(st, bnb_4bit_quantizer(bnb::quant_type::nf4, 64));
+}
+
+void BM_nf4_core_to_bnb(benchmark::State& st) {
+    static const auto q = bnb_4bit_nested_quantizer(bnb::quant_type::nf4, 64)
+                              .quantize(matrix_view<const float>(weights().data(), rows, cols));
+    for (auto _ : st) {
+        auto s = to_bnb(q);
+        benchmark::DoNotOptimize(s.packed.data());
+    }
+    set_weights(st, static_cast<double>(n), static_cast<double>(n / 2 * 2));
+}
+
 void BM_nf4_dequantize(benchmark::State& st) {
     const auto type = static_cast<kernels::out_type>(st.range(0));
     const std::size_t es = type == kernels::out_type::f32 ? 4 : 2;
@@ -122,6 +165,9 @@ void BM_int8_gemm(benchmark::State& st) {
 BENCHMARK(BM_read_packed)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_copy_f32_output)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_nf4_quantize)->ArgName("cpu_rules")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_nf4_quantize_plain)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_nf4_core_quantize)->ArgName("nested")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_nf4_core_to_bnb)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_nf4_dequantize)->ArgName("out")->Arg(0)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_nf4_gemv)->ArgName("batch")->Arg(1)->Arg(4)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_int8_gemm)->ArgName("batch")->Arg(1)->Arg(8)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -11,7 +11,7 @@ set(_layers
   "2 layout"          "^pack/|^formats/ggml(_types|_blocks|_kquants|_validate)?\\.hpp$"
   "3 kernels"         "^kernels/|^detail/xsimd_compat\\.hpp$"
   "4 algorithms"      "^algorithms/"
-  "5 quantizer"       "^(quantizer|registry|metrics)\\.hpp$|^formats/(ggml_quantized|ggml_convert|bnb)\\.hpp$"
+  "5 quantizer"       "^(quantizer|registry|metrics)\\.hpp$|^formats/(ggml_quantized|ggml_convert|bnb|bnb_convert)\\.hpp$"
   "6 containers"      "^detail/file_io\\.hpp$|^formats/(json|gguf|gguf_value|gguf_read|gguf_write|safetensors|imatrix)\\.hpp$"
   "7 pipelines"       "^formats/(gguf_quantize|gguf_recipes|bnb_checkpoint)\\.hpp$|^adapters/|^lowbit\\.hpp$")
 

@@ -59,6 +59,19 @@ struct ggml_fns<ggml_q8_0_scheme> {
     static quantizer<ggml_q8_0_scheme> make() { return ggml_q8_0_quantizer(); }
 };
 
+template <>
+struct ggml_fns<ggml_mxfp4_scheme> {
+    static constexpr row_quantize quantize = ggml::quantize_row_mxfp4;
+    static constexpr row_dequantize dequantize = ggml::dequantize_row_mxfp4;
+    static quantizer<ggml_mxfp4_scheme> make() { return ggml_mxfp4_quantizer(); }
+};
+template <>
+struct ggml_fns<ggml_iq4_nl_scheme> {
+    static constexpr row_quantize quantize = ggml::quantize_row_iq4_nl;
+    static constexpr row_dequantize dequantize = ggml::dequantize_row_iq4_nl;
+    static quantizer<ggml_iq4_nl_scheme> make() { return ggml_iq4_nl_rtn_quantizer(); }
+};
+
 struct data_set {
     std::string name;
     std::vector<float> w;
@@ -200,8 +213,18 @@ void check_type() {
     const auto base = ggml_fns<S>::make();
     auto threaded = base;
     threaded.threads = 3;
-    for (const data_set& d : data_sets()) {
+    for (data_set d : data_sets()) {
         INFO("data " << d.name);
+        if constexpr (std::is_same_v<S, ggml_mxfp4_scheme>) {
+            // Blocks whose exponent byte would be ggml's 0xFF (E8M0 NaN) are
+            // refused (see the MXFP4 edge test): scale them out of that range.
+            for (std::size_t b = 0; b < d.w.size() / 32; ++b) {
+                float m = 0.0f;
+                for (std::size_t j = 0; j < 32; ++j) m = std::fmax(m, std::fabs(d.w[32 * b + j]));
+                if (ggml_mxfp4_scheme::exponent_of(m) == 0xFF)
+                    for (std::size_t j = 0; j < 32; ++j) d.w[32 * b + j] *= 1024.0f;
+            }
+        }
         const matrix_view<const float> w(d.w.data(), d.rows, d.cols);
         const std::vector<float> ones(d.cols, 1.0f);
         const auto want = reference_bytes<S>(d);
@@ -237,6 +260,63 @@ TEST_CASE("ggml's legacy rules through the core give ggml's bytes and values: Q4
 TEST_CASE("ggml's legacy rules through the core give ggml's bytes and values: Q5_0") { check_type<ggml_q5_0_scheme>(); }
 TEST_CASE("ggml's legacy rules through the core give ggml's bytes and values: Q5_1") { check_type<ggml_q5_1_scheme>(); }
 TEST_CASE("ggml's legacy rules through the core give ggml's bytes and values: Q8_0") { check_type<ggml_q8_0_scheme>(); }
+
+TEST_CASE("ggml's MXFP4 rule through the core gives ggml's bytes and values") { check_type<ggml_mxfp4_scheme>(); }
+
+TEST_CASE("MXFP4: exponents near powers of two, ties, zeros and the exponent's wrap-around below 2^-125") {
+    std::vector<float> x(32 * 12, 0.0f);
+    const float amax[12] = {1.0f,      std::nextafter(16.0f, 0.0f), std::nextafter(1024.0f, 0.0f), 3e38f,
+                            1e-30f,    1e-37f,                      1e-40f,                       0x1p-125f,
+                            0x1p-127f, std::nextafter(0x1p-124f, 0.0f), 6.0f,                    0.0f};
+    for (std::size_t b = 0; b < 12; ++b) {
+        float* xb = x.data() + 32 * b;
+        xb[0] = amax[b];
+        for (std::size_t j = 1; j < 32; ++j) xb[j] = amax[b] * (static_cast<float>(static_cast<int>(j % 15) - 7) / 8.0f);
+        xb[31] = -0.0f;
+    }
+    const data_set d{"edges", x, 1, x.size()};
+    const auto want = reference_bytes<ggml_mxfp4_scheme>(d);
+    const auto q = ggml_mxfp4_quantizer().quantize(matrix_view<const float>(x.data(), 1, x.size()));
+    REQUIRE(to_ggml_blocks(q) == want);
+    REQUIRE(same_floats(values_of(q), reference_values<ggml_mxfp4_scheme>(want, 1, x.size())));
+    // amax in [2^-126, 2^-125): ggml's exponent byte wraps to 0xFF (E8M0 NaN), which
+    // ggml writes and its own validation rejects; the core refuses the block.
+    std::vector<float> nan_e(32, 0.0f);
+    nan_e[3] = -1.5e-38f;
+    const auto ggml_nan = reference_bytes<ggml_mxfp4_scheme>({"e = 0xFF", nan_e, 1, 32});
+    REQUIRE(ggml_nan[0] == 0xFF);
+    REQUIRE(ggml::find_invalid_block(ggml::type::mxfp4, std::as_bytes(std::span<const std::uint8_t>(ggml_nan))));
+    REQUIRE_THROWS_AS(ggml_mxfp4_quantizer().quantize(matrix_view<const float>(nan_e.data(), 1, 32)), lowbit::error);
+    // A scale that is no 2^(e - 128) has no block.
+    auto bad = q;
+    bad.scale[0] = 0.75f;
+    REQUIRE_THROWS_AS(to_ggml_blocks(bad), lowbit::error);
+}
+
+TEST_CASE("IQ4_NL: ggml's blocks read back and written again; the core's RTN blocks decode as ggml decodes them") {
+    using S = ggml_iq4_nl_scheme;
+    for (const data_set& d : data_sets()) {
+        INFO("data " << d.name);
+        std::vector<float> w = d.w;
+        for (float& v : w) v = std::fmax(-6e4f, std::fmin(6e4f, v));  // IQ4_NL's fp16 d holds |x| up to ~7.7e6
+        const data_set c{d.name, w, d.rows, d.cols};
+        const auto want = reference_bytes<S>(c);
+        const auto want_values = reference_values<S>(want, c.rows, c.cols);
+        for (isa i : kernels::available_isas()) {
+            kernels::set_active_isa(i);
+            INFO("isa " << kernels::isa_name(i));
+            const quantized<S> back = from_ggml_blocks<S>(want, c.rows, c.cols);
+            REQUIRE(to_ggml_blocks(back) == want);
+            REQUIRE(same_floats(values_of(back), want_values));
+            // The round-to-nearest first step: ggml decodes its blocks to the core's values.
+            const auto q = ggml_iq4_nl_rtn_quantizer().quantize(matrix_view<const float>(w.data(), c.rows, c.cols));
+            const auto mine = to_ggml_blocks(q);
+            REQUIRE(!ggml::find_invalid_block(ggml::type::iq4_nl, std::as_bytes(std::span<const std::uint8_t>(mine))));
+            REQUIRE(same_floats(reference_values<S>(mine, c.rows, c.cols), values_of(q)));
+        }
+        kernels::set_active_isa(kernels::available_isas().front());
+    }
+}
 
 TEST_CASE("ggml rules: hand-worked codes and params") {
     // Q4_0, d = 1: 0.5 is a tie that rounds up (code 9), -7.5 goes to 1.

@@ -136,6 +136,39 @@ TEST_CASE("codebooks: an all-zero block stores scale 0, takes the code of 0.0 an
     CHECK(d.encode(0.0f, pd) == 127);
 }
 
+TEST_CASE("codebooks with a plain reciprocal: 0 * Inf and an overflowing 1/scale as bitsandbytes' CUDA kernels") {
+    auto n = nf4();
+    REQUIRE(n.reciprocal() == codebook_reciprocal::guarded);
+    n.set_reciprocal(codebook_reciprocal::plain);
+    REQUIRE(n.reciprocal() == codebook_reciprocal::plain);
+    REQUIRE(n.encode_rule()->plain_reciprocal);
+    const scaled_params zero{0.0f}, tiny{1e-40f};
+    CHECK(n.encode(0.0f, zero) == 0);  // 0 * Inf is NaN: no threshold passed
+    CHECK(n.encode(-0.0f, zero) == 0);
+    CHECK(n.encode(1e-41f, tiny) == 15);  // 1e-41 * Inf
+    CHECK(n.encode(-1e-41f, tiny) == 0);
+    CHECK(n.encode(0.0f, tiny) == 0);
+    CHECK(n.encode(0.5f, unit) == nf4().encode(0.5f, unit));
+    auto f = fp4();
+    f.set_reciprocal(codebook_reciprocal::plain);
+    CHECK(f.encode(0.0f, zero) == 0);
+    CHECK(f.encode(1e-41f, tiny) == 3);
+    CHECK(f.encode(-1e-41f, tiny) == 11);
+    // A table of more than 16 values (searched, not counted) follows the same rule.
+    std::vector<float> v(32);
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = -1.0f + 2.0f * static_cast<float>(i) / 31.0f;
+    codebook<5> big(v);
+    REQUIRE(big.encode_rule() == nullptr);
+    big.set_reciprocal(codebook_reciprocal::plain);
+    CHECK(big.encode(0.0f, zero) == 0);
+    CHECK(big.encode(1e-41f, tiny) == 31);
+    dynamic8 d;
+    d.reciprocal = codebook_reciprocal::plain;
+    CHECK(d.encode(0.0f, zero) == 0);  // dQuantize's search from 127 ends at 0 for NaN
+    CHECK(d.encode(1e-41f, tiny) == 255);
+    CHECK(d.encode(0.25f, unit) == dynamic8{}.encode(0.25f, unit));
+}
+
 TEST_CASE("user tables: nearest value, exact midpoints to the lower code") {
     // Unsorted on purpose: values 0, 1, 3, 2 at codes 0..3.
     const float t[4] = {0.0f, 1.0f, 3.0f, 2.0f};

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -104,16 +105,18 @@ inline float mean_f32(std::span<const float> v) noexcept {
 /// store the second level and write the effective (dequantized) scales. An
 /// error of the second-level scheme (a range its params cannot hold) names the
 /// block through where(first, last + 1), the first-level scales it covers.
+/// `offset`, with dq.subtract_mean, is subtracted instead of the mean (to
+/// reproduce an owner's run whose mean was rounded otherwise).
 template <class S2, class Where>
 second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> scales, std::size_t block,
-                             std::span<float> effective, Where&& where) {
+                             std::span<float> effective, Where&& where, std::optional<float> offset = {}) {
     second_level out;
     out.bits = S2::bits;
     const std::size_t n = scales.size();
     out.block = block == 0 ? (n ? n : 1) : block;
     std::vector<float> centred(scales.begin(), scales.end());
     if (dq.subtract_mean && n) {
-        out.offset = mean_f32(scales);
+        out.offset = offset ? *offset : mean_f32(scales);
         out.has_offset = true;
         for (float& s : centred) s -= out.offset;
     }

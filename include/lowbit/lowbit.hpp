@@ -22,6 +22,7 @@
 #include "registry.hpp"
 
 #include "formats/bnb.hpp"
+#include "formats/bnb_convert.hpp"
 #include "formats/bnb_checkpoint.hpp"
 #include "formats/ggml.hpp"
 #include "formats/ggml_convert.hpp"

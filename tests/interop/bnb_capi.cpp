@@ -2,6 +2,7 @@
 // tests (loaded with ctypes beside bitsandbytes and torch). Each returns 1 on
 // success and 0 after printing the error.
 #include <lowbit/formats/bnb.hpp>
+#include <lowbit/formats/bnb_convert.hpp>
 
 #include "capi_guard.hpp"
 
@@ -65,6 +66,21 @@ int lowbit_bnb_quantize_4bit(const float* x, std::int64_t n, int type, std::int6
         } else {
             std::copy(s.absmax.begin(), s.absmax.end(), absmax);
         }
+    });
+}
+
+// NF4 under bitsandbytes' CPU rules through the generic core: the n values
+// (a multiple of blocksize) as one row, bnb_4bit_quantizer(nf4, blocksize,
+// cpu), then to_bnb; packed gets (n + 1) / 2 bytes, absmax one value per block.
+int lowbit_bnb_core_quantize_nf4(const float* x, std::int64_t n, std::int64_t blocksize, std::uint8_t* packed,
+                                 float* absmax) {
+    return guarded([&] {
+        const auto qz = lowbit::bnb_4bit_quantizer(lowbit::bnb::quant_type::nf4, static_cast<std::size_t>(blocksize),
+                                                   lowbit::bnb::kernel_rules::cpu);
+        const auto q = qz.quantize(lowbit::matrix_view<const float>(x, 1, static_cast<std::size_t>(n)));
+        const auto s = lowbit::to_bnb(q);
+        std::copy(s.packed.begin(), s.packed.end(), packed);
+        std::copy(s.absmax.begin(), s.absmax.end(), absmax);
     });
 }
 

@@ -23,6 +23,7 @@ def bnb_capi():
     lib.lowbit_bnb_quantize_4bit.argtypes = [P, I64, ctypes.c_int, I64, ctypes.c_int, ctypes.c_int, ctypes.c_int,
                                              P, P, P, P, P]
     lib.lowbit_bnb_dequantize_4bit.argtypes = [P, I64, ctypes.c_int, I64, P, P, P, ctypes.c_float, ctypes.c_int, P]
+    lib.lowbit_bnb_core_quantize_nf4.argtypes = [P, I64, I64, P, P]
     lib.lowbit_bnb_quantize_blockwise.argtypes = [P, I64, I64, ctypes.c_int, P, P]
     lib.lowbit_bnb_dequantize_blockwise.argtypes = [P, I64, I64, P, ctypes.c_int, P]
     lib.lowbit_bnb_int8_quant.argtypes = [P, I64, I64, ctypes.c_float, P, P, P, P]

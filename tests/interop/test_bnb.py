@@ -81,6 +81,26 @@ def test_quantize_4bit_bytes_equal_bitsandbytes(bnb_capi, qt, bs):
             assert np.array_equal(a.view(np.uint32), st.absmax.numpy().view(np.uint32)), f"{name}: absmax differs"
 
 
+@pytest.mark.parametrize("bs", [32, 64, 128, 256, 512, 1024, 2048, 4096])
+def test_core_nf4_bytes_equal_bitsandbytes(bnb_capi, bs):
+    """NF4 composed with the generic core (bnb_4bit_quantizer(nf4, bs, cpu) + to_bnb) gives bitsandbytes' bytes.
+
+    Not the "subnormal" input: blocks with 0 < absmax < 1e-38 are where the core's
+    codebook (x / absmax) and PyTorch's kernel (x * 1e38 under its absmax floor) differ.
+    """
+    n = bs * 40
+    for name, x in inputs(n, bs + 11).items():
+        if name == "subnormal":
+            continue
+        packed, st = bnb_f.quantize_4bit(torch.from_numpy(x), blocksize=bs, quant_type="nf4",
+                                         compress_statistics=False)
+        p = np.zeros(n // 2, np.uint8)
+        a = np.zeros(n // bs, np.float32)
+        assert bnb_capi.lowbit_bnb_core_quantize_nf4(ptr(x), n, bs, ptr(p), ptr(a))
+        assert np.array_equal(p, packed.numpy().reshape(-1)), f"bs={bs} {name}: packed bytes differ"
+        assert np.array_equal(a.view(np.uint32), st.absmax.numpy().view(np.uint32)), f"bs={bs} {name}: absmax differs"
+
+
 @pytest.mark.parametrize("qt", ["nf4", "fp4"])
 @pytest.mark.parametrize("bs", [64, 128, 4096])
 def test_nested_state_equals_bitsandbytes(bnb_capi, qt, bs):

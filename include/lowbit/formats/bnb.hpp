@@ -91,17 +91,19 @@ inline source_dtype parse_source_dtype(std::string_view s) {
                                              "' is not float16, bfloat16 or float32");
 }
 
-/// FP4's quant_map as bitsandbytes stores it (get_4bit_type): code 8 is +0,
-/// not -0, and its CPU kernels decode it so.
-inline constexpr std::array<float, 16> fp4_quant_map = [] {
-    std::array<float, 16> v = ::lowbit::detail::bnb_fp4_values;
-    v[8] = 0.0f;
-    return v;
-}();
-
-/// The 16 decode values of a 4-bit type, by code (bitsandbytes' quant_map).
+/// The 16 decode values of a 4-bit type, by code (bitsandbytes' quant_map):
+/// nf4()'s and fp4()'s tables, but FP4's code 8 is +0, not -0, as
+/// bitsandbytes stores it (get_4bit_type) and its kernels decode it.
 inline const std::array<float, 16>& code_table(quant_type t) noexcept {
-    return t == quant_type::nf4 ? ::lowbit::detail::nf4_values : fp4_quant_map;
+    static const auto map_of = [](const codebook<4>& cb, bool plus_zero) {
+        std::array<float, 16> v{};
+        std::copy(cb.table().begin(), cb.table().end(), v.begin());
+        for (float& f : v)
+            if (plus_zero && f == 0.0f) f = 0.0f;
+        return v;
+    };
+    static const std::array<float, 16> nf4_map = map_of(nf4(), false), fp4_map = map_of(fp4(), true);
+    return t == quant_type::nf4 ? nf4_map : fp4_map;
 }
 
 /// The signed dynamic map (bitsandbytes' nested_quant_map and 8-bit code).
@@ -145,6 +147,63 @@ inline const torch_4bit_table& torch_table(quant_type t) noexcept {
     return t == quant_type::nf4 ? nf4 : fp4;
 }
 
+}  // namespace detail
+
+/// NF4 or FP4 as a codebook that encodes as bitsandbytes' `rules` do, with
+/// bitsandbytes' quant_map as its table (code_table):
+///   cuda  nf4()'s / fp4()'s thresholds (dQuantizeNF4, dQuantizeFP4) with a
+///         plain reciprocal, so an all-zero block codes as the CUDA kernels
+///         code it (NF4: 0, FP4: 0) and a block whose 1 / absmax overflows
+///         sends its nonzero values to the end codes;
+///   cpu   NF4 only: the float32 midpoints torch.bucketize counts, with the
+///         default guarded reciprocal (the PyTorch kernel's absmax floor of
+///         1e-38 gives the same codes unless 0 < absmax < 1e-38). FP4's
+///         PyTorch rule gives the value 0 two codes (0 below the threshold 0,
+///         8 above it), which a codebook, one code per value, cannot hold:
+///         errc::invalid_argument.
+inline codebook<4> scheme_4bit(quant_type t, kernel_rules r = kernel_rules::cuda) {
+    const auto& map = code_table(t);
+    if (r == kernel_rules::cpu) {
+        if (t == quant_type::fp4)
+            LOWBIT_THROW(errc::invalid_argument, "bnb::scheme_4bit: FP4 under bitsandbytes' cpu rules is not a "
+                                                 "codebook (its PyTorch rule codes the value 0 as 0 or 8)");
+        const auto& tb = detail::torch_table(t);
+        return codebook<4>::with_thresholds(map, tb.bounds, "nf4");
+    }
+    if (t == quant_type::nf4) return nf4().set_reciprocal(codebook_reciprocal::plain);
+    return codebook<4>::sign_magnitude(map, fp4().thresholds(), 0x8, "fp4").set_reciprocal(codebook_reciprocal::plain);
+}
+
+namespace detail {
+
+/// The threshold rule bnb::quantize_4bit counts with: scheme_4bit's, and for
+/// FP4 under the PyTorch rules the counting form of torch.bucketize over the
+/// 15 float32 midpoints of the stably sorted quant_map (the value 0 gets code
+/// 0 up to the midpoint 0 between its two entries and code 8 above it).
+inline const threshold_rule& rule_4bit(quant_type t, kernel_rules r) {
+    static const codebook<4> nf4_cuda = scheme_4bit(quant_type::nf4, kernel_rules::cuda);
+    static const codebook<4> fp4_cuda = scheme_4bit(quant_type::fp4, kernel_rules::cuda);
+    static const codebook<4> nf4_cpu = scheme_4bit(quant_type::nf4, kernel_rules::cpu);
+    static const threshold_rule fp4_cpu = [] {
+        const torch_4bit_table& tb = torch_table(quant_type::fp4);
+        return counting_rule(tb.bounds.data(), tb.bounds.size(), tb.order.data());
+    }();
+    if (r == kernel_rules::cpu) return t == quant_type::nf4 ? *nf4_cpu.encode_rule() : fp4_cpu;
+    return t == quant_type::nf4 ? *nf4_cuda.encode_rule() : *fp4_cuda.encode_rule();
+}
+
+}  // namespace detail
+
+/// bitsandbytes' signed dynamic 8-bit map as a scheme that encodes as its
+/// CUDA kernel (dQuantize) does: x * (1 / absmax) with a plain reciprocal.
+inline dynamic8 dynamic_scheme() {
+    dynamic8 d;
+    d.reciprocal = codebook_reciprocal::plain;
+    return d;
+}
+
+namespace detail {
+
 // The CPU kernel's table: entry i holds the code nearest to the grid point
 // -1 + 2i/65535 (ties to the lower code); a scaled value v in [-1, 1] reads
 // entry trunc((v + 1) / 2 * 65535 + 0.5); NaN reads entry 0.
@@ -184,7 +243,7 @@ inline float block_absmax(const float* x, std::size_t n) noexcept {
 /// 8-bit blockwise codes of x with the signed dynamic map.
 inline void quantize_dynamic_blocks(std::span<const float> x, std::size_t blocksize, kernel_rules rules,
                                     std::uint8_t* codes, float* absmax, unsigned threads) {
-    const auto& map = dynamic_map();
+    static const dynamic8 cuda = dynamic_scheme();
     const dynamic_lut* lut = rules == kernel_rules::cpu ? &signed_dynamic_lut() : nullptr;
     const std::size_t nblocks = (x.size() + blocksize - 1) / blocksize;
     parallel_for(nblocks, threads, 64, [&](std::size_t b0, std::size_t b1) {
@@ -192,10 +251,11 @@ inline void quantize_dynamic_blocks(std::span<const float> x, std::size_t blocks
             const std::size_t lo = b * blocksize, hi = std::min(x.size(), lo + blocksize);
             const float am = block_absmax(x.data() + lo, hi - lo);
             absmax[b] = am;
-            const float inv = 1.0f / am;
-            for (std::size_t i = lo; i < hi; ++i) {
-                const float v = x[i] * inv;
-                codes[i] = lut ? (*lut)(v) : ::lowbit::detail::dquantize_search(map, v);
+            if (lut) {
+                const float inv = 1.0f / am;
+                for (std::size_t i = lo; i < hi; ++i) codes[i] = (*lut)(x[i] * inv);
+            } else {
+                for (std::size_t i = lo; i < hi; ++i) codes[i] = cuda.encode(x[i], {am});
             }
         }
     });
@@ -303,6 +363,9 @@ namespace detail {
 
 /// The nested state of a first-level absmax vector: offset (given, or the
 /// mean), then absmax - offset 8-bit blockwise with the signed dynamic map.
+/// CUDA rules: the core's double quantization (detail::quantize_scales with
+/// double_quant<dynamic8>{dynamic_scheme(), blocksize, mean offset}); CPU
+/// rules: the same blocks coded through bitsandbytes' CPU lookup table.
 inline nested_state nest(std::vector<float> absmax, std::size_t blocksize, kernel_rules rules,
                          std::optional<float> offset, unsigned threads, std::string_view where) {
     if (blocksize == 0) LOWBIT_THROW(errc::invalid_argument, std::string(where) + ": nested blocksize is 0");
@@ -312,6 +375,19 @@ inline nested_state nest(std::vector<float> absmax, std::size_t blocksize, kerne
     ns.offset = offset ? *offset : ::lowbit::detail::mean_f32(absmax);
     if (!std::isfinite(ns.offset))
         LOWBIT_THROW(errc::non_finite, std::string(where) + ": the nested offset is not finite");
+    if (rules == kernel_rules::cuda) {
+        const double_quant<dynamic8> dq{dynamic_scheme(), blocksize, true, false};
+        std::vector<float> effective(absmax.size());
+        second_level sl = ::lowbit::detail::quantize_scales(
+            dq, absmax, blocksize, effective,
+            [&](std::size_t lo, std::size_t hi) {
+                return std::string(where) + ": absmax " + std::to_string(lo) + ".." + std::to_string(hi - 1);
+            },
+            ns.offset);
+        ns.codes = std::move(sl.codes);
+        ns.absmax = std::move(sl.scale);
+        return ns;
+    }
     for (float& a : absmax) a -= ns.offset;
     ns.codes.resize(absmax.size());
     ns.absmax.resize((absmax.size() + blocksize - 1) / blocksize);
@@ -341,25 +417,8 @@ inline quant_state_4bit quantize_4bit(std::span<const float> x, std::vector<std:
     const std::size_t n = x.size(), bs = o.blocksize, nb = (n + bs - 1) / bs;
     s.packed.assign((n + 1) / 2, 0);
     std::vector<float> absmax(nb);
-    // The code is code_of_count[number of thresholds below v]: the CUDA trees
-    // (NF4 over v, FP4 over |v| with the sign in bit 3) or torch's bucketize.
-    static constexpr std::array<std::uint8_t, 16> identity = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    static constexpr std::array<std::uint8_t, 16> fp4_tree = {0, 1, 6, 7, 4, 5, 2, 3};
-    const bool cpu = o.rules == kernel_rules::cpu;
-    const auto& tb = detail::torch_table(o.type);
-    kernels::bnb4_quantize_job job{x.data(), n, bs, 0, 0, nullptr, 15, identity.data(), 0, cpu, s.packed.data(),
-                                   absmax.data()};
-    if (cpu) {
-        job.bounds = tb.bounds.data();
-        job.code_of_count = tb.order.data();
-    } else if (o.type == quant_type::nf4) {
-        job.bounds = ::lowbit::detail::nf4_bounds.data();
-    } else {
-        job.bounds = ::lowbit::detail::bnb_fp4_bounds.data();
-        job.nbounds = ::lowbit::detail::bnb_fp4_bounds.size();
-        job.code_of_count = fp4_tree.data();
-        job.sign_bit = 0x8;
-    }
+    const kernels::bnb4_quantize_job job{x.data(), n, bs, 0, 0, &detail::rule_4bit(o.type, o.rules),
+                                         o.rules == kernel_rules::cpu, s.packed.data(), absmax.data()};
     parallel_for(nb, o.threads, 16, [&](std::size_t b0, std::size_t b1) {
         kernels::bnb4_quantize_job j = job;
         j.block_begin = b0;

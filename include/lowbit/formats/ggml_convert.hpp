@@ -8,9 +8,13 @@
 //
 // The quantizers are quantizer<ggml_affine<...>> at per_group(32) (see
 // scheme/ggml_legacy.hpp); their bytes equal ggml's reference quantizers
-// without an importance matrix (ggml::quantize_row_q4_0 etc.). The
-// conversions only move bits: lowbit's planar layout (LSB-first k-bit code
-// rows, one scale / zero / bias per group) against ggml's interleaved blocks.
+// without an importance matrix (ggml::quantize_row_q4_0 etc.). MXFP4 is
+// quantizer<ggml_mxfp4_scheme> (scheme/ggml_codebook.hpp), bytes equal to
+// quantize_row_mxfp4; IQ4_NL converts both ways, but ggml's quantizer searches
+// the scale, which ggml_iq4_nl_rtn_quantizer() does not (valid IQ4_NL blocks,
+// other bytes). The conversions only move bits: lowbit's planar layout
+// (LSB-first k-bit code rows, one scale / zero / bias per group) against
+// ggml's interleaved blocks.
 
 #include <bit>
 #include <cmath>
@@ -28,6 +32,7 @@
 #include "../granularity.hpp"
 #include "../pack/bits.hpp"
 #include "../quantizer.hpp"
+#include "../scheme/ggml_codebook.hpp"
 #include "../scheme/ggml_legacy.hpp"
 #include "ggml_blocks.hpp"
 #include "ggml_types.hpp"
@@ -36,7 +41,7 @@
 LOWBIT_NAMESPACE_BEGIN
 
 /// The ggml block that holds 32 codes of scheme S with its params: defined
-/// for ggml's five legacy rules at their own widths.
+/// for ggml's five legacy rules at their own widths, MXFP4 and IQ4_NL.
 template <class S>
 struct ggml_block_of;
 template <>
@@ -59,6 +64,14 @@ template <>
 struct ggml_block_of<ggml_q8_0_scheme> {
     using block = ggml::block_q8_0;
 };
+template <>
+struct ggml_block_of<ggml_mxfp4_scheme> {
+    using block = ggml::block_mxfp4;
+};
+template <>
+struct ggml_block_of<ggml_iq4_nl_scheme> {
+    using block = ggml::block_iq4_nl;
+};
 
 /// A scheme whose quantized<S> at group 32 converts to ggml blocks.
 template <class S>
@@ -74,6 +87,11 @@ inline quantizer<ggml_q4_1_scheme> ggml_q4_1_quantizer() { return {ggml_q4_1_sch
 inline quantizer<ggml_q5_0_scheme> ggml_q5_0_quantizer() { return {ggml_q5_0_scheme{}, per_group(32)}; }
 inline quantizer<ggml_q5_1_scheme> ggml_q5_1_quantizer() { return {ggml_q5_1_scheme{}, per_group(32)}; }
 inline quantizer<ggml_q8_0_scheme> ggml_q8_0_quantizer() { return {ggml_q8_0_scheme{}, per_group(32)}; }
+/// ggml's MXFP4 rule composed with the core (bytes equal quantize_row_mxfp4).
+inline quantizer<ggml_mxfp4_scheme> ggml_mxfp4_quantizer() { return {ggml_mxfp4_scheme{}, per_group(32)}; }
+/// IQ4_NL's table with round-to-nearest from d = m / -127 (fp16): valid IQ4_NL
+/// blocks, but not ggml's bytes (ggml searches the scale; see ggml_iq4_nl_scheme).
+inline quantizer<ggml_iq4_nl_scheme> ggml_iq4_nl_rtn_quantizer() { return {ggml_iq4_nl_scheme{}, per_group(32)}; }
 
 namespace detail::ggml_convert {
 
@@ -155,7 +173,8 @@ void get_codes(const B& b, std::uint8_t* dst) noexcept {
 /// minimum, the bias) an fp16 value and every zero-point the one ggml leaves
 /// implicit (S::zero_point: 8, 16, 128, or 0 for Q4_1/Q5_1); anything else is
 /// an errc::invalid_argument error naming the group, since the blocks could
-/// not hold it. A quantized<S> from the ggml_*_quantizer()s always converts.
+/// not hold it (MXFP4: every scale a power of two 2^(e - 128), e a byte). A
+/// quantized<S> from the ggml_*_quantizer()s always converts.
 template <ggml_block_scheme S>
 std::vector<std::uint8_t> to_ggml_blocks(const quantized<S>& q) {
     namespace cv = detail::ggml_convert;
@@ -180,17 +199,26 @@ std::vector<std::uint8_t> to_ggml_blocks(const quantized<S>& q) {
         for (std::size_t g = 0; g < per_row; ++g) {
             const auto p = q.params(r * per_row + g);
             B b{};
-            b.d = cv::half_bits(p.scale, who, r, g, "scale");
-            if constexpr (S::rule == ggml_rule::min_max) {
-                b.m = cv::half_bits(p.bias, who, r, g, "minimum (bias)");
-            } else if (p.bias != 0.0f) {
-                LOWBIT_THROW(errc::invalid_argument, who + ": " + cv::group_at(r, g) + ": bias " +
-                                                         detail::value_string(p.bias) + " (ggml's block has none)");
+            if constexpr (std::is_same_v<S, ggml_mxfp4_scheme>) {
+                if (!ggml_mxfp4_scheme::exponent_of_scale(p.scale, b.e))
+                    LOWBIT_THROW(errc::invalid_argument, who + ": " + cv::group_at(r, g) + ": scale " +
+                                                             detail::value_string(p.scale) +
+                                                             " is not 2^(e - 128) for an exponent byte e");
+            } else {
+                b.d = cv::half_bits(p.scale, who, r, g, "scale");
             }
-            if (p.zero != S::zero_point)
-                LOWBIT_THROW(errc::invalid_argument, who + ": " + cv::group_at(r, g) + ": zero-point " +
-                                                         detail::value_string(p.zero) + " (ggml's block implies " +
-                                                         detail::value_string(S::zero_point) + ")");
+            if constexpr (requires { S::rule; }) {
+                if constexpr (S::rule == ggml_rule::min_max) {
+                    b.m = cv::half_bits(p.bias, who, r, g, "minimum (bias)");
+                } else if (p.bias != 0.0f) {
+                    LOWBIT_THROW(errc::invalid_argument, who + ": " + cv::group_at(r, g) + ": bias " +
+                                                             detail::value_string(p.bias) + " (ggml's block has none)");
+                }
+                if (p.zero != S::zero_point)
+                    LOWBIT_THROW(errc::invalid_argument, who + ": " + cv::group_at(r, g) + ": zero-point " +
+                                                             detail::value_string(p.zero) + " (ggml's block implies " +
+                                                             detail::value_string(S::zero_point) + ")");
+            }
             // 32 codes of k bits are 4k whole bytes: groups start on a byte.
             cv::put_codes<S::bits>(crow + g * 4 * S::bits, b);
             std::memcpy(out.data() + (r * per_row + g) * sizeof(B), &b, sizeof(B));
@@ -232,15 +260,22 @@ quantized<S> from_ggml_blocks(std::span<const std::uint8_t> bytes, std::size_t r
     q.code_stride = packed_bytes(cols, S::bits);
     q.codes.assign(rows * q.code_stride, 0);
     q.scale.resize(q.layout.count);
-    if constexpr (S::zero_point != 0.0f) q.zero.assign(q.layout.count, S::zero_point);
-    if constexpr (S::rule == ggml_rule::min_max) q.bias.resize(q.layout.count);
+    constexpr bool affine = requires { S::rule; };
+    if constexpr (affine) {
+        if constexpr (S::zero_point != 0.0f) q.zero.assign(q.layout.count, S::zero_point);
+        if constexpr (S::rule == ggml_rule::min_max) q.bias.resize(q.layout.count);
+    }
     for (std::size_t r = 0; r < rows; ++r)
         for (std::size_t g = 0; g < per_row; ++g) {
             const std::size_t i = r * per_row + g;
             B b;
             std::memcpy(&b, bytes.data() + i * sizeof(B), sizeof(B));
-            q.scale[i] = fp16_to_float(b.d);
-            if constexpr (S::rule == ggml_rule::min_max) q.bias[i] = fp16_to_float(b.m);
+            if constexpr (std::is_same_v<S, ggml_mxfp4_scheme>)
+                q.scale[i] = ggml_mxfp4_scheme::half_scale(b.e);
+            else
+                q.scale[i] = fp16_to_float(b.d);
+            if constexpr (affine)
+                if constexpr (S::rule == ggml_rule::min_max) q.bias[i] = fp16_to_float(b.m);
             cv::get_codes<S::bits>(b, q.codes.data() + r * q.code_stride + g * 4 * S::bits);
         }
     return q;

@@ -17,7 +17,9 @@
 #include <cstring>
 #include <type_traits>
 
+#include "../scheme/encode_rules.hpp"
 #include "dequantize.hpp"
+#include "encode.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
 namespace kernels {
@@ -43,18 +45,16 @@ struct bnb8_dequantize_job {
 };
 
 /// 4-bit codes for blocks [block_begin, block_end) of the n flattened values
-/// x (all finite): absmax per block, v = x * (1/absmax), code =
-/// code_of_count[number of bounds strictly below v] (bounds ascending). With a
-/// sign bit the count is taken on |v| and the bit set for v < 0. torch_rules:
-/// the scale is max(absmax, 1e-38), a short last block divides by it and
-/// stores it, and v is clamped to [-1, 1] (bitsandbytes' PyTorch kernel).
+/// x (all finite): absmax per block, v = x * (1/absmax) as computed (0 * Inf
+/// is NaN, which passes no threshold), code = threshold_count(rule, v) (the
+/// rule of the scheme, scheme/encode_rules.hpp). torch_rules: the scale is
+/// max(absmax, 1e-38) and a short last block divides by it and stores it
+/// (bitsandbytes' PyTorch kernel; its clamp of v to [-1, 1] changes no count,
+/// every threshold of its tables lying inside).
 struct bnb4_quantize_job {
     const float* x;
     std::size_t n, blocksize, block_begin, block_end;
-    const float* bounds;
-    std::size_t nbounds;  ///< <= 15
-    const std::uint8_t* code_of_count;
-    std::uint8_t sign_bit;
+    const threshold_rule* rule;
     bool torch_rules;
     std::uint8_t* packed;  ///< the whole tensor's ceil(n/2) bytes
     float* absmax;         ///< the whole tensor's blocks
@@ -123,12 +123,8 @@ inline void bnb4_quantize_ref(const bnb4_quantize_job& j) noexcept {
         j.absmax[b] = j.torch_rules && short_block ? scale : am;
         const float inv = 1.0f / scale;
         const auto code = [&](float x) -> std::uint8_t {
-            float v = j.torch_rules && short_block ? x / scale : x * inv;
-            if (j.torch_rules) v = v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v);
-            const float a = j.sign_bit ? std::fabs(v) : v;
-            std::size_t c = 0;
-            for (std::size_t t = 0; t < j.nbounds; ++t) c += a > j.bounds[t] ? 1 : 0;
-            return static_cast<std::uint8_t>(j.code_of_count[c] | (j.sign_bit && v < 0.0f ? j.sign_bit : 0));
+            const float v = j.torch_rules && short_block ? x / scale : x * inv;
+            return static_cast<std::uint8_t>(threshold_count(*j.rule, v));
         };
         for (std::size_t i = lo; i < hi; i += 2)
             j.packed[i / 2] = static_cast<std::uint8_t>(code(j.x[i]) << 4 | code(i + 1 < hi ? j.x[i + 1] : 0.0f));
@@ -413,11 +409,13 @@ inline void bnb4_gemv(const bnb4_gemv_job& j) noexcept {
 }
 
 /// One block of bnb4_quantize (len <= blocksize values at x, zero-padded to a
-/// whole number of batches by the caller when short).
-template <class Arch>
-inline void bnb4_quantize_block(const bnb4_quantize_job& j, const float* x, std::size_t len, bool short_block,
-                                std::size_t b, std::uint8_t* dst) noexcept {
+/// whole number of batches by the caller when short), the rule's first N
+/// thresholds counted.
+template <class Arch, std::size_t N>
+inline void bnb4_quantize_block(const bnb4_quantize_job& j, const threshold_rule& rule, const float* x,
+                                std::size_t len, bool short_block, std::size_t b, std::uint8_t* dst) noexcept {
     using f32 = xsimd::batch<float, Arch>;
+    using ops = ::lowbit::detail::lane_ops<f32>;
     constexpr std::size_t lanes = f32::size;
     const std::size_t padded = (len + lanes - 1) / lanes * lanes;
     f32 m(0.0f);
@@ -426,27 +424,18 @@ inline void bnb4_quantize_block(const bnb4_quantize_job& j, const float* x, std:
     const float scale = j.torch_rules && am < 1e-38f ? 1e-38f : am;
     j.absmax[b] = j.torch_rules && short_block ? scale : am;
     const bool divide = j.torch_rules && short_block;
-    const f32 inv(1.0f / scale), sc(scale), one(1.0f), zero(0.0f), lo(-1.0f), hi(1.0f);
+    const f32 inv(1.0f / scale), sc(scale);
+    const auto codes_at = [&](std::size_t i) LOWBIT_LAMBDA_INLINE {
+        const f32 xv = f32::load_unaligned(x + i);
+        const f32 v = divide ? ::lowbit::detail::simd::div(xv, sc) : xv * inv;
+        return xsimd::to_int(threshold_count<f32, ops, N>(rule, v));
+    };
 #if XSIMD_WITH_AVX512BW
     if constexpr (is_avx512_v<Arch>) {
-        // Counts as integer lanes, the code table by a permute, two codes a byte
-        // by 64-bit shifts and a truncating narrow: no scalar work per value.
-        alignas(64) std::int32_t map[16] = {};
-        for (std::size_t c = 0; c <= j.nbounds; ++c) map[c] = j.code_of_count[c];
-        const __m512i mapv = _mm512_load_si512(map), onei = _mm512_set1_epi32(1);
-        const __m512i signv = _mm512_set1_epi32(j.sign_bit);
-        __m512 bz[15];
-        for (std::size_t t = 0; t < j.nbounds; ++t) bz[t] = _mm512_set1_ps(j.bounds[t]);
+        // Two codes a byte by 64-bit shifts and a truncating narrow: no
+        // scalar work per value.
         for (std::size_t i = 0; i < padded; i += 16) {
-            const __m512 xv = _mm512_loadu_ps(x + i);
-            __m512 v = divide ? _mm512_div_ps(xv, sc) : _mm512_mul_ps(xv, inv);
-            if (j.torch_rules) v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
-            const __m512 a = j.sign_bit ? _mm512_abs_ps(v) : v;
-            __m512i c = _mm512_setzero_si512();
-            for (std::size_t t = 0; t < j.nbounds; ++t)
-                c = _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(a, bz[t], _CMP_GT_OQ), c, onei);
-            c = _mm512_permutexvar_epi32(c, mapv);
-            if (j.sign_bit) c = _mm512_mask_or_epi32(c, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ), c, signv);
+            const __m512i c = codes_at(i);
             const __m512i pairs = _mm512_or_si512(_mm512_slli_epi64(c, 4), _mm512_srli_epi64(c, 32));
             const __m128i bytes = _mm512_cvtepi64_epi8(pairs);
             const std::size_t nb = (i + 16 < len ? 16 : len - i + 1) / 2;  // a short block's last byte keeps its pad
@@ -460,23 +449,9 @@ inline void bnb4_quantize_block(const bnb4_quantize_job& j, const float* x, std:
         return;
     }
 #endif
-    f32 bound[15];
-    for (std::size_t t = 0; t < j.nbounds; ++t) bound[t] = f32(j.bounds[t]);
-    alignas(64) float cnt[lanes];
-    alignas(64) float neg[lanes];
-    alignas(64) std::uint8_t codes[lanes];
+    alignas(64) std::int32_t codes[lanes];
     for (std::size_t i = 0; i < padded; i += lanes) {
-        const f32 xv = f32::load_unaligned(x + i);
-        f32 v = divide ? ::lowbit::detail::simd::div(xv, sc) : xv * inv;
-        if (j.torch_rules) v = xsimd::min(hi, xsimd::max(lo, v));
-        const f32 a = j.sign_bit ? xsimd::abs(v) : v;
-        f32 c(0.0f);
-        for (std::size_t t = 0; t < j.nbounds; ++t) c += xsimd::select(a > bound[t], one, zero);
-        c.store_aligned(cnt);
-        xsimd::select(v < zero, one, zero).store_aligned(neg);
-        for (std::size_t l = 0; l < lanes; ++l)
-            codes[l] = static_cast<std::uint8_t>(j.code_of_count[static_cast<std::size_t>(cnt[l])] |
-                                                 (neg[l] != 0.0f ? j.sign_bit : 0));
+        codes_at(i).store_aligned(codes);
         const std::size_t end = i + lanes < len ? i + lanes : len;
         for (std::size_t l = 0; i + l < end; l += 2)
             dst[(i + l) / 2] = static_cast<std::uint8_t>(codes[l] << 4 | codes[l + 1]);
@@ -487,18 +462,24 @@ template <class Arch>
 inline void bnb4_quantize(const bnb4_quantize_job& j) noexcept {
     using f32 = xsimd::batch<float, Arch>;
     constexpr std::size_t lanes = f32::size;
+    const threshold_rule rule = *j.rule;  // a copy, its constants kept in registers
     for (std::size_t b = j.block_begin; b < j.block_end; ++b) {
         const std::size_t lo = b * j.blocksize, hi = lo + j.blocksize < j.n ? lo + j.blocksize : j.n;
         const std::size_t len = hi - lo;
+        const auto block = [&](const float* x, bool short_block, std::uint8_t* dst) {
+            // FP4's magnitude tree has 7 thresholds, NF4's and the PyTorch tables 15.
+            if (rule.count <= 7) bnb4_quantize_block<Arch, 7>(j, rule, x, len, short_block, b, dst);
+            else bnb4_quantize_block<Arch, threshold_rule::max_bounds>(j, rule, x, len, short_block, b, dst);
+        };
         if (len == j.blocksize && len % lanes == 0) {
-            bnb4_quantize_block<Arch>(j, j.x + lo, len, false, b, j.packed + lo / 2);
+            block(j.x + lo, false, j.packed + lo / 2);
         } else {
             // The short last block: a zero-padded copy (the pad nibble of an odd
             // count is the code of 0, as the scalar path gives it).
             alignas(64) float buf[4096 + 64] = {};
             std::memcpy(buf, j.x + lo, len * sizeof(float));
             alignas(64) std::uint8_t out[2048 + 32];
-            bnb4_quantize_block<Arch>(j, buf, len, len < j.blocksize, b, out);
+            block(buf, len < j.blocksize, out);
             std::memcpy(j.packed + lo / 2, out, (len + 1) / 2);
         }
     }

@@ -161,9 +161,20 @@ LOWBIT_FORCE_INLINE void pack_chunk(const std::int32_t* code, std::size_t n, int
 #define LOWBIT_LAMBDA_INLINE
 #endif
 
+/// The reciprocal a job's rule multiplies by, once per group of scale s:
+/// 1 / s as computed for thresholds, scale_inverse(s) (0 for a zero scale)
+/// for ggml's half-up and half-away rules; 0 for rules that divide (affine
+/// round-half-even, whose division is exact and not what bounds it, and
+/// minifloats).
+inline float group_inverse(const encode_job& j, float s) noexcept {
+    if (j.kind == encode_kind::thresholds) return 1.0f / s;
+    if (j.kind == encode_kind::affine && (j.affine->half_up || j.affine->half_away)) return scale_inverse(s);
+    return 0.0f;
+}
+
 /// Calls f(code) with `code(x, s, z, b, inv)` the job's rule on lane type V
-/// (inv: scale_inverse(s), once per group), the rule copied into the closure
-/// so that its constants stay in registers.
+/// (inv: group_inverse(j, s)), the rule copied into the closure so that its
+/// constants stay in registers.
 template <class V, class F>
 LOWBIT_FORCE_INLINE void with_rule(const encode_job& j, F&& f) noexcept {
     switch (j.kind) {
@@ -224,7 +235,7 @@ LOWBIT_FORCE_INLINE void encode_rows(const encode_job& j, Segment&& segment) noe
 inline void encode_ref(const encode_job& j) noexcept {
     detail::encode::with_rule<float>(j, [&](auto code) {
         detail::encode::encode_rows(j, [&](const float* x, std::size_t n, float s, float z, float b, std::int32_t* dst) {
-            const float inv = scale_inverse(s);
+            const float inv = detail::encode::group_inverse(j, s);
             for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<std::int32_t>(code(x[i], s, z, b, inv));
         });
     });
@@ -315,13 +326,9 @@ template <class Arch>
 void encode_simd(const encode_job& j) noexcept {
     using V = xsimd::batch<float, Arch>;
     constexpr std::size_t L = V::size;
-    // Affine rules that round the quotient divide instead (exact, and the
-    // division is not what bounds them).
-    const bool uses_inverse = j.kind == encode_kind::thresholds ||
-                              (j.kind == encode_kind::affine && (j.affine->half_up || j.affine->half_away));
     with_rule<V>(j, [&](auto code) {
         encode_rows(j, [&](const float* x, std::size_t n, float s, float z, float b, std::int32_t* dst) {
-            const V vs(s), vz(z), vb(b), vinv(uses_inverse ? scale_inverse(s) : 0.0f);
+            const V vs(s), vz(z), vb(b), vinv(group_inverse(j, s));
             std::size_t i = 0;
             for (; i + L <= n; i += L)
                 xsimd::to_int(code(V::load_unaligned(x + i), vs, vz, vb, vinv)).store_unaligned(dst + i);

@@ -27,6 +27,15 @@ enum class codebook_scale : std::uint8_t {
 /// Which code an input exactly halfway between two neighbouring table values gets.
 enum class codebook_ties : std::uint8_t { lower_code, higher_code };
 
+/// How encode scales a value by its group's scale.
+enum class codebook_reciprocal : std::uint8_t {
+    guarded,  ///< x * (1 / scale); x / scale where 1 / scale overflows; a zero scale codes every x as 0.0
+    plain,    ///< x * (1 / scale) as computed, as bitsandbytes' CUDA kernels do: a zero scale makes
+              ///< 0 * Inf = NaN (the lowest code of a threshold tree: NF4 code 0, FP4 code 0; the
+              ///< dynamic map's search ends at code 0) and an overflowing 1 / scale sends every
+              ///< nonzero x to an end code
+};
+
 /// Smallest Bits whose codes can index `entries` table values.
 constexpr int codebook_bits(std::size_t entries) noexcept {
     int b = 1;
@@ -142,7 +151,9 @@ public:
     std::uint8_t encode(float x, const params& p) const noexcept {
         if (has_rule_) return static_cast<std::uint8_t>(threshold_code(rule_, x, p.scale));
         float v = 0.0f;
-        if (p.scale != 0.0f) {
+        if (rule_.plain_reciprocal) {
+            v = x * (1.0f / p.scale);
+        } else if (p.scale != 0.0f) {
             const float inv = 1.0f / p.scale;
             v = std::isinf(inv) ? x / p.scale : x * inv;
         }
@@ -162,6 +173,14 @@ public:
     /// searches instead.
     const threshold_rule* encode_rule() const noexcept { return has_rule_ ? &rule_ : nullptr; }
     codebook_ties ties() const noexcept { return ties_; }
+    codebook_reciprocal reciprocal() const noexcept {
+        return rule_.plain_reciprocal ? codebook_reciprocal::plain : codebook_reciprocal::guarded;
+    }
+    /// Chooses encode's scaling (guarded by default).
+    codebook& set_reciprocal(codebook_reciprocal r) noexcept {
+        rule_.plain_reciprocal = r == codebook_reciprocal::plain;
+        return *this;
+    }
     const char* name() const noexcept { return name_; }
     std::size_t entries() const noexcept { return entries_; }
     /// The decision thresholds in ascending order (between consecutive distinct
@@ -232,20 +251,18 @@ private:
     // The counting form of search(): equal to it when the thresholds ascend
     // strictly (then at most one equals an input, the one lower_bound finds).
     void make_rule() noexcept {
+        const bool plain = rule_.plain_reciprocal;
         rule_ = threshold_rule{};
+        rule_.plain_reciprocal = plain;
         has_rule_ = false;
         if (unique_ == 0 || unique_ - 1 > threshold_rule::max_bounds) return;
         for (std::size_t i = 0; i + 2 < unique_; ++i)
             if (!(bounds_[i] < bounds_[i + 1])) return;
-        rule_.first = sorted_code_[0];
-        for (std::size_t i = 0; i + 1 < unique_; ++i) {
-            rule_.above[i] = tie_up_[i] ? std::nextafter(bounds_[i], -INFINITY) : bounds_[i];
-            rule_.step[i] = static_cast<float>(sorted_code_[i + 1]) - static_cast<float>(sorted_code_[i]);
-        }
-        rule_.sign_code = static_cast<float>(sign_bit_);
-        rule_.count = unique_ - 1;
-        rule_.unit_steps = true;
-        for (std::size_t i = 0; i < rule_.count; ++i) rule_.unit_steps &= rule_.step[i] == 1.0f;
+        float above[threshold_rule::max_bounds];
+        for (std::size_t i = 0; i + 1 < unique_; ++i)
+            above[i] = tie_up_[i] ? std::nextafter(bounds_[i], -INFINITY) : bounds_[i];
+        rule_ = counting_rule(above, unique_ - 1, sorted_code_.data(), sign_bit_);
+        rule_.plain_reciprocal = plain;
         has_rule_ = true;
     }
 
@@ -431,6 +448,7 @@ public:
 
     param_dtype scale_type = param_dtype::f32;
     float clip = 1.0f;
+    codebook_reciprocal reciprocal = codebook_reciprocal::guarded;
 
     dynamic8() : dynamic8(true) {}
     explicit dynamic8(bool signed_map) : map_(bnb_dynamic_map(signed_map)), signed_(signed_map) {}
@@ -444,7 +462,9 @@ public:
 
     std::uint8_t encode(float x, const params& p) const noexcept {
         float v = 0.0f;
-        if (p.scale != 0.0f) {
+        if (reciprocal == codebook_reciprocal::plain) {
+            v = x * (1.0f / p.scale);
+        } else if (p.scale != 0.0f) {
             const float inv = 1.0f / p.scale;
             v = std::isinf(inv) ? x / p.scale : x * inv;
         }

@@ -153,6 +153,10 @@ LOWBIT_FORCE_INLINE V affine_code(const affine_rule& r, V x, V scale, V zero, V 
 /// v = x * (1 / scale) (x / scale when 1 / scale overflows; 0 for a zero
 /// scale), for a sign-magnitude table v = |v| with the sign code added for
 /// v < 0, then code = first + the steps of every threshold v lies past.
+/// plain_reciprocal: v = x * (1 / scale) as computed, bitsandbytes' CUDA
+/// kernels' arithmetic: a zero scale makes every v NaN (0 * Inf), which
+/// passes no threshold (code `first`), and an overflowing 1 / scale sends
+/// every nonzero x to an end code.
 /// Threshold k is passed when v > above[k]: a threshold t that an input
 /// equal to it passes (ties to the upper value) is stored as the float just
 /// below t, since v >= t and v > nextafter(t, -inf) agree for every v.
@@ -168,26 +172,43 @@ struct threshold_rule {
     float first = 0.0f;
     float sign_code = 0.0f;  ///< 0: not a sign-magnitude table
     bool unit_steps = false;  ///< every step is 1 (codes ascend with the values): code = first + thresholds passed
+    bool plain_reciprocal = false;
 };
 
-/// `inv` is scale_inverse(scale).
-template <class V, class Ops = detail::lane_ops<V>>
-LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale, V inv) noexcept {
-    const auto nonzero = scale != V(0.0f);
-    const V s = Ops::select(nonzero, scale, V(1.0f));
-    const auto tiny = Ops::is_inf(inv);
-    V v = x * inv;
-    if (Ops::any(tiny)) v = Ops::select(tiny, Ops::div(x, s), v);  // rare: skip the division
-    v = Ops::select(nonzero, v, V(0.0f));
+/// The rule whose code is code_of_count[number of `bounds` strictly below v]
+/// (bounds ascending strictly, at most 15; code_of_count has bounds.size() + 1
+/// entries), taken on |v| with `sign_code` added for v < 0 when it is nonzero.
+inline threshold_rule counting_rule(const float* bounds, std::size_t count, const std::uint8_t* code_of_count,
+                                    std::uint8_t sign_code = 0) noexcept {
+    threshold_rule r;
+    r.count = count < threshold_rule::max_bounds ? count : threshold_rule::max_bounds;
+    r.first = code_of_count[0];
+    r.unit_steps = true;
+    for (std::size_t k = 0; k < r.count; ++k) {
+        r.above[k] = bounds[k];
+        r.step[k] = static_cast<float>(code_of_count[k + 1]) - static_cast<float>(code_of_count[k]);
+        r.unit_steps = r.unit_steps && r.step[k] == 1.0f;
+    }
+    r.sign_code = sign_code;
+    return r;
+}
+
+/// The code of an already scaled value v (threshold_code after its scaling):
+/// what bitsandbytes' 4-bit kernels apply to their own x * (1 / absmax).
+/// Entries from N on are not looked at (N >= t.count).
+template <class V, class Ops = detail::lane_ops<V>, std::size_t N = threshold_rule::max_bounds>
+LOWBIT_FORCE_INLINE V threshold_count(const threshold_rule& t, V v) noexcept {
+    static_assert(N <= threshold_rule::max_bounds);
     V code(t.first);
     if (t.sign_code != 0.0f) {
         code = code + Ops::select(v < V(0.0f), V(t.sign_code), V(0.0f));
         v = Ops::abs(v);
     }
-    if (t.unit_steps) {
-        // The thresholds ascend, so those v passes are a prefix: count them
-        // by bisection, 4 compares and 11 selects in place of 15 compares
-        // and adds (nf4's encode, L1-resident: 1 400 -> 2 100 Mw/s, AVX-512, EPYC 2.6 GHz).
+    if (N == threshold_rule::max_bounds && t.unit_steps) {
+        // The thresholds ascend (unused entries +inf), so those v passes are
+        // a prefix: count them by bisection, 4 compares and 11 selects in
+        // place of 15 compares and adds (nf4's encode, L1-resident:
+        // 1 400 -> 2 100 Mw/s, AVX-512, EPYC 2.6 GHz).
         const auto& a = t.above;
         const auto m8 = v > V(a[7]);
         const auto m4 = v > Ops::select(m8, V(a[11]), V(a[3]));
@@ -201,20 +222,37 @@ LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale, V in
                                                              (Ops::select(m2, V(2.0f), V(0.0f)) +
                                                               Ops::select(m1, V(1.0f), V(0.0f))));
     }
-    // All entries, a fixed count, unrolled: unused ones never pass. Three
-    // partial sums (codes are small integers, so the order is exact).
+    // All entries looked at, a fixed count, unrolled: unused ones never pass.
+    // Three partial sums (codes are small integers, so the order is exact).
     V part[3] = {code, V(0.0f), V(0.0f)};
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC unroll 15
 #endif
-    for (std::size_t k = 0; k < threshold_rule::max_bounds; ++k)
+    for (std::size_t k = 0; k < N; ++k)
         part[k % 3] = part[k % 3] + Ops::select(v > V(t.above[k]), V(t.step[k]), V(0.0f));
     return part[0] + (part[1] + part[2]);
 }
 
+/// `inv` is 1 / scale as computed (infinite for a zero or tiny scale); a
+/// kernel computes it once per group.
+template <class V, class Ops = detail::lane_ops<V>>
+LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale, V inv) noexcept {
+    // x * (1 / scale) as computed (plain_reciprocal); the guarded rule then
+    // mends the lanes whose 1 / scale is infinite (a zero or tiny scale),
+    // which are rare, so the common path has no select.
+    V v = x * inv;
+    const auto special = Ops::is_inf(inv);
+    if (Ops::any(special) && !t.plain_reciprocal) {
+        const auto nonzero = scale != V(0.0f);
+        v = Ops::select(special, Ops::div(x, Ops::select(nonzero, scale, V(1.0f))), v);
+        v = Ops::select(nonzero, v, V(0.0f));
+    }
+    return threshold_count<V, Ops>(t, v);
+}
+
 template <class V, class Ops = detail::lane_ops<V>>
 LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale) noexcept {
-    return threshold_code<V, Ops>(t, x, scale, scale_inverse<V, Ops>(scale));
+    return threshold_code<V, Ops>(t, x, scale, Ops::div(V(1.0f), scale));
 }
 
 /// A minifloat element with `mbits` mantissa bits and exponent bias `bias`:
