@@ -10,7 +10,10 @@
 LOWBIT_NAMESPACE_BEGIN
 
 // ---- IEEE binary16 -------------------------------------------------------
-// Overflow rounds to +-Inf; NaN stays NaN (quiet, sign kept).
+// Overflow rounds to +-Inf; NaN stays NaN (quiet, sign kept). Arch: the
+// instruction-set tag of a kernel that calls it (one symbol per ISA, see
+// kernels/dispatch.hpp); other callers leave it out.
+template <class Arch = void>
 constexpr std::uint16_t float_to_fp16(float f) noexcept {
     const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
     const std::uint32_t sign = (x >> 16) & 0x8000u;
@@ -34,6 +37,7 @@ constexpr std::uint16_t float_to_fp16(float f) noexcept {
     return static_cast<std::uint16_t>(sign | r);
 }
 
+template <class Arch = void>
 constexpr float fp16_to_float(std::uint16_t h) noexcept {
     const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
     const std::uint32_t e = (h >> 10) & 0x1Fu;

@@ -7,18 +7,14 @@
 // Nearly all of a K-quant's time goes into a search per sub-block
 // (make_qkx_quants: 16 to 37 candidate grids, each a weighted least-squares
 // fit; make_qx_quants: 19 grids; make_q3_quants: coordinate descent), and the
-// sub-blocks are independent. So each SIMD lane runs the scalar search of one
+// sub-blocks are independent. So each SIMD lane runs the search of one
 // sub-block: a tile of sub-blocks is transposed so that vector j holds element
-// j of every lane's sub-block, and each lane performs the scalar code's float
-// operations in the scalar code's order. Sums therefore accumulate in the same
-// order, products are kept out of fma (`unfused`), and divisions and square
-// roots are IEEE-exact on every ISA, which makes the bits equal. Where lanes
-// would branch differently, both sides are computed and blended per lane.
-//
-// The per-super-block step (quantizing the sub-block scales) is cheap and stays
-// scalar, in Arch-templated copies: a non-template inline function compiled
-// into a per-arch TU under its -m flags could be the copy the linker keeps for
-// every caller, including ones on CPUs without those instructions.
+// j of every lane's sub-block. The searches, the per-super-block scale steps
+// and the packing helpers are the scalar reference's own templates
+// (formats/ggml_kquant_search.hpp, formats/ggml_kquants.hpp,
+// formats/ggml_blocks.hpp) instantiated on this arch; this header supplies
+// their lanes (ggml::detail::lanes for xsimd batches), the transposes and
+// tiles, the per-value types and the drivers.
 
 #include <algorithm>
 #include <bit>
@@ -46,6 +42,42 @@
 #endif
 
 LOWBIT_NAMESPACE_BEGIN
+#if !defined(LOWBIT_NO_SIMD)
+LOWBIT_SIMD_WARNINGS_OFF
+namespace ggml::detail {
+
+/// The searches' lanes on an xsimd arch: batches, one sub-block per lane
+/// (formats/ggml_kquant_search.hpp has the scalar tag's).
+template <class A>
+    requires(!std::is_same_v<A, kernels::scalar>)
+struct lanes<A> {
+    using V = xsimd::batch<float, A>;
+    using M = xsimd::batch_bool<float, A>;
+    static LOWBIT_FORCE_INLINE V mul(const V& a, const V& b) noexcept { return ::lowbit::detail::unfused(a * b); }
+    /// a / b and sqrt(a), correctly rounded on every ISA (see simd::div).
+    static LOWBIT_FORCE_INLINE V div(const V& a, const V& b) noexcept { return ::lowbit::detail::simd::div(a, b); }
+    static LOWBIT_FORCE_INLINE V sqrt(const V& a) noexcept { return ::lowbit::detail::simd::sqrt(a); }
+    static LOWBIT_FORCE_INLINE V abs(const V& a) noexcept { return xsimd::abs(a); }
+    /// round_to_int of every lane, as a float.
+    static LOWBIT_FORCE_INLINE V round(const V& p) noexcept {
+        using I = xsimd::batch<std::int32_t, A>;
+        const V v = ::lowbit::detail::unfused(p) + V(12582912.f);
+        const I bits = ::lowbit::detail::simd::bitcast<std::int32_t>(v);
+        return xsimd::to_float(I((bits & I(0x007fffff)) - I(0x00400000)));
+    }
+    static LOWBIT_FORCE_INLINE V clamp(const V& l, float lo, float hi) noexcept {
+        return xsimd::max(V(lo), xsimd::min(V(hi), l));
+    }
+    static LOWBIT_FORCE_INLINE V select(const M& m, const V& a, const V& b) noexcept { return xsimd::select(m, a, b); }
+    static LOWBIT_FORCE_INLINE bool any(const M& m) noexcept { return xsimd::any(m); }
+    /// C's `a != b` (true when either is NaN): xsimd's AVX `!=` is the ordered
+    /// comparison, false for NaN, unlike its SSE one.
+    static LOWBIT_FORCE_INLINE M ne(const V& a, const V& b) noexcept { return !(a == b); }
+};
+
+}  // namespace ggml::detail
+LOWBIT_SIMD_WARNINGS_ON
+#endif
 namespace kernels {
 
 /// Rows of f32 (or f16 / bf16) to ggml blocks of one type.
@@ -159,218 +191,31 @@ using fvec = xsimd::batch<float, Arch>;
 template <class Arch>
 using ivec = xsimd::batch<std::int32_t, Arch>;
 
-inline constexpr float eps = 1e-15f;  // ggml's all-zero threshold for a group
-
-// ---- scalar pieces (per super-block) ---------------------------------------
-
-template <class Arch>
-inline float mul_unfused(float a, float b) noexcept {
-    return ::lowbit::detail::unfused(a * b);
-}
-
-template <class Arch>
-inline int round_to_int(float f) noexcept {
-    const float v = ::lowbit::detail::unfused(f) + 12582912.f;
-    return static_cast<int>(std::bit_cast<std::uint32_t>(v) & 0x007fffffu) - 0x00400000;
-}
-
-template <class Arch>
-inline std::uint16_t to_half(float f) noexcept {
-    const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
-    const std::uint32_t sign = (x >> 16) & 0x8000u;
-    const std::uint32_t ax = x & 0x7FFFFFFFu;
-    if (ax > 0x7F800000u) return static_cast<std::uint16_t>(sign | 0x7E00u | ((ax >> 13) & 0x3FFu));
-    if (ax >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);
-    if (ax < 0x38800000u) {
-        if (ax < 0x33000000u) return static_cast<std::uint16_t>(sign);
-        const std::uint32_t e = ax >> 23;
-        const std::uint32_t m = (ax & 0x7FFFFFu) | 0x800000u;
-        const std::uint32_t shift = 126u - e;
-        std::uint32_t r = m >> shift;
-        const std::uint32_t rem = m & ((1u << shift) - 1u);
-        const std::uint32_t half = 1u << (shift - 1u);
-        if (rem > half || (rem == half && (r & 1u))) ++r;
-        return static_cast<std::uint16_t>(sign | r);
-    }
-    std::uint32_t r = ax - 0x38000000u;
-    const std::uint32_t lsb = (r >> 13) & 1u;
-    r = (r + 0xFFFu + lsb) >> 13;
-    return static_cast<std::uint16_t>(sign | r);
-}
-
-
-template <class Arch>
-inline float sum_squares(const float* x, int n) noexcept {
-    float s = 0;
-    for (int i = 0; i < n; ++i) s = s + mul_unfused<Arch>(x[i], x[i]);
-    return s;
-}
-
-/// ggml's make_qp_quants (the imatrix paths' quantizer of sub-block scales).
-template <class Arch>
-inline float make_qp(int n, int nmax, const float* x, std::uint8_t* L, const float* w) noexcept {
-    float max = 0;
-    for (int i = 0; i < n; ++i) max = max > x[i] ? max : x[i];
-    if (max < eps) {
-        for (int i = 0; i < n; ++i) L[i] = 0;
-        return 0.f;
-    }
-    float iscale = static_cast<float>(nmax) / max;
-    for (int i = 0; i < n; ++i) L[i] = static_cast<std::uint8_t>(round_to_int<Arch>(iscale * x[i]));
-    const float scale = 1 / iscale;
-    float best_mse = 0;
-    for (int i = 0; i < n; ++i) {
-        const float diff = x[i] - mul_unfused<Arch>(scale, static_cast<float>(L[i]));
-        best_mse = best_mse + mul_unfused<Arch>(mul_unfused<Arch>(w[i], diff), diff);
-    }
-    for (int is = -4; is <= 4; ++is) {
-        if (is == 0) continue;
-        const float iscale_is = (mul_unfused<Arch>(0.1f, static_cast<float>(is)) + static_cast<float>(nmax)) / max;
-        const float scale_is = 1 / iscale_is;
-        float mse = 0;
-        for (int i = 0; i < n; ++i) {
-            int l = round_to_int<Arch>(iscale_is * x[i]);
-            l = nmax < l ? nmax : l;
-            const float diff = x[i] - mul_unfused<Arch>(scale_is, static_cast<float>(l));
-            mse = mse + mul_unfused<Arch>(mul_unfused<Arch>(w[i], diff), diff);
-        }
-        if (mse < best_mse) {
-            best_mse = mse;
-            iscale = iscale_is;
-        }
-    }
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-        int l = round_to_int<Arch>(iscale * x[i]);
-        l = nmax < l ? nmax : l;
-        L[i] = static_cast<std::uint8_t>(l);
-        const float fl = static_cast<float>(l);
-        sumlx = sumlx + mul_unfused<Arch>(mul_unfused<Arch>(w[i], x[i]), fl);
-        suml2 = suml2 + mul_unfused<Arch>(mul_unfused<Arch>(w[i], fl), fl);
-    }
-    for (int itry = 0; itry < 5; ++itry) {
-        int n_changed = 0;
-        for (int i = 0; i < n; ++i) {
-            const float li = static_cast<float>(L[i]);
-            float slx = sumlx - mul_unfused<Arch>(mul_unfused<Arch>(w[i], x[i]), li);
-            float sl2 = suml2 - mul_unfused<Arch>(mul_unfused<Arch>(w[i], li), li);
-            if (slx > 0 && sl2 > 0) {
-                int new_l = round_to_int<Arch>(mul_unfused<Arch>(x[i], sl2) / slx);
-                new_l = nmax < new_l ? nmax : new_l;
-                if (new_l != L[i]) {
-                    const float fl = static_cast<float>(new_l);
-                    slx = slx + mul_unfused<Arch>(mul_unfused<Arch>(w[i], x[i]), fl);
-                    sl2 = sl2 + mul_unfused<Arch>(mul_unfused<Arch>(w[i], fl), fl);
-                    if (mul_unfused<Arch>(mul_unfused<Arch>(slx, slx), suml2) > mul_unfused<Arch>(mul_unfused<Arch>(sumlx, sumlx), sl2)) {
-                        L[i] = static_cast<std::uint8_t>(new_l);
-                        sumlx = slx;
-                        suml2 = sl2;
-                        ++n_changed;
-                    }
-                }
-            }
-        }
-        if (!n_changed) break;
-    }
-    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
-}
-
-template <class Arch>
-inline void set_scale_min_k4(const std::uint8_t* ls, const std::uint8_t* lm, std::uint8_t* q) noexcept {
-    for (int j = 0; j < 8; ++j) {
-        const std::uint8_t s = ls[j], m = lm[j];
-        if (j < 4) {
-            q[j] = s;
-            q[j + 4] = m;
-        } else {
-            q[j + 4] = static_cast<std::uint8_t>((s & 0xF) | ((m & 0xF) << 4));
-            q[j - 4] = static_cast<std::uint8_t>(q[j - 4] | ((s >> 4) << 6));
-            q[j] = static_cast<std::uint8_t>(q[j] | ((m >> 4) << 6));
-        }
-    }
-}
-
-template <class Arch>
-inline void get_scale_min_k4(int j, const std::uint8_t* q, int& sc, int& m) noexcept {
-    if (j < 4) {
-        sc = q[j] & 63;
-        m = q[j + 4] & 63;
-    } else {
-        sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
-template <class Arch>
-inline void set_scales_q3(const int* l, std::uint8_t* s) noexcept {
-    for (int j = 0; j < 12; ++j) s[j] = 0;
-    for (int j = 0; j < 16; ++j) {
-        if (j < 8)
-            s[j] = static_cast<std::uint8_t>(l[j] & 0xF);
-        else
-            s[j - 8] = static_cast<std::uint8_t>(s[j - 8] | ((l[j] & 0xF) << 4));
-        s[j % 4 + 8] = static_cast<std::uint8_t>(s[j % 4 + 8] | ((l[j] >> 4) << (2 * (j / 4))));
-    }
-}
-
-template <class Arch>
-inline int get_scale_q3(int j, const std::uint8_t* s) noexcept {
-    const int lo = j < 8 ? (s[j] & 0xF) : (s[j - 8] >> 4);
-    return lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4);
-}
-
-template <class Arch>
-inline void pack_2bit(const std::uint8_t* q, std::uint8_t* qs) noexcept {
-    for (int j = 0; j < 256; j += 128)
-        for (int l = 0; l < 32; ++l)
-            qs[j / 4 + l] = static_cast<std::uint8_t>(q[j + l] | (q[j + l + 32] << 2) | (q[j + l + 64] << 4) |
-                                                       (q[j + l + 96] << 6));
-}
-
-template <class Arch>
-inline void pack_4bit_5bit(const std::uint8_t* q, std::uint8_t* qs, std::uint8_t* qh) noexcept {
-    if (qh) std::memset(qh, 0, 32);
-    for (int c = 0; c < 4; ++c) {
-        for (int l = 0; l < 32; ++l) {
-            int l1 = q[64 * c + l], l2 = q[64 * c + l + 32];
-            if (qh) {
-                qh[l] = static_cast<std::uint8_t>(qh[l] | ((l1 >> 4) << (2 * c)) | ((l2 >> 4) << (2 * c + 1)));
-                l1 &= 15;
-                l2 &= 15;
-            }
-            qs[32 * c + l] = static_cast<std::uint8_t>(l1 | (l2 << 4));
-        }
-    }
-}
-
-template <class Arch>
-inline void pack_q3(std::uint8_t* L, ggml::block_q3_K& y) noexcept {
-    // Levels are 0..7: bit 2 goes to hmask, without a branch (it is a coin flip).
-    std::memset(y.hmask, 0, sizeof y.hmask);
-    for (int c = 0; c < 8; ++c)
-        for (int l = 0; l < 32; ++l) {
-            std::uint8_t& v = L[32 * c + l];
-            y.hmask[l] = static_cast<std::uint8_t>(y.hmask[l] | ((v >> 2) << c));
-            v = static_cast<std::uint8_t>(v & 3);
-        }
-    pack_2bit<Arch>(L, y.qs);
-}
-
-template <class Arch>
-inline void pack_q6(const std::uint8_t* L, ggml::block_q6_K& y) noexcept {
-    std::uint8_t* ql = y.ql;
-    std::uint8_t* qh = y.qh;
-    for (int j = 0; j < 256; j += 128) {
-        for (int l = 0; l < 32; ++l) {
-            const int q1 = L[j + l], q2 = L[j + l + 32], q3 = L[j + l + 64], q4 = L[j + l + 96];
-            ql[l] = static_cast<std::uint8_t>((q1 & 0xF) | ((q3 & 0xF) << 4));
-            ql[l + 32] = static_cast<std::uint8_t>((q2 & 0xF) | ((q4 & 0xF) << 4));
-            qh[l] = static_cast<std::uint8_t>((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
-        }
-        ql += 64;
-        qh += 32;
-    }
-}
+// One copy of every search, scale step and packing helper: the scalar
+// reference's, on this arch's lanes.
+using ggml::detail::get_scale_min_k4;
+using ggml::detail::iq4_nearest;
+using ggml::detail::blocks::iq4_scales;
+using ggml::detail::blocks::pack_nibbles_32;
+using ggml::detail::iq4_search;
+using ggml::detail::imatrix_weights;
+using ggml::detail::lanes;
+using ggml::detail::mul_unfused;
+using ggml::detail::pack_2bit;
+using ggml::detail::pack_4bit_5bit;
+using ggml::detail::pack_q3;
+using ggml::detail::pack_q6;
+using ggml::detail::q2_k_scales;
+using ggml::detail::q3_k_scales;
+using ggml::detail::q3_search;
+using ggml::detail::q45_k_scales;
+using ggml::detail::q6_k_scales;
+using ggml::detail::qkx_search;
+using ggml::detail::qx_search;
+using ggml::detail::requantize;
+using ggml::detail::rms_plus_abs_weights;
+using ggml::detail::round_to_int;
+using ggml::detail::sum_squares;
 
 // ---- tiles ------------------------------------------------------------------
 
@@ -482,249 +327,20 @@ inline void transpose_out(const fvec<Arch>* L, int b, std::uint8_t* dst) noexcep
 
 template <class Arch>
 inline fvec<Arch> vmul(const fvec<Arch>& a, const fvec<Arch>& b) noexcept {
-    return ::lowbit::detail::unfused(a * b);
+    return lanes<Arch>::mul(a, b);
 }
-
-/// a / b and sqrt(a), correctly rounded on every ISA (see simd::div).
 template <class Arch>
 inline fvec<Arch> vdiv(const fvec<Arch>& a, const fvec<Arch>& b) noexcept {
-    return ::lowbit::detail::simd::div(a, b);
+    return lanes<Arch>::div(a, b);
 }
-template <class Arch>
-inline fvec<Arch> vsqrt(const fvec<Arch>& a) noexcept {
-    return ::lowbit::detail::simd::sqrt(a);
-}
-
-/// nearest_int of every lane, as a float.
-template <class Arch>
-inline fvec<Arch> vround(const fvec<Arch>& p) noexcept {
-    using I = ivec<Arch>;
-    const fvec<Arch> v = ::lowbit::detail::unfused(p) + fvec<Arch>(12582912.f);
-    const I bits = ::lowbit::detail::simd::bitcast<std::int32_t>(v);
-    return xsimd::to_float(I((bits & I(0x007fffff)) - I(0x00400000)));
-}
-
-/// C's `a != b` (true when either is NaN): xsimd's AVX `!=` is the ordered
-/// comparison, false for NaN, unlike its SSE one.
 template <class Arch>
 inline xsimd::batch_bool<float, Arch> vne(const fvec<Arch>& a, const fvec<Arch>& b) noexcept {
-    return !(a == b);
-}
-
-template <class Arch>
-inline fvec<Arch> vclamp(const fvec<Arch>& l, float lo, float hi) noexcept {
-    return xsimd::max(fvec<Arch>(lo), xsimd::min(fvec<Arch>(hi), l));
-}
-
-/// make_qkx_quants (weights given) on every lane. L: levels as floats.
-template <class Arch, int N>
-inline void qkx_search(const fvec<Arch>* x, const fvec<Arch>* w, fvec<Arch>* L, fvec<Arch>& scale_out,
-                       fvec<Arch>& min_out, float nmax, float rmin, float rdelta, int nstep, bool use_mad) noexcept {
-    using B = fvec<Arch>;
-    const B zero(0.f);
-    B mn = x[0], mx = x[0], sum_w = w[0], sum_x = vmul(w[0], x[0]);
-    for (int i = 1; i < N; ++i) {
-        mn = xsimd::select(x[i] < mn, x[i], mn);
-        mx = xsimd::select(x[i] > mx, x[i], mx);
-        sum_w = sum_w + w[i];
-        sum_x = sum_x + vmul(w[i], x[i]);
-    }
-    mn = xsimd::select(mn > zero, zero, mn);
-    const auto flat = mx <= mn;
-    const B min0 = mn;
-    B iscale = vdiv(B(nmax), mx - mn);
-    B scale = vdiv(B(1.f), iscale);
-    B best = zero;
-    for (int i = 0; i < N; ++i) {
-        L[i] = vclamp(vround(vmul(iscale, x[i] - mn)), 0.f, nmax);
-        B diff = (vmul(scale, L[i]) + mn) - x[i];
-        diff = use_mad ? xsimd::abs(diff) : vmul(diff, diff);
-        best = best + vmul(w[i], diff);
-    }
-    B laux[N];
-    for (int is = 0; is <= nstep; ++is) {
-        const B num = (B(rmin) + vmul(B(rdelta), B(static_cast<float>(is)))) + B(nmax);
-        iscale = vdiv(num, mx - mn);
-        B sl = zero, sl2 = zero, sxl = zero;
-        for (int i = 0; i < N; ++i) {
-            const B l = vclamp(vround(vmul(iscale, x[i] - mn)), 0.f, nmax);
-            laux[i] = l;
-            const B wl = vmul(w[i], l);
-            sl = sl + wl;
-            sl2 = sl2 + vmul(wl, l);
-            sxl = sxl + vmul(wl, x[i]);
-        }
-        const B D = vmul(sum_w, sl2) - vmul(sl, sl);
-        const auto dpos = D > zero;
-        if (!xsimd::any(dpos)) continue;
-        B ts = vdiv(vmul(sum_w, sxl) - vmul(sum_x, sl), D);
-        B tm = vdiv(vmul(sl2, sum_x) - vmul(sl, sxl), D);
-        const auto mpos = tm > zero;
-        tm = xsimd::select(mpos, zero, tm);
-        ts = xsimd::select(mpos, vdiv(sxl, sl2), ts);
-        B cur = zero;
-        for (int i = 0; i < N; ++i) {
-            B diff = (vmul(ts, laux[i]) + tm) - x[i];
-            diff = use_mad ? xsimd::abs(diff) : vmul(diff, diff);
-            cur = cur + vmul(w[i], diff);
-        }
-        const auto better = dpos & (cur < best);
-        if (!xsimd::any(better)) continue;
-        for (int i = 0; i < N; ++i) L[i] = xsimd::select(better, laux[i], L[i]);
-        best = xsimd::select(better, cur, best);
-        scale = xsimd::select(better, ts, scale);
-        mn = xsimd::select(better, tm, mn);
-    }
-    for (int i = 0; i < N; ++i) L[i] = xsimd::select(flat, zero, L[i]);
-    scale_out = xsimd::select(flat, zero, scale);
-    min_out = -xsimd::select(flat, min0, mn);
-}
-
-/// Largest |x| and the element it came from (the first on ties), per lane.
-template <class Arch, int N>
-inline void signed_absmax(const fvec<Arch>* x, fvec<Arch>& amax, fvec<Arch>& max) noexcept {
-    amax = fvec<Arch>(0.f);
-    max = fvec<Arch>(0.f);
-    for (int i = 0; i < N; ++i) {
-        const fvec<Arch> ax = xsimd::abs(x[i]);
-        const auto gt = ax > amax;
-        amax = xsimd::select(gt, ax, amax);
-        max = xsimd::select(gt, x[i], max);
-    }
-}
-
-/// make_qx_quants with rmse_type 1 and weights w, per lane. L: levels + nmax.
-template <class Arch, int N>
-inline void qx_search(const fvec<Arch>* x, const fvec<Arch>* w, fvec<Arch>* L, fvec<Arch>& scale_out,
-                      float nmax) noexcept {
-    using B = fvec<Arch>;
-    const B zero(0.f);
-    B amax, mx;
-    signed_absmax<Arch, N>(x, amax, mx);
-    const auto flat = amax < B(eps);
-    B iscale = vdiv(B(-nmax), mx);
-    B sumlx = zero, suml2 = zero;
-    for (int i = 0; i < N; ++i) {
-        const B l = vclamp(vround(vmul(iscale, x[i])), -nmax, nmax - 1);
-        L[i] = l + B(nmax);
-        sumlx = sumlx + vmul(vmul(w[i], x[i]), l);
-        suml2 = suml2 + vmul(vmul(w[i], l), l);
-    }
-    B scale = xsimd::select(vne(suml2, zero), vdiv(sumlx, suml2), zero);
-    B best = vmul(scale, sumlx);
-    B laux[N];
-    for (int is = -9; is <= 9; ++is) {
-        if (is == 0) continue;
-        iscale = vdiv(-(B(nmax) + vmul(B(0.1f), B(static_cast<float>(is)))), mx);
-        sumlx = suml2 = zero;
-        for (int i = 0; i < N; ++i) {
-            const B l = vclamp(vround(vmul(iscale, x[i])), -nmax, nmax - 1);
-            laux[i] = l + B(nmax);
-            sumlx = sumlx + vmul(vmul(w[i], x[i]), l);
-            suml2 = suml2 + vmul(vmul(w[i], l), l);
-        }
-        const auto better = (suml2 > zero) & (vmul(sumlx, sumlx) > vmul(best, suml2));
-        if (!xsimd::any(better)) continue;
-        for (int i = 0; i < N; ++i) L[i] = xsimd::select(better, laux[i], L[i]);
-        const B ns = vdiv(sumlx, suml2);
-        scale = xsimd::select(better, ns, scale);
-        best = xsimd::select(better, vmul(ns, sumlx), best);
-    }
-    for (int i = 0; i < N; ++i) L[i] = xsimd::select(flat, zero, L[i]);
-    scale_out = xsimd::select(flat, zero, scale);
-}
-
-/// make_q3_quants with do_rmse, per lane, on K batches at once: the sweeps
-/// are a chain of dependent divisions per lane, so independent batches are
-/// interleaved to keep the divider busy. L: levels + nmax.
-template <class Arch, int N, int K>
-inline void q3_search(const fvec<Arch> (*x)[N], fvec<Arch> (*L)[N], fvec<Arch>* scale_out, float nmax) noexcept {
-    using B = fvec<Arch>;
-    using M = xsimd::batch_bool<float, Arch>;
-    const B zero(0.f);
-    M flat[K];
-    B sumlx[K], suml2[K];
-    for (int k = 0; k < K; ++k) {
-        B amax, mx;
-        signed_absmax<Arch, N>(x[k], amax, mx);
-        flat[k] = amax < B(eps);
-        const B iscale = vdiv(B(-nmax), mx);
-        sumlx[k] = suml2[k] = zero;
-        for (int i = 0; i < N; ++i) {
-            const B l = vclamp(vround(vmul(iscale, x[k][i])), -nmax, nmax - 1);
-            L[k][i] = l;
-            const B w = vmul(x[k][i], x[k][i]);
-            sumlx[k] = sumlx[k] + vmul(vmul(w, x[k][i]), l);
-            suml2[k] = suml2[k] + vmul(vmul(w, l), l);
-        }
-    }
-    // A lane whose pass changes nothing would change nothing in a further
-    // pass either, so running on until no lane changes gives the scalar result.
-    for (int itry = 0; itry < 5; ++itry) {
-        M changed[K];
-        for (int k = 0; k < K; ++k) changed[k] = zero > zero;
-        for (int i = 0; i < N; ++i) {
-            for (int k = 0; k < K; ++k) {
-                const B xi = x[k][i];
-                const B w = vmul(xi, xi);
-                const B wx = vmul(w, xi);
-                const B li = L[k][i];
-                const B slx = sumlx[k] - vmul(wx, li);
-                const B sl2 = suml2[k] - vmul(vmul(w, li), li);
-                const B nl = vclamp(vround(vdiv(vmul(xi, sl2), slx)), -nmax, nmax - 1);
-                const M moved = (slx > zero) & vne(nl, li);
-                const B slx2 = slx + vmul(wx, nl);
-                const B sl22 = sl2 + vmul(vmul(w, nl), nl);
-                const M take = moved & (sl22 > zero) &
-                               (vmul(vmul(slx2, slx2), suml2[k]) > vmul(vmul(sumlx[k], sumlx[k]), sl22));
-                L[k][i] = xsimd::select(take, nl, li);
-                sumlx[k] = xsimd::select(take, slx2, sumlx[k]);
-                suml2[k] = xsimd::select(take, sl22, suml2[k]);
-                changed[k] = changed[k] | take;
-            }
-        }
-        bool any = false;
-        for (int k = 0; k < K; ++k) any = any || xsimd::any(changed[k]);
-        if (!any) break;
-    }
-    for (int k = 0; k < K; ++k) {
-        for (int i = 0; i < N; ++i) L[k][i] = xsimd::select(flat[k], zero, L[k][i] + B(nmax));
-        scale_out[k] = xsimd::select(flat[k] | !(suml2[k] > zero), zero, vdiv(sumlx[k], suml2[k]));
-    }
-}
-
-/// Requantize every lane with its sub-block's stored scale d (and offset m):
-/// affine q = clamp(round((x + m)/d), 0, hi); symmetric q = clamp(round(x/d), lo, hi) - lo.
-/// Lanes with d == 0 keep the search's levels.
-template <class Arch, int N, bool Affine>
-inline void requantize(const fvec<Arch>* x, fvec<Arch>* L, const fvec<Arch>& d, const fvec<Arch>& m, float lo,
-                       float hi) noexcept {
-    const auto nz = vne(d, fvec<Arch>(0.f));
-    for (int i = 0; i < N; ++i) {
-        fvec<Arch> l;
-        if constexpr (Affine)
-            l = vclamp(vround(vdiv(x[i] + m, d)), 0.f, hi);
-        else
-            l = vclamp(vround(vdiv(x[i], d)), lo, hi) - fvec<Arch>(lo);
-        L[i] = xsimd::select(nz, l, L[i]);
-    }
+    return lanes<Arch>::ne(a, b);
 }
 
 template <class Arch, int N>
 inline void load_n(const float* p, fvec<Arch>* v) noexcept {
     for (int i = 0; i < N; ++i) v[i] = fvec<Arch>::load_aligned(p + i * fvec<Arch>::size);
-}
-
-/// Importance weights qw*sqrt(sigma2 + x^2) per lane (sigma2 per lane too),
-/// and their sum in element order.
-template <class Arch, int N>
-inline void imatrix_weights(const fvec<Arch>* x, const fvec<Arch>* qw, const fvec<Arch>& sigma2, fvec<Arch>* w,
-                            fvec<Arch>& sw) noexcept {
-    sw = fvec<Arch>(0.f);
-    for (int i = 0; i < N; ++i) {
-        w[i] = qw[i] * vsqrt(sigma2 + vmul(x[i], x[i]));
-        sw = sw + w[i];
-    }
 }
 
 // ---- Q4_K / Q5_K --------------------------------------------------------
@@ -760,10 +376,7 @@ inline void q4_q5_k_tile(const float* const* xs, const float* const* qws, unsign
             s.store_aligned(sw + b * lanes);
             qkx_search<Arch, n>(x, w, L[b], scale, the_min, Nmax, -0.9f, 0.05f, 36, false);
         } else {
-            B ss(0.f);
-            for (int i = 0; i < n; ++i) ss = ss + vmul(x[i], x[i]);
-            const B av = vsqrt(vdiv(ss, B(32.f)));
-            for (int i = 0; i < n; ++i) w[i] = av + xsimd::abs(x[i]);
+            rms_plus_abs_weights<Arch, n>(x, w);
             if constexpr (Nmax == 15)
                 qkx_search<Arch, n>(x, w, L[b], scale, the_min, Nmax, -1.f, 0.1f, 20, false);
             else
@@ -775,43 +388,9 @@ inline void q4_q5_k_tile(const float* const* xs, const float* const* qws, unsign
     using Block = std::conditional_t<Nmax == 15, ggml::block_q4_K, ggml::block_q5_K>;
     Block y[G::T];
     for (int s = 0; s < G::S; ++s) dsub[s] = msub[s] = 0.f;
-    for (int k = 0; k < nvalid; ++k) {
-        const float* scales = sc + 8 * k;
-        const float* mins = mn + 8 * k;
-        std::uint8_t Ls[8], Lm[8];
-        if (!im) {
-            float max_scale = 0, max_min = 0;
-            for (int j = 0; j < 8; ++j) {
-                if (scales[j] > max_scale) max_scale = scales[j];
-                if (mins[j] > max_min) max_min = mins[j];
-            }
-            const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
-            const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-            for (int j = 0; j < 8; ++j) {
-                Ls[j] = static_cast<std::uint8_t>(round_to_int<Arch>(inv_scale * scales[j]));
-                Lm[j] = static_cast<std::uint8_t>(round_to_int<Arch>(inv_min * mins[j]));
-            }
-            y[k].d = to_half<Arch>(max_scale / 63.f);
-            y[k].dmin = to_half<Arch>(max_min / 63.f);
-        } else {
-            y[k].d = to_half<Arch>(make_qp<Arch>(8, 63, scales, Ls, sw + 8 * k));
-            y[k].dmin = to_half<Arch>(make_qp<Arch>(8, 63, mins, Lm, sw + 8 * k));
-        }
-        // As in ggml: no clamp on Q4_K's imatrix path.
-        if (!im || Nmax != 15)
-            for (int j = 0; j < 8; ++j) {
-                Ls[j] = Ls[j] < 63 ? Ls[j] : std::uint8_t{63};
-                Lm[j] = Lm[j] < 63 ? Lm[j] : std::uint8_t{63};
-            }
-        set_scale_min_k4<Arch>(Ls, Lm, y[k].scales);
-        const float d = dq::half<Arch>(y[k].d), dmin = dq::half<Arch>(y[k].dmin);
-        for (int j = 0; j < 8; ++j) {
-            int s, m;
-            get_scale_min_k4<Arch>(j, y[k].scales, s, m);
-            dsub[8 * k + j] = d * static_cast<float>(s);
-            msub[8 * k + j] = dmin * static_cast<float>(m);
-        }
-    }
+    for (int k = 0; k < nvalid; ++k)
+        q45_k_scales<Arch, Nmax>(sc + 8 * k, mn + 8 * k, im ? sw + 8 * k : nullptr, y[k].d, y[k].dmin, y[k].scales,
+                                 dsub + 8 * k, msub + 8 * k);
     for (int b = 0; b < G::NB; ++b) {
         B x[n];
         load_n<Arch, n>(xt + b * n * lanes, x);
@@ -869,44 +448,8 @@ inline void q2_tile(const float* const* xs, const float* const* qws, unsigned ch
     }
     ggml::block_q2_K y[G::T];
     for (int s = 0; s < G::S; ++s) dsub[s] = msub[s] = 0.f;
-    for (int k = 0; k < nvalid; ++k) {
-        const float* scales = sc + 16 * k;
-        const float* mins = mn + 16 * k;
-        if (!im) {
-            float max_scale = 0, max_min = 0;
-            for (int j = 0; j < 16; ++j) {
-                if (scales[j] > max_scale) max_scale = scales[j];
-                if (mins[j] > max_min) max_min = mins[j];
-            }
-            if (max_scale > 0) {
-                const float iscale = 15.f / max_scale;
-                for (int j = 0; j < 16; ++j) y[k].scales[j] = static_cast<std::uint8_t>(round_to_int<Arch>(iscale * scales[j]));
-                y[k].d = to_half<Arch>(max_scale / 15.f);
-            } else {
-                for (int j = 0; j < 16; ++j) y[k].scales[j] = 0;
-                y[k].d = to_half<Arch>(0.f);
-            }
-            if (max_min > 0) {
-                const float iscale = 15.f / max_min;
-                for (int j = 0; j < 16; ++j)
-                    y[k].scales[j] =
-                        static_cast<std::uint8_t>(y[k].scales[j] | (round_to_int<Arch>(iscale * mins[j]) << 4));
-                y[k].dmin = to_half<Arch>(max_min / 15.f);
-            } else {
-                y[k].dmin = to_half<Arch>(0.f);
-            }
-        } else {
-            std::uint8_t Ls[16], Lm[16];
-            y[k].d = to_half<Arch>(make_qp<Arch>(16, 15, scales, Ls, sw + 16 * k));
-            y[k].dmin = to_half<Arch>(make_qp<Arch>(16, 15, mins, Lm, sw + 16 * k));
-            for (int j = 0; j < 16; ++j) y[k].scales[j] = static_cast<std::uint8_t>(Ls[j] | (Lm[j] << 4));
-        }
-        const float d = dq::half<Arch>(y[k].d), dmin = dq::half<Arch>(y[k].dmin);
-        for (int j = 0; j < 16; ++j) {
-            dsub[16 * k + j] = d * static_cast<float>(y[k].scales[j] & 0xF);
-            msub[16 * k + j] = dmin * static_cast<float>(y[k].scales[j] >> 4);
-        }
-    }
+    for (int k = 0; k < nvalid; ++k)
+        q2_k_scales<Arch>(sc + 16 * k, mn + 16 * k, im ? sw + 16 * k : nullptr, y[k], dsub + 16 * k, msub + 16 * k);
     for (int b = 0; b < G::NB; ++b) {
         B x[n];
         load_n<Arch, n>(xt + b * n * lanes, x);
@@ -948,29 +491,7 @@ inline void q6_tile(const float* const* xs, const float* const* qws, unsigned ch
     ggml::block_q6_K y[G::T];
     bool zero_block[G::T] = {};
     for (int s = 0; s < G::S; ++s) dsub[s] = 0.f;
-    for (int k = 0; k < nvalid; ++k) {
-        const float* scales = sc + 16 * k;
-        float max_scale = 0, max_abs_scale = 0;
-        for (int j = 0; j < 16; ++j) {
-            const float a = std::fabs(scales[j]);
-            if (a > max_abs_scale) {
-                max_abs_scale = a;
-                max_scale = scales[j];
-            }
-        }
-        if (max_abs_scale < eps) {
-            zero_block[k] = true;
-            continue;
-        }
-        const float iscale = -128.f / max_scale;
-        y[k].d = to_half<Arch>(1 / iscale);
-        for (int j = 0; j < 16; ++j) {
-            const int l = round_to_int<Arch>(iscale * scales[j]);
-            y[k].scales[j] = static_cast<std::int8_t>(l < 127 ? l : 127);
-        }
-        const float d = dq::half<Arch>(y[k].d);
-        for (int j = 0; j < 16; ++j) dsub[16 * k + j] = d * static_cast<float>(y[k].scales[j]);
-    }
+    for (int k = 0; k < nvalid; ++k) zero_block[k] = !q6_k_scales<Arch>(sc + 16 * k, y[k], dsub + 16 * k);
     for (int b = 0; b < G::NB; ++b) {
         B x[n];
         load_n<Arch, n>(xt + b * n * lanes, x);
@@ -1006,36 +527,7 @@ inline void q3_tile(const float* const* xs, const float* const*, unsigned char* 
     }
     ggml::block_q3_K y[G::T];
     for (int s = 0; s < G::S; ++s) dsub[s] = 0.f;
-    for (int k = 0; k < nvalid; ++k) {
-        const float* scales = sc + 16 * k;
-        float max_scale = 0, amax = 0;
-        for (int j = 0; j < 16; ++j) {
-            const float a = std::fabs(scales[j]);
-            if (a > amax) {
-                amax = a;
-                max_scale = scales[j];
-            }
-        }
-        if (max_scale != 0.f) {
-            const float iscale = -32.f / max_scale;
-            int ls[16];
-            for (int j = 0; j < 16; ++j) {
-                // ggml narrows to int8 before clamping.
-                const auto l = static_cast<std::int8_t>(round_to_int<Arch>(iscale * scales[j]));
-                ls[j] = std::max(-32, std::min(31, static_cast<int>(l))) + 32;
-            }
-            set_scales_q3<Arch>(ls, y[k].scales);
-            y[k].d = to_half<Arch>(1 / iscale);
-        } else {
-            std::memset(y[k].scales, 0, sizeof y[k].scales);
-            y[k].d = to_half<Arch>(0.f);
-        }
-        const float d = dq::half<Arch>(y[k].d);
-        for (int j = 0; j < 16; ++j) {
-            const auto s = static_cast<std::int8_t>(get_scale_q3<Arch>(j, y[k].scales) - 32);
-            dsub[16 * k + j] = d * static_cast<float>(s);
-        }
-    }
+    for (int k = 0; k < nvalid; ++k) q3_k_scales<Arch>(sc + 16 * k, y[k], dsub + 16 * k);
     for (int b = 0; b < G::NB; ++b) {
         B x[n];
         load_n<Arch, n>(xt + b * n * lanes, x);
@@ -1049,64 +541,6 @@ inline void q3_tile(const float* const* xs, const float* const*, unsigned char* 
 }
 
 // ---- IQ4_NL / IQ4_XS -----------------------------------------------------
-
-/// nearest_iq4_index per lane, as a float, and the table value there. The
-/// bisection's bracket t[lo] <= v < t[lo+1] is found by a scan of the sorted
-/// table; its tie rule (a midpoint goes up) and its answer for NaN (15) are kept.
-template <class Arch>
-inline void iq4_nearest(const fvec<Arch>& v, fvec<Arch>& idx, fvec<Arch>& q) noexcept {
-    using B = fvec<Arch>;
-    const std::int8_t* t = ggml::iq4_nl_values;
-    B lo(0.f), tlo(static_cast<float>(t[0])), thi(static_cast<float>(t[1]));
-    for (int k = 1; k < 15; ++k) {
-        const B tk(static_cast<float>(t[k]));
-        const auto le = tk <= v;
-        lo = xsimd::select(le, B(static_cast<float>(k)), lo);
-        tlo = xsimd::select(le, tk, tlo);
-        thi = xsimd::select(le, B(static_cast<float>(t[k + 1])), thi);
-    }
-    const auto down = (v - tlo) < (thi - v);
-    const auto nan = vne(v, v);
-    idx = xsimd::select(nan, B(15.f), xsimd::select(down, lo, lo + B(1.f)));
-    q = xsimd::select(nan, B(static_cast<float>(t[15])), xsimd::select(down, tlo, thi));
-}
-
-/// The IQ4 scale search (ntry 7) per lane; returns each lane's scale.
-template <class Arch, int N>
-inline fvec<Arch> iq4_search(const fvec<Arch>* x, const fvec<Arch>* w) noexcept {
-    using B = fvec<Arch>;
-    const B zero(0.f);
-    const float values0 = static_cast<float>(ggml::iq4_nl_values[0]);
-    B amax, mx;
-    signed_absmax<Arch, N>(x, amax, mx);
-    const auto flat = amax < B(eps);
-    B d = vdiv(-mx, B(values0));
-    B id = vdiv(B(1.f), d);
-    B sumqx = zero, sumq2 = zero, idx, q;
-    for (int j = 0; j < N; ++j) {
-        iq4_nearest<Arch>(vmul(id, x[j]), idx, q);
-        const B wq = vmul(w[j], q);
-        sumqx = sumqx + vmul(wq, x[j]);
-        sumq2 = sumq2 + vmul(wq, q);
-    }
-    d = xsimd::select(sumq2 > zero, vdiv(sumqx, sumq2), zero);
-    B best = vmul(d, sumqx);
-    for (int itry = -7; itry <= 7; ++itry) {
-        id = vdiv(B(static_cast<float>(itry + ggml::iq4_nl_values[0])), mx);
-        sumqx = sumq2 = zero;
-        for (int j = 0; j < N; ++j) {
-            iq4_nearest<Arch>(vmul(id, x[j]), idx, q);
-            const B wq = vmul(w[j], q);
-            sumqx = sumqx + vmul(wq, x[j]);
-            sumq2 = sumq2 + vmul(wq, q);
-        }
-        const auto better = (sumq2 > zero) & (vmul(sumqx, sumqx) > vmul(best, sumq2));
-        const B nd = vdiv(sumqx, sumq2);
-        d = xsimd::select(better, nd, d);
-        best = xsimd::select(better, vmul(nd, sumqx), best);
-    }
-    return xsimd::select(flat, zero, d);
-}
 
 /// Nsub 1: IQ4_NL blocks of 32; Nsub 8: IQ4_XS super-blocks of 256.
 template <class Arch, int Nsub>
@@ -1146,33 +580,10 @@ inline void iq4_tile(const float* const* xs, const float* const* qws, unsigned c
     Block y[G::T];
     for (int s = 0; s < G::S; ++s) idl[s] = 0.f;
     for (int k = 0; k < nvalid; ++k) {
-        if constexpr (Nsub == 1) {
-            y[k].d = to_half<Arch>(sc[k]);
-            idl[k] = sc[k] != 0.0f ? 1.0f / sc[k] : 0.0f;
-        } else {
-            const float* scales = sc + 8 * k;
-            float max_scale = 0.0f, amax_scale = 0.0f;
-            for (int ib = 0; ib < 8; ++ib)
-                if (std::fabs(scales[ib]) > amax_scale) {
-                    amax_scale = std::fabs(scales[ib]);
-                    max_scale = scales[ib];
-                }
-            y[k].scales_h = 0;
-            const float d = -max_scale / 32.0f;
-            y[k].d = to_half<Arch>(d);
-            const float id = d != 0.0f ? 1.0f / d : 0.0f;
-            for (int ib = 0; ib < 8; ++ib) {
-                const int l = std::max(-32, std::min(31, round_to_int<Arch>(id * scales[ib])));
-                const float dl = d * static_cast<float>(l);
-                idl[8 * k + ib] = dl != 0.0f ? 1.0f / dl : 0.0f;
-                const int stored = l + 32;
-                if (ib % 2 == 0)
-                    y[k].scales_l[ib / 2] = static_cast<std::uint8_t>(stored & 0x0F);
-                else
-                    y[k].scales_l[ib / 2] = static_cast<std::uint8_t>(y[k].scales_l[ib / 2] | ((stored & 0x0F) << 4));
-                y[k].scales_h = static_cast<std::uint16_t>(y[k].scales_h | ((stored >> 4) << (2 * ib)));
-            }
-        }
+        if constexpr (Nsub == 1)
+            iq4_scales<Arch, 1>(sc + k, y[k].d, nullptr, nullptr, idl + k);
+        else
+            iq4_scales<Arch, Nsub>(sc + Nsub * k, y[k].d, &y[k].scales_h, y[k].scales_l, idl + Nsub * k);
     }
     for (int b = 0; b < G::NB; ++b) {
         B x[n], L[n], q;
@@ -1182,11 +593,7 @@ inline void iq4_tile(const float* const* xs, const float* const* qws, unsigned c
         transpose_out<Arch, n, Nsub>(L, b, lev);
     }
     for (int k = 0; k < nvalid; ++k) {
-        for (int ib = 0; ib < Nsub; ++ib) {
-            const std::uint8_t* l = lev + nvals * k + 32 * ib;
-            for (int j = 0; j < 16; ++j)
-                y[k].qs[16 * ib + j] = static_cast<std::uint8_t>((l[j] & 0x0F) | ((l[j + 16] & 0x0F) << 4));
-        }
+        for (int ib = 0; ib < Nsub; ++ib) pack_nibbles_32<Arch>(lev + nvals * k + 32 * ib, y[k].qs + 16 * ib);
         std::memcpy(out + k * sizeof(Block), &y[k], sizeof(Block));
     }
 }
@@ -1659,7 +1066,7 @@ inline void q8_0_block_scalar(const float* p, unsigned char* blk) noexcept {
     }
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const std::uint16_t h = to_half<Arch>(d);
+    const std::uint16_t h = float_to_fp16<Arch>(d);
     std::memcpy(blk, &h, 2);
     for (int j = 0; j < 32; ++j)
         blk[2 + j] = static_cast<unsigned char>(static_cast<int>(std::round(::lowbit::detail::unfused(p[j] * id))) & 0xFF);
