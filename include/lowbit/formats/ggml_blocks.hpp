@@ -7,12 +7,12 @@
 // Byte equality needs ggml's exact float arithmetic: the same operation order,
 // float (never double) intermediates, its rounding helpers, and no fused
 // multiply-add. g++ contracts a*b+c into an fma even in ISO C++ mode whenever
-// the target has FMA, so the code below is compiled with contraction off.
+// the target has FMA, so every product that feeds an add goes through
+// detail::unfused (detail/fp_contract.hpp, the one guard).
 //
-// Scalar on purpose (ggml's own quantizers are scalar too). Hot spots if this
-// ever matters: the 15-scale IQ4 search (a binary search per element and
-// try), the 37-step make_qkx3_quants search of Q4_1/Q5_1 with an imatrix, and
-// the 19-step make_qx_quants search of Q4_0/Q5_0 with an imatrix.
+// The searches (IQ4, and the imatrix paths' make_qx_quants / make_qkx3_quants)
+// are formats/ggml_kquant_search.hpp's, on the scalar tag; kernels/ggml_quantize.hpp
+// runs them on SIMD lanes.
 
 #include <algorithm>
 #include <bit>
@@ -27,19 +27,10 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
+#include "../detail/fp_contract.hpp"
 #include "../detail/scalar_arch.hpp"
 #include "ggml_kquant_search.hpp"
 #include "ggml_types.hpp"
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=off")
-#define LOWBIT_GGML_NO_CONTRACT
-#elif defined(__clang__)
-#define LOWBIT_GGML_NO_CONTRACT _Pragma("clang fp contract(off)")
-#else
-#define LOWBIT_GGML_NO_CONTRACT
-#endif
 
 LOWBIT_NAMESPACE_BEGIN
 namespace ggml {
@@ -285,11 +276,10 @@ inline void importance_weights_32(const float* x, const float* qw, float sigma2,
 
 // Nearest MXFP4 value times d, by linear search; the first index wins ties.
 inline std::uint8_t nearest_mxfp4_index(float v, float d) noexcept {
-    LOWBIT_GGML_NO_CONTRACT
     int best = 0;
-    float best_err = std::fabs(static_cast<float>(mxfp4_values[0]) * d - v);
+    float best_err = std::fabs(::lowbit::detail::unfused(static_cast<float>(mxfp4_values[0]) * d) - v);
     for (int i = 1; i < 16; ++i) {
-        const float err = std::fabs(static_cast<float>(mxfp4_values[i]) * d - v);
+        const float err = std::fabs(::lowbit::detail::unfused(static_cast<float>(mxfp4_values[i]) * d) - v);
         if (err < best_err) {
             best = i;
             best_err = err;
@@ -402,7 +392,6 @@ inline int unpack_trit(std::uint8_t byte, int k) noexcept {
 
 // Ternary level of x * id: lround gives -1, 0 or 1, stored +1.
 inline int ternary(float v, float id) noexcept {
-    LOWBIT_GGML_NO_CONTRACT
     return static_cast<int>(std::lround(v * id)) + 1;
 }
 
@@ -413,7 +402,6 @@ inline int ternary(float v, float id) noexcept {
 /// Q4_0: d = max / -8 with max the largest-|x| element (sign kept), codes
 /// round half up; with an imatrix, a weighted least-squares scale search.
 inline void quantize_row_q4_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q4_0::block_size, "q4_0");
     detail::blocks::aligned_out<block_q4_0> out_(dst, n / block_q4_0::block_size);
     auto* y = out_.get();
@@ -438,13 +426,12 @@ inline void quantize_row_q4_0(const float* x, void* dst, std::size_t n, const fl
         y[ib].d = float_to_fp16(d);
         std::uint8_t levels[32];
         for (int j = 0; j < 32; ++j)
-            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::blocks::trunc_to_i8(xb[j] * id + 8.5f)));
+            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::blocks::trunc_to_i8(::lowbit::detail::unfused(xb[j] * id) + 8.5f)));
         detail::blocks::pack_nibbles_32(levels, y[ib].qs);
     }
 }
 
 inline void dequantize_row_q4_0(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q4_0::block_size, "q4_0");
     const detail::blocks::aligned_in<block_q4_0> in_(src, n / block_q4_0::block_size);
     const auto* b = in_.get();
@@ -462,7 +449,6 @@ inline void dequantize_row_q4_0(const void* src, float* y, std::size_t n) {
 /// Q4_1: d = (max - min) / 15, m = min, codes round half up; with an imatrix,
 /// a weighted affine search (min forced <= 0).
 inline void quantize_row_q4_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q4_1::block_size, "q4_1");
     detail::blocks::aligned_out<block_q4_1> out_(dst, n / block_q4_1::block_size);
     auto* y = out_.get();
@@ -490,13 +476,12 @@ inline void quantize_row_q4_1(const float* x, void* dst, std::size_t n, const fl
         y[ib].m = float_to_fp16(min);
         std::uint8_t levels[32];
         for (int j = 0; j < 32; ++j)
-            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::blocks::trunc_to_i8((xb[j] - min) * id + 0.5f)));
+            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::blocks::trunc_to_i8(::lowbit::detail::unfused((xb[j] - min) * id) + 0.5f)));
         detail::blocks::pack_nibbles_32(levels, y[ib].qs);
     }
 }
 
 inline void dequantize_row_q4_1(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q4_1::block_size, "q4_1");
     const detail::blocks::aligned_in<block_q4_1> in_(src, n / block_q4_1::block_size);
     const auto* b = in_.get();
@@ -504,8 +489,8 @@ inline void dequantize_row_q4_1(const void* src, float* y, std::size_t n) {
         const float d = fp16_to_float(b[ib].d);
         const float m = fp16_to_float(b[ib].m);
         for (int j = 0; j < 16; ++j) {
-            y[j] = static_cast<float>(b[ib].qs[j] & 0x0F) * d + m;
-            y[j + 16] = static_cast<float>(b[ib].qs[j] >> 4) * d + m;
+            y[j] = ::lowbit::detail::unfused(static_cast<float>(b[ib].qs[j] & 0x0F) * d) + m;
+            y[j + 16] = ::lowbit::detail::unfused(static_cast<float>(b[ib].qs[j] >> 4) * d) + m;
         }
     }
 }
@@ -514,7 +499,6 @@ inline void dequantize_row_q4_1(const void* src, float* y, std::size_t n) {
 
 /// Q5_0: d = max / -16, codes round half up; with an imatrix, as Q4_0.
 inline void quantize_row_q5_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q5_0::block_size, "q5_0");
     detail::blocks::aligned_out<block_q5_0> out_(dst, n / block_q5_0::block_size);
     auto* y = out_.get();
@@ -539,13 +523,12 @@ inline void quantize_row_q5_0(const float* x, void* dst, std::size_t n, const fl
         y[ib].d = float_to_fp16(d);
         std::uint8_t levels[32];
         for (int j = 0; j < 32; ++j)
-            levels[j] = static_cast<std::uint8_t>(std::min<int>(31, detail::blocks::trunc_to_i8(xb[j] * id + 16.5f)));
+            levels[j] = static_cast<std::uint8_t>(std::min<int>(31, detail::blocks::trunc_to_i8(::lowbit::detail::unfused(xb[j] * id) + 16.5f)));
         detail::blocks::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
     }
 }
 
 inline void dequantize_row_q5_0(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q5_0::block_size, "q5_0");
     const detail::blocks::aligned_in<block_q5_0> in_(src, n / block_q5_0::block_size);
     const auto* b = in_.get();
@@ -559,7 +542,6 @@ inline void dequantize_row_q5_0(const void* src, float* y, std::size_t n) {
 
 /// Q5_1: d = (max - min) / 31, m = min; with an imatrix, as Q4_1.
 inline void quantize_row_q5_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q5_1::block_size, "q5_1");
     detail::blocks::aligned_out<block_q5_1> out_(dst, n / block_q5_1::block_size);
     auto* y = out_.get();
@@ -587,20 +569,19 @@ inline void quantize_row_q5_1(const float* x, void* dst, std::size_t n, const fl
         y[ib].m = float_to_fp16(min);
         std::uint8_t levels[32];
         // No clamp: (max - min) * id + 0.5 stays below 32.
-        for (int j = 0; j < 32; ++j) levels[j] = detail::blocks::trunc_to_u8((xb[j] - min) * id + 0.5f);
+        for (int j = 0; j < 32; ++j) levels[j] = detail::blocks::trunc_to_u8(::lowbit::detail::unfused((xb[j] - min) * id) + 0.5f);
         detail::blocks::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
     }
 }
 
 inline void dequantize_row_q5_1(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q5_1::block_size, "q5_1");
     const detail::blocks::aligned_in<block_q5_1> in_(src, n / block_q5_1::block_size);
     const auto* b = in_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         const float m = fp16_to_float(b[ib].m);
-        for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(detail::blocks::unpack_5bit(b[ib].qh, b[ib].qs, j)) * d + m;
+        for (int j = 0; j < 32; ++j) y[j] = ::lowbit::detail::unfused(static_cast<float>(detail::blocks::unpack_5bit(b[ib].qh, b[ib].qs, j)) * d) + m;
     }
 }
 
@@ -609,7 +590,6 @@ inline void dequantize_row_q5_1(const void* src, float* y, std::size_t n) {
 /// Q8_0: d = amax / 127, q = round(x / d) half away from zero. The imatrix is
 /// ignored, as in ggml.
 inline void quantize_row_q8_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
     detail::blocks::check_row_length(n, block_q8_0::block_size, "q8_0");
     detail::blocks::aligned_out<block_q8_0> out_(dst, n / block_q8_0::block_size);
@@ -624,7 +604,6 @@ inline void quantize_row_q8_0(const float* x, void* dst, std::size_t n, const fl
 }
 
 inline void dequantize_row_q8_0(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q8_0::block_size, "q8_0");
     const detail::blocks::aligned_in<block_q8_0> in_(src, n / block_q8_0::block_size);
     const auto* b = in_.get();
@@ -637,7 +616,6 @@ inline void dequantize_row_q8_0(const void* src, float* y, std::size_t n) {
 /// Q8_1: Q8_0 plus s = fp16(d * sum(q)). ggml_quantize_chunk has no Q8_1
 /// (it is an activation format); the bytes equal quantize_row_q8_1_ref's.
 inline void quantize_row_q8_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
     detail::blocks::check_row_length(n, block_q8_1::block_size, "q8_1");
     detail::blocks::aligned_out<block_q8_1> out_(dst, n / block_q8_1::block_size);
@@ -657,7 +635,6 @@ inline void quantize_row_q8_1(const float* x, void* dst, std::size_t n, const fl
 }
 
 inline void dequantize_row_q8_1(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q8_1::block_size, "q8_1");
     const detail::blocks::aligned_in<block_q8_1> in_(src, n / block_q8_1::block_size);
     const auto* b = in_.get();
@@ -681,7 +658,6 @@ inline void quantize_row_iq4_nl(const float* x, void* dst, std::size_t n, const 
 }
 
 inline void dequantize_row_iq4_nl(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_iq4_nl::block_size, "iq4_nl");
     const detail::blocks::aligned_in<block_iq4_nl> in_(src, n / block_iq4_nl::block_size);
     const auto* b = in_.get();
@@ -706,7 +682,6 @@ inline void quantize_row_iq4_xs(const float* x, void* dst, std::size_t n, const 
 }
 
 inline void dequantize_row_iq4_xs(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_iq4_xs::block_size, "iq4_xs");
     const detail::blocks::aligned_in<block_iq4_xs> in_(src, n / block_iq4_xs::block_size);
     const auto* b = in_.get();
@@ -752,7 +727,6 @@ inline void quantize_row_mxfp4(const float* x, void* dst, std::size_t n, const f
 }
 
 inline void dequantize_row_mxfp4(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_mxfp4::block_size, "mxfp4");
     const detail::blocks::aligned_in<block_mxfp4> in_(src, n / block_mxfp4::block_size);
     const auto* b = in_.get();
@@ -770,7 +744,6 @@ inline void dequantize_row_mxfp4(const void* src, float* y, std::size_t n) {
 /// TQ1_0 (ternary, 1.6875 bpw): d = amax, trits round(x / d) in {-1, 0, 1}.
 /// The imatrix is ignored, as in ggml.
 inline void quantize_row_tq1_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
     detail::blocks::check_row_length(n, block_tq1_0::block_size, "tq1_0");
     detail::blocks::aligned_out<block_tq1_0> out_(dst, n / block_tq1_0::block_size);
@@ -799,7 +772,6 @@ inline void quantize_row_tq1_0(const float* x, void* dst, std::size_t n, const f
 }
 
 inline void dequantize_row_tq1_0(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_tq1_0::block_size, "tq1_0");
     const detail::blocks::aligned_in<block_tq1_0> in_(src, n / block_tq1_0::block_size);
     const auto* b = in_.get();
@@ -820,7 +792,6 @@ inline void dequantize_row_tq1_0(const void* src, float* y, std::size_t n) {
 /// TQ2_0 (ternary, 2.0625 bpw): d = amax, 2-bit codes round(x / d) + 1. The
 /// imatrix is ignored, as in ggml.
 inline void quantize_row_tq2_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
     detail::blocks::check_row_length(n, block_tq2_0::block_size, "tq2_0");
     detail::blocks::aligned_out<block_tq2_0> out_(dst, n / block_tq2_0::block_size);
@@ -841,7 +812,6 @@ inline void quantize_row_tq2_0(const float* x, void* dst, std::size_t n, const f
 }
 
 inline void dequantize_row_tq2_0(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_tq2_0::block_size, "tq2_0");
     const detail::blocks::aligned_in<block_tq2_0> in_(src, n / block_tq2_0::block_size);
     const auto* b = in_.get();
@@ -857,8 +827,3 @@ inline void dequantize_row_tq2_0(const void* src, float* y, std::size_t n) {
 
 }  // namespace ggml
 LOWBIT_NAMESPACE_END
-
-#undef LOWBIT_GGML_NO_CONTRACT
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC pop_options
-#endif

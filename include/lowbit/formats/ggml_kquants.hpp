@@ -25,25 +25,10 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
+#include "../detail/fp_contract.hpp"
 #include "../detail/scalar_arch.hpp"
 #include "ggml_kquant_search.hpp"
 #include "ggml_types.hpp"
-
-#if defined(__FAST_MATH__)
-#warning "lowbit ggml K-quants: -ffast-math reorders float operations; bytes will differ from ggml's"
-#endif
-
-// Function attribute / first body statement that turn off fma contraction.
-#if defined(__clang__)
-#define LOWBIT_GGML_EXACT_FP
-#define LOWBIT_GGML_EXACT_FP_BODY _Pragma("clang fp contract(off)")
-#elif defined(__GNUC__)
-#define LOWBIT_GGML_EXACT_FP __attribute__((optimize("fp-contract=off")))
-#define LOWBIT_GGML_EXACT_FP_BODY
-#else
-#define LOWBIT_GGML_EXACT_FP
-#define LOWBIT_GGML_EXACT_FP_BODY
-#endif
 
 LOWBIT_NAMESPACE_BEGIN
 namespace ggml {
@@ -522,18 +507,17 @@ inline void quantize_block_q8_k(const float* x, block_q8_K& y) noexcept {
 
 // ---- dequantize one super-block ------------------------------------------
 
-LOWBIT_GGML_EXACT_FP inline void dequantize_block(const block_q2_K& b, float* y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
+inline void dequantize_block(const block_q2_K& b, float* y) noexcept {
     const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
     for (int e = 0; e < static_cast<int>(qk_k); ++e) {
         const std::uint8_t sc = b.scales[e / 16];
         const int q = (b.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-        y[e] = d * static_cast<float>(sc & 0xF) * static_cast<float>(q) - dmin * static_cast<float>(sc >> 4);
+        y[e] = ::lowbit::detail::unfused(d * static_cast<float>(sc & 0xF) * static_cast<float>(q)) -
+               ::lowbit::detail::unfused(dmin * static_cast<float>(sc >> 4));
     }
 }
 
-LOWBIT_GGML_EXACT_FP inline void dequantize_block(const block_q3_K& b, float* y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
+inline void dequantize_block(const block_q3_K& b, float* y) noexcept {
     const float d = half_to_float(b.d);
     for (int e = 0; e < static_cast<int>(qk_k); ++e) {
         const float dl = d * static_cast<float>(get_scale_q3<kernels::scalar>(e / 16, b.scales) - 32);
@@ -543,8 +527,7 @@ LOWBIT_GGML_EXACT_FP inline void dequantize_block(const block_q3_K& b, float* y)
     }
 }
 
-LOWBIT_GGML_EXACT_FP inline void dequantize_block(const block_q4_K& b, float* y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
+inline void dequantize_block(const block_q4_K& b, float* y) noexcept {
     const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
     for (int j = 0; j < 8; ++j) {
         std::uint8_t sc, m;
@@ -552,12 +535,11 @@ LOWBIT_GGML_EXACT_FP inline void dequantize_block(const block_q4_K& b, float* y)
         const float dl = d * static_cast<float>(sc), ml = dmin * static_cast<float>(m);
         const std::uint8_t* q = b.qs + 32 * (j / 2);
         const int shift = 4 * (j % 2);
-        for (int l = 0; l < 32; ++l) y[32 * j + l] = dl * static_cast<float>((q[l] >> shift) & 0xF) - ml;
+        for (int l = 0; l < 32; ++l) y[32 * j + l] = ::lowbit::detail::unfused(dl * static_cast<float>((q[l] >> shift) & 0xF)) - ml;
     }
 }
 
-LOWBIT_GGML_EXACT_FP inline void dequantize_block(const block_q5_K& b, float* y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
+inline void dequantize_block(const block_q5_K& b, float* y) noexcept {
     const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
     for (int j = 0; j < 8; ++j) {
         std::uint8_t sc, m;
@@ -567,13 +549,12 @@ LOWBIT_GGML_EXACT_FP inline void dequantize_block(const block_q5_K& b, float* y)
         const int shift = 4 * (j % 2);
         for (int l = 0; l < 32; ++l) {
             const int v = ((q[l] >> shift) & 0xF) | (((b.qh[l] >> j) & 1) << 4);
-            y[32 * j + l] = dl * static_cast<float>(v) - ml;
+            y[32 * j + l] = ::lowbit::detail::unfused(dl * static_cast<float>(v)) - ml;
         }
     }
 }
 
-LOWBIT_GGML_EXACT_FP inline void dequantize_block(const block_q6_K& b, float* y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
+inline void dequantize_block(const block_q6_K& b, float* y) noexcept {
     const float d = half_to_float(b.d);
     for (int e = 0; e < static_cast<int>(qk_k); ++e) {
         const int h = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
