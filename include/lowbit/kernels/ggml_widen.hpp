@@ -6,11 +6,7 @@
 #include <cstring>
 
 #include "../formats/ggml_types.hpp"
-#include "ggml_quantize_tiles.hpp"
-#if !defined(LOWBIT_NO_SIMD)
-#include "../detail/fp_contract.hpp"
-#include "../detail/xsimd_compat.hpp"
-#endif
+#include "ggml_quantize_tiles.hpp"  // xsimd, fp_contract, the lanes and transposes
 
 LOWBIT_NAMESPACE_BEGIN
 namespace kernels {
