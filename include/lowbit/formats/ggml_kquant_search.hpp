@@ -266,7 +266,7 @@ inline void qx_search(const typename lanes<Arch>::V* x, const typename lanes<Arc
     B sumlx = zero, suml2 = zero;
     for (int i = 0; i < N; ++i) {
         const B l = O::clamp(O::round(O::mul(iscale, x[i])), -nmax, nmax - 1);
-        L[i] = l + B(nmax);
+        L[i] = l;
         sumlx = sumlx + O::mul(O::mul(w[i], x[i]), l);
         suml2 = suml2 + O::mul(O::mul(w[i], l), l);
     }
@@ -279,7 +279,7 @@ inline void qx_search(const typename lanes<Arch>::V* x, const typename lanes<Arc
         sumlx = suml2 = zero;
         for (int i = 0; i < N; ++i) {
             const B l = O::clamp(O::round(O::mul(iscale, x[i])), -nmax, nmax - 1);
-            laux[i] = l + B(nmax);
+            laux[i] = l;
             sumlx = sumlx + O::mul(O::mul(w[i], x[i]), l);
             suml2 = suml2 + O::mul(O::mul(w[i], l), l);
         }
@@ -290,7 +290,7 @@ inline void qx_search(const typename lanes<Arch>::V* x, const typename lanes<Arc
         scale = O::select(better, ns, scale);
         best = O::select(better, O::mul(ns, sumlx), best);
     }
-    for (int i = 0; i < N; ++i) L[i] = O::select(flat, zero, L[i]);
+    for (int i = 0; i < N; ++i) L[i] = O::select(flat, zero, L[i] + B(nmax));
     scale_out = O::select(flat, zero, scale);
 }
 
