@@ -6,9 +6,9 @@
 # Layers, bottom to top (README, "Architecture"). A file's layer is the first
 # rule below whose pattern matches its path under include/lowbit.
 set(_layers
-  "0 core"            "^(version|parallel)\\.hpp$|^detail/(config|names|fp_contract)\\.hpp$|^core/(error|numeric|finite|utf8|view)\\.hpp$"
+  "0 core"            "^(version|parallel)\\.hpp$|^detail/(config|names|fp_contract|scalar_arch)\\.hpp$|^core/(error|numeric|finite|utf8|view)\\.hpp$"
   "1 scheme"          "^scheme/|^(granularity|double_quant)\\.hpp$"
-  "2 layout"          "^pack/|^formats/ggml(_types|_blocks|_kquants|_validate)?\\.hpp$"
+  "2 layout"          "^pack/|^formats/ggml(_types|_blocks|_kquants|_kquant_search|_validate)?\\.hpp$"
   "3 kernels"         "^kernels/|^detail/xsimd_compat\\.hpp$"
   "4 algorithms"      "^algorithms/"
   "5 quantizer"       "^(quantizer|registry|metrics)\\.hpp$|^formats/(ggml_quantized|ggml_convert|bnb|bnb_convert)\\.hpp$"

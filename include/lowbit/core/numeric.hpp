@@ -10,7 +10,10 @@
 LOWBIT_NAMESPACE_BEGIN
 
 // ---- IEEE binary16 -------------------------------------------------------
-// Overflow rounds to +-Inf; NaN stays NaN (quiet, sign kept).
+// Overflow rounds to +-Inf; NaN stays NaN (quiet, sign kept). Arch: the
+// instruction-set tag of a kernel that calls it (one symbol per ISA, see
+// kernels/dispatch.hpp); other callers leave it out.
+template <class Arch = void>
 constexpr std::uint16_t float_to_fp16(float f) noexcept {
     const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
     const std::uint32_t sign = (x >> 16) & 0x8000u;
@@ -34,12 +37,8 @@ constexpr std::uint16_t float_to_fp16(float f) noexcept {
     return static_cast<std::uint16_t>(sign | r);
 }
 
-namespace detail {
-/// fp16_to_float as a template: a kernel instantiates it on its Arch tag, so
-/// each per-arch TU has its own symbol (an inline function compiled under one
-/// TU's -m flags could be the copy the linker keeps for every caller).
-template <class Tag>
-constexpr float fp16_bits_to_float(std::uint16_t h) noexcept {
+template <class Arch = void>
+constexpr float fp16_to_float(std::uint16_t h) noexcept {
     const std::uint32_t sign = static_cast<std::uint32_t>(h & 0x8000u) << 16;
     const std::uint32_t e = (h >> 10) & 0x1Fu;
     std::uint32_t m = h & 0x3FFu;
@@ -53,9 +52,6 @@ constexpr float fp16_bits_to_float(std::uint16_t h) noexcept {
     }
     return std::bit_cast<float>(sign | (static_cast<std::uint32_t>(ex) << 23) | ((m & 0x3FFu) << 13));
 }
-}  // namespace detail
-
-constexpr float fp16_to_float(std::uint16_t h) noexcept { return detail::fp16_bits_to_float<void>(h); }
 
 // ---- bfloat16 ------------------------------------------------------------
 // The top half of a float, rounded to nearest even; NaN stays a quiet NaN.

@@ -7,12 +7,12 @@
 // Byte equality needs ggml's exact float arithmetic: the same operation order,
 // float (never double) intermediates, its rounding helpers, and no fused
 // multiply-add. g++ contracts a*b+c into an fma even in ISO C++ mode whenever
-// the target has FMA, so the code below is compiled with contraction off.
+// the target has FMA, so every product that feeds an add goes through
+// detail::unfused (detail/fp_contract.hpp, the one guard).
 //
-// Scalar on purpose (ggml's own quantizers are scalar too). Hot spots if this
-// ever matters: the 15-scale IQ4 search (a binary search per element and
-// try), the 37-step make_qkx3_quants search of Q4_1/Q5_1 with an imatrix, and
-// the 19-step make_qx_quants search of Q4_0/Q5_0 with an imatrix.
+// The searches (IQ4, and the imatrix paths' make_qx_quants / make_qkx3_quants)
+// are formats/ggml_kquant_search.hpp's, on the scalar tag; kernels/ggml_quantize.hpp
+// runs them on SIMD lanes.
 
 #include <algorithm>
 #include <bit>
@@ -27,17 +27,10 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
+#include "../detail/fp_contract.hpp"
+#include "../detail/scalar_arch.hpp"
+#include "ggml_kquant_search.hpp"
 #include "ggml_types.hpp"
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC push_options
-#pragma GCC optimize("fp-contract=off")
-#define LOWBIT_GGML_NO_CONTRACT
-#elif defined(__clang__)
-#define LOWBIT_GGML_NO_CONTRACT _Pragma("clang fp contract(off)")
-#else
-#define LOWBIT_GGML_NO_CONTRACT
-#endif
 
 LOWBIT_NAMESPACE_BEGIN
 namespace ggml {
@@ -190,12 +183,6 @@ static_assert(detail::blocks::block_matches_ggml<block_mxfp4>());
 static_assert(detail::blocks::block_matches_ggml<block_tq1_0>());
 static_assert(detail::blocks::block_matches_ggml<block_tq2_0>());
 
-/// IQ4_NL / IQ4_XS code values (ggml's kvalues_iq4nl).
-inline constexpr std::int8_t iq4_nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
-                                                  1,    13,   25,  38,  53,  69,  89,  113};
-/// MXFP4 code values: E2M1 doubled, so a block's scale is 2^(e - 128).
-inline constexpr std::int8_t mxfp4_values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-
 // Internals live one level down, apart from ggml_kquants.hpp's helpers of the
 // same names (nearest_int, make_qx_quants, ...), so both headers can be included.
 namespace detail::blocks {
@@ -205,17 +192,6 @@ inline void check_row_length(std::size_t n, std::size_t block_size, const char* 
         LOWBIT_THROW(errc::not_divisible, std::string("ggml ") + name + ": a row of " + std::to_string(n) +
                                               " values is not a whole number of blocks of " +
                                               std::to_string(block_size));
-}
-
-// ggml treats groups below this magnitude as all zero.
-inline constexpr float group_max_eps = 1e-15f;
-
-// Round to nearest, ties to even, by adding 1.5 * 2^23 and reading the
-// mantissa; valid for |v| < 2^22, as ggml's own helper.
-inline int nearest_int(float v) noexcept {
-    LOWBIT_GGML_NO_CONTRACT
-    const float biased = v + 12582912.0f;
-    return (std::bit_cast<std::int32_t>(biased) & 0x007FFFFF) - 0x00400000;
 }
 
 // C's (int8_t)f / (uint8_t)f as g++ emits them on x86: truncate to int, keep the low byte.
@@ -274,154 +250,36 @@ inline min_max find_min_max(const float* x, std::size_t n) noexcept {
 
 // Mean square of the whole row: the imatrix weighting of the legacy types.
 inline float row_mean_square(const float* x, std::size_t n) noexcept {
-    LOWBIT_GGML_NO_CONTRACT
     float sum = 0.0f;
-    for (std::size_t i = 0; i < n; ++i) sum += x[i] * x[i];
+    for (std::size_t i = 0; i < n; ++i) sum = sum + mul_unfused<kernels::scalar>(x[i], x[i]);
     return sum / static_cast<float>(n);
 }
 
-// Importance weights of one block: qw * sqrt(sigma2 + x^2).
-inline void importance_weights(const float* x, const float* qw, float sigma2, float* w, std::size_t n) noexcept {
-    LOWBIT_GGML_NO_CONTRACT
-    for (std::size_t j = 0; j < n; ++j) w[j] = qw[j] * std::sqrt(sigma2 + x[j] * x[j]);
-}
-
-// Symmetric levels L in [0, 2 nmax) meaning L - nmax, with the scale chosen
-// among 19 grids around -nmax / max by weighted least squares (ggml's
-// make_qx_quants with explicit weights).
-inline float make_qx_quants(int n, int nmax, const float* x, std::int8_t* levels, const float* w) noexcept {
-    LOWBIT_GGML_NO_CONTRACT
-    const signed_absmax m = find_signed_absmax(x, static_cast<std::size_t>(n));
-    if (m.amax < group_max_eps) {
-        std::fill(levels, levels + n, std::int8_t{0});
-        return 0.0f;
-    }
-    const auto level = [&](float iscale, int i) {
-        return std::max(-nmax, std::min(nmax - 1, nearest_int(iscale * x[i])));
-    };
-    float iscale = static_cast<float>(-nmax) / m.max;
-    float sumlx = 0.0f, suml2 = 0.0f;
-    for (int i = 0; i < n; ++i) {
-        const int l = level(iscale, i);
-        levels[i] = static_cast<std::int8_t>(l + nmax);
-        const float fl = static_cast<float>(l);
-        sumlx += w[i] * x[i] * fl;
-        suml2 += w[i] * fl * fl;
-    }
-    float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
-    float best = scale * sumlx;
-    for (int is = -9; is <= 9; ++is) {
-        if (is == 0) continue;
-        iscale = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(is)) / m.max;
-        sumlx = suml2 = 0.0f;
-        for (int i = 0; i < n; ++i) {
-            const float fl = static_cast<float>(level(iscale, i));
-            sumlx += w[i] * x[i] * fl;
-            suml2 += w[i] * fl * fl;
-        }
-        if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; ++i) levels[i] = static_cast<std::int8_t>(level(iscale, i) + nmax);
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
+// ggml's make_qx_quants (rmse_type 1, weights w) and make_qkx3_quants of one
+// 32-value block with an imatrix: the shared searches on the scalar tag.
+inline float qx_levels_32(int nmax, const float* x, const float* w, std::uint8_t* levels) noexcept {
+    float L[32], scale;
+    qx_search<kernels::scalar, 32>(x, w, L, scale, static_cast<float>(nmax));
+    levels_to_bytes(L, 32, levels);
     return scale;
 }
-
-// Affine levels in [0, nmax] with value scale * L - the_min, searched over
-// nstep + 1 grids with a weighted 2x2 least-squares fit each, keeping the
-// lowest weighted squared error (ggml's make_qkx3_quants with explicit
-// weights and squared error).
-inline float make_qkx3_quants(int n, int nmax, const float* x, const float* w, std::uint8_t* levels, float* the_min,
-                              float rmin, float rdelta, int nstep) noexcept {
-    LOWBIT_GGML_NO_CONTRACT
-    float min = x[0], max = x[0];
-    float sum_w = w[0];
-    float sum_x = sum_w * x[0];
-    for (int i = 1; i < n; ++i) {
-        if (x[i] < min) min = x[i];
-        if (x[i] > max) max = x[i];
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
-    }
-    if (min > 0.0f) min = 0.0f;
-    if (max <= min) {
-        std::fill(levels, levels + n, std::uint8_t{0});
-        *the_min = -min;
-        return 0.0f;
-    }
-    const auto level = [&](float iscale, int i) {
-        return std::max(0, std::min(nmax, nearest_int(iscale * (x[i] - min))));
-    };
-    float iscale = static_cast<float>(nmax) / (max - min);
-    float scale = 1.0f / iscale;
-    float best_err = 0.0f;
-    for (int i = 0; i < n; ++i) {
-        levels[i] = static_cast<std::uint8_t>(level(iscale, i));
-        const float diff = scale * static_cast<float>(levels[i]) + min - x[i];
-        best_err += w[i] * (diff * diff);
-    }
-    std::uint8_t trial[256];
-    for (int is = 0; is <= nstep; ++is) {
-        iscale = (rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax)) / (max - min);
-        float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
-        for (int i = 0; i < n; ++i) {
-            const int l = level(iscale, i);
-            trial[i] = static_cast<std::uint8_t>(l);
-            const float fl = static_cast<float>(l);
-            sum_l += w[i] * fl;
-            sum_l2 += w[i] * fl * fl;
-            sum_xl += w[i] * fl * x[i];
-        }
-        const float det = sum_w * sum_l2 - sum_l * sum_l;
-        if (det > 0.0f) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-            if (this_min > 0.0f) {
-                this_min = 0.0f;
-                this_scale = sum_xl / sum_l2;
-            }
-            float err = 0.0f;
-            for (int i = 0; i < n; ++i) {
-                const float diff = this_scale * static_cast<float>(trial[i]) + this_min - x[i];
-                err += w[i] * (diff * diff);
-            }
-            if (err < best_err) {
-                std::copy(trial, trial + n, levels);
-                best_err = err;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *the_min = -min;
+inline float qkx_levels_32(int nmax, const float* x, const float* w, std::uint8_t* levels, float* the_min) noexcept {
+    float L[32], scale;
+    qkx_search<kernels::scalar, 32>(x, w, L, scale, *the_min, static_cast<float>(nmax), -0.9f, 0.05f, 36, false);
+    levels_to_bytes(L, 32, levels);
     return scale;
 }
-
-// Nearest entry of an ascending 16-entry table by bisection; an exact
-// midpoint goes to the upper entry.
-inline int nearest_iq4_index(float v) noexcept {
-    const std::int8_t* t = iq4_nl_values;
-    if (v <= static_cast<float>(t[0])) return 0;
-    if (v >= static_cast<float>(t[15])) return 15;
-    int lo = 0, hi = 15;
-    while (hi - lo > 1) {
-        const int mid = (lo + hi) / 2;
-        if (v < static_cast<float>(t[mid]))
-            hi = mid;
-        else
-            lo = mid;
-    }
-    return v - static_cast<float>(t[hi - 1]) < static_cast<float>(t[hi]) - v ? hi - 1 : hi;
+inline void importance_weights_32(const float* x, const float* qw, float sigma2, float* w) noexcept {
+    float sw;
+    imatrix_weights<kernels::scalar, 32>(x, qw, sigma2, w, sw);
 }
 
 // Nearest MXFP4 value times d, by linear search; the first index wins ties.
 inline std::uint8_t nearest_mxfp4_index(float v, float d) noexcept {
-    LOWBIT_GGML_NO_CONTRACT
     int best = 0;
-    float best_err = std::fabs(static_cast<float>(mxfp4_values[0]) * d - v);
+    float best_err = std::fabs(::lowbit::detail::unfused(static_cast<float>(mxfp4_values[0]) * d) - v);
     for (int i = 1; i < 16; ++i) {
-        const float err = std::fabs(static_cast<float>(mxfp4_values[i]) * d - v);
+        const float err = std::fabs(::lowbit::detail::unfused(static_cast<float>(mxfp4_values[i]) * d) - v);
         if (err < best_err) {
             best = i;
             best_err = err;
@@ -430,6 +288,7 @@ inline std::uint8_t nearest_mxfp4_index(float v, float d) noexcept {
     return static_cast<std::uint8_t>(best);
 }
 
+template <class Arch = kernels::scalar>
 inline void pack_nibbles_32(const std::uint8_t* levels, std::uint8_t* qs) noexcept {
     for (int j = 0; j < 16; ++j) qs[j] = static_cast<std::uint8_t>((levels[j] & 0x0F) | ((levels[j + 16] & 0x0F) << 4));
 }
@@ -448,81 +307,31 @@ inline std::uint8_t unpack_5bit(const std::uint8_t* qh, const std::uint8_t* qs, 
     return static_cast<std::uint8_t>(nib | (hi << 4));
 }
 
-// IQ4 search over one super-block of `nsub` 32-element sub-blocks (ggml's
-// quantize_row_iq4_nl_impl with ntry = 7, the setting ggml_quantize_chunk
-// uses). nsub == 1 is IQ4_NL; nsub == 8 is IQ4_XS with 6-bit sub-scales.
-inline void quantize_iq4_super_block(const float* x, const float* qw, int nsub, std::uint16_t& dh, std::uint8_t* qs,
-                                     std::uint16_t* scales_h, std::uint8_t* scales_l) noexcept {
-    LOWBIT_GGML_NO_CONTRACT
-    constexpr int ntry = 7;
-    const int n = 32 * nsub;
-    const float values0 = static_cast<float>(iq4_nl_values[0]);
-
-    float sigma2 = 0.0f;
-    for (int j = 0; j < n; ++j) sigma2 += x[j] * x[j];
-    sigma2 *= 2.0f / static_cast<float>(n);
-
-    std::uint8_t levels[256];
-    float scales[8];
-    float weight[32];
-    float max_scale = 0.0f, amax_scale = 0.0f;
-    for (int ib = 0; ib < nsub; ++ib) {
-        const float* xb = x + 32 * ib;
-        std::uint8_t* lb = levels + 32 * ib;
-        if (qw)
-            importance_weights(xb, qw + 32 * ib, sigma2, weight, 32);
-        else
-            for (int j = 0; j < 32; ++j) weight[j] = xb[j] * xb[j];
-        const signed_absmax m = find_signed_absmax(xb, 32);
-        if (m.amax < group_max_eps) {
-            scales[ib] = 0.0f;
-            continue;
-        }
-        float d = -m.max / values0;
-        float id = 1.0f / d;
-        float sumqx = 0.0f, sumq2 = 0.0f;
-        for (int j = 0; j < 32; ++j) {
-            const int l = nearest_iq4_index(id * xb[j]);
-            lb[j] = static_cast<std::uint8_t>(l);
-            const float q = static_cast<float>(iq4_nl_values[l]);
-            sumqx += weight[j] * q * xb[j];
-            sumq2 += weight[j] * q * q;
-        }
-        d = sumq2 > 0.0f ? sumqx / sumq2 : 0.0f;
-        float best = d * sumqx;
-        for (int itry = -ntry; itry <= ntry; ++itry) {
-            id = static_cast<float>(itry + iq4_nl_values[0]) / m.max;
-            sumqx = sumq2 = 0.0f;
-            for (int j = 0; j < 32; ++j) {
-                const float q = static_cast<float>(iq4_nl_values[nearest_iq4_index(id * xb[j])]);
-                sumqx += weight[j] * q * xb[j];
-                sumq2 += weight[j] * q * q;
+// IQ4's step per super-block, after the sub-block searches: sc holds the
+// Nsub sub-block scales; stores d (and IQ4_XS's 6-bit signed sub-scales, the
+// codes then being picked again against each sub-block's final scale) and
+// gives the inverse scale idl of every sub-block.
+template <class Arch, int Nsub>
+inline void iq4_scales(const float* sc, std::uint16_t& dh, std::uint16_t* scales_h, std::uint8_t* scales_l,
+                       float* idl) noexcept {
+    if constexpr (Nsub == 1) {
+        dh = float_to_fp16<Arch>(sc[0]);
+        idl[0] = sc[0] != 0.0f ? 1.0f / sc[0] : 0.0f;
+    } else {
+        float max_scale = 0.0f, amax_scale = 0.0f;
+        for (int ib = 0; ib < Nsub; ++ib)
+            if (std::fabs(sc[ib]) > amax_scale) {
+                amax_scale = std::fabs(sc[ib]);
+                max_scale = sc[ib];
             }
-            if (sumq2 > 0.0f && sumqx * sumqx > best * sumq2) {
-                d = sumqx / sumq2;
-                best = d * sumqx;
-            }
-        }
-        scales[ib] = d;
-        if (std::fabs(d) > amax_scale) {
-            amax_scale = std::fabs(d);
-            max_scale = d;
-        }
-    }
-
-    if (nsub > 1) {
-        // One fp16 super-scale and 6-bit signed sub-scales; the codes are
-        // then picked again against each sub-block's final scale.
         *scales_h = 0;
         const float d = -max_scale / 32.0f;
-        dh = float_to_fp16(d);
+        dh = float_to_fp16<Arch>(d);
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (int ib = 0; ib < nsub; ++ib) {
-            const int l = std::max(-32, std::min(31, nearest_int(id * scales[ib])));
+        for (int ib = 0; ib < Nsub; ++ib) {
+            const int l = std::max(-32, std::min(31, round_to_int<Arch>(id * sc[ib])));
             const float dl = d * static_cast<float>(l);
-            const float idl = dl != 0.0f ? 1.0f / dl : 0.0f;
-            for (int j = 0; j < 32; ++j)
-                levels[32 * ib + j] = static_cast<std::uint8_t>(nearest_iq4_index(idl * x[32 * ib + j]));
+            idl[ib] = dl != 0.0f ? 1.0f / dl : 0.0f;
             const int stored = l + 32;
             if (ib % 2 == 0)
                 scales_l[ib / 2] = static_cast<std::uint8_t>(stored & 0x0F);
@@ -530,12 +339,39 @@ inline void quantize_iq4_super_block(const float* x, const float* qw, int nsub, 
                 scales_l[ib / 2] = static_cast<std::uint8_t>(scales_l[ib / 2] | ((stored & 0x0F) << 4));
             *scales_h = static_cast<std::uint16_t>(*scales_h | ((stored >> 4) << (2 * ib)));
         }
-    } else {
-        dh = float_to_fp16(scales[0]);
-        const float id = scales[0] != 0.0f ? 1.0f / scales[0] : 0.0f;
-        for (int j = 0; j < 32; ++j) levels[j] = static_cast<std::uint8_t>(nearest_iq4_index(id * x[j]));
     }
-    for (int ib = 0; ib < nsub; ++ib) pack_nibbles_32(levels + 32 * ib, qs + 16 * ib);
+}
+
+// IQ4 over one super-block of Nsub 32-value sub-blocks (ggml's
+// quantize_row_iq4_nl_impl with ntry = 7, the setting ggml_quantize_chunk
+// uses). Nsub == 1 is IQ4_NL; Nsub == 8 is IQ4_XS with 6-bit sub-scales.
+template <int Nsub>
+inline void quantize_iq4_super_block(const float* x, const float* qw, std::uint16_t& dh, std::uint8_t* qs,
+                                     std::uint16_t* scales_h, std::uint8_t* scales_l) noexcept {
+    using A = kernels::scalar;
+    constexpr int n = 32 * Nsub;
+    float sigma2 = 0.0f;
+    for (int j = 0; j < n; ++j) sigma2 = sigma2 + mul_unfused<A>(x[j], x[j]);
+    sigma2 = sigma2 * (2.0f / static_cast<float>(n));
+    float sc[Nsub], idl[Nsub], w[32];
+    for (int ib = 0; ib < Nsub; ++ib) {
+        const float* xb = x + 32 * ib;
+        if (qw)
+            importance_weights_32(xb, qw + 32 * ib, sigma2, w);
+        else
+            for (int j = 0; j < 32; ++j) w[j] = mul_unfused<A>(xb[j], xb[j]);
+        sc[ib] = iq4_search<A, 32>(xb, w);
+    }
+    iq4_scales<A, Nsub>(sc, dh, scales_h, scales_l, idl);
+    std::uint8_t levels[32];
+    for (int ib = 0; ib < Nsub; ++ib) {
+        for (int j = 0; j < 32; ++j) {
+            float l, q;
+            iq4_nearest<A>(lanes<A>::mul(idl[ib], x[32 * ib + j]), l, q);
+            levels[j] = static_cast<std::uint8_t>(static_cast<int>(l));
+        }
+        pack_nibbles_32(levels, qs + 16 * ib);
+    }
 }
 
 // One TQ1_0 byte: the trits (each 0..2, first most significant, padded with
@@ -556,7 +392,6 @@ inline int unpack_trit(std::uint8_t byte, int k) noexcept {
 
 // Ternary level of x * id: lround gives -1, 0 or 1, stored +1.
 inline int ternary(float v, float id) noexcept {
-    LOWBIT_GGML_NO_CONTRACT
     return static_cast<int>(std::lround(v * id)) + 1;
 }
 
@@ -567,7 +402,6 @@ inline int ternary(float v, float id) noexcept {
 /// Q4_0: d = max / -8 with max the largest-|x| element (sign kept), codes
 /// round half up; with an imatrix, a weighted least-squares scale search.
 inline void quantize_row_q4_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q4_0::block_size, "q4_0");
     detail::blocks::aligned_out<block_q4_0> out_(dst, n / block_q4_0::block_size);
     auto* y = out_.get();
@@ -575,12 +409,12 @@ inline void quantize_row_q4_0(const float* x, void* dst, std::size_t n, const fl
     if (imatrix) {
         const float sigma2 = detail::blocks::row_mean_square(x, n);
         float w[32];
-        std::int8_t levels[32];
+        std::uint8_t levels[32];
         for (std::size_t ib = 0; ib < nb; ++ib) {
-            detail::blocks::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
-            const float d = detail::blocks::make_qx_quants(32, 8, x + 32 * ib, levels, w);
+            detail::blocks::importance_weights_32(x + 32 * ib, imatrix + 32 * ib, sigma2, w);
+            const float d = detail::blocks::qx_levels_32(8, x + 32 * ib, w, levels);
             y[ib].d = float_to_fp16(d);
-            detail::blocks::pack_nibbles_32(reinterpret_cast<const std::uint8_t*>(levels), y[ib].qs);
+            detail::blocks::pack_nibbles_32(levels, y[ib].qs);
         }
         return;
     }
@@ -592,13 +426,12 @@ inline void quantize_row_q4_0(const float* x, void* dst, std::size_t n, const fl
         y[ib].d = float_to_fp16(d);
         std::uint8_t levels[32];
         for (int j = 0; j < 32; ++j)
-            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::blocks::trunc_to_i8(xb[j] * id + 8.5f)));
+            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::blocks::trunc_to_i8(::lowbit::detail::unfused(xb[j] * id) + 8.5f)));
         detail::blocks::pack_nibbles_32(levels, y[ib].qs);
     }
 }
 
 inline void dequantize_row_q4_0(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q4_0::block_size, "q4_0");
     const detail::blocks::aligned_in<block_q4_0> in_(src, n / block_q4_0::block_size);
     const auto* b = in_.get();
@@ -616,7 +449,6 @@ inline void dequantize_row_q4_0(const void* src, float* y, std::size_t n) {
 /// Q4_1: d = (max - min) / 15, m = min, codes round half up; with an imatrix,
 /// a weighted affine search (min forced <= 0).
 inline void quantize_row_q4_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q4_1::block_size, "q4_1");
     detail::blocks::aligned_out<block_q4_1> out_(dst, n / block_q4_1::block_size);
     auto* y = out_.get();
@@ -626,9 +458,9 @@ inline void quantize_row_q4_1(const float* x, void* dst, std::size_t n, const fl
         float w[32];
         std::uint8_t levels[32];
         for (std::size_t ib = 0; ib < nb; ++ib) {
-            detail::blocks::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
+            detail::blocks::importance_weights_32(x + 32 * ib, imatrix + 32 * ib, sigma2, w);
             float the_min = 0.0f;
-            const float d = detail::blocks::make_qkx3_quants(32, 15, x + 32 * ib, w, levels, &the_min, -0.9f, 0.05f, 36);
+            const float d = detail::blocks::qkx_levels_32(15, x + 32 * ib, w, levels, &the_min);
             y[ib].d = float_to_fp16(d);
             y[ib].m = float_to_fp16(-the_min);
             detail::blocks::pack_nibbles_32(levels, y[ib].qs);
@@ -644,13 +476,12 @@ inline void quantize_row_q4_1(const float* x, void* dst, std::size_t n, const fl
         y[ib].m = float_to_fp16(min);
         std::uint8_t levels[32];
         for (int j = 0; j < 32; ++j)
-            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::blocks::trunc_to_i8((xb[j] - min) * id + 0.5f)));
+            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::blocks::trunc_to_i8(::lowbit::detail::unfused((xb[j] - min) * id) + 0.5f)));
         detail::blocks::pack_nibbles_32(levels, y[ib].qs);
     }
 }
 
 inline void dequantize_row_q4_1(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q4_1::block_size, "q4_1");
     const detail::blocks::aligned_in<block_q4_1> in_(src, n / block_q4_1::block_size);
     const auto* b = in_.get();
@@ -658,8 +489,8 @@ inline void dequantize_row_q4_1(const void* src, float* y, std::size_t n) {
         const float d = fp16_to_float(b[ib].d);
         const float m = fp16_to_float(b[ib].m);
         for (int j = 0; j < 16; ++j) {
-            y[j] = static_cast<float>(b[ib].qs[j] & 0x0F) * d + m;
-            y[j + 16] = static_cast<float>(b[ib].qs[j] >> 4) * d + m;
+            y[j] = ::lowbit::detail::unfused(static_cast<float>(b[ib].qs[j] & 0x0F) * d) + m;
+            y[j + 16] = ::lowbit::detail::unfused(static_cast<float>(b[ib].qs[j] >> 4) * d) + m;
         }
     }
 }
@@ -668,7 +499,6 @@ inline void dequantize_row_q4_1(const void* src, float* y, std::size_t n) {
 
 /// Q5_0: d = max / -16, codes round half up; with an imatrix, as Q4_0.
 inline void quantize_row_q5_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q5_0::block_size, "q5_0");
     detail::blocks::aligned_out<block_q5_0> out_(dst, n / block_q5_0::block_size);
     auto* y = out_.get();
@@ -676,12 +506,12 @@ inline void quantize_row_q5_0(const float* x, void* dst, std::size_t n, const fl
     if (imatrix) {
         const float sigma2 = detail::blocks::row_mean_square(x, n);
         float w[32];
-        std::int8_t levels[32];
+        std::uint8_t levels[32];
         for (std::size_t ib = 0; ib < nb; ++ib) {
-            detail::blocks::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
-            const float d = detail::blocks::make_qx_quants(32, 16, x + 32 * ib, levels, w);
+            detail::blocks::importance_weights_32(x + 32 * ib, imatrix + 32 * ib, sigma2, w);
+            const float d = detail::blocks::qx_levels_32(16, x + 32 * ib, w, levels);
             y[ib].d = float_to_fp16(d);
-            detail::blocks::pack_5bit_32(reinterpret_cast<const std::uint8_t*>(levels), y[ib].qh, y[ib].qs);
+            detail::blocks::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
         }
         return;
     }
@@ -693,13 +523,12 @@ inline void quantize_row_q5_0(const float* x, void* dst, std::size_t n, const fl
         y[ib].d = float_to_fp16(d);
         std::uint8_t levels[32];
         for (int j = 0; j < 32; ++j)
-            levels[j] = static_cast<std::uint8_t>(std::min<int>(31, detail::blocks::trunc_to_i8(xb[j] * id + 16.5f)));
+            levels[j] = static_cast<std::uint8_t>(std::min<int>(31, detail::blocks::trunc_to_i8(::lowbit::detail::unfused(xb[j] * id) + 16.5f)));
         detail::blocks::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
     }
 }
 
 inline void dequantize_row_q5_0(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q5_0::block_size, "q5_0");
     const detail::blocks::aligned_in<block_q5_0> in_(src, n / block_q5_0::block_size);
     const auto* b = in_.get();
@@ -713,7 +542,6 @@ inline void dequantize_row_q5_0(const void* src, float* y, std::size_t n) {
 
 /// Q5_1: d = (max - min) / 31, m = min; with an imatrix, as Q4_1.
 inline void quantize_row_q5_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q5_1::block_size, "q5_1");
     detail::blocks::aligned_out<block_q5_1> out_(dst, n / block_q5_1::block_size);
     auto* y = out_.get();
@@ -723,9 +551,9 @@ inline void quantize_row_q5_1(const float* x, void* dst, std::size_t n, const fl
         float w[32];
         std::uint8_t levels[32];
         for (std::size_t ib = 0; ib < nb; ++ib) {
-            detail::blocks::importance_weights(x + 32 * ib, imatrix + 32 * ib, sigma2, w, 32);
+            detail::blocks::importance_weights_32(x + 32 * ib, imatrix + 32 * ib, sigma2, w);
             float the_min = 0.0f;
-            const float d = detail::blocks::make_qkx3_quants(32, 31, x + 32 * ib, w, levels, &the_min, -0.9f, 0.05f, 36);
+            const float d = detail::blocks::qkx_levels_32(31, x + 32 * ib, w, levels, &the_min);
             y[ib].d = float_to_fp16(d);
             y[ib].m = float_to_fp16(-the_min);
             detail::blocks::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
@@ -741,20 +569,19 @@ inline void quantize_row_q5_1(const float* x, void* dst, std::size_t n, const fl
         y[ib].m = float_to_fp16(min);
         std::uint8_t levels[32];
         // No clamp: (max - min) * id + 0.5 stays below 32.
-        for (int j = 0; j < 32; ++j) levels[j] = detail::blocks::trunc_to_u8((xb[j] - min) * id + 0.5f);
+        for (int j = 0; j < 32; ++j) levels[j] = detail::blocks::trunc_to_u8(::lowbit::detail::unfused((xb[j] - min) * id) + 0.5f);
         detail::blocks::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
     }
 }
 
 inline void dequantize_row_q5_1(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q5_1::block_size, "q5_1");
     const detail::blocks::aligned_in<block_q5_1> in_(src, n / block_q5_1::block_size);
     const auto* b = in_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         const float m = fp16_to_float(b[ib].m);
-        for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(detail::blocks::unpack_5bit(b[ib].qh, b[ib].qs, j)) * d + m;
+        for (int j = 0; j < 32; ++j) y[j] = ::lowbit::detail::unfused(static_cast<float>(detail::blocks::unpack_5bit(b[ib].qh, b[ib].qs, j)) * d) + m;
     }
 }
 
@@ -763,7 +590,6 @@ inline void dequantize_row_q5_1(const void* src, float* y, std::size_t n) {
 /// Q8_0: d = amax / 127, q = round(x / d) half away from zero. The imatrix is
 /// ignored, as in ggml.
 inline void quantize_row_q8_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
     detail::blocks::check_row_length(n, block_q8_0::block_size, "q8_0");
     detail::blocks::aligned_out<block_q8_0> out_(dst, n / block_q8_0::block_size);
@@ -778,7 +604,6 @@ inline void quantize_row_q8_0(const float* x, void* dst, std::size_t n, const fl
 }
 
 inline void dequantize_row_q8_0(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q8_0::block_size, "q8_0");
     const detail::blocks::aligned_in<block_q8_0> in_(src, n / block_q8_0::block_size);
     const auto* b = in_.get();
@@ -791,7 +616,6 @@ inline void dequantize_row_q8_0(const void* src, float* y, std::size_t n) {
 /// Q8_1: Q8_0 plus s = fp16(d * sum(q)). ggml_quantize_chunk has no Q8_1
 /// (it is an activation format); the bytes equal quantize_row_q8_1_ref's.
 inline void quantize_row_q8_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
     detail::blocks::check_row_length(n, block_q8_1::block_size, "q8_1");
     detail::blocks::aligned_out<block_q8_1> out_(dst, n / block_q8_1::block_size);
@@ -811,7 +635,6 @@ inline void quantize_row_q8_1(const float* x, void* dst, std::size_t n, const fl
 }
 
 inline void dequantize_row_q8_1(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_q8_1::block_size, "q8_1");
     const detail::blocks::aligned_in<block_q8_1> in_(src, n / block_q8_1::block_size);
     const auto* b = in_.get();
@@ -830,12 +653,11 @@ inline void quantize_row_iq4_nl(const float* x, void* dst, std::size_t n, const 
     detail::blocks::aligned_out<block_iq4_nl> out_(dst, n / block_iq4_nl::block_size);
     auto* y = out_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib)
-        detail::blocks::quantize_iq4_super_block(x + 32 * ib, imatrix ? imatrix + 32 * ib : nullptr, 1, y[ib].d, y[ib].qs,
+        detail::blocks::quantize_iq4_super_block<1>(x + 32 * ib, imatrix ? imatrix + 32 * ib : nullptr, y[ib].d, y[ib].qs,
                                          nullptr, nullptr);
 }
 
 inline void dequantize_row_iq4_nl(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_iq4_nl::block_size, "iq4_nl");
     const detail::blocks::aligned_in<block_iq4_nl> in_(src, n / block_iq4_nl::block_size);
     const auto* b = in_.get();
@@ -855,12 +677,11 @@ inline void quantize_row_iq4_xs(const float* x, void* dst, std::size_t n, const 
     detail::blocks::aligned_out<block_iq4_xs> out_(dst, n / block_iq4_xs::block_size);
     auto* y = out_.get();
     for (std::size_t ib = 0; ib < n / 256; ++ib)
-        detail::blocks::quantize_iq4_super_block(x + 256 * ib, imatrix ? imatrix + 256 * ib : nullptr, 8, y[ib].d, y[ib].qs,
+        detail::blocks::quantize_iq4_super_block<8>(x + 256 * ib, imatrix ? imatrix + 256 * ib : nullptr, y[ib].d, y[ib].qs,
                                          &y[ib].scales_h, y[ib].scales_l);
 }
 
 inline void dequantize_row_iq4_xs(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_iq4_xs::block_size, "iq4_xs");
     const detail::blocks::aligned_in<block_iq4_xs> in_(src, n / block_iq4_xs::block_size);
     const auto* b = in_.get();
@@ -906,7 +727,6 @@ inline void quantize_row_mxfp4(const float* x, void* dst, std::size_t n, const f
 }
 
 inline void dequantize_row_mxfp4(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_mxfp4::block_size, "mxfp4");
     const detail::blocks::aligned_in<block_mxfp4> in_(src, n / block_mxfp4::block_size);
     const auto* b = in_.get();
@@ -924,7 +744,6 @@ inline void dequantize_row_mxfp4(const void* src, float* y, std::size_t n) {
 /// TQ1_0 (ternary, 1.6875 bpw): d = amax, trits round(x / d) in {-1, 0, 1}.
 /// The imatrix is ignored, as in ggml.
 inline void quantize_row_tq1_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
     detail::blocks::check_row_length(n, block_tq1_0::block_size, "tq1_0");
     detail::blocks::aligned_out<block_tq1_0> out_(dst, n / block_tq1_0::block_size);
@@ -953,7 +772,6 @@ inline void quantize_row_tq1_0(const float* x, void* dst, std::size_t n, const f
 }
 
 inline void dequantize_row_tq1_0(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_tq1_0::block_size, "tq1_0");
     const detail::blocks::aligned_in<block_tq1_0> in_(src, n / block_tq1_0::block_size);
     const auto* b = in_.get();
@@ -974,7 +792,6 @@ inline void dequantize_row_tq1_0(const void* src, float* y, std::size_t n) {
 /// TQ2_0 (ternary, 2.0625 bpw): d = amax, 2-bit codes round(x / d) + 1. The
 /// imatrix is ignored, as in ggml.
 inline void quantize_row_tq2_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    LOWBIT_GGML_NO_CONTRACT
     (void)imatrix;
     detail::blocks::check_row_length(n, block_tq2_0::block_size, "tq2_0");
     detail::blocks::aligned_out<block_tq2_0> out_(dst, n / block_tq2_0::block_size);
@@ -995,7 +812,6 @@ inline void quantize_row_tq2_0(const float* x, void* dst, std::size_t n, const f
 }
 
 inline void dequantize_row_tq2_0(const void* src, float* y, std::size_t n) {
-    LOWBIT_GGML_NO_CONTRACT
     detail::blocks::check_row_length(n, block_tq2_0::block_size, "tq2_0");
     const detail::blocks::aligned_in<block_tq2_0> in_(src, n / block_tq2_0::block_size);
     const auto* b = in_.get();
@@ -1011,8 +827,3 @@ inline void dequantize_row_tq2_0(const void* src, float* y, std::size_t n) {
 
 }  // namespace ggml
 LOWBIT_NAMESPACE_END
-
-#undef LOWBIT_GGML_NO_CONTRACT
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC pop_options
-#endif

@@ -4,16 +4,18 @@
 // own (quantize_row_*_ref without an importance matrix, quantize_row_*_impl
 // with one).
 //
-// Byte equality depends on float evaluation order, so the code below keeps
-// ggml's order of operations, its float (not double) accumulators and its
-// rounding helpers. Two compiler settings would break it: -ffast-math, and
-// contraction of a*b+c into fma (GNU dialects and clang contract when the
-// target has FMA); the quantizers switch contraction off for themselves.
+// Byte equality depends on float evaluation order, so the code keeps ggml's
+// order of operations, its float (not double) accumulators and its rounding
+// helpers, and keeps products out of fma (detail/fp_contract.hpp); -ffast-math
+// would break it.
 //
-// Scalar code; the hot spots for later SIMD versions are the trial loops of
-// make_qkx_quants (37 trials x 32 values for the imatrix paths) and
-// make_qx_quants (19 trials x 16), all of which are independent per trial.
+// The searches (formats/ggml_kquant_search.hpp), the per-super-block scale
+// steps and the packing helpers below are templates on the instruction-set
+// tag: the scalar reference here is their kernels::scalar instance, one
+// sub-block at a time, and kernels/ggml_quantize.hpp runs the same templates
+// on xsimd batches, one sub-block per lane.
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -23,23 +25,10 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
+#include "../detail/fp_contract.hpp"
+#include "../detail/scalar_arch.hpp"
+#include "ggml_kquant_search.hpp"
 #include "ggml_types.hpp"
-
-#if defined(__FAST_MATH__)
-#warning "lowbit ggml K-quants: -ffast-math reorders float operations; bytes will differ from ggml's"
-#endif
-
-// Function attribute / first body statement that turn off fma contraction.
-#if defined(__clang__)
-#define LOWBIT_GGML_EXACT_FP
-#define LOWBIT_GGML_EXACT_FP_BODY _Pragma("clang fp contract(off)")
-#elif defined(__GNUC__)
-#define LOWBIT_GGML_EXACT_FP __attribute__((optimize("fp-contract=off")))
-#define LOWBIT_GGML_EXACT_FP_BODY
-#else
-#define LOWBIT_GGML_EXACT_FP
-#define LOWBIT_GGML_EXACT_FP_BODY
-#endif
 
 LOWBIT_NAMESPACE_BEGIN
 namespace ggml {
@@ -108,356 +97,31 @@ static_assert(sizeof(block_q8_K) == find_base_traits(static_cast<std::uint32_t>(
 
 namespace detail {
 
-/// Below this a group counts as all zero.
-inline constexpr float group_max_eps = 1e-15f;
-
-/// Round to nearest, ties to even, by letting the float adder do it: adding
-/// 1.5*2^23 leaves the integer in the low mantissa bits. Valid for
-/// |f| <= 2^22; outside that it returns the same bits ggml's version does.
-inline int nearest_int(float f) noexcept {
-    const float v = f + 12582912.f;
-    return static_cast<int>(std::bit_cast<std::uint32_t>(v) & 0x007fffffu) - 0x00400000;
-}
-
 inline float half_to_float(std::uint16_t h) noexcept { return fp16_to_float(h); }
-inline std::uint16_t float_to_half(float f) noexcept { return float_to_fp16(f); }
-
-// ggml's MIN/MAX macros: with NaN they pick the second argument.
-template <class T>
-constexpr T min_m(T a, T b) noexcept {
-    return a < b ? a : b;
-}
-template <class T>
-constexpr T max_m(T a, T b) noexcept {
-    return a > b ? a : b;
-}
-
-/// Weight for make_qx_quants' error measure when no explicit weights are given.
-inline float qx_weight(int rmse_type, float x) noexcept {
-    switch (rmse_type) {
-    case 1: return x * x;
-    case 2: return 1.f;
-    case 3: return std::fabs(x);
-    default: return std::sqrt(std::fabs(x));
-    }
-}
-
-/// Symmetric quantization of n values to [-nmax, nmax-1] (stored in L plus
-/// nmax), searching 19 grids around -nmax/max for the best weighted fit.
-/// rmse_type: 0 plain rounding; 1..4 weights x^2, 1, |x|, sqrt|x| (or qw when
-/// non-null); negative: one least-squares step only. Returns the scale.
-LOWBIT_GGML_EXACT_FP inline float make_qx_quants(int n, int nmax, const float* x, std::int8_t* L, int rmse_type,
-                                                 const float* qw) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        const float ax = std::fabs(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < group_max_eps) {
-        for (int i = 0; i < n; ++i) L[i] = 0;
-        return 0.f;
-    }
-    float iscale = static_cast<float>(-nmax) / max;
-    if (rmse_type == 0) {
-        for (int i = 0; i < n; ++i) {
-            const int l = nearest_int(iscale * x[i]);
-            L[i] = static_cast<std::int8_t>(nmax + max_m(-nmax, min_m(nmax - 1, l)));
-        }
-        return 1 / iscale;
-    }
-    bool return_early = false;
-    if (rmse_type < 0) {
-        rmse_type = -rmse_type;
-        return_early = true;
-    }
-    float wbuf[qk_k];
-    if (!qw) {
-        for (int i = 0; i < n; ++i) wbuf[i] = qx_weight(rmse_type, x[i]);
-        qw = wbuf;
-    }
-    auto weight = [qw](int i) { return qw[i]; };
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-        int l = nearest_int(iscale * x[i]);
-        l = max_m(-nmax, min_m(nmax - 1, l));
-        L[i] = static_cast<std::int8_t>(l + nmax);
-        const float w = weight(i);
-        const float fl = static_cast<float>(l);
-        sumlx += w * x[i] * fl;
-        suml2 += w * fl * fl;
-    }
-    float scale = suml2 != 0.f ? sumlx / suml2 : 0.0f;
-    if (return_early) return suml2 > 0 ? 0.5f * (scale + 1 / iscale) : 1 / iscale;
-    float best = scale * sumlx;
-    for (int is = -9; is <= 9; ++is) {
-        if (is == 0) continue;
-        iscale = -(static_cast<float>(nmax) + 0.1f * static_cast<float>(is)) / max;
-        sumlx = suml2 = 0;
-        for (int i = 0; i < n; ++i) {
-            int l = nearest_int(iscale * x[i]);
-            l = max_m(-nmax, min_m(nmax - 1, l));
-            const float w = weight(i);
-            const float fl = static_cast<float>(l);
-            sumlx += w * x[i] * fl;
-            suml2 += w * fl * fl;
-        }
-        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; ++i) {
-                const int l = nearest_int(iscale * x[i]);
-                L[i] = static_cast<std::int8_t>(nmax + max_m(-nmax, min_m(nmax - 1, l)));
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    return scale;
-}
-
-/// Q3_K's sub-block search: start from -nmax/max and, when do_rmse, move one
-/// level at a time while the x^2-weighted fit improves (up to 5 sweeps).
-/// L receives levels plus nmax; returns the scale.
-LOWBIT_GGML_EXACT_FP inline float make_q3_quants(int n, int nmax, const float* x, std::int8_t* L,
-                                                 bool do_rmse) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; ++i) {
-        const float ax = std::fabs(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < group_max_eps) {
-        for (int i = 0; i < n; ++i) L[i] = 0;
-        return 0.f;
-    }
-    const float iscale = static_cast<float>(-nmax) / max;
-    if (do_rmse) {
-        float sumlx = 0, suml2 = 0;
-        for (int i = 0; i < n; ++i) {
-            int l = nearest_int(iscale * x[i]);
-            l = max_m(-nmax, min_m(nmax - 1, l));
-            L[i] = static_cast<std::int8_t>(l);
-            const float w = x[i] * x[i];
-            const float fl = static_cast<float>(l);
-            sumlx += w * x[i] * fl;
-            suml2 += w * fl * fl;
-        }
-        for (int itry = 0; itry < 5; ++itry) {
-            int n_changed = 0;
-            for (int i = 0; i < n; ++i) {
-                const float w = x[i] * x[i];
-                const float li = static_cast<float>(L[i]);
-                float slx = sumlx - w * x[i] * li;
-                if (slx > 0) {
-                    float sl2 = suml2 - w * li * li;
-                    int new_l = nearest_int(x[i] * sl2 / slx);
-                    new_l = max_m(-nmax, min_m(nmax - 1, new_l));
-                    if (new_l != L[i]) {
-                        const float fl = static_cast<float>(new_l);
-                        slx += w * x[i] * fl;
-                        sl2 += w * fl * fl;
-                        if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
-                            L[i] = static_cast<std::int8_t>(new_l);
-                            sumlx = slx;
-                            suml2 = sl2;
-                            ++n_changed;
-                        }
-                    }
-                }
-            }
-            if (!n_changed) break;
-        }
-        for (int i = 0; i < n; ++i) L[i] = static_cast<std::int8_t>(L[i] + nmax);
-        return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
-    }
-    for (int i = 0; i < n; ++i) {
-        int l = nearest_int(iscale * x[i]);
-        l = max_m(-nmax, min_m(nmax - 1, l));
-        L[i] = static_cast<std::int8_t>(l + nmax);
-    }
-    return 1 / iscale;
-}
-
-/// Affine quantization of n values to [0, nmax] with a min <= 0: tries the
-/// grids (rmin + rdelta*is + nmax)/(max - min), is = 0..nstep, fits scale and
-/// min by weighted least squares on each and keeps the lowest weighted MAD
-/// (use_mad) or SSE. weights: n values, or null for x^2. Laux: n bytes of
-/// scratch. Returns the scale; *the_min receives -min (>= 0).
-/// ggml's make_qkx2_quants (weights given) and make_qkx3_quants (weights may
-/// be null) are this one search.
-LOWBIT_GGML_EXACT_FP inline float make_qkx_quants(int n, int nmax, const float* x, const float* weights,
-                                                  std::uint8_t* L, float* the_min, std::uint8_t* Laux, float rmin,
-                                                  float rdelta, int nstep, bool use_mad) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
-    float wbuf[qk_k];
-    if (!weights) {
-        for (int i = 0; i < n; ++i) wbuf[i] = x[i] * x[i];
-        weights = wbuf;
-    }
-    float min = x[0], max = x[0];
-    float sum_w = weights[0];
-    float sum_x = sum_w * x[0];
-    for (int i = 1; i < n; ++i) {
-        if (x[i] < min) min = x[i];
-        if (x[i] > max) max = x[i];
-        const float w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if (min > 0) min = 0;
-    if (max <= min) {
-        std::memset(L, 0, static_cast<std::size_t>(n));
-        *the_min = -min;
-        return 0.f;
-    }
-    float iscale = static_cast<float>(nmax) / (max - min);
-    float scale = 1 / iscale;
-    float best_error = 0;
-    for (int i = 0; i < n; ++i) {
-        const int l = nearest_int(iscale * (x[i] - min));
-        L[i] = static_cast<std::uint8_t>(max_m(0, min_m(nmax, l)));
-        float diff = scale * static_cast<float>(L[i]) + min - x[i];
-        diff = use_mad ? std::fabs(diff) : diff * diff;
-        best_error += weights[i] * diff;
-    }
-    if (nstep < 1) {
-        *the_min = -min;
-        return scale;
-    }
-    // min moves to the best fit so far, and later grids start from it (as in ggml).
-    for (int is = 0; is <= nstep; ++is) {
-        iscale = (rmin + rdelta * static_cast<float>(is) + static_cast<float>(nmax)) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-        for (int i = 0; i < n; ++i) {
-            int l = nearest_int(iscale * (x[i] - min));
-            l = max_m(0, min_m(nmax, l));
-            Laux[i] = static_cast<std::uint8_t>(l);
-            const float w = weights[i];
-            const float fl = static_cast<float>(l);
-            sum_l += w * fl;
-            sum_l2 += w * fl * fl;
-            sum_xl += w * fl * x[i];
-        }
-        const float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0) {
-                this_min = 0;
-                this_scale = sum_xl / sum_l2;
-            }
-            float cur_error = 0;
-            for (int i = 0; i < n; ++i) {
-                float diff = this_scale * static_cast<float>(Laux[i]) + this_min - x[i];
-                diff = use_mad ? std::fabs(diff) : diff * diff;
-                cur_error += weights[i] * diff;
-            }
-            if (cur_error < best_error) {
-                std::memcpy(L, Laux, static_cast<std::size_t>(n));
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *the_min = -min;
-    return scale;
-}
-
-/// Quantizes n non-negative values (sub-block scales or mins) to [0, nmax]
-/// without offset: best of 9 grids (nmax + 0.1*is)/max by weighted error,
-/// then up to 5 sweeps of one-level moves. Returns the least-squares scale.
-LOWBIT_GGML_EXACT_FP inline float make_qp_quants(int n, int nmax, const float* x, std::uint8_t* L,
-                                                 const float* w) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
-    float max = 0;
-    for (int i = 0; i < n; ++i) max = max_m(max, x[i]);
-    if (max < group_max_eps) {
-        for (int i = 0; i < n; ++i) L[i] = 0;
-        return 0.f;
-    }
-    float iscale = static_cast<float>(nmax) / max;
-    for (int i = 0; i < n; ++i) L[i] = static_cast<std::uint8_t>(nearest_int(iscale * x[i]));
-    const float scale = 1 / iscale;
-    float best_mse = 0;
-    for (int i = 0; i < n; ++i) {
-        const float diff = x[i] - scale * static_cast<float>(L[i]);
-        best_mse += w[i] * diff * diff;
-    }
-    for (int is = -4; is <= 4; ++is) {
-        if (is == 0) continue;
-        const float iscale_is = (0.1f * static_cast<float>(is) + static_cast<float>(nmax)) / max;
-        const float scale_is = 1 / iscale_is;
-        float mse = 0;
-        for (int i = 0; i < n; ++i) {
-            const int l = min_m(nmax, nearest_int(iscale_is * x[i]));
-            const float diff = x[i] - scale_is * static_cast<float>(l);
-            mse += w[i] * diff * diff;
-        }
-        if (mse < best_mse) {
-            best_mse = mse;
-            iscale = iscale_is;
-        }
-    }
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; ++i) {
-        const int l = min_m(nmax, nearest_int(iscale * x[i]));
-        L[i] = static_cast<std::uint8_t>(l);
-        const float fl = static_cast<float>(l);
-        sumlx += w[i] * x[i] * fl;
-        suml2 += w[i] * fl * fl;
-    }
-    for (int itry = 0; itry < 5; ++itry) {
-        int n_changed = 0;
-        for (int i = 0; i < n; ++i) {
-            const float li = static_cast<float>(L[i]);
-            float slx = sumlx - w[i] * x[i] * li;
-            float sl2 = suml2 - w[i] * li * li;
-            if (slx > 0 && sl2 > 0) {
-                const int new_l = min_m(nmax, nearest_int(x[i] * sl2 / slx));
-                if (new_l != L[i]) {
-                    const float fl = static_cast<float>(new_l);
-                    slx += w[i] * x[i] * fl;
-                    sl2 += w[i] * fl * fl;
-                    if (slx * slx * suml2 > sumlx * sumlx * sl2) {
-                        L[i] = static_cast<std::uint8_t>(new_l);
-                        sumlx = slx;
-                        suml2 = sl2;
-                        ++n_changed;
-                    }
-                }
-            }
-        }
-        if (!n_changed) break;
-    }
-    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
-}
 
 // ---- scale packing ------------------------------------------------------
+// Integer code, but templates on the instruction-set tag all the same: the
+// kernels call them from per-ISA translation units (see kernels/dispatch.hpp).
 
 /// Scale and min j (0..7) of Q4_K/Q5_K's 12-byte table.
-constexpr void get_scale_min_k4(int j, const std::uint8_t* q, std::uint8_t& sc, std::uint8_t& m) noexcept {
+template <class Arch = kernels::scalar, class T>
+constexpr void get_scale_min_k4(int j, const std::uint8_t* q, T& sc, T& m) noexcept {
     if (j < 4) {
-        sc = q[j] & 63;
-        m = q[j + 4] & 63;
+        sc = static_cast<T>(q[j] & 63);
+        m = static_cast<T>(q[j + 4] & 63);
     } else {
-        sc = static_cast<std::uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
-        m = static_cast<std::uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+        sc = static_cast<T>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        m = static_cast<T>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
     }
 }
 
 /// Packs eight 6-bit scales and mins into the 12-byte table get_scale_min_k4
 /// reads. Values above 63 are packed as given (their extra bits spill the way
 /// ggml's do); callers clamp where ggml clamps.
+template <class Arch = kernels::scalar>
 constexpr void set_scale_min_k4(const std::uint8_t* ls, const std::uint8_t* lm, std::uint8_t* q) noexcept {
     for (int j = 0; j < 8; ++j) {
-        const std::uint8_t s = ls[j];
-        const std::uint8_t m = lm[j];
+        const std::uint8_t s = ls[j], m = lm[j];
         if (j < 4) {
             q[j] = s;
             q[j + 4] = m;
@@ -470,12 +134,14 @@ constexpr void set_scale_min_k4(const std::uint8_t* ls, const std::uint8_t* lm, 
 }
 
 /// Q3_K's 6-bit scale j (0..15), as stored (0..63, i.e. scale + 32).
+template <class Arch = kernels::scalar>
 constexpr int get_scale_q3(int j, const std::uint8_t* s) noexcept {
     const int lo = j < 8 ? (s[j] & 0xF) : (s[j - 8] >> 4);
     return lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4);
 }
 
 /// Packs sixteen stored Q3_K scales (0..63) into the 12-byte table.
+template <class Arch = kernels::scalar>
 constexpr void set_scales_q3(const int* l, std::uint8_t* s) noexcept {
     for (int j = 0; j < 12; ++j) s[j] = 0;
     for (int j = 0; j < 16; ++j) {
@@ -490,8 +156,8 @@ constexpr void set_scales_q3(const int* l, std::uint8_t* s) noexcept {
 // ---- quant packing --------------------------------------------------------
 
 /// Four 2-bit planes per 128 values: byte 32h+l holds 128h+l, +32, +64, +96.
-template <class L>
-constexpr void pack_2bit(const L* q, std::uint8_t* qs) noexcept {
+template <class Arch = kernels::scalar>
+inline void pack_2bit(const std::uint8_t* q, std::uint8_t* qs) noexcept {
     for (int j = 0; j < static_cast<int>(qk_k); j += 128)
         for (int l = 0; l < 32; ++l)
             qs[j / 4 + l] = static_cast<std::uint8_t>(q[j + l] | (q[j + l + 32] << 2) | (q[j + l + 64] << 4) |
@@ -499,42 +165,41 @@ constexpr void pack_2bit(const L* q, std::uint8_t* qs) noexcept {
 }
 
 /// Nibbles per 64 values: byte 32c+l holds 64c+l (low) and 64c+32+l (high);
-/// the fifth bit, if any, goes to qh[l] bit 2c / 2c+1.
+/// the fifth bit, if any (levels 0..31), goes to qh[l] bit 2c / 2c+1.
+template <class Arch = kernels::scalar>
 inline void pack_4bit_5bit(const std::uint8_t* q, std::uint8_t* qs, std::uint8_t* qh) noexcept {
     if (qh) std::memset(qh, 0, qk_k / 8);
     for (int c = 0; c < static_cast<int>(qk_k) / 64; ++c) {
         for (int l = 0; l < 32; ++l) {
             int l1 = q[64 * c + l], l2 = q[64 * c + l + 32];
             if (qh) {
-                if (l1 > 15) {
-                    l1 -= 16;
-                    qh[l] = static_cast<std::uint8_t>(qh[l] | (1u << (2 * c)));
-                }
-                if (l2 > 15) {
-                    l2 -= 16;
-                    qh[l] = static_cast<std::uint8_t>(qh[l] | (2u << (2 * c)));
-                }
+                qh[l] = static_cast<std::uint8_t>(qh[l] | ((l1 >> 4) << (2 * c)) | ((l2 >> 4) << (2 * c + 1)));
+                l1 &= 15;
+                l2 &= 15;
             }
             qs[32 * c + l] = static_cast<std::uint8_t>(l1 | (l2 << 4));
         }
     }
 }
 
-/// Q3_K: third bit of value e into hmask[e%32] bit e/32, low 2 bits as Q2_K.
-inline void pack_q3(std::int8_t* L, block_q3_K& y) noexcept {
+/// Q3_K (levels 0..7): bit 2 of value e into hmask[e%32] bit e/32 (without a
+/// branch: it is a coin flip), low 2 bits as Q2_K. L is overwritten.
+template <class Arch = kernels::scalar>
+inline void pack_q3(std::uint8_t* L, block_q3_K& y) noexcept {
     std::memset(y.hmask, 0, sizeof y.hmask);
-    for (int j = 0; j < static_cast<int>(qk_k); ++j) {
-        if (L[j] > 3) {
-            y.hmask[j % 32] = static_cast<std::uint8_t>(y.hmask[j % 32] | (1u << (j / 32)));
-            L[j] = static_cast<std::int8_t>(L[j] - 4);
+    for (int c = 0; c < 8; ++c)
+        for (int l = 0; l < 32; ++l) {
+            std::uint8_t& v = L[32 * c + l];
+            y.hmask[l] = static_cast<std::uint8_t>(y.hmask[l] | ((v >> 2) << c));
+            v = static_cast<std::uint8_t>(v & 3);
         }
-    }
-    pack_2bit(L, y.qs);
+    pack_2bit<Arch>(L, y.qs);
 }
 
 /// Q6_K per 128 values: ql[l] = l | l+64 << 4, ql[l+32] = l+32 | l+96 << 4,
 /// qh[l] = high 2 bits of l, l+32, l+64, l+96.
-inline void pack_q6(const std::int8_t* L, block_q6_K& y) noexcept {
+template <class Arch = kernels::scalar>
+inline void pack_q6(const std::uint8_t* L, block_q6_K& y) noexcept {
     std::uint8_t* ql = y.ql;
     std::uint8_t* qh = y.qh;
     for (int j = 0; j < static_cast<int>(qk_k); j += 128) {
@@ -549,260 +214,270 @@ inline void pack_q6(const std::int8_t* L, block_q6_K& y) noexcept {
     }
 }
 
-// ---- requantization with the stored (rounded) scales ---------------------
+// ---- one super-block's scales ----------------------------------------------
+// After the sub-block searches, each type quantizes the sub-block scales (and
+// mins) of one super-block and stores them; dsub/msub receive the scale and
+// offset every sub-block is requantized with. sw: the sub-blocks' summed
+// importance weights, or null without an imatrix.
 
-/// Affine sub-blocks (Q2_K, Q4_K, Q5_K): q = clamp(round((x + dm)/d), 0, nmax).
-/// Sub-blocks whose stored scale is 0 keep the levels of the search.
-LOWBIT_GGML_EXACT_FP inline void requantize_affine(const float* x, int len, float d, float dm, int nmax,
-                                                   std::uint8_t* L) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
-    if (d == 0.f) return;
-    for (int i = 0; i < len; ++i) {
-        const int l = nearest_int((x[i] + dm) / d);
-        L[i] = static_cast<std::uint8_t>(max_m(0, min_m(nmax, l)));
-    }
-}
-
-/// Symmetric sub-blocks (Q3_K, Q6_K): q = clamp(round(x/d), -nmax, nmax-1) + nmax.
-LOWBIT_GGML_EXACT_FP inline void requantize_symmetric(const float* x, int len, float d, int nmax,
-                                                      std::int8_t* L) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
-    if (d == 0.f) return;
-    for (int i = 0; i < len; ++i) {
-        const int l = nearest_int(x[i] / d);
-        L[i] = static_cast<std::int8_t>(max_m(-nmax, min_m(nmax - 1, l)) + nmax);
-    }
-}
-
-/// Importance weights of the imatrix paths: qw * sqrt(sigma2 + x^2).
-LOWBIT_GGML_EXACT_FP inline void imatrix_weights(const float* x, const float* qw, int len, float sigma2,
-                                                 float* w) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
-    for (int l = 0; l < len; ++l) w[l] = qw[l] * std::sqrt(sigma2 + x[l] * x[l]);
-}
-
-LOWBIT_GGML_EXACT_FP inline float sum_squares(const float* x, int len) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
-    float s = 0;
-    for (int l = 0; l < len; ++l) s += x[l] * x[l];
-    return s;
-}
-
-LOWBIT_GGML_EXACT_FP inline float sum(const float* x, int len) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
-    float s = 0;
-    for (int l = 0; l < len; ++l) s += x[l];
-    return s;
-}
-
-// ---- one super-block ------------------------------------------------------
-// qw: the block's 256 importance values, or null for ggml's reference path.
-
-LOWBIT_GGML_EXACT_FP inline void quantize_block_q2_k(const float* x, const float* qw, block_q2_K& y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
-    constexpr int nsub = qk_k / 16;
-    std::uint8_t L[qk_k], Laux[16];
-    float weights[16], mins[nsub], scales[nsub];
-    if (!qw) {
+template <class Arch>
+inline void q2_k_scales(const float* scales, const float* mins, const float* sw, block_q2_K& y, float* dsub,
+                        float* msub) noexcept {
+    if (!sw) {
         float max_scale = 0, max_min = 0;
-        for (int j = 0; j < nsub; ++j) {
-            for (int l = 0; l < 16; ++l) weights[l] = std::fabs(x[16 * j + l]);
-            scales[j] = make_qkx_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15,
-                                        true);
+        for (int j = 0; j < 16; ++j) {
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
         }
-        constexpr float q4scale = 15.f;
         if (max_scale > 0) {
-            const float iscale = q4scale / max_scale;
-            for (int j = 0; j < nsub; ++j) y.scales[j] = static_cast<std::uint8_t>(nearest_int(iscale * scales[j]));
-            y.d = float_to_half(max_scale / q4scale);
+            const float iscale = 15.f / max_scale;
+            for (int j = 0; j < 16; ++j) y.scales[j] = static_cast<std::uint8_t>(round_to_int<Arch>(iscale * scales[j]));
+            y.d = float_to_fp16<Arch>(max_scale / 15.f);
         } else {
-            for (int j = 0; j < nsub; ++j) y.scales[j] = 0;
-            y.d = float_to_half(0.f);
+            for (int j = 0; j < 16; ++j) y.scales[j] = 0;
+            y.d = float_to_fp16<Arch>(0.f);
         }
         if (max_min > 0) {
-            const float iscale = q4scale / max_min;
-            for (int j = 0; j < nsub; ++j)
-                y.scales[j] = static_cast<std::uint8_t>(y.scales[j] | (nearest_int(iscale * mins[j]) << 4));
-            y.dmin = float_to_half(max_min / q4scale);
+            const float iscale = 15.f / max_min;
+            for (int j = 0; j < 16; ++j)
+                y.scales[j] = static_cast<std::uint8_t>(y.scales[j] | (round_to_int<Arch>(iscale * mins[j]) << 4));
+            y.dmin = float_to_fp16<Arch>(max_min / 15.f);
         } else {
-            y.dmin = float_to_half(0.f);
+            y.dmin = float_to_fp16<Arch>(0.f);
         }
     } else {
-        float sw[nsub];
-        std::uint8_t Ls[nsub], Lm[nsub];
-        const float sigma2 = sum_squares(x, qk_k) / qk_k;
-        for (int j = 0; j < nsub; ++j) {
-            imatrix_weights(x + 16 * j, qw + 16 * j, 16, sigma2, weights);
-            sw[j] = sum(weights, 16);
-            scales[j] = make_qkx_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36,
-                                        false);
-        }
-        const float dm = make_qp_quants(nsub, 15, scales, Ls, sw);
-        const float mm = make_qp_quants(nsub, 15, mins, Lm, sw);
-        y.d = float_to_half(dm);
-        y.dmin = float_to_half(mm);
-        for (int j = 0; j < nsub; ++j) y.scales[j] = static_cast<std::uint8_t>(Ls[j] | (Lm[j] << 4));
+        std::uint8_t Ls[16], Lm[16];
+        y.d = float_to_fp16<Arch>(make_qp<Arch>(16, 15, scales, Ls, sw));
+        y.dmin = float_to_fp16<Arch>(make_qp<Arch>(16, 15, mins, Lm, sw));
+        for (int j = 0; j < 16; ++j) y.scales[j] = static_cast<std::uint8_t>(Ls[j] | (Lm[j] << 4));
     }
-    const float d = half_to_float(y.d), dmin = half_to_float(y.dmin);
-    for (int j = 0; j < nsub; ++j)
-        requantize_affine(x + 16 * j, 16, d * static_cast<float>(y.scales[j] & 0xF),
-                          dmin * static_cast<float>(y.scales[j] >> 4), 3, L + 16 * j);
-    pack_2bit(L, y.qs);
+    const float d = fp16_to_float<Arch>(y.d), dmin = fp16_to_float<Arch>(y.dmin);
+    for (int j = 0; j < 16; ++j) {
+        dsub[j] = d * static_cast<float>(y.scales[j] & 0xF);
+        msub[j] = dmin * static_cast<float>(y.scales[j] >> 4);
+    }
 }
 
-LOWBIT_GGML_EXACT_FP inline void quantize_block_q3_k(const float* x, const float* qw, block_q3_K& y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
-    constexpr int nsub = qk_k / 16;
-    std::int8_t L[qk_k];
-    float scales[nsub];
-    int ls[nsub];
-    if (!qw) {
-        float max_scale = 0, amax = 0;
-        for (int j = 0; j < nsub; ++j) {
-            scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j, true);
-            const float a = std::fabs(scales[j]);
-            if (a > amax) {
-                amax = a;
-                max_scale = scales[j];
-            }
+template <class Arch>
+inline void q3_k_dsub(const block_q3_K& y, float* dsub) noexcept {
+    const float d = fp16_to_float<Arch>(y.d);
+    for (int j = 0; j < 16; ++j) {
+        const auto s = static_cast<std::int8_t>(get_scale_q3<Arch>(j, y.scales) - 32);
+        dsub[j] = d * static_cast<float>(s);
+    }
+}
+
+/// Q3_K without an imatrix (with one, see quantize_block_q3_k).
+template <class Arch>
+inline void q3_k_scales(const float* scales, block_q3_K& y, float* dsub) noexcept {
+    float max_scale = 0, amax = 0;
+    for (int j = 0; j < 16; ++j) {
+        const float a = std::fabs(scales[j]);
+        if (a > amax) {
+            amax = a;
+            max_scale = scales[j];
         }
-        if (max_scale != 0.f) {
-            const float iscale = -32.f / max_scale;
-            for (int j = 0; j < nsub; ++j) {
-                // ggml narrows to int8 before clamping.
-                const auto l = static_cast<std::int8_t>(nearest_int(iscale * scales[j]));
-                ls[j] = max_m(-32, min_m(31, static_cast<int>(l))) + 32;
-            }
-            set_scales_q3(ls, y.scales);
-            y.d = float_to_half(1 / iscale);
-        } else {
-            std::memset(y.scales, 0, sizeof y.scales);
-            y.d = float_to_half(0.f);
+    }
+    if (max_scale != 0.f) {
+        const float iscale = -32.f / max_scale;
+        int ls[16];
+        for (int j = 0; j < 16; ++j) {
+            // ggml narrows to int8 before clamping.
+            const auto l = static_cast<std::int8_t>(round_to_int<Arch>(iscale * scales[j]));
+            ls[j] = std::max(-32, std::min(31, static_cast<int>(l))) + 32;
         }
+        set_scales_q3<Arch>(ls, y.scales);
+        y.d = float_to_fp16<Arch>(1 / iscale);
     } else {
-        float weight[16], sw[nsub];
-        std::int8_t Ls[nsub];
-        const float sigma2 = 2 * sum_squares(x, qk_k) / qk_k;
-        for (int j = 0; j < nsub; ++j) {
-            imatrix_weights(x + 16 * j, qw + 16 * j, 16, sigma2, weight);
-            sw[j] = sum(weight, 16);
-            scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, weight);
-        }
-        const float d_block = make_qx_quants(nsub, 32, scales, Ls, 1, sw);
-        for (int j = 0; j < nsub; ++j) ls[j] = Ls[j];
-        set_scales_q3(ls, y.scales);
-        y.d = float_to_half(d_block);
+        std::memset(y.scales, 0, sizeof y.scales);
+        y.d = float_to_fp16<Arch>(0.f);
     }
-    const float d = half_to_float(y.d);
-    for (int j = 0; j < nsub; ++j) {
-        const auto sc = static_cast<std::int8_t>(get_scale_q3(j, y.scales) - 32);
-        requantize_symmetric(x + 16 * j, 16, d * static_cast<float>(sc), 4, L + 16 * j);
-    }
-    pack_q3(L, y);
+    q3_k_dsub<Arch>(y, dsub);
 }
 
-/// Q4_K (nmax 15) and Q5_K (nmax 31) share everything but the packing.
-template <int Nmax>
-LOWBIT_GGML_EXACT_FP inline void quantize_scales_q45(const float* x, const float* qw, std::uint8_t* L,
-                                                     std::uint16_t& d16, std::uint16_t& dmin16,
-                                                     std::uint8_t* packed) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
-    constexpr int nsub = qk_k / 32;
-    std::uint8_t Laux[32], Ls[nsub], Lm[nsub];
-    float weights[32], mins[nsub], scales[nsub];
-    if (!qw) {
+template <class Arch, int Nmax>
+inline void q45_k_scales(const float* scales, const float* mins, const float* sw, std::uint16_t& d16,
+                         std::uint16_t& dmin16, std::uint8_t* packed, float* dsub, float* msub) noexcept {
+    std::uint8_t Ls[8], Lm[8];
+    if (!sw) {
         float max_scale = 0, max_min = 0;
-        for (int j = 0; j < nsub; ++j) {
-            const float* xs = x + 32 * j;
-            const float av_x = std::sqrt(sum_squares(xs, 32) / 32);
-            for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(xs[l]);
-            if constexpr (Nmax == 15)
-                scales[j] = make_qkx_quants(32, Nmax, xs, weights, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20, false);
-            else
-                scales[j] = make_qkx_quants(32, Nmax, xs, weights, L + 32 * j, &mins[j], Laux, -0.5f, 0.1f, 15, false);
+        for (int j = 0; j < 8; ++j) {
             if (scales[j] > max_scale) max_scale = scales[j];
             if (mins[j] > max_min) max_min = mins[j];
         }
         const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
         const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-        for (int j = 0; j < nsub; ++j) {
-            Ls[j] = static_cast<std::uint8_t>(nearest_int(inv_scale * scales[j]));
-            Lm[j] = static_cast<std::uint8_t>(nearest_int(inv_min * mins[j]));
+        for (int j = 0; j < 8; ++j) {
+            Ls[j] = static_cast<std::uint8_t>(round_to_int<Arch>(inv_scale * scales[j]));
+            Lm[j] = static_cast<std::uint8_t>(round_to_int<Arch>(inv_min * mins[j]));
         }
-        d16 = float_to_half(max_scale / 63.f);
-        dmin16 = float_to_half(max_min / 63.f);
+        d16 = float_to_fp16<Arch>(max_scale / 63.f);
+        dmin16 = float_to_fp16<Arch>(max_min / 63.f);
     } else {
-        float sw[nsub];
-        const float sigma2 = 2 * sum_squares(x, qk_k) / qk_k;
-        for (int j = 0; j < nsub; ++j) {
-            imatrix_weights(x + 32 * j, qw + 32 * j, 32, sigma2, weights);
-            sw[j] = sum(weights, 32);
-            scales[j] = make_qkx_quants(32, Nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.9f, 0.05f, 36,
-                                        false);
-        }
-        d16 = float_to_half(make_qp_quants(nsub, 63, scales, Ls, sw));
-        dmin16 = float_to_half(make_qp_quants(nsub, 63, mins, Lm, sw));
+        d16 = float_to_fp16<Arch>(make_qp<Arch>(8, 63, scales, Ls, sw));
+        dmin16 = float_to_fp16<Arch>(make_qp<Arch>(8, 63, mins, Lm, sw));
     }
     // ggml clamps to 63 except on Q4_K's imatrix path, where a negative
     // sub-block scale from the search wraps to a large byte and is packed as is.
-    if (!qw || Nmax != 15) {
-        for (int j = 0; j < nsub; ++j) {
-            Ls[j] = min_m<std::uint8_t>(63, Ls[j]);
-            Lm[j] = min_m<std::uint8_t>(63, Lm[j]);
+    if (!sw || Nmax != 15)
+        for (int j = 0; j < 8; ++j) {
+            Ls[j] = Ls[j] < 63 ? Ls[j] : std::uint8_t{63};
+            Lm[j] = Lm[j] < 63 ? Lm[j] : std::uint8_t{63};
         }
+    set_scale_min_k4<Arch>(Ls, Lm, packed);
+    const float d = fp16_to_float<Arch>(d16), dmin = fp16_to_float<Arch>(dmin16);
+    for (int j = 0; j < 8; ++j) {
+        int s, m;
+        get_scale_min_k4<Arch>(j, packed, s, m);
+        dsub[j] = d * static_cast<float>(s);
+        msub[j] = dmin * static_cast<float>(m);
     }
-    set_scale_min_k4(Ls, Lm, packed);
-    const float d = half_to_float(d16), dmin = half_to_float(dmin16);
-    for (int j = 0; j < nsub; ++j) {
-        std::uint8_t sc, m;
-        get_scale_min_k4(j, packed, sc, m);
-        requantize_affine(x + 32 * j, 32, d * static_cast<float>(sc), dmin * static_cast<float>(m), Nmax, L + 32 * j);
-    }
 }
 
-inline void quantize_block_q4_k(const float* x, const float* qw, block_q4_K& y) noexcept {
-    std::uint8_t L[qk_k];
-    quantize_scales_q45<15>(x, qw, L, y.d, y.dmin, y.scales);
-    pack_4bit_5bit(L, y.qs, nullptr);
-}
-
-inline void quantize_block_q5_k(const float* x, const float* qw, block_q5_K& y) noexcept {
-    std::uint8_t L[qk_k];
-    quantize_scales_q45<31>(x, qw, L, y.d, y.dmin, y.scales);
-    pack_4bit_5bit(L, y.qs, y.qh);
-}
-
-LOWBIT_GGML_EXACT_FP inline void quantize_block_q6_k(const float* x, const float* qw, block_q6_K& y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
-    constexpr int nsub = qk_k / 16;
-    std::int8_t L[qk_k];
-    float scales[nsub];
+/// Returns false for an all-zero super-block (stored as zeros).
+template <class Arch>
+inline bool q6_k_scales(const float* scales, block_q6_K& y, float* dsub) noexcept {
     float max_scale = 0, max_abs_scale = 0;
-    for (int j = 0; j < nsub; ++j) {
-        // With an imatrix ggml weights the search by the imatrix alone.
-        scales[j] = make_qx_quants(16, 32, x + 16 * j, L + 16 * j, 1, qw ? qw + 16 * j : nullptr);
+    for (int j = 0; j < 16; ++j) {
         const float a = std::fabs(scales[j]);
         if (a > max_abs_scale) {
             max_abs_scale = a;
             max_scale = scales[j];
         }
     }
-    if (max_abs_scale < group_max_eps) {
+    if (max_abs_scale < group_max_eps) return false;
+    const float iscale = -128.f / max_scale;
+    y.d = float_to_fp16<Arch>(1 / iscale);
+    for (int j = 0; j < 16; ++j) {
+        const int l = round_to_int<Arch>(iscale * scales[j]);
+        y.scales[j] = static_cast<std::int8_t>(l < 127 ? l : 127);
+    }
+    const float d = fp16_to_float<Arch>(y.d);
+    for (int j = 0; j < 16; ++j) dsub[j] = d * static_cast<float>(y.scales[j]);
+    return true;
+}
+
+// ---- one super-block ------------------------------------------------------
+// The scalar reference: the searches and scale steps above on the scalar
+// tag, one sub-block at a time. qw: the block's 256 importance values, or
+// null for ggml's reference path.
+
+using ref_arch = kernels::scalar;
+
+inline void quantize_block_q2_k(const float* x, const float* qw, block_q2_K& y) noexcept {
+    using A = ref_arch;
+    float L[qk_k], w[16], scales[16], mins[16], sw[16], dsub[16], msub[16];
+    const float sigma2 = qw ? sum_squares<A>(x, qk_k) / qk_k : 0.f;
+    for (int j = 0; j < 16; ++j) {
+        const float* xs = x + 16 * j;
+        if (qw) {
+            imatrix_weights<A, 16>(xs, qw + 16 * j, sigma2, w, sw[j]);
+            qkx_search<A, 16>(xs, w, L + 16 * j, scales[j], mins[j], 3.f, -0.9f, 0.05f, 36, false);
+        } else {
+            for (int l = 0; l < 16; ++l) w[l] = std::fabs(xs[l]);
+            qkx_search<A, 16>(xs, w, L + 16 * j, scales[j], mins[j], 3.f, -0.5f, 0.1f, 15, true);
+        }
+    }
+    q2_k_scales<A>(scales, mins, qw ? sw : nullptr, y, dsub, msub);
+    for (int j = 0; j < 16; ++j) requantize<A, 16, true>(x + 16 * j, L + 16 * j, dsub[j], msub[j], 0.f, 3.f);
+    std::uint8_t lev[qk_k];
+    levels_to_bytes(L, qk_k, lev);
+    pack_2bit<A>(lev, y.qs);
+}
+
+inline void quantize_block_q3_k(const float* x, const float* qw, block_q3_K& y) noexcept {
+    using A = ref_arch;
+    float L[qk_k], scales[16], dsub[16];
+    if (!qw) {
+        for (int j = 0; j < 16; ++j) {
+            float xb[1][16], Lb[1][16];
+            std::memcpy(xb[0], x + 16 * j, sizeof xb[0]);
+            q3_search<A, 16, 1>(xb, Lb, scales + j, 4.f);
+            std::memcpy(L + 16 * j, Lb[0], sizeof Lb[0]);
+        }
+        q3_k_scales<A>(scales, y, dsub);
+    } else {
+        float w[16], sw[16], Ls[16], d_block;
+        const float sigma2 = 2 * sum_squares<A>(x, qk_k) / qk_k;
+        for (int j = 0; j < 16; ++j) {
+            imatrix_weights<A, 16>(x + 16 * j, qw + 16 * j, sigma2, w, sw[j]);
+            qx_search<A, 16>(x + 16 * j, w, L + 16 * j, scales[j], 4.f);
+        }
+        qx_search<A, 16>(scales, sw, Ls, d_block, 32.f);
+        int ls[16];
+        for (int j = 0; j < 16; ++j) ls[j] = static_cast<int>(Ls[j]);
+        set_scales_q3<A>(ls, y.scales);
+        y.d = float_to_fp16<A>(d_block);
+        q3_k_dsub<A>(y, dsub);
+    }
+    for (int j = 0; j < 16; ++j) requantize<A, 16, false>(x + 16 * j, L + 16 * j, dsub[j], 0.f, -4.f, 3.f);
+    std::uint8_t lev[qk_k];
+    levels_to_bytes(L, qk_k, lev);
+    pack_q3<A>(lev, y);
+}
+
+/// Q4_K (nmax 15) and Q5_K (nmax 31) share everything but the packing.
+template <int Nmax, class Block>
+inline void quantize_block_q45_k(const float* x, const float* qw, Block& y) noexcept {
+    using A = ref_arch;
+    float L[qk_k], w[32], scales[8], mins[8], sw[8], dsub[8], msub[8];
+    const float sigma2 = qw ? 2 * sum_squares<A>(x, qk_k) / qk_k : 0.f;
+    for (int j = 0; j < 8; ++j) {
+        const float* xs = x + 32 * j;
+        if (qw) {
+            imatrix_weights<A, 32>(xs, qw + 32 * j, sigma2, w, sw[j]);
+            qkx_search<A, 32>(xs, w, L + 32 * j, scales[j], mins[j], Nmax, -0.9f, 0.05f, 36, false);
+        } else {
+            rms_plus_abs_weights<A, 32>(xs, w);
+            if constexpr (Nmax == 15)
+                qkx_search<A, 32>(xs, w, L + 32 * j, scales[j], mins[j], Nmax, -1.f, 0.1f, 20, false);
+            else
+                qkx_search<A, 32>(xs, w, L + 32 * j, scales[j], mins[j], Nmax, -0.5f, 0.1f, 15, false);
+        }
+    }
+    q45_k_scales<A, Nmax>(scales, mins, qw ? sw : nullptr, y.d, y.dmin, y.scales, dsub, msub);
+    for (int j = 0; j < 8; ++j)
+        requantize<A, 32, true>(x + 32 * j, L + 32 * j, dsub[j], msub[j], 0.f, static_cast<float>(Nmax));
+    std::uint8_t lev[qk_k];
+    levels_to_bytes(L, qk_k, lev);
+    if constexpr (Nmax == 15)
+        pack_4bit_5bit<A>(lev, y.qs, nullptr);
+    else
+        pack_4bit_5bit<A>(lev, y.qs, y.qh);
+}
+
+inline void quantize_block_q4_k(const float* x, const float* qw, block_q4_K& y) noexcept {
+    quantize_block_q45_k<15>(x, qw, y);
+}
+
+inline void quantize_block_q5_k(const float* x, const float* qw, block_q5_K& y) noexcept {
+    quantize_block_q45_k<31>(x, qw, y);
+}
+
+inline void quantize_block_q6_k(const float* x, const float* qw, block_q6_K& y) noexcept {
+    using A = ref_arch;
+    float L[qk_k], w[16], scales[16], dsub[16];
+    for (int j = 0; j < 16; ++j) {
+        const float* xs = x + 16 * j;
+        // With an imatrix ggml weights the search by the imatrix alone.
+        if (qw)
+            for (int l = 0; l < 16; ++l) w[l] = qw[16 * j + l];
+        else
+            for (int l = 0; l < 16; ++l) w[l] = mul_unfused<A>(xs[l], xs[l]);
+        qx_search<A, 16>(xs, w, L + 16 * j, scales[j], 32.f);
+    }
+    if (!q6_k_scales<A>(scales, y, dsub)) {
         std::memset(&y, 0, sizeof y);
         return;
     }
-    const float iscale = -128.f / max_scale;
-    y.d = float_to_half(1 / iscale);
-    for (int j = 0; j < nsub; ++j) y.scales[j] = static_cast<std::int8_t>(min_m(127, nearest_int(iscale * scales[j])));
-    const float d = half_to_float(y.d);
-    for (int j = 0; j < nsub; ++j) requantize_symmetric(x + 16 * j, 16, d * static_cast<float>(y.scales[j]), 32, L + 16 * j);
-    pack_q6(L, y);
+    for (int j = 0; j < 16; ++j) requantize<A, 16, false>(x + 16 * j, L + 16 * j, dsub[j], 0.f, -32.f, 31.f);
+    std::uint8_t lev[qk_k];
+    levels_to_bytes(L, qk_k, lev);
+    pack_q6<A>(lev, y);
 }
 
-LOWBIT_GGML_EXACT_FP inline void quantize_block_q8_k(const float* x, block_q8_K& y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
+inline void quantize_block_q8_k(const float* x, block_q8_K& y) noexcept {
+    using A = ref_arch;
     float max = 0, amax = 0;
     for (std::size_t j = 0; j < qk_k; ++j) {
         const float ax = std::fabs(x[j]);
@@ -818,8 +493,10 @@ LOWBIT_GGML_EXACT_FP inline void quantize_block_q8_k(const float* x, block_q8_K&
     }
     // -127, not -128: keeps every q in [-127, 127] for ggml's SIMD dot products.
     const float iscale = -127.f / max;
-    for (std::size_t j = 0; j < qk_k; ++j)
-        y.qs[j] = static_cast<std::int8_t>(min_m(127, nearest_int(iscale * x[j])));
+    for (std::size_t j = 0; j < qk_k; ++j) {
+        const int l = round_to_int<A>(iscale * x[j]);
+        y.qs[j] = static_cast<std::int8_t>(l < 127 ? l : 127);
+    }
     for (std::size_t j = 0; j < qk_k / 16; ++j) {
         int s = 0;
         for (std::size_t i = 0; i < 16; ++i) s += y.qs[16 * j + i];
@@ -830,58 +507,54 @@ LOWBIT_GGML_EXACT_FP inline void quantize_block_q8_k(const float* x, block_q8_K&
 
 // ---- dequantize one super-block ------------------------------------------
 
-LOWBIT_GGML_EXACT_FP inline void dequantize_block(const block_q2_K& b, float* y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
+inline void dequantize_block(const block_q2_K& b, float* y) noexcept {
     const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
     for (int e = 0; e < static_cast<int>(qk_k); ++e) {
         const std::uint8_t sc = b.scales[e / 16];
         const int q = (b.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-        y[e] = d * static_cast<float>(sc & 0xF) * static_cast<float>(q) - dmin * static_cast<float>(sc >> 4);
+        y[e] = ::lowbit::detail::unfused(d * static_cast<float>(sc & 0xF) * static_cast<float>(q)) -
+               ::lowbit::detail::unfused(dmin * static_cast<float>(sc >> 4));
     }
 }
 
-LOWBIT_GGML_EXACT_FP inline void dequantize_block(const block_q3_K& b, float* y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
+inline void dequantize_block(const block_q3_K& b, float* y) noexcept {
     const float d = half_to_float(b.d);
     for (int e = 0; e < static_cast<int>(qk_k); ++e) {
-        const float dl = d * static_cast<float>(get_scale_q3(e / 16, b.scales) - 32);
+        const float dl = d * static_cast<float>(get_scale_q3<kernels::scalar>(e / 16, b.scales) - 32);
         const int lo = (b.qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
         const int q = lo - ((b.hmask[e % 32] >> (e / 32)) & 1 ? 0 : 4);
         y[e] = dl * static_cast<float>(q);
     }
 }
 
-LOWBIT_GGML_EXACT_FP inline void dequantize_block(const block_q4_K& b, float* y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
+inline void dequantize_block(const block_q4_K& b, float* y) noexcept {
     const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
     for (int j = 0; j < 8; ++j) {
         std::uint8_t sc, m;
-        get_scale_min_k4(j, b.scales, sc, m);
+        get_scale_min_k4<kernels::scalar>(j, b.scales, sc, m);
         const float dl = d * static_cast<float>(sc), ml = dmin * static_cast<float>(m);
         const std::uint8_t* q = b.qs + 32 * (j / 2);
         const int shift = 4 * (j % 2);
-        for (int l = 0; l < 32; ++l) y[32 * j + l] = dl * static_cast<float>((q[l] >> shift) & 0xF) - ml;
+        for (int l = 0; l < 32; ++l) y[32 * j + l] = ::lowbit::detail::unfused(dl * static_cast<float>((q[l] >> shift) & 0xF)) - ml;
     }
 }
 
-LOWBIT_GGML_EXACT_FP inline void dequantize_block(const block_q5_K& b, float* y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
+inline void dequantize_block(const block_q5_K& b, float* y) noexcept {
     const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
     for (int j = 0; j < 8; ++j) {
         std::uint8_t sc, m;
-        get_scale_min_k4(j, b.scales, sc, m);
+        get_scale_min_k4<kernels::scalar>(j, b.scales, sc, m);
         const float dl = d * static_cast<float>(sc), ml = dmin * static_cast<float>(m);
         const std::uint8_t* q = b.qs + 32 * (j / 2);
         const int shift = 4 * (j % 2);
         for (int l = 0; l < 32; ++l) {
             const int v = ((q[l] >> shift) & 0xF) | (((b.qh[l] >> j) & 1) << 4);
-            y[32 * j + l] = dl * static_cast<float>(v) - ml;
+            y[32 * j + l] = ::lowbit::detail::unfused(dl * static_cast<float>(v)) - ml;
         }
     }
 }
 
-LOWBIT_GGML_EXACT_FP inline void dequantize_block(const block_q6_K& b, float* y) noexcept {
-    LOWBIT_GGML_EXACT_FP_BODY
+inline void dequantize_block(const block_q6_K& b, float* y) noexcept {
     const float d = half_to_float(b.d);
     for (int e = 0; e < static_cast<int>(qk_k); ++e) {
         const int h = e / 128, r = e % 128, quarter = r / 32, l = r % 32;

@@ -103,5 +103,11 @@ inline std::size_t row_bytes(type t, std::size_t n) {
     return n / tr->block_size * tr->type_size;
 }
 
+/// IQ4_NL / IQ4_XS code values (ggml's kvalues_iq4nl).
+inline constexpr std::int8_t iq4_nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                                  1,    13,   25,  38,  53,  69,  89,  113};
+/// MXFP4 code values: E2M1 doubled, so a block's scale is 2^(e - 128).
+inline constexpr std::int8_t mxfp4_values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
 }  // namespace ggml
 LOWBIT_NAMESPACE_END

@@ -152,7 +152,7 @@ inline float half(std::uint16_t h) noexcept {
 #if defined(__F16C__)
     if constexpr (is_avx2_v<Arch> || is_avx512_v<Arch>) return _cvtsh_ss(h);
 #endif
-    return ::lowbit::detail::fp16_bits_to_float<Arch>(h);
+    return ::lowbit::fp16_to_float<Arch>(h);
 }
 
 // Codes are decoded a block of 64 at a time: 64 * k bits is always whole bytes

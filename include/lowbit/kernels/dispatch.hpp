@@ -23,6 +23,7 @@
 
 #include "../core/error.hpp"
 #include "../detail/config.hpp"
+#include "../detail/scalar_arch.hpp"
 
 #if !defined(LOWBIT_NO_SIMD)
 #include <xsimd/xsimd.hpp>
@@ -33,11 +34,6 @@
 
 LOWBIT_NAMESPACE_BEGIN
 namespace kernels {
-
-/// Tag for the portable scalar path; kernels route it to their `_ref` twin.
-struct scalar {
-    static constexpr const char* name() noexcept { return "scalar"; }
-};
 
 enum class isa { scalar, sse4_1, avx2, avx512bw, neon, native };
 
