@@ -64,8 +64,9 @@ data_set adversarial(std::uint32_t seed, std::size_t unit, bool tiny) {
     std::normal_distribution<float> nd(0.0f, 1.0f);
     const auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
     data_set d{tiny ? "adversarial" : "adversarial without tiny blocks", std::vector<float>(n_rows * n_cols), tiny};
-    const auto nf4_bounds = nf4().thresholds();
-    const auto fp4_bounds = fp4().thresholds();
+    const auto nf4_book = nf4(), fp4_book = fp4();  // thresholds() views the codebook's storage
+    const auto nf4_bounds = nf4_book.thresholds();
+    const auto fp4_bounds = fp4_book.thresholds();
     const auto on_bound = [&] {
         const bool nf = rng() & 1;
         const auto b = nf ? nf4_bounds : fp4_bounds;
@@ -157,7 +158,7 @@ bnb::quantize_4bit_options options(bnb::quant_type t, std::size_t bs, bool neste
 }
 
 bool same_floats(const std::vector<float>& a, const std::vector<float>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 template <std::size_t N>
