@@ -15,6 +15,7 @@
 
 #include "core/error.hpp"
 #include "core/view.hpp"
+#include "detail/fp_contract.hpp"
 #include "scheme/concepts.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -136,7 +137,7 @@ second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> 
         split_params(p, out.scale, out.zero, out.bias, b);
         for (std::size_t i = lo; i < hi; ++i) {
             out.codes[i] = dq.scheme.encode(centred[i], p);
-            effective[i] = dq.scheme.decode(out.codes[i], p) + out.offset;
+            effective[i] = detail::unfused(dq.scheme.decode(out.codes[i], p)) + out.offset;  // no FMA: as decoded
         }
     }
     if constexpr (affine2) {
