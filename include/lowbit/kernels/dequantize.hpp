@@ -360,15 +360,15 @@ inline void stream_fence() noexcept {
 }
 
 /// Whether a large output on x86 that streaming cannot write in place (its
-/// start or row stride is not 64-byte aligned, as std::vector's storage is)
-/// should be decoded through an aligned scratch instead (scratch_rows).
+/// start or row stride is not 64-byte aligned, as std::vector's storage is;
+/// the caller has found use_streaming false) should be decoded through an
+/// aligned scratch instead (scratch_rows).
 template <class Arch>
-inline bool use_scratch(const void* out, std::size_t rows, std::size_t cols, std::size_t out_stride,
-                        std::size_t esize, std::size_t scratch_bytes) noexcept {
+inline bool use_scratch(std::size_t rows, std::size_t cols, std::size_t out_stride, std::size_t esize,
+                        std::size_t scratch_bytes) noexcept {
     constexpr std::size_t min_bytes = std::size_t{16} << 20;
     const bool x86 = is_avx512_v<Arch> || is_avx2_v<Arch> || (is_sse2_v<Arch> && esize == 4);
-    return x86 && rows * out_stride * esize >= min_bytes && cols * esize <= scratch_bytes &&
-           !use_streaming<Arch>(out, rows, out_stride, esize);
+    return x86 && rows * out_stride * esize >= min_bytes && cols * esize <= scratch_bytes;
 }
 
 /// n bytes from src to dst, the 64-byte aligned lines of dst written with
@@ -451,14 +451,13 @@ inline table_job rows_from(table_job j, std::size_t r0) noexcept {
 template <class Arch, class Job, class Run>
 inline void with_output(const Job& j, std::size_t esize, bool fast_decoder, Run&& run) noexcept {
     constexpr std::size_t scratch_bytes = 64 * 1024;
-    if (fast_decoder && j.group >= 64 &&
-        use_scratch<Arch>(j.out, j.rows, j.cols, j.out_stride, esize, scratch_bytes)) {
+    const bool nt = use_streaming<Arch>(j.out, j.rows, j.out_stride, esize);
+    if (!nt && fast_decoder && j.group >= 64 && use_scratch<Arch>(j.rows, j.cols, j.out_stride, esize, scratch_bytes)) {
         alignas(64) unsigned char scratch[scratch_bytes];
         scratch_rows<Arch>(j, esize, scratch, scratch_bytes, [](const Job& x, std::size_t r) { return rows_from(x, r); },
                            [&](const Job& b) { run(b, false); });
         return;
     }
-    const bool nt = use_streaming<Arch>(j.out, j.rows, j.out_stride, esize);
     run(j, nt);
     if (nt) stream_fence<Arch>();
 }
