@@ -41,12 +41,14 @@ configure() {
 REF_GGML_VERSION=0.3.36
 TORCH_VERSION=2.9.1
 BNB_VERSION=0.50.2
+# The newest torchao that imports beside that torch; the torchao-int4-* rule follows it.
+TORCHAO_VERSION=0.15.0
 interop() {
     python3 -m venv --help >/dev/null 2>&1 && python3 -c "import ensurepip" 2>/dev/null || PACKAGES+=(python3-venv)
     PACKAGES+=(python3 python3-pip)
     deps
     configure
-    cmake --build build -j2 --target ggml_capi bnb_capi mlx_capi gguf_tool safetensors_tool lowbit_cli >/dev/null
+    cmake --build build -j2 --target ggml_capi bnb_capi affine_capi gguf_tool safetensors_tool lowbit_cli >/dev/null
     local venv=build/venv
     [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest safetensors; }
     # A venv made before safetensors joined the suite (or by ./dev.sh fuzz) lacks it.
@@ -56,6 +58,11 @@ interop() {
     # bitsandbytes tests (they then report as skipped).
     if [[ -z ${LOWBIT_NO_TORCH:-} ]] && ! $venv/bin/python -c "import torch, bitsandbytes" 2>/dev/null; then
         $venv/bin/pip install -q "torch==$TORCH_VERSION" "bitsandbytes==$BNB_VERSION"
+    fi
+    # torchao for test_torchao.py (pure Python on the CPU; --no-deps keeps the torch above).
+    if [[ -z ${LOWBIT_NO_TORCH:-} ]] && ! $venv/bin/python -c "import torchao" 2>/dev/null; then
+        $venv/bin/pip install -q --no-deps "torchao==$TORCHAO_VERSION" ||
+            echo "== torchao $TORCHAO_VERSION does not install here: tests/interop/test_torchao.py is skipped"
     fi
     # MLX's CPU build for test_mlx.py; where no wheel installs, its tests report as skipped.
     $venv/bin/python -c "import mlx.core" 2>/dev/null || $venv/bin/pip install -q "mlx[cpu]" ||
@@ -74,7 +81,7 @@ interop() {
     fi
     local env=(LOWBIT_GGML_CAPI="$PWD/build/tests/interop/libggml_capi.so"
                LOWBIT_BNB_CAPI="$PWD/build/tests/interop/libbnb_capi.so"
-               LOWBIT_MLX_CAPI="$PWD/build/tests/interop/libmlx_capi.so"
+               LOWBIT_AFFINE_CAPI="$PWD/build/tests/interop/libaffine_capi.so"
                LOWBIT_GGUF_TOOL="$PWD/build/tests/interop/gguf_tool"
                LOWBIT_SAFETENSORS_TOOL="$PWD/build/tests/interop/safetensors_tool"
                LOWBIT_CLI="$PWD/build/bin/lowbit"

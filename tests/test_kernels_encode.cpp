@@ -148,7 +148,7 @@ void check_rule_on_shapes(encode_job rule, bool with_zero_bias, std::mt19937& rn
 
 template <int Bits, affine_mode Mode>
 void check_affine(std::mt19937& rng) {
-    const affine_rule r = affine<Bits, Mode>::encode_rule();
+    const affine_rule r = affine<Bits, Mode>{}.encode_rule();
     encode_job j{};
     j.kind = encode_kind::affine;
     j.affine = &r;
@@ -162,7 +162,7 @@ void check_affine(std::mt19937& rng) {
 // half away from zero, C's cast of an infinite 1 / scale).
 template <class S>
 void check_scheme_rule(std::mt19937& rng) {
-    const affine_rule r = S::encode_rule();
+    const affine_rule r = S{}.encode_rule();
     encode_job j{};
     j.kind = encode_kind::affine;
     j.affine = &r;
@@ -187,6 +187,20 @@ TEST_CASE("encode kernel equals its scalar twin for every affine mode and width"
     check_affine<7, affine_mode::symmetric>(rng);
     check_affine<8, affine_mode::symmetric>(rng);
     check_affine<8, affine_mode::mlx>(rng);
+}
+
+TEST_CASE("encode kernel equals its scalar twin for torchao's bf16 steps") {
+    std::mt19937 rng(12);
+    affine<4, affine_mode::asymmetric_float> s{};
+    s.float_zero.compute = param_dtype::bf16;
+    const affine_rule r = s.encode_rule();
+    REQUIRE(r.bf16_steps);
+    encode_job j{};
+    j.kind = encode_kind::affine;
+    j.affine = &r;
+    j.bits = 4;
+    check_rule_on_shapes(j, true, rng);
+    check_rule_on_shapes(j, false, rng);
 }
 
 TEST_CASE("encode kernel equals its scalar twin for ggml's legacy rules") {
@@ -431,7 +445,7 @@ TEST_CASE("candidate errors kernel equals its scalar twin and the clipping searc
     std::mt19937 rng(21);
     using S = affine<4, affine_mode::asymmetric>;
     const S base{};
-    const affine_rule rule = S::encode_rule();
+    const affine_rule rule = S{}.encode_rule();
     for (std::size_t n : {1u, 7u, 32u, 128u, 333u})
         for (std::size_t count : {1u, 5u, 16u, 21u, 33u, 64u}) {
             const std::vector<float> x = make_x(n, rng);

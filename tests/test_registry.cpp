@@ -51,7 +51,6 @@ TEST_CASE("bits per weight of every format, counted by hand from its definition"
         {"int2-g64", 2 + 18.0 / 64},
         {"mlx-4b-g64", 4 + 32.0 / 64},
         {"mlx-8b-g64", 8 + 32.0 / 64},
-        {"torchao-int4-g128", 4 + 32.0 / 128},
         {"nf4-b64", 4 + 32.0 / 64},
         {"nf4-b64-dq", 4 + 8.0 / 64 + (32.0 + 32.0) / n},  // 256 scales = one nested block + offset
         {"fp4-b64", 4 + 32.0 / 64},
@@ -83,6 +82,10 @@ TEST_CASE("bits per weight of every format, counted by hand from its definition"
         for (int g : {32, 64, 128})
             for (const auto& [suffix, param] : {std::pair{"", 16}, {"-bf16", 16}, {"-f32", 32}})
                 expect.emplace("mlx-" + std::to_string(b) + "b-g" + std::to_string(g) + suffix, b + 2.0 * param / g);
+    // torchao-int4-g<G>[-v1[-f32]]: a scale and a zero-point per group, bf16 (fp32 for -f32).
+    for (int g : {32, 64, 128, 256})
+        for (const auto& [suffix, param] : {std::pair{"", 16}, {"-v1", 16}, {"-v1-f32", 32}})
+            expect.emplace("torchao-int4-g" + std::to_string(g) + suffix, 4 + 2.0 * param / g);
     matrix_view<const float> w(gaussian().data(), rows, cols);
     for (const auto& f : formats()) {
         INFO(f.name);
@@ -102,8 +105,10 @@ TEST_CASE("every format reconstructs Gaussian weights with the SQNR its bit widt
         const auto q = quantize(f, w);
         q->dequantize(matrix_view<float>(back.data(), rows, cols));
         const double s = sqnr_db(w, matrix_view<const float>(back.data(), rows, cols));
-        // The MLX formats' params add up to 2 bits per weight (-f32, groups of 32): their code width.
-        const double bits = f.name.starts_with("mlx-") ? f.name[4] - '0' : std::floor(q->bits_per_weight());
+        // The MLX and torchao formats' params add up to 2 bits per weight (fp32 params, groups of 32): their code width.
+        const double bits = f.name.starts_with("mlx-")       ? f.name[4] - '0'
+                            : f.name.starts_with("torchao-") ? 4.0
+                                                             : std::floor(q->bits_per_weight());
         if (bits >= 8 && f.family == "integer") {
             REQUIRE(s > 40.0);
         } else if (bits >= 6) {  // 6- and 8-bit minifloats: 2-3 mantissa bits, ~25-31 dB
@@ -142,12 +147,15 @@ TEST_CASE("every format dequantizes to the same numbers on every instruction set
             q->dequantize_to(h.data(), cols, kernels::out_type::f16);
             q->dequantize_to(b.data(), cols, kernels::out_type::bf16);
             // The MLX formats' output in their params' dtype is mx.dequantize's
-            // (scale * q rounded, then the bias added and rounded: test_mlx.cpp).
+            // (scale * q rounded, then the bias added and rounded: test_mlx.cpp);
+            // the torchao formats' 16-bit outputs are torchao's, rounded the
+            // same way (test_scheme_affine.cpp, tests/interop/test_torchao.py).
             const bool mlx = f.name.starts_with("mlx-") && !f.name.ends_with("-f32");
-            const bool mlx_h = mlx && !f.name.ends_with("-bf16"), mlx_b = mlx && f.name.ends_with("-bf16");
+            const bool tao = f.name.starts_with("torchao-");
+            const bool own_h = tao || (mlx && !f.name.ends_with("-bf16")), own_b = tao || (mlx && f.name.ends_with("-bf16"));
             for (std::size_t k = 0; k < ref.size(); ++k) {
-                if (!mlx_h) REQUIRE(h[k] == float_to_fp16(ref[k]));
-                if (!mlx_b) REQUIRE(b[k] == float_to_bf16(ref[k]));
+                if (!own_h) REQUIRE(h[k] == float_to_fp16(ref[k]));
+                if (!own_b) REQUIRE(b[k] == float_to_bf16(ref[k]));
             }
         }
     }

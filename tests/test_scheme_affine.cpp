@@ -174,15 +174,20 @@ TEST_CASE("affine asymmetric: GPTQ range includes 0, integer zero-point, zero ex
 }
 
 TEST_CASE("affine asymmetric_float and mlx: hand cases") {
+    // torchao's tinygemm rule in fp32: scale = 7.5 / 15, zero-point = min + 8 * scale.
     const affine<4, m::asymmetric_float> f{};
-    const auto p = f.fit(std::vector<float>{1.0f, 2.5f, 8.5f}, {});
+    const auto sp = f.fit_split(std::vector<float>{1.0f, 2.5f, 8.5f}, {});
+    const auto p = sp.stored;
+    REQUIRE(p == f.fit(std::vector<float>{1.0f, 2.5f, 8.5f}, {}));
     REQUIRE(p.scale == 0.5f);
-    REQUIRE(p.bias == 1.0f);
-    REQUIRE(p.zero == 0.0f);
-    CHECK(f.encode(2.5f, p) == 3);
-    CHECK(f.encode(1.25f, p) == 0);  // round(0.5) = 0
-    CHECK(f.encode(1.75f, p) == 2);  // round(1.5) = 2
-    CHECK(f.decode(3, p) == 2.5f);
+    REQUIRE(p.bias == 5.0f);
+    REQUIRE(p.zero == 8.0f);
+    REQUIRE(sp.encode == affine_params{0.5f, 0.0f, 1.0f});  // encoded against zero-point - 8 * scale
+    CHECK(f.encode(2.5f, sp.encode) == 3);
+    CHECK(f.encode(1.25f, sp.encode) == 0);  // round(0.5) = 0
+    CHECK(f.encode(1.75f, sp.encode) == 2);  // round(1.5) = 2
+    CHECK(f.encode(1.75f, p) == 2);          // the stored params agree here
+    CHECK(f.decode(3, p) == 2.5f);           // (3 - 8) * 0.5 + 5
 
     // max edge: |min| <= |max| makes the scale negative and max code 0.
     const affine<2, m::mlx> x2{};
@@ -212,7 +217,7 @@ TEST_CASE("affine asymmetric_float and mlx: hand cases") {
 
 TEMPLATE_TEST_CASE("affine: constant and all-zero groups come back exactly", "", (affine<4, m::symmetric>),
                    (affine<4, m::symmetric_signed_max>), (affine<4, m::asymmetric>), (affine<1, m::asymmetric>),
-                   (affine<4, m::asymmetric_float>), (affine<4, m::mlx>), (affine<1, m::mlx>),
+                   (affine<4, m::mlx>), (affine<1, m::mlx>),
                    (affine<8, m::symmetric>), (affine<8, m::asymmetric>)) {
     const TestType s{};
     for (float c : {0.0f, 0.1f, -0.1f, 3.0f, -1234.5f, 1e-30f, -7e20f}) {
@@ -222,6 +227,52 @@ TEMPLATE_TEST_CASE("affine: constant and all-zero groups come back exactly", "",
         const auto p = s.fit(x, {});
         check_codes_and_decode(s, x, p);
         for (float v : x) REQUIRE(s.decode(s.encode(v, p), p) == c);
+    }
+}
+
+// torchao 0.15.0's _choose_qparams_affine_tinygemm and _quantize_affine_tinygemm
+// on these bf16 weights (version 2: eps 2^-7), checked once: every step in
+// bf16. Computed in fp32 instead, codes 1, 3 and 4 would be 11, 13 and 9.
+TEST_CASE("affine asymmetric_float in bf16: torchao's version 2 on a hand group") {
+    affine<4, m::asymmetric_float> f{};
+    f.scale_type = param_dtype::bf16;
+    f.float_zero = {param_dtype::bf16, param_dtype::bf16, 0x1p-7f};
+    REQUIRE(f.encode_rule().bf16_steps);
+    const std::vector<float> x{3.234375f, 1.7421875f, 4.03125f, 2.4375f, -0.1884765625f, -5.71875f, 0.89453125f, 2.375f};
+    const auto sp = f.fit_split(x, {});
+    CHECK(sp.stored.scale == 0.6484375f);
+    CHECK(sp.stored.bias == -0.53125f);
+    CHECK(sp.stored.zero == 8.0f);
+    const std::vector<int> want{14, 12, 15, 12, 8, 0, 10, 12};
+    for (std::size_t i = 0; i < x.size(); ++i) CHECK(f.encode(x[i], sp.encode) == want[i]);
+    // Weights that are not bf16 are taken as bf16 (rounded to nearest even).
+    std::vector<float> nudged = x;
+    for (auto& v : nudged) v = std::nextafter(v, 0.0f);
+    const auto np = f.fit_split(nudged, {});
+    CHECK(np.stored == sp.stored);
+    for (std::size_t i = 0; i < x.size(); ++i) CHECK(f.encode(nudged[i], np.encode) == want[i]);
+}
+
+// Constant groups, as torchao 0.15.0 gives them (bf16 weights, checked
+// once): every code 0 and the zero-point c + 8 * eps rounded to bf16, so c
+// comes back as that minus 8 * eps: within 8 steps of itself, not exactly.
+TEST_CASE("affine asymmetric_float: constant groups as torchao gives them") {
+    struct want_t {
+        float c, eps, scale, zero;
+    };
+    for (const want_t w : {want_t{0.10009765625f, 0x1p-7f, 0.0078125f, 0.162109375f},
+                           want_t{0.10009765625f, 1e-6f, 9.98377799987793e-07f, 0.10009765625f},
+                           want_t{-1232.0f, 0x1p-7f, 0.0078125f, -1232.0f},
+                           want_t{0.0f, 1e-6f, 9.98377799987793e-07f, 7.987022399902344e-06f}}) {
+        affine<4, m::asymmetric_float> f{};
+        f.scale_type = param_dtype::bf16;
+        f.float_zero = {param_dtype::bf16, param_dtype::bf16, w.eps};
+        const auto sp = f.fit_split(std::vector<float>(8, w.c), {});
+        INFO("c " << w.c << " eps " << w.eps);
+        CHECK(sp.stored.scale == w.scale);
+        CHECK(sp.stored.bias == w.zero);
+        CHECK(f.encode(w.c, sp.encode) == 0);
+        CHECK(std::fabs(f.decode(0, sp.stored) - w.c) <= 8.0f * w.scale);
     }
 }
 
@@ -246,6 +297,7 @@ TEST_CASE("affine: scale_type rounds what is stored, and encode uses the stored 
     for (param_dtype t : {param_dtype::f16, param_dtype::bf16}) {
         affine<4, m::asymmetric_float> f{};
         f.scale_type = t;
+        f.float_zero.zero_type = t;
         affine<4, m::symmetric> s{};
         s.scale_type = t;
         affine<4, m::mlx> x{};

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -79,9 +81,6 @@ LOWBIT_FORMAT_FN(q_int4_sb256,
                            double_quant<affine<6>>{with_scale_type(affine<6>{}, f16), 0, false, true}))
 LOWBIT_FORMAT_FN(q_int3_g128, quantizer(with_scale_type(affine<3>{}, f16), per_group(128)))
 LOWBIT_FORMAT_FN(q_int2_g64, quantizer(with_scale_type(affine<2>{}, f16), per_group(64)))
-LOWBIT_FORMAT_FN(q_torchao_int4_g128,
-                 quantizer(with_scale_type(affine<4, affine_mode::asymmetric_float>{}, param_dtype::bf16),
-                           per_group(128)))
 LOWBIT_FORMAT_FN(q_nf4_b64, quantizer(nf4(), per_group(64)))
 LOWBIT_FORMAT_FN(q_nf4_b64_dq, quantizer(nf4(), per_group(64), double_quant<dynamic8>{dynamic8{}, 256, true, false}))
 LOWBIT_FORMAT_FN(q_fp4_b64, quantizer(fp4(), per_group(64)))
@@ -108,12 +107,12 @@ std::unique_ptr<quantized_base> q_mlx(matrix_view<const float> w, std::span<cons
                          importance, opt);
 }
 
-struct mlx_format_name {
+struct format_name {
     std::string name, description;
 };
 
 template <int Bits, std::size_t Group, param_dtype T>
-format mlx_format(std::vector<mlx_format_name>& names) {
+format mlx_format(std::vector<format_name>& names) {
     const char* suffix = T == param_dtype::f16 ? "" : T == param_dtype::bf16 ? "-bf16" : "-f32";
     const char* type = T == param_dtype::f16 ? "fp16" : T == param_dtype::bf16 ? "bf16" : "fp32";
     names.push_back({"mlx-" + std::to_string(Bits) + "b-g" + std::to_string(Group) + suffix,
@@ -124,14 +123,14 @@ format mlx_format(std::vector<mlx_format_name>& names) {
 }
 
 template <int Bits, std::size_t Group>
-void add_mlx_formats(std::vector<format>& table, std::vector<mlx_format_name>& names) {
+void add_mlx_formats(std::vector<format>& table, std::vector<format_name>& names) {
     table.push_back(mlx_format<Bits, Group, param_dtype::f16>(names));
     table.push_back(mlx_format<Bits, Group, param_dtype::bf16>(names));
     table.push_back(mlx_format<Bits, Group, param_dtype::f32>(names));
 }
 
 template <int Bits>
-void add_mlx_formats(std::vector<format>& table, std::vector<mlx_format_name>& names) {
+void add_mlx_formats(std::vector<format>& table, std::vector<format_name>& names) {
     add_mlx_formats<Bits, 32>(table, names);
     add_mlx_formats<Bits, 64>(table, names);
     add_mlx_formats<Bits, 128>(table, names);
@@ -141,7 +140,7 @@ void add_mlx_formats(std::vector<format>& table, std::vector<mlx_format_name>& n
 inline const std::vector<format>& mlx_formats() {
     // The entries' names and descriptions point into `names`, built once
     // beside them (reserved, so no string moves).
-    static std::vector<mlx_format_name> names;
+    static std::vector<format_name> names;
     static const std::vector<format> table = [] {
         names.reserve(6 * 3 * 3);
         std::vector<format> t;
@@ -156,6 +155,61 @@ inline const std::vector<format>& mlx_formats() {
     return table;
 }
 
+// torchao's int4 weight-only (tinygemm's float zero-point; torchao 0.15.0,
+// affine<4, asymmetric_float>), torchao-int4-g<G>[-v1[-f32]]:
+// * no suffix: version 2 (Int4WeightOnlyConfig's default version, the
+//   tile_packed_to_4d packing) on bf16 weights: computed in bf16, bf16 scale
+//   and zero-point, eps = bf16's 2^-7;
+// * -v1: version 1 on bf16 weights: the same with eps 1e-6;
+// * -v1-f32: version 1 on fp32 weights (Int4CPULayout, the layout that
+//   packs on the CPU): computed in fp32, fp32 scale and zero-point, eps 1e-6.
+// The bf16 formats take the weights as bf16 (rounded to nearest even first,
+// as `w.to(torch.bfloat16)` does).
+enum class torchao_version : std::uint8_t { v1, v2 };
+
+template <std::size_t Group, torchao_version V, param_dtype W>
+std::unique_ptr<quantized_base> q_torchao(matrix_view<const float> w, std::span<const float> importance,
+                                          const quantize_options& opt) {
+    affine<4, affine_mode::asymmetric_float> s{};
+    s.scale_type = W;
+    s.float_zero = {W, W, V == torchao_version::v1 ? 1e-6f : 0x1p-7f};
+    return run_quantizer(quantizer(s, per_group(Group)), w, importance, opt);
+}
+
+template <std::size_t Group, torchao_version V, param_dtype W>
+format torchao_format(std::vector<format_name>& names) {
+    const bool v1 = V == torchao_version::v1, f32 = W == param_dtype::f32;
+    const std::string g = std::to_string(Group), type = f32 ? "fp32" : "bf16";
+    names.push_back({"torchao-int4-g" + g + (v1 ? "-v1" : "") + (f32 ? "-f32" : ""),
+                     "torchao int4 weight-only, version " + std::string(v1 ? "1" : "2") + " on " + type +
+                         " weights: (q - 8) * scale + zero-point, groups of " + g + ", " + type + " scale + " +
+                         type + " zero-point"});
+    const bool shown = false;  // not in the default comparison: lowbit compare --formats NAME
+    return {names.back().name, "integer", names.back().description, shown, q_torchao<Group, V, W>};
+}
+
+template <std::size_t Group>
+void add_torchao_formats(std::vector<format>& table, std::vector<format_name>& names) {
+    table.push_back(torchao_format<Group, torchao_version::v2, param_dtype::bf16>(names));
+    table.push_back(torchao_format<Group, torchao_version::v1, param_dtype::bf16>(names));
+    table.push_back(torchao_format<Group, torchao_version::v1, param_dtype::f32>(names));
+}
+
+/// The torchao-int4-* entries, in group order.
+inline const std::vector<format>& torchao_formats() {
+    static std::vector<format_name> names;  // as mlx_formats()
+    static const std::vector<format> table = [] {
+        names.reserve(4 * 3);
+        std::vector<format> t;
+        add_torchao_formats<32>(t, names);
+        add_torchao_formats<64>(t, names);
+        add_torchao_formats<128>(t, names);
+        add_torchao_formats<256>(t, names);
+        return t;
+    }();
+    return table;
+}
+
 // ggml's block types, with ggml's bytes (formats/ggml_quantized.hpp).
 template <ggml::type T>
 std::unique_ptr<quantized_base> q_ggml(matrix_view<const float> w, std::span<const float> importance,
@@ -163,11 +217,13 @@ std::unique_ptr<quantized_base> q_ggml(matrix_view<const float> w, std::span<con
     return ggml::quantize_matrix(T, w, importance, opt.threads);
 }
 
-/// `t` with the MLX formats after int2-g64.
+/// `t` with the MLX and torchao formats after int2-g64.
 inline std::vector<format> with_mlx_formats(std::vector<format> t) {
     const auto& mlx = mlx_formats();
-    t.insert(std::find_if(t.begin(), t.end(), [](const format& f) { return f.name == "int2-g64"; }) + 1, mlx.begin(),
-             mlx.end());
+    const auto& tao = torchao_formats();
+    auto at = t.insert(std::find_if(t.begin(), t.end(), [](const format& f) { return f.name == "int2-g64"; }) + 1,
+                       mlx.begin(), mlx.end());
+    t.insert(at + static_cast<std::ptrdiff_t>(mlx.size()), tao.begin(), tao.end());
     return t;
 }
 
@@ -186,8 +242,6 @@ inline const std::vector<format>& format_table() {
          true, q_int4_sb256},
         {"int3-g128", "integer", "3-bit with zero-point, groups of 128, fp16 scale + 3-bit zero", true, q_int3_g128},
         {"int2-g64", "integer", "2-bit with zero-point, groups of 64, fp16 scale + 2-bit zero", true, q_int2_g64},
-        {"torchao-int4-g128", "integer", "torchao int4 weight-only style: min + scale*q, groups of 128, bf16 scale + bias",
-         false, q_torchao_int4_g128},
         {"nf4-b64", "codebook", "bitsandbytes NF4, blocks of 64, fp32 absmax", true, q_nf4_b64},
         {"nf4-b64-dq", "codebook",
          "bitsandbytes NF4, blocks of 64, absmax nested: mean-subtracted 8-bit dynamic codes in blocks of 256", true,
@@ -275,7 +329,7 @@ inline const format& find_format(std::string_view name) {
 // * fp16 scales (int8-g128, int4-*, int3-g128, int2-g64, iq4nl-b32) throw once
 //   the group's scale passes 65504 (absmax ~ 65504 x the largest code); the
 //   fp16 biases of mlx-* (no suffix) once the group's edge passes 65504;
-//   torchao's bf16 scale and bias, int8-ch's fp32 scale and the scale and bias
+//   torchao's scale and zero-point, int8-ch's fp32 scale and the scale and bias
 //   of mlx-*-bf16 and mlx-*-f32 only when the range or a reconstruction
 //   overflows float (e.g. rows holding +-FLT_MAX).
 // * int4-sb256 throws when its fp16 super-block scale (the 6-bit sub-scales'

@@ -7,7 +7,7 @@ store the params in fp16 (no suffix), bf16 (-bf16) or fp32 (-f32): for
 weights of that dtype the packed codes (MLX's little-endian uint32 words) and
 the stored scales and biases must be identical, bit for bit.
 
-Environment: LOWBIT_MLX_CAPI (our C entry points, tests/interop/mlx_capi.cpp).
+Environment: LOWBIT_AFFINE_CAPI (our C entry points, tests/interop/affine_capi.cpp).
 """
 import ctypes
 
@@ -29,9 +29,9 @@ DTYPES = {"f16": (mx.float16, ""), "bf16": (mx.bfloat16, "-bf16"), "f32": (mx.fl
 
 @pytest.fixture(scope="module")
 def capi():
-    lib = load_capi("LOWBIT_MLX_CAPI", "libmlx_capi.so")
-    lib.lowbit_mlx_quantize.argtypes = [ctypes.c_char_p, P, I64, I64, P, P, P, P]
-    lib.lowbit_mlx_dequantize.argtypes = [ctypes.c_char_p, P, I64, I64, ctypes.c_int, P]
+    lib = load_capi("LOWBIT_AFFINE_CAPI", "libaffine_capi.so")
+    lib.lowbit_affine_quantize.argtypes = [ctypes.c_char_p, P, I64, I64, P, P, P, P]
+    lib.lowbit_affine_dequantize.argtypes = [ctypes.c_char_p, P, I64, I64, ctypes.c_int, P]
     return lib
 
 
@@ -50,7 +50,7 @@ def ours(capi, name, w32, bits, group):
     scales = np.zeros(rows * cols // group, np.float32)
     biases = np.zeros(rows * cols // group, np.float32)
     bpw = np.zeros(1, np.float64)
-    ok = capi.lowbit_mlx_quantize(name.encode(), ptr(w32), rows, cols, ptr(codes), ptr(scales), ptr(biases), ptr(bpw))
+    ok = capi.lowbit_affine_quantize(name.encode(), ptr(w32), rows, cols, ptr(codes), ptr(scales), ptr(biases), ptr(bpw))
     return (codes, scales, biases, bpw[0]) if ok else None
 
 
@@ -187,7 +187,7 @@ def test_dequantize_in_the_params_dtype_equals_mx_dequantize(capi, bits, dtype):
             w32 = np.ascontiguousarray(f32(w))
             out = np.zeros(w32.shape, np.uint16)
             name = f"mlx-{bits}b-g{group}{DTYPES[dtype][1]}"
-            assert capi.lowbit_mlx_dequantize(name.encode(), ptr(w32), *w32.shape, out_type, ptr(out))
+            assert capi.lowbit_affine_dequantize(name.encode(), ptr(w32), *w32.shape, out_type, ptr(out))
             bad = np.argwhere(out != ref)
             assert bad.size == 0, f"{name} {what}: {len(bad)} of {out.size} values differ, first at {bad[0]}"
 
@@ -201,5 +201,5 @@ def test_dequantize_f32_equals_mx_dequantize(capi):
             wq, s, b = mx.quantize(mx.array(w32), group_size=group, bits=bits)
             ref = np.array(mx.dequantize(wq, s, b, group_size=group, bits=bits))
             out = np.zeros_like(w32)
-            assert capi.lowbit_mlx_dequantize(f"mlx-{bits}b-g{group}-f32".encode(), ptr(w32), 8, 512, 0, ptr(out))
+            assert capi.lowbit_affine_dequantize(f"mlx-{bits}b-g{group}-f32".encode(), ptr(w32), 8, 512, 0, ptr(out))
             assert np.array_equal(out.view(np.uint32), ref.view(np.uint32)), f"{bits} bits, groups of {group}"

@@ -2,6 +2,7 @@
 // The xsimd API differences between Debian's 8.1 and the 13/14 that vcpkg and
 // Conan ship, in one place. Kernels call these instead of the renamed functions.
 
+#include <cstdint>
 #include <type_traits>
 
 #include <xsimd/xsimd.hpp>
@@ -162,6 +163,19 @@ inline xsimd::batch<T, A> select_int(const xsimd::batch_bool<T, A>& cond, const 
     else
 #endif
         return xsimd::select(cond, a, b);
+}
+
+/// float_to_bf16 (core/numeric.hpp) on every lane: the bf16 bits in the low
+/// half of each 32-bit lane, rounded to nearest even, NaN kept quiet.
+template <class A>
+inline xsimd::batch<std::uint32_t, A> bf16_bits(const xsimd::batch<float, A>& v) noexcept {
+    using u32 = xsimd::batch<std::uint32_t, A>;
+    using i32 = xsimd::batch<std::int32_t, A>;
+    const u32 x = bitcast<std::uint32_t>(v);
+    const u32 rounded = (x + u32(0x7FFFu) + ((x >> 16) & u32(1u))) >> 16;
+    const u32 nan = (x >> 16) | u32(0x40u);
+    const i32 ax = bitcast<std::int32_t>(x & u32(0x7FFFFFFFu));
+    return bitcast<std::uint32_t>(select_int(ax > i32(0x7F800000), bitcast<std::int32_t>(nan), bitcast<std::int32_t>(rounded)));
 }
 
 }  // namespace lowbit::detail::simd

@@ -249,20 +249,6 @@ inline void narrow_store(const xsimd::batch<std::uint32_t, Arch>& v, std::uint16
     }
 }
 
-/// float_to_bf16 on every lane.
-template <class Arch>
-LOWBIT_FORCE_INLINE xsimd::batch<std::uint32_t, Arch> bf16_bits(const xsimd::batch<float, Arch>& v) noexcept {
-    using u32 = xsimd::batch<std::uint32_t, Arch>;
-    using i32 = xsimd::batch<std::int32_t, Arch>;
-    namespace s = ::lowbit::detail::simd;
-    const u32 x = s::bitcast<std::uint32_t>(v);
-    const u32 rounded = (x + u32(0x7FFFu) + ((x >> 16) & u32(1u))) >> 16;
-    const u32 nan = (x >> 16) | u32(0x40u);
-    const i32 ax = s::bitcast<std::int32_t>(x & u32(0x7FFFFFFFu));
-    return s::bitcast<std::uint32_t>(
-        s::select_int(ax > i32(0x7F800000), s::bitcast<std::int32_t>(nan), s::bitcast<std::int32_t>(rounded)));
-}
-
 /// float_to_fp16 on every lane, in integer ops (archs without F16C).
 template <class Arch>
 LOWBIT_FORCE_INLINE xsimd::batch<std::uint32_t, Arch> fp16_bits(const xsimd::batch<float, Arch>& v) noexcept {
@@ -312,7 +298,7 @@ LOWBIT_FORCE_INLINE void emit(const xsimd::batch<float, Arch>& v, void* dst) noe
         // F16C rounds to nearest even, gives +-Inf on overflow and quiets NaN
         // keeping the top payload bits: the same bits as float_to_fp16.
         const __m256i h = OT == out_type::f16 ? _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT)
-                                              : _mm512_cvtepi32_epi16(bf16_bits<Arch>(v));
+                                              : _mm512_cvtepi32_epi16(::lowbit::detail::simd::bf16_bits(v));
         if constexpr (NT) _mm256_stream_si256(static_cast<__m256i*>(dst), h);
         else _mm256_storeu_si256(static_cast<__m256i*>(dst), h);
 #endif
@@ -320,7 +306,7 @@ LOWBIT_FORCE_INLINE void emit(const xsimd::batch<float, Arch>& v, void* dst) noe
 #if XSIMD_WITH_AVX2
         __m128i h;
         if constexpr (OT == out_type::bf16) {
-            const __m256i r = bf16_bits<Arch>(v);
+            const __m256i r = ::lowbit::detail::simd::bf16_bits(v);
             h = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
         } else {
 #if defined(__F16C__)
@@ -334,7 +320,7 @@ LOWBIT_FORCE_INLINE void emit(const xsimd::batch<float, Arch>& v, void* dst) noe
         else _mm_storeu_si128(static_cast<__m128i*>(dst), h);
 #endif
     } else if constexpr (OT == out_type::bf16) {
-        narrow_store<Arch>(bf16_bits<Arch>(v), static_cast<std::uint16_t*>(dst));
+        narrow_store<Arch>(::lowbit::detail::simd::bf16_bits(v), static_cast<std::uint16_t*>(dst));
     } else {
         narrow_store<Arch>(fp16_bits<Arch>(v), static_cast<std::uint16_t*>(dst));
     }

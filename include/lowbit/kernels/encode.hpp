@@ -309,6 +309,7 @@ struct lane_ops<xsimd::batch<float, A>> {
     static LOWBIT_FORCE_INLINE bool any(const mask& m) noexcept { return xsimd::any(m); }
     static LOWBIT_FORCE_INLINE uint bits(const V& v) noexcept { return simd::bitcast<std::uint32_t>(v); }
     static LOWBIT_FORCE_INLINE V from_bits(const uint& v) noexcept { return simd::bitcast<float>(v); }
+    static LOWBIT_FORCE_INLINE V round_bf16(const V& v) noexcept { return simd::bitcast<float>(simd::bf16_bits(v) << 16); }
     static LOWBIT_FORCE_INLINE V to_float(const uint& v) noexcept {
         return xsimd::to_float(simd::bitcast<std::int32_t>(v));  // codes < 2^8
     }

@@ -1,14 +1,17 @@
 #pragma once
 // Integer affine schemes, 1..8 bits: symmetric (absmax or ggml's signed
 // maximum), asymmetric with an integer zero-point (GPTQ, AWQ), asymmetric with
-// a float offset (torchao int4) and MLX's affine rule.
+// a float zero-point (torchao's int4 weight-only, tinygemm) and MLX's affine
+// rule.
 //
 // Every mode fills affine_params so that decode is, as three separate float
 // operations, (float(q) - zero) * scale + bias. fit rounds what it stores
 // (scale, float offsets) to `scale_type` first, and encode works from those
 // stored values, so decode reproduces exactly what a kernel reading the
-// stored params computes. The exception is MLX's rule, which encodes with the
-// unrounded float32 params: see split_params and affine<>::fit_split.
+// stored params computes. The exceptions are MLX's rule, which encodes with
+// the unrounded float32 params, and torchao's, which encodes with the minimum
+// recovered from the stored zero-point: see split_params and
+// affine<>::fit_split.
 
 #include <array>
 #include <cmath>
@@ -55,9 +58,20 @@ constexpr float round_to_param_dtype(float v, param_dtype t) noexcept {
 /// How an affine scheme maps a group onto integer codes; see affine<>.
 enum class affine_mode : std::uint8_t { symmetric, symmetric_signed_max, asymmetric, asymmetric_float, mlx };
 
+/// asymmetric_float's arithmetic (torchao's tinygemm rule; see affine<>):
+/// the dtype torchao computes in (the weights' dtype: f32 or bf16), the
+/// stored zero-point's dtype, and the smallest scale. The defaults are
+/// torchao's rule on fp32 weights (eps = FLT_EPSILON, the input dtype's eps).
+struct float_zero_rule {
+    param_dtype compute = param_dtype::f32;
+    param_dtype zero_type = param_dtype::f32;
+    float eps = std::numeric_limits<float>::epsilon();
+};
+
 /// A group's params as stored, and the params its owner encodes the group's
-/// values with, where the owner encodes with more precise ones than it stores
-/// (MLX: fp32 scale and bias, stored in the weights' dtype). A scheme that has
+/// values with, where the owner encodes with other ones than it stores (MLX:
+/// fp32 scale and bias, stored in the weights' dtype; torchao: the minimum
+/// recovered from the stored zero-point). A scheme that has
 /// fit_split(x, w) returning these is encoded with `encode` and stored (and
 /// decoded) with `stored` by the quantizer; fit(x, w) returns `stored`.
 template <class P>
@@ -152,9 +166,16 @@ struct affine_name {
 ///   scale = range / (2^b - 1), integer zero = round(-min / scale) from the
 ///   unrounded scale, q = clamp(round(x / scale) + zero, 0, 2^b - 1). 0 is
 ///   exact and |error| <= scale / 2 inside the range.
-/// * asymmetric_float (torchao int4, "min + scale * q"): range [min, max],
-///   scale = max(range / (2^b - 1), FLT_EPSILON) as torchao clamps it,
-///   bias = min, zero = 0, q = clamp(round((x - bias) / scale), 0, 2^b - 1).
+/// * asymmetric_float (torchao's int4 weight-only, tinygemm's float
+///   zero-point: quant_primitives.py `_choose_qparams_affine_tinygemm` and
+///   `_quantize_affine_tinygemm`, torchao 0.15.0), with m = 2^(b-1) the mid
+///   code and every step below rounded to `float_zero.compute` as torch's
+///   ops in the weights' dtype round (for bf16: the weights themselves too):
+///   scale = max((max - min) / (2^b - 1), eps), zero-point
+///   z = min + scale * m (stored in float_zero.zero_type, kept as bias, with
+///   zero = m), and q = clamp(round((x - (z - scale * m)) / scale), 0,
+///   2^b - 1) from the stored scale and z. decode is (q - m) * scale + z,
+///   torchao's dequantize.
 /// * mlx (mx.quantize; mlx/backend/cpu/quantized.cpp `quantize`, MLX 0.32):
 ///   in float32 from the group's min and max, scale =
 ///   max((max - min) / (2^b - 1), 1e-7), negated unless |min| > |max| so the
@@ -167,16 +188,19 @@ struct affine_name {
 ///
 /// Rounding: round() is round-half-to-even (torch.round, std::rint) in every
 /// mode except symmetric_signed_max, which truncates after adding 0.5 as ggml
-/// does (half up). Params are computed in float32 and then rounded to
-/// `scale_type` (scale, and the float bias of asymmetric_float and mlx);
-/// fit returns the rounded (stored) params and encode divides by the scale it
-/// is given. mlx also has fit_split, which returns the stored params with the
-/// unrounded float32 ones MLX encodes with: the quantizer encodes with those,
-/// so quantizer<affine<b, mlx>> gives mx.quantize's codes bit for bit whatever
-/// the scale_type, and its params are MLX's stored in `scale_type`
-/// (round-to-nearest-even, as MLX casts them to the weights' dtype). Other
-/// owners that quantize with the unrounded scale (ggml's 1/d) can differ at
-/// exact bin edges when scale_type is not f32.
+/// does (half up). Params are computed in float32 (asymmetric_float: in
+/// float_zero.compute) and then rounded to `scale_type` (scale, and the float
+/// bias of mlx; asymmetric_float's zero-point to float_zero.zero_type); fit
+/// returns the rounded (stored) params and encode divides by the scale it is
+/// given. mlx and asymmetric_float also have fit_split, which returns the
+/// stored params with the ones their owner encodes with: MLX's unrounded
+/// float32 scale and bias, torchao's minimum recovered from the stored
+/// zero-point. The quantizer encodes with those, so quantizer<affine<b, mlx>>
+/// gives mx.quantize's codes bit for bit whatever the scale_type, and its
+/// params are MLX's stored in `scale_type` (round-to-nearest-even, as MLX
+/// casts them to the weights' dtype). Other owners that quantize with the
+/// unrounded scale (ggml's 1/d) can differ at exact bin edges when scale_type
+/// is not f32.
 ///
 /// `clip` (in (0, 1]) multiplies the range ends (absmax, signed maximum,
 /// min and max) before the params are computed; values beyond are clamped.
@@ -186,13 +210,15 @@ struct affine_name {
 /// Degenerate groups (documented, all exact in f32):
 /// * all zero: symmetric and symmetric_signed_max store scale 0 (every code
 ///   decodes to 0, as ggml and bitsandbytes store a zero scale); asymmetric
-///   uses GPTQ's range [-1, 1]; asymmetric_float and mlx get their eps scale
-///   and bias 0.
+///   uses GPTQ's range [-1, 1]; mlx gets its eps scale and bias 0;
+///   asymmetric_float its eps scale and zero-point eps * m.
 /// * constant c != 0: symmetric stores scale |c| (q = zero +- 1); asymmetric
-///   stores scale |c| with zero 0 (c > 0) or 1 (c < 0); symmetric_signed_max,
-///   asymmetric_float and mlx reproduce c through their own rule (mlx only for
-///   |c| > 5e-8: below its eps MLX's q0 is 0 and c decodes to 0). With an f16
-///   or bf16 scale_type c comes back exactly only when representable there.
+///   stores scale |c| with zero 0 (c > 0) or 1 (c < 0); symmetric_signed_max
+///   and mlx reproduce c through their own rule (mlx only for |c| > 5e-8:
+///   below its eps MLX's q0 is 0 and c decodes to 0); asymmetric_float gives
+///   what torchao gives, code 0 and the zero-point c + m * eps rounded, so c
+///   comes back within m steps of eps plus that rounding. With an f16 or bf16
+///   scale_type c comes back exactly only when representable there.
 template <int Bits, affine_mode Mode = affine_mode::asymmetric>
 struct affine {
     static_assert(Bits >= 1 && Bits <= 8, "affine: Bits must be 1..8");
@@ -207,6 +233,7 @@ struct affine {
 
     param_dtype scale_type = param_dtype::f32;
     float clip = 1.0f;
+    float_zero_rule float_zero{};  ///< asymmetric_float only
 
     params fit(std::span<const float> x, std::span<const float> /*w*/ = {}) const {
         return fit_stats(detail::stats_of(x));
@@ -215,7 +242,8 @@ struct affine {
     /// fit from the group's statistics alone (all fit looks at): what the
     /// quantizer calls with statistics a kernel gathered.
     params fit_stats(const detail::group_stats& s) const {
-        if constexpr (Mode == affine_mode::mlx) return fit_split_stats(s).stored;
+        if constexpr (Mode == affine_mode::mlx || Mode == affine_mode::asymmetric_float)
+            return fit_split_stats(s).stored;
         params p{};
         constexpr float half = static_cast<float>(1 << (Bits - 1));
         constexpr float levels = static_cast<float>(max_code);
@@ -244,21 +272,36 @@ struct affine {
             const float scale = (hi - lo) / levels;
             p.zero = detail::clamp_code(detail::round_even(-lo / scale), levels);
             p.scale = detail::store_scale(scale, scale_type, name());
-        } else if constexpr (Mode == affine_mode::asymmetric_float) {
-            const float lo = s.min * clip, hi = s.max * clip;
-            const float scale = std::fmax((hi - lo) / levels, std::numeric_limits<float>::epsilon());
-            p.scale = detail::store_scale(scale, scale_type, name());
-            p.bias = detail::store_offset(lo, scale_type, name());
         }
         return p;
     }
 
-    /// mlx: the params as stored (rounded to `scale_type`, as fit returns
-    /// them) and the float32 params MLX encodes with (see affine<>).
+    /// mlx and asymmetric_float: the params as stored (as fit returns them)
+    /// and the ones their owner encodes with (see affine<>).
     split_params<params> fit_split(std::span<const float> x, std::span<const float> /*w*/ = {}) const
-        requires(Mode == affine_mode::mlx)
+        requires(Mode == affine_mode::mlx || Mode == affine_mode::asymmetric_float)
     {
         return fit_split_stats(detail::stats_of(x));
+    }
+
+    split_params<params> fit_split_stats(const detail::group_stats& s) const
+        requires(Mode == affine_mode::asymmetric_float)
+    {
+        const param_dtype c = float_zero.compute;
+        if (c == param_dtype::f16)
+            LOWBIT_THROW(errc::invalid_argument, std::string(name()) + ": float_zero.compute must be f32 or bf16");
+        const auto in = [c](float v) { return round_to_param_dtype(v, c); };  // one torch op's result
+        constexpr float mid = static_cast<float>(1 << (Bits - 1));
+        constexpr float levels = static_cast<float>(max_code);
+        const float lo = in(s.min * clip), hi = in(s.max * clip);
+        const float scale = in(std::fmax(in(in(hi - lo) / levels), float_zero.eps));
+        split_params<params> r;
+        r.stored.scale = detail::store_scale(scale, scale_type, name());
+        r.stored.zero = mid;
+        r.stored.bias = detail::store_offset(in(lo + in(scale * mid)), float_zero.zero_type, name());
+        r.encode.scale = r.stored.scale;
+        r.encode.bias = in(r.stored.bias - in(r.stored.scale * mid));
+        return r;
     }
 
     split_params<params> fit_split_stats(const detail::group_stats& s) const
@@ -292,7 +335,7 @@ struct affine {
     }
 
     /// What encode computes, for the encode kernel (scheme/encode_rules.hpp).
-    static constexpr affine_rule encode_rule() noexcept {
+    constexpr affine_rule encode_rule() const noexcept {
         affine_rule r;
         r.max_code = static_cast<float>(max_code);
         if constexpr (Mode == affine_mode::symmetric) {
@@ -300,6 +343,7 @@ struct affine {
             r.hi = static_cast<float>((1 << (Bits - 1)) - 1);
         }
         r.half_up = Mode == affine_mode::symmetric_signed_max;
+        r.bf16_steps = Mode == affine_mode::asymmetric_float && float_zero.compute == param_dtype::bf16;
         return r;
     }
 
@@ -312,35 +356,41 @@ struct affine {
         return detail::unfused(centred * p.scale) + p.bias;
     }
 
-    /// mlx: whether decoding into `t` follows mx.dequantize's arithmetic in
-    /// the params' dtype (decode_in): `t` is the (16-bit) scale_type, the
-    /// dtype mx.dequantize returns for such params.
+    /// mlx and asymmetric_float: whether decoding into `t` follows the
+    /// owner's dequantize arithmetic in `t` (decode_in). mlx: `t` is the
+    /// (16-bit) scale_type, the dtype mx.dequantize returns for such params;
+    /// asymmetric_float: any 16-bit `t`, torchao's output_dtype.
     bool decodes_in(param_dtype t) const noexcept
-        requires(Mode == affine_mode::mlx)
+        requires(Mode == affine_mode::mlx || Mode == affine_mode::asymmetric_float)
     {
-        return t != param_dtype::f32 && t == scale_type;
+        if constexpr (Mode == affine_mode::mlx) return t != param_dtype::f32 && t == scale_type;
+        return t != param_dtype::f32;
     }
 
-    /// mlx: mx.dequantize in the 16-bit dtype `t`: scale * q rounded to `t`,
-    /// then the bias added and the sum rounded to `t` again (two roundings,
-    /// where decode rounds once when its float result is narrowed). The
-    /// products and sums of fp16/bf16 values are exact in float32 or (sums)
-    /// round as the 16-bit operation would, so this is MLX's result.
+    /// mlx and asymmetric_float: the owner's dequantize in the 16-bit dtype
+    /// `t` (mx.dequantize; torchao's `_dequantize_affine_tinygemm`):
+    /// (q - zero) * scale rounded to `t`, then the bias added and the sum
+    /// rounded to `t` again (two roundings, where decode rounds once when its
+    /// float result is narrowed). The products are exact in float32 and the
+    /// sums round as the 16-bit operation does (it computes in float32 too),
+    /// so this is the owner's result.
     float decode_in(std::uint8_t c, const params& p, param_dtype t) const noexcept
-        requires(Mode == affine_mode::mlx)
+        requires(Mode == affine_mode::mlx || Mode == affine_mode::asymmetric_float)
     {
-        const float product = round_to_param_dtype(static_cast<float>(c) * p.scale, t);
+        const float product = round_to_param_dtype((static_cast<float>(c) - p.zero) * p.scale, t);
         return round_to_param_dtype(product + p.bias, t);
     }
 
     const char* name() const noexcept { return detail::affine_name<Bits, Mode>::value.data(); }
 
     /// Stored bits per group: the scale, plus the integer zero-point (Bits bits,
-    /// as GPTQ/AWQ pack it) or the float bias.
+    /// as GPTQ/AWQ pack it) or the float bias or zero-point.
     std::size_t param_bits() const noexcept {
         const std::size_t s = static_cast<std::size_t>(param_dtype_bits(scale_type));
         if constexpr (Mode == affine_mode::asymmetric) return s + Bits;
-        if constexpr (Mode == affine_mode::asymmetric_float || Mode == affine_mode::mlx) return 2 * s;
+        if constexpr (Mode == affine_mode::asymmetric_float)
+            return s + static_cast<std::size_t>(param_dtype_bits(float_zero.zero_type));
+        if constexpr (Mode == affine_mode::mlx) return 2 * s;
         return s;
     }
     std::size_t scale_bits() const noexcept { return static_cast<std::size_t>(param_dtype_bits(scale_type)); }

@@ -10,13 +10,14 @@
 //
 // The rules only need the operations of lane_ops: select on a mask, the usual
 // arithmetic and comparisons, round-half-even, round-half-away, truncation,
-// min/max, |x|, and a view of the bits as uint32 lanes.
+// min/max, |x|, rounding to bf16, and a view of the bits as uint32 lanes.
 
 #include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 
+#include "../core/numeric.hpp"
 #include "../detail/fp_contract.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -61,6 +62,7 @@ struct lane_ops<float> {
     static bool any(bool m) noexcept { return m; }
     static uint bits(float v) noexcept { return std::bit_cast<uint>(v); }
     static float from_bits(uint v) noexcept { return std::bit_cast<float>(v); }
+    static float round_bf16(float v) noexcept { return bf16_to_float(float_to_bf16(v)); }
     static float to_float(uint v) noexcept { return static_cast<float>(v); }
     static float clamp_code(float v, float hi) noexcept { return detail::clamp_code(v, hi); }
 };
@@ -79,6 +81,10 @@ LOWBIT_SIMD_WARNINGS_OFF
 ///             (a NaN product, 0 times an infinite 1 / scale, gives code 0)
 /// A zero scale rounds to 0 (half_up, half_away: 1 / scale is taken as 0).
 ///
+/// bf16_steps (round_half_even only; torchao's rule on bf16 weights, where
+/// each torch op rounds its result to bf16): x, x - bias and the quotient are
+/// each rounded to bf16 before the quotient is rounded to an integer.
+///
 /// ggml_cast (half_up, half_away): a nonzero scale below 2^-128 has an
 /// infinite 1 / scale, so every product is +-Inf or NaN, which ggml turns
 /// into an integer with C's (int8_t) cast: undefined in C, and in practice
@@ -96,6 +102,7 @@ struct affine_rule {
     float max_code = 255.0f;
     bool half_away = false;
     bool ggml_cast = false;
+    bool bf16_steps = false;
 };
 
 /// 1 / scale, and 0 for a zero scale: what the rules multiply by. A kernel
@@ -138,7 +145,13 @@ LOWBIT_FORCE_INLINE V affine_code(const affine_rule& r, V x, V scale, V zero, V 
         }
         return q;
     }
-    V q = Ops::round_even(Ops::div(x - bias, Ops::select(nonzero, scale, V(1.0f))));
+    V q;
+    if (r.bf16_steps) {
+        const V d = Ops::round_bf16(Ops::round_bf16(x) - bias);
+        q = Ops::round_even(Ops::round_bf16(Ops::div(d, Ops::select(nonzero, scale, V(1.0f)))));
+    } else {
+        q = Ops::round_even(Ops::div(x - bias, Ops::select(nonzero, scale, V(1.0f))));
+    }
     q = Ops::select(nonzero, q, V(0.0f));
     q = Ops::min(Ops::max(q, V(r.lo)), V(r.hi)) + zero;
     return Ops::clamp_code(q, r.max_code);

@@ -1,6 +1,7 @@
-// C entry points to lowbit's MLX formats (the registry's mlx-*), for
-// tests/interop/test_mlx.py (loaded with ctypes beside mlx). Each returns 1
-// on success and 0 after printing the error.
+// C entry points to lowbit's MLX and torchao formats (the registry's mlx-*
+// and torchao-int4-*), for tests/interop/test_mlx.py and test_torchao.py
+// (loaded with ctypes beside mlx and torchao). Each returns 1 on success and
+// 0 after printing the error.
 #include <lowbit/registry.hpp>
 
 #include "capi_guard.hpp"
@@ -16,11 +17,12 @@ namespace {
 
 using lowbit_capi::guarded;
 
-// Copies q's packed codes, scales and biases (as float) out when q is an MLX
-// matrix of Bits bits; false when it is not.
-template <int Bits>
+// Copies q's packed codes, scales and biases (as float; torchao's zero-points
+// are its biases) out when q is an affine matrix of Bits bits in mode M;
+// false when it is not.
+template <int Bits, lowbit::affine_mode M = lowbit::affine_mode::mlx>
 bool copy_out(const lowbit::quantized_base& q, std::uint8_t* codes, float* scales, float* biases) {
-    const auto* m = dynamic_cast<const lowbit::quantized<lowbit::affine<Bits, lowbit::affine_mode::mlx>>*>(&q);
+    const auto* m = dynamic_cast<const lowbit::quantized<lowbit::affine<Bits, M>>*>(&q);
     if (m == nullptr) return false;
     std::copy(m->codes.begin(), m->codes.end(), codes);
     std::copy(m->scale.begin(), m->scale.end(), scales);
@@ -36,11 +38,12 @@ bool copy_out(const lowbit::quantized_base& q, std::uint8_t* codes, float* scale
 extern "C" {
 
 // Quantizes the rows x cols float32 matrix x with the registry format
-// `format` (one of mlx-*). codes gets rows * cols * bits / 8 bytes (each row
-// an LSB-first bit stream: MLX's little-endian uint32 words); scales and
-// biases get rows * cols / group values, the stored params widened to float;
-// *bpw the format's bits per weight.
-int lowbit_mlx_quantize(const char* format, const float* x, std::int64_t rows, std::int64_t cols,
+// `format` (one of mlx-* or torchao-int4-*). codes gets rows * cols * bits / 8
+// bytes (each row an LSB-first bit stream: MLX's little-endian uint32 words,
+// torchao's codes with element 2j in the low nibble); scales and biases get
+// rows * cols / group values, the stored params widened to float (torchao:
+// scale and zero-point); *bpw the format's bits per weight.
+int lowbit_affine_quantize(const char* format, const float* x, std::int64_t rows, std::int64_t cols,
                         std::uint8_t* codes, float* scales, float* biases, double* bpw) {
     return guarded([&] {
         const auto q = lowbit::quantize(lowbit::find_format(format),
@@ -50,14 +53,16 @@ int lowbit_mlx_quantize(const char* format, const float* x, std::int64_t rows, s
         *bpw = q->bits_per_weight();
         if (!(copy_out<2>(*q, codes, scales, biases) || copy_out<3>(*q, codes, scales, biases) ||
               copy_out<4>(*q, codes, scales, biases) || copy_out<5>(*q, codes, scales, biases) ||
-              copy_out<6>(*q, codes, scales, biases) || copy_out<8>(*q, codes, scales, biases)))
-            throw std::runtime_error(std::string("lowbit_mlx_quantize: '") + format + "' is not an MLX format");
+              copy_out<6>(*q, codes, scales, biases) || copy_out<8>(*q, codes, scales, biases) ||
+              copy_out<4, lowbit::affine_mode::asymmetric_float>(*q, codes, scales, biases)))
+            throw std::runtime_error(std::string("lowbit_affine_quantize: '") + format +
+                                     "' is not an MLX or torchao format");
     });
 }
 
-// Dequantizes what lowbit_mlx_quantize gives (quantizing x again) to
+// Dequantizes what lowbit_affine_quantize gives (quantizing x again) to
 // out_type 0 f32, 1 f16, 2 bf16 (16-bit outputs as uint16 bit patterns).
-int lowbit_mlx_dequantize(const char* format, const float* x, std::int64_t rows, std::int64_t cols, int out_type,
+int lowbit_affine_dequantize(const char* format, const float* x, std::int64_t rows, std::int64_t cols, int out_type,
                           void* out) {
     return guarded([&] {
         const auto q = lowbit::quantize(lowbit::find_format(format),
