@@ -5,6 +5,7 @@
 //   lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE] [--threads N] [--leave-output-tensor] [--pure]
 //                   [--allow-requantize]
 //   lowbit quantize IN.safetensors OUT.safetensors --format F [--rules cuda|cpu] [--include-embeddings] [--threads N]
+//     (F: a bitsandbytes format such as nf4-b64-dq or llm-int8, or an MLX one such as mlx-4b-g64)
 //   lowbit inspect FILE.gguf|FILE.safetensors
 //   lowbit formats
 //   lowbit --version
@@ -20,10 +21,12 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <new>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <set>
@@ -273,8 +276,30 @@ std::string value_string(const lowbit::gguf_value& v, std::size_t max_items) {
 
 bool is_safetensors(std::string_view path) { return path.ends_with(".safetensors"); }
 
+// mlx-lm's config.json beside an MLX checkpoint: its "quantization" block
+// (group_size, bits) as a format, when the file is there and has one.
+std::optional<lowbit::mlx::checkpoint_format> mlx_config_beside(const char* path) {
+    const auto cfg = std::filesystem::path(path).parent_path() / "config.json";
+    std::ifstream in(cfg, std::ios::binary);
+    if (!in) return std::nullopt;
+    std::stringstream ss;
+    ss << in.rdbuf();
+    try {
+        const auto j = lowbit::json::parse(ss.str());
+        const auto* q = j.find("quantization");
+        if (!q) return std::nullopt;
+        const auto g = (*q)["group_size"].to_u64(), b = (*q)["bits"].to_u64();
+        if (!g || !b) return std::nullopt;
+        return lowbit::mlx::parse_checkpoint_format("mlx-" + std::to_string(*b) + "b-g" + std::to_string(*g));
+    } catch (const lowbit::error& e) {
+        std::printf("  (%s: %s)\n", cfg.string().c_str(), e.what());
+        return std::nullopt;
+    }
+}
+
 int inspect_safetensors(const char* path) {
     const auto f = lowbit::safetensors::file::open(path);
+    const auto mlx_format = mlx_config_beside(path);
     std::printf("%s: safetensors, %zu tensors, header %llu bytes\n", path, f.size(),
                 static_cast<unsigned long long>(f.header_size()));
     for (const auto& kv : f.metadata()) std::printf("  %s = %s\n", kv.first.c_str(), kv.second.c_str());
@@ -292,6 +317,25 @@ int inspect_safetensors(const char* path) {
                 const auto d = t.data();
                 std::printf("      %.*s\n", static_cast<int>(d.size()), reinterpret_cast<const char*>(d.data()));
             }
+        // An MLX layer X: X.weight (U32 codes), X.scales, X.biases.
+        if (n.ends_with(".scales")) {
+            const std::string layer(n.substr(0, n.size() - 7));
+            const auto* w = f.find(layer + ".weight");
+            if (w && w->dtype == lowbit::safetensors::dtype::u32 && f.find(layer + ".biases")) {
+                if (!mlx_format) {
+                    std::printf("      MLX layer %s: no config.json beside the file says its bits and group size\n",
+                                layer.c_str());
+                } else {
+                    try {
+                        const auto q = lowbit::mlx::read_layer(f, layer, *mlx_format);
+                        std::printf("      MLX layer %s: %s, %zu x %zu, %.4f bits/w\n", layer.c_str(),
+                                    mlx_format->name().c_str(), q->rows(), q->cols(), q->bits_per_weight());
+                    } catch (const lowbit::error& e) {
+                        std::printf("      %s\n", e.what());
+                    }
+                }
+            }
+        }
     }
     std::printf("\n%-5s %-56s %-8s %-20s %12s\n", "", "total", "", "", mib(total).c_str());
     return 0;
@@ -353,12 +397,14 @@ void require_extension(const std::string& out, std::string_view ext) {
                                                          std::string(ext) + ", the container being written");
 }
 
-// lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq: a
-// bitsandbytes checkpoint in transformers' state-dict layout.
+// lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|llm-int8|mlx-4b-g64:
+// a bitsandbytes checkpoint in transformers' state-dict layout, or an MLX
+// checkpoint in mlx-lm's.
 int quantize_safetensors(int argc, char** argv) {
     std::vector<std::string> pos;
+    std::string format;
     lowbit::bnb::convert_options opt;
-    bool have_format = false;
+    bool rules_given = false;
     for (int i = 0; i < argc; ++i) {
         const std::string_view a = argv[i];
         auto value = [&]() -> std::string {
@@ -366,10 +412,10 @@ int quantize_safetensors(int argc, char** argv) {
             return argv[++i];
         };
         if (a == "--format") {
-            opt.format = lowbit::bnb::parse_checkpoint_format(value());
-            have_format = true;
+            format = value();
         } else if (a == "--rules") {
             opt.rules = lowbit::bnb::parse_kernel_rules(value());
+            rules_given = true;
         } else if (a == "--include-embeddings") {
             opt.include_embeddings = true;
         } else if (a == "--threads") {
@@ -381,29 +427,65 @@ int quantize_safetensors(int argc, char** argv) {
             pos.emplace_back(a);
         }
     }
-    if (pos.size() != 2 || !have_format)
+    if (pos.size() != 2 || format.empty())
         LOWBIT_THROW(lowbit::errc::invalid_argument,
-                     "usage: lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|... "
-                     "[--rules cuda|cpu] [--include-embeddings] [--threads N]");
+                     "usage: lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|"
+                     "mlx-4b-g64|... [--rules cuda|cpu] [--include-embeddings] [--threads N]");
+    const bool mlx = format.starts_with("mlx-");
+    lowbit::mlx::convert_options mopt;
+    if (mlx) {
+        mopt.format = lowbit::mlx::parse_checkpoint_format(format);
+        mopt.threads = opt.threads;
+        if (rules_given || opt.include_embeddings)
+            LOWBIT_THROW(lowbit::errc::invalid_argument,
+                         std::string("quantize: ") + (rules_given ? "--rules" : "--include-embeddings") +
+                             " is for bitsandbytes formats; an MLX checkpoint quantizes every weight whose rows "
+                             "divide into groups, embeddings and lm_head included, as mlx-lm does");
+    } else {
+        opt.format = lowbit::bnb::parse_checkpoint_format(format);
+    }
     require_extension(pos[1], ".safetensors");
     const bool tty = isatty(STDERR_FILENO);
-    opt.progress = [&](std::size_t i, std::size_t n, const std::string& name, bool q) {
+    const auto progress = [&](std::size_t i, std::size_t n, const std::string& name, bool q) {
         if (!tty) return;
         const int width = 30, filled = static_cast<int>(static_cast<double>(i + 1) / static_cast<double>(n) * width);
         std::fprintf(stderr, "\r[%-*s] %zu/%zu  %-48.48s %s", width, std::string(static_cast<std::size_t>(filled), '#').c_str(),
                      i + 1, n, name.c_str(), q ? "quantized" : "kept");
     };
+    opt.progress = progress;
+    mopt.progress = progress;
     const auto t0 = std::chrono::steady_clock::now();
-    const auto r = lowbit::bnb::convert_checkpoint(pos[0], pos[1], opt);
+    std::size_t tensors = 0, quantized = 0;
+    std::uint64_t bytes_in = 0, bytes_out = 0;
+    std::vector<std::string> not_divisible;
+    if (mlx) {
+        const auto r = lowbit::mlx::convert_checkpoint(pos[0], pos[1], mopt);
+        tensors = r.tensors, quantized = r.quantized, bytes_in = r.bytes_in, bytes_out = r.bytes_out;
+        not_divisible = r.not_divisible;
+    } else {
+        const auto r = lowbit::bnb::convert_checkpoint(pos[0], pos[1], opt);
+        tensors = r.tensors, quantized = r.quantized, bytes_in = r.bytes_in, bytes_out = r.bytes_out;
+    }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (tty) std::fprintf(stderr, "\r%-120s\r", "");
-    std::printf("%s -> %s (bitsandbytes %s, %s rules)\n", pos[0].c_str(), pos[1].c_str(), opt.format.name().c_str(),
-                std::string(lowbit::bnb::to_string(opt.rules)).c_str());
-    std::printf("  tensors      %zu quantized, %zu kept as they were\n", r.quantized, r.tensors - r.quantized);
-    std::printf("  size         %s -> %s (%.1f%%)\n", mib(r.bytes_in).c_str(), mib(r.bytes_out).c_str(),
-                r.bytes_in ? 100.0 * static_cast<double>(r.bytes_out) / static_cast<double>(r.bytes_in) : 100.0);
+    if (mlx)
+        std::printf("%s -> %s (MLX %d-bit, groups of %zu)\n", pos[0].c_str(), pos[1].c_str(), mopt.format.bits,
+                    mopt.format.group);
+    else
+        std::printf("%s -> %s (bitsandbytes %s, %s rules)\n", pos[0].c_str(), pos[1].c_str(), opt.format.name().c_str(),
+                    std::string(lowbit::bnb::to_string(opt.rules)).c_str());
+    std::printf("  tensors      %zu quantized, %zu kept as they were\n", quantized, tensors - quantized);
+    for (const auto& n : not_divisible)
+        std::printf("  kept         %s: its rows do not divide into groups of %zu (mlx-lm leaves it unquantized too)\n",
+                    n.c_str(), mopt.format.group);
+    std::printf("  size         %s -> %s (%.1f%%)\n", mib(bytes_in).c_str(), mib(bytes_out).c_str(),
+                bytes_in ? 100.0 * static_cast<double>(bytes_out) / static_cast<double>(bytes_in) : 100.0);
     std::printf("  time         %.2f s (%u thread%s)\n", secs, opt.threads, opt.threads == 1 ? "" : "s");
-    if (!opt.format.int8)
+    if (mlx)
+        std::printf("\n  mlx-lm reads it with config.json's \"quantization\": %s (and the same under "
+                    "\"quantization_config\")\n",
+                    mopt.format.config_json().c_str());
+    else if (!opt.format.int8)
         std::printf("\n  transformers reads it with quantization_config {\"quant_method\": \"bitsandbytes\", "
                     "\"load_in_4bit\": true, \"bnb_4bit_quant_type\": \"%s\", \"bnb_4bit_use_double_quant\": %s}\n",
                     std::string(lowbit::bnb::to_string(opt.format.type)).c_str(), opt.format.nested ? "true" : "false");
@@ -497,7 +579,7 @@ int usage(int code) {
                  "                      [--seed S] [--threads N] [--csv] [--plot FILE.svg]\n"
                  "       lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE] [--threads N]\n"
                  "                       [--leave-output-tensor] [--pure] [--allow-requantize]\n"
-                 "       lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|...\n"
+                 "       lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|mlx-4b-g64|...\n"
                  "                       [--rules cuda|cpu] [--include-embeddings] [--threads N]\n"
                  "       lowbit inspect FILE.gguf|FILE.safetensors\n"
                  "       lowbit formats\n"

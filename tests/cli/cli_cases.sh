@@ -106,6 +106,13 @@ check nan-nf4 1 "tensor 'model.layers.0.mlp.down_proj.weight': row 3, column 9 i
 check nan-int8 1 "row 3, column 9 is NaN" -- quantize "$IN/nan.safetensors" "$OUT/x.safetensors" --format llm-int8
 check int8-fp16-range 1 "row 1, column 2: 100000 is beyond float16's range" -- \
     quantize "$IN/f16range.safetensors" "$OUT/x.safetensors" --format llm-int8
+check nan-mlx 1 "tensor 'model.layers.0.mlp.down_proj.weight': row 3, column 9 is NaN" -- \
+    quantize "$IN/nan.safetensors" "$OUT/x.safetensors" --format mlx-4b-g64
+check mlx-bad-format 1 "is not mlx-{2,3,4,5,6,8}b-g{32,64,128}" -- \
+    quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format mlx-7b-g64
+check mlx-rules 1 "--rules is for bitsandbytes formats" -- \
+    quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format mlx-4b-g64 --rules cpu
+check mlx-ok 0 "" -- quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format mlx-4b-g32
 
 # 3. Refuse what llama.cpp refuses.
 check requantize-refused 1 "already quantized (q8_0)" -- quantize "$IN/q8.gguf" "$OUT/x.gguf" --type Q4_0

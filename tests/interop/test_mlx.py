@@ -7,9 +7,16 @@ store the params in fp16 (no suffix), bf16 (-bf16) or fp32 (-f32): for
 weights of that dtype the packed codes (MLX's little-endian uint32 words) and
 the stored scales and biases must be identical, bit for bit.
 
-Environment: LOWBIT_AFFINE_CAPI (our C entry points, tests/interop/affine_capi.cpp).
+MLX checkpoints: `lowbit quantize IN.safetensors OUT.safetensors --format
+mlx-<b>b-g<G>` writes mlx-lm's layout, which mx.load reads back.
+
+Environment: LOWBIT_AFFINE_CAPI (our C entry points, tests/interop/affine_capi.cpp),
+LOWBIT_CLI (the lowbit program).
 """
 import ctypes
+import json
+import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -203,3 +210,58 @@ def test_dequantize_f32_equals_mx_dequantize(capi):
             out = np.zeros_like(w32)
             assert capi.lowbit_affine_dequantize(f"mlx-{bits}b-g{group}-f32".encode(), ptr(w32), 8, 512, 0, ptr(out))
             assert np.array_equal(out.view(np.uint32), ref.view(np.uint32)), f"{bits} bits, groups of {group}"
+
+
+def lowbit_cli(*args):
+    cli = os.environ.get("LOWBIT_CLI", "")
+    if not cli or not os.path.exists(cli):
+        pytest.fail("LOWBIT_CLI must point at the built lowbit program")
+    return subprocess.run([cli, *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("bits,group", [(4, 64), (3, 32), (8, 128), (2, 64), (6, 32), (5, 128)])
+def test_checkpoint_is_what_mlx_writes_and_mx_load_reads(tmp_path, bits, group, dtype):
+    # A float checkpoint written by MLX itself, quantized by `lowbit quantize
+    # --format mlx-<b>b-g<G>`: mx.load reads the result, and every quantized
+    # layer's weight (uint32 words), scales and biases are mx.quantize's of the
+    # same weights, so mx.dequantize gives MLX's own values.
+    rng = np.random.default_rng(bits * 100 + group)
+    mt = DTYPES[dtype][0]
+    layers = {
+        "model.embed_tokens.weight": rng.standard_normal((96, 256)) * 0.05,
+        "model.layers.0.self_attn.q_proj.weight": rng.standard_normal((256, 256)) * 0.05,
+        "model.layers.0.mlp.down_proj.weight": rng.standard_t(3, (256, 384)) * 0.02,
+        "lm_head.weight": rng.standard_normal((96, 256)) * 0.05,
+        "model.layers.0.odd.weight": rng.standard_normal((8, 48 if group > 32 else 40)),  # rows not in groups: kept
+        "model.layers.0.input_layernorm.weight": np.ones(256),
+    }
+    src = {k: mx.array(v.astype(np.float32)).astype(mt) for k, v in layers.items()}
+    fin, fout = tmp_path / "model.safetensors", tmp_path / "model-q.safetensors"
+    mx.save_safetensors(str(fin), src, metadata={"format": "mlx"})
+    r = lowbit_cli("quantize", fin, fout, "--format", f"mlx-{bits}b-g{group}")
+    assert r.returncode == 0, r.stderr
+    assert f'"quantization": {{"group_size": {group}, "bits": {bits}}}' in r.stdout
+    assert "model.layers.0.odd.weight: its rows do not divide" in r.stdout
+    got, meta = mx.load(str(fout), return_metadata=True)
+    assert meta.get("format") == "mlx"
+    for name, w in src.items():
+        layer = name[: -len(".weight")]
+        if name.endswith("layernorm.weight") or ".odd." in name:
+            assert layer + ".scales" not in got
+            assert np.array_equal(f32(got[name]), f32(w)) and got[name].dtype == w.dtype
+            continue
+        wq, s, b = mx.quantize(w, group_size=group, bits=bits)
+        assert got[name].dtype == mx.uint32 and got[name].shape == wq.shape
+        assert np.array_equal(np.array(got[name]), np.array(wq)), name
+        assert got[layer + ".scales"].dtype == w.dtype and got[layer + ".biases"].dtype == w.dtype
+        assert np.array_equal(f32(got[layer + ".scales"]), f32(s)), name
+        assert np.array_equal(f32(got[layer + ".biases"]), f32(b)), name
+        mine = mx.dequantize(got[name], got[layer + ".scales"], got[layer + ".biases"], group_size=group, bits=bits)
+        theirs_ = mx.dequantize(wq, s, b, group_size=group, bits=bits)
+        assert np.array_equal(f32(mine), f32(theirs_)), name
+    # lowbit reads the layers back with mlx-lm's config.json beside the file.
+    (tmp_path / "config.json").write_text(json.dumps({"quantization": {"group_size": group, "bits": bits}}))
+    r = lowbit_cli("inspect", fout)
+    assert r.returncode == 0, r.stderr
+    assert f"MLX layer model.layers.0.mlp.down_proj: mlx-{bits}b-g{group}, 256 x 384" in r.stdout

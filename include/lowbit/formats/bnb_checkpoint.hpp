@@ -136,35 +136,6 @@ inline bool should_quantize(const safetensors::tensor_info& t, const convert_opt
 
 namespace detail {
 
-inline std::vector<float> load_floats(const safetensors::tensor_info& t) {
-    using safetensors::dtype;
-    const std::size_t n = static_cast<std::size_t>(t.numel());
-    std::vector<float> out(n);
-    const std::byte* p = t.data().data();
-    if (t.dtype == dtype::f32) {
-        std::memcpy(out.data(), p, n * 4);
-    } else {
-        for (std::size_t i = 0; i < n; ++i) {
-            std::uint16_t h;
-            std::memcpy(&h, p + 2 * i, 2);
-            out[i] = t.dtype == dtype::f16 ? fp16_to_float(h) : bf16_to_float(h);
-        }
-    }
-    return out;
-}
-
-/// errc::non_finite naming the row and column of the first NaN or infinity.
-inline void check_finite_tensor(const safetensors::tensor_info& t) {
-    using safetensors::dtype;
-    const auto fs = t.dtype == dtype::f32 ? float_storage::f32
-                    : t.dtype == dtype::f16 ? float_storage::f16 : float_storage::bf16;
-    const std::size_t n = static_cast<std::size_t>(t.numel()), i = first_non_finite(fs, t.data().data(), n);
-    if (i == n) return;
-    const std::size_t cols = t.shape.size() == 2 && t.shape[1] ? static_cast<std::size_t>(t.shape[1]) : n;
-    LOWBIT_THROW(errc::non_finite, "row " + std::to_string(i / cols) + ", column " + std::to_string(i % cols) + " is " +
-                                       lowbit::detail::value_string(float_at(fs, t.data().data(), i)));
-}
-
 template <class T>
 std::span<const std::byte> bytes_of(const std::vector<T>& v) {
     return std::as_bytes(std::span<const T>(v));
@@ -213,8 +184,7 @@ inline convert_report convert_checkpoint(const std::filesystem::path& in, const 
         }
         std::vector<float> x;
         try {
-            detail::check_finite_tensor(t);
-            x = detail::load_floats(t);
+            x = safetensors::finite_floats(t);
             auto p = std::make_unique<parts>();
             const std::uint64_t rows = t.shape[0], cols = t.shape[1];
             const std::string base = t.name.substr(0, t.name.size() - std::string_view("weight").size());

@@ -44,8 +44,11 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/finite.hpp"
+#include "../core/numeric.hpp"
 #include "json.hpp"
 #include "../core/utf8.hpp"
+#include "../core/view.hpp"
 #include "../detail/file_io.hpp"
 #include "../detail/names.hpp"
 
@@ -202,6 +205,35 @@ private:
     friend class file;
     std::span<const std::byte> data_;
 };
+
+/// A 2-D float tensor's values (f32, f16 or bf16 widened to float);
+/// errc::non_finite naming the row and column of the first NaN or infinity.
+/// Other dtypes are errc::invalid_argument.
+inline std::vector<float> finite_floats(const tensor_info& t) {
+    float_storage fs{};
+    switch (t.dtype) {
+    case dtype::f32: fs = float_storage::f32; break;
+    case dtype::f16: fs = float_storage::f16; break;
+    case dtype::bf16: fs = float_storage::bf16; break;
+    default:
+        LOWBIT_THROW(errc::invalid_argument, "'" + t.name + "' is " + std::string(to_string(t.dtype)) +
+                                                 ", not F32, F16 or BF16");
+    }
+    const std::byte* p = t.data().data();
+    const std::size_t n = static_cast<std::size_t>(t.numel()), bad = first_non_finite(fs, p, n);
+    if (bad != n) {
+        const std::size_t cols = t.shape.size() == 2 && t.shape[1] ? static_cast<std::size_t>(t.shape[1]) : n;
+        LOWBIT_THROW(errc::non_finite, "row " + std::to_string(bad / cols) + ", column " + std::to_string(bad % cols) +
+                                           " is " + lowbit::detail::value_string(float_at(fs, p, bad)));
+    }
+    std::vector<float> out(n);
+    if (fs == float_storage::f32) {
+        std::memcpy(out.data(), p, n * 4);
+    } else {
+        for (std::size_t i = 0; i < n; ++i) out[i] = float_at(fs, p, i);
+    }
+    return out;
+}
 
 /// The reference's limit on the header length.
 inline constexpr std::uint64_t max_header_size = 100'000'000;

@@ -1,0 +1,284 @@
+#pragma once
+// MLX checkpoints in safetensors: the layout mlx-lm saves for quantized models
+// (mlx_lm.convert -q, nn.quantize in MLX's "affine" mode). For a quantized
+// layer X whose weight X.weight is [out, in] of dtype T:
+//   X.weight   U32 [out, in * bits / 32]  the codes, each row a bit stream
+//                                          (LSB first) in little-endian uint32
+//                                          words: lowbit's code rows as they are
+//   X.scales   T   [out, in / group]
+//   X.biases   T   [out, in / group]      w ~= scales * q + biases
+// and mlx-lm's config.json holds {"quantization": {"group_size": G, "bits": B}}
+// (and the same under "quantization_config"). The codes and params are
+// mx.quantize's bit for bit (the registry's mlx-* formats, whose params take
+// the weights' dtype here as MLX's do).
+//
+// convert_checkpoint() quantizes every 2-D F32/F16/BF16 tensor named
+// "*.weight" whose rows divide into groups, as mlx-lm quantizes every Linear
+// and Embedding (the output head included) whose input dimension does; other
+// tensors are copied unchanged, and mlx-lm loads those layers unquantized (it
+// quantizes a layer only where "X.scales" exists). read_layer() gives a
+// layer back as a quantized matrix (dequantize, or convert it further).
+
+#include <charconv>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../core/numeric.hpp"
+#include "../detail/file_io.hpp"
+#include "../granularity.hpp"
+#include "../pack/bits.hpp"
+#include "../quantizer.hpp"
+#include "../scheme/affine.hpp"
+#include "safetensors.hpp"
+
+LOWBIT_NAMESPACE_BEGIN
+namespace mlx {
+
+/// A checkpoint format name: "mlx-<bits>b-g<group>", bits 2, 3, 4, 5, 6 or
+/// 8 and group 32, 64 or 128 (what MLX's affine mode supports).
+struct checkpoint_format {
+    int bits = 4;
+    std::size_t group = 64;
+    std::string name() const { return "mlx-" + std::to_string(bits) + "b-g" + std::to_string(group); }
+    /// The block mlx-lm's config.json holds under "quantization".
+    std::string config_json() const {
+        return "{\"group_size\": " + std::to_string(group) + ", \"bits\": " + std::to_string(bits) + "}";
+    }
+};
+
+inline bool valid_bits(int b) noexcept { return b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8; }
+inline bool valid_group(std::size_t g) noexcept { return g == 32 || g == 64 || g == 128; }
+
+inline checkpoint_format parse_checkpoint_format(std::string_view s) {
+    const auto bad = [&] {
+        LOWBIT_THROW(errc::unknown_format, "MLX format '" + std::string(s) +
+                                               "' is not mlx-{2,3,4,5,6,8}b-g{32,64,128} (e.g. mlx-4b-g64; a "
+                                               "checkpoint's scales and biases take its weights' dtype)");
+    };
+    if (!s.starts_with("mlx-")) bad();
+    std::string_view rest = s.substr(4);
+    checkpoint_format f;
+    auto r = std::from_chars(rest.data(), rest.data() + rest.size(), f.bits);
+    if (r.ec != std::errc{} || !valid_bits(f.bits)) bad();
+    rest = rest.substr(static_cast<std::size_t>(r.ptr - rest.data()));
+    if (!rest.starts_with("b-g")) bad();
+    rest = rest.substr(3);
+    r = std::from_chars(rest.data(), rest.data() + rest.size(), f.group);
+    if (r.ec != std::errc{} || r.ptr != rest.data() + rest.size() || !valid_group(f.group)) bad();
+    return f;
+}
+
+struct convert_options {
+    checkpoint_format format{};
+    unsigned threads = 1;
+    /// Called after each tensor: (index, count, name, quantized).
+    std::function<void(std::size_t, std::size_t, const std::string&, bool)> progress;
+};
+
+struct convert_report {
+    std::size_t tensors = 0, quantized = 0;
+    std::uint64_t bytes_in = 0, bytes_out = 0;
+    std::uint64_t weights_quantized = 0;
+    /// 2-D float weights left unquantized because their rows do not divide into groups.
+    std::vector<std::string> not_divisible;
+};
+
+/// Whether a tensor is a weight convert_checkpoint quantizes when its rows
+/// divide into groups.
+inline bool is_weight(const safetensors::tensor_info& t) {
+    using safetensors::dtype;
+    if (t.dtype != dtype::f32 && t.dtype != dtype::f16 && t.dtype != dtype::bf16) return false;
+    if (t.shape.size() != 2 || t.numel() == 0) return false;
+    return std::string_view(t.name).ends_with(".weight");
+}
+
+inline bool should_quantize(const safetensors::tensor_info& t, const checkpoint_format& f) {
+    return is_weight(t) && t.shape[1] % f.group == 0;
+}
+
+namespace detail {
+
+inline param_dtype params_of(safetensors::dtype t) {
+    return t == safetensors::dtype::f16 ? param_dtype::f16 : t == safetensors::dtype::bf16 ? param_dtype::bf16
+                                                                                          : param_dtype::f32;
+}
+
+/// A layer's parts as written: codes (uint32 words), scales and biases in
+/// the weights' dtype.
+struct layer_parts {
+    std::vector<std::uint8_t> codes;
+    std::vector<std::byte> scales, biases;
+};
+
+inline std::vector<std::byte> params_as(const std::vector<float>& v, std::size_t n, param_dtype t) {
+    std::vector<std::byte> out(n * (t == param_dtype::f32 ? 4 : 2));
+    for (std::size_t i = 0; i < n; ++i) {
+        const float x = v.empty() ? 0.0f : v[i];
+        if (t == param_dtype::f32) {
+            std::memcpy(out.data() + 4 * i, &x, 4);
+        } else {
+            const std::uint16_t h = t == param_dtype::f16 ? float_to_fp16(x) : float_to_bf16(x);
+            std::memcpy(out.data() + 2 * i, &h, 2);
+        }
+    }
+    return out;
+}
+
+template <int Bits>
+layer_parts quantize_layer(matrix_view<const float> w, std::size_t group, param_dtype t, unsigned threads) {
+    quantizer qz(affine<Bits, affine_mode::mlx>{}, per_group(group));
+    qz.scheme.scale_type = t;
+    qz.threads = threads;
+    const auto q = qz.quantize(w);
+    layer_parts p;
+    p.codes = q.codes;  // rows of cols * bits / 8 bytes (a multiple of 4): MLX's words
+    p.scales = params_as(q.scale, q.layout.count, t);
+    p.biases = params_as(q.bias, q.layout.count, t);
+    return p;
+}
+
+inline layer_parts quantize_layer(matrix_view<const float> w, const checkpoint_format& f, param_dtype t,
+                                  unsigned threads) {
+    switch (f.bits) {
+    case 2: return quantize_layer<2>(w, f.group, t, threads);
+    case 3: return quantize_layer<3>(w, f.group, t, threads);
+    case 4: return quantize_layer<4>(w, f.group, t, threads);
+    case 5: return quantize_layer<5>(w, f.group, t, threads);
+    case 6: return quantize_layer<6>(w, f.group, t, threads);
+    default: return quantize_layer<8>(w, f.group, t, threads);
+    }
+}
+
+template <int Bits>
+std::unique_ptr<quantized_base> layer_from(std::span<const std::byte> codes, std::vector<float> scales,
+                                           std::vector<float> biases, std::size_t rows, std::size_t cols,
+                                           std::size_t group, param_dtype t) {
+    auto q = std::make_unique<quantized<affine<Bits, affine_mode::mlx>>>();
+    q->scheme.scale_type = t;
+    q->gran = per_group(group);
+    q->n_rows = rows;
+    q->n_cols = cols;
+    q->layout = layout_for(q->gran, rows, cols);
+    q->code_stride = packed_bytes(cols, Bits);
+    q->codes.resize(codes.size());
+    std::memcpy(q->codes.data(), codes.data(), codes.size());
+    q->scale = std::move(scales);
+    q->bias = std::move(biases);
+    return q;
+}
+
+}  // namespace detail
+
+/// Converts the safetensors checkpoint `in` to MLX's quantized layout of
+/// o.format, written atomically to `out` (metadata copied).
+inline convert_report convert_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
+                                         const convert_options& o = {}) {
+    using safetensors::dtype;
+    lowbit::detail::check_output_target(out, "safetensors", {{"input", &in}});
+    const auto src = safetensors::file::open(in);
+    safetensors::writer w(out);
+    for (const auto& kv : src.metadata()) w.set_metadata(kv.first, kv.second);
+    convert_report rep;
+    std::vector<std::unique_ptr<detail::layer_parts>> keep;  // the writer keeps spans until finish()
+    const auto tensors = src.tensors();
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+        const auto& t = tensors[i];
+        rep.tensors++;
+        rep.bytes_in += t.size();
+        if (!should_quantize(t, o.format)) {
+            if (is_weight(t)) rep.not_divisible.push_back(t.name);
+            w.add(t.name, t.dtype, t.shape, t.data());
+            if (o.progress) o.progress(i, tensors.size(), t.name, false);
+            continue;
+        }
+        const std::uint64_t rows = t.shape[0], cols = t.shape[1];
+        const std::string base = t.name.substr(0, t.name.size() - std::string_view("weight").size());
+        try {
+            const std::vector<float> x = safetensors::finite_floats(t);
+            const param_dtype pt = detail::params_of(t.dtype);
+            auto p = std::make_unique<detail::layer_parts>(detail::quantize_layer(
+                matrix_view<const float>(x.data(), static_cast<std::size_t>(rows), static_cast<std::size_t>(cols)),
+                o.format, pt, o.threads));
+            const std::uint64_t groups = cols / o.format.group;
+            w.add(t.name, dtype::u32, {rows, cols * static_cast<std::uint64_t>(o.format.bits) / 32},
+                  std::as_bytes(std::span<const std::uint8_t>(p->codes)));
+            w.add(base + "scales", t.dtype, {rows, groups}, p->scales);
+            w.add(base + "biases", t.dtype, {rows, groups}, p->biases);
+            keep.push_back(std::move(p));
+        } catch (const error& e) {
+            rethrow_with_context(e, in.string() + ": tensor '" + t.name + "'");
+        } catch (const std::bad_alloc&) {
+            // The float copy, the codes and the params: about 6 bytes per element.
+            throw_out_of_memory(in.string() + ": tensor '" + t.name + "' (" + std::to_string(t.numel()) +
+                                    " elements, as floats and quantized)",
+                                t.numel() * 6);
+        }
+        rep.quantized++;
+        rep.weights_quantized += t.numel();
+        if (o.progress) o.progress(i, tensors.size(), t.name, true);
+    }
+    w.finish();
+    rep.bytes_out = std::filesystem::file_size(out);
+    return rep;
+}
+
+/// The quantized layer "X" ("X.weight", "X.scales", "X.biases") of an MLX
+/// checkpoint of format `f` (mlx-lm's config.json gives it), as lowbit's
+/// mlx-* matrix: its codes, and scales and biases in the file's dtype.
+/// Shapes and dtypes are checked against each other and against `f`.
+inline std::unique_ptr<quantized_base> read_layer(const safetensors::file& file, const std::string& layer,
+                                                  const checkpoint_format& f) {
+    using safetensors::dtype;
+    const std::string where = "MLX layer '" + layer + "' (" + f.name() + ")";
+    const auto& wq = file.at(layer + ".weight");
+    const auto& sc = file.at(layer + ".scales");
+    const auto& bi = file.at(layer + ".biases");
+    const auto fail = [&](const std::string& what) { LOWBIT_THROW(errc::corrupt_file, where + ": " + what); };
+    if (wq.dtype != dtype::u32 || wq.shape.size() != 2)
+        fail("weight is " + std::string(safetensors::to_string(wq.dtype)) + " " +
+             safetensors::detail::show_shape(wq.shape) + ", expected U32 [out, in * bits / 32]");
+    if (sc.dtype != dtype::f32 && sc.dtype != dtype::f16 && sc.dtype != dtype::bf16)
+        fail("scales are " + std::string(safetensors::to_string(sc.dtype)) + ", expected F32, F16 or BF16");
+    if (bi.dtype != sc.dtype || bi.shape != sc.shape)
+        fail("biases (" + std::string(safetensors::to_string(bi.dtype)) + " " + safetensors::detail::show_shape(bi.shape) +
+             ") differ from scales (" + std::string(safetensors::to_string(sc.dtype)) + " " +
+             safetensors::detail::show_shape(sc.shape) + ")");
+    const std::uint64_t rows = wq.shape[0], words = wq.shape[1];
+    if (sc.shape.size() != 2 || sc.shape[0] != rows)
+        fail("scales " + safetensors::detail::show_shape(sc.shape) + " do not have the weight's " +
+             std::to_string(rows) + " rows");
+    const std::uint64_t cols = sc.shape[1] * f.group;
+    if (cols == 0 || words * 32 != cols * static_cast<std::uint64_t>(f.bits))
+        fail("weight " + safetensors::detail::show_shape(wq.shape) + " does not hold " + std::to_string(cols) +
+             " codes of " + std::to_string(f.bits) + " bits per row (scales " +
+             safetensors::detail::show_shape(sc.shape) + ", groups of " + std::to_string(f.group) + ")");
+    std::vector<float> s, b;
+    try {
+        s = safetensors::finite_floats(sc);
+        b = safetensors::finite_floats(bi);
+    } catch (const error& e) {
+        rethrow_with_context(e, where);
+    }
+    const param_dtype pt = detail::params_of(sc.dtype);
+    const auto r = static_cast<std::size_t>(rows), c = static_cast<std::size_t>(cols);
+    switch (f.bits) {
+    case 2: return detail::layer_from<2>(wq.data(), s, b, r, c, f.group, pt);
+    case 3: return detail::layer_from<3>(wq.data(), s, b, r, c, f.group, pt);
+    case 4: return detail::layer_from<4>(wq.data(), s, b, r, c, f.group, pt);
+    case 5: return detail::layer_from<5>(wq.data(), s, b, r, c, f.group, pt);
+    case 6: return detail::layer_from<6>(wq.data(), s, b, r, c, f.group, pt);
+    default: return detail::layer_from<8>(wq.data(), s, b, r, c, f.group, pt);
+    }
+}
+
+}  // namespace mlx
+LOWBIT_NAMESPACE_END
