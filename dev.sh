@@ -48,7 +48,7 @@ interop() {
     PACKAGES+=(python3 python3-pip)
     deps
     configure
-    cmake --build build -j2 --target ggml_capi bnb_capi affine_capi gguf_tool safetensors_tool lowbit_cli >/dev/null
+    cmake --build build -j2 --target ggml_capi bnb_capi affine_capi mx_capi gguf_tool safetensors_tool lowbit_cli >/dev/null
     local venv=build/venv
     [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest safetensors; }
     # A venv made before safetensors joined the suite (or by ./dev.sh fuzz) lacks it.
@@ -82,6 +82,7 @@ interop() {
     local env=(LOWBIT_GGML_CAPI="$PWD/build/tests/interop/libggml_capi.so"
                LOWBIT_BNB_CAPI="$PWD/build/tests/interop/libbnb_capi.so"
                LOWBIT_AFFINE_CAPI="$PWD/build/tests/interop/libaffine_capi.so"
+               LOWBIT_MX_CAPI="$PWD/build/tests/interop/libmx_capi.so"
                LOWBIT_GGUF_TOOL="$PWD/build/tests/interop/gguf_tool"
                LOWBIT_SAFETENSORS_TOOL="$PWD/build/tests/interop/safetensors_tool"
                LOWBIT_CLI="$PWD/build/bin/lowbit"
