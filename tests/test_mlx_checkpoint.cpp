@@ -162,3 +162,35 @@ TEST_CASE("MLX read_layer refuses layers that do not match their format or each 
     fails_with("c", fmt, "does not hold 192 codes of 4 bits");
     CHECK_THROWS_AS(mlx::read_layer(f, "missing", fmt), lowbit::error);
 }
+
+TEST_CASE("MLX per-layer formats: the first matching rule wins, and config.json lists the layers") {
+    lowbit_test::scratch_dir dir("mlx_layers");
+    const auto a = random_half(64 * 256, 6, false), b = random_half(64 * 256, 7, false);
+    {
+        st::writer w(dir.path / "in.safetensors");
+        w.add("model.layers.0.mlp.down_proj.weight", st::dtype::f16, {64, 256}, bytes(a));
+        w.add("model.layers.0.mlp.up_proj.weight", st::dtype::f16, {64, 256}, bytes(b));
+        w.add("model.layers.1.mlp.down_proj.weight", st::dtype::f16, {64, 256}, bytes(b));
+        w.finish();
+    }
+    mlx::convert_options o;
+    o.format = mlx::parse_checkpoint_format("mlx-4b-g64");
+    o.layers = {mlx::parse_layer_rule("layers\\.0\\..*down_proj=mlx-8b-g32"), mlx::parse_layer_rule("down_proj$=mlx-6b-g128")};
+    const auto rep = mlx::convert_checkpoint(dir.path / "in.safetensors", dir.path / "out.safetensors", o);
+    REQUIRE(rep.per_layer.size() == 2);
+    CHECK(rep.per_layer[0].first == "model.layers.0.mlp.down_proj");
+    CHECK(rep.per_layer[0].second.name() == "mlx-8b-g32");
+    CHECK(rep.per_layer[1].first == "model.layers.1.mlp.down_proj");
+    CHECK(rep.per_layer[1].second.name() == "mlx-6b-g128");
+    CHECK(rep.config_json(o.format) ==
+          "{\"group_size\": 64, \"bits\": 4, \"model.layers.0.mlp.down_proj\": {\"group_size\": 32, \"bits\": 8}, "
+          "\"model.layers.1.mlp.down_proj\": {\"group_size\": 128, \"bits\": 6}}");
+    const auto f = st::file::open(dir.path / "out.safetensors");
+    CHECK(f.at("model.layers.0.mlp.down_proj.weight").shape == std::vector<std::uint64_t>{64, 64});
+    CHECK(f.at("model.layers.0.mlp.down_proj.scales").shape == std::vector<std::uint64_t>{64, 8});
+    CHECK(f.at("model.layers.0.mlp.up_proj.weight").shape == std::vector<std::uint64_t>{64, 32});
+    CHECK(f.at("model.layers.1.mlp.down_proj.weight").shape == std::vector<std::uint64_t>{64, 48});
+    CHECK(mlx::read_layer(f, "model.layers.1.mlp.down_proj", rep.per_layer[1].second)->cols() == 256);
+    for (const char* bad : {"down_proj", "=mlx-4b-g64", "down_proj=mlx-4b", "(=mlx-4b-g64"})
+        CHECK_THROWS_AS(mlx::parse_layer_rule(bad), lowbit::error);
+}

@@ -4,7 +4,8 @@
 //                  [--seed S] [--threads N] [--csv] [--plot FILE.svg]
 //   lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE] [--threads N] [--leave-output-tensor] [--pure]
 //                   [--allow-requantize]
-//   lowbit quantize IN.safetensors OUT.safetensors --format F [--rules cuda|cpu] [--include-embeddings] [--threads N]
+//   lowbit quantize IN.safetensors OUT.safetensors --format F [--rules cuda|cpu] [--include-embeddings]
+//                   [--layer-format REGEX=F2] [--threads N]
 //     (F: a bitsandbytes format such as nf4-b64-dq or llm-int8, or an MLX one such as mlx-4b-g64)
 //   lowbit inspect FILE.gguf|FILE.safetensors
 //   lowbit formats
@@ -277,20 +278,38 @@ std::string value_string(const lowbit::gguf_value& v, std::size_t max_items) {
 bool is_safetensors(std::string_view path) { return path.ends_with(".safetensors"); }
 
 // mlx-lm's config.json beside an MLX checkpoint: its "quantization" block
-// (group_size, bits) as a format, when the file is there and has one.
-std::optional<lowbit::mlx::checkpoint_format> mlx_config_beside(const char* path) {
+// (group_size, bits, and per-layer entries), when the file is there and has one.
+struct mlx_config {
+    lowbit::mlx::checkpoint_format format;
+    std::map<std::string, lowbit::mlx::checkpoint_format> layers;
+    lowbit::mlx::checkpoint_format of(const std::string& layer) const {
+        const auto it = layers.find(layer);
+        return it == layers.end() ? format : it->second;
+    }
+};
+
+std::optional<mlx_config> mlx_config_beside(const char* path) {
     const auto cfg = std::filesystem::path(path).parent_path() / "config.json";
     std::ifstream in(cfg, std::ios::binary);
     if (!in) return std::nullopt;
     std::stringstream ss;
     ss << in.rdbuf();
+    const auto format_of = [](const lowbit::json::value& v) -> std::optional<lowbit::mlx::checkpoint_format> {
+        if (v.type() != lowbit::json::kind::object) return std::nullopt;
+        const auto g = v["group_size"].to_u64(), b = v["bits"].to_u64();
+        if (!g || !b) return std::nullopt;
+        return lowbit::mlx::parse_checkpoint_format("mlx-" + std::to_string(*b) + "b-g" + std::to_string(*g));
+    };
     try {
         const auto j = lowbit::json::parse(ss.str());
         const auto* q = j.find("quantization");
         if (!q) return std::nullopt;
-        const auto g = (*q)["group_size"].to_u64(), b = (*q)["bits"].to_u64();
-        if (!g || !b) return std::nullopt;
-        return lowbit::mlx::parse_checkpoint_format("mlx-" + std::to_string(*b) + "b-g" + std::to_string(*g));
+        const auto f = format_of(*q);
+        if (!f) return std::nullopt;
+        mlx_config c{*f, {}};
+        for (const auto& m : q->members())
+            if (const auto lf = format_of(m.value)) c.layers.emplace(m.key, *lf);
+        return c;
     } catch (const lowbit::error& e) {
         std::printf("  (%s: %s)\n", cfg.string().c_str(), e.what());
         return std::nullopt;
@@ -327,9 +346,10 @@ int inspect_safetensors(const char* path) {
                                 layer.c_str());
                 } else {
                     try {
-                        const auto q = lowbit::mlx::read_layer(f, layer, *mlx_format);
-                        std::printf("      MLX layer %s: %s, %zu x %zu, %.4f bits/w\n", layer.c_str(),
-                                    mlx_format->name().c_str(), q->rows(), q->cols(), q->bits_per_weight());
+                        const auto lf = mlx_format->of(layer);
+                        const auto q = lowbit::mlx::read_layer(f, layer, lf);
+                        std::printf("      MLX layer %s: %s, %zu x %zu, %.4f bits/w\n", layer.c_str(), lf.name().c_str(),
+                                    q->rows(), q->cols(), q->bits_per_weight());
                     } catch (const lowbit::error& e) {
                         std::printf("      %s\n", e.what());
                     }
@@ -404,6 +424,7 @@ int quantize_safetensors(int argc, char** argv) {
     std::vector<std::string> pos;
     std::string format;
     lowbit::bnb::convert_options opt;
+    std::vector<lowbit::mlx::layer_rule> layer_rules;
     bool rules_given = false;
     for (int i = 0; i < argc; ++i) {
         const std::string_view a = argv[i];
@@ -418,6 +439,8 @@ int quantize_safetensors(int argc, char** argv) {
             rules_given = true;
         } else if (a == "--include-embeddings") {
             opt.include_embeddings = true;
+        } else if (a == "--layer-format") {
+            layer_rules.push_back(lowbit::mlx::parse_layer_rule(value()));
         } else if (a == "--threads") {
             opt.threads = parse_threads(value());
         } else if (a.starts_with("--")) {
@@ -430,11 +453,13 @@ int quantize_safetensors(int argc, char** argv) {
     if (pos.size() != 2 || format.empty())
         LOWBIT_THROW(lowbit::errc::invalid_argument,
                      "usage: lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|"
-                     "mlx-4b-g64|... [--rules cuda|cpu] [--include-embeddings] [--threads N]");
+                     "mlx-4b-g64|... [--rules cuda|cpu] [--include-embeddings] [--layer-format REGEX=mlx-8b-g64] "
+                     "[--threads N]");
     const bool mlx = format.starts_with("mlx-");
     lowbit::mlx::convert_options mopt;
     if (mlx) {
         mopt.format = lowbit::mlx::parse_checkpoint_format(format);
+        mopt.layers = layer_rules;
         mopt.threads = opt.threads;
         if (rules_given || opt.include_embeddings)
             LOWBIT_THROW(lowbit::errc::invalid_argument,
@@ -443,6 +468,8 @@ int quantize_safetensors(int argc, char** argv) {
                              "divide into groups, embeddings and lm_head included, as mlx-lm does");
     } else {
         opt.format = lowbit::bnb::parse_checkpoint_format(format);
+        if (!layer_rules.empty())
+            LOWBIT_THROW(lowbit::errc::invalid_argument, "quantize: --layer-format is for MLX formats");
     }
     require_extension(pos[1], ".safetensors");
     const bool tty = isatty(STDERR_FILENO);
@@ -458,10 +485,14 @@ int quantize_safetensors(int argc, char** argv) {
     std::size_t tensors = 0, quantized = 0;
     std::uint64_t bytes_in = 0, bytes_out = 0;
     std::vector<std::string> not_divisible;
+    std::string mlx_config;
+    std::vector<std::string> per_layer;
     if (mlx) {
         const auto r = lowbit::mlx::convert_checkpoint(pos[0], pos[1], mopt);
         tensors = r.tensors, quantized = r.quantized, bytes_in = r.bytes_in, bytes_out = r.bytes_out;
         not_divisible = r.not_divisible;
+        mlx_config = r.config_json(mopt.format);
+        for (const auto& [layer, f] : r.per_layer) per_layer.push_back(layer + ": " + f.name());
     } else {
         const auto r = lowbit::bnb::convert_checkpoint(pos[0], pos[1], opt);
         tensors = r.tensors, quantized = r.quantized, bytes_in = r.bytes_in, bytes_out = r.bytes_out;
@@ -475,16 +506,17 @@ int quantize_safetensors(int argc, char** argv) {
         std::printf("%s -> %s (bitsandbytes %s, %s rules)\n", pos[0].c_str(), pos[1].c_str(), opt.format.name().c_str(),
                     std::string(lowbit::bnb::to_string(opt.rules)).c_str());
     std::printf("  tensors      %zu quantized, %zu kept as they were\n", quantized, tensors - quantized);
+    for (const auto& l : per_layer) std::printf("  layer        %s\n", l.c_str());
     for (const auto& n : not_divisible)
-        std::printf("  kept         %s: its rows do not divide into groups of %zu (mlx-lm leaves it unquantized too)\n",
-                    n.c_str(), mopt.format.group);
+        std::printf("  kept         %s: its rows do not divide into its groups (mlx-lm leaves it unquantized too)\n",
+                    n.c_str());
     std::printf("  size         %s -> %s (%.1f%%)\n", mib(bytes_in).c_str(), mib(bytes_out).c_str(),
                 bytes_in ? 100.0 * static_cast<double>(bytes_out) / static_cast<double>(bytes_in) : 100.0);
     std::printf("  time         %.2f s (%u thread%s)\n", secs, opt.threads, opt.threads == 1 ? "" : "s");
     if (mlx)
         std::printf("\n  mlx-lm reads it with config.json's \"quantization\": %s (and the same under "
                     "\"quantization_config\")\n",
-                    mopt.format.config_json().c_str());
+                    mlx_config.c_str());
     else if (!opt.format.int8)
         std::printf("\n  transformers reads it with quantization_config {\"quant_method\": \"bitsandbytes\", "
                     "\"load_in_4bit\": true, \"bnb_4bit_quant_type\": \"%s\", \"bnb_4bit_use_double_quant\": %s}\n",
@@ -580,7 +612,7 @@ int usage(int code) {
                  "       lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE] [--threads N]\n"
                  "                       [--leave-output-tensor] [--pure] [--allow-requantize]\n"
                  "       lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|mlx-4b-g64|...\n"
-                 "                       [--rules cuda|cpu] [--include-embeddings] [--threads N]\n"
+                 "                       [--rules cuda|cpu] [--include-embeddings] [--layer-format REGEX=F2] [--threads N]\n"
                  "       lowbit inspect FILE.gguf|FILE.safetensors\n"
                  "       lowbit formats\n"
                  "       lowbit --version\n");

@@ -265,3 +265,32 @@ def test_checkpoint_is_what_mlx_writes_and_mx_load_reads(tmp_path, bits, group, 
     r = lowbit_cli("inspect", fout)
     assert r.returncode == 0, r.stderr
     assert f"MLX layer model.layers.0.mlp.down_proj: mlx-{bits}b-g{group}, 256 x 384" in r.stdout
+
+
+def test_checkpoint_per_layer_formats_are_what_their_config_entries_say(tmp_path):
+    # --layer-format gives some layers other bits and group sizes; the summary's
+    # config block names them as mlx-lm's per-layer quantization does, and each
+    # layer is mx.quantize's at its own bits and group size.
+    rng = np.random.default_rng(3)
+    src = {f"model.layers.{i}.mlp.{p}.weight": mx.array((rng.standard_normal((64, 256)) * 0.05).astype(np.float32))
+           .astype(mx.bfloat16) for i in range(2) for p in ("up_proj", "down_proj")}
+    fin, fout = tmp_path / "model.safetensors", tmp_path / "model-q.safetensors"
+    mx.save_safetensors(str(fin), src)
+    r = lowbit_cli("quantize", fin, fout, "--format", "mlx-4b-g64", "--layer-format", r"down_proj$=mlx-6b-g32",
+                   "--layer-format", r"layers\.1\.=mlx-8b-g128")
+    assert r.returncode == 0, r.stderr
+    config = json.loads(r.stdout.split('"quantization": ', 1)[1].split(" (and the same", 1)[0])
+    assert config == {"group_size": 64, "bits": 4,
+                      "model.layers.0.mlp.down_proj": {"group_size": 32, "bits": 6},
+                      "model.layers.1.mlp.up_proj": {"group_size": 128, "bits": 8},
+                      "model.layers.1.mlp.down_proj": {"group_size": 32, "bits": 6}}
+    got = mx.load(str(fout))
+    for name, w in src.items():
+        layer = name[: -len(".weight")]
+        q = config.get(layer, config)
+        wq, s, b = mx.quantize(w, group_size=q["group_size"], bits=q["bits"])
+        assert np.array_equal(np.array(got[name]), np.array(wq)), name
+        assert np.array_equal(f32(got[layer + ".scales"]), f32(s)) and np.array_equal(f32(got[layer + ".biases"]), f32(b))
+    (tmp_path / "config.json").write_text(json.dumps({"quantization": config}))
+    r = lowbit_cli("inspect", fout)
+    assert "MLX layer model.layers.1.mlp.up_proj: mlx-8b-g128, 64 x 256" in r.stdout, r.stdout

@@ -8,7 +8,10 @@
 //   X.scales   T   [out, in / group]
 //   X.biases   T   [out, in / group]      w ~= scales * q + biases
 // and mlx-lm's config.json holds {"quantization": {"group_size": G, "bits": B}}
-// (and the same under "quantization_config"). The codes and params are
+// (and the same under "quantization_config"), with an entry
+// "X": {"group_size": g, "bits": b} for each layer X quantized otherwise
+// (mlx-lm's per-layer quantization, as its mixed recipes write it and its
+// loader reads it). The codes and params are
 // mx.quantize's bit for bit (the registry's mlx-* formats, whose params take
 // the weights' dtype here as MLX's do).
 //
@@ -26,9 +29,11 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <regex>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -38,6 +43,7 @@
 #include "../pack/bits.hpp"
 #include "../quantizer.hpp"
 #include "../scheme/affine.hpp"
+#include "json.hpp"
 #include "safetensors.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -77,8 +83,32 @@ inline checkpoint_format parse_checkpoint_format(std::string_view s) {
     return f;
 }
 
+/// A per-layer format: layers whose name (X of "X.weight") matches `pattern`
+/// (std::regex_search, ECMAScript) take `format`.
+struct layer_rule {
+    std::string pattern;
+    checkpoint_format format{};
+};
+
+/// "REGEX=mlx-<b>b-g<G>", as the command line gives a layer_rule.
+inline layer_rule parse_layer_rule(std::string_view s) {
+    const std::size_t eq = s.rfind('=');
+    if (eq == std::string_view::npos || eq == 0)
+        LOWBIT_THROW(errc::invalid_argument, "layer format '" + std::string(s) + "' is not REGEX=mlx-<b>b-g<G>");
+    layer_rule r{std::string(s.substr(0, eq)), parse_checkpoint_format(s.substr(eq + 1))};
+    try {
+        (void)std::regex(r.pattern);
+    } catch (const std::regex_error& e) {
+        LOWBIT_THROW(errc::invalid_argument, "layer format '" + std::string(s) + "': '" + r.pattern +
+                                                 "' is not a regular expression (" + e.what() + ")");
+    }
+    return r;
+}
+
 struct convert_options {
     checkpoint_format format{};
+    /// Per-layer formats, the first matching rule winning; other layers take `format`.
+    std::vector<layer_rule> layers;
     unsigned threads = 1;
     /// Called after each tensor: (index, count, name, quantized).
     std::function<void(std::size_t, std::size_t, const std::string&, bool)> progress;
@@ -90,6 +120,17 @@ struct convert_report {
     std::uint64_t weights_quantized = 0;
     /// 2-D float weights left unquantized because their rows do not divide into groups.
     std::vector<std::string> not_divisible;
+    /// Layers quantized with another format than the default, in file order.
+    std::vector<std::pair<std::string, checkpoint_format>> per_layer;
+
+    /// mlx-lm's config.json "quantization" block for this conversion.
+    std::string config_json(const checkpoint_format& f) const {
+        std::string j = f.config_json();
+        if (per_layer.empty()) return j;
+        j.pop_back();
+        for (const auto& [layer, g] : per_layer) j += ", " + json::dump(json::value(layer)) + ": " + g.config_json();
+        return j + "}";
+    }
 };
 
 /// Whether a tensor is a weight convert_checkpoint quantizes when its rows
@@ -103,6 +144,13 @@ inline bool is_weight(const safetensors::tensor_info& t) {
 
 inline bool should_quantize(const safetensors::tensor_info& t, const checkpoint_format& f) {
     return is_weight(t) && t.shape[1] % f.group == 0;
+}
+
+/// The format of layer `layer` under o: the first matching layer rule's, or o.format.
+inline checkpoint_format format_of(const std::string& layer, const convert_options& o) {
+    for (const auto& r : o.layers)
+        if (std::regex_search(layer, std::regex(r.pattern))) return r.format;
+    return o.format;
 }
 
 namespace detail {
@@ -194,25 +242,27 @@ inline convert_report convert_checkpoint(const std::filesystem::path& in, const 
         const auto& t = tensors[i];
         rep.tensors++;
         rep.bytes_in += t.size();
-        if (!should_quantize(t, o.format)) {
+        const std::string layer = is_weight(t) ? t.name.substr(0, t.name.size() - 7) : std::string();
+        const checkpoint_format f = is_weight(t) ? format_of(layer, o) : o.format;
+        if (!should_quantize(t, f)) {
             if (is_weight(t)) rep.not_divisible.push_back(t.name);
             w.add(t.name, t.dtype, t.shape, t.data());
             if (o.progress) o.progress(i, tensors.size(), t.name, false);
             continue;
         }
         const std::uint64_t rows = t.shape[0], cols = t.shape[1];
-        const std::string base = t.name.substr(0, t.name.size() - std::string_view("weight").size());
         try {
             const std::vector<float> x = safetensors::finite_floats(t);
             const param_dtype pt = detail::params_of(t.dtype);
             auto p = std::make_unique<detail::layer_parts>(detail::quantize_layer(
-                matrix_view<const float>(x.data(), static_cast<std::size_t>(rows), static_cast<std::size_t>(cols)),
-                o.format, pt, o.threads));
-            const std::uint64_t groups = cols / o.format.group;
-            w.add(t.name, dtype::u32, {rows, cols * static_cast<std::uint64_t>(o.format.bits) / 32},
+                matrix_view<const float>(x.data(), static_cast<std::size_t>(rows), static_cast<std::size_t>(cols)), f,
+                pt, o.threads));
+            const std::uint64_t groups = cols / f.group;
+            w.add(t.name, dtype::u32, {rows, cols * static_cast<std::uint64_t>(f.bits) / 32},
                   std::as_bytes(std::span<const std::uint8_t>(p->codes)));
-            w.add(base + "scales", t.dtype, {rows, groups}, p->scales);
-            w.add(base + "biases", t.dtype, {rows, groups}, p->biases);
+            w.add(layer + ".scales", t.dtype, {rows, groups}, p->scales);
+            w.add(layer + ".biases", t.dtype, {rows, groups}, p->biases);
+            if (f.bits != o.format.bits || f.group != o.format.group) rep.per_layer.emplace_back(layer, f);
             keep.push_back(std::move(p));
         } catch (const error& e) {
             rethrow_with_context(e, in.string() + ": tensor '" + t.name + "'");
