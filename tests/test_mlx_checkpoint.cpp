@@ -194,3 +194,36 @@ TEST_CASE("MLX per-layer formats: the first matching rule wins, and config.json 
     for (const char* bad : {"down_proj", "=mlx-4b-g64", "down_proj=mlx-4b", "(=mlx-4b-g64"})
         CHECK_THROWS_AS(mlx::parse_layer_rule(bad), lowbit::error);
 }
+
+TEST_CASE("MLX 4- and 5-bit layers with fp16 params become ggml's Q4_1 and Q5_1 blocks exactly") {
+    std::mt19937 rng(9);
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    std::vector<float> x(8 * 256);
+    for (auto& v : x) v = fp16_to_float(float_to_fp16(d(rng)));
+    const matrix_view<const float> w(x.data(), 8, 256);
+    std::vector<float> a(x.size()), b(x.size());
+    for (const char* fmt : {"mlx-4b-g32", "mlx-4b-g64", "mlx-4b-g128"}) {
+        INFO(fmt);
+        const auto q = quantize(find_format(fmt), w);
+        const auto blocks = mlx::to_ggml_min_blocks(as_mlx<4>(*q));
+        REQUIRE(blocks.size() == 8 * 256 / 32 * sizeof(ggml::block_q4_1));
+        const auto g = from_ggml_blocks<ggml_q4_1_scheme>(blocks, 8, 256);
+        q->dequantize(matrix_view<float>(a.data(), 8, 256));
+        g.dequantize(matrix_view<float>(b.data(), 8, 256));
+        CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+    }
+    const auto q5 = quantize(find_format("mlx-5b-g64"), w);
+    const auto g5 = from_ggml_blocks<ggml_q5_1_scheme>(
+        mlx::to_ggml_min_blocks(dynamic_cast<const quantized<affine<5, affine_mode::mlx>>&>(*q5)), 8, 256);
+    q5->dequantize(matrix_view<float>(a.data(), 8, 256));
+    g5.dequantize(matrix_view<float>(b.data(), 8, 256));
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * 4) == 0);
+    // An fp32 scale that fp16 cannot hold is refused, naming the group.
+    const auto f32 = quantize(find_format("mlx-4b-g64-f32"), w);
+    try {
+        (void)mlx::to_ggml_min_blocks(as_mlx<4>(*f32));
+        FAIL("no error");
+    } catch (const lowbit::error& e) {
+        CHECK(std::string(e.what()).find("row 0, columns 0..31: scale") != std::string::npos);
+    }
+}

@@ -2,6 +2,7 @@
 // and torchao-int4-*), for tests/interop/test_mlx.py and test_torchao.py
 // (loaded with ctypes beside mlx and torchao). Each returns 1 on success and
 // 0 after printing the error.
+#include <lowbit/formats/mlx_checkpoint.hpp>
 #include <lowbit/registry.hpp>
 
 #include "capi_guard.hpp"
@@ -12,6 +13,7 @@
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -70,6 +72,27 @@ int lowbit_affine_dequantize(const char* format, const float* x, std::int64_t ro
                                                                          static_cast<std::size_t>(cols)),
                                         {}, {2});
         q->dequantize_to(out, static_cast<std::size_t>(cols), static_cast<lowbit::kernels::out_type>(out_type));
+    });
+}
+
+// Quantizes x with the registry format `format` (a 4- or 5-bit mlx-* one)
+// and writes ggml's Q4_1 / Q5_1 blocks of the result to `blocks`
+// (lowbit::mlx::to_ggml_min_blocks): rows * cols / 32 blocks of 20 / 24 bytes.
+int lowbit_mlx_to_ggml(const char* format, const float* x, std::int64_t rows, std::int64_t cols, std::uint8_t* blocks) {
+    return guarded([&] {
+        const auto q = lowbit::quantize(lowbit::find_format(format),
+                                        lowbit::matrix_view<const float>(x, static_cast<std::size_t>(rows),
+                                                                         static_cast<std::size_t>(cols)));
+        std::vector<std::uint8_t> b;
+        using lowbit::affine;
+        using lowbit::affine_mode;
+        if (const auto* m4 = dynamic_cast<const lowbit::quantized<affine<4, affine_mode::mlx>>*>(q.get()))
+            b = lowbit::mlx::to_ggml_min_blocks(*m4);
+        else if (const auto* m5 = dynamic_cast<const lowbit::quantized<affine<5, affine_mode::mlx>>*>(q.get()))
+            b = lowbit::mlx::to_ggml_min_blocks(*m5);
+        else
+            throw std::runtime_error(std::string("lowbit_mlx_to_ggml: '") + format + "' is not a 4- or 5-bit MLX format");
+        std::copy(b.begin(), b.end(), blocks);
     });
 }
 

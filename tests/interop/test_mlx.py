@@ -294,3 +294,28 @@ def test_checkpoint_per_layer_formats_are_what_their_config_entries_say(tmp_path
     (tmp_path / "config.json").write_text(json.dumps({"quantization": config}))
     r = lowbit_cli("inspect", fout)
     assert "MLX layer model.layers.1.mlp.up_proj: mlx-8b-g128, 64 x 256" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("bits", [4, 5])
+def test_4_and_5_bit_layers_become_ggml_q4_1_and_q5_1_blocks_exactly(capi, bits):
+    # An MLX layer with fp16 params holds exactly what ggml's Q4_1 / Q5_1
+    # blocks hold (d = scale, m = bias, the same codes): ggml's dequantize of
+    # the converted blocks (gguf.quants) is mx.dequantize's float32 output.
+    quants = pytest.importorskip("gguf.quants")
+    from gguf import GGMLQuantizationType as T
+    capi.lowbit_mlx_to_ggml.argtypes = [ctypes.c_char_p, P, I64, I64, P]
+    t, size = (T.Q4_1, 20) if bits == 4 else (T.Q5_1, 24)
+    rng = np.random.default_rng(bits)
+    for group in GROUPS:
+        w = mx.array(rng.standard_normal((8, 512)).astype(np.float32)).astype(mx.float16)
+        w32 = np.ascontiguousarray(f32(w))
+        blocks = np.zeros(8 * 512 // 32 * size, np.uint8)
+        assert capi.lowbit_mlx_to_ggml(f"mlx-{bits}b-g{group}".encode(), ptr(w32), 8, 512, ptr(blocks))
+        wq, s, b = mx.quantize(w, group_size=group, bits=bits)
+        ref = f32(mx.dequantize(wq, s.astype(mx.float32), b.astype(mx.float32), group_size=group, bits=bits))
+        got = quants.dequantize(blocks.reshape(8, -1), t).astype(np.float32)
+        assert np.array_equal(got.view(np.uint32), ref.view(np.uint32)), f"{bits} bits, groups of {group}"
+    # bf16 params that fp16 cannot hold exactly are refused, not rounded.
+    tiny = np.ascontiguousarray(rng.standard_normal((8, 512)).astype(np.float32) * 1e-7)
+    tiny = f32(mx.array(tiny).astype(mx.bfloat16))
+    assert not capi.lowbit_mlx_to_ggml(f"mlx-{bits}b-g64-bf16".encode(), ptr(tiny), 8, 512, ptr(blocks))

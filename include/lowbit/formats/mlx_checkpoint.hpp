@@ -20,7 +20,9 @@
 // and Embedding (the output head included) whose input dimension does; other
 // tensors are copied unchanged, and mlx-lm loads those layers unquantized (it
 // quantizes a layer only where "X.scales" exists). read_layer() gives a
-// layer back as a quantized matrix (dequantize, or convert it further).
+// layer back as a quantized matrix (dequantize, or convert it further);
+// to_ggml_min_blocks() turns a 4- or 5-bit layer with fp16 params into ggml's
+// Q4_1 or Q5_1 blocks exactly (the same codes, scales and biases).
 
 #include <charconv>
 #include <cstddef>
@@ -43,6 +45,7 @@
 #include "../pack/bits.hpp"
 #include "../quantizer.hpp"
 #include "../scheme/affine.hpp"
+#include "ggml_convert.hpp"
 #include "json.hpp"
 #include "safetensors.hpp"
 
@@ -328,6 +331,36 @@ inline std::unique_ptr<quantized_base> read_layer(const safetensors::file& file,
     case 6: return detail::layer_from<6>(wq.data(), s, b, r, c, f.group, pt);
     default: return detail::layer_from<8>(wq.data(), s, b, r, c, f.group, pt);
     }
+}
+
+/// ggml's Q4_1 (4-bit) or Q5_1 (5-bit) blocks holding an MLX layer exactly:
+/// each MLX group of G values is G / 32 ggml blocks with the group's scale
+/// as d and its bias as m, and the same codes (d * q + m is MLX's scale * q +
+/// bias). The params must be fp16 values (an fp16 checkpoint's are; a bf16 or
+/// fp32 one converts where its values happen to be): otherwise
+/// errc::invalid_argument names the group, rather than a rounded copy.
+template <int Bits>
+std::vector<std::uint8_t> to_ggml_min_blocks(const quantized<affine<Bits, affine_mode::mlx>>& q) {
+    static_assert(Bits == 4 || Bits == 5, "to_ggml_min_blocks: ggml's Q4_1 and Q5_1 hold 4- and 5-bit codes");
+    using S = ggml_affine<Bits, ggml_rule::min_max>;
+    const std::size_t G = q.layout.group;
+    if (q.layout.param_stride * G != q.n_cols || G % 32 != 0 || q.scales_q)
+        LOWBIT_THROW(errc::invalid_argument, "to_ggml_min_blocks: an MLX layer has row-wise groups of 32, 64 or 128");
+    quantized<S> g;
+    g.gran = per_group(32);
+    g.n_rows = q.n_rows;
+    g.n_cols = q.n_cols;
+    g.layout = layout_for(g.gran, g.n_rows, g.n_cols);
+    g.code_stride = q.code_stride;
+    g.codes = q.codes;
+    g.scale.resize(g.layout.count);
+    g.bias.resize(g.layout.count);
+    for (std::size_t i = 0; i < g.layout.count; ++i) {
+        const std::size_t src = i / (G / 32);  // row-major groups: G / 32 ggml blocks each
+        g.scale[i] = q.scale[src];
+        g.bias[i] = q.bias.empty() ? 0.0f : q.bias[src];
+    }
+    return to_ggml_blocks(g);
 }
 
 }  // namespace mlx
