@@ -318,14 +318,26 @@ TEST_CASE("NVFP4: E2M1 codes under E4M3 block scales under one fp32 tensor scale
     const std::size_t rows = 8, cols = 128;
     const auto w = random_matrix(rows, cols, 12, 0.02f);
     matrix_view<const float> v(w.data(), rows, cols);
+    // NVIDIA's tensor scale, amax / (6 * 448) rounded once (the registry's nvfp4).
     quantizer<nvfp4_elements, double_quant<fp8_e4m3_amax>> qz({}, per_group(16),
-                                                               double_quant<fp8_e4m3_amax>{{}, 0, false, true});
+                                                               double_quant<fp8_e4m3_amax>{{}, 0, false, true, 2688.0f});
     const auto q = qz.quantize(v);
     const auto& sl = *q.scales_q;
     REQUIRE(sl.scale.size() == 1);  // one tensor scale
     float amax = 0;
     for (float x : w) amax = std::max(amax, std::fabs(x));
-    REQUIRE(sl.scale[0] == amax / 6.0f / 448.0f);  // amax / (6 * 448), computed as the block scales are
+    REQUIRE(sl.scale[0] == amax / 2688.0f);
+    // Without amax_divisor: E4M3's amax / 448 fitted to the block scales amax / 6.
+    const auto fitted = quantizer<nvfp4_elements, double_quant<fp8_e4m3_amax>>(
+                            {}, per_group(16), double_quant<fp8_e4m3_amax>{{}, 0, false, true})
+                            .quantize(v);
+    REQUIRE(fitted.scales_q->scale[0] == amax / 6.0f / 448.0f);
+    // One amax where the two differ in the last bit (3.734375 / 2688 rounds up).
+    std::vector<float> one(cols, 0.5f);
+    one[7] = 3.734375f;
+    const matrix_view<const float> ov(one.data(), 1, cols);
+    CHECK(qz.quantize(ov).scales_q->scale[0] == 3.734375f / 2688.0f);
+    CHECK(3.734375f / 2688.0f != 3.734375f / 6.0f / 448.0f);
     for (std::size_t g = 0; g < q.scale.size(); ++g) {
         REQUIRE(q.scale[g] == fp8_e4m3_to_float(sl.codes[g]) * sl.scale[0]);
         for (std::size_t k = 0; k < 16; ++k) {

@@ -25,6 +25,7 @@ struct no_double_quant {};
 
 template <scheme S2>
 struct double_quant {
+    using scheme_type = S2;
     S2 scheme{};
     /// Scales per second-level group; 0 = all scales of the matrix in one group.
     /// Under super_block granularity the super-block decides and this is ignored.
@@ -35,6 +36,12 @@ struct double_quant {
     /// with the original ones (bitsandbytes encodes with the fp32 absmax and
     /// quantizes the absmax afterwards).
     bool encode_with_quantized = true;
+    /// Nonzero (with block 0): the one second-level scale is the weights'
+    /// largest |value| over this, rounded once, instead of the second-level
+    /// scheme's fit to the scales (which still serves when that is 0). NVFP4's tensor scale is amax / (6 * 448)
+    /// so (NVIDIA's recipe, torchao's per_tensor_amax_to_scale); fitting
+    /// E4M3's amax / 448 to the block scales amax / 6 rounds twice.
+    float amax_divisor = 0.0f;
 };
 
 template <class T>
@@ -108,9 +115,12 @@ inline float mean_f32(std::span<const float> v) noexcept {
 /// block through where(first, last + 1), the first-level scales it covers.
 /// `offset`, with dq.subtract_mean, is subtracted instead of the mean (to
 /// reproduce an owner's run whose mean was rounded otherwise).
+/// `fixed`, when given, replaces the second-level fit of every block (see
+/// double_quant::amax_divisor).
 template <class S2, class Where>
 second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> scales, std::size_t block,
-                             std::span<float> effective, Where&& where, std::optional<float> offset = {}) {
+                             std::span<float> effective, Where&& where, std::optional<float> offset = {},
+                             std::optional<typename S2::params> fixed = {}) {
     second_level out;
     out.bits = S2::bits;
     const std::size_t n = scales.size();
@@ -132,8 +142,9 @@ second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> 
     for (std::size_t b = 0; b < nblocks; ++b) {
         const std::size_t lo = b * out.block, hi = std::min(n, lo + out.block);
         std::span<const float> x(centred.data() + lo, hi - lo);
-        const auto p = at_position([&] { return dq.scheme.fit(x, {}); },
-                                   [&] { return where(lo, hi) + " (second-level block " + std::to_string(b) + ")"; });
+        const auto p = fixed ? *fixed
+                             : at_position([&] { return dq.scheme.fit(x, {}); },
+                                           [&] { return where(lo, hi) + " (second-level block " + std::to_string(b) + ")"; });
         split_params(p, out.scale, out.zero, out.bias, b);
         for (std::size_t i = lo; i < hi; ++i) {
             out.codes[i] = dq.scheme.encode(centred[i], p);

@@ -341,10 +341,22 @@ public:
             std::vector<float> s(L.count);
             for (std::size_t g = 0; g < L.count; ++g) s[g] = params[g].scale;
             const std::size_t block = gran.kind == granularity_kind::super_block ? L.super : dq.block;
-            q.scales_q = detail::quantize_scales(dq, s, block, effective, [&](std::size_t lo, std::size_t hi) {
-                return std::string("quantize (") + scheme.name() + "): the scales of " +
-                       detail::groups_position(w, L, lo, hi);
-            });
+            std::optional<typename DQ::scheme_type::params> fixed;
+            if (dq.amax_divisor != 0.0f) {
+                if (block != 0)
+                    LOWBIT_THROW(errc::invalid_argument, who + ": double_quant::amax_divisor needs one second-level "
+                                                               "block (block 0)");
+                typename DQ::scheme_type::params p{};
+                p.scale = largest_magnitude(w) / dq.amax_divisor;
+                if (p.scale > 0.0f) fixed = p;  // else (all zero, or below float's range) the scheme's own fit
+            }
+            q.scales_q = detail::quantize_scales(
+                dq, s, block, effective,
+                [&](std::size_t lo, std::size_t hi) {
+                    return std::string("quantize (") + scheme.name() + "): the scales of " +
+                           detail::groups_position(w, L, lo, hi);
+                },
+                std::nullopt, fixed);
             if (dq.encode_with_quantized)
                 for (std::size_t g = 0; g < L.count; ++g) (split ? encode_params : params)[g].scale = effective[g];
         } else {
@@ -605,6 +617,16 @@ private:
             stored = detail::at_position([&] { return scheme.fit_stats(st); }, where);
             return stored;
         }
+    }
+
+    /// The largest |value| of w (finite, checked before), through the extremes kernel.
+    static float largest_magnitude(matrix_view<const float> w) {
+        std::vector<kernels::group_extremes> ex(w.rows());
+        bool nf = false;
+        kernels::gather_extremes({w.data(), w.stride(), w.rows(), w.cols(), w.cols(), ex.data(), &nf});
+        float m = 0.0f;
+        for (const auto& e : ex) m = std::fmax(m, std::fmax(std::fabs(e.min), std::fabs(e.max)));
+        return m;
     }
 
     /// Largest finite |table value| of a table scheme (0 for affine ones).

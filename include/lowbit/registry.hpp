@@ -92,7 +92,7 @@ LOWBIT_FORMAT_FN(q_mxfp6_e2m3, quantizer(mxfp6_e2m3{}, per_group(32)))
 LOWBIT_FORMAT_FN(q_mxfp8_e4m3, quantizer(mxfp8_e4m3{}, per_group(32)))
 LOWBIT_FORMAT_FN(q_mxfp8_e5m2, quantizer(mxfp8_e5m2{}, per_group(32)))
 LOWBIT_FORMAT_FN(q_nvfp4,
-                 quantizer(nvfp4_elements{}, per_group(16), double_quant<fp8_e4m3_amax>{fp8_e4m3_amax{}, 0, false, true}))
+                 quantizer(nvfp4_elements{}, per_group(16), double_quant<fp8_e4m3_amax>{fp8_e4m3_amax{}, 0, false, true, 6.0f * 448.0f}))
 LOWBIT_FORMAT_FN(q_fp8_e4m3_ch, quantizer(fp8_e4m3_amax{}, per_channel()))
 
 #undef LOWBIT_FORMAT_FN

@@ -68,11 +68,11 @@ def unpack_nibbles(packed, rows, cols):
     return q
 
 
-def theirs_mx(x, name):
+def theirs_mx(x, name, dtype=torch.float32):
     elem, packed = MX[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        s, d = mx_tensor.to_mx(torch.from_numpy(x), elem, 32)
+        s, d = mx_tensor.to_mx(torch.from_numpy(x).to(dtype), elem, 32)
     e8m0 = s.view(torch.uint8).numpy().reshape(-1)
     if packed:
         codes = unpack_nibbles(d.view(torch.uint8).numpy(), *x.shape)
@@ -119,12 +119,21 @@ def edge_rows():
     return np.ascontiguousarray(np.tile(np.stack(g), (1, 4)), np.float32)
 
 
+def as_bf16(x):
+    """x rounded to bf16 (to nearest even), as float32."""
+    return np.ascontiguousarray(torch.from_numpy(x).to(torch.bfloat16).float().numpy())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", list(MX))
-def test_mx_codes_and_scales_equal_torchao(capi, name):
+def test_mx_codes_and_scales_equal_torchao(capi, name, dtype):
+    # bf16 weights: torchao takes the bf16 tensor, lowbit its values as float32.
     data = dict(datasets())
     data["edge blocks"] = edge_rows()
     for what, x in data.items():
-        codes, e8m0 = theirs_mx(x, name)
+        if dtype == torch.bfloat16:
+            x = as_bf16(x)
+        codes, e8m0 = theirs_mx(x, name, dtype)
         c, s, _, _ = ours(capi, name, x, 32)
         assert np.array_equal(e8m0_of(s), e8m0), f"{name} {what}: E8M0 scales differ"
         bad = np.argwhere(c != codes)
@@ -150,42 +159,33 @@ def test_mx_dequantize_equals_the_spec_decode_of_torchaos_codes(capi, name):
     assert np.array_equal(out.view(np.uint32), ref.view(np.uint32))
 
 
-def theirs_nvfp4(x, pts=None):
-    """torchao's codes, E4M3 block-scale bytes and tensor scale (its own, or
-    `pts`), and the block scales' E4M3 bytes before torchao clamps them to
-    E4M3's smallest normal."""
-    xt = torch.from_numpy(x)
-    if pts is None:
-        pts = nvfp4_tensor.per_tensor_amax_to_scale(torch.max(torch.abs(xt)))
-    else:
-        pts = torch.tensor(pts, dtype=torch.float32)
+def theirs_nvfp4(x, dtype=torch.float32):
+    """torchao's codes, E4M3 block-scale bytes and tensor scale, and the block
+    scales' E4M3 bytes before torchao clamps them to E4M3's smallest normal."""
+    xt = torch.from_numpy(x).to(dtype)
+    pts = nvfp4_tensor.per_tensor_amax_to_scale(torch.max(torch.abs(xt)))
     scales, data = nvfp4_tensor.nvfp4_quantize(xt, 16, pts)
-    block = torch.amax(torch.abs(xt.reshape(x.shape[0], -1, 16)), dim=-1) / 6.0
+    block = torch.amax(torch.abs(xt.float().reshape(x.shape[0], -1, 16)), dim=-1) / 6.0
     unclamped = (block / pts).to(torch.float8_e4m3fn).view(torch.uint8).numpy().reshape(-1)
     return (unpack_nibbles(data.view(torch.uint8).numpy(), *x.shape), scales.view(torch.uint8).numpy().reshape(-1),
             np.float32(pts.item()), unclamped)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("what", ["normal", "student_t", "lognormal", "ties", "edge blocks"])
-def test_nvfp4_codes_and_scales_equal_torchao(capi, what):
+def test_nvfp4_codes_and_scales_equal_torchao(capi, what, dtype):
     # torchao clamps each scaled block scale to at least E4M3's smallest
     # normal (2^-6) before rounding it to E4M3; lowbit rounds it to nearest
     # even into E4M3's subnormals too (0 for an all-zero block), as the E4M3
     # format allows and NVIDIA's decode reads, which keeps blocks far below the
-    # tensor's largest on a finer scale. The tensor scale is the largest
-    # block scale (amax / 6) over 448, as the double quantization composes
-    # it; torchao divides amax by 6 * 448 at once, which can round one ulp
-    # apart (edge blocks below): given lowbit's tensor scale, the rest is
-    # torchao's rule.
+    # tensor's largest on a finer scale. Elsewhere, and in the fp32 tensor
+    # scale (amax / (6 * 448), rounded once), the two are one rule.
     x = edge_rows() if what == "edge blocks" else datasets()[what]
+    if dtype == torch.bfloat16:
+        x = as_bf16(x)
     c, _, sc, ts = ours(capi, "nvfp4", x, 16)
-    amax = np.float32(np.abs(x).max())
-    assert np.float32(ts) == np.float32(np.float32(amax / np.float32(6)) / np.float32(448))
-    _, _, their_ts, _ = theirs_nvfp4(x)
-    assert abs(int(np.float32(ts).view(np.int32)) - int(their_ts.view(np.int32))) <= 1
-    if what in ("normal", "student_t", "lognormal", "ties"):
-        assert np.float32(ts) == their_ts
-    codes, scale_codes, pts, unclamped = theirs_nvfp4(x, ts)
+    codes, scale_codes, pts, unclamped = theirs_nvfp4(x, dtype)
+    assert np.float32(ts).view(np.uint32) == pts.view(np.uint32), f"nvfp4 {what}: tensor scales differ"
     assert np.array_equal(sc, unclamped), f"nvfp4 {what}: E4M3 block scales differ from torchao's unclamped rule"
     same = scale_codes == unclamped  # blocks torchao's clamp leaves alone
     assert np.array_equal(scale_codes[~same], np.full((~same).sum(), 8, np.uint8))  # the clamp: 2^-6, code 8
