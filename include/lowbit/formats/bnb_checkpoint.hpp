@@ -111,7 +111,7 @@ struct convert_options {
     bool include_embeddings = false;  ///< quantize embeddings and lm_head too
     unsigned threads = 1;
     /// Called after each tensor: (index, count, name, quantized).
-    std::function<void(std::size_t, std::size_t, const std::string&, bool)> progress;
+    safetensors::rewrite_progress progress;
 };
 
 struct convert_report {
@@ -156,12 +156,7 @@ inline source_dtype source_of(safetensors::dtype t) {
 inline convert_report convert_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
                                          const convert_options& o = {}) {
     using safetensors::dtype;
-    lowbit::detail::check_output_target(out, "safetensors", {{"input", &in}});
-    const auto src = safetensors::file::open(in);
-    safetensors::writer w(out);
-    for (const auto& kv : src.metadata()) w.set_metadata(kv.first, kv.second);
-    convert_report rep;
-    // The quantized parts must outlive w.finish(): the writer keeps spans.
+    // The quantized parts must outlive the writer's finish(): it keeps spans.
     struct parts {
         quant_state_4bit s4;
         int8_weight s8;
@@ -170,83 +165,59 @@ inline convert_report convert_checkpoint(const std::filesystem::path& in, const 
         std::uint8_t weight_format = 0;
     };
     std::vector<std::unique_ptr<parts>> keep;
-    const auto tensors = src.tensors();
-    for (std::size_t i = 0; i < tensors.size(); ++i) {
-        const auto& t = tensors[i];
-        rep.tensors++;
-        rep.bytes_in += t.size();
-        const bool q = should_quantize(t, o);
-        if (!q) {
-            w.add(t.name, t.dtype, t.shape, t.data());
-            rep.bytes_out += t.size();
-            if (o.progress) o.progress(i, tensors.size(), t.name, false);
-            continue;
-        }
-        std::vector<float> x;
-        try {
-            x = safetensors::finite_floats(t);
-            auto p = std::make_unique<parts>();
-            const std::uint64_t rows = t.shape[0], cols = t.shape[1];
-            const std::string base = t.name.substr(0, t.name.size() - std::string_view("weight").size());
-            if (o.format.int8) {
-                // Linear8bitLt quantizes from float16 whatever the checkpoint holds.
-                if (t.dtype != dtype::f16)
-                    for (std::size_t k = 0; k < x.size(); ++k) {
-                        const float h = fp16_to_float(float_to_fp16(x[k]));
-                        if (!std::isfinite(h))
-                            LOWBIT_THROW(errc::invalid_argument,
-                                         "row " + std::to_string(k / cols) + ", column " + std::to_string(k % cols) +
-                                             ": " + lowbit::detail::value_string(x[k]) +
-                                             " is beyond float16's range (65504), which LLM.int8() quantizes from");
-                        x[k] = h;
-                    }
-                p->s8 = quantize_int8_rows(x, static_cast<std::size_t>(rows), static_cast<std::size_t>(cols),
-                                           o.threads);
-                w.add(t.name, dtype::i8, {rows, cols}, detail::bytes_of(p->s8.q));
-                w.add(base + "SCB", dtype::f32, {rows}, detail::bytes_of(p->s8.scb));
-                w.add(base + "weight_format", dtype::u8, {}, std::as_bytes(std::span<const std::uint8_t>(&p->weight_format, 1)));
-            } else {
-                quantize_4bit_options qo;
-                qo.type = o.format.type;
-                qo.blocksize = o.format.blocksize;
-                qo.compress_statistics = o.format.nested;
-                qo.rules = o.rules;
-                qo.dtype = detail::source_of(t.dtype);
-                qo.threads = o.threads;
-                p->s4 = quantize_4bit(x, {rows, cols}, qo);
-                const auto& s = p->s4;
-                const std::string json = quant_state_json(s);
-                p->json.assign(json.begin(), json.end());
-                p->quant_map.assign(s.code.begin(), s.code.end());
-                w.add(t.name, dtype::u8, {s.packed.size(), 1}, detail::bytes_of(s.packed));
-                if (s.nested) {
-                    p->nested_map.assign(s.nested->code.begin(), s.nested->code.end());
-                    w.add(t.name + ".absmax", dtype::u8, {s.nested->codes.size()}, detail::bytes_of(s.nested->codes));
-                    w.add(t.name + ".nested_absmax", dtype::f32, {s.nested->absmax.size()},
-                          detail::bytes_of(s.nested->absmax));
-                    w.add(t.name + ".nested_quant_map", dtype::f32, {256}, detail::bytes_of(p->nested_map));
-                } else {
-                    w.add(t.name + ".absmax", dtype::f32, {s.absmax.size()}, detail::bytes_of(s.absmax));
+    const auto convert = [&](const safetensors::tensor_info& t, safetensors::writer& w) {
+        if (!should_quantize(t, o)) return false;
+        std::vector<float> x = safetensors::finite_floats(t);
+        auto p = std::make_unique<parts>();
+        const std::uint64_t rows = t.shape[0], cols = t.shape[1];
+        const std::string base = t.name.substr(0, t.name.size() - std::string_view("weight").size());
+        if (o.format.int8) {
+            // Linear8bitLt quantizes from float16 whatever the checkpoint holds.
+            if (t.dtype != dtype::f16)
+                for (std::size_t k = 0; k < x.size(); ++k) {
+                    const float h = fp16_to_float(float_to_fp16(x[k]));
+                    if (!std::isfinite(h))
+                        LOWBIT_THROW(errc::invalid_argument,
+                                     "row " + std::to_string(k / cols) + ", column " + std::to_string(k % cols) +
+                                         ": " + lowbit::detail::value_string(x[k]) +
+                                         " is beyond float16's range (65504), which LLM.int8() quantizes from");
+                    x[k] = h;
                 }
-                w.add(t.name + ".quant_map", dtype::f32, {16}, detail::bytes_of(p->quant_map));
-                w.add(t.name + "." + quant_state_key(s.type), dtype::u8, {p->json.size()}, detail::bytes_of(p->json));
+            p->s8 = quantize_int8_rows(x, static_cast<std::size_t>(rows), static_cast<std::size_t>(cols), o.threads);
+            w.add(t.name, dtype::i8, {rows, cols}, detail::bytes_of(p->s8.q));
+            w.add(base + "SCB", dtype::f32, {rows}, detail::bytes_of(p->s8.scb));
+            w.add(base + "weight_format", dtype::u8, {}, std::as_bytes(std::span<const std::uint8_t>(&p->weight_format, 1)));
+        } else {
+            quantize_4bit_options qo;
+            qo.type = o.format.type;
+            qo.blocksize = o.format.blocksize;
+            qo.compress_statistics = o.format.nested;
+            qo.rules = o.rules;
+            qo.dtype = detail::source_of(t.dtype);
+            qo.threads = o.threads;
+            p->s4 = quantize_4bit(x, {rows, cols}, qo);
+            const auto& s = p->s4;
+            const std::string json = quant_state_json(s);
+            p->json.assign(json.begin(), json.end());
+            p->quant_map.assign(s.code.begin(), s.code.end());
+            w.add(t.name, dtype::u8, {s.packed.size(), 1}, detail::bytes_of(s.packed));
+            if (s.nested) {
+                p->nested_map.assign(s.nested->code.begin(), s.nested->code.end());
+                w.add(t.name + ".absmax", dtype::u8, {s.nested->codes.size()}, detail::bytes_of(s.nested->codes));
+                w.add(t.name + ".nested_absmax", dtype::f32, {s.nested->absmax.size()}, detail::bytes_of(s.nested->absmax));
+                w.add(t.name + ".nested_quant_map", dtype::f32, {256}, detail::bytes_of(p->nested_map));
+            } else {
+                w.add(t.name + ".absmax", dtype::f32, {s.absmax.size()}, detail::bytes_of(s.absmax));
             }
-            keep.push_back(std::move(p));
-        } catch (const error& e) {
-            rethrow_with_context(e, in.string() + ": tensor '" + t.name + "'");
-        } catch (const std::bad_alloc&) {
-            // The float copy and the quantized parts: about 5 bytes per element.
-            throw_out_of_memory(in.string() + ": tensor '" + t.name + "' (" + std::to_string(t.numel()) +
-                                    " elements, as floats and quantized)",
-                                t.numel() * 5);
+            w.add(t.name + ".quant_map", dtype::f32, {16}, detail::bytes_of(p->quant_map));
+            w.add(t.name + "." + quant_state_key(s.type), dtype::u8, {p->json.size()}, detail::bytes_of(p->json));
         }
-        rep.quantized++;
-        rep.weights_quantized += t.numel();
-        if (o.progress) o.progress(i, tensors.size(), t.name, true);
-    }
-    w.finish();
-    rep.bytes_out = std::filesystem::file_size(out);
-    return rep;
+        keep.push_back(std::move(p));
+        return true;
+    };
+    // The float copy and the quantized parts: about 5 bytes per element.
+    const auto c = safetensors::rewrite(in, out, convert, 5, o.progress);
+    return {c.tensors, c.converted, c.bytes_in, c.bytes_out, c.elements_converted};
 }
 
 /// A 4-bit state read back from a converted checkpoint: the weight `name`

@@ -114,7 +114,7 @@ struct convert_options {
     std::vector<layer_rule> layers;
     unsigned threads = 1;
     /// Called after each tensor: (index, count, name, quantized).
-    std::function<void(std::size_t, std::size_t, const std::string&, bool)> progress;
+    safetensors::rewrite_progress progress;
 };
 
 struct convert_report {
@@ -234,53 +234,37 @@ std::unique_ptr<quantized_base> layer_from(std::span<const std::byte> codes, std
 inline convert_report convert_checkpoint(const std::filesystem::path& in, const std::filesystem::path& out,
                                          const convert_options& o = {}) {
     using safetensors::dtype;
-    lowbit::detail::check_output_target(out, "safetensors", {{"input", &in}});
-    const auto src = safetensors::file::open(in);
-    safetensors::writer w(out);
-    for (const auto& kv : src.metadata()) w.set_metadata(kv.first, kv.second);
     convert_report rep;
-    std::vector<std::unique_ptr<detail::layer_parts>> keep;  // the writer keeps spans until finish()
-    const auto tensors = src.tensors();
-    for (std::size_t i = 0; i < tensors.size(); ++i) {
-        const auto& t = tensors[i];
-        rep.tensors++;
-        rep.bytes_in += t.size();
-        const std::string layer = is_weight(t) ? t.name.substr(0, t.name.size() - 7) : std::string();
-        const checkpoint_format f = is_weight(t) ? format_of(layer, o) : o.format;
+    std::vector<std::unique_ptr<detail::layer_parts>> keep;  // the writer keeps spans until it finishes
+    const auto convert = [&](const safetensors::tensor_info& t, safetensors::writer& w) {
+        if (!is_weight(t)) return false;
+        const std::string layer = t.name.substr(0, t.name.size() - std::string_view(".weight").size());
+        const checkpoint_format f = format_of(layer, o);
         if (!should_quantize(t, f)) {
-            if (is_weight(t)) rep.not_divisible.push_back(t.name);
-            w.add(t.name, t.dtype, t.shape, t.data());
-            if (o.progress) o.progress(i, tensors.size(), t.name, false);
-            continue;
+            rep.not_divisible.push_back(t.name);
+            return false;
         }
         const std::uint64_t rows = t.shape[0], cols = t.shape[1];
-        try {
-            const std::vector<float> x = safetensors::finite_floats(t);
-            const param_dtype pt = detail::params_of(t.dtype);
-            auto p = std::make_unique<detail::layer_parts>(detail::quantize_layer(
-                matrix_view<const float>(x.data(), static_cast<std::size_t>(rows), static_cast<std::size_t>(cols)), f,
-                pt, o.threads));
-            const std::uint64_t groups = cols / f.group;
-            w.add(t.name, dtype::u32, {rows, cols * static_cast<std::uint64_t>(f.bits) / 32},
-                  std::as_bytes(std::span<const std::uint8_t>(p->codes)));
-            w.add(layer + ".scales", t.dtype, {rows, groups}, p->scales);
-            w.add(layer + ".biases", t.dtype, {rows, groups}, p->biases);
-            if (f.bits != o.format.bits || f.group != o.format.group) rep.per_layer.emplace_back(layer, f);
-            keep.push_back(std::move(p));
-        } catch (const error& e) {
-            rethrow_with_context(e, in.string() + ": tensor '" + t.name + "'");
-        } catch (const std::bad_alloc&) {
-            // The float copy, the codes and the params: about 6 bytes per element.
-            throw_out_of_memory(in.string() + ": tensor '" + t.name + "' (" + std::to_string(t.numel()) +
-                                    " elements, as floats and quantized)",
-                                t.numel() * 6);
-        }
-        rep.quantized++;
-        rep.weights_quantized += t.numel();
-        if (o.progress) o.progress(i, tensors.size(), t.name, true);
-    }
-    w.finish();
-    rep.bytes_out = std::filesystem::file_size(out);
+        const std::vector<float> x = safetensors::finite_floats(t);
+        auto p = std::make_unique<detail::layer_parts>(detail::quantize_layer(
+            matrix_view<const float>(x.data(), static_cast<std::size_t>(rows), static_cast<std::size_t>(cols)), f,
+            detail::params_of(t.dtype), o.threads));
+        const std::uint64_t groups = cols / f.group;
+        w.add(t.name, dtype::u32, {rows, cols * static_cast<std::uint64_t>(f.bits) / 32},
+              std::as_bytes(std::span<const std::uint8_t>(p->codes)));
+        w.add(layer + ".scales", t.dtype, {rows, groups}, p->scales);
+        w.add(layer + ".biases", t.dtype, {rows, groups}, p->biases);
+        if (f.bits != o.format.bits || f.group != o.format.group) rep.per_layer.emplace_back(layer, f);
+        keep.push_back(std::move(p));
+        return true;
+    };
+    // The float copy, the codes and the params: about 6 bytes per element.
+    const auto c = safetensors::rewrite(in, out, convert, 6, o.progress);
+    rep.tensors = c.tensors;
+    rep.quantized = c.converted;
+    rep.bytes_in = c.bytes_in;
+    rep.bytes_out = c.bytes_out;
+    rep.weights_quantized = c.elements_converted;
     return rep;
 }
 

@@ -764,6 +764,58 @@ private:
     std::unordered_map<std::string, std::size_t> metadata_index_;  // key -> position in metadata_
 };
 
+/// What rewrite() did.
+struct rewrite_counts {
+    std::size_t tensors = 0, converted = 0;
+    std::uint64_t bytes_in = 0, bytes_out = 0;
+    std::uint64_t elements_converted = 0;
+};
+
+/// Called after each tensor by rewrite(): (index, count, name, converted).
+using rewrite_progress = std::function<void(std::size_t, std::size_t, const std::string&, bool)>;
+
+/// A checkpoint rewritten tensor by tensor into `out` (written atomically;
+/// the metadata copied): convert(t, w) either writes its own entries for
+/// tensor t to w and returns true (the bytes it hands w must live until
+/// rewrite returns), or returns false and t is copied unchanged. An error
+/// while converting names the file and the tensor; a failed allocation is an
+/// out-of-memory error estimating bytes_per_element per element of the tensor.
+template <class Convert>
+rewrite_counts rewrite(const std::filesystem::path& in, const std::filesystem::path& out, Convert&& convert,
+                       std::uint64_t bytes_per_element, const rewrite_progress& progress = {}) {
+    lowbit::detail::check_output_target(out, "safetensors", {{"input", &in}});
+    const auto src = file::open(in);
+    writer w(out);
+    for (const auto& kv : src.metadata()) w.set_metadata(kv.first, kv.second);
+    rewrite_counts c;
+    const auto tensors = src.tensors();
+    for (std::size_t i = 0; i < tensors.size(); ++i) {
+        const auto& t = tensors[i];
+        c.tensors++;
+        c.bytes_in += t.size();
+        bool converted = false;
+        try {
+            converted = convert(t, w);
+        } catch (const error& e) {
+            rethrow_with_context(e, in.string() + ": tensor '" + t.name + "'");
+        } catch (const std::bad_alloc&) {
+            throw_out_of_memory(in.string() + ": tensor '" + t.name + "' (" + std::to_string(t.numel()) +
+                                    " elements, as floats and converted)",
+                                t.numel() * bytes_per_element);
+        }
+        if (converted) {
+            c.converted++;
+            c.elements_converted += t.numel();
+        } else {
+            w.add(t.name, t.dtype, t.shape, t.data());
+        }
+        if (progress) progress(i, tensors.size(), t.name, converted);
+    }
+    w.finish();
+    c.bytes_out = std::filesystem::file_size(out);
+    return c;
+}
+
 }  // namespace safetensors
 
 LOWBIT_NAMESPACE_END
