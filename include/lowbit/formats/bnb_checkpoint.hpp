@@ -114,11 +114,7 @@ struct convert_options {
     safetensors::rewrite_progress progress;
 };
 
-struct convert_report {
-    std::size_t tensors = 0, quantized = 0;
-    std::uint64_t bytes_in = 0, bytes_out = 0;
-    std::uint64_t weights_quantized = 0;
-};
+using convert_report = safetensors::rewrite_counts;
 
 /// Whether convert_checkpoint quantizes this tensor.
 inline bool should_quantize(const safetensors::tensor_info& t, const convert_options& o) {
@@ -216,8 +212,7 @@ inline convert_report convert_checkpoint(const std::filesystem::path& in, const 
         return true;
     };
     // The float copy and the quantized parts: about 5 bytes per element.
-    const auto c = safetensors::rewrite(in, out, convert, 5, o.progress);
-    return {c.tensors, c.converted, c.bytes_in, c.bytes_out, c.elements_converted};
+    return safetensors::rewrite(in, out, convert, 5, o.progress);
 }
 
 /// A 4-bit state read back from a converted checkpoint: the weight `name`

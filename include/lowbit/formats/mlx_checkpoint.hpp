@@ -117,10 +117,7 @@ struct convert_options {
     safetensors::rewrite_progress progress;
 };
 
-struct convert_report {
-    std::size_t tensors = 0, quantized = 0;
-    std::uint64_t bytes_in = 0, bytes_out = 0;
-    std::uint64_t weights_quantized = 0;
+struct convert_report : safetensors::rewrite_counts {
     /// 2-D float weights left unquantized because their rows do not divide into groups.
     std::vector<std::string> not_divisible;
     /// Layers quantized with another format than the default, in file order.
@@ -259,12 +256,7 @@ inline convert_report convert_checkpoint(const std::filesystem::path& in, const 
         return true;
     };
     // The float copy, the codes and the params: about 6 bytes per element.
-    const auto c = safetensors::rewrite(in, out, convert, 6, o.progress);
-    rep.tensors = c.tensors;
-    rep.quantized = c.converted;
-    rep.bytes_in = c.bytes_in;
-    rep.bytes_out = c.bytes_out;
-    rep.weights_quantized = c.elements_converted;
+    static_cast<safetensors::rewrite_counts&>(rep) = safetensors::rewrite(in, out, convert, 6, o.progress);
     return rep;
 }
 

@@ -764,11 +764,12 @@ private:
     std::unordered_map<std::string, std::size_t> metadata_index_;  // key -> position in metadata_
 };
 
-/// What rewrite() did.
+/// What rewrite() did: tensors read, tensors converted (quantized), bytes in
+/// and out, and the elements of the converted tensors.
 struct rewrite_counts {
-    std::size_t tensors = 0, converted = 0;
+    std::size_t tensors = 0, quantized = 0;
     std::uint64_t bytes_in = 0, bytes_out = 0;
-    std::uint64_t elements_converted = 0;
+    std::uint64_t weights_quantized = 0;
 };
 
 /// Called after each tensor by rewrite(): (index, count, name, converted).
@@ -804,8 +805,8 @@ rewrite_counts rewrite(const std::filesystem::path& in, const std::filesystem::p
                                 t.numel() * bytes_per_element);
         }
         if (converted) {
-            c.converted++;
-            c.elements_converted += t.numel();
+            c.quantized++;
+            c.weights_quantized += t.numel();
         } else {
             w.add(t.name, t.dtype, t.shape, t.data());
         }
