@@ -620,9 +620,11 @@ int usage(int code) {
 }
 
 int cmd_formats() {
-    std::printf("%-18s %-10s %s\n", "format", "family", "description");
+    int width = 6;
+    for (const auto& f : lowbit::formats()) width = std::max(width, static_cast<int>(f.name.size()));
+    std::printf("%-*s %-10s %s\n", width, "format", "family", "description");
     for (const auto& f : lowbit::formats())
-        std::printf("%-18s %-10s %s\n", std::string(f.name).c_str(), std::string(f.family).c_str(),
+        std::printf("%-*s %-10s %s\n", width, std::string(f.name).c_str(), std::string(f.family).c_str(),
                     std::string(f.description).c_str());
     return 0;
 }
