@@ -38,9 +38,10 @@ struct double_quant {
     bool encode_with_quantized = true;
     /// Nonzero (with block 0): the one second-level scale is the weights'
     /// largest |value| over this, rounded once, instead of the second-level
-    /// scheme's fit to the scales (which still serves when that is 0). NVFP4's tensor scale is amax / (6 * 448)
-    /// so (NVIDIA's recipe, torchao's per_tensor_amax_to_scale); fitting
-    /// E4M3's amax / 448 to the block scales amax / 6 rounds twice.
+    /// scheme's fit to the scales (which still serves when that is 0).
+    /// NVFP4's tensor scale is amax / (6 * 448) so (NVIDIA's recipe, torchao's
+    /// per_tensor_amax_to_scale); fitting E4M3's amax / 448 to the block
+    /// scales amax / 6 rounds twice.
     float amax_divisor = 0.0f;
 };
 

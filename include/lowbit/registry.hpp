@@ -7,7 +7,6 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <limits>
 #include <memory>
 #include <span>
 #include <string>
@@ -92,7 +91,8 @@ LOWBIT_FORMAT_FN(q_mxfp6_e2m3, quantizer(mxfp6_e2m3{}, per_group(32)))
 LOWBIT_FORMAT_FN(q_mxfp8_e4m3, quantizer(mxfp8_e4m3{}, per_group(32)))
 LOWBIT_FORMAT_FN(q_mxfp8_e5m2, quantizer(mxfp8_e5m2{}, per_group(32)))
 LOWBIT_FORMAT_FN(q_nvfp4,
-                 quantizer(nvfp4_elements{}, per_group(16), double_quant<fp8_e4m3_amax>{fp8_e4m3_amax{}, 0, false, true, 6.0f * 448.0f}))
+                 quantizer(nvfp4_elements{}, per_group(16),
+                           double_quant<fp8_e4m3_amax>{fp8_e4m3_amax{}, 0, false, true, 6.0f * 448.0f}))
 LOWBIT_FORMAT_FN(q_fp8_e4m3_ch, quantizer(fp8_e4m3_amax{}, per_channel()))
 
 #undef LOWBIT_FORMAT_FN
@@ -218,7 +218,7 @@ std::unique_ptr<quantized_base> q_ggml(matrix_view<const float> w, std::span<con
 }
 
 /// `t` with the MLX and torchao formats after int2-g64.
-inline std::vector<format> with_mlx_formats(std::vector<format> t) {
+inline std::vector<format> with_owner_formats(std::vector<format> t) {
     const auto& mlx = mlx_formats();
     const auto& tao = torchao_formats();
     auto at = t.insert(std::find_if(t.begin(), t.end(), [](const format& f) { return f.name == "int2-g64"; }) + 1,
@@ -228,7 +228,7 @@ inline std::vector<format> with_mlx_formats(std::vector<format> t) {
 }
 
 inline const std::vector<format>& format_table() {
-    static const std::vector<format> table = with_mlx_formats({
+    static const std::vector<format> table = with_owner_formats({
         {"int8-ch", "integer", "8-bit symmetric, one fp32 scale per output channel", true, q_int8_ch},
         {"int8-g128", "integer", "8-bit symmetric, groups of 128, fp16 scales", false, q_int8_g128},
         {"int4-g128-sym", "integer", "4-bit symmetric (absmax/7), groups of 128, fp16 scales", true, q_int4_g128_sym},
