@@ -8,6 +8,11 @@ P = ctypes.c_void_p
 I64 = ctypes.c_int64
 
 
+def ptr(a):
+    """A numpy array's data as a C pointer."""
+    return a.ctypes.data_as(P)
+
+
 def load_capi(var, name):
     """The library of lowbit C entry points at environment variable `var`."""
     path = os.environ.get(var)
@@ -28,4 +33,23 @@ def bnb_capi():
     lib.lowbit_bnb_dequantize_blockwise.argtypes = [P, I64, I64, P, ctypes.c_int, P]
     lib.lowbit_bnb_int8_quant.argtypes = [P, I64, I64, ctypes.c_float, P, P, P, P]
     lib.lowbit_bnb_int8_linear.argtypes = [P, I64, P, I64, I64, ctypes.c_float, P]
+    return lib
+
+
+@pytest.fixture(scope="session")
+def affine_capi():
+    """lowbit's MLX and torchao entry points (tests/interop/affine_capi.cpp), from LOWBIT_AFFINE_CAPI."""
+    lib = load_capi("LOWBIT_AFFINE_CAPI", "libaffine_capi.so")
+    lib.lowbit_affine_quantize.argtypes = [ctypes.c_char_p, P, I64, I64, P, P, P, P]
+    lib.lowbit_affine_dequantize.argtypes = [ctypes.c_char_p, P, I64, I64, ctypes.c_int, P]
+    lib.lowbit_mlx_to_ggml.argtypes = [ctypes.c_char_p, P, I64, I64, P]
+    return lib
+
+
+@pytest.fixture(scope="session")
+def mx_capi():
+    """lowbit's OCP MX and NVFP4 entry points (tests/interop/mx_capi.cpp), from LOWBIT_MX_CAPI."""
+    lib = load_capi("LOWBIT_MX_CAPI", "libmx_capi.so")
+    lib.lowbit_mx_quantize.argtypes = [ctypes.c_char_p, P, I64, I64, P, P, P, P]
+    lib.lowbit_mx_dequantize.argtypes = [ctypes.c_char_p, P, I64, I64, P]
     return lib

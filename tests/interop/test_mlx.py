@@ -13,37 +13,21 @@ mlx-<b>b-g<G>` writes mlx-lm's layout, which mx.load reads back.
 Environment: LOWBIT_AFFINE_CAPI (our C entry points, tests/interop/affine_capi.cpp),
 LOWBIT_CLI (the lowbit program).
 """
-import ctypes
 import json
 import os
 import subprocess
 
 import numpy as np
 import pytest
-from conftest import load_capi
+from conftest import ptr
 
 mx = pytest.importorskip("mlx.core", reason="mlx does not import here (pip install \"mlx[cpu]\" in the venv)",
                          exc_type=ImportError)
 mx.set_default_device(mx.cpu)
 
-P = ctypes.c_void_p
-I64 = ctypes.c_int64
-
 BITS = [2, 3, 4, 5, 6, 8]
 GROUPS = [32, 64, 128]
 DTYPES = {"f16": (mx.float16, ""), "bf16": (mx.bfloat16, "-bf16"), "f32": (mx.float32, "-f32")}
-
-
-@pytest.fixture(scope="module")
-def capi():
-    lib = load_capi("LOWBIT_AFFINE_CAPI", "libaffine_capi.so")
-    lib.lowbit_affine_quantize.argtypes = [ctypes.c_char_p, P, I64, I64, P, P, P, P]
-    lib.lowbit_affine_dequantize.argtypes = [ctypes.c_char_p, P, I64, I64, ctypes.c_int, P]
-    return lib
-
-
-def ptr(a):
-    return a.ctypes.data_as(P)
 
 
 def f32(a):
@@ -51,13 +35,13 @@ def f32(a):
     return np.array(a.astype(mx.float32))
 
 
-def ours(capi, name, w32, bits, group):
+def ours(affine_capi, name, w32, bits, group):
     rows, cols = w32.shape
     codes = np.zeros(rows * cols * bits // 8, np.uint8)
     scales = np.zeros(rows * cols // group, np.float32)
     biases = np.zeros(rows * cols // group, np.float32)
     bpw = np.zeros(1, np.float64)
-    ok = capi.lowbit_affine_quantize(name.encode(), ptr(w32), rows, cols, ptr(codes), ptr(scales), ptr(biases), ptr(bpw))
+    ok = affine_capi.lowbit_affine_quantize(name.encode(), ptr(w32), rows, cols, ptr(codes), ptr(scales), ptr(biases), ptr(bpw))
     return (codes, scales, biases, bpw[0]) if ok else None
 
 
@@ -122,12 +106,12 @@ def to_mx(a, dtype):
     return mx.array(np.ascontiguousarray(a, np.float32)).astype(DTYPES[dtype][0])
 
 
-def compare(capi, w, bits, group, dtype, what):
+def compare(affine_capi, w, bits, group, dtype, what):
     name = f"mlx-{bits}b-g{group}{DTYPES[dtype][1]}"
     w32 = np.ascontiguousarray(f32(w))
     rows, cols = w32.shape
     codes, scales, biases = theirs(w, bits, group)
-    got = ours(capi, name, w32, bits, group)
+    got = ours(affine_capi, name, w32, bits, group)
     assert got is not None, f"{name} {what}: lowbit refused input mx.quantize accepts"
     c, s, b, bpw = got
     if not np.array_equal(c, codes):
@@ -146,14 +130,14 @@ def compare(capi, w, bits, group, dtype, what):
 @pytest.mark.parametrize("dtype", list(DTYPES))
 @pytest.mark.parametrize("group", GROUPS)
 @pytest.mark.parametrize("bits", BITS)
-def test_codes_and_params_equal_mx_quantize(capi, bits, group, dtype):
+def test_codes_and_params_equal_mx_quantize(affine_capi, bits, group, dtype):
     for what, a in datasets(dtype).items():
-        compare(capi, to_mx(a, dtype), bits, group, dtype, what)
-    compare(capi, to_mx(edge_rows(bits, group, dtype), dtype), bits, group, dtype, "edge groups")
+        compare(affine_capi, to_mx(a, dtype), bits, group, dtype, what)
+    compare(affine_capi, to_mx(edge_rows(bits, group, dtype), dtype), bits, group, dtype, "edge groups")
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "f32"])
-def test_a_range_beyond_float_is_refused_where_mlx_stores_inf(capi, dtype):
+def test_a_range_beyond_float_is_refused_where_mlx_stores_inf(affine_capi, dtype):
     # +-max of bf16 (or fp32): max - min overflows float32, so MLX's scale is
     # -inf (and it decodes to NaN); lowbit refuses the group instead.
     big = 3.38e38
@@ -161,17 +145,17 @@ def test_a_range_beyond_float_is_refused_where_mlx_stores_inf(capi, dtype):
     w = to_mx(a, dtype)
     _, s, _ = theirs(w, 4, 64)
     assert np.isinf(s).all()
-    assert ours(capi, f"mlx-4b-g64{DTYPES[dtype][1]}", np.ascontiguousarray(f32(w)), 4, 64) is None
+    assert ours(affine_capi, f"mlx-4b-g64{DTYPES[dtype][1]}", np.ascontiguousarray(f32(w)), 4, 64) is None
 
 
-def test_fp16_params_of_fp32_weights_are_mlx_params_cast_to_fp16(capi):
+def test_fp16_params_of_fp32_weights_are_mlx_params_cast_to_fp16(affine_capi):
     # The plain names on float32 weights: mx.quantize's codes for those weights,
     # and its float32 params rounded to fp16 (as mlx-lm's cast of the params).
     rng = np.random.default_rng(9)
     w32 = np.ascontiguousarray(rng.standard_normal((8, 256)).astype(np.float32))
     for bits in BITS:
         codes, scales, biases = theirs(mx.array(w32), bits, 64)
-        c, s, b, _ = ours(capi, f"mlx-{bits}b-g64", w32, bits, 64)
+        c, s, b, _ = ours(affine_capi, f"mlx-{bits}b-g64", w32, bits, 64)
         assert np.array_equal(c, codes)
         assert np.array_equal(s, scales.astype(np.float16).astype(np.float32))
         assert np.array_equal(b, biases.astype(np.float16).astype(np.float32))
@@ -179,7 +163,7 @@ def test_fp16_params_of_fp32_weights_are_mlx_params_cast_to_fp16(capi):
 
 @pytest.mark.parametrize("dtype", ["f16", "bf16"])
 @pytest.mark.parametrize("bits", BITS)
-def test_dequantize_in_the_params_dtype_equals_mx_dequantize(capi, bits, dtype):
+def test_dequantize_in_the_params_dtype_equals_mx_dequantize(affine_capi, bits, dtype):
     # mx.dequantize returns the params' dtype: scale * q rounded to it, then
     # the bias added and rounded again; lowbit's fp16 (bf16) output of mlx-*
     # (mlx-*-bf16) does the same.
@@ -194,12 +178,12 @@ def test_dequantize_in_the_params_dtype_equals_mx_dequantize(capi, bits, dtype):
             w32 = np.ascontiguousarray(f32(w))
             out = np.zeros(w32.shape, np.uint16)
             name = f"mlx-{bits}b-g{group}{DTYPES[dtype][1]}"
-            assert capi.lowbit_affine_dequantize(name.encode(), ptr(w32), *w32.shape, out_type, ptr(out))
+            assert affine_capi.lowbit_affine_dequantize(name.encode(), ptr(w32), *w32.shape, out_type, ptr(out))
             bad = np.argwhere(out != ref)
             assert bad.size == 0, f"{name} {what}: {len(bad)} of {out.size} values differ, first at {bad[0]}"
 
 
-def test_dequantize_f32_equals_mx_dequantize(capi):
+def test_dequantize_f32_equals_mx_dequantize(affine_capi):
     # Float32 params: scale * q + bias in float32, as mx.dequantize computes it.
     rng = np.random.default_rng(10)
     w32 = np.ascontiguousarray(rng.standard_normal((8, 512)).astype(np.float32))
@@ -208,7 +192,7 @@ def test_dequantize_f32_equals_mx_dequantize(capi):
             wq, s, b = mx.quantize(mx.array(w32), group_size=group, bits=bits)
             ref = np.array(mx.dequantize(wq, s, b, group_size=group, bits=bits))
             out = np.zeros_like(w32)
-            assert capi.lowbit_affine_dequantize(f"mlx-{bits}b-g{group}-f32".encode(), ptr(w32), 8, 512, 0, ptr(out))
+            assert affine_capi.lowbit_affine_dequantize(f"mlx-{bits}b-g{group}-f32".encode(), ptr(w32), 8, 512, 0, ptr(out))
             assert np.array_equal(out.view(np.uint32), ref.view(np.uint32)), f"{bits} bits, groups of {group}"
 
 
@@ -297,20 +281,19 @@ def test_checkpoint_per_layer_formats_are_what_their_config_entries_say(tmp_path
 
 
 @pytest.mark.parametrize("bits", [4, 5])
-def test_4_and_5_bit_layers_become_ggml_q4_1_and_q5_1_blocks_exactly(capi, bits):
+def test_4_and_5_bit_layers_become_ggml_q4_1_and_q5_1_blocks_exactly(affine_capi, bits):
     # An MLX layer with fp16 params holds exactly what ggml's Q4_1 / Q5_1
     # blocks hold (d = scale, m = bias, the same codes): ggml's dequantize of
     # the converted blocks (gguf.quants) is mx.dequantize's float32 output.
     quants = pytest.importorskip("gguf.quants")
     from gguf import GGMLQuantizationType as T
-    capi.lowbit_mlx_to_ggml.argtypes = [ctypes.c_char_p, P, I64, I64, P]
     t, size = (T.Q4_1, 20) if bits == 4 else (T.Q5_1, 24)
     rng = np.random.default_rng(bits)
     for group in GROUPS:
         w = mx.array(rng.standard_normal((8, 512)).astype(np.float32)).astype(mx.float16)
         w32 = np.ascontiguousarray(f32(w))
         blocks = np.zeros(8 * 512 // 32 * size, np.uint8)
-        assert capi.lowbit_mlx_to_ggml(f"mlx-{bits}b-g{group}".encode(), ptr(w32), 8, 512, ptr(blocks))
+        assert affine_capi.lowbit_mlx_to_ggml(f"mlx-{bits}b-g{group}".encode(), ptr(w32), 8, 512, ptr(blocks))
         wq, s, b = mx.quantize(w, group_size=group, bits=bits)
         ref = f32(mx.dequantize(wq, s.astype(mx.float32), b.astype(mx.float32), group_size=group, bits=bits))
         got = quants.dequantize(blocks.reshape(8, -1), t).astype(np.float32)
@@ -318,4 +301,4 @@ def test_4_and_5_bit_layers_become_ggml_q4_1_and_q5_1_blocks_exactly(capi, bits)
     # bf16 params that fp16 cannot hold exactly are refused, not rounded.
     tiny = np.ascontiguousarray(rng.standard_normal((8, 512)).astype(np.float32) * 1e-7)
     tiny = f32(mx.array(tiny).astype(mx.bfloat16))
-    assert not capi.lowbit_mlx_to_ggml(f"mlx-{bits}b-g64-bf16".encode(), ptr(tiny), 8, 512, ptr(blocks))
+    assert not affine_capi.lowbit_mlx_to_ggml(f"mlx-{bits}b-g64-bf16".encode(), ptr(tiny), 8, 512, ptr(blocks))

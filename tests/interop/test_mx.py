@@ -10,21 +10,17 @@ the test pins the difference down (see the tests named after it).
 
 Environment: LOWBIT_MX_CAPI (our C entry points, tests/interop/mx_capi.cpp).
 """
-import ctypes
 import warnings
 
 import numpy as np
 import pytest
-from conftest import load_capi
+from conftest import ptr
 
 torch = pytest.importorskip("torch", reason="torch does not import here", exc_type=ImportError)
 mx_tensor = pytest.importorskip("torchao.prototype.mx_formats.mx_tensor",
                                 reason="torchao's mx_formats do not import here (pip install torchao==0.15.0)",
                                 exc_type=ImportError)
 from torchao.prototype.mx_formats import nvfp4_tensor  # noqa: E402
-
-P = ctypes.c_void_p
-I64 = ctypes.c_int64
 
 # lowbit format -> (torchao element dtype, whether torchao packs two codes a byte)
 MX = {
@@ -36,25 +32,13 @@ MX = {
 }
 
 
-@pytest.fixture(scope="module")
-def capi():
-    lib = load_capi("LOWBIT_MX_CAPI", "libmx_capi.so")
-    lib.lowbit_mx_quantize.argtypes = [ctypes.c_char_p, P, I64, I64, P, P, P, P]
-    lib.lowbit_mx_dequantize.argtypes = [ctypes.c_char_p, P, I64, I64, P]
-    return lib
-
-
-def ptr(a):
-    return a.ctypes.data_as(P)
-
-
-def ours(capi, name, x, block):
+def ours(mx_capi, name, x, block):
     rows, cols = x.shape
     codes = np.zeros(rows * cols, np.uint8)
     scales = np.zeros(rows * cols // block, np.float32)
     scale_codes = np.zeros(rows * cols // block, np.uint8)
     tensor_scale = np.zeros(1, np.float32)
-    assert capi.lowbit_mx_quantize(name.encode(), ptr(x), rows, cols, ptr(codes), ptr(scales), ptr(scale_codes),
+    assert mx_capi.lowbit_mx_quantize(name.encode(), ptr(x), rows, cols, ptr(codes), ptr(scales), ptr(scale_codes),
                                    ptr(tensor_scale)), f"{name}: lowbit refused the input"
     return codes.reshape(rows, cols), scales, scale_codes, tensor_scale[0]
 
@@ -126,7 +110,7 @@ def as_bf16(x):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", list(MX))
-def test_mx_codes_and_scales_equal_torchao(capi, name, dtype):
+def test_mx_codes_and_scales_equal_torchao(mx_capi, name, dtype):
     # bf16 weights: torchao takes the bf16 tensor, lowbit its values as float32.
     data = dict(datasets())
     data["edge blocks"] = edge_rows()
@@ -134,7 +118,7 @@ def test_mx_codes_and_scales_equal_torchao(capi, name, dtype):
         if dtype == torch.bfloat16:
             x = as_bf16(x)
         codes, e8m0 = theirs_mx(x, name, dtype)
-        c, s, _, _ = ours(capi, name, x, 32)
+        c, s, _, _ = ours(mx_capi, name, x, 32)
         assert np.array_equal(e8m0_of(s), e8m0), f"{name} {what}: E8M0 scales differ"
         bad = np.argwhere(c != codes)
         if bad.size:
@@ -144,7 +128,7 @@ def test_mx_codes_and_scales_equal_torchao(capi, name, dtype):
 
 
 @pytest.mark.parametrize("name", list(MX))
-def test_mx_dequantize_equals_the_spec_decode_of_torchaos_codes(capi, name):
+def test_mx_dequantize_equals_the_spec_decode_of_torchaos_codes(mx_capi, name):
     # Dequantized values: the element's value times the block's power of two.
     # (torchao's own to_dtype computes the same for every scale above 2^-127.)
     x = datasets()["normal"]
@@ -155,7 +139,7 @@ def test_mx_dequantize_equals_the_spec_decode_of_torchaos_codes(capi, name):
         s, d = mx_tensor.to_mx(torch.from_numpy(x), elem, 32)
         ref = mx_tensor.to_dtype(d, s, elem, 32, torch.float32).numpy()
     out = np.zeros_like(x)
-    assert capi.lowbit_mx_dequantize(name.encode(), ptr(x), *x.shape, ptr(out))
+    assert mx_capi.lowbit_mx_dequantize(name.encode(), ptr(x), *x.shape, ptr(out))
     assert np.array_equal(out.view(np.uint32), ref.view(np.uint32))
 
 
@@ -173,7 +157,7 @@ def theirs_nvfp4(x, dtype=torch.float32):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("what", ["normal", "student_t", "lognormal", "ties", "edge blocks"])
-def test_nvfp4_codes_and_scales_equal_torchao(capi, what, dtype):
+def test_nvfp4_codes_and_scales_equal_torchao(mx_capi, what, dtype):
     # torchao clamps each scaled block scale to at least E4M3's smallest
     # normal (2^-6) before rounding it to E4M3; lowbit rounds it to nearest
     # even into E4M3's subnormals too (0 for an all-zero block), as the E4M3
@@ -183,7 +167,7 @@ def test_nvfp4_codes_and_scales_equal_torchao(capi, what, dtype):
     x = edge_rows() if what == "edge blocks" else datasets()[what]
     if dtype == torch.bfloat16:
         x = as_bf16(x)
-    c, _, sc, ts = ours(capi, "nvfp4", x, 16)
+    c, _, sc, ts = ours(mx_capi, "nvfp4", x, 16)
     codes, scale_codes, pts, unclamped = theirs_nvfp4(x, dtype)
     assert np.float32(ts).view(np.uint32) == pts.view(np.uint32), f"nvfp4 {what}: tensor scales differ"
     assert np.array_equal(sc, unclamped), f"nvfp4 {what}: E4M3 block scales differ from torchao's unclamped rule"
@@ -198,7 +182,7 @@ def test_nvfp4_codes_and_scales_equal_torchao(capi, what, dtype):
         assert same.all()  # ordinary data never reaches the clamp
 
 
-def test_mx_blocks_at_the_scale_floor_follow_the_spec_not_torchaos_clamp(capi):
+def test_mx_blocks_at_the_scale_floor_follow_the_spec_not_torchaos_clamp(mx_capi):
     # A block whose amax is below 2^(emax - 127) gets E8M0's smallest scale,
     # 2^-127 (byte 0), in both. The OCP spec divides the elements by that
     # scale; torchao divides by float's smallest normal 2^-126 instead (its
@@ -206,7 +190,7 @@ def test_mx_blocks_at_the_scale_floor_follow_the_spec_not_torchaos_clamp(capi):
     # spec, so its codes decode to the block's values under the stored scale.
     x = np.ascontiguousarray(np.resize([2.0 ** -126, -3.0 * 2.0 ** -130, 2.0 ** -133, 0.0], (16, 32)), np.float32)
     codes, e8m0 = theirs_mx(x, "mxfp8-e4m3")
-    c, s, _, _ = ours(capi, "mxfp8-e4m3", x, 32)
+    c, s, _, _ = ours(mx_capi, "mxfp8-e4m3", x, 32)
     assert np.array_equal(e8m0_of(s), e8m0) and (e8m0 == 0).all()
     spec = torch.clamp(torch.from_numpy(x.astype(np.float64) * 2.0 ** 127), -448, 448).float()
     spec = spec.to(torch.float8_e4m3fn).view(torch.uint8).numpy()

@@ -18,12 +18,11 @@ Dequantize is torchao's _dequantize_affine_tinygemm into fp32, fp16 and bf16.
 
 Environment: LOWBIT_AFFINE_CAPI (our C entry points, tests/interop/affine_capi.cpp).
 """
-import ctypes
 import warnings
 
 import numpy as np
 import pytest
-from conftest import load_capi
+from conftest import ptr
 
 torch = pytest.importorskip("torch", reason="torch does not import here", exc_type=ImportError)
 qp = pytest.importorskip("torchao.quantization.quant_primitives",
@@ -32,38 +31,23 @@ qp = pytest.importorskip("torchao.quantization.quant_primitives",
 from torchao.dtypes import Int4CPULayout  # noqa: E402
 from torchao.quantization import Int4WeightOnlyConfig, quantize_  # noqa: E402
 
-P = ctypes.c_void_p
-I64 = ctypes.c_int64
-
 GROUPS = [32, 64, 128, 256]
 # suffix -> (weights' dtype, version)
 VARIANTS = {"": (torch.bfloat16, 2), "-v1": (torch.bfloat16, 1), "-v1-f32": (torch.float32, 1)}
 OUT_TYPES = {0: torch.float32, 1: torch.float16, 2: torch.bfloat16}
 
 
-@pytest.fixture(scope="module")
-def capi():
-    lib = load_capi("LOWBIT_AFFINE_CAPI", "libaffine_capi.so")
-    lib.lowbit_affine_quantize.argtypes = [ctypes.c_char_p, P, I64, I64, P, P, P, P]
-    lib.lowbit_affine_dequantize.argtypes = [ctypes.c_char_p, P, I64, I64, ctypes.c_int, P]
-    return lib
-
-
-def ptr(a):
-    return a.ctypes.data_as(P)
-
-
 def f32(t):
     return np.ascontiguousarray(t.float().numpy())
 
 
-def ours(capi, name, w32, group):
+def ours(affine_capi, name, w32, group):
     rows, cols = w32.shape
     codes = np.zeros(rows * cols // 2, np.uint8)
     scales = np.zeros(rows * cols // group, np.float32)
     zeros = np.zeros(rows * cols // group, np.float32)
     bpw = np.zeros(1, np.float64)
-    ok = capi.lowbit_affine_quantize(name.encode(), ptr(w32), rows, cols, ptr(codes), ptr(scales), ptr(zeros),
+    ok = affine_capi.lowbit_affine_quantize(name.encode(), ptr(w32), rows, cols, ptr(codes), ptr(scales), ptr(zeros),
                                      ptr(bpw))
     if not ok:
         return None
@@ -136,12 +120,12 @@ def as_torch(a, dtype):
     return torch.from_numpy(np.ascontiguousarray(a, np.float32)).to(dtype)
 
 
-def compare(capi, w, group, suffix, what):
+def compare(affine_capi, w, group, suffix, what):
     dtype, version = VARIANTS[suffix]
     name = f"torchao-int4-g{group}{suffix}"
     w32 = f32(w)
     q, s, z = theirs(w, group, version)
-    got = ours(capi, name, w32, group)
+    got = ours(affine_capi, name, w32, group)
     assert got is not None, f"{name} {what}: lowbit refused input torchao accepts"
     gq, gs, gz, bpw = got
     bad = np.argwhere(gq != q)
@@ -157,36 +141,36 @@ def compare(capi, w, group, suffix, what):
 
 @pytest.mark.parametrize("suffix", list(VARIANTS))
 @pytest.mark.parametrize("group", GROUPS)
-def test_codes_scales_and_zero_points_equal_torchao(capi, group, suffix):
+def test_codes_scales_and_zero_points_equal_torchao(affine_capi, group, suffix):
     dtype = VARIANTS[suffix][0]
     for what, a in datasets(dtype).items():
-        compare(capi, as_torch(a, dtype), group, suffix, what)
+        compare(affine_capi, as_torch(a, dtype), group, suffix, what)
     e = edge_rows(group, dtype)
-    compare(capi, as_torch(np.tile(e, (1, 2)), dtype), group, suffix, "edge groups")
+    compare(affine_capi, as_torch(np.tile(e, (1, 2)), dtype), group, suffix, "edge groups")
 
 
 @pytest.mark.parametrize("suffix", ["", "-v1"])
-def test_bf16_formats_take_fp32_weights_as_bf16(capi, suffix):
+def test_bf16_formats_take_fp32_weights_as_bf16(affine_capi, suffix):
     # Weights that are not bf16 give what torchao gives for w.to(torch.bfloat16).
     rng = np.random.default_rng(7)
     w32 = np.ascontiguousarray(rng.standard_normal((16, 256)).astype(np.float32))
     q, s, z = theirs(torch.from_numpy(w32).to(torch.bfloat16), 128, VARIANTS[suffix][1])
-    gq, gs, gz, _ = ours(capi, f"torchao-int4-g128{suffix}", w32, 128)
+    gq, gs, gz, _ = ours(affine_capi, f"torchao-int4-g128{suffix}", w32, 128)
     assert np.array_equal(gq, q)
     assert np.array_equal(gs, s) and np.array_equal(gz, z)
 
 
-def test_a_range_beyond_bf16_is_refused_where_torchao_stores_inf(capi):
+def test_a_range_beyond_bf16_is_refused_where_torchao_stores_inf(affine_capi):
     # max - min overflows bf16: torchao's scale is inf (its codes decode to
     # NaN); lowbit refuses the group instead.
     w = as_torch(np.resize([3.0e38, -3.0e38], (2, 128)), torch.bfloat16)
     _, s, _ = theirs(w, 128, 2)
     assert np.isinf(s).all()
-    assert ours(capi, "torchao-int4-g128", f32(w), 128) is None
+    assert ours(affine_capi, "torchao-int4-g128", f32(w), 128) is None
 
 
 @pytest.mark.parametrize("suffix", list(VARIANTS))
-def test_dequantize_equals_torchao(capi, suffix):
+def test_dequantize_equals_torchao(affine_capi, suffix):
     # (q - 8) in the output dtype, times the scale, plus the zero-point, each
     # step rounded to the output dtype: fp32, fp16 and bf16 outputs.
     dtype, version = VARIANTS[suffix]
@@ -210,7 +194,7 @@ def test_dequantize_equals_torchao(capi, suffix):
                 else:
                     ref = ref.view(torch.int16).numpy().view(np.uint16)
                     out = np.zeros((rows, cols), np.uint16)
-                assert capi.lowbit_affine_dequantize(name.encode(), ptr(w32), rows, cols, out_type, ptr(out))
+                assert affine_capi.lowbit_affine_dequantize(name.encode(), ptr(w32), rows, cols, out_type, ptr(out))
                 bad = np.argwhere(out != ref)
                 assert bad.size == 0, (f"{name} {what} into {out_dtype}: {len(bad)} of {out.size} values differ, "
                                        f"first at {bad[0]}")
