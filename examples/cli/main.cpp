@@ -482,20 +482,17 @@ int quantize_safetensors(int argc, char** argv) {
     opt.progress = progress;
     mopt.progress = progress;
     const auto t0 = std::chrono::steady_clock::now();
-    std::size_t tensors = 0, quantized = 0;
-    std::uint64_t bytes_in = 0, bytes_out = 0;
-    std::vector<std::string> not_divisible;
-    std::string mlx_config;
-    std::vector<std::string> per_layer;
+    lowbit::safetensors::rewrite_counts counts;
+    std::vector<std::string> not_divisible, per_layer;
+    std::string config_block;  // MLX: config.json's "quantization"
     if (mlx) {
         const auto r = lowbit::mlx::convert_checkpoint(pos[0], pos[1], mopt);
-        tensors = r.tensors, quantized = r.quantized, bytes_in = r.bytes_in, bytes_out = r.bytes_out;
+        counts = r;
         not_divisible = r.not_divisible;
-        mlx_config = r.config_json(mopt.format);
+        config_block = r.config_json(mopt.format);
         for (const auto& [layer, f] : r.per_layer) per_layer.push_back(layer + ": " + f.name());
     } else {
-        const auto r = lowbit::bnb::convert_checkpoint(pos[0], pos[1], opt);
-        tensors = r.tensors, quantized = r.quantized, bytes_in = r.bytes_in, bytes_out = r.bytes_out;
+        counts = lowbit::bnb::convert_checkpoint(pos[0], pos[1], opt);
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (tty) std::fprintf(stderr, "\r%-120s\r", "");
@@ -505,18 +502,20 @@ int quantize_safetensors(int argc, char** argv) {
     else
         std::printf("%s -> %s (bitsandbytes %s, %s rules)\n", pos[0].c_str(), pos[1].c_str(), opt.format.name().c_str(),
                     std::string(lowbit::bnb::to_string(opt.rules)).c_str());
-    std::printf("  tensors      %zu quantized, %zu kept as they were\n", quantized, tensors - quantized);
+    std::printf("  tensors      %zu quantized, %zu kept as they were\n", counts.quantized,
+                counts.tensors - counts.quantized);
     for (const auto& l : per_layer) std::printf("  layer        %s\n", l.c_str());
     for (const auto& n : not_divisible)
         std::printf("  kept         %s: its rows do not divide into its groups (mlx-lm leaves it unquantized too)\n",
                     n.c_str());
-    std::printf("  size         %s -> %s (%.1f%%)\n", mib(bytes_in).c_str(), mib(bytes_out).c_str(),
-                bytes_in ? 100.0 * static_cast<double>(bytes_out) / static_cast<double>(bytes_in) : 100.0);
+    std::printf("  size         %s -> %s (%.1f%%)\n", mib(counts.bytes_in).c_str(), mib(counts.bytes_out).c_str(),
+                counts.bytes_in ? 100.0 * static_cast<double>(counts.bytes_out) / static_cast<double>(counts.bytes_in)
+                                : 100.0);
     std::printf("  time         %.2f s (%u thread%s)\n", secs, opt.threads, opt.threads == 1 ? "" : "s");
     if (mlx)
         std::printf("\n  mlx-lm reads it with config.json's \"quantization\": %s (and the same under "
                     "\"quantization_config\")\n",
-                    mlx_config.c_str());
+                    config_block.c_str());
     else if (!opt.format.int8)
         std::printf("\n  transformers reads it with quantization_config {\"quant_method\": \"bitsandbytes\", "
                     "\"load_in_4bit\": true, \"bnb_4bit_quant_type\": \"%s\", \"bnb_4bit_use_double_quant\": %s}\n",

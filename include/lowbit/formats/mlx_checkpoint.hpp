@@ -87,10 +87,21 @@ inline checkpoint_format parse_checkpoint_format(std::string_view s) {
 }
 
 /// A per-layer format: layers whose name (X of "X.weight") matches `pattern`
-/// (std::regex_search, ECMAScript) take `format`.
+/// (std::regex_search, ECMAScript; compiled once, here) take `format`.
 struct layer_rule {
     std::string pattern;
     checkpoint_format format{};
+    std::regex compiled;
+
+    layer_rule(std::string p, const checkpoint_format& f) : pattern(std::move(p)), format(f) {
+        try {
+            compiled = std::regex(pattern);
+        } catch (const std::regex_error& e) {
+            LOWBIT_THROW(errc::invalid_argument, "layer format: '" + pattern + "' is not a regular expression (" +
+                                                     e.what() + ")");
+        }
+    }
+    bool matches(const std::string& layer) const { return std::regex_search(layer, compiled); }
 };
 
 /// "REGEX=mlx-<b>b-g<G>", as the command line gives a layer_rule.
@@ -98,14 +109,7 @@ inline layer_rule parse_layer_rule(std::string_view s) {
     const std::size_t eq = s.rfind('=');
     if (eq == std::string_view::npos || eq == 0)
         LOWBIT_THROW(errc::invalid_argument, "layer format '" + std::string(s) + "' is not REGEX=mlx-<b>b-g<G>");
-    layer_rule r{std::string(s.substr(0, eq)), parse_checkpoint_format(s.substr(eq + 1))};
-    try {
-        (void)std::regex(r.pattern);
-    } catch (const std::regex_error& e) {
-        LOWBIT_THROW(errc::invalid_argument, "layer format '" + std::string(s) + "': '" + r.pattern +
-                                                 "' is not a regular expression (" + e.what() + ")");
-    }
-    return r;
+    return layer_rule(std::string(s.substr(0, eq)), parse_checkpoint_format(s.substr(eq + 1)));
 }
 
 struct convert_options {
@@ -149,7 +153,7 @@ inline bool should_quantize(const safetensors::tensor_info& t, const checkpoint_
 /// The format of layer `layer` under o: the first matching layer rule's, or o.format.
 inline checkpoint_format format_of(const std::string& layer, const convert_options& o) {
     for (const auto& r : o.layers)
-        if (std::regex_search(layer, std::regex(r.pattern))) return r.format;
+        if (r.matches(layer)) return r.format;
     return o.format;
 }
 
