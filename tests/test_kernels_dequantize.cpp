@@ -2,6 +2,7 @@
 
 #include <lowbit/core/numeric.hpp>
 #include <lowbit/kernels/dequantize.hpp>
+#include <lowbit/scheme/minifloat.hpp>
 
 #include <bit>
 #include <cmath>
@@ -234,6 +235,70 @@ TEST_CASE("table SIMD paths equal the scalar reference bit for bit") {
                     }
                 }
         }
+    }
+}
+
+namespace {
+
+// Every code of a minifloat (Inf and NaN codes included) dequantized with the
+// job's minifloat rule set equals the table lookup of the reference, bit for
+// bit, on every instruction set, through the kernels and through
+// dequantize_table; `m` may disagree with the table (dequantize_table must
+// then look values up).
+template <class Elem>
+void check_minifloat(const lowbit::minifloat_rule& m, std::mt19937& rng) {
+    const auto table = lowbit::detail::element_table<Elem>();
+    const int bits = Elem::bits;
+    for (const shape& s : shapes) {
+        const std::size_t rb = (s.cols * static_cast<std::size_t>(bits) + 7) / 8;
+        const std::size_t code_stride = rb + (s.rows > 1 ? 2 : 0);
+        const std::size_t out_stride = s.cols + 1;
+        buffers b = make_data(s, bits, code_stride, rng);
+        for (out_type t : {out_type::f32, out_type::f16, out_type::bf16}) {
+            table_job j{b.codes.data(), code_stride, bits,    s.rows,  s.cols,    s.group,
+                        table.data(),   b.scale.data(), s.cols / s.group, nullptr, out_stride, t};
+            j.minifloat = &m;
+            const std::size_t nbytes = s.rows * out_stride * elem_size(t);
+            std::vector<unsigned char> want(nbytes, 0xCD), got(nbytes);
+            j.out = want.data();
+            dequantize_table_ref(j);
+            const bool matches = detail::dq::minifloat_matches(m, table.data(), bits);
+            const isa before = active_isa();
+            for (isa i : available_isas()) {
+                INFO(describe(i, bits, s, t, false, false, false) << " mbits=" << m.mbits << " bias=" << m.bias);
+                if (matches) {
+                    std::memset(got.data(), 0xCD, nbytes);
+                    j.out = got.data();
+                    dispatch_to(i, dequantize_table_fn{}, j);
+                    REQUIRE(std::memcmp(got.data(), want.data(), nbytes) == 0);
+                }
+                std::memset(got.data(), 0xCD, nbytes);
+                j.out = got.data();
+                set_active_isa(i);
+                dequantize_table(j);
+                set_active_isa(before);
+                REQUIRE(std::memcmp(got.data(), want.data(), nbytes) == 0);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+TEST_CASE("minifloat tables computed from their rule equal the lookups bit for bit") {
+    using namespace lowbit::elem;
+    std::mt19937 rng(7);
+    check_minifloat<fp8_e4m3>(fp8_e4m3::rule, rng);
+    check_minifloat<fp8_e5m2>(fp8_e5m2::rule, rng);
+    check_minifloat<fp6_e3m2>(fp6_e3m2::rule, rng);
+    check_minifloat<fp6_e2m3>(fp6_e2m3::rule, rng);
+    check_minifloat<fp4_e2m1>(fp4_e2m1::rule, rng);
+    // Rules that do not describe the table: ignored.
+    REQUIRE(detail::dq::minifloat_matches(fp8_e4m3::rule, lowbit::detail::element_table<fp8_e4m3>().data(), 8));
+    for (const lowbit::minifloat_rule wrong : {lowbit::minifloat_rule{3, 8, 0x7E, 7}, lowbit::minifloat_rule{2, 7, 0x7E, 7},
+                                               lowbit::minifloat_rule{3, 7, 0x7F, 7}, lowbit::minifloat_rule{3, 7, 0x7E, 6}}) {
+        REQUIRE_FALSE(detail::dq::minifloat_matches(wrong, lowbit::detail::element_table<fp8_e4m3>().data(), 8));
+        check_minifloat<fp8_e4m3>(wrong, rng);
     }
 }
 

@@ -19,6 +19,7 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
+#include "../scheme/encode_rules.hpp"
 #include "dispatch.hpp"
 
 #if !defined(LOWBIT_NO_SIMD)
@@ -59,6 +60,13 @@ struct table_job {
     void* out;
     std::size_t out_stride;
     out_type type;
+    /// Optional: the table is this minifloat's (codes up to max_magnitude
+    /// are sign, exponent and mantissa), so that kernels may compute entries
+    /// rather than look them up; the results do not depend on it.
+    /// dequantize_table drops a rule that does not give the table's value
+    /// for every code (detail::dq::minifloat_matches); the kernels, called
+    /// directly, trust it.
+    const minifloat_rule* minifloat = nullptr;
 };
 
 namespace detail::dq {
@@ -86,6 +94,21 @@ inline void ref_store(void* out, std::size_t i, float x, out_type t) noexcept {
     case out_type::f16: static_cast<std::uint16_t*>(out)[i] = float_to_fp16(x); break;
     case out_type::bf16: static_cast<std::uint16_t*>(out)[i] = float_to_bf16(x); break;
     }
+}
+
+/// Whether the minifloat kernels (minifloat_value) with `m` give table[c] for every code c of `bits` bits.
+inline bool minifloat_matches(const minifloat_rule& m, const float* table, int bits) noexcept {
+    if (m.mbits < 1 || m.mbits >= bits - 1 || m.sign_bit != bits - 1 || m.bias < 0 || m.bias > 126) return false;
+    for (std::uint32_t c = 0; c < (1u << bits); ++c) {
+        const std::uint32_t mag = c & ((1u << m.sign_bit) - 1u);
+        if (mag > m.max_magnitude) continue;
+        float v = mag < (1u << m.mbits)
+                      ? static_cast<float>(mag) * std::bit_cast<float>(static_cast<std::uint32_t>(128 - m.bias - m.mbits) << 23)
+                      : std::bit_cast<float>((mag << (23 - m.mbits)) + (static_cast<std::uint32_t>(127 - m.bias) << 23));
+        if (c >> m.sign_bit) v = -v;
+        if (std::bit_cast<std::uint32_t>(v) != std::bit_cast<std::uint32_t>(table[c])) return false;
+    }
+    return true;
 }
 
 }  // namespace detail::dq
@@ -864,6 +887,35 @@ inline xsimd::batch<float, Arch> table_value(const Q& q, const float* table, con
     }
 }
 
+/// The minifloat `m` of the codes at q, computed: 2^(e - bias) * (1 + f /
+/// 2^mbits) from the bits, f * 2^(1 - bias - mbits) for e = 0, the sign bit
+/// copied; codes above m.max_magnitude (Inf and NaN) from `table`. Exact:
+/// every value is a float32 normal built from its bits or a small integer
+/// times a power of two. Against the gather from the table, 11008 x 4096 to
+/// fp32 (EPYC): AVX-512 fp8-e4m3-ch 2 700 -> 4 170 Mw/s, mxfp8-e4m3 2 650 ->
+/// 6 400; AVX2 2 200 -> 3 580 and 2 150 -> 5 030, mxfp6-e3m2 2 620 -> 4 400.
+template <class Arch, class Q>
+inline xsimd::batch<float, Arch> minifloat_value(const Q& q, const minifloat_rule& m, const float* table) noexcept {
+    using f32 = xsimd::batch<float, Arch>;
+    using u32 = xsimd::batch<std::uint32_t, Arch>;
+    namespace s = ::lowbit::detail::simd;
+    const u32 c = s::bitcast<std::uint32_t>(code_lanes<Arch>(q));
+    const u32 mag = c & u32((1u << m.sign_bit) - 1u);
+    const f32 magf = xsimd::to_float(s::bitcast<std::int32_t>(mag));
+    const f32 normal = s::bitcast<float>((mag << (23 - m.mbits)) + u32(static_cast<std::uint32_t>(127 - m.bias) << 23));
+    const f32 sub = magf * f32(std::bit_cast<float>(static_cast<std::uint32_t>(128 - m.bias - m.mbits) << 23));
+    f32 v = xsimd::select(magf < f32(static_cast<float>(1u << m.mbits)), sub, normal);
+    v = s::bitcast<float>(s::bitcast<std::uint32_t>(v) | ((c >> m.sign_bit) << 31));
+    if (xsimd::any(magf > f32(static_cast<float>(m.max_magnitude)))) {
+        alignas(64) std::int32_t idx[f32::size];
+        alignas(64) float out[f32::size];
+        code_lanes<Arch>(q).store_aligned(idx);
+        for (std::size_t l = 0; l < f32::size; ++l) out[l] = table[idx[l]];
+        v = f32::load_aligned(out);
+    }
+    return v;
+}
+
 /// table[q] for the bytes at q; Small: the table has at most 16 entries, zero
 /// padded to 16 at `small` (bnb.hpp's decoders call this).
 template <class Arch, bool Small>
@@ -887,7 +939,24 @@ struct table_runs {
         const float* s = j.scale + r * j.param_stride;
         const float* tab = j.table;
         const float* pd = pad;
-        if (G % f32::size == 0) {
+        if constexpr (Cap == 0) {  // a minifloat, computed
+            const minifloat_rule m = *j.minifloat;
+            if (G % f32::size == 0) {
+                for (std::size_t c = c0; c < e0;) {
+                    const std::size_t g = c / G;
+                    const std::size_t e = (g + 1) * G < e0 ? (g + 1) * G : e0;
+                    const f32 sb(s[g]);
+                    run_span<Arch, OT>(codes, c, e, dst, nt, [m, tab, sb](const auto& q, std::size_t) noexcept {
+                        return minifloat_value<Arch>(q, m, tab) * sb;
+                    });
+                    c = e;
+                }
+            } else {
+                run_span<Arch, OT>(codes, c0, e0, dst, nt, [m, tab, s, G, last](const auto& q, std::size_t c) noexcept {
+                    return minifloat_value<Arch>(q, m, tab) * lane_params<Arch>(s, c, G, last);
+                });
+            }
+        } else if (G % f32::size == 0) {
             for (std::size_t c = c0; c < e0;) {
                 const std::size_t g = c / G;
                 const std::size_t e = (g + 1) * G < e0 ? (g + 1) * G : e0;
@@ -907,8 +976,8 @@ struct table_runs {
 
 template <class Arch, out_type OT, int Cap>
 inline void table_rows(const table_job& j) noexcept {
-    alignas(64) float pad[Cap < 256 ? Cap : 16] = {};
-    if constexpr (Cap < 256)
+    alignas(64) float pad[Cap < 256 && Cap > 0 ? Cap : 16] = {};
+    if constexpr (Cap < 256 && Cap > 0)
         for (std::size_t i = 0; i < (std::size_t{1} << j.bits); ++i) pad[i] = j.table[i];
     with_output<Arch>(j, OT == out_type::f32 ? 4 : 2, Cap <= 16, [&pad](const table_job& b, bool nt) {
         for_each_run<Arch>(b, table_runs<Arch, OT, Cap>{b, pad, nt});
@@ -934,7 +1003,14 @@ inline void affine_simd(const affine_job& j) noexcept {
 
 template <class Arch, out_type OT>
 inline void table_by_size(const table_job& j) noexcept {
-    if constexpr (!is_avx512_v<Arch> && !is_avx2_v<Arch>) table_rows<Arch, OT, 256>(j);  // no in-register lookups
+    // Minifloats of more than 6 bits (more than 4 on AVX2) are computed
+    // rather than gathered from memory; AVX-512's permutes look up smaller
+    // tables faster than either. Where codes widen through memory (SSE4.1,
+    // NEON) a scalar lookup per code is faster than widening and computing
+    // (SSE4.1, EPYC: fp8-e4m3-ch 4 710 Mw/s looked up, 2 710 computed).
+    constexpr int computed_above = is_avx512_v<Arch> ? 6 : is_avx2_v<Arch> ? 4 : 8;
+    if (j.minifloat && j.bits > computed_above) table_rows<Arch, OT, 0>(j);
+    else if constexpr (!is_avx512_v<Arch> && !is_avx2_v<Arch>) table_rows<Arch, OT, 256>(j);  // no in-register lookups
     else if (j.bits <= 4) table_rows<Arch, OT, 16>(j);
     else if (j.bits == 5) table_rows<Arch, OT, 32>(j);
     else if (j.bits == 6) table_rows<Arch, OT, 64>(j);
@@ -1028,6 +1104,12 @@ inline void dequantize_table(const table_job& j) {
     detail::dq::validate(j, "dequantize_table");
     if (j.rows == 0 || j.cols == 0) return;
     if (!j.table) LOWBIT_THROW(errc::invalid_argument, "dequantize_table: table must not be null");
+    if (j.minifloat && !detail::dq::minifloat_matches(*j.minifloat, j.table, j.bits)) {
+        table_job looked_up = j;  // a rule that is not the table's: look values up
+        looked_up.minifloat = nullptr;
+        dispatch(dequantize_table_fn{}, looked_up);
+        return;
+    }
     dispatch(dequantize_table_fn{}, j);
 }
 
