@@ -13,7 +13,8 @@
 #error "lowbit: cannot tell the xsimd version"
 #endif
 
-namespace lowbit::detail::simd {
+LOWBIT_NAMESPACE_BEGIN
+namespace detail::simd {
 
 /// Horizontal sum of a batch (`hadd` in 8.x, `reduce_add` from 9.0).
 template <class T, class A>
@@ -76,9 +77,11 @@ inline T reduce_max(const xsimd::batch<T, A>& b) noexcept {
 #endif
 }
 
-}  // namespace lowbit::detail::simd
+}  // namespace detail::simd
+LOWBIT_NAMESPACE_END
 
-namespace lowbit::detail::simd {
+LOWBIT_NAMESPACE_BEGIN
+namespace detail::simd {
 
 /// The low and high halves of a float batch widened to double batches (no
 /// xsimd version converts between batches of different lane counts). In
@@ -178,4 +181,5 @@ inline xsimd::batch<std::uint32_t, A> bf16_bits(const xsimd::batch<float, A>& v)
     return bitcast<std::uint32_t>(select_int(ax > i32(0x7F800000), bitcast<std::int32_t>(nan), bitcast<std::int32_t>(rounded)));
 }
 
-}  // namespace lowbit::detail::simd
+}  // namespace detail::simd
+LOWBIT_NAMESPACE_END
