@@ -179,13 +179,12 @@ public:
             kernels::table_job j{};
             common(j);
             j.table = table.data();
+            minifloat_rule m{};
             if constexpr (requires { { scheme.encode_rule() } -> std::convertible_to<minifloat_rule>; }) {
-                const minifloat_rule m = scheme.encode_rule();
+                m = scheme.encode_rule();
                 j.minifloat = &m;
-                kernels::dequantize_table(j);
-            } else {
-                kernels::dequantize_table(j);
             }
+            kernels::dequantize_table(j);
         }
     }
 

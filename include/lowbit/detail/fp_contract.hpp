@@ -30,6 +30,13 @@
 #define LOWBIT_FORCE_INLINE inline
 #endif
 
+// The same for a lambda (written after its parameter list).
+#if defined(__GNUC__)
+#define LOWBIT_LAMBDA_INLINE __attribute__((always_inline))
+#else
+#define LOWBIT_LAMBDA_INLINE
+#endif
+
 LOWBIT_NAMESPACE_BEGIN
 namespace detail {
 

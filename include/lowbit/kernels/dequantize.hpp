@@ -25,6 +25,7 @@
 #if !defined(LOWBIT_NO_SIMD)
 #include "../detail/fp_contract.hpp"
 #include "../detail/xsimd_compat.hpp"
+#include "lane_ops.hpp"
 #endif
 
 LOWBIT_NAMESPACE_BEGIN
@@ -96,18 +97,14 @@ inline void ref_store(void* out, std::size_t i, float x, out_type t) noexcept {
     }
 }
 
-/// Whether the minifloat kernels (minifloat_value) with `m` give table[c] for every code c of `bits` bits.
+/// Whether minifloat_value with `m` gives table[c] for every code c of
+/// `bits` bits up to m.max_magnitude (the kernels look the others up).
 inline bool minifloat_matches(const minifloat_rule& m, const float* table, int bits) noexcept {
     if (m.mbits < 1 || m.mbits >= bits - 1 || m.sign_bit != bits - 1 || m.bias < 0 || m.bias > 126) return false;
-    for (std::uint32_t c = 0; c < (1u << bits); ++c) {
-        const std::uint32_t mag = c & ((1u << m.sign_bit) - 1u);
-        if (mag > m.max_magnitude) continue;
-        float v = mag < (1u << m.mbits)
-                      ? static_cast<float>(mag) * std::bit_cast<float>(static_cast<std::uint32_t>(128 - m.bias - m.mbits) << 23)
-                      : std::bit_cast<float>((mag << (23 - m.mbits)) + (static_cast<std::uint32_t>(127 - m.bias) << 23));
-        if (c >> m.sign_bit) v = -v;
-        if (std::bit_cast<std::uint32_t>(v) != std::bit_cast<std::uint32_t>(table[c])) return false;
-    }
+    for (std::uint32_t c = 0; c < (1u << bits); ++c)
+        if ((c & ((1u << m.sign_bit) - 1u)) <= m.max_magnitude &&
+            std::bit_cast<std::uint32_t>(minifloat_value<float>(m, c)) != std::bit_cast<std::uint32_t>(table[c]))
+            return false;
     return true;
 }
 
@@ -887,33 +884,26 @@ inline xsimd::batch<float, Arch> table_value(const Q& q, const float* table, con
     }
 }
 
-/// The minifloat `m` of the codes at q, computed: 2^(e - bias) * (1 + f /
-/// 2^mbits) from the bits, f * 2^(1 - bias - mbits) for e = 0, the sign bit
-/// copied; codes above m.max_magnitude (Inf and NaN) from `table`. Exact:
-/// every value is a float32 normal built from its bits or a small integer
-/// times a power of two. Against the gather from the table, 11008 x 4096 to
-/// fp32 (EPYC): AVX-512 fp8-e4m3-ch 2 700 -> 4 170 Mw/s, mxfp8-e4m3 2 650 ->
-/// 6 400; AVX2 2 200 -> 3 580 and 2 150 -> 5 030, mxfp6-e3m2 2 620 -> 4 400.
+/// The minifloat `m` of the codes at q, computed (minifloat_value), and the
+/// codes above m.max_magnitude (Inf and NaN) looked up in `table`. Against
+/// the gather from the table, 11008 x 4096 to fp32 (EPYC): AVX-512
+/// fp8-e4m3-ch 2 700 -> 4 170 Mw/s, mxfp8-e4m3 2 650 -> 6 400; AVX2 2 200 ->
+/// 3 580 and 2 150 -> 5 030, mxfp6-e3m2 2 620 -> 4 400.
 template <class Arch, class Q>
-inline xsimd::batch<float, Arch> minifloat_value(const Q& q, const minifloat_rule& m, const float* table) noexcept {
+inline xsimd::batch<float, Arch> minifloat_lookup(const Q& q, const minifloat_rule& m, const float* table) noexcept {
     using f32 = xsimd::batch<float, Arch>;
     using u32 = xsimd::batch<std::uint32_t, Arch>;
-    namespace s = ::lowbit::detail::simd;
-    const u32 c = s::bitcast<std::uint32_t>(code_lanes<Arch>(q));
-    const u32 mag = c & u32((1u << m.sign_bit) - 1u);
-    const f32 magf = xsimd::to_float(s::bitcast<std::int32_t>(mag));
-    const f32 normal = s::bitcast<float>((mag << (23 - m.mbits)) + u32(static_cast<std::uint32_t>(127 - m.bias) << 23));
-    const f32 sub = magf * f32(std::bit_cast<float>(static_cast<std::uint32_t>(128 - m.bias - m.mbits) << 23));
-    f32 v = xsimd::select(magf < f32(static_cast<float>(1u << m.mbits)), sub, normal);
-    v = s::bitcast<float>(s::bitcast<std::uint32_t>(v) | ((c >> m.sign_bit) << 31));
-    if (xsimd::any(magf > f32(static_cast<float>(m.max_magnitude)))) {
-        alignas(64) std::int32_t idx[f32::size];
+    using i32 = xsimd::batch<std::int32_t, Arch>;
+    const i32 code = code_lanes<Arch>(q);
+    const u32 c = ::lowbit::detail::simd::bitcast<std::uint32_t>(code);
+    if (xsimd::any((code & i32((1 << m.sign_bit) - 1)) > i32(static_cast<std::int32_t>(m.max_magnitude)))) {
+        alignas(64) std::uint32_t idx[f32::size];
         alignas(64) float out[f32::size];
-        code_lanes<Arch>(q).store_aligned(idx);
+        c.store_aligned(idx);
         for (std::size_t l = 0; l < f32::size; ++l) out[l] = table[idx[l]];
-        v = f32::load_aligned(out);
+        return f32::load_aligned(out);
     }
-    return v;
+    return minifloat_value<f32>(m, c);
 }
 
 /// table[q] for the bytes at q; Small: the table has at most 16 entries, zero
@@ -937,38 +927,27 @@ struct table_runs {
         const std::size_t G = j.group, last = j.cols / G - 1;
         unsigned char* dst = static_cast<unsigned char*>(j.out) + r * j.out_stride * esize;
         const float* s = j.scale + r * j.param_stride;
-        const float* tab = j.table;
-        const float* pd = pad;
-        if constexpr (Cap == 0) {  // a minifloat, computed
-            const minifloat_rule m = *j.minifloat;
-            if (G % f32::size == 0) {
-                for (std::size_t c = c0; c < e0;) {
-                    const std::size_t g = c / G;
-                    const std::size_t e = (g + 1) * G < e0 ? (g + 1) * G : e0;
-                    const f32 sb(s[g]);
-                    run_span<Arch, OT>(codes, c, e, dst, nt, [m, tab, sb](const auto& q, std::size_t) noexcept {
-                        return minifloat_value<Arch>(q, m, tab) * sb;
-                    });
-                    c = e;
-                }
-            } else {
-                run_span<Arch, OT>(codes, c0, e0, dst, nt, [m, tab, s, G, last](const auto& q, std::size_t c) noexcept {
-                    return minifloat_value<Arch>(q, m, tab) * lane_params<Arch>(s, c, G, last);
-                });
-            }
-        } else if (G % f32::size == 0) {
+        // Cap 0: a minifloat, computed (the job's minifloat rule).
+        const minifloat_rule m = Cap == 0 ? *j.minifloat : minifloat_rule{};
+        const auto value = [tab = j.table, pd = pad, m](const auto& q) LOWBIT_LAMBDA_INLINE {
+            if constexpr (Cap == 0)
+                return minifloat_lookup<Arch>(q, m, tab);
+            else
+                return table_value<Arch, Cap>(q, tab, pd);
+        };
+        if (G % f32::size == 0) {
             for (std::size_t c = c0; c < e0;) {
                 const std::size_t g = c / G;
                 const std::size_t e = (g + 1) * G < e0 ? (g + 1) * G : e0;
                 const f32 sb(s[g]);
-                run_span<Arch, OT>(codes, c, e, dst, nt, [tab, pd, sb](const auto& q, std::size_t) noexcept {
-                    return table_value<Arch, Cap>(q, tab, pd) * sb;
+                run_span<Arch, OT>(codes, c, e, dst, nt, [value, sb](const auto& q, std::size_t) noexcept {
+                    return value(q) * sb;
                 });
                 c = e;
             }
         } else {
-            run_span<Arch, OT>(codes, c0, e0, dst, nt, [tab, pd, s, G, last](const auto& q, std::size_t c) noexcept {
-                return table_value<Arch, Cap>(q, tab, pd) * lane_params<Arch>(s, c, G, last);
+            run_span<Arch, OT>(codes, c0, e0, dst, nt, [value, s, G, last](const auto& q, std::size_t c) noexcept {
+                return value(q) * lane_params<Arch>(s, c, G, last);
             });
         }
     }

@@ -26,6 +26,7 @@
 
 #if !defined(LOWBIT_NO_SIMD)
 #include "../detail/xsimd_compat.hpp"
+#include "lane_ops.hpp"
 #endif
 
 LOWBIT_NAMESPACE_BEGIN
@@ -155,12 +156,6 @@ LOWBIT_FORCE_INLINE void pack_chunk(const std::int32_t* code, std::size_t n, int
     }
 }
 
-#if defined(__GNUC__)
-#define LOWBIT_LAMBDA_INLINE __attribute__((always_inline))
-#else
-#define LOWBIT_LAMBDA_INLINE
-#endif
-
 /// The reciprocal a job's rule multiplies by, once per group of scale s:
 /// 1 / s as computed for thresholds, scale_inverse(s) (0 for a zero scale)
 /// for ggml's half-up and half-away rules; 0 for rules that divide (affine
@@ -277,49 +272,6 @@ inline void group_extremes_ref(const extremes_job& j) noexcept {
 
 #if !defined(LOWBIT_NO_SIMD)
 LOWBIT_SIMD_WARNINGS_OFF
-}  // namespace kernels
-namespace detail {
-
-/// lane_ops for xsimd batches of float (see scheme/encode_rules.hpp).
-template <class A>
-struct lane_ops<xsimd::batch<float, A>> {
-    using V = xsimd::batch<float, A>;
-    using uint = xsimd::batch<std::uint32_t, A>;
-    using mask = xsimd::batch_bool<float, A>;
-    using umask = xsimd::batch_bool<std::uint32_t, A>;
-    static LOWBIT_FORCE_INLINE V select(const mask& m, const V& a, const V& b) noexcept { return xsimd::select(m, a, b); }
-    static LOWBIT_FORCE_INLINE uint select(const umask& m, const uint& a, const uint& b) noexcept {
-        return simd::select_int(m, a, b);
-    }
-    static LOWBIT_FORCE_INLINE V round_even(const V& v) noexcept { return xsimd::nearbyint(v); }
-    /// roundf: v - trunc(v) is exact below 2^23, and above it v is whole.
-    static LOWBIT_FORCE_INLINE V round_away(const V& v) noexcept {
-        const V t = xsimd::trunc(v);
-        return xsimd::select(xsimd::abs(v - t) >= V(0.5f), t + xsimd::select(v < V(0.0f), V(-1.0f), V(1.0f)), t);
-    }
-    static LOWBIT_FORCE_INLINE V trunc(const V& v) noexcept { return xsimd::trunc(v); }
-    static LOWBIT_FORCE_INLINE V min(const V& a, const V& b) noexcept { return xsimd::min(a, b); }
-    static LOWBIT_FORCE_INLINE V max(const V& a, const V& b) noexcept { return xsimd::max(a, b); }
-    static LOWBIT_FORCE_INLINE uint min(const uint& a, const uint& b) noexcept {
-        return simd::select_int(a < b, a, b);
-    }
-    static LOWBIT_FORCE_INLINE V abs(const V& v) noexcept { return xsimd::abs(v); }
-    static LOWBIT_FORCE_INLINE V div(const V& a, const V& b) noexcept { return simd::div(a, b); }
-    static LOWBIT_FORCE_INLINE mask is_inf(const V& v) noexcept { return xsimd::abs(v) == V(INFINITY); }
-    static LOWBIT_FORCE_INLINE bool any(const mask& m) noexcept { return xsimd::any(m); }
-    static LOWBIT_FORCE_INLINE uint bits(const V& v) noexcept { return simd::bitcast<std::uint32_t>(v); }
-    static LOWBIT_FORCE_INLINE V from_bits(const uint& v) noexcept { return simd::bitcast<float>(v); }
-    static LOWBIT_FORCE_INLINE V round_bf16(const V& v) noexcept { return simd::bitcast<float>(simd::bf16_bits(v) << 16); }
-    static LOWBIT_FORCE_INLINE V to_float(const uint& v) noexcept {
-        return xsimd::to_float(simd::bitcast<std::int32_t>(v));  // codes < 2^8
-    }
-    static LOWBIT_FORCE_INLINE V clamp_code(const V& v, float hi) noexcept {
-        return xsimd::select(v > V(0.0f), xsimd::min(v, V(hi)), V(0.0f));
-    }
-};
-
-}  // namespace detail
-namespace kernels {
 namespace detail {
 namespace encode {
 

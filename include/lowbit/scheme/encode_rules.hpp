@@ -305,6 +305,22 @@ LOWBIT_FORCE_INLINE V minifloat_code(const minifloat_rule& m, V x, V scale) noex
     return Ops::to_float(code);
 }
 
+/// The value minifloat_code's code `c` stands for, in units of the scale,
+/// for magnitudes up to m.max_magnitude (the codes above, Inf and NaN, are
+/// the caller's): 2^(e - bias) * (1 + f / 2^mbits) built as float32 bits, or
+/// f * 2^(1 - bias - mbits) for e = 0, the sign bit copied. Exact: every
+/// value is a float32 normal or a small integer times a power of two.
+template <class V, class Ops = detail::lane_ops<V>>
+LOWBIT_FORCE_INLINE V minifloat_value(const minifloat_rule& m, typename Ops::uint c) noexcept {
+    using U = typename Ops::uint;
+    const U mag = c & U((1u << m.sign_bit) - 1u);
+    const V magf = Ops::to_float(mag);
+    const V normal = Ops::from_bits((mag << (23 - m.mbits)) + U(static_cast<std::uint32_t>(127 - m.bias) << 23));
+    const V sub = magf * V(std::bit_cast<float>(static_cast<std::uint32_t>(128 - m.bias - m.mbits) << 23));
+    const V v = Ops::select(magf < V(static_cast<float>(1u << m.mbits)), sub, normal);
+    return Ops::from_bits(Ops::bits(v) | ((c >> m.sign_bit) << 31));
+}
+
 LOWBIT_SIMD_WARNINGS_ON
 
 LOWBIT_NAMESPACE_END
