@@ -6,7 +6,7 @@
 # Layers, bottom to top (README, "Architecture"). A file's layer is the first
 # rule below whose pattern matches its path under include/lowbit.
 set(_layers
-  "0 core"            "^(version|parallel)\\.hpp$|^detail/(config|names|fp_contract|scalar_arch)\\.hpp$|^core/(error|numeric|finite|utf8|view)\\.hpp$"
+  "0 core"            "^(version|parallel)\\.hpp$|^detail/(config|names|fp_contract|scalar_arch|large_buffer)\\.hpp$|^core/(error|numeric|finite|utf8|view)\\.hpp$"
   "1 scheme"          "^scheme/|^(granularity|double_quant)\\.hpp$"
   "2 layout"          "^pack/|^formats/ggml(_types|_blocks|_kquants|_kquant_search|_validate)?\\.hpp$"
   "3 kernels"         "^kernels/|^detail/xsimd_compat\\.hpp$"

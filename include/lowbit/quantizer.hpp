@@ -22,6 +22,7 @@
 #include "core/error.hpp"
 #include "core/finite.hpp"
 #include "core/view.hpp"
+#include "detail/large_buffer.hpp"
 #include "double_quant.hpp"
 #include "granularity.hpp"
 #include "kernels/dequantize.hpp"
@@ -331,8 +332,9 @@ public:
         const group_layout& L = q.layout;
         // params: what is stored; encode_params (split schemes only): what
         // the values are encoded with.
-        std::vector<typename S::params> params(L.count), encode_params(split ? L.count : 0);
-        std::vector<float> effective(L.count);
+        auto params = detail::large_vector<typename S::params>(L.count);
+        auto encode_params = detail::large_vector<typename S::params>(split ? L.count : 0);
+        auto effective = detail::large_vector<float>(L.count);
         if (fused) {
             if constexpr (fits_from_stats) quantize_rows_fused(w, L, params, q, who);
             for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
@@ -370,20 +372,20 @@ public:
 
         if (!fused) encode_all(w, L, split ? encode_params : params, params, effective, q);
 
-        q.scale = effective;
+        q.scale = std::move(effective);
         if constexpr (requires(typename S::params p) { p.zero; p.bias; }) {
-            q.zero.resize(L.count);
-            q.bias.resize(L.count);
             bool any_zero = false, any_bias = false;
             for (std::size_t g = 0; g < L.count; ++g) {
-                q.zero[g] = params[g].zero;
-                q.bias[g] = params[g].bias;
                 any_zero |= params[g].zero != 0.0f;
                 // A -0 bias is kept: an owner's format may store its sign (ggml's Q4_1 m).
                 any_bias |= params[g].bias != 0.0f || std::signbit(params[g].bias);
             }
-            if (!any_zero) q.zero.clear();
-            if (!any_bias) q.bias.clear();
+            if (any_zero) detail::resize_large(q.zero, L.count);
+            if (any_bias) detail::resize_large(q.bias, L.count);
+            for (std::size_t g = 0; g < L.count; ++g) {
+                if (any_zero) q.zero[g] = params[g].zero;
+                if (any_bias) q.bias[g] = params[g].bias;
+            }
         }
         return q;
     }
@@ -520,7 +522,7 @@ private:
                     const std::vector<typename S::params>& params, const std::vector<float>& effective,
                     quantized<S>& q) const {
         const std::size_t rows = w.rows(), cols = w.cols();
-        q.codes.assign(rows * q.code_stride, 0);
+        detail::resize_large(q.codes, rows * q.code_stride);
         kernels::encode_job job{};
         affine_rule ar{};
         minifloat_rule mr{};
@@ -577,7 +579,7 @@ private:
         rule.bits = S::bits;
         rule.code_stride = q.code_stride;
         const float table_max = largest_table_value();
-        q.codes.resize(w.rows() * q.code_stride);
+        detail::resize_large(q.codes, w.rows() * q.code_stride);
         using P = typename S::params;
         static_assert(std::is_standard_layout_v<P> && sizeof(P) % sizeof(float) == 0 && offsetof(P, scale) == 0);
         rule.param_step = sizeof(P) / sizeof(float);
