@@ -115,44 +115,48 @@ namespace detail::encode {
 // and whole batches on every arch.
 inline constexpr std::size_t chunk = 512;
 
+/// Eight codes (each < 2^K), one per byte of v (code t in bits 8t .. 8t + 7),
+/// packed LSB-first into the low 8K bits (code t in bits Kt .. Kt + K - 1):
+/// neighbours merged pairwise, then pairs, then quads. On std::uint64_t and on
+/// batches of uint64 lanes alike.
+template <int K, class U>
+LOWBIT_FORCE_INLINE U pack_eight(U v) noexcept {
+    static_assert(K >= 1 && K <= 8);
+    if constexpr (K < 8) {
+        v = (v & U(0x00FF00FF00FF00FFull)) | ((v & U(0xFF00FF00FF00FF00ull)) >> (8 - K));
+        v = (v & U(0x0000FFFF0000FFFFull)) | ((v & U(0xFFFF0000FFFF0000ull)) >> (16 - 2 * K));
+        v = (v & U(0x00000000FFFFFFFFull)) | ((v & U(0xFFFFFFFF00000000ull)) >> (32 - 4 * K));
+    }
+    return v;
+}
+
 /// Packs n codes (0 .. 2^K - 1) LSB-first at K bits each into
 /// ceil(n * K / 8) bytes; eight codes make K whole bytes.
 template <int K>
 LOWBIT_FORCE_INLINE void pack_chunk(const std::int32_t* code, std::size_t n, std::uint8_t* out) noexcept {
-    constexpr std::size_t kb = K;
-    const auto at = [&](std::size_t i) { return static_cast<std::uint64_t>(static_cast<std::uint32_t>(code[i])); };
-    std::size_t i = 0;
-    if constexpr (K == 8) {
-        for (; i < n; ++i) out[i] = static_cast<std::uint8_t>(at(i));
-        return;
-    }
-    for (; i + 8 <= n; i += 8) {
-        std::uint64_t w = 0;
-        for (std::size_t t = 0; t < 8; ++t) w |= at(i + t) << (t * kb);
-        if constexpr (std::endian::native == std::endian::little) {
-            std::memcpy(out + i / 8 * kb, &w, kb);  // the low K bytes
-        } else {
-            for (std::size_t t = 0; t < kb; ++t) out[i / 8 * kb + t] = static_cast<std::uint8_t>(w >> (8 * t));
-        }
-    }
-    if (i < n) {
-        std::uint64_t w = 0;
-        for (std::size_t t = 0; i + t < n; ++t) w |= at(i + t) << (t * kb);
-        const std::size_t bytes = ((n - i) * kb + 7) / 8;
-        for (std::size_t t = 0; t < bytes; ++t) out[i / 8 * kb + t] = static_cast<std::uint8_t>(w >> (8 * t));
+    const std::size_t bytes = (n * K + 7) / 8;
+    for (std::size_t i = 0; i < n; i += 8) {
+        std::uint64_t v = 0;
+        for (std::size_t t = 0; t < 8 && i + t < n; ++t)
+            v |= static_cast<std::uint64_t>(static_cast<std::uint8_t>(code[i + t])) << (8 * t);
+        const std::uint64_t w = pack_eight<K>(v);
+        const std::size_t at = i / 8 * K;
+        for (std::size_t t = 0; t < K && at + t < bytes; ++t) out[at + t] = static_cast<std::uint8_t>(w >> (8 * t));
     }
 }
 
-LOWBIT_FORCE_INLINE void pack_chunk(const std::int32_t* code, std::size_t n, int k, std::uint8_t* out) noexcept {
+/// f(std::integral_constant<int, k>) for k (1..8) known at run time.
+template <class F>
+LOWBIT_FORCE_INLINE void with_bits(int k, F&& f) noexcept {
     switch (k) {
-    case 1: pack_chunk<1>(code, n, out); break;
-    case 2: pack_chunk<2>(code, n, out); break;
-    case 3: pack_chunk<3>(code, n, out); break;
-    case 4: pack_chunk<4>(code, n, out); break;
-    case 5: pack_chunk<5>(code, n, out); break;
-    case 6: pack_chunk<6>(code, n, out); break;
-    case 7: pack_chunk<7>(code, n, out); break;
-    default: pack_chunk<8>(code, n, out); break;
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 5: f(std::integral_constant<int, 5>{}); break;
+    case 6: f(std::integral_constant<int, 6>{}); break;
+    case 7: f(std::integral_constant<int, 7>{}); break;
+    default: f(std::integral_constant<int, 8>{}); break;
     }
 }
 
@@ -192,9 +196,10 @@ LOWBIT_FORCE_INLINE void with_rule(const encode_job& j, F&& f) noexcept {
 }
 
 /// Each row, `chunk` columns at a time: `segment(x, n, s, z, b, dst)` codes
-/// n values of one group into dst (as int32), then the chunk is packed.
-template <class Segment>
-LOWBIT_FORCE_INLINE void encode_rows(const encode_job& j, Segment&& segment) noexcept {
+/// n values of one group into dst (as int32), then `pack(codes, n, out)`
+/// packs the chunk's n codes (a buffer of `chunk` it may overwrite past n).
+template <class Segment, class Pack>
+LOWBIT_FORCE_INLINE void encode_rows(const encode_job& j, Segment&& segment, Pack&& pack) noexcept {
     alignas(64) std::int32_t buf[chunk];
     // The prefetch slice per chunk: the job's chunks cover prefetch_bytes.
     const std::size_t chunks = j.rows * ((j.cols + chunk - 1) / chunk);
@@ -215,7 +220,7 @@ LOWBIT_FORCE_INLINE void encode_rows(const encode_job& j, Segment&& segment) noe
                 segment(xr + c, end - c, j.scale[at], z, b, buf + (c - c0));
                 c = end;
             }
-            pack_chunk(buf, c1 - c0, j.bits, out + c0 / 8 * static_cast<std::size_t>(j.bits));
+            pack(buf, c1 - c0, out + c0 / 8 * static_cast<std::size_t>(j.bits));
 #if defined(__GNUC__)
             for (const char* e = pf + std::min<std::size_t>(slice, static_cast<std::size_t>(pf_end - pf)); pf < e; pf += 64)
                 __builtin_prefetch(pf);
@@ -229,10 +234,15 @@ LOWBIT_FORCE_INLINE void encode_rows(const encode_job& j, Segment&& segment) noe
 /// Scalar reference: the rules on single floats.
 inline void encode_ref(const encode_job& j) noexcept {
     detail::encode::with_rule<float>(j, [&](auto code) {
-        detail::encode::encode_rows(j, [&](const float* x, std::size_t n, float s, float z, float b, std::int32_t* dst) {
-            const float inv = detail::encode::group_inverse(j, s);
-            for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<std::int32_t>(code(x[i], s, z, b, inv));
-        });
+        detail::encode::encode_rows(
+            j,
+            [&](const float* x, std::size_t n, float s, float z, float b, std::int32_t* dst) {
+                const float inv = detail::encode::group_inverse(j, s);
+                for (std::size_t i = 0; i < n; ++i) dst[i] = static_cast<std::int32_t>(code(x[i], s, z, b, inv));
+            },
+            [&](std::int32_t* c, std::size_t n, std::uint8_t* out) {
+                detail::encode::with_bits(j.bits, [&](auto k) { detail::encode::pack_chunk<decltype(k)::value>(c, n, out); });
+            });
     });
 }
 
@@ -275,10 +285,50 @@ LOWBIT_SIMD_WARNINGS_OFF
 namespace detail {
 namespace encode {
 
+/// pack_chunk<K> on batches: the chunk's int32 codes narrowed to bytes (a
+/// loop of fixed length, which the compiler vectorises into the instruction
+/// set's narrowing moves or packs), eight of them at a time packed in
+/// uint64 lanes (pack_eight), then each lane's K bytes stored. `code` holds
+/// `chunk` entries; those from n on are overwritten with 0.
+/// Quantize, 11008 x 4096, one thread, EPYC 2.6 GHz, AVX-512: nf4-b64
+/// 1 480 -> 1 650 Mw/s, int3-g128 1 450 -> 1 730 (pack_chunk's code-by-code
+/// packing before). Narrowing with intrinsics (vpmovdb; packs on AVX2 and
+/// SSE4.1) measured no faster than this loop.
+template <int K, class Arch>
+LOWBIT_FORCE_INLINE void pack_chunk_simd(std::int32_t* code, std::size_t n, std::uint8_t* out) noexcept {
+    using B = xsimd::batch<std::uint8_t, Arch>;
+    constexpr std::size_t step = B::size;
+    static_assert(chunk % step == 0);
+    if constexpr (std::endian::native != std::endian::little) {
+        pack_chunk<K>(code, n, out);
+    } else {
+        for (std::size_t i = n; i < chunk; ++i) code[i] = 0;
+        alignas(64) std::uint8_t byte[chunk];
+        for (std::size_t i = 0; i < chunk; ++i) byte[i] = static_cast<std::uint8_t>(code[i]);
+        const std::size_t bytes = (n * K + 7) / 8, groups = (n + 7) / 8;
+        if constexpr (K == 8) {
+            std::memcpy(out, byte, n);
+        } else {
+            alignas(64) std::uint64_t word[chunk / 8];
+            for (std::size_t i = 0; i < n; i += step)
+                pack_eight<K>(::lowbit::detail::simd::bitcast<std::uint64_t>(B::load_aligned(byte + i)))
+                    .store_aligned(word + i / 8);
+            // Each eight codes' K bytes: 8-byte stores, each overwriting the
+            // previous one's spare bytes, while they stay inside the packed bytes.
+            std::size_t g = 0;
+            for (; g < groups && g * K + 8 <= bytes; ++g) std::memcpy(out + g * K, word + g, 8);
+            for (; g < groups; ++g) std::memcpy(out + g * K, word + g, std::min<std::size_t>(K, bytes - g * K));
+        }
+    }
+}
+
 template <class Arch>
 void encode_simd(const encode_job& j) noexcept {
     using V = xsimd::batch<float, Arch>;
     constexpr std::size_t L = V::size;
+    const auto pack = [&](std::int32_t* c, std::size_t n, std::uint8_t* out) {
+        with_bits(j.bits, [&](auto k) { pack_chunk_simd<decltype(k)::value, Arch>(c, n, out); });
+    };
     with_rule<V>(j, [&](auto code) {
         encode_rows(j, [&](const float* x, std::size_t n, float s, float z, float b, std::int32_t* dst) {
             const V vs(s), vz(z), vb(b), vinv(group_inverse(j, s));
@@ -294,7 +344,7 @@ void encode_simd(const encode_job& j) noexcept {
                 xsimd::to_int(code(V::load_aligned(t), vs, vz, vb, vinv)).store_aligned(c);
                 for (std::size_t k = 0; i + k < n; ++k) dst[i + k] = c[k];
             }
-        });
+        }, pack);
     });
 }
 
