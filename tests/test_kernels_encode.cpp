@@ -361,6 +361,184 @@ TEST_CASE("group extremes kernel equals its scalar twin and flags non-finite val
     }
 }
 
+namespace {
+
+// Group extremes that reach every branch of the fit rules: constant groups,
+// zero extremes (flagged), one-signed groups, ties of |min| and |max|, and
+// magnitudes around the edges of fp16 and bf16 (subnormal halves, 65504 and
+// the 65520 that overflows) and of float itself.
+std::vector<kernels::group_extremes> fit_inputs(std::mt19937& rng) {
+    std::vector<float> mags = {0.0f, 1e-45f, 1e-38f, 0x1p-126f, 0x1p-133f, 0x1p-149f, 0x1p-25f, 0x1.8p-25f,
+                               0x1p-24f, 0x1.8p-24f, 0x1p-15f, 0x1.ffcp-15f, 0x1p-14f, 5.96e-8f, 6.1e-5f,
+                               0.5f, 1.0f, 1.5f, 7.0f, 65504.0f, 65519.0f, 65520.0f, 65536.0f, 1e30f, 3e38f};
+    std::uniform_real_distribution<float> u(-3.0f, 3.0f);
+    for (int i = 0; i < 60; ++i) mags.push_back(std::ldexp(std::fabs(u(rng)) + 0.01f, static_cast<int>(rng() % 80) - 40));
+    std::vector<kernels::group_extremes> ex;
+    for (float a : mags)
+        for (float b : mags) {
+            ex.push_back({-a, b, a > b ? -a : b});      // min -a, max b
+            ex.push_back({a, a, a});                    // constant
+            ex.push_back({-a, -a, -a});
+            if (a <= b) ex.push_back({a, b, b});         // one-signed
+            if (a <= b) ex.push_back({-b, -a, -b});
+        }
+    ex.push_back({-2.0f, 2.0f, -2.0f});  // a tie: the first element wins
+    ex.push_back({-2.0f, 2.0f, 2.0f});
+    ex.push_back({-0.0f, 3.0f, 3.0f});
+    return ex;
+}
+
+std::vector<fit_rule> fit_rules_under_test() {
+    std::vector<fit_rule> rules;
+    for (param_dtype t : {param_dtype::f32, param_dtype::f16, param_dtype::bf16})
+        for (float clip : {1.0f, 0.9f}) {
+            const auto add = [&](fit_kind k, int bits, float extreme) {
+                fit_rule r;
+                r.kind = k;
+                r.bits = bits;
+                r.scale_type = t;
+                r.clip = clip;
+                r.extreme = extreme;
+                rules.push_back(r);
+            };
+            for (int b : {2, 3, 4, 8}) add(fit_kind::symmetric, b, 1.0f);
+            for (int b : {1, 4, 5}) add(fit_kind::symmetric_signed_max, b, 1.0f);
+            for (int b : {1, 2, 4, 8}) add(fit_kind::asymmetric, b, 1.0f);
+            for (int b : {1, 2, 3, 4, 8}) add(fit_kind::mlx, b, 1.0f);
+            for (float e : {1.0f, -1.0f, 6.0f, 448.0f}) {
+                add(fit_kind::absmax, 4, e);
+                add(fit_kind::signed_absmax, 4, e);
+            }
+        }
+    return rules;
+}
+
+std::vector<std::uint32_t> fit_bits(const std::vector<float>& v) {
+    std::vector<std::uint32_t> b(v.size());
+    for (std::size_t i = 0; i < v.size(); ++i) b[i] = std::bit_cast<std::uint32_t>(v[i]);
+    return b;
+}
+
+}  // namespace
+
+TEST_CASE("fit kernel equals its scalar twin on every instruction set") {
+    std::mt19937 rng(21);
+    const auto ex = fit_inputs(rng);
+    for (const fit_rule& r : fit_rules_under_test()) {
+        for (std::size_t step : {std::size_t{1}, std::size_t{3}}) {
+            const std::size_t n = ex.size();
+            std::vector<float> ws(n * step), we(n * step), gs(n * step), ge(n * step);
+            std::vector<std::uint8_t> wf(n), gf(n);
+            kernels::fit_ref({ex.data(), n, &r, ws.data(), we.data(), step, wf.data()});
+            for (isa i : kernels::available_isas()) {
+                INFO("isa " << kernels::isa_name(i) << " kind " << static_cast<int>(r.kind) << " bits " << r.bits
+                            << " scale type " << to_string(r.scale_type) << " clip " << r.clip << " extreme "
+                            << r.extreme << " step " << step);
+                kernels::dispatch_to(i, kernels::fit_fn{}, kernels::fit_job{ex.data(), n, &r, gs.data(), ge.data(), step, gf.data()});
+                REQUIRE(gf == wf);
+                REQUIRE(fit_bits(gs) == fit_bits(ws));
+                REQUIRE(fit_bits(ge) == fit_bits(we));
+            }
+        }
+    }
+}
+
+TEST_CASE("fit kernel's rounding to fp16 and bf16 equals core/numeric.hpp's on every half and its neighbours") {
+    // symmetric_signed_max at 1 bit stores -m: the stored scale is the
+    // rounding of -m to the scale type (or the type's smallest step for a
+    // nonzero m that rounds to 0).
+    std::vector<kernels::group_extremes> ex;
+    for (std::uint32_t h = 0; h < 0x10000u; ++h) {
+        const float v = fp16_to_float(static_cast<std::uint16_t>(h));
+        if (!std::isfinite(v) || v == 0.0f) continue;
+        for (float x : {v, std::nextafter(v, 0.0f), std::nextafter(v, 2 * v),
+                        v + (fp16_to_float(static_cast<std::uint16_t>(h + 1)) - v) / 2})
+            if (std::isfinite(x) && x != 0.0f) ex.push_back({-std::fabs(x), std::fabs(x), x});
+    }
+    std::mt19937 rng(5);
+    for (int k = 0; k < 200000; ++k) {
+        const float x = std::bit_cast<float>(static_cast<std::uint32_t>(rng()));
+        if (std::isfinite(x) && x != 0.0f) ex.push_back({-std::fabs(x), std::fabs(x), x});
+    }
+    for (param_dtype t : {param_dtype::f16, param_dtype::bf16}) {
+        fit_rule r;
+        r.kind = fit_kind::symmetric_signed_max;
+        r.bits = 1;
+        r.scale_type = t;
+        const std::size_t n = ex.size();
+        std::vector<float> s(n), e(n);
+        std::vector<std::uint8_t> f(n);
+        for (isa i : kernels::available_isas()) {
+            INFO("isa " << kernels::isa_name(i) << " scale type " << to_string(t));
+            kernels::dispatch_to(i, kernels::fit_fn{}, kernels::fit_job{ex.data(), n, &r, s.data(), e.data(), 1, f.data()});
+            for (std::size_t g = 0; g < n; ++g) {
+                const float want = round_to_param_dtype(-ex[g].signed_absmax, t);
+                INFO("value " << ex[g].signed_absmax);
+                if (!std::isfinite(want)) {
+                    REQUIRE(f[g] == 1);
+                } else if (want == 0.0f) {
+                    REQUIRE(f[g] == 0);
+                    REQUIRE(s[g] == (t == param_dtype::f16 ? 0x1p-24f : 0x1p-133f) * (ex[g].signed_absmax < 0 ? 1 : -1));
+                } else {
+                    REQUIRE(f[g] == 0);
+                    REQUIRE(std::bit_cast<std::uint32_t>(s[g]) == std::bit_cast<std::uint32_t>(want));
+                }
+            }
+        }
+    }
+}
+
+template <class S>
+S scale_type_of(S s, param_dtype t) {
+    s.scale_type = t;
+    return s;
+}
+
+TEST_CASE("fit rules give the schemes' own fit_stats where the kernel does not flag the group") {
+    std::mt19937 rng(8);
+    const auto ex = fit_inputs(rng);
+    const auto check = [&](const auto& scheme) {
+        using P = typename std::decay_t<decltype(scheme)>::params;
+        const fit_rule r = scheme.stats_rule();
+        const std::size_t step = sizeof(P) / sizeof(float), n = ex.size();
+        std::vector<float> st(n * step), en(n * step);
+        std::vector<std::uint8_t> fl(n);
+        kernels::fit_ref({ex.data(), n, &r, st.data(), en.data(), step, fl.data()});
+        std::size_t fitted = 0, thrown = 0;
+        for (std::size_t g = 0; g < n; ++g) {
+            const detail::group_stats s{ex[g].min, ex[g].max, ex[g].signed_absmax, ex[g].min == ex[g].max};
+            INFO(scheme.name() << " group " << g << ": " << ex[g].min << " " << ex[g].max << " " << ex[g].signed_absmax);
+            try {
+                const P p = scheme.fit_stats(s);
+                ++fitted;
+                if (ex[g].min == 0.0f || ex[g].max == 0.0f) {
+                    REQUIRE(fl[g] == 1);
+                    continue;
+                }
+                REQUIRE(fl[g] == 0);
+                P got{};
+                std::memcpy(&got, st.data() + g * step, sizeof(P));
+                REQUIRE(std::memcmp(&got, &p, sizeof(P)) == 0);
+            } catch (const lowbit::error&) {
+                ++thrown;
+                REQUIRE(fl[g] == 1);
+            }
+        }
+        REQUIRE(fitted > thrown);
+        if (scheme.scale_type == param_dtype::f16) REQUIRE(thrown > 0);  // 1e30 and 65520 do not fit
+    };
+    for (param_dtype t : {param_dtype::f32, param_dtype::f16, param_dtype::bf16}) {
+        check(scale_type_of(affine<4, affine_mode::symmetric>{}, t));
+        check(scale_type_of(affine<3, affine_mode::symmetric_signed_max>{}, t));
+        check(scale_type_of(affine<2, affine_mode::asymmetric>{}, t));
+        check(scale_type_of(affine<8, affine_mode::asymmetric>{}, t));
+        check(scale_type_of(affine<4, affine_mode::mlx>{}, t));
+        auto cb = nf4();
+        cb.scale_type = t;
+        check(cb);
+    }
+}
+
 TEST_CASE("the quantizer's single pass equals its checks-first path for every format") {
     // An importance vector of ones changes nothing these fits look at, but
     // sends quantize down the path that checks, fits and encodes in turn.

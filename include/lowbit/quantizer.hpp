@@ -439,6 +439,13 @@ private:
         });
     }
 
+    /// fit_stats is a rule of scheme/fit_rules.hpp, which the fit kernel runs
+    /// (params of one, or of scale, zero and bias, floats in that order).
+    static constexpr bool has_stats_rule =
+        requires(const S& s) {
+            { s.stats_rule() } -> std::convertible_to<fit_rule>;
+        } && (std::is_same_v<typename S::params, scaled_params> || std::is_same_v<typename S::params, affine_params>);
+
     /// fit looks only at a group's statistics (fit_stats, or
     /// fit_split_stats for split schemes), which a kernel gathers.
     static constexpr bool fits_from_stats = split ? requires(const S& s, const detail::group_stats& st) {
@@ -463,6 +470,7 @@ private:
         const auto run = [&](std::size_t r0, std::size_t r1) {
             std::vector<kernels::group_extremes> ex(block * per_row);
             std::vector<typename S::params> enc(block * per_row);
+            std::vector<std::uint8_t> flag(has_stats_rule ? block * per_row : 0);
             for (std::size_t b0 = r0; b0 < r1; b0 += block) {
                 const std::size_t b1 = std::min(r1, b0 + block);
                 bool nf = false;
@@ -471,8 +479,18 @@ private:
                     non_finite = true;
                     return;
                 }
-                for (std::size_t k = 0; k < (b1 - b0) * per_row; ++k)
-                    enc[k] = fit_from_extremes(w, L, b0 * per_row + k, ex[k], params[b0 * per_row + k]);
+                const std::size_t count = (b1 - b0) * per_row;
+                if constexpr (has_stats_rule) {
+                    // The fit kernel; the groups it flags by the scheme's own fit_stats.
+                    const fit_rule rule = scheme.stats_rule();
+                    kernels::fit_groups({ex.data(), count, &rule, &params[b0 * per_row].scale, &enc.data()->scale,
+                                         sizeof(typename S::params) / sizeof(float), flag.data()});
+                    for (std::size_t k = 0; k < count; ++k)
+                        if (flag[k]) enc[k] = fit_from_extremes(w, L, b0 * per_row + k, ex[k], params[b0 * per_row + k]);
+                } else {
+                    for (std::size_t k = 0; k < count; ++k)
+                        enc[k] = fit_from_extremes(w, L, b0 * per_row + k, ex[k], params[b0 * per_row + k]);
+                }
                 on_block(b0, b1, r1, std::span<const typename S::params>(enc.data(), (b1 - b0) * per_row));
             }
         };

@@ -4,6 +4,8 @@
 //  * group_extremes: per group of `group` consecutive values of a row, the
 //    minimum, the maximum and the first element of largest magnitude, which
 //    is all every scheme's fit looks at (detail::group_stats);
+//  * fit: each group's params from its extremes, by the rules of
+//    scheme/fit_rules.hpp (the same templates the schemes' fit_stats runs);
 //  * encode: every value to its code under its group's params, by the rules
 //    of scheme/encode_rules.hpp (the same templates the schemes' scalar
 //    encode runs), packed into LSB-first k-bit rows.
@@ -22,6 +24,7 @@
 
 #include "../core/error.hpp"
 #include "../scheme/encode_rules.hpp"
+#include "../scheme/fit_rules.hpp"
 #include "dispatch.hpp"
 
 #if !defined(LOWBIT_NO_SIMD)
@@ -46,6 +49,19 @@ struct extremes_job {
     std::size_t rows, cols, group;
     group_extremes* out;   ///< out[r * (cols / group) + g]
     bool* non_finite;      ///< set to true when a value is NaN or infinite (the extremes are then meaningless)
+};
+
+/// Params of `count` groups from their extremes by a fit_rule. Params are
+/// arrays of `step` floats per group: scale, then (step 3) zero and bias.
+struct fit_job {
+    const group_extremes* ex;
+    std::size_t count;
+    const fit_rule* rule;
+    float* stored;       ///< the params as stored: scale and bias rounded to the rule's scale type
+    float* encode;       ///< the params to encode with (mlx: as computed in float32; else the stored ones)
+    std::size_t step;    ///< 1 or 3
+    std::uint8_t* flag;  ///< 1 where the scheme's fit_stats must fit the group instead: a zero
+                         ///< extreme (whose sign fit_stats looks up) or a param its type cannot hold
 };
 
 /// Which rule an encode_job applies.
@@ -96,6 +112,10 @@ struct candidates_job {
     static constexpr std::size_t max_candidates = 64;
 };
 
+struct fit_fn {
+    template <class Arch>
+    void operator()(Arch, const fit_job& j) const noexcept;
+};
 struct group_extremes_fn {
     template <class Arch>
     void operator()(Arch, const extremes_job& j) const noexcept;
@@ -231,6 +251,52 @@ LOWBIT_FORCE_INLINE void encode_rows(const encode_job& j, Segment&& segment, Pac
 
 }  // namespace detail::encode
 
+namespace detail::encode {
+
+/// One group per lane: the stored params and the ones to encode with, and
+/// whether fit_stats must fit the group instead (see fit_job::flag).
+template <class V, class Ops = ::lowbit::detail::lane_ops<V>>
+struct fit_lanes {
+    fitted<V> stored, encode;
+    V bad;  ///< nonzero where flagged
+};
+
+template <class V, class Ops = ::lowbit::detail::lane_ops<V>>
+LOWBIT_FORCE_INLINE fit_lanes<V, Ops> fit_group_lanes(const fit_rule& r, V mn, V mx, V m) noexcept {
+    const fitted<V> f = fit_params<V, Ops>(r, mn, mx, m);
+    fit_lanes<V, Ops> out;
+    out.stored = {stored_scale<V, Ops>(f.scale, r.scale_type), f.zero,
+                  round_to_param_dtype<V, Ops>(f.bias, r.scale_type)};
+    out.encode = r.kind == fit_kind::mlx ? f : out.stored;
+    // finite(v): v - v is 0 for finite v and NaN otherwise.
+    const auto finite = [](V v) { return (v - v) == V(0.0f); };
+    const auto bad = (mn == V(0.0f)) | (mx == V(0.0f));
+    out.bad = Ops::select(bad, V(1.0f), V(0.0f)) +
+              Ops::select(finite(out.stored.scale), V(0.0f), V(1.0f)) +
+              Ops::select(Ops::is_inf(out.stored.bias), V(1.0f), V(0.0f));
+    return out;
+}
+
+inline void put_params(const fitted<float>& p, float* dst, std::size_t step) noexcept {
+    dst[0] = p.scale;
+    if (step >= 3) {
+        dst[1] = p.zero;
+        dst[2] = p.bias;
+    }
+}
+
+}  // namespace detail::encode
+
+inline void fit_ref(const fit_job& j) noexcept {
+    for (std::size_t g = 0; g < j.count; ++g) {
+        const group_extremes& e = j.ex[g];
+        const auto f = detail::encode::fit_group_lanes<float>(*j.rule, e.min, e.max, e.signed_absmax);
+        detail::encode::put_params(f.stored, j.stored + g * j.step, j.step);
+        detail::encode::put_params(f.encode, j.encode + g * j.step, j.step);
+        j.flag[g] = f.bad != 0.0f;
+    }
+}
+
 /// Scalar reference: the rules on single floats.
 inline void encode_ref(const encode_job& j) noexcept {
     detail::encode::with_rule<float>(j, [&](auto code) {
@@ -346,6 +412,38 @@ void encode_simd(const encode_job& j) noexcept {
             }
         }, pack);
     });
+}
+
+template <class Arch>
+void fit_simd(const fit_job& j) noexcept {
+    using V = xsimd::batch<float, Arch>;
+    constexpr std::size_t L = V::size;
+    const fit_rule r = *j.rule;
+    for (std::size_t g0 = 0; g0 < j.count; g0 += L) {
+        const std::size_t n = std::min(L, j.count - g0);
+        // Lanes past the end fit a harmless group (-1, 1).
+        alignas(64) float mn[L], mx[L], m[L];
+        for (std::size_t k = 0; k < L; ++k) {
+            const group_extremes e = k < n ? j.ex[g0 + k] : group_extremes{-1.0f, 1.0f, 1.0f};
+            mn[k] = e.min;
+            mx[k] = e.max;
+            m[k] = e.signed_absmax;
+        }
+        const auto f = fit_group_lanes<V>(r, V::load_aligned(mn), V::load_aligned(mx), V::load_aligned(m));
+        alignas(64) float out[7][L];
+        f.stored.scale.store_aligned(out[0]);
+        f.stored.zero.store_aligned(out[1]);
+        f.stored.bias.store_aligned(out[2]);
+        f.encode.scale.store_aligned(out[3]);
+        f.encode.zero.store_aligned(out[4]);
+        f.encode.bias.store_aligned(out[5]);
+        f.bad.store_aligned(out[6]);
+        for (std::size_t k = 0; k < n; ++k) {
+            put_params({out[0][k], out[1][k], out[2][k]}, j.stored + (g0 + k) * j.step, j.step);
+            put_params({out[3][k], out[4][k], out[5][k]}, j.encode + (g0 + k) * j.step, j.step);
+            j.flag[g0 + k] = out[6][k] != 0.0f;
+        }
+    }
 }
 
 template <class Arch>
@@ -498,6 +596,18 @@ void encode_fn::operator()(Arch, const encode_job& j) const noexcept {
 }
 
 template <class Arch>
+void fit_fn::operator()(Arch, const fit_job& j) const noexcept {
+#if !defined(LOWBIT_NO_SIMD)
+    if constexpr (!std::is_same_v<Arch, scalar>) {
+        detail::encode::fit_simd<Arch>(j);
+    } else
+#endif
+    {
+        fit_ref(j);
+    }
+}
+
+template <class Arch>
 void candidate_errors_fn::operator()(Arch, const candidates_job& j) const noexcept {
 #if !defined(LOWBIT_NO_SIMD)
     if constexpr (!std::is_same_v<Arch, scalar>) {
@@ -562,6 +672,17 @@ inline void candidate_errors(const candidates_job& j) {
     dispatch(candidate_errors_fn{}, j);
 }
 
+/// Validates, then fits on the active instruction set.
+inline void fit_groups(const fit_job& j) {
+    if (j.count == 0) return;
+    if (!j.ex || !j.rule || !j.stored || !j.encode || !j.flag)
+        LOWBIT_THROW(errc::invalid_argument, "fit_groups: null pointer");
+    if (j.step != 1 && j.step != 3) LOWBIT_THROW(errc::invalid_argument, "fit_groups: step must be 1 or 3");
+    if (j.rule->bits < 1 || j.rule->bits > 8)
+        LOWBIT_THROW(errc::invalid_argument, "fit_groups: bits = " + std::to_string(j.rule->bits) + ", must be 1..8");
+    dispatch(fit_fn{}, j);
+}
+
 /// Validates, then gathers group extremes on the active instruction set.
 inline void gather_extremes(const extremes_job& j) {
     if (j.group == 0 || j.cols % j.group != 0)
@@ -578,6 +699,8 @@ LOWBIT_NAMESPACE_END
 
 #define LOWBIT_KERNELS_ENCODE(EXT, ARCH)                                                                          \
     EXT template void lowbit::kernels::encode_fn::operator()<ARCH>(ARCH, const lowbit::kernels::encode_job&)     \
+        const noexcept;                                                                                         \
+    EXT template void lowbit::kernels::fit_fn::operator()<ARCH>(ARCH, const lowbit::kernels::fit_job&)           \
         const noexcept;                                                                                         \
     EXT template void lowbit::kernels::group_extremes_fn::operator()<ARCH>(                                     \
         ARCH, const lowbit::kernels::extremes_job&) const noexcept;                                             \

@@ -41,6 +41,23 @@ struct lane_ops<xsimd::batch<float, A>> {
     static LOWBIT_FORCE_INLINE uint bits(const V& v) noexcept { return simd::bitcast<std::uint32_t>(v); }
     static LOWBIT_FORCE_INLINE V from_bits(const uint& v) noexcept { return simd::bitcast<float>(v); }
     static LOWBIT_FORCE_INLINE V round_bf16(const V& v) noexcept { return simd::bitcast<float>(simd::bf16_bits(v) << 16); }
+    /// float_to_fp16 then fp16_to_float (core/numeric.hpp): round to nearest
+    /// even at fp16's precision, subnormal halves included, Inf from 65520 up,
+    /// NaN kept quiet.
+    static LOWBIT_FORCE_INLINE V round_f16(const V& v) noexcept {
+        const uint b = bits(v);
+        const uint a = b & uint(0x7FFFFFFFu);
+        // Normal halves: the mantissa rounded to 10 bits in place (a carry
+        // bumps the exponent, which is right).
+        const uint normal = (a + uint(0xFFFu) + ((a >> 13) & uint(1u))) & uint(0xFFFFE000u);
+        // Below 2^-14: to a multiple of 2^-24, which adding 0.5 (whose ulp is
+        // 2^-24) rounds to, half to even.
+        const uint sub = bits((from_bits(a) + V(0.5f)) - V(0.5f));
+        uint r = select(a < uint(0x38800000u), sub, normal);
+        r = select(a >= uint(0x477FF000u), uint(0x7F800000u), r);
+        r = select(a > uint(0x7F800000u), (a & uint(0xFFFFE000u)) | uint(0x00400000u), r);
+        return from_bits(r | (b & uint(0x80000000u)));
+    }
     static LOWBIT_FORCE_INLINE V to_float(const uint& v) noexcept {
         return xsimd::to_float(simd::bitcast<std::int32_t>(v));  // codes < 2^8
     }

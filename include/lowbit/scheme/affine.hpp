@@ -27,33 +27,9 @@
 #include "../detail/fp_contract.hpp"
 #include "concepts.hpp"
 #include "encode_rules.hpp"
+#include "fit_rules.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
-
-/// Storage type of a scheme's float params (scales, float zero-points and biases).
-enum class param_dtype : std::uint8_t { f32, f16, bf16 };
-
-constexpr int param_dtype_bits(param_dtype t) noexcept { return t == param_dtype::f32 ? 32 : 16; }
-
-constexpr const char* to_string(param_dtype t) noexcept {
-    switch (t) {
-    case param_dtype::f32: return "f32";
-    case param_dtype::f16: return "f16";
-    case param_dtype::bf16: return "bf16";
-    }
-    return "?";
-}
-
-/// `v` rounded (to nearest even) to `t` and widened back: the value a reader of
-/// the stored param sees. Overflow gives +-Inf (fp16 above 65504).
-constexpr float round_to_param_dtype(float v, param_dtype t) noexcept {
-    switch (t) {
-    case param_dtype::f32: return v;
-    case param_dtype::f16: return fp16_to_float(float_to_fp16(v));
-    case param_dtype::bf16: return bf16_to_float(float_to_bf16(v));
-    }
-    return v;
-}
 
 /// How an affine scheme maps a group onto integer codes; see affine<>.
 enum class affine_mode : std::uint8_t { symmetric, symmetric_signed_max, asymmetric, asymmetric_float, mlx };
@@ -86,16 +62,10 @@ namespace detail {
 // group that tiny keeps the smallest step the type has), and an error when the
 // type cannot hold it.
 inline float store_scale(float s, param_dtype t, const char* who) {
-    float r = round_to_param_dtype(s, t);
-    if (std::isinf(r) || std::isnan(r))
+    const float r = stored_scale(s, t);
+    if (!std::isfinite(r))
         LOWBIT_THROW(errc::invalid_argument, std::string(who) + ": scale " + value_string(s) + " does not fit the " +
                                                  to_string(t) + " scale type");
-    if (r == 0.0f && s != 0.0f) {
-        const float tiny = t == param_dtype::f16    ? 0x1p-24f
-                           : t == param_dtype::bf16 ? 0x1p-133f
-                                                    : std::numeric_limits<float>::denorm_min();
-        r = std::signbit(s) ? -tiny : tiny;
-    }
     return r;
 }
 
@@ -242,38 +212,31 @@ struct affine {
     /// fit from the group's statistics alone (all fit looks at): what the
     /// quantizer calls with statistics a kernel gathered.
     params fit_stats(const detail::group_stats& s) const {
-        if constexpr (Mode == affine_mode::mlx || Mode == affine_mode::asymmetric_float)
+        if constexpr (Mode == affine_mode::mlx || Mode == affine_mode::asymmetric_float) {
             return fit_split_stats(s).stored;
-        params p{};
-        constexpr float half = static_cast<float>(1 << (Bits - 1));
-        constexpr float levels = static_cast<float>(max_code);
-        if constexpr (Mode == affine_mode::symmetric) {
-            p.zero = half;
-            if (s.constant) {
-                p.scale = detail::store_scale(std::fabs(s.max), scale_type, name());
-            } else {
-                const float amax = std::fmax(std::fabs(s.min), std::fabs(s.max)) * clip;
-                p.scale = detail::store_scale(amax / (half - 1.0f), scale_type, name());
-            }
-        } else if constexpr (Mode == affine_mode::symmetric_signed_max) {
-            p.zero = half;
-            p.scale = detail::store_scale((s.signed_absmax * clip) / -half, scale_type, name());
-        } else if constexpr (Mode == affine_mode::asymmetric) {
-            if (s.constant && s.max != 0.0f) {
-                p.scale = detail::store_scale(std::fabs(s.max), scale_type, name());
-                p.zero = s.max > 0.0f ? 0.0f : 1.0f;
-                return p;
-            }
-            float lo = std::fmin(s.min, 0.0f) * clip, hi = std::fmax(s.max, 0.0f) * clip;
-            if (lo == 0.0f && hi == 0.0f) {
-                lo = -1.0f;
-                hi = 1.0f;
-            }
-            const float scale = (hi - lo) / levels;
-            p.zero = detail::clamp_code(detail::round_even(-lo / scale), levels);
-            p.scale = detail::store_scale(scale, scale_type, name());
+        } else {
+            const fitted<float> f = fit_params(stats_rule(), s.min, s.max, s.signed_absmax);
+            params p{};
+            p.scale = detail::store_scale(f.scale, scale_type, name());
+            p.zero = f.zero;
+            return p;
         }
-        return p;
+    }
+
+    /// What fit_stats computes, for the fit kernel (scheme/fit_rules.hpp);
+    /// asymmetric_float has none.
+    constexpr fit_rule stats_rule() const noexcept
+        requires(Mode != affine_mode::asymmetric_float)
+    {
+        fit_rule r;
+        r.kind = Mode == affine_mode::symmetric              ? fit_kind::symmetric
+                 : Mode == affine_mode::symmetric_signed_max ? fit_kind::symmetric_signed_max
+                 : Mode == affine_mode::asymmetric           ? fit_kind::asymmetric
+                                                             : fit_kind::mlx;
+        r.bits = Bits;
+        r.clip = clip;
+        r.scale_type = scale_type;
+        return r;
     }
 
     /// mlx and asymmetric_float: the params as stored (as fit returns them)
@@ -307,30 +270,12 @@ struct affine {
     split_params<params> fit_split_stats(const detail::group_stats& s) const
         requires(Mode == affine_mode::mlx)
     {
-        constexpr float eps = 1e-7f;
-        constexpr float levels = static_cast<float>(max_code);
-        const float lo = s.min * clip, hi = s.max * clip;
-        float scale, bias;
-        if constexpr (Bits == 1) {
-            scale = std::fmax(hi - lo, eps);
-            bias = lo;
-        } else {
-            const bool lo_edge = std::fabs(lo) > std::fabs(hi);
-            scale = std::fmax((hi - lo) / levels, eps);
-            if (!lo_edge) scale = -scale;
-            const float edge = lo_edge ? lo : hi;
-            const float q0 = detail::round_even(edge / scale);
-            bias = 0.0f;
-            if (q0 != 0.0f) {
-                scale = edge / q0;
-                bias = edge;
-            }
-        }
+        const fitted<float> f = fit_params(stats_rule(), s.min, s.max, s.signed_absmax);
         split_params<params> r;
-        r.encode.scale = scale;
-        r.encode.bias = bias;
-        r.stored.scale = detail::store_scale(scale, scale_type, name());
-        r.stored.bias = detail::store_offset(bias, scale_type, name());
+        r.encode.scale = f.scale;
+        r.encode.bias = f.bias;
+        r.stored.scale = detail::store_scale(f.scale, scale_type, name());
+        r.stored.bias = detail::store_offset(f.bias, scale_type, name());
         return r;
     }
 

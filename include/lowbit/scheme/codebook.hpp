@@ -138,14 +138,20 @@ public:
     /// fit from the group's statistics: its element of largest magnitude
     /// (+0 for an all-zero group).
     params fit_stats(const detail::group_stats& s) const {
-        const float m = s.signed_absmax == 0.0f ? 0.0f : s.signed_absmax;
-        const float amax = std::fabs(m);
         params p{};
-        if (scale_rule == codebook_scale::absmax)
-            p.scale = detail::store_scale((amax * clip) / std::fabs(extreme_), scale_type, name_);
-        else
-            p.scale = detail::store_scale((m * clip) / extreme_, scale_type, name_);
+        p.scale = detail::store_scale(fit_params(stats_rule(), s.min, s.max, s.signed_absmax).scale, scale_type, name_);
         return p;
+    }
+
+    /// What fit_stats computes, for the fit kernel (scheme/fit_rules.hpp).
+    fit_rule stats_rule() const noexcept {
+        fit_rule r;
+        r.kind = scale_rule == codebook_scale::absmax ? fit_kind::absmax : fit_kind::signed_absmax;
+        r.bits = bits;
+        r.clip = clip;
+        r.scale_type = scale_type;
+        r.extreme = extreme_;
+        return r;
     }
 
     std::uint8_t encode(float x, const params& p) const noexcept {
@@ -457,7 +463,17 @@ public:
         return fit_stats(detail::stats_of(x));
     }
     params fit_stats(const detail::group_stats& s) const {
-        return params{detail::store_scale(std::fabs(s.signed_absmax) * clip, scale_type, name())};
+        return params{
+            detail::store_scale(fit_params(stats_rule(), s.min, s.max, s.signed_absmax).scale, scale_type, name())};
+    }
+    /// What fit_stats computes: the absmax rule with a table extreme of 1.
+    fit_rule stats_rule() const noexcept {
+        fit_rule r;
+        r.kind = fit_kind::absmax;
+        r.bits = bits;
+        r.clip = clip;
+        r.scale_type = scale_type;
+        return r;
     }
 
     std::uint8_t encode(float x, const params& p) const noexcept {

@@ -10,7 +10,8 @@
 //
 // The rules only need the operations of lane_ops: select on a mask, the usual
 // arithmetic and comparisons, round-half-even, round-half-away, truncation,
-// min/max, |x|, rounding to bf16, and a view of the bits as uint32 lanes.
+// min/max, |x|, rounding to bf16 and fp16, and a view of the bits as uint32
+// lanes.
 
 #include <bit>
 #include <cmath>
@@ -63,6 +64,7 @@ struct lane_ops<float> {
     static uint bits(float v) noexcept { return std::bit_cast<uint>(v); }
     static float from_bits(uint v) noexcept { return std::bit_cast<float>(v); }
     static float round_bf16(float v) noexcept { return bf16_to_float(float_to_bf16(v)); }
+    static float round_f16(float v) noexcept { return fp16_to_float(float_to_fp16(v)); }
     static float to_float(uint v) noexcept { return static_cast<float>(v); }
     static float clamp_code(float v, float hi) noexcept { return detail::clamp_code(v, hi); }
 };

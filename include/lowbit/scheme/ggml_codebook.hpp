@@ -72,6 +72,8 @@ public:
                                                      "validation rejects such a block)");
         return {half_scale(e)};
     }
+    /// Not codebook's rule: fit_stats above is fitted group by group.
+    fit_rule stats_rule() const = delete;
     std::size_t param_bits() const noexcept { return 8; }
     std::size_t scale_bits() const noexcept { return 8; }
 };
