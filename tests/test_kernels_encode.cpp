@@ -409,6 +409,10 @@ std::vector<fit_rule> fit_rules_under_test() {
                 add(fit_kind::absmax, 4, e);
                 add(fit_kind::signed_absmax, 4, e);
             }
+            for (int emax : {1, 2, 4, 8, 15}) {
+                add(fit_kind::pow2_floor, 4, 1.0f);
+                rules.back().emax = emax;
+            }
         }
     return rules;
 }
@@ -536,7 +540,29 @@ TEST_CASE("fit rules give the schemes' own fit_stats where the kernel does not f
         auto cb = nf4();
         cb.scale_type = t;
         check(cb);
+        check(scale_type_of(nvfp4_elements{}, t));
+        check(scale_type_of(minifloat<elem::fp8_e4m3, scale_rule::amax>{}, t));
     }
+    check(mxfp4{});
+    check(mxfp8_e5m2{});
+}
+
+TEST_CASE("the MX scale rule equals e8m0_exponent_for_mx on every exponent and edge") {
+    std::vector<float> amax = {0.0f, 1e-45f, 0x1p-127f, 0x1.fffffcp-127f, 0x1p-126f, 1.0f, 3e38f, 0x1.fffffep127f};
+    for (int e = -149; e <= 127; ++e)
+        for (float f : {1.0f, 1.5f, 1.9999999f}) amax.push_back(std::ldexp(f, e));
+    for (int emax : {1, 2, 4, 8, 15})
+        for (float clip : {1.0f, 0.75f})
+            for (float a : amax) {
+                fit_rule r;
+                r.kind = fit_kind::pow2_floor;
+                r.emax = emax;
+                r.clip = clip;
+                const float want = e8m0_to_float(static_cast<std::uint8_t>(e8m0_exponent_for_mx(a * clip, emax) + 127));
+                INFO("amax " << a << " emax " << emax << " clip " << clip);
+                REQUIRE(std::bit_cast<std::uint32_t>(fit_params(r, -a, a, a).scale) == std::bit_cast<std::uint32_t>(want));
+                REQUIRE(std::bit_cast<std::uint32_t>(fit_params(r, -a, a, -a).scale) == std::bit_cast<std::uint32_t>(want));
+            }
 }
 
 TEST_CASE("the quantizer's single pass equals its checks-first path for every format") {

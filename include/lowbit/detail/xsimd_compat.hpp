@@ -14,6 +14,7 @@
 #endif
 
 LOWBIT_NAMESPACE_BEGIN
+LOWBIT_SIMD_WARNINGS_OFF
 namespace detail::simd {
 
 /// Horizontal sum of a batch (`hadd` in 8.x, `reduce_add` from 9.0).
@@ -78,9 +79,11 @@ inline T reduce_max(const xsimd::batch<T, A>& b) noexcept {
 }
 
 }  // namespace detail::simd
+LOWBIT_SIMD_WARNINGS_ON
 LOWBIT_NAMESPACE_END
 
 LOWBIT_NAMESPACE_BEGIN
+LOWBIT_SIMD_WARNINGS_OFF
 namespace detail::simd {
 
 /// The low and high halves of a float batch widened to double batches (no
@@ -182,4 +185,5 @@ inline xsimd::batch<std::uint32_t, A> bf16_bits(const xsimd::batch<float, A>& v)
 }
 
 }  // namespace detail::simd
+LOWBIT_SIMD_WARNINGS_ON
 LOWBIT_NAMESPACE_END

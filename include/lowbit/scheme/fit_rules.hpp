@@ -65,6 +65,7 @@ enum class fit_kind : std::uint8_t {
     mlx,                   ///< affine mlx (mx.quantize)
     absmax,                ///< codebook: scale = max |x| * clip / |extreme|
     signed_absmax,         ///< codebook: scale = m * clip / extreme, m the element of largest |x|
+    pow2_floor,            ///< OCP MX: scale = 2^max(floor(log2(max |x| * clip)) - emax, -127)
 };
 
 /// What a scheme's fit computes from a group's extremes; see the schemes for
@@ -75,6 +76,7 @@ struct fit_rule {
     float clip = 1.0f;
     param_dtype scale_type = param_dtype::f32;
     float extreme = 1.0f;  ///< codebooks: the table's value of largest magnitude
+    int emax = 2;          ///< pow2_floor: the element format's largest exponent (>= 1)
 };
 
 /// A group's params by a fit_rule: `scale`, `zero`, `bias` as computed in
@@ -139,6 +141,16 @@ LOWBIT_FORCE_INLINE fitted<V> fit_params(const fit_rule& r, V mn, V mx, V m) noe
     case fit_kind::absmax:
         f.scale = (Ops::abs(m) * clip) / V(std::fabs(r.extreme));
         break;
+    case fit_kind::pow2_floor: {
+        // e8m0_exponent_for_mx (core/numeric.hpp) on the biased exponent e of
+        // amax: 2^(e - 127 - emax) while that is a normal float, else the
+        // clamp's 2^-127 (also for a subnormal or zero amax, as emax >= 1).
+        using U = typename Ops::uint;
+        const U e = Ops::bits(Ops::abs(m) * clip) >> 23;
+        const U emax(static_cast<std::uint32_t>(r.emax));
+        f.scale = Ops::from_bits(Ops::select(e > emax, (e - emax) << 23, U(0x00400000u)));
+        break;
+    }
     case fit_kind::signed_absmax:
         // +0 for an all-zero group whatever the sign of its zeros.
         f.scale = (Ops::select(m == V(0.0f), V(0.0f), m) * clip) / V(r.extreme);

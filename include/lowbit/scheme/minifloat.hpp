@@ -132,15 +132,30 @@ struct minifloat {
 
     /// fit from the group's statistics: its largest magnitude.
     params fit_stats(const detail::group_stats& s) const {
-        const float amax = std::fabs(s.signed_absmax) * clip;
+        const float scale = fit_params(stats_rule(), s.min, s.max, s.signed_absmax).scale;
         params p{};
-        if constexpr (Rule == scale_rule::pow2_floor) {
-            const int e = e8m0_exponent_for_mx(amax, Elem::emax);
-            p.scale = e8m0_to_float(static_cast<std::uint8_t>(e + 127));
-        } else {
-            p.scale = detail::store_scale(amax / Elem::max, scale_type, name());
-        }
+        if constexpr (Rule == scale_rule::pow2_floor)
+            p.scale = scale;  // a power of two, stored exactly as E8M0
+        else
+            p.scale = detail::store_scale(scale, scale_type, name());
         return p;
+    }
+
+    /// What fit_stats computes, for the fit kernel (scheme/fit_rules.hpp).
+    fit_rule stats_rule() const noexcept {
+        static_assert(Elem::emax >= 1);
+        fit_rule r;
+        r.bits = bits;
+        r.clip = clip;
+        if constexpr (Rule == scale_rule::pow2_floor) {
+            r.kind = fit_kind::pow2_floor;
+            r.emax = Elem::emax;
+        } else {
+            r.kind = fit_kind::absmax;
+            r.extreme = Elem::max;
+            r.scale_type = scale_type;
+        }
+        return r;
     }
 
     static constexpr minifloat_rule encode_rule() noexcept { return Elem::rule; }
