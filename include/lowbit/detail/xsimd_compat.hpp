@@ -2,6 +2,7 @@
 // The xsimd API differences between Debian's 8.1 and the 13/14 that vcpkg and
 // Conan ship, in one place. Kernels call these instead of the renamed functions.
 
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -169,6 +170,23 @@ inline xsimd::batch<T, A> select_int(const xsimd::batch_bool<T, A>& cond, const 
     else
 #endif
         return xsimd::select(cond, a, b);
+}
+
+/// Lane i of the result is lane i ^ M of x (M a power of two below the lane
+/// count): one step of a butterfly across lanes. xsimd's swizzle takes
+/// `make_batch_constant<batch<U, A>, G>()` before 13.0 and
+/// `make_batch_constant<U, G, A>()` from 13.0.
+template <std::size_t M, class T, class A>
+inline xsimd::batch<T, A> swap_lanes(const xsimd::batch<T, A>& x) noexcept {
+    static_assert(sizeof(T) == 4 && M > 0 && M < xsimd::batch<T, A>::size && (M & (M - 1)) == 0);
+    struct xor_index {
+        static constexpr std::uint32_t get(std::size_t i, std::size_t) noexcept { return static_cast<std::uint32_t>(i ^ M); }
+    };
+#if XSIMD_VERSION_MAJOR < 13
+    return xsimd::swizzle(x, xsimd::make_batch_constant<xsimd::batch<std::uint32_t, A>, xor_index>());
+#else
+    return xsimd::swizzle(x, xsimd::make_batch_constant<std::uint32_t, xor_index, A>());
+#endif
 }
 
 /// float_to_bf16 (core/numeric.hpp) on every lane: the bf16 bits in the low
