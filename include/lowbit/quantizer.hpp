@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -335,11 +336,12 @@ public:
         auto params = detail::large_vector<typename S::params>(L.count);
         auto encode_params = detail::large_vector<typename S::params>(split ? L.count : 0);
         auto effective = detail::large_vector<float>(L.count);
+        std::optional<float> amax;  // largest |w|, where the fit found it
         if (fused) {
             if constexpr (fits_from_stats) quantize_rows_fused(w, L, params, q, who);
             for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
         } else {
-            fit_all(w, importance, L, params, encode_params, who);
+            amax = fit_all(w, importance, L, params, encode_params, who);
         }
 
         // Second level: quantize the scales, then decide which scales encode.
@@ -354,7 +356,7 @@ public:
                     LOWBIT_THROW(errc::invalid_argument, who + ": double_quant::amax_divisor needs one second-level "
                                                                "block (block 0)");
                 typename DQ::scheme_type::params p{};
-                p.scale = largest_magnitude(w) / dq.amax_divisor;
+                p.scale = (amax ? *amax : largest_magnitude(w)) / dq.amax_divisor;
                 if (p.scale > 0.0f) fixed = p;  // else (all zero, or below float's range) the scheme's own fit
             }
             q.scales_q = detail::quantize_scales(
@@ -397,9 +399,10 @@ private:
         s.fit_split(x, x).encode;
     };
 
-    void fit_all(matrix_view<const float> w, std::span<const float> imp, const group_layout& L,
-                 std::vector<typename S::params>& params, std::vector<typename S::params>& encode_params,
-                 const std::string& who) const {
+    /// Returns the largest magnitude of w where the fit met it on the way.
+    std::optional<float> fit_all(matrix_view<const float> w, std::span<const float> imp, const group_layout& L,
+                                 std::vector<typename S::params>& params,
+                                 std::vector<typename S::params>& encode_params, const std::string& who) const {
         const std::size_t rows = w.rows(), cols = w.cols();
         const bool per_elem = imp.size() == rows * cols && imp.size() != cols;
         if (gran.kind == granularity_kind::per_tensor || gran.kind == granularity_kind::per_input_channel) {
@@ -416,13 +419,10 @@ private:
                     }
                 fit_at(x, iw, w, L, g, params, encode_params);
             }
-            return;
+            return std::nullopt;
         }
         if constexpr (fits_from_stats) {
-            if (imp.empty()) {
-                fit_rows_from_extremes(w, L, params, encode_params, who);
-                return;
-            }
+            if (imp.empty()) return fit_rows_from_extremes(w, L, params, encode_params, who);
         }
         parallel_for(rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
             std::vector<float> iw(imp.empty() ? 0 : L.group);
@@ -437,6 +437,7 @@ private:
                 }
             }
         });
+        return std::nullopt;
     }
 
     /// fit_stats is a rule of scheme/fit_rules.hpp, which the fit kernel runs
@@ -459,15 +460,19 @@ private:
     /// on_block(b0, b1, r1, enc) with enc[k] the params the block's k-th group
     /// encodes with and r1 the end of this thread's rows. A non-finite weight
     /// is reported before any other error, as the checks-first path reports it.
+    /// Returns the largest magnitude of w.
     template <class OnBlock>
-    void fit_blocks(matrix_view<const float> w, const group_layout& L, std::vector<typename S::params>& params,
-                    const std::string& who, OnBlock&& on_block) const
+    float fit_blocks(matrix_view<const float> w, const group_layout& L, std::vector<typename S::params>& params,
+                     const std::string& who, OnBlock&& on_block) const
         requires fits_from_stats
     {
         const std::size_t per_row = L.param_stride;
         const std::size_t block = std::max<std::size_t>(1, 8192 / w.cols());
         std::atomic<bool> non_finite{false};
+        std::mutex amax_lock;
+        float amax = 0.0f;
         const auto run = [&](std::size_t r0, std::size_t r1) {
+            float m = 0.0f;
             std::vector<kernels::group_extremes> ex(block * per_row);
             std::vector<typename S::params> enc(block * per_row);
             std::vector<std::uint8_t> flag(has_stats_rule ? block * per_row : 0);
@@ -480,6 +485,10 @@ private:
                     return;
                 }
                 const std::size_t count = (b1 - b0) * per_row;
+                for (std::size_t k = 0; k < count; ++k) {  // finite: plain compares
+                    m = -ex[k].min > m ? -ex[k].min : m;
+                    m = ex[k].max > m ? ex[k].max : m;
+                }
                 if constexpr (has_stats_rule) {
                     // The fit kernel; the groups it flags by the scheme's own fit_stats.
                     const fit_rule rule = scheme.stats_rule();
@@ -493,6 +502,8 @@ private:
                 }
                 on_block(b0, b1, r1, std::span<const typename S::params>(enc.data(), (b1 - b0) * per_row));
             }
+            const std::lock_guard<std::mutex> hold(amax_lock);
+            amax = m > amax ? m : amax;
         };
         try {
             parallel_for(w.rows(), threads, 16, run);
@@ -501,15 +512,17 @@ private:
             throw;
         }
         if (non_finite) detail::check_finite(w, who + ": weight");
+        return amax;
     }
 
     /// Row-wise groups fitted from their extremes; encoding comes later.
-    void fit_rows_from_extremes(matrix_view<const float> w, const group_layout& L,
-                                std::vector<typename S::params>& params,
-                                std::vector<typename S::params>& encode_params, const std::string& who) const
+    /// Returns the largest magnitude of w.
+    float fit_rows_from_extremes(matrix_view<const float> w, const group_layout& L,
+                                 std::vector<typename S::params>& params,
+                                 std::vector<typename S::params>& encode_params, const std::string& who) const
         requires fits_from_stats
     {
-        fit_blocks(w, L, params, who, [&](std::size_t b0, std::size_t, std::size_t, auto enc) {
+        return fit_blocks(w, L, params, who, [&](std::size_t b0, std::size_t, std::size_t, auto enc) {
             if constexpr (split) std::copy(enc.begin(), enc.end(), encode_params.begin() + b0 * L.param_stride);
         });
     }
@@ -715,18 +728,13 @@ private:
     void encode_with_kernel(matrix_view<const float> w, const group_layout& L,
                             const std::vector<typename S::params>& enc, const std::vector<typename S::params>& params,
                             const std::vector<float>& effective, quantized<S>& q, kernels::encode_job job) const {
-        std::vector<float> scale(L.count), zero, bias;
-        if constexpr (requires(typename S::params p) { p.zero; p.bias; }) {
-            bool any_zero = false, any_bias = false;
+        // The kernel reads the params in place (param_step floats apart).
+        using P = typename S::params;
+        static_assert(std::is_standard_layout_v<P> && sizeof(P) % sizeof(float) == 0 && offsetof(P, scale) == 0);
+        bool any_zero = false, any_bias = false;
+        if constexpr (requires(P p) { p.zero; p.bias; })
             for (const auto& p : enc) any_zero |= p.zero != 0.0f, any_bias |= p.bias != 0.0f;
-            if (any_zero) zero.resize(L.count);
-            if (any_bias) bias.resize(L.count);
-            for (std::size_t g = 0; g < L.count; ++g) {
-                if (any_zero) zero[g] = enc[g].zero;
-                if (any_bias) bias[g] = enc[g].bias;
-            }
-        }
-        for (std::size_t g = 0; g < L.count; ++g) scale[g] = enc[g].scale;
+        job.param_step = sizeof(P) / sizeof(float);
         const float table_max = largest_table_value();
         std::vector<std::size_t> suspect;
         for (std::size_t g = 0; g < L.count; ++g) {
@@ -744,9 +752,12 @@ private:
             kernels::encode_job j = job;
             j.x = w.row(r0).data();
             j.rows = r1 - r0;
-            j.scale = scale.data() + r0 * L.param_stride;
-            j.zero = zero.empty() ? nullptr : zero.data() + r0 * L.param_stride;
-            j.bias = bias.empty() ? nullptr : bias.data() + r0 * L.param_stride;
+            const P* p0 = enc.data() + r0 * L.param_stride;
+            j.scale = &p0->scale;
+            if constexpr (requires(P p) { p.zero; p.bias; }) {
+                j.zero = any_zero ? &p0->zero : nullptr;
+                j.bias = any_bias ? &p0->bias : nullptr;
+            }
             j.codes = q.codes.data() + r0 * q.code_stride;
             kernels::encode(j);
         });

@@ -89,7 +89,8 @@ struct fitted {
 
 /// The params of a group with minimum `mn`, maximum `mx` and element of
 /// largest magnitude `m` (first on ties), by rule r; a group is constant when
-/// mn == mx. Inputs are finite.
+/// mn == mx. Inputs are finite. Divisions go through Ops::div (IEEE on every
+/// instruction set; xsimd 8.1's NEON `/` is an estimate).
 template <class V, class Ops = detail::lane_ops<V>>
 LOWBIT_FORCE_INLINE fitted<V> fit_params(const fit_rule& r, V mn, V mx, V m) noexcept {
     const float half = static_cast<float>(1 << (r.bits - 1));
@@ -99,12 +100,12 @@ LOWBIT_FORCE_INLINE fitted<V> fit_params(const fit_rule& r, V mn, V mx, V m) noe
     switch (r.kind) {
     case fit_kind::symmetric: {
         const V amax = Ops::max(Ops::abs(mn), Ops::abs(mx)) * clip;
-        f.scale = Ops::select(mn == mx, Ops::abs(mx), amax / V(half - 1.0f));
+        f.scale = Ops::select(mn == mx, Ops::abs(mx), Ops::div(amax, V(half - 1.0f)));
         f.zero = V(half);
         break;
     }
     case fit_kind::symmetric_signed_max:
-        f.scale = (m * clip) / V(-half);
+        f.scale = Ops::div(m * clip, V(-half));
         f.zero = V(half);
         break;
     case fit_kind::asymmetric: {
@@ -112,7 +113,7 @@ LOWBIT_FORCE_INLINE fitted<V> fit_params(const fit_rule& r, V mn, V mx, V m) noe
         const auto none = (lo == V(0.0f)) & (hi == V(0.0f));
         lo = Ops::select(none, V(-1.0f), lo);
         hi = Ops::select(none, V(1.0f), hi);
-        const V scale = (hi - lo) / V(levels);
+        const V scale = Ops::div(hi - lo, V(levels));
         const V zero = Ops::clamp_code(Ops::round_even(Ops::div(-lo, scale)), levels);
         // A constant nonzero group: scale |c|, code 0 (c > 0) or 1 (c < 0).
         const auto constant = (mn == mx) & (mx != V(0.0f));
@@ -129,7 +130,7 @@ LOWBIT_FORCE_INLINE fitted<V> fit_params(const fit_rule& r, V mn, V mx, V m) noe
             break;
         }
         const auto lo_edge = Ops::abs(lo) > Ops::abs(hi);
-        V scale = Ops::max((hi - lo) / V(levels), V(eps));
+        V scale = Ops::max(Ops::div(hi - lo, V(levels)), V(eps));
         scale = Ops::select(lo_edge, scale, -scale);
         const V edge = Ops::select(lo_edge, lo, hi);
         const V q0 = Ops::round_even(Ops::div(edge, scale));
@@ -139,7 +140,7 @@ LOWBIT_FORCE_INLINE fitted<V> fit_params(const fit_rule& r, V mn, V mx, V m) noe
         break;
     }
     case fit_kind::absmax:
-        f.scale = (Ops::abs(m) * clip) / V(std::fabs(r.extreme));
+        f.scale = Ops::div(Ops::abs(m) * clip, V(std::fabs(r.extreme)));
         break;
     case fit_kind::pow2_floor: {
         // e8m0_exponent_for_mx (core/numeric.hpp) on the biased exponent e of
@@ -153,7 +154,7 @@ LOWBIT_FORCE_INLINE fitted<V> fit_params(const fit_rule& r, V mn, V mx, V m) noe
     }
     case fit_kind::signed_absmax:
         // +0 for an all-zero group whatever the sign of its zeros.
-        f.scale = (Ops::select(m == V(0.0f), V(0.0f), m) * clip) / V(r.extreme);
+        f.scale = Ops::div(Ops::select(m == V(0.0f), V(0.0f), m) * clip, V(r.extreme));
         break;
     }
     return f;
