@@ -35,6 +35,23 @@ struct shape {
     std::size_t rows, cols, group, param_stride;  // param_stride: groups per row, or 0 (rows share row 0's)
 };
 
+// Group extremes as the kernels keep them: three arrays.
+struct extremes {
+    std::vector<float> min, max, m;
+    extremes() = default;
+    explicit extremes(std::size_t n) : min(n), max(n), m(n) {}
+    void push_back(kernels::group_extremes e) {
+        min.push_back(e.min);
+        max.push_back(e.max);
+        m.push_back(e.signed_absmax);
+    }
+    std::size_t size() const { return min.size(); }
+    kernels::group_extremes operator[](std::size_t g) const { return {min[g], max[g], m[g]}; }
+    kernels::extremes_job job(const float* x, const shape& s, bool* non_finite) {
+        return {x, s.cols, s.rows, s.cols, s.group, min.data(), max.data(), m.data(), non_finite};
+    }
+};
+
 // Tails on every batch width, groups shorter and longer than a batch, groups
 // that straddle the kernel's 512-column chunks, shared params across rows.
 const shape shapes[] = {
@@ -322,7 +339,13 @@ TEST_CASE("threshold rule equals a search of the codebook's thresholds") {
 
 TEST_CASE("group extremes kernel equals its scalar twin and flags non-finite values") {
     std::mt19937 rng(3);
-    for (const shape& s : shapes) {
+    std::vector<shape> all(std::begin(shapes), std::end(shapes));
+    // Rows of at least a batch of groups of whole batches (reduced a batch of
+    // groups at a time), with groups left over.
+    for (const shape& s : {shape{3, 1024, 16, 64}, shape{2, 1088, 32, 34}, shape{2, 2048, 64, 32},
+                           shape{2, 272, 16, 17}, shape{2, 576, 32, 18}})
+        all.push_back(s);
+    for (const shape& s : all) {
         if (s.param_stride == 0) continue;
         std::vector<float> x = make_x(s.rows * s.cols, rng);
         // +a and -a both present in some groups: the first of them wins.
@@ -331,20 +354,20 @@ TEST_CASE("group extremes kernel equals its scalar twin and flags non-finite val
             x[std::min(x.size() - 1, g * s.group + s.group - 1)] = 7e6f;
         }
         const std::size_t np = s.rows * (s.cols / s.group);
-        std::vector<kernels::group_extremes> want(np), got(np);
+        extremes want(np), got(np);
         bool nf_want = false;
-        kernels::group_extremes_ref({x.data(), s.cols, s.rows, s.cols, s.group, want.data(), &nf_want});
+        kernels::group_extremes_ref(want.job(x.data(), s, &nf_want));
         REQUIRE(!nf_want);
         for (isa i : kernels::available_isas()) {
             bool nf = false;
-            kernels::dispatch_to(i, kernels::group_extremes_fn{}, kernels::extremes_job{x.data(), s.cols, s.rows, s.cols, s.group, got.data(), &nf});
+            kernels::dispatch_to(i, kernels::group_extremes_fn{}, got.job(x.data(), s, &nf));
             REQUIRE(!nf);
             for (std::size_t g = 0; g < np; ++g) {
-                INFO("isa " << kernels::isa_name(i) << " group " << g);
-                REQUIRE(got[g].min == want[g].min);
-                REQUIRE(got[g].max == want[g].max);
-                REQUIRE(std::bit_cast<std::uint32_t>(got[g].signed_absmax) ==
-                        std::bit_cast<std::uint32_t>(want[g].signed_absmax));
+                INFO("isa " << kernels::isa_name(i) << ", " << s.rows << " x " << s.cols << " group " << s.group
+                            << ": group " << g);
+                REQUIRE(got.min[g] == want.min[g]);
+                REQUIRE(got.max[g] == want.max[g]);
+                REQUIRE(std::bit_cast<std::uint32_t>(got.m[g]) == std::bit_cast<std::uint32_t>(want.m[g]));
             }
         }
         for (float bad : {NAN, INFINITY, -INFINITY}) {
@@ -352,7 +375,7 @@ TEST_CASE("group extremes kernel equals its scalar twin and flags non-finite val
             y[y.size() - 1] = bad;
             for (isa i : kernels::available_isas()) {
                 bool nf = false;
-                kernels::dispatch_to(i, kernels::group_extremes_fn{}, kernels::extremes_job{y.data(), s.cols, s.rows, s.cols, s.group, got.data(), &nf});
+                kernels::dispatch_to(i, kernels::group_extremes_fn{}, got.job(y.data(), s, &nf));
                 INFO("isa " << kernels::isa_name(i) << ", " << s.rows << " x " << s.cols << " group " << s.group
                             << ", last value " << bad);
                 REQUIRE(nf);
@@ -367,13 +390,13 @@ namespace {
 // zero extremes (flagged), one-signed groups, ties of |min| and |max|, and
 // magnitudes around the edges of fp16 and bf16 (subnormal halves, 65504 and
 // the 65520 that overflows) and of float itself.
-std::vector<kernels::group_extremes> fit_inputs(std::mt19937& rng) {
+extremes fit_inputs(std::mt19937& rng) {
     std::vector<float> mags = {0.0f, 1e-45f, 1e-38f, 0x1p-126f, 0x1p-133f, 0x1p-149f, 0x1p-25f, 0x1.8p-25f,
                                0x1p-24f, 0x1.8p-24f, 0x1p-15f, 0x1.ffcp-15f, 0x1p-14f, 5.96e-8f, 6.1e-5f,
                                0.5f, 1.0f, 1.5f, 7.0f, 65504.0f, 65519.0f, 65520.0f, 65536.0f, 1e30f, 3e38f};
     std::uniform_real_distribution<float> u(-3.0f, 3.0f);
     for (int i = 0; i < 60; ++i) mags.push_back(std::ldexp(std::fabs(u(rng)) + 0.01f, static_cast<int>(rng() % 80) - 40));
-    std::vector<kernels::group_extremes> ex;
+    extremes ex;
     for (float a : mags)
         for (float b : mags) {
             ex.push_back({-a, b, a > b ? -a : b});      // min -a, max b
@@ -433,12 +456,12 @@ TEST_CASE("fit kernel equals its scalar twin on every instruction set") {
             const std::size_t n = ex.size();
             std::vector<float> ws(n * step), we(n * step), gs(n * step), ge(n * step);
             std::vector<std::uint8_t> wf(n), gf(n);
-            kernels::fit_ref({ex.data(), n, &r, ws.data(), we.data(), step, wf.data()});
+            kernels::fit_ref({ex.min.data(), ex.max.data(), ex.m.data(), n, &r, ws.data(), we.data(), step, wf.data()});
             for (isa i : kernels::available_isas()) {
                 INFO("isa " << kernels::isa_name(i) << " kind " << static_cast<int>(r.kind) << " bits " << r.bits
                             << " scale type " << to_string(r.scale_type) << " clip " << r.clip << " extreme "
                             << r.extreme << " step " << step);
-                kernels::dispatch_to(i, kernels::fit_fn{}, kernels::fit_job{ex.data(), n, &r, gs.data(), ge.data(), step, gf.data()});
+                kernels::dispatch_to(i, kernels::fit_fn{}, kernels::fit_job{ex.min.data(), ex.max.data(), ex.m.data(), n, &r, gs.data(), ge.data(), step, gf.data()});
                 REQUIRE(gf == wf);
                 REQUIRE(fit_bits(gs) == fit_bits(ws));
                 REQUIRE(fit_bits(ge) == fit_bits(we));
@@ -451,7 +474,7 @@ TEST_CASE("fit kernel's rounding to fp16 and bf16 equals core/numeric.hpp's on e
     // symmetric_signed_max at 1 bit stores -m: the stored scale is the
     // rounding of -m to the scale type (or the type's smallest step for a
     // nonzero m that rounds to 0).
-    std::vector<kernels::group_extremes> ex;
+    extremes ex;
     for (std::uint32_t h = 0; h < 0x10000u; ++h) {
         const float v = fp16_to_float(static_cast<std::uint16_t>(h));
         if (!std::isfinite(v) || v == 0.0f) continue;
@@ -474,7 +497,7 @@ TEST_CASE("fit kernel's rounding to fp16 and bf16 equals core/numeric.hpp's on e
         std::vector<std::uint8_t> f(n);
         for (isa i : kernels::available_isas()) {
             INFO("isa " << kernels::isa_name(i) << " scale type " << to_string(t));
-            kernels::dispatch_to(i, kernels::fit_fn{}, kernels::fit_job{ex.data(), n, &r, s.data(), e.data(), 1, f.data()});
+            kernels::dispatch_to(i, kernels::fit_fn{}, kernels::fit_job{ex.min.data(), ex.max.data(), ex.m.data(), n, &r, s.data(), e.data(), 1, f.data()});
             for (std::size_t g = 0; g < n; ++g) {
                 const float want = round_to_param_dtype(-ex[g].signed_absmax, t);
                 INFO("value " << ex[g].signed_absmax);
@@ -507,7 +530,7 @@ TEST_CASE("fit rules give the schemes' own fit_stats where the kernel does not f
         const std::size_t step = sizeof(P) / sizeof(float), n = ex.size();
         std::vector<float> st(n * step), en(n * step);
         std::vector<std::uint8_t> fl(n);
-        kernels::fit_ref({ex.data(), n, &r, st.data(), en.data(), step, fl.data()});
+        kernels::fit_ref({ex.min.data(), ex.max.data(), ex.m.data(), n, &r, st.data(), en.data(), step, fl.data()});
         std::size_t fitted = 0, thrown = 0;
         for (std::size_t g = 0; g < n; ++g) {
             const detail::group_stats s{ex[g].min, ex[g].max, ex[g].signed_absmax, ex[g].min == ex[g].max};

@@ -399,7 +399,8 @@ private:
         s.fit_split(x, x).encode;
     };
 
-    /// Returns the largest magnitude of w where the fit met it on the way.
+    /// Returns the largest magnitude of w where the fit met it on the way
+    /// and a second level needs it (double_quant::amax_divisor).
     std::optional<float> fit_all(matrix_view<const float> w, std::span<const float> imp, const group_layout& L,
                                  std::vector<typename S::params>& params,
                                  std::vector<typename S::params>& encode_params, const std::string& who) const {
@@ -422,7 +423,13 @@ private:
             return std::nullopt;
         }
         if constexpr (fits_from_stats) {
-            if (imp.empty()) return fit_rows_from_extremes(w, L, params, encode_params, who);
+            if (imp.empty()) {
+                // The largest magnitude, for a second level scaled by it (nvfp4).
+                bool want_amax = false;
+                if constexpr (is_double_quant_v<DQ>) want_amax = dq.amax_divisor != 0.0f;
+                const float m = fit_rows_from_extremes(w, L, params, encode_params, who, want_amax);
+                return want_amax ? std::optional<float>(m) : std::nullopt;
+            }
         }
         parallel_for(rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
             std::vector<float> iw(imp.empty() ? 0 : L.group);
@@ -460,10 +467,10 @@ private:
     /// on_block(b0, b1, r1, enc) with enc[k] the params the block's k-th group
     /// encodes with and r1 the end of this thread's rows. A non-finite weight
     /// is reported before any other error, as the checks-first path reports it.
-    /// Returns the largest magnitude of w.
+    /// Returns the largest magnitude of w when `want_amax` (else 0).
     template <class OnBlock>
     float fit_blocks(matrix_view<const float> w, const group_layout& L, std::vector<typename S::params>& params,
-                     const std::string& who, OnBlock&& on_block) const
+                     const std::string& who, bool want_amax, OnBlock&& on_block) const
         requires fits_from_stats
     {
         const std::size_t per_row = L.param_stride;
@@ -473,32 +480,41 @@ private:
         float amax = 0.0f;
         const auto run = [&](std::size_t r0, std::size_t r1) {
             float m = 0.0f;
-            std::vector<kernels::group_extremes> ex(block * per_row);
+            std::vector<float> ex_min(block * per_row), ex_max(block * per_row), ex_m(block * per_row);
             std::vector<typename S::params> enc(block * per_row);
             std::vector<std::uint8_t> flag(has_stats_rule ? block * per_row : 0);
             for (std::size_t b0 = r0; b0 < r1; b0 += block) {
                 const std::size_t b1 = std::min(r1, b0 + block);
                 bool nf = false;
-                kernels::gather_extremes({w.row(b0).data(), w.stride(), b1 - b0, w.cols(), L.group, ex.data(), &nf});
+                kernels::gather_extremes({w.row(b0).data(), w.stride(), b1 - b0, w.cols(), L.group, ex_min.data(),
+                                          ex_max.data(), ex_m.data(), &nf});
                 if (nf) {
                     non_finite = true;
                     return;
                 }
                 const std::size_t count = (b1 - b0) * per_row;
-                for (std::size_t k = 0; k < count; ++k) {  // finite: plain compares
-                    m = -ex[k].min > m ? -ex[k].min : m;
-                    m = ex[k].max > m ? ex[k].max : m;
+                if (want_amax) {
+                    float bm = 0.0f;  // finite: plain compares, in a register
+                    for (std::size_t k = 0; k < count; ++k) {
+                        const float e = -ex_min[k] > ex_max[k] ? -ex_min[k] : ex_max[k];
+                        bm = e > bm ? e : bm;
+                    }
+                    m = bm > m ? bm : m;
                 }
                 if constexpr (has_stats_rule) {
                     // The fit kernel; the groups it flags by the scheme's own fit_stats.
                     const fit_rule rule = scheme.stats_rule();
-                    kernels::fit_groups({ex.data(), count, &rule, &params[b0 * per_row].scale, &enc.data()->scale,
+                    kernels::fit_groups({ex_min.data(), ex_max.data(), ex_m.data(), count, &rule,
+                                         &params[b0 * per_row].scale, &enc.data()->scale,
                                          sizeof(typename S::params) / sizeof(float), flag.data()});
                     for (std::size_t k = 0; k < count; ++k)
-                        if (flag[k]) enc[k] = fit_from_extremes(w, L, b0 * per_row + k, ex[k], params[b0 * per_row + k]);
+                        if (flag[k])
+                            enc[k] = fit_from_extremes(w, L, b0 * per_row + k, {ex_min[k], ex_max[k], ex_m[k]},
+                                                       params[b0 * per_row + k]);
                 } else {
                     for (std::size_t k = 0; k < count; ++k)
-                        enc[k] = fit_from_extremes(w, L, b0 * per_row + k, ex[k], params[b0 * per_row + k]);
+                        enc[k] = fit_from_extremes(w, L, b0 * per_row + k, {ex_min[k], ex_max[k], ex_m[k]},
+                                                   params[b0 * per_row + k]);
                 }
                 on_block(b0, b1, r1, std::span<const typename S::params>(enc.data(), (b1 - b0) * per_row));
             }
@@ -516,13 +532,14 @@ private:
     }
 
     /// Row-wise groups fitted from their extremes; encoding comes later.
-    /// Returns the largest magnitude of w.
+    /// Returns the largest magnitude of w when `want_amax` (else 0).
     float fit_rows_from_extremes(matrix_view<const float> w, const group_layout& L,
                                  std::vector<typename S::params>& params,
-                                 std::vector<typename S::params>& encode_params, const std::string& who) const
+                                 std::vector<typename S::params>& encode_params, const std::string& who,
+                                 bool want_amax) const
         requires fits_from_stats
     {
-        return fit_blocks(w, L, params, who, [&](std::size_t b0, std::size_t, std::size_t, auto enc) {
+        return fit_blocks(w, L, params, who, want_amax, [&](std::size_t b0, std::size_t, std::size_t, auto enc) {
             if constexpr (split) std::copy(enc.begin(), enc.end(), encode_params.begin() + b0 * L.param_stride);
         });
     }
@@ -614,7 +631,7 @@ private:
         using P = typename S::params;
         static_assert(std::is_standard_layout_v<P> && sizeof(P) % sizeof(float) == 0 && offsetof(P, scale) == 0);
         rule.param_step = sizeof(P) / sizeof(float);
-        fit_blocks(w, L, params, who, [&](std::size_t b0, std::size_t b1, std::size_t r1, auto enc) {
+        fit_blocks(w, L, params, who, false, [&](std::size_t b0, std::size_t b1, std::size_t r1, auto enc) {
             kernels::encode_job j = rule;  // reads the block's params in place
             j.scale = &enc.data()->scale;
             if constexpr (S::family == kernel_family::affine) {
@@ -659,11 +676,11 @@ private:
 
     /// The largest |value| of w (finite, checked before), through the extremes kernel.
     static float largest_magnitude(matrix_view<const float> w) {
-        std::vector<kernels::group_extremes> ex(w.rows());
+        std::vector<float> mn(w.rows()), mx(w.rows()), sm(w.rows());
         bool nf = false;
-        kernels::gather_extremes({w.data(), w.stride(), w.rows(), w.cols(), w.cols(), ex.data(), &nf});
+        kernels::gather_extremes({w.data(), w.stride(), w.rows(), w.cols(), w.cols(), mn.data(), mx.data(), sm.data(), &nf});
         float m = 0.0f;
-        for (const auto& e : ex) m = std::fmax(m, std::fmax(std::fabs(e.min), std::fabs(e.max)));
+        for (std::size_t r = 0; r < w.rows(); ++r) m = std::fmax(m, std::fmax(std::fabs(mn[r]), std::fabs(mx[r])));
         return m;
     }
 

@@ -249,8 +249,8 @@ LOWBIT_FORCE_INLINE V threshold_count(const threshold_rule& t, V v) noexcept {
 }
 
 /// `inv` is 1 / scale as computed (infinite for a zero or tiny scale); a
-/// kernel computes it once per group.
-template <class V, class Ops = detail::lane_ops<V>>
+/// kernel computes it once per group. Entries from N on are not looked at.
+template <class V, class Ops = detail::lane_ops<V>, std::size_t N = threshold_rule::max_bounds>
 LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale, V inv) noexcept {
     // x * (1 / scale) as computed (plain_reciprocal); the guarded rule then
     // mends the lanes whose 1 / scale is infinite (a zero or tiny scale),
@@ -262,7 +262,7 @@ LOWBIT_FORCE_INLINE V threshold_code(const threshold_rule& t, V x, V scale, V in
         v = Ops::select(special, Ops::div(x, Ops::select(nonzero, scale, V(1.0f))), v);
         v = Ops::select(nonzero, v, V(0.0f));
     }
-    return threshold_count<V, Ops>(t, v);
+    return threshold_count<V, Ops, N>(t, v);
 }
 
 template <class V, class Ops = detail::lane_ops<V>>
