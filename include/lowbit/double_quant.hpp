@@ -147,10 +147,13 @@ second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> 
                              : at_position([&] { return dq.scheme.fit(x, {}); },
                                            [&] { return where(lo, hi) + " (second-level block " + std::to_string(b) + ")"; });
         split_params(p, out.scale, out.zero, out.bias, b);
-        for (std::size_t i = lo; i < hi; ++i) {
-            out.codes[i] = dq.scheme.encode(centred[i], p);
-            effective[i] = detail::unfused(dq.scheme.decode(out.codes[i], p)) + out.offset;  // no FMA: as decoded
+        if constexpr (requires(const S2& s2, std::uint8_t* c) { s2.encode_many(x, p, c); }) {
+            dq.scheme.encode_many(x, p, out.codes.data() + lo);
+        } else {
+            for (std::size_t i = lo; i < hi; ++i) out.codes[i] = dq.scheme.encode(centred[i], p);
         }
+        for (std::size_t i = lo; i < hi; ++i)
+            effective[i] = detail::unfused(dq.scheme.decode(out.codes[i], p)) + out.offset;  // no FMA: as decoded
     }
     if constexpr (affine2) {
         bool any_zero = false, any_bias = false;

@@ -310,13 +310,17 @@ public:
         const std::string who = std::string("quantize (") + scheme.name() + ")";
         const std::size_t rows = w.rows(), cols = w.cols();
         // Row-wise groups fitted from their extremes check finiteness as the
-        // extremes kernel reads them (fit_rows_from_extremes); with no double
-        // quantization they are also encoded in the same pass
-        // (quantize_rows_fused). Every other path checks first.
+        // extremes kernel reads them (fit_rows_from_extremes); where the
+        // values encode with the scales as fitted (no double quantization,
+        // or one that quantizes the scales afterwards, as bitsandbytes does)
+        // they are also encoded in the same pass (quantize_rows_fused).
+        // Every other path checks first.
         const bool from_extremes = fits_from_stats && importance.empty() &&
                                    gran.kind != granularity_kind::per_tensor &&
                                    gran.kind != granularity_kind::per_input_channel;
-        const bool fused = from_extremes && !is_double_quant_v<DQ> && has_kernel_rule();
+        bool encode_as_fitted = true;
+        if constexpr (is_double_quant_v<DQ>) encode_as_fitted = !dq.encode_with_quantized;
+        const bool fused = from_extremes && encode_as_fitted && has_kernel_rule();
         if (from_extremes)
             detail::check_view(w, who + ": weights");
         else
@@ -338,15 +342,16 @@ public:
         auto effective = detail::large_vector<float>(L.count);
         std::optional<float> amax;  // largest |w|, where the fit found it
         if (fused) {
-            if constexpr (fits_from_stats) quantize_rows_fused(w, L, params, q, who);
+            // Under double quantization the codes are checked against the
+            // quantized scales, after the second level.
+            if constexpr (fits_from_stats) quantize_rows_fused(w, L, params, q, who, !is_double_quant_v<DQ>);
             for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
         } else {
             amax = fit_all(w, importance, L, params, encode_params, who);
         }
 
         // Second level: quantize the scales, then decide which scales encode.
-        if (fused) {
-        } else if constexpr (is_double_quant_v<DQ>) {
+        if constexpr (is_double_quant_v<DQ>) {
             std::vector<float> s(L.count);
             for (std::size_t g = 0; g < L.count; ++g) s[g] = params[g].scale;
             const std::size_t block = gran.kind == granularity_kind::super_block ? L.super : dq.block;
@@ -368,7 +373,8 @@ public:
                 std::nullopt, fixed);
             if (dq.encode_with_quantized)
                 for (std::size_t g = 0; g < L.count; ++g) (split ? encode_params : params)[g].scale = effective[g];
-        } else {
+            if (fused) check_codes_finite(w, L, params, effective, q);
+        } else if (!fused) {
             for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
         }
 
@@ -612,7 +618,8 @@ private:
     /// non-finite weight, is reported as the checks-first path reports it:
     /// a non-finite weight before anything else.
     void quantize_rows_fused(matrix_view<const float> w, const group_layout& L,
-                             std::vector<typename S::params>& params, quantized<S>& q, const std::string& who) const
+                             std::vector<typename S::params>& params, quantized<S>& q, const std::string& who,
+                             bool check_codes) const
         requires fits_from_stats
     {
         const std::size_t cols = w.cols(), per_row = L.param_stride;
@@ -647,8 +654,9 @@ private:
                 j.prefetch_bytes = ((next - 1) * w.stride() + cols) * sizeof(float);
             }
             kernels::encode(j);
-            for (std::size_t g = b0 * per_row; g < b1 * per_row; ++g)
-                if (!all_codes_finite(params[g], table_max)) check_group_codes(w, L, q, params[g], g);
+            if (check_codes)
+                for (std::size_t g = b0 * per_row; g < b1 * per_row; ++g)
+                    if (!all_codes_finite(params[g], table_max)) check_group_codes(w, L, q, params[g], g);
         });
     }
 
@@ -752,13 +760,6 @@ private:
         if constexpr (requires(P p) { p.zero; p.bias; })
             for (const auto& p : enc) any_zero |= p.zero != 0.0f, any_bias |= p.bias != 0.0f;
         job.param_step = sizeof(P) / sizeof(float);
-        const float table_max = largest_table_value();
-        std::vector<std::size_t> suspect;
-        for (std::size_t g = 0; g < L.count; ++g) {
-            auto stored = params[g];
-            stored.scale = effective[g];
-            if (!all_codes_finite(stored, table_max)) suspect.push_back(g);
-        }
         job.x_stride = w.stride();
         job.cols = w.cols();
         job.group = L.group;
@@ -778,7 +779,23 @@ private:
             j.codes = q.codes.data() + r0 * q.code_stride;
             kernels::encode(j);
         });
-        // The groups to check code by code, in the order the scalar path met them.
+        check_codes_finite(w, L, params, effective, q);
+    }
+
+    /// Every code of q decodes to a finite value under the stored params
+    /// (`params` with the effective scales), or the first that does not, in
+    /// the order the scalar path meets them, is an error.
+    void check_codes_finite(matrix_view<const float> w, const group_layout& L,
+                            const std::vector<typename S::params>& params, const std::vector<float>& effective,
+                            const quantized<S>& q) const {
+        const float table_max = largest_table_value();
+        std::vector<std::size_t> suspect;
+        for (std::size_t g = 0; g < L.count; ++g) {
+            auto stored = params[g];
+            stored.scale = effective[g];
+            if (!all_codes_finite(stored, table_max)) suspect.push_back(g);
+        }
+        // The groups to check code by code.
         for (std::size_t r = 0; r < w.rows() && !suspect.empty(); ++r)
             for (std::size_t c = 0; c < w.cols(); ++c) {
                 const std::size_t g = L.index(r, c);

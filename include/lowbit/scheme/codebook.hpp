@@ -364,26 +364,40 @@ inline void linspace_f32(float start, float end, int steps, float* out) noexcept
 /// 127 over an ascending 256-entry map, then a midpoint test against the last
 /// bracketing codes (an input on a midpoint keeps the search's final pivot;
 /// NaN ends at code 0).
-inline std::uint8_t dquantize_search(const std::array<float, 256>& map, float x) noexcept {
-    int pivot = 127, upper_pivot = 255, lower_pivot = 0;
-    float lower = -1.0f, upper = 1.0f;
-    float val = map[127];
-    for (int step = 64; step > 0; step >>= 1) {
-        if (x > val) {
-            lower_pivot = pivot;
-            lower = val;
-            pivot += step;
-        } else {
-            upper_pivot = pivot;
-            upper = val;
-            pivot -= step;
+/// The bracketing values are always the map's entries at the bracketing
+/// codes (codes 0 and 255 where the search never moved that side), so only
+/// codes are carried, by masks: no branch on the data (the search's seven
+/// compares mispredict half the time). N searches run side by side, so that
+/// their chains of dependent loads overlap: the second level of nf4-b64-dq
+/// (688 K scales) 31 ns a search (branches) -> 16 (N = 1) -> 9 (N = 8) -> 6
+/// (N = 16), EPYC 2.6 GHz.
+template <std::size_t N>
+inline void dquantize_search(const std::array<float, 256>& map, const float* x, std::uint8_t* out) noexcept {
+    int pivot[N], upper_pivot[N], lower_pivot[N];
+    for (std::size_t n = 0; n < N; ++n) pivot[n] = 127, upper_pivot[n] = 255, lower_pivot[n] = 0;
+    for (int step = 64; step > 0; step >>= 1)
+        for (std::size_t n = 0; n < N; ++n) {
+            // All ones where x is above the pivot's value (masks, since the
+            // compiler turns plain selects into branches).
+            const int above = -static_cast<int>(x[n] > map[static_cast<std::size_t>(pivot[n])]);
+            lower_pivot[n] = (pivot[n] & above) | (lower_pivot[n] & ~above);
+            upper_pivot[n] = (upper_pivot[n] & above) | (pivot[n] & ~above);
+            pivot[n] = pivot[n] - step + (2 * step & above);
         }
-        val = map[static_cast<std::size_t>(pivot)];
+    for (std::size_t n = 0; n < N; ++n) {
+        const float val = map[static_cast<std::size_t>(pivot[n])];
+        const float upper = map[static_cast<std::size_t>(upper_pivot[n])];
+        const float lower = map[static_cast<std::size_t>(lower_pivot[n])];
+        const int up = x[n] > (upper + val) * 0.5f ? upper_pivot[n] : pivot[n];
+        const int down = x[n] < (lower + val) * 0.5f ? lower_pivot[n] : pivot[n];
+        out[n] = static_cast<std::uint8_t>(x[n] > val ? up : down);
     }
-    if (upper_pivot == 255) upper = map[255];
-    if (lower_pivot == 0) lower = map[0];
-    if (x > val) return static_cast<std::uint8_t>(x > (upper + val) * 0.5f ? upper_pivot : pivot);
-    return static_cast<std::uint8_t>(x < (lower + val) * 0.5f ? lower_pivot : pivot);
+}
+
+inline std::uint8_t dquantize_search(const std::array<float, 256>& map, float x) noexcept {
+    std::uint8_t c;
+    dquantize_search<1>(map, &x, &c);
+    return c;
 }
 
 }  // namespace detail
@@ -476,15 +490,18 @@ public:
         return r;
     }
 
-    std::uint8_t encode(float x, const params& p) const noexcept {
-        float v = 0.0f;
-        if (reciprocal == codebook_reciprocal::plain) {
-            v = x * (1.0f / p.scale);
-        } else if (p.scale != 0.0f) {
-            const float inv = 1.0f / p.scale;
-            v = std::isinf(inv) ? x / p.scale : x * inv;
+    std::uint8_t encode(float x, const params& p) const noexcept { return search(scaled(x, p)); }
+
+    /// encode on each of x into out, 16 searches side by side.
+    void encode_many(std::span<const float> x, const params& p, std::uint8_t* out) const noexcept {
+        constexpr std::size_t N = 16;
+        std::size_t i = 0;
+        for (; i + N <= x.size(); i += N) {
+            float v[N];
+            for (std::size_t k = 0; k < N; ++k) v[k] = scaled(x[i + k], p);
+            detail::dquantize_search<N>(map_, v, out + i);
         }
-        return search(v);
+        for (; i < x.size(); ++i) out[i] = encode(x[i], p);
     }
 
     float decode(std::uint8_t c, const params& p) const noexcept { return map_[c] * p.scale; }
@@ -499,6 +516,14 @@ private:
     bool signed_;
 
     std::uint8_t search(float x) const noexcept { return detail::dquantize_search(map_, x); }
+
+    /// x in units of the scale, as encode searches for it.
+    float scaled(float x, const params& p) const noexcept {
+        if (reciprocal == codebook_reciprocal::plain) return x * (1.0f / p.scale);
+        if (p.scale == 0.0f) return 0.0f;
+        const float inv = 1.0f / p.scale;
+        return std::isinf(inv) ? x / p.scale : x * inv;
+    }
 };
 
 LOWBIT_NAMESPACE_END
