@@ -347,6 +347,32 @@ TEST_CASE("NVFP4: E2M1 codes under E4M3 block scales under one fp32 tensor scale
     }
 }
 
+TEST_CASE("NVFP4's second level, encoded by the kernel, is the E4M3 scheme's own encode of the block scales") {
+    // Rows from 1 down to 1e-7 of the largest: block scales over the tensor
+    // scale in E4M3's normal and subnormal range and below it (code 0).
+    const std::size_t rows = 8, cols = 4096;
+    auto w = random_matrix(rows, cols, 13, 1.0f);
+    for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t c = 0; c < cols; ++c) w[r * cols + c] *= std::pow(10.0f, -static_cast<float>(r));
+    const matrix_view<const float> v(w.data(), rows, cols);
+    const auto q = quantizer<nvfp4_elements, double_quant<fp8_e4m3_amax>>(
+                       {}, per_group(16), double_quant<fp8_e4m3_amax>{{}, 0, false, true, 2688.0f})
+                       .quantize(v);
+    const auto plain = quantizer<nvfp4_elements>({}, per_group(16)).quantize(v);
+    const auto& sl = *q.scales_q;
+    const fp8_e4m3_amax e4m3{};
+    std::size_t subnormal = 0, zero = 0;
+    for (std::size_t g = 0; g < plain.scale.size(); ++g) {
+        INFO("group " << g << " scale " << plain.scale[g]);
+        const std::uint8_t want = e4m3.encode(plain.scale[g], {sl.scale[0]});
+        REQUIRE(sl.codes[g] == want);
+        subnormal += (want & 0x78) == 0 && (want & 7) != 0;
+        zero += (want & 0x7F) == 0;
+    }
+    REQUIRE(subnormal > 0);
+    REQUIRE(zero > 0);
+}
+
 TEST_CASE("bitsandbytes nested absmax: mean-subtracted dynamic 8-bit codes in blocks of 256") {
     const std::size_t rows = 16, cols = 2048;  // 512 absmax values: two nested blocks
     const auto w = random_matrix(rows, cols, 13, 0.02f);

@@ -118,20 +118,33 @@ inline float mean_f32(std::span<const float> v) noexcept {
 /// reproduce an owner's run whose mean was rounded otherwise).
 /// `fixed`, when given, replaces the second-level fit of every block (see
 /// double_quant::amax_divisor).
-template <class S2, class Where>
+/// `encode_block(x, p, codes)` may encode a block's (centred) scales x under
+/// params p into codes, one a byte, as dq.scheme.encode would, and return
+/// true (the quantizer hands its vectorised encode kernel here); where it
+/// returns false the scheme encodes them.
+struct scheme_encodes_block {
+    template <class P>
+    bool operator()(std::span<const float>, const P&, std::uint8_t*) const noexcept {
+        return false;
+    }
+};
+
+template <class S2, class Where, class EncodeBlock = scheme_encodes_block>
 second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> scales, std::size_t block,
                              std::span<float> effective, Where&& where, std::optional<float> offset = {},
-                             std::optional<typename S2::params> fixed = {}) {
+                             std::optional<typename S2::params> fixed = {}, EncodeBlock&& encode_block = {}) {
     second_level out;
     out.bits = S2::bits;
     const std::size_t n = scales.size();
     out.block = block == 0 ? (n ? n : 1) : block;
-    std::vector<float> centred(scales.begin(), scales.end());
+    std::vector<float> centred_copy;  // only with a mean subtracted
     if (dq.subtract_mean && n) {
         out.offset = offset ? *offset : mean_f32(scales);
         out.has_offset = true;
-        for (float& s : centred) s -= out.offset;
+        centred_copy.assign(scales.begin(), scales.end());
+        for (float& s : centred_copy) s -= out.offset;
     }
+    const std::span<const float> centred = centred_copy.empty() ? scales : std::span<const float>(centred_copy);
     const std::size_t nblocks = (n + out.block - 1) / out.block;
     out.codes.resize(n);
     out.scale.resize(nblocks);
@@ -147,7 +160,8 @@ second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> 
                              : at_position([&] { return dq.scheme.fit(x, {}); },
                                            [&] { return where(lo, hi) + " (second-level block " + std::to_string(b) + ")"; });
         split_params(p, out.scale, out.zero, out.bias, b);
-        if constexpr (requires(const S2& s2, std::uint8_t* c) { s2.encode_many(x, p, c); }) {
+        if (encode_block(x, p, out.codes.data() + lo)) {
+        } else if constexpr (requires(const S2& s2, std::uint8_t* c) { s2.encode_many(x, p, c); }) {
             dq.scheme.encode_many(x, p, out.codes.data() + lo);
         } else {
             for (std::size_t i = lo; i < hi; ++i) out.codes[i] = dq.scheme.encode(centred[i], p);

@@ -352,8 +352,17 @@ public:
 
         // Second level: quantize the scales, then decide which scales encode.
         if constexpr (is_double_quant_v<DQ>) {
-            std::vector<float> s(L.count);
-            for (std::size_t g = 0; g < L.count; ++g) s[g] = params[g].scale;
+            // The scales: read in place where the params are a scale alone.
+            using P = typename S::params;
+            std::vector<float> s_copy;
+            std::span<const float> s;
+            if constexpr (sizeof(P) == sizeof(float) && std::is_standard_layout_v<P>) {
+                s = std::span<const float>(&params.data()->scale, L.count);
+            } else {
+                s_copy = detail::large_vector<float>(L.count);
+                for (std::size_t g = 0; g < L.count; ++g) s_copy[g] = params[g].scale;
+                s = s_copy;
+            }
             const std::size_t block = gran.kind == granularity_kind::super_block ? L.super : dq.block;
             std::optional<typename DQ::scheme_type::params> fixed;
             if (dq.amax_divisor != 0.0f) {
@@ -370,7 +379,9 @@ public:
                     return std::string("quantize (") + scheme.name() + "): the scales of " +
                            detail::groups_position(w, L, lo, hi);
                 },
-                std::nullopt, fixed);
+                std::nullopt, fixed, [&](std::span<const float> x, const auto& p2, std::uint8_t* codes) {
+                    return encode_second_level(x, p2, codes);
+                });
             if (dq.encode_with_quantized)
                 for (std::size_t g = 0; g < L.count; ++g) (split ? encode_params : params)[g].scale = effective[g];
             if (fused) check_codes_finite(w, L, params, effective, q);
@@ -660,6 +671,38 @@ private:
         });
     }
 
+    /// The second level's codes of a block of scales x under p2 by the encode
+    /// kernel, where the second-level scheme has a kernel rule and one-byte
+    /// codes (nvfp4's E4M3 block scales); false otherwise.
+    template <class P2>
+    bool encode_second_level(std::span<const float> x, const P2& p2, std::uint8_t* codes) const {
+        if constexpr (!is_double_quant_v<DQ>) {
+            return false;
+        } else if constexpr (DQ::scheme_type::bits != 8) {
+            return false;
+        } else {
+            kernels::encode_job j{};
+            affine_rule ar{};
+            minifloat_rule mr{};
+            if (x.empty() || !kernel_rule_of(dq.scheme, j, ar, mr)) return false;
+            j.x = x.data();
+            j.x_stride = x.size();
+            j.rows = 1;
+            j.cols = j.group = x.size();
+            j.scale = &p2.scale;
+            if constexpr (requires { p2.zero; p2.bias; }) {
+                j.zero = &p2.zero;
+                j.bias = &p2.bias;
+            }
+            j.param_stride = 0;
+            j.bits = 8;
+            j.codes = codes;
+            j.code_stride = x.size();
+            kernels::encode(j);
+            return true;
+        }
+    }
+
     /// Params of group g from its extremes: the stored ones into `stored`,
     /// the ones to encode with returned. An error names the group.
     typename S::params fit_from_extremes(matrix_view<const float> w, const group_layout& L, std::size_t g,
@@ -716,6 +759,11 @@ private:
     /// an affine_rule, a threshold_rule (tables of up to 16 values) or a
     /// minifloat_rule (ar and mr hold the rule the job points at).
     bool kernel_rule(kernels::encode_job& j, affine_rule& ar, minifloat_rule& mr) const {
+        return kernel_rule_of(scheme, j, ar, mr);
+    }
+
+    template <class T>
+    static bool kernel_rule_of(const T& scheme, kernels::encode_job& j, affine_rule& ar, minifloat_rule& mr) {
         if constexpr (requires { { scheme.encode_rule() } -> std::convertible_to<affine_rule>; }) {
             ar = scheme.encode_rule();
             j.kind = kernels::encode_kind::affine;
