@@ -255,7 +255,7 @@ inline void quantize_dynamic_blocks(std::span<const float> x, std::size_t blocks
                 const float inv = 1.0f / am;
                 for (std::size_t i = lo; i < hi; ++i) codes[i] = (*lut)(x[i] * inv);
             } else {
-                for (std::size_t i = lo; i < hi; ++i) codes[i] = cuda.encode(x[i], {am});
+                cuda.encode_many(x.subspan(lo, hi - lo), {am}, codes + lo);
             }
         }
     });
