@@ -264,22 +264,18 @@ LOWBIT_FORCE_INLINE void encode_rows(const encode_job& j, Segment&& segment, Pac
     }
 }
 
-}  // namespace detail::encode
-
-namespace detail::encode {
-
 /// One group per lane: the stored params and the ones to encode with, and
 /// whether fit_stats must fit the group instead (see fit_job::flag).
-template <class V, class Ops = ::lowbit::detail::lane_ops<V>>
+template <class V>
 struct fit_lanes {
     fitted<V> stored, encode;
     V bad;  ///< nonzero where flagged
 };
 
 template <class V, class Ops = ::lowbit::detail::lane_ops<V>>
-LOWBIT_FORCE_INLINE fit_lanes<V, Ops> fit_group_lanes(const fit_rule& r, V mn, V mx, V m) noexcept {
+LOWBIT_FORCE_INLINE fit_lanes<V> fit_group_lanes(const fit_rule& r, V mn, V mx, V m) noexcept {
     const fitted<V> f = fit_params<V, Ops>(r, mn, mx, m);
-    fit_lanes<V, Ops> out;
+    fit_lanes<V> out;
     out.stored = {stored_scale<V, Ops>(f.scale, r.scale_type), f.zero,
                   round_to_param_dtype<V, Ops>(f.bias, r.scale_type)};
     out.encode = r.kind == fit_kind::mlx ? f : out.stored;
