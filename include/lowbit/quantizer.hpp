@@ -341,6 +341,7 @@ public:
         auto encode_params = detail::large_vector<typename S::params>(split ? L.count : 0);
         auto effective = detail::large_vector<float>(L.count);
         std::optional<float> amax;  // largest |w|, where the fit found it
+        bool encode_effective = false;  // encode_all reads the effective scales as the params to encode with
         if (fused) {
             // Under double quantization the codes are checked against the
             // quantized scales, after the second level.
@@ -382,14 +383,19 @@ public:
                 std::nullopt, fixed, [&](std::span<const float> x, const auto& p2, std::uint8_t* codes) {
                     return encode_second_level(x, p2, codes);
                 });
-            if (dq.encode_with_quantized)
-                for (std::size_t g = 0; g < L.count; ++g) (split ? encode_params : params)[g].scale = effective[g];
+            if (dq.encode_with_quantized) {
+                // Params that are a scale alone are not copied: the encode
+                // kernel reads the effective scales.
+                if constexpr (!split && sizeof(P) == sizeof(float)) encode_effective = !fused && has_kernel_rule();
+                if (!encode_effective)
+                    for (std::size_t g = 0; g < L.count; ++g) (split ? encode_params : params)[g].scale = effective[g];
+            }
             if (fused) check_codes_finite(w, L, params, effective, q);
         } else if (!fused) {
             for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
         }
 
-        if (!fused) encode_all(w, L, split ? encode_params : params, params, effective, q);
+        if (!fused) encode_all(w, L, split ? encode_params : params, params, effective, q, encode_effective);
 
         q.scale = std::move(effective);
         if constexpr (requires(typename S::params p) { p.zero; p.bias; }) {
@@ -583,16 +589,18 @@ private:
     /// a group whose stored params cannot represent its range is an
     /// errc::invalid_argument error naming the value, rather than Inf/NaN in
     /// the output.
+    /// `encode_effective` (params that are a scale alone, a kernel rule):
+    /// encode with the effective scales in place of enc's.
     void encode_all(matrix_view<const float> w, const group_layout& L, const std::vector<typename S::params>& enc,
                     const std::vector<typename S::params>& params, const std::vector<float>& effective,
-                    quantized<S>& q) const {
+                    quantized<S>& q, bool encode_effective = false) const {
         const std::size_t rows = w.rows(), cols = w.cols();
         detail::resize_large(q.codes, rows * q.code_stride);
         kernels::encode_job job{};
         affine_rule ar{};
         minifloat_rule mr{};
         if (kernel_rule(job, ar, mr)) {
-            encode_with_kernel(w, L, enc, params, effective, q, job);
+            encode_with_kernel(w, L, enc, params, effective, q, job, encode_effective);
             return;
         }
         parallel_for(rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
@@ -800,7 +808,8 @@ private:
     /// are then checked code by code.
     void encode_with_kernel(matrix_view<const float> w, const group_layout& L,
                             const std::vector<typename S::params>& enc, const std::vector<typename S::params>& params,
-                            const std::vector<float>& effective, quantized<S>& q, kernels::encode_job job) const {
+                            const std::vector<float>& effective, quantized<S>& q, kernels::encode_job job,
+                            bool encode_effective) const {
         // The kernel reads the params in place (param_step floats apart).
         using P = typename S::params;
         static_assert(std::is_standard_layout_v<P> && sizeof(P) % sizeof(float) == 0 && offsetof(P, scale) == 0);
@@ -819,7 +828,7 @@ private:
             j.x = w.row(r0).data();
             j.rows = r1 - r0;
             const P* p0 = enc.data() + r0 * L.param_stride;
-            j.scale = &p0->scale;
+            j.scale = encode_effective ? effective.data() + r0 * L.param_stride : &p0->scale;
             if constexpr (requires(P p) { p.zero; p.bias; }) {
                 j.zero = any_zero ? &p0->zero : nullptr;
                 j.bias = any_bias ? &p0->bias : nullptr;
@@ -837,6 +846,16 @@ private:
                             const std::vector<typename S::params>& params, const std::vector<float>& effective,
                             const quantized<S>& q) const {
         const float table_max = largest_table_value();
+        if constexpr (S::family != kernel_family::affine) {
+            // A table's codes are finite under every scale when they are
+            // under the largest: one kernel pass finds it.
+            bool nf = false;
+            float mn = 0.0f, mx = 0.0f, m = 0.0f;
+            if (!effective.empty())
+                kernels::gather_extremes({effective.data(), effective.size(), 1, effective.size(), effective.size(), &mn,
+                                          &mx, &m, &nf});
+            if (!nf && std::isfinite(table_max * std::fmax(std::fabs(mn), std::fabs(mx)))) return;
+        }
         std::vector<std::size_t> suspect;
         for (std::size_t g = 0; g < L.count; ++g) {
             auto stored = params[g];
