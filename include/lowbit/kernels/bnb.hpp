@@ -585,74 +585,41 @@ inline void int8_gemm(const int8_gemm_job& j) noexcept {
 LOWBIT_SIMD_WARNINGS_ON
 #endif  // !LOWBIT_NO_SIMD
 
-// The references sit in the else branches so that SIMD instantiations do not
-// odr-use them (see dequantize.hpp).
 template <class Arch>
 void bnb4_dequantize_fn::operator()(Arch, const bnb4_dequantize_job& j) const noexcept {
-#if !defined(LOWBIT_NO_SIMD)
-    if constexpr (!std::is_same_v<Arch, scalar>) {
+    LOWBIT_SIMD_OR_REFERENCE(Arch, bnb4_dequantize_ref(j), {
         switch (j.type) {
         case out_type::f32: detail::bnb_kernel::bnb4_dequantize<Arch, out_type::f32>(j); break;
         case out_type::f16: detail::bnb_kernel::bnb4_dequantize<Arch, out_type::f16>(j); break;
         case out_type::bf16: detail::bnb_kernel::bnb4_dequantize<Arch, out_type::bf16>(j); break;
         }
-    } else
-#endif
-    {
-        bnb4_dequantize_ref(j);
-    }
+    })
 }
 
 template <class Arch>
 void bnb8_dequantize_fn::operator()(Arch, const bnb8_dequantize_job& j) const noexcept {
-#if !defined(LOWBIT_NO_SIMD)
-    if constexpr (!std::is_same_v<Arch, scalar>) {
+    LOWBIT_SIMD_OR_REFERENCE(Arch, bnb8_dequantize_ref(j), {
         switch (j.type) {
         case out_type::f32: detail::bnb_kernel::bnb8_dequantize<Arch, out_type::f32>(j); break;
         case out_type::f16: detail::bnb_kernel::bnb8_dequantize<Arch, out_type::f16>(j); break;
         case out_type::bf16: detail::bnb_kernel::bnb8_dequantize<Arch, out_type::bf16>(j); break;
         }
-    } else
-#endif
-    {
-        bnb8_dequantize_ref(j);
-    }
+    })
 }
 
 template <class Arch>
 void bnb4_gemv_fn::operator()(Arch, const bnb4_gemv_job& j) const noexcept {
-#if !defined(LOWBIT_NO_SIMD)
-    if constexpr (!std::is_same_v<Arch, scalar>) {
-        detail::bnb_kernel::bnb4_gemv<Arch>(j);
-    } else
-#endif
-    {
-        bnb4_gemv_ref(j);
-    }
+    LOWBIT_SIMD_OR_REFERENCE(Arch, bnb4_gemv_ref(j), detail::bnb_kernel::bnb4_gemv<Arch>(j))
 }
 
 template <class Arch>
 void bnb4_quantize_fn::operator()(Arch, const bnb4_quantize_job& j) const noexcept {
-#if !defined(LOWBIT_NO_SIMD)
-    if constexpr (!std::is_same_v<Arch, scalar>) {
-        detail::bnb_kernel::bnb4_quantize<Arch>(j);
-    } else
-#endif
-    {
-        bnb4_quantize_ref(j);
-    }
+    LOWBIT_SIMD_OR_REFERENCE(Arch, bnb4_quantize_ref(j), detail::bnb_kernel::bnb4_quantize<Arch>(j))
 }
 
 template <class Arch>
 void int8_gemm_fn::operator()(Arch, const int8_gemm_job& j) const noexcept {
-#if !defined(LOWBIT_NO_SIMD)
-    if constexpr (!std::is_same_v<Arch, scalar>) {
-        detail::bnb_kernel::int8_gemm<Arch>(j);
-    } else
-#endif
-    {
-        int8_gemm_ref(j);
-    }
+    LOWBIT_SIMD_OR_REFERENCE(Arch, int8_gemm_ref(j), detail::bnb_kernel::int8_gemm<Arch>(j))
 }
 
 }  // namespace kernels

@@ -1011,32 +1011,14 @@ LOWBIT_SIMD_WARNINGS_ON
 
 template <class Arch>
 void dequantize_affine_fn::operator()(Arch, const affine_job& j) const noexcept {
-#if !defined(LOWBIT_NO_SIMD)
-    // The reference sits in the else branch so that SIMD instantiations do not
-    // odr-use it: a copy compiled under another TU's -m flags must not be the
-    // one the linker keeps for the scalar path.
-    if constexpr (!std::is_same_v<Arch, scalar>) {
-        if (j.rows != 0 && j.cols != 0) detail::dq::affine_simd<Arch>(j);
-    } else
-#endif
-    {
-        dequantize_affine_ref(j);
-    }
+    LOWBIT_SIMD_OR_REFERENCE(Arch, dequantize_affine_ref(j),
+                             if (j.rows != 0 && j.cols != 0) detail::dq::affine_simd<Arch>(j))
 }
 
 template <class Arch>
 void dequantize_table_fn::operator()(Arch, const table_job& j) const noexcept {
-#if !defined(LOWBIT_NO_SIMD)
-    // The reference sits in the else branch so that SIMD instantiations do not
-    // odr-use it: a copy compiled under another TU's -m flags must not be the
-    // one the linker keeps for the scalar path.
-    if constexpr (!std::is_same_v<Arch, scalar>) {
-        if (j.rows != 0 && j.cols != 0) detail::dq::table_simd<Arch>(j);
-    } else
-#endif
-    {
-        dequantize_table_ref(j);
-    }
+    LOWBIT_SIMD_OR_REFERENCE(Arch, dequantize_table_ref(j),
+                             if (j.rows != 0 && j.cols != 0) detail::dq::table_simd<Arch>(j))
 }
 
 namespace detail::dq {

@@ -199,6 +199,23 @@ decltype(auto) dispatch(F&& f, Args&&... args) {
 }  // namespace kernels
 LOWBIT_NAMESPACE_END
 
+// The body of a kernel's operator()(Arch, job): the SIMD statement(s) on an
+// instruction set, REF (the scalar reference's call) on `scalar`. The
+// reference sits in the discarded branch of an if constexpr, so that SIMD
+// instantiations do not odr-use it: a copy compiled under another TU's -m
+// flags must not be the one the linker keeps for the scalar path. Under
+// LOWBIT_NO_SIMD only REF is compiled (the SIMD code is not declared).
+#if !defined(LOWBIT_NO_SIMD)
+#define LOWBIT_SIMD_OR_REFERENCE(ARCH, REF, ...)                              \
+    if constexpr (!std::is_same_v<ARCH, ::lowbit::kernels::scalar>) {         \
+        __VA_ARGS__;                                                          \
+    } else {                                                                  \
+        REF;                                                                  \
+    }
+#else
+#define LOWBIT_SIMD_OR_REFERENCE(ARCH, REF, ...) REF;
+#endif
+
 // Explicit-instantiation plumbing. A kernel header lists its instantiations as
 //   #define LOWBIT_KERNELS_FOO(EXT, ARCH) EXT template void foo::operator()<ARCH>(ARCH, ...) const noexcept;
 // and ends with LOWBIT_DECLARE_KERNELS(LOWBIT_KERNELS_FOO). In a runtime-dispatch

@@ -658,52 +658,22 @@ LOWBIT_SIMD_WARNINGS_ON
 
 template <class Arch>
 void encode_fn::operator()(Arch, const encode_job& j) const noexcept {
-#if !defined(LOWBIT_NO_SIMD)
-    // The reference sits in the else branch so that SIMD instantiations do not
-    // odr-use it (see dequantize_affine_fn).
-    if constexpr (!std::is_same_v<Arch, scalar>) {
-        detail::encode::encode_simd<Arch>(j);
-    } else
-#endif
-    {
-        encode_ref(j);
-    }
+    LOWBIT_SIMD_OR_REFERENCE(Arch, encode_ref(j), detail::encode::encode_simd<Arch>(j))
 }
 
 template <class Arch>
 void fit_fn::operator()(Arch, const fit_job& j) const noexcept {
-#if !defined(LOWBIT_NO_SIMD)
-    if constexpr (!std::is_same_v<Arch, scalar>) {
-        detail::encode::fit_simd<Arch>(j);
-    } else
-#endif
-    {
-        fit_ref(j);
-    }
+    LOWBIT_SIMD_OR_REFERENCE(Arch, fit_ref(j), detail::encode::fit_simd<Arch>(j))
 }
 
 template <class Arch>
 void candidate_errors_fn::operator()(Arch, const candidates_job& j) const noexcept {
-#if !defined(LOWBIT_NO_SIMD)
-    if constexpr (!std::is_same_v<Arch, scalar>) {
-        detail::encode::candidates_simd<Arch>(j);
-    } else
-#endif
-    {
-        candidate_errors_ref(j);
-    }
+    LOWBIT_SIMD_OR_REFERENCE(Arch, candidate_errors_ref(j), detail::encode::candidates_simd<Arch>(j))
 }
 
 template <class Arch>
 void group_extremes_fn::operator()(Arch, const extremes_job& j) const noexcept {
-#if !defined(LOWBIT_NO_SIMD)
-    if constexpr (!std::is_same_v<Arch, scalar>) {
-        detail::encode::extremes_simd<Arch>(j);
-    } else
-#endif
-    {
-        group_extremes_ref(j);
-    }
+    LOWBIT_SIMD_OR_REFERENCE(Arch, group_extremes_ref(j), detail::encode::extremes_simd<Arch>(j))
 }
 
 namespace detail::encode {
