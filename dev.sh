@@ -10,6 +10,7 @@
 #   ./dev.sh tsan             the lowbit program's threaded paths under ThreadSanitizer (build-tsan/)
 #   ./dev.sh aarch64 [ARGS]   cross-compile the tests for AArch64 (NEON) into build-aarch64/ and run them
 #                             under qemu-user with ctest (ARGS go to ctest); tests/cross/aarch64.sh
+#   ./dev.sh xsimd-only       the kernel tests built with LOWBIT_XSIMD_ONLY (every kernel's xsimd body on x86)
 #   ./dev.sh bench [FILTER]   build and run the Google Benchmark programs
 #   ./dev.sh deps             only install the dependencies
 set -euo pipefail
@@ -147,6 +148,22 @@ aarch64() {
     tests/cross/aarch64.sh "$@"
 }
 
+# The kernel tests with LOWBIT_XSIMD_ONLY (build-xsimd-only/): every kernel's
+# xsimd body, the one NEON runs, against the scalar references at x86's batch
+# widths (SSE4.1, AVX2, AVX-512), with no intrinsic path standing in for it.
+xsimd_only() {
+    deps
+    local b=build-xsimd-only
+    local tests=(test_kernels_dequantize test_kernels_encode test_kernels_ggml_dequantize test_kernels_ggml_quantize
+                 test_kernels_ggml_quantize_f16 test_bnb test_ggml_golden test_quantizer)
+    cmake -S . -B $b -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="-DLOWBIT_XSIMD_ONLY" \
+          -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+    cmake --build $b -j2 --target "${tests[@]}" >/dev/null
+    local regex
+    regex="^($(IFS='|'; echo "${tests[*]}"))\$"
+    ctest --test-dir $b -R "$regex" --output-on-failure
+}
+
 cmd="${1:-help}"
 shift || true
 case "$cmd" in
@@ -165,6 +182,7 @@ interop) interop "$@" ;;
 fuzz) fuzz "$@" ;;
 tsan) tsan ;;
 aarch64) aarch64 "$@" ;;
+xsimd-only) xsimd_only ;;
 bench)
     deps
     configure

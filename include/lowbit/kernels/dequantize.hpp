@@ -155,18 +155,47 @@ namespace detail::dq {
 
 // Which hand-written path an arch tag takes. Each is false unless this TU's -m
 // flags enable it, so the intrinsics below are only compiled where they exist.
+// LOWBIT_XSIMD_ONLY makes every one false: each kernel then runs its xsimd
+// body on x86 too (the body NEON runs), which is how the gains recorded beside
+// the intrinsics are measured and how the bodies are tested at x86's widths.
+// Figures beside an intrinsic below: bench_dequantize (11008 x 4096, Mw/s,
+// best of 2) built as is vs. with LOWBIT_XSIMD_ONLY, run back to back, AMD
+// EPYC (Zen 5 class, 2.6 GHz); a row's gain is that of every helper it uses.
+#if defined(LOWBIT_XSIMD_ONLY)
+inline constexpr bool x86_intrinsics_on = false;
+#else
+inline constexpr bool x86_intrinsics_on = true;
+#endif
 template <class A>
-inline constexpr bool is_avx512_v = XSIMD_WITH_AVX512BW && std::is_base_of_v<xsimd::avx512bw, A>;
+inline constexpr bool is_avx512_v =
+    x86_intrinsics_on && XSIMD_WITH_AVX512BW && std::is_base_of_v<xsimd::avx512bw, A>;
 template <class A>
-inline constexpr bool is_avx2_v = XSIMD_WITH_AVX2 && std::is_base_of_v<xsimd::avx2, A>;
+inline constexpr bool is_avx2_v = x86_intrinsics_on && XSIMD_WITH_AVX2 && std::is_base_of_v<xsimd::avx2, A>;
 template <class A>
-inline constexpr bool is_sse4_1_v = XSIMD_WITH_SSE4_1 && std::is_base_of_v<xsimd::sse4_1, A>;
+inline constexpr bool is_sse4_1_v =
+    x86_intrinsics_on && XSIMD_WITH_SSE4_1 && std::is_base_of_v<xsimd::sse4_1, A>;
 template <class A>
-inline constexpr bool is_sse2_v = XSIMD_WITH_SSE2 && std::is_base_of_v<xsimd::sse2, A>;
+inline constexpr bool is_sse2_v = x86_intrinsics_on && XSIMD_WITH_SSE2 && std::is_base_of_v<xsimd::sse2, A>;
+template <class A>
+inline constexpr bool is_ssse3_v = x86_intrinsics_on && XSIMD_WITH_SSSE3 && std::is_base_of_v<xsimd::ssse3, A>;
+
+/// The arch of 16-byte steps (nibble splits, byte transposes): Arch where its
+/// batches are 16 bytes (NEON, SSE4.1), SSE4.1's under the wider x86 tags,
+/// whose -m flags include it. A body on it is xsimd code on every arch.
+#if XSIMD_WITH_SSE4_1
+template <class A>
+using arch16 = std::conditional_t<xsimd::batch<std::uint8_t, A>::size == 16, A, xsimd::sse4_1>;
+#else
+template <class A>
+using arch16 = A;
+#endif
 
 /// fp16_to_float, per arch (F16C converts every half exactly); the ggml
 /// kernels read their fp16 scales with it. Instantiated on Arch, so that no
-/// per-arch TU's copy stands in for another's.
+/// per-arch TU's copy stands in for another's. F16C over the portable decode,
+/// bench_ggml_dequantize <type>_row (into L1, GB/s, best of 2, EPYC 2.6 GHz):
+/// AVX-512 q4_0 148 vs 92, q4_1 115 vs 58, iq4_nl 144 vs 70, q8_0 148 vs 103;
+/// AVX2 q8_0 133 vs 112, q4_1 72 vs 67, the rest within noise.
 template <class Arch>
 inline float half(std::uint16_t h) noexcept {
 #if defined(__F16C__)
@@ -179,7 +208,9 @@ inline float half(std::uint16_t h) noexcept {
 // and a whole number of batches on every arch.
 inline constexpr std::size_t block = 64;
 
-/// n bytes (n = lanes) zero-extended to 32-bit lanes.
+/// n bytes (n = lanes) zero-extended to 32-bit lanes. The x86 widening loads
+/// over the xsimd body: int8_per_row_f32 9 590 vs 7 400 Mw/s (AVX-512),
+/// 10 080 vs 6 930 (AVX2), 9 930 vs 6 930 (SSE4.1).
 template <class Arch>
 inline xsimd::batch<std::uint32_t, Arch> widen8(const std::uint8_t* p) noexcept {
     using u32 = xsimd::batch<std::uint32_t, Arch>;
@@ -204,6 +235,17 @@ inline xsimd::batch<std::uint32_t, Arch> widen8(const std::uint8_t* p) noexcept 
         const __m128i z = _mm_setzero_si128();
         return u32(_mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(w), z), z));
 #endif
+    } else if constexpr (u32::size == 4) {
+        // NEON (and SSE without the intrinsics): one little-endian 32-bit
+        // load broadcast and zipped with zeros twice (xsimd 8.1 has no
+        // widening load; its converting load goes through a buffer).
+        namespace ds = ::lowbit::detail::simd;
+        using u8 = xsimd::batch<std::uint8_t, Arch>;
+        using u16 = xsimd::batch<std::uint16_t, Arch>;
+        std::uint32_t w;
+        std::memcpy(&w, p, 4);
+        const u16 h = ds::bitcast<std::uint16_t>(xsimd::zip_lo(ds::bitcast<std::uint8_t>(u32(w)), u8(0)));
+        return ds::bitcast<std::uint32_t>(xsimd::zip_lo(h, u16(0)));
     } else {
         alignas(64) std::uint32_t buf[u32::size];
         for (std::size_t i = 0; i < u32::size; ++i) buf[i] = p[i];
@@ -211,7 +253,8 @@ inline xsimd::batch<std::uint32_t, Arch> widen8(const std::uint8_t* p) noexcept 
     }
 }
 
-/// n little-endian 16-bit words zero-extended to 32-bit lanes.
+/// n little-endian 16-bit words zero-extended to 32-bit lanes (bf16/f16
+/// inputs, 16-bit codes); the x86 loads as in widen8.
 template <class Arch>
 inline xsimd::batch<std::uint32_t, Arch> widen16(const std::uint8_t* p) noexcept {
     using u32 = xsimd::batch<std::uint32_t, Arch>;
@@ -231,6 +274,14 @@ inline xsimd::batch<std::uint32_t, Arch> widen16(const std::uint8_t* p) noexcept
 #if XSIMD_WITH_SSE2
         return u32(_mm_unpacklo_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)), _mm_setzero_si128()));
 #endif
+    } else if constexpr (u32::size == 4) {
+        // One 64-bit load broadcast, its 16-bit words zipped with zeros.
+        namespace ds = ::lowbit::detail::simd;
+        using u16 = xsimd::batch<std::uint16_t, Arch>;
+        std::uint64_t w;
+        std::memcpy(&w, p, 8);
+        const u16 h = ds::bitcast<std::uint16_t>(xsimd::batch<std::uint64_t, Arch>(w));
+        return ds::bitcast<std::uint32_t>(xsimd::zip_lo(h, u16(0)));
     } else {
         alignas(64) std::uint32_t buf[u32::size];
         for (std::size_t i = 0; i < u32::size; ++i) buf[i] = static_cast<std::uint32_t>(p[2 * i] | (p[2 * i + 1] << 8));
@@ -238,7 +289,10 @@ inline xsimd::batch<std::uint32_t, Arch> widen16(const std::uint8_t* p) noexcept
     }
 }
 
-/// Store the low 16 bits of each lane (every lane holds a value < 2^16).
+/// Store the low 16 bits of each lane (every lane holds a value < 2^16). The
+/// x86 narrowing stores over the xsimd body's buffer: int4_g128_zero_bf16
+/// 4 750 vs 2 330 Mw/s (AVX2), 2 980 vs 2 000 (SSE4.1); the store is most
+/// of what differs on those rows.
 template <class Arch>
 inline void narrow_store(const xsimd::batch<std::uint32_t, Arch>& v, std::uint16_t* dst) noexcept {
     using u32 = xsimd::batch<std::uint32_t, Arch>;
@@ -294,7 +348,12 @@ LOWBIT_FORCE_INLINE xsimd::batch<std::uint32_t, Arch> fp16_bits(const xsimd::bat
 /// non-temporal stores (dst aligned to the batch's bytes) for outputs far
 /// bigger than the caches, which then skip the read-for-ownership. Always
 /// inlined (with fp16_bits and bf16_bits): g++ called it per batch from the
-/// run loops below, halving the f16/bf16 speed.
+/// run loops below, halving the f16/bf16 speed. The x86 paths over the xsimd
+/// body (integer fp16 rounding, buffered narrowing, plain stores):
+/// int4_g128_zero_f16 17 590 vs 5 880 Mw/s (AVX-512), 11 540 vs 1 580 (AVX2,
+/// F16C), 1 450 vs 1 160 (SSE4.1); bf16 10 240 vs 9 690 and 4 750 vs 2 330;
+/// f32 to DRAM 9 760 vs 6 310 and 8 940 vs 6 570, against 19 810 vs 13 290
+/// into L1.
 template <class Arch, out_type OT, bool NT = false>
 LOWBIT_FORCE_INLINE void emit(const xsimd::batch<float, Arch>& v, void* dst) noexcept {
     if constexpr (OT == out_type::f32) {
@@ -378,7 +437,8 @@ inline bool use_scratch(std::size_t rows, std::size_t cols, std::size_t out_stri
 }
 
 /// n bytes from src to dst, the 64-byte aligned lines of dst written with
-/// non-temporal stores (the head and tail of the row plainly).
+/// non-temporal stores (the head and tail of the row plainly); xsimd has no
+/// streaming store, and the gain is scratch_rows' below.
 template <class Arch>
 inline void stream_copy(unsigned char* dst, const unsigned char* src, std::size_t n) noexcept {
     const std::size_t head = std::min(n, (64 - reinterpret_cast<std::uintptr_t>(dst) % 64) % 64);
@@ -842,7 +902,9 @@ inline void affine_rows(const affine_job& j) noexcept {
 
 /// table[q] for one batch of codes (bytes at q, or 32-bit lanes). Cap 16, 32
 /// or 64: the table has at most that many entries, zero padded to Cap at `pad`;
-/// Cap 256 reads `table`.
+/// Cap 256 reads `table`. The permutes over the xsimd body's lookups through a
+/// buffer: nf4_g64_f32 9 950 vs 4 090 Mw/s (AVX-512), 7 610 vs 4 500 (AVX2);
+/// into L1 13 520 vs 4 230 and 11 250 vs 4 700.
 template <class Arch, int Cap, class Q>
 inline xsimd::batch<float, Arch> table_value(const Q& q, const float* table, const float* pad) noexcept {
     using f32 = xsimd::batch<float, Arch>;

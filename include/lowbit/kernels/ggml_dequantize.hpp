@@ -112,7 +112,7 @@ template <class A>
 inline constexpr bool x86_v = is_sse2_v<A> || is_avx2_v<A> || is_avx512_v<A>;
 template <class A>
 inline constexpr bool pshufb_v =
-    (XSIMD_WITH_SSSE3 && std::is_base_of_v<xsimd::ssse3, A>) || is_avx2_v<A> || is_avx512_v<A>;
+    dq::is_ssse3_v<A> || is_avx2_v<A> || is_avx512_v<A>;
 
 template <class Arch>
 inline std::uint16_t u16_at(const unsigned char* p) noexcept {
@@ -152,7 +152,7 @@ struct decoded {
 template <class A>
 inline constexpr bool wide_x86_v = is_avx2_v<A> || is_avx512_v<A>;
 template <class A>
-inline constexpr bool sse4_1_v = XSIMD_WITH_SSE4_1 && std::is_base_of_v<xsimd::sse4_1, A>;
+inline constexpr bool sse4_1_v = dq::is_sse4_1_v<A>;
 
 template <class Arch>
 using u8x = xsimd::batch<std::uint8_t, Arch>;
@@ -693,7 +693,7 @@ inline xsimd::batch<std::int32_t, Arch> widen_i8(const std::int8_t* p) noexcept 
 #if XSIMD_WITH_AVX2
         return i32(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 #endif
-    } else if constexpr (XSIMD_WITH_SSE4_1 && std::is_base_of_v<xsimd::sse4_1, Arch>) {
+    } else if constexpr (dq::is_sse4_1_v<Arch>) {
 #if XSIMD_WITH_SSE4_1
         std::int32_t w;
         std::memcpy(&w, p, 4);
