@@ -129,6 +129,17 @@ struct scheme_encodes_block {
     }
 };
 
+/// x encoded under p into codes, one a byte, by the scheme itself: its
+/// encode_many where it has one, else value by value.
+template <class S2>
+void scheme_encode_block(const S2& s2, std::span<const float> x, const typename S2::params& p, std::uint8_t* codes) {
+    if constexpr (requires { s2.encode_many(x, p, codes); }) {
+        s2.encode_many(x, p, codes);
+    } else {
+        for (std::size_t i = 0; i < x.size(); ++i) codes[i] = s2.encode(x[i], p);
+    }
+}
+
 template <class S2, class Where, class EncodeBlock = scheme_encodes_block>
 second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> scales, std::size_t block,
                              std::span<float> effective, Where&& where, std::optional<float> offset = {},
@@ -160,12 +171,7 @@ second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> 
                              : at_position([&] { return dq.scheme.fit(x, {}); },
                                            [&] { return where(lo, hi) + " (second-level block " + std::to_string(b) + ")"; });
         split_params(p, out.scale, out.zero, out.bias, b);
-        if (encode_block(x, p, out.codes.data() + lo)) {
-        } else if constexpr (requires(const S2& s2, std::uint8_t* c) { s2.encode_many(x, p, c); }) {
-            dq.scheme.encode_many(x, p, out.codes.data() + lo);
-        } else {
-            for (std::size_t i = lo; i < hi; ++i) out.codes[i] = dq.scheme.encode(centred[i], p);
-        }
+        if (!encode_block(x, p, out.codes.data() + lo)) scheme_encode_block(dq.scheme, x, p, out.codes.data() + lo);
         for (std::size_t i = lo; i < hi; ++i)
             effective[i] = detail::unfused(dq.scheme.decode(out.codes[i], p)) + out.offset;  // no FMA: as decoded
     }

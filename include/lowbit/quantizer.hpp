@@ -346,7 +346,9 @@ public:
             // Under double quantization the codes are checked against the
             // quantized scales, after the second level.
             if constexpr (fits_from_stats) quantize_rows_fused(w, L, params, q, who, !is_double_quant_v<DQ>);
-            for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
+            // (The second level writes every effective scale itself.)
+            if constexpr (!is_double_quant_v<DQ>)
+                for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
         } else {
             amax = fit_all(w, importance, L, params, encode_params, who);
         }
@@ -371,7 +373,10 @@ public:
                     LOWBIT_THROW(errc::invalid_argument, who + ": double_quant::amax_divisor needs one second-level "
                                                                "block (block 0)");
                 typename DQ::scheme_type::params p{};
-                p.scale = (amax ? *amax : largest_magnitude(w)) / dq.amax_divisor;
+                if (!amax) amax = largest_magnitude(w.data(), w.stride(), w.rows(), w.cols());
+                if (!amax)  // the fit has thrown for such weights already
+                    LOWBIT_THROW(errc::invalid_argument, who + ": the weights hold a value that is not finite");
+                p.scale = *amax / dq.amax_divisor;
                 if (p.scale > 0.0f) fixed = p;  // else (all zero, or below float's range) the scheme's own fit
             }
             q.scales_q = detail::quantize_scales(
@@ -733,13 +738,18 @@ private:
         }
     }
 
-    /// The largest |value| of w (finite, checked before), through the extremes kernel.
-    static float largest_magnitude(matrix_view<const float> w) {
-        std::vector<float> mn(w.rows()), mx(w.rows()), sm(w.rows());
+    /// The largest |value| of rows x cols values at x (rows `stride` apart)
+    /// through the extremes kernel, or nothing when one of them is not finite
+    /// (a NaN can hide from a min and max).
+    static std::optional<float> largest_magnitude(const float* x, std::size_t stride, std::size_t rows,
+                                                  std::size_t cols) {
+        if (rows == 0 || cols == 0) return 0.0f;
+        std::vector<float> mn(rows), mx(rows), sm(rows);
         bool nf = false;
-        kernels::gather_extremes({w.data(), w.stride(), w.rows(), w.cols(), w.cols(), mn.data(), mx.data(), sm.data(), &nf});
+        kernels::gather_extremes({x, stride, rows, cols, cols, mn.data(), mx.data(), sm.data(), &nf});
+        if (nf) return std::nullopt;
         float m = 0.0f;
-        for (std::size_t r = 0; r < w.rows(); ++r) m = std::fmax(m, std::fmax(std::fabs(mn[r]), std::fabs(mx[r])));
+        for (std::size_t r = 0; r < rows; ++r) m = std::fmax(m, std::fmax(std::fabs(mn[r]), std::fabs(mx[r])));
         return m;
     }
 
@@ -849,12 +859,8 @@ private:
         if constexpr (S::family != kernel_family::affine) {
             // A table's codes are finite under every scale when they are
             // under the largest: one kernel pass finds it.
-            bool nf = false;
-            float mn = 0.0f, mx = 0.0f, m = 0.0f;
-            if (!effective.empty())
-                kernels::gather_extremes({effective.data(), effective.size(), 1, effective.size(), effective.size(), &mn,
-                                          &mx, &m, &nf});
-            if (!nf && std::isfinite(table_max * std::fmax(std::fabs(mn), std::fabs(mx)))) return;
+            const auto largest = largest_magnitude(effective.data(), effective.size(), 1, effective.size());
+            if (largest && std::isfinite(table_max * *largest)) return;
         }
         std::vector<std::size_t> suspect;
         for (std::size_t g = 0; g < L.count; ++g) {

@@ -14,6 +14,7 @@
 // the same results bit for bit on every instruction set.
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -476,9 +477,13 @@ void fit_simd(const fit_job& j) noexcept {
 template <std::size_t H, class V, class Op>
 LOWBIT_FORCE_INLINE void fold_level(V* in, std::size_t width, Op op) noexcept {
     namespace s = ::lowbit::detail::simd;
-    alignas(64) float b[V::size];
-    for (std::size_t l = 0; l < V::size; ++l) b[l] = (l & H) ? 1.0f : 0.0f;
-    const auto first = V::load_aligned(b) == V(0.0f);
+    // The lane mask from a constant, not built on the stack at every call.
+    alignas(64) static constexpr std::array<float, 16> b = [] {
+        std::array<float, 16> t{};
+        for (std::size_t l = 0; l < t.size(); ++l) t[l] = (l & H) ? 1.0f : 0.0f;
+        return t;
+    }();
+    const auto first = V::load_aligned(b.data()) == V(0.0f);
     for (std::size_t k = 0; k < width / 2; ++k) {
         const V p = in[2 * k], q = in[2 * k + 1];
         in[k] = op(xsimd::select(first, p, s::swap_lanes<H>(q)), xsimd::select(first, s::swap_lanes<H>(p), q));
