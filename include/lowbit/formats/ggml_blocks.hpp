@@ -397,192 +397,115 @@ inline int ternary(float v, float id) noexcept {
 
 }  // namespace detail::blocks
 
-// ---- Q4_0 ------------------------------------------------------------------
+// ---- Q4_0, Q4_1, Q5_0, Q5_1 -------------------------------------------------
 
-/// Q4_0: d = max / -8 with max the largest-|x| element (sign kept), codes
-/// round half up; with an imatrix, a weighted least-squares scale search.
-inline void quantize_row_q4_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::blocks::check_row_length(n, block_q4_0::block_size, "q4_0");
-    detail::blocks::aligned_out<block_q4_0> out_(dst, n / block_q4_0::block_size);
-    auto* y = out_.get();
-    const std::size_t nb = n / 32;
-    if (imatrix) {
-        const float sigma2 = detail::blocks::row_mean_square(x, n);
-        float w[32];
-        std::uint8_t levels[32];
-        for (std::size_t ib = 0; ib < nb; ++ib) {
-            detail::blocks::importance_weights_32(x + 32 * ib, imatrix + 32 * ib, sigma2, w);
-            const float d = detail::blocks::qx_levels_32(8, x + 32 * ib, w, levels);
-            y[ib].d = float_to_fp16(d);
-            detail::blocks::pack_nibbles_32(levels, y[ib].qs);
-        }
-        return;
-    }
-    for (std::size_t ib = 0; ib < nb; ++ib) {
-        const float* xb = x + 32 * ib;
-        const float max = detail::blocks::find_signed_absmax(xb, 32).max;
-        const float d = max / -8.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[ib].d = float_to_fp16(d);
-        std::uint8_t levels[32];
-        for (int j = 0; j < 32; ++j)
-            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::blocks::trunc_to_i8(::lowbit::detail::unfused(xb[j] * id) + 8.5f)));
-        detail::blocks::pack_nibbles_32(levels, y[ib].qs);
-    }
-}
+namespace detail::blocks {
 
-inline void dequantize_row_q4_0(const void* src, float* y, std::size_t n) {
-    detail::blocks::check_row_length(n, block_q4_0::block_size, "q4_0");
-    const detail::blocks::aligned_in<block_q4_0> in_(src, n / block_q4_0::block_size);
-    const auto* b = in_.get();
-    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
-        const float d = fp16_to_float(b[ib].d);
-        for (int j = 0; j < 16; ++j) {
-            y[j] = static_cast<float>((b[ib].qs[j] & 0x0F) - 8) * d;
-            y[j + 16] = static_cast<float>((b[ib].qs[j] >> 4) - 8) * d;
-        }
-    }
-}
-
-// ---- Q4_1 ------------------------------------------------------------------
-
-/// Q4_1: d = (max - min) / 15, m = min, codes round half up; with an imatrix,
+/// The four legacy 32-blocks are one rule at K = 4 or 5 bits. Symmetric
+/// (Q4_0, Q5_0): d = max / -2^(K-1) with max the largest-|x| element (sign
+/// kept), codes x / d + 2^(K-1) rounded half up; with an imatrix, a weighted
+/// least-squares scale search. Affine (Q4_1, Q5_1): d = (max - min) /
+/// (2^K - 1), m = min, codes (x - min) / d rounded half up; with an imatrix,
 /// a weighted affine search (min forced <= 0).
+template <class Block, int K, bool Affine>
+inline void quantize_row_legacy(const float* x, void* dst, std::size_t n, const float* imatrix, const char* name) {
+    constexpr int top = (1 << K) - 1, half = 1 << (K - 1);
+    check_row_length(n, Block::block_size, name);
+    aligned_out<Block> out_(dst, n / Block::block_size);
+    auto* y = out_.get();
+    const std::size_t nb = n / 32;
+    const auto pack = [](const std::uint8_t* levels, Block& blk) {
+        if constexpr (K == 4) pack_nibbles_32(levels, blk.qs);
+        else pack_5bit_32(levels, blk.qh, blk.qs);
+    };
+    std::uint8_t levels[32];
+    if (imatrix) {
+        const float sigma2 = row_mean_square(x, n);
+        float w[32];
+        for (std::size_t ib = 0; ib < nb; ++ib) {
+            importance_weights_32(x + 32 * ib, imatrix + 32 * ib, sigma2, w);
+            if constexpr (Affine) {
+                float the_min = 0.0f;
+                y[ib].d = float_to_fp16(qkx_levels_32(top, x + 32 * ib, w, levels, &the_min));
+                y[ib].m = float_to_fp16(-the_min);
+            } else {
+                y[ib].d = float_to_fp16(qx_levels_32(half, x + 32 * ib, w, levels));
+            }
+            pack(levels, y[ib]);
+        }
+        return;
+    }
+    for (std::size_t ib = 0; ib < nb; ++ib) {
+        const float* xb = x + 32 * ib;
+        if constexpr (Affine) {
+            const auto [min, max] = find_min_max(xb, 32);
+            const float d = (max - min) / static_cast<float>(top);
+            const float id = d != 0.0f ? 1.0f / d : 0.0f;
+            y[ib].d = float_to_fp16(d);
+            y[ib].m = float_to_fp16(min);
+            for (int j = 0; j < 32; ++j) {
+                const float v = ::lowbit::detail::unfused((xb[j] - min) * id) + 0.5f;
+                // ggml clamps Q4_1's codes to 15 and not Q5_1's ((max - min) * id
+                // + 0.5 stays below 32); the low byte is kept as its casts keep it.
+                if constexpr (K == 4) levels[j] = static_cast<std::uint8_t>(std::min<int>(top, trunc_to_i8(v)));
+                else levels[j] = trunc_to_u8(v);
+            }
+        } else {
+            const float d = find_signed_absmax(xb, 32).max / -static_cast<float>(half);
+            const float id = d != 0.0f ? 1.0f / d : 0.0f;
+            y[ib].d = float_to_fp16(d);
+            for (int j = 0; j < 32; ++j)
+                levels[j] = static_cast<std::uint8_t>(
+                    std::min<int>(top, trunc_to_i8(::lowbit::detail::unfused(xb[j] * id) + (static_cast<float>(half) + 0.5f))));
+        }
+        pack(levels, y[ib]);
+    }
+}
+
+/// The legacy 32-blocks back to floats: symmetric (q - 2^(K-1)) * d, affine
+/// q * d + m (unfused).
+template <class Block, int K, bool Affine>
+inline void dequantize_row_legacy(const void* src, float* y, std::size_t n, const char* name) {
+    check_row_length(n, Block::block_size, name);
+    const aligned_in<Block> in_(src, n / Block::block_size);
+    const auto* b = in_.get();
+    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
+        const float d = fp16_to_float(b[ib].d);
+        for (int j = 0; j < 32; ++j) {
+            int q;
+            if constexpr (K == 4) q = j < 16 ? (b[ib].qs[j] & 0x0F) : (b[ib].qs[j - 16] >> 4);
+            else q = unpack_5bit(b[ib].qh, b[ib].qs, j);
+            if constexpr (Affine) y[j] = ::lowbit::detail::unfused(static_cast<float>(q) * d) + fp16_to_float(b[ib].m);
+            else y[j] = static_cast<float>(q - (1 << (K - 1))) * d;
+        }
+    }
+}
+
+}  // namespace detail::blocks
+
+inline void quantize_row_q4_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    detail::blocks::quantize_row_legacy<block_q4_0, 4, false>(x, dst, n, imatrix, "q4_0");
+}
+inline void dequantize_row_q4_0(const void* src, float* y, std::size_t n) {
+    detail::blocks::dequantize_row_legacy<block_q4_0, 4, false>(src, y, n, "q4_0");
+}
 inline void quantize_row_q4_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::blocks::check_row_length(n, block_q4_1::block_size, "q4_1");
-    detail::blocks::aligned_out<block_q4_1> out_(dst, n / block_q4_1::block_size);
-    auto* y = out_.get();
-    const std::size_t nb = n / 32;
-    if (imatrix) {
-        const float sigma2 = detail::blocks::row_mean_square(x, n);
-        float w[32];
-        std::uint8_t levels[32];
-        for (std::size_t ib = 0; ib < nb; ++ib) {
-            detail::blocks::importance_weights_32(x + 32 * ib, imatrix + 32 * ib, sigma2, w);
-            float the_min = 0.0f;
-            const float d = detail::blocks::qkx_levels_32(15, x + 32 * ib, w, levels, &the_min);
-            y[ib].d = float_to_fp16(d);
-            y[ib].m = float_to_fp16(-the_min);
-            detail::blocks::pack_nibbles_32(levels, y[ib].qs);
-        }
-        return;
-    }
-    for (std::size_t ib = 0; ib < nb; ++ib) {
-        const float* xb = x + 32 * ib;
-        const auto [min, max] = detail::blocks::find_min_max(xb, 32);
-        const float d = (max - min) / 15.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[ib].d = float_to_fp16(d);
-        y[ib].m = float_to_fp16(min);
-        std::uint8_t levels[32];
-        for (int j = 0; j < 32; ++j)
-            levels[j] = static_cast<std::uint8_t>(std::min<int>(15, detail::blocks::trunc_to_i8(::lowbit::detail::unfused((xb[j] - min) * id) + 0.5f)));
-        detail::blocks::pack_nibbles_32(levels, y[ib].qs);
-    }
+    detail::blocks::quantize_row_legacy<block_q4_1, 4, true>(x, dst, n, imatrix, "q4_1");
 }
-
 inline void dequantize_row_q4_1(const void* src, float* y, std::size_t n) {
-    detail::blocks::check_row_length(n, block_q4_1::block_size, "q4_1");
-    const detail::blocks::aligned_in<block_q4_1> in_(src, n / block_q4_1::block_size);
-    const auto* b = in_.get();
-    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
-        const float d = fp16_to_float(b[ib].d);
-        const float m = fp16_to_float(b[ib].m);
-        for (int j = 0; j < 16; ++j) {
-            y[j] = ::lowbit::detail::unfused(static_cast<float>(b[ib].qs[j] & 0x0F) * d) + m;
-            y[j + 16] = ::lowbit::detail::unfused(static_cast<float>(b[ib].qs[j] >> 4) * d) + m;
-        }
-    }
+    detail::blocks::dequantize_row_legacy<block_q4_1, 4, true>(src, y, n, "q4_1");
 }
-
-// ---- Q5_0 ------------------------------------------------------------------
-
-/// Q5_0: d = max / -16, codes round half up; with an imatrix, as Q4_0.
 inline void quantize_row_q5_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::blocks::check_row_length(n, block_q5_0::block_size, "q5_0");
-    detail::blocks::aligned_out<block_q5_0> out_(dst, n / block_q5_0::block_size);
-    auto* y = out_.get();
-    const std::size_t nb = n / 32;
-    if (imatrix) {
-        const float sigma2 = detail::blocks::row_mean_square(x, n);
-        float w[32];
-        std::uint8_t levels[32];
-        for (std::size_t ib = 0; ib < nb; ++ib) {
-            detail::blocks::importance_weights_32(x + 32 * ib, imatrix + 32 * ib, sigma2, w);
-            const float d = detail::blocks::qx_levels_32(16, x + 32 * ib, w, levels);
-            y[ib].d = float_to_fp16(d);
-            detail::blocks::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
-        }
-        return;
-    }
-    for (std::size_t ib = 0; ib < nb; ++ib) {
-        const float* xb = x + 32 * ib;
-        const float max = detail::blocks::find_signed_absmax(xb, 32).max;
-        const float d = max / -16.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[ib].d = float_to_fp16(d);
-        std::uint8_t levels[32];
-        for (int j = 0; j < 32; ++j)
-            levels[j] = static_cast<std::uint8_t>(std::min<int>(31, detail::blocks::trunc_to_i8(::lowbit::detail::unfused(xb[j] * id) + 16.5f)));
-        detail::blocks::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
-    }
+    detail::blocks::quantize_row_legacy<block_q5_0, 5, false>(x, dst, n, imatrix, "q5_0");
 }
-
 inline void dequantize_row_q5_0(const void* src, float* y, std::size_t n) {
-    detail::blocks::check_row_length(n, block_q5_0::block_size, "q5_0");
-    const detail::blocks::aligned_in<block_q5_0> in_(src, n / block_q5_0::block_size);
-    const auto* b = in_.get();
-    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
-        const float d = fp16_to_float(b[ib].d);
-        for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(detail::blocks::unpack_5bit(b[ib].qh, b[ib].qs, j) - 16) * d;
-    }
+    detail::blocks::dequantize_row_legacy<block_q5_0, 5, false>(src, y, n, "q5_0");
 }
-
-// ---- Q5_1 ------------------------------------------------------------------
-
-/// Q5_1: d = (max - min) / 31, m = min; with an imatrix, as Q4_1.
 inline void quantize_row_q5_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::blocks::check_row_length(n, block_q5_1::block_size, "q5_1");
-    detail::blocks::aligned_out<block_q5_1> out_(dst, n / block_q5_1::block_size);
-    auto* y = out_.get();
-    const std::size_t nb = n / 32;
-    if (imatrix) {
-        const float sigma2 = detail::blocks::row_mean_square(x, n);
-        float w[32];
-        std::uint8_t levels[32];
-        for (std::size_t ib = 0; ib < nb; ++ib) {
-            detail::blocks::importance_weights_32(x + 32 * ib, imatrix + 32 * ib, sigma2, w);
-            float the_min = 0.0f;
-            const float d = detail::blocks::qkx_levels_32(31, x + 32 * ib, w, levels, &the_min);
-            y[ib].d = float_to_fp16(d);
-            y[ib].m = float_to_fp16(-the_min);
-            detail::blocks::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
-        }
-        return;
-    }
-    for (std::size_t ib = 0; ib < nb; ++ib) {
-        const float* xb = x + 32 * ib;
-        const auto [min, max] = detail::blocks::find_min_max(xb, 32);
-        const float d = (max - min) / 31.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[ib].d = float_to_fp16(d);
-        y[ib].m = float_to_fp16(min);
-        std::uint8_t levels[32];
-        // No clamp: (max - min) * id + 0.5 stays below 32.
-        for (int j = 0; j < 32; ++j) levels[j] = detail::blocks::trunc_to_u8(::lowbit::detail::unfused((xb[j] - min) * id) + 0.5f);
-        detail::blocks::pack_5bit_32(levels, y[ib].qh, y[ib].qs);
-    }
+    detail::blocks::quantize_row_legacy<block_q5_1, 5, true>(x, dst, n, imatrix, "q5_1");
 }
-
 inline void dequantize_row_q5_1(const void* src, float* y, std::size_t n) {
-    detail::blocks::check_row_length(n, block_q5_1::block_size, "q5_1");
-    const detail::blocks::aligned_in<block_q5_1> in_(src, n / block_q5_1::block_size);
-    const auto* b = in_.get();
-    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
-        const float d = fp16_to_float(b[ib].d);
-        const float m = fp16_to_float(b[ib].m);
-        for (int j = 0; j < 32; ++j) y[j] = ::lowbit::detail::unfused(static_cast<float>(detail::blocks::unpack_5bit(b[ib].qh, b[ib].qs, j)) * d) + m;
-    }
+    detail::blocks::dequantize_row_legacy<block_q5_1, 5, true>(src, y, n, "q5_1");
 }
 
 // ---- Q8_0 / Q8_1 -------------------------------------------------------------
