@@ -395,20 +395,25 @@ inline void legacy_group_run(const float* x, unsigned char* out) noexcept {
 // 5 620 vs 2 110, q8_0 5 240 vs 1 870.
 
 
+/// The largest (Max) or smallest of v's lanes, halving in registers; each
+/// step keeps maxps/minps's operand order (a NaN in the first operand gives
+/// the second).
+template <class Arch, bool Max>
+LOWBIT_GGML_QUANT_INLINE float hreduce_ps(__m512 v) noexcept {
+    const auto op256 = [](__m256 a, __m256 b) { return Max ? _mm256_max_ps(a, b) : _mm256_min_ps(a, b); };
+    const auto op128 = [](__m128 a, __m128 b) { return Max ? _mm_max_ps(a, b) : _mm_min_ps(a, b); };
+    const __m256 h = op256(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 q = op128(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = op128(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(op128(q, _mm_movehdup_ps(q)));
+}
 template <class Arch>
 LOWBIT_GGML_QUANT_INLINE float hmax_ps(__m512 v) noexcept {
-    const __m256 h = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    q = _mm_max_ps(q, _mm_movehl_ps(q, q));
-    return _mm_cvtss_f32(_mm_max_ss(q, _mm_movehdup_ps(q)));
+    return hreduce_ps<Arch, true>(v);
 }
-
 template <class Arch>
 LOWBIT_GGML_QUANT_INLINE float hmin_ps(__m512 v) noexcept {
-    const __m256 h = _mm256_min_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 q = _mm_min_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    q = _mm_min_ps(q, _mm_movehl_ps(q, q));
-    return _mm_cvtss_f32(_mm_min_ss(q, _mm_movehdup_ps(q)));
+    return hreduce_ps<Arch, false>(v);
 }
 
 /// Bit i set where element i of the block (lo: 0..15, hi: 16..31) equals v.
