@@ -17,13 +17,19 @@ namespace kernels {
 LOWBIT_SIMD_WARNINGS_OFF
 namespace detail::ggml_quant {
 
-// ---- Q4_K / Q5_K --------------------------------------------------------
+// ---- Q2_K, Q4_K, Q5_K -------------------------------------------------------
 
-template <class Arch, int Nmax>
-inline void q4_q5_k_tile(const float* const* xs, const float* const* qws, unsigned char* out, int nvalid) noexcept {
-    using G = tile<Arch, 32, 8>;
+/// The affine K-quant tiles, one template: per sub-block the weighted affine
+/// search (qkx_search), per super-block the type's scale step, then the
+/// levels requantized against the stored scales and packed. P holds what
+/// differs between the types (ggml's constants for each).
+template <class Arch, class P>
+inline void affine_k_tile(const float* const* xs, const float* const* qws, unsigned char* out, int nvalid) noexcept {
+    constexpr int n = P::n, nsub = P::nsub;
+    using G = tile<Arch, n, nsub>;
     using B = fvec<Arch>;
-    constexpr int n = 32, lanes = G::lanes;
+    using Block = typename P::block;
+    constexpr int lanes = G::lanes;
     const bool im = qws[0] != nullptr;
     alignas(64) float xt[G::S * n];
     alignas(64) float qt[G::S * n];
@@ -31,13 +37,13 @@ inline void q4_q5_k_tile(const float* const* xs, const float* const* qws, unsign
     alignas(64) float dsub[G::S], msub[G::S];
     std::uint8_t lev[G::T * 256];
     B L[G::NB][n];
-    transpose_in<Arch, n, 8>(xs, nvalid, xt);
+    transpose_in<Arch, n, nsub>(xs, nvalid, xt);
     if (im) {
-        transpose_in<Arch, n, 8>(qws, nvalid, qt);
+        transpose_in<Arch, n, nsub>(qws, nvalid, qt);
         for (int s = 0; s < G::S; ++s) sig[s] = 0.f;
         for (int k = 0; k < nvalid; ++k) {
-            const float sigma2 = 2 * sum_squares<Arch>(xs[k], 256) / ggml::qk_k;
-            for (int j = 0; j < 8; ++j) sig[8 * k + j] = sigma2;
+            const float sigma2 = P::sigma_factor * sum_squares<Arch>(xs[k], 256) / ggml::qk_k;
+            for (int j = 0; j < nsub; ++j) sig[nsub * k + j] = sigma2;
         }
     }
     for (int b = 0; b < G::NB; ++b) {
@@ -48,94 +54,79 @@ inline void q4_q5_k_tile(const float* const* xs, const float* const* qws, unsign
             load_n<Arch, n>(qt + b * n * lanes, q);
             imatrix_weights<Arch, n>(x, q, B::load_aligned(sig + b * lanes), w, s);
             s.store_aligned(sw + b * lanes);
-            qkx_search<Arch, n>(x, w, L[b], scale, the_min, Nmax, -0.9f, 0.05f, 36, false);
+            qkx_search<Arch, n>(x, w, L[b], scale, the_min, P::nmax, -0.9f, 0.05f, 36, false);
         } else {
-            rms_plus_abs_weights<Arch, n>(x, w);
-            if constexpr (Nmax == 15)
-                qkx_search<Arch, n>(x, w, L[b], scale, the_min, Nmax, -1.f, 0.1f, 20, false);
-            else
-                qkx_search<Arch, n>(x, w, L[b], scale, the_min, Nmax, -0.5f, 0.1f, 15, false);
+            P::template weights<Arch>(x, w);
+            qkx_search<Arch, n>(x, w, L[b], scale, the_min, P::nmax, P::rmin, P::rdelta, P::nstep, P::use_mad);
         }
         scale.store_aligned(sc + b * lanes);
         the_min.store_aligned(mn + b * lanes);
     }
-    using Block = std::conditional_t<Nmax == 15, ggml::block_q4_K, ggml::block_q5_K>;
     Block y[G::T];
     for (int s = 0; s < G::S; ++s) dsub[s] = msub[s] = 0.f;
     for (int k = 0; k < nvalid; ++k)
-        q45_k_scales<Arch, Nmax>(sc + 8 * k, mn + 8 * k, im ? sw + 8 * k : nullptr, y[k].d, y[k].dmin, y[k].scales,
-                                 dsub + 8 * k, msub + 8 * k);
+        P::template scales<Arch>(sc + nsub * k, mn + nsub * k, im ? sw + nsub * k : nullptr, y[k], dsub + nsub * k,
+                                 msub + nsub * k);
     for (int b = 0; b < G::NB; ++b) {
         B x[n];
         load_n<Arch, n>(xt + b * n * lanes, x);
         requantize<Arch, n, true>(x, L[b], B::load_aligned(dsub + b * lanes), B::load_aligned(msub + b * lanes), 0.f,
-                                  static_cast<float>(Nmax));
-        transpose_out<Arch, n, 8>(L[b], b, lev);
+                                  static_cast<float>(P::nmax));
+        transpose_out<Arch, n, nsub>(L[b], b, lev);
     }
     for (int k = 0; k < nvalid; ++k) {
-        if constexpr (Nmax == 15)
-            pack_4bit_5bit<Arch>(lev + 256 * k, y[k].qs, nullptr);
-        else
-            pack_4bit_5bit<Arch>(lev + 256 * k, y[k].qs, y[k].qh);
+        P::template pack<Arch>(lev + 256 * k, y[k]);
         std::memcpy(out + k * sizeof(Block), &y[k], sizeof(Block));
     }
 }
 
-// ---- Q2_K -------------------------------------------------------------------
+/// Q4_K (Nmax 15) and Q5_K (31): sub-blocks of 32, 6-bit scales and mins.
+template <int Nmax>
+struct q45_k_tile {
+    using block = std::conditional_t<Nmax == 15, ggml::block_q4_K, ggml::block_q5_K>;
+    static constexpr int n = 32, nsub = 8, nmax = Nmax;
+    static constexpr float sigma_factor = 2.f;
+    static constexpr float rmin = Nmax == 15 ? -1.f : -0.5f, rdelta = 0.1f;
+    static constexpr int nstep = Nmax == 15 ? 20 : 15;
+    static constexpr bool use_mad = false;
+    template <class Arch>
+    static void weights(const fvec<Arch>* x, fvec<Arch>* w) noexcept {
+        rms_plus_abs_weights<Arch, n>(x, w);
+    }
+    template <class Arch>
+    static void scales(const float* sc, const float* mn, const float* sw, block& y, float* dsub, float* msub) noexcept {
+        q45_k_scales<Arch, Nmax>(sc, mn, sw, y.d, y.dmin, y.scales, dsub, msub);
+    }
+    template <class Arch>
+    static void pack(const std::uint8_t* lev, block& y) noexcept {
+        if constexpr (Nmax == 15)
+            pack_4bit_5bit<Arch>(lev, y.qs, nullptr);
+        else
+            pack_4bit_5bit<Arch>(lev, y.qs, y.qh);
+    }
+};
 
-template <class Arch>
-inline void q2_tile(const float* const* xs, const float* const* qws, unsigned char* out, int nvalid) noexcept {
-    using G = tile<Arch, 16, 16>;
-    using B = fvec<Arch>;
-    constexpr int n = 16, lanes = G::lanes;
-    const bool im = qws[0] != nullptr;
-    alignas(64) float xt[G::S * n];
-    alignas(64) float qt[G::S * n];
-    alignas(64) float sc[G::S], mn[G::S], sw[G::S], sig[G::S];
-    alignas(64) float dsub[G::S], msub[G::S];
-    std::uint8_t lev[G::T * 256];
-    B L[G::NB][n];
-    transpose_in<Arch, n, 16>(xs, nvalid, xt);
-    if (im) {
-        transpose_in<Arch, n, 16>(qws, nvalid, qt);
-        for (int s = 0; s < G::S; ++s) sig[s] = 0.f;
-        for (int k = 0; k < nvalid; ++k) {
-            const float sigma2 = sum_squares<Arch>(xs[k], 256) / ggml::qk_k;
-            for (int j = 0; j < 16; ++j) sig[16 * k + j] = sigma2;
-        }
+/// Q2_K: sub-blocks of 16, 4-bit scales and mins, |x| as the weights.
+struct q2_k_tile {
+    using block = ggml::block_q2_K;
+    static constexpr int n = 16, nsub = 16, nmax = 3;
+    static constexpr float sigma_factor = 1.f;
+    static constexpr float rmin = -0.5f, rdelta = 0.1f;
+    static constexpr int nstep = 15;
+    static constexpr bool use_mad = true;
+    template <class Arch>
+    static void weights(const fvec<Arch>* x, fvec<Arch>* w) noexcept {
+        for (int i = 0; i < n; ++i) w[i] = xsimd::abs(x[i]);
     }
-    for (int b = 0; b < G::NB; ++b) {
-        B x[n], w[n], scale, the_min;
-        load_n<Arch, n>(xt + b * n * lanes, x);
-        if (im) {
-            B q[n], s;
-            load_n<Arch, n>(qt + b * n * lanes, q);
-            imatrix_weights<Arch, n>(x, q, B::load_aligned(sig + b * lanes), w, s);
-            s.store_aligned(sw + b * lanes);
-            qkx_search<Arch, n>(x, w, L[b], scale, the_min, 3.f, -0.9f, 0.05f, 36, false);
-        } else {
-            for (int i = 0; i < n; ++i) w[i] = xsimd::abs(x[i]);
-            qkx_search<Arch, n>(x, w, L[b], scale, the_min, 3.f, -0.5f, 0.1f, 15, true);
-        }
-        scale.store_aligned(sc + b * lanes);
-        the_min.store_aligned(mn + b * lanes);
+    template <class Arch>
+    static void scales(const float* sc, const float* mn, const float* sw, block& y, float* dsub, float* msub) noexcept {
+        q2_k_scales<Arch>(sc, mn, sw, y, dsub, msub);
     }
-    ggml::block_q2_K y[G::T];
-    for (int s = 0; s < G::S; ++s) dsub[s] = msub[s] = 0.f;
-    for (int k = 0; k < nvalid; ++k)
-        q2_k_scales<Arch>(sc + 16 * k, mn + 16 * k, im ? sw + 16 * k : nullptr, y[k], dsub + 16 * k, msub + 16 * k);
-    for (int b = 0; b < G::NB; ++b) {
-        B x[n];
-        load_n<Arch, n>(xt + b * n * lanes, x);
-        requantize<Arch, n, true>(x, L[b], B::load_aligned(dsub + b * lanes), B::load_aligned(msub + b * lanes), 0.f,
-                                  3.f);
-        transpose_out<Arch, n, 16>(L[b], b, lev);
+    template <class Arch>
+    static void pack(const std::uint8_t* lev, block& y) noexcept {
+        pack_2bit<Arch>(lev, y.qs);
     }
-    for (int k = 0; k < nvalid; ++k) {
-        pack_2bit<Arch>(lev + 256 * k, y[k].qs);
-        std::memcpy(out + k * sizeof(ggml::block_q2_K), &y[k], sizeof(ggml::block_q2_K));
-    }
-}
+};
 
 // ---- Q6_K -------------------------------------------------------------------
 
