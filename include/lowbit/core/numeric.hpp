@@ -145,6 +145,21 @@ constexpr float decode_finite_only(std::uint8_t c) noexcept {
     return with_sign(code_to_magnitude<mbits, bias>(c & mag_mask), negative);
 }
 
+/// An 8-bit float's code of x (M mantissa bits, exponent bias Bias): a NaN
+/// gives `nan`, a magnitude rounding past `max_code` gives `overflow`, or
+/// max_code when saturating; the sign bit is x's.
+template <int M, int Bias>
+constexpr std::uint8_t float_to_fp8(float x, bool saturate, std::uint32_t nan, std::uint32_t max_code,
+                                    std::uint32_t overflow) noexcept {
+    const std::uint32_t bits = std::bit_cast<std::uint32_t>(x);
+    const std::uint32_t sign = (bits >> 24) & 0x80u;
+    const std::uint32_t ax = bits & 0x7FFFFFFFu;
+    if (ax > 0x7F800000u) return static_cast<std::uint8_t>(sign | nan);
+    const std::uint32_t r = round_to_code<M, Bias>(ax);
+    if (r > max_code) return static_cast<std::uint8_t>(sign | (saturate ? max_code : overflow));
+    return static_cast<std::uint8_t>(sign | r);
+}
+
 }  // namespace detail
 
 // ---- FP8 E4M3FN (OCP) ----------------------------------------------------
@@ -154,13 +169,7 @@ constexpr float decode_finite_only(std::uint8_t c) noexcept {
 // code 448, anything above it is NaN. saturate = true clamps finite overflow
 // and Inf to +-448. NaN input gives NaN with its sign in both modes.
 constexpr std::uint8_t float_to_fp8_e4m3(float x, bool saturate = false) noexcept {
-    const std::uint32_t bits = std::bit_cast<std::uint32_t>(x);
-    const std::uint32_t sign = (bits >> 24) & 0x80u;
-    const std::uint32_t ax = bits & 0x7FFFFFFFu;
-    if (ax > 0x7F800000u) return static_cast<std::uint8_t>(sign | 0x7Fu);
-    const std::uint32_t r = detail::round_to_code<3, 7>(ax);
-    if (r > 0x7Eu) return static_cast<std::uint8_t>(sign | (saturate ? 0x7Eu : 0x7Fu));
-    return static_cast<std::uint8_t>(sign | r);
+    return detail::float_to_fp8<3, 7>(x, saturate, 0x7Fu, 0x7Eu, 0x7Fu);
 }
 
 constexpr float fp8_e4m3_to_float(std::uint8_t c) noexcept {
@@ -175,13 +184,7 @@ constexpr float fp8_e4m3_to_float(std::uint8_t c) noexcept {
 // between 57344 and 65536, goes to the even code, i.e. Inf. saturate = true
 // clamps finite overflow and Inf to +-57344. NaN gives S.11111.10 in both modes.
 constexpr std::uint8_t float_to_fp8_e5m2(float x, bool saturate = false) noexcept {
-    const std::uint32_t bits = std::bit_cast<std::uint32_t>(x);
-    const std::uint32_t sign = (bits >> 24) & 0x80u;
-    const std::uint32_t ax = bits & 0x7FFFFFFFu;
-    if (ax > 0x7F800000u) return static_cast<std::uint8_t>(sign | 0x7Eu);
-    const std::uint32_t r = detail::round_to_code<2, 15>(ax);
-    if (r > 0x7Bu) return static_cast<std::uint8_t>(sign | (saturate ? 0x7Bu : 0x7Cu));
-    return static_cast<std::uint8_t>(sign | r);
+    return detail::float_to_fp8<2, 15>(x, saturate, 0x7Eu, 0x7Bu, 0x7Cu);
 }
 
 constexpr float fp8_e5m2_to_float(std::uint8_t c) noexcept {

@@ -93,43 +93,35 @@ namespace detail::simd {
 /// clipping search's candidate scoring (int4-g128-mse, 11008 x 4096, AVX-512,
 /// EPYC 2.6 GHz) at 28 Mw/s through memory (a store-forwarding stall per
 /// batch), 61 Mw/s in registers.
-template <class A>
-inline xsimd::batch<double, A> widen_low(const xsimd::batch<float, A>& v) noexcept {
-#if XSIMD_WITH_AVX512F
-    if constexpr (std::is_base_of_v<xsimd::avx512f, A>) return _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-#endif
-#if XSIMD_WITH_AVX
-    if constexpr (std::is_base_of_v<xsimd::avx, A>) return _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-#endif
-#if XSIMD_WITH_SSE2
-    if constexpr (std::is_base_of_v<xsimd::sse2, A>) return _mm_cvtps_pd(v);
-#endif
-#if XSIMD_WITH_NEON64
-    if constexpr (std::is_same_v<A, xsimd::neon64>) return vcvt_f64_f32(vget_low_f32(v));
-#endif
-    alignas(64) float buf[xsimd::batch<float, A>::size];
-    v.store_aligned(buf);
-    return xsimd::batch<double, A>::load_unaligned(buf);
-}
-
-template <class A>
-inline xsimd::batch<double, A> widen_high(const xsimd::batch<float, A>& v) noexcept {
+template <bool High, class A>
+inline xsimd::batch<double, A> widen_half(const xsimd::batch<float, A>& v) noexcept {
 #if XSIMD_WITH_AVX512F
     if constexpr (std::is_base_of_v<xsimd::avx512f, A>)
-        return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+        return _mm512_cvtps_pd(High ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))
+                                    : _mm512_castps512_ps256(v));
 #endif
 #if XSIMD_WITH_AVX
-    if constexpr (std::is_base_of_v<xsimd::avx, A>) return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+    if constexpr (std::is_base_of_v<xsimd::avx, A>)
+        return _mm256_cvtps_pd(High ? _mm256_extractf128_ps(v, 1) : _mm256_castps256_ps128(v));
 #endif
 #if XSIMD_WITH_SSE2
-    if constexpr (std::is_base_of_v<xsimd::sse2, A>) return _mm_cvtps_pd(_mm_movehl_ps(v, v));
+    if constexpr (std::is_base_of_v<xsimd::sse2, A>) return _mm_cvtps_pd(High ? _mm_movehl_ps(v, v) : __m128(v));
 #endif
 #if XSIMD_WITH_NEON64
-    if constexpr (std::is_same_v<A, xsimd::neon64>) return vcvt_high_f64_f32(v);
+    if constexpr (std::is_same_v<A, xsimd::neon64>)
+        return High ? vcvt_high_f64_f32(v) : vcvt_f64_f32(vget_low_f32(v));
 #endif
     alignas(64) float buf[xsimd::batch<float, A>::size];
     v.store_aligned(buf);
-    return xsimd::batch<double, A>::load_unaligned(buf + xsimd::batch<double, A>::size);
+    return xsimd::batch<double, A>::load_unaligned(buf + (High ? xsimd::batch<double, A>::size : 0));
+}
+template <class A>
+inline xsimd::batch<double, A> widen_low(const xsimd::batch<float, A>& v) noexcept {
+    return widen_half<false>(v);
+}
+template <class A>
+inline xsimd::batch<double, A> widen_high(const xsimd::batch<float, A>& v) noexcept {
+    return widen_half<true>(v);
 }
 
 /// IEEE division and square root of float batches. xsimd 8.1's neon64 has
