@@ -510,61 +510,59 @@ inline void dequantize_row_q5_1(const void* src, float* y, std::size_t n) {
 
 // ---- Q8_0 / Q8_1 -------------------------------------------------------------
 
-/// Q8_0: d = amax / 127, q = round(x / d) half away from zero. The imatrix is
-/// ignored, as in ggml.
-inline void quantize_row_q8_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    (void)imatrix;
-    detail::blocks::check_row_length(n, block_q8_0::block_size, "q8_0");
-    detail::blocks::aligned_out<block_q8_0> out_(dst, n / block_q8_0::block_size);
+namespace detail::blocks {
+
+/// Q8_0 and Q8_1: d = amax / 127, q = round(x / d) half away from zero; Q8_1
+/// also stores s = fp16(d * sum(q)).
+template <class Block>
+inline void quantize_row_q8(const float* x, void* dst, std::size_t n, const char* name) {
+    check_row_length(n, Block::block_size, name);
+    aligned_out<Block> out_(dst, n / Block::block_size);
     auto* y = out_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib) {
         const float* xb = x + 32 * ib;
-        const float d = detail::blocks::absmax(xb, 32) / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[ib].d = float_to_fp16(d);
-        for (int j = 0; j < 32; ++j) y[ib].qs[j] = detail::blocks::trunc_to_i8(std::round(xb[j] * id));
-    }
-}
-
-inline void dequantize_row_q8_0(const void* src, float* y, std::size_t n) {
-    detail::blocks::check_row_length(n, block_q8_0::block_size, "q8_0");
-    const detail::blocks::aligned_in<block_q8_0> in_(src, n / block_q8_0::block_size);
-    const auto* b = in_.get();
-    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
-        const float d = fp16_to_float(b[ib].d);
-        for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(b[ib].qs[j]) * d;
-    }
-}
-
-/// Q8_1: Q8_0 plus s = fp16(d * sum(q)). ggml_quantize_chunk has no Q8_1
-/// (it is an activation format); the bytes equal quantize_row_q8_1_ref's.
-inline void quantize_row_q8_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    (void)imatrix;
-    detail::blocks::check_row_length(n, block_q8_1::block_size, "q8_1");
-    detail::blocks::aligned_out<block_q8_1> out_(dst, n / block_q8_1::block_size);
-    auto* y = out_.get();
-    for (std::size_t ib = 0; ib < n / 32; ++ib) {
-        const float* xb = x + 32 * ib;
-        const float d = detail::blocks::absmax(xb, 32) / 127.0f;
+        const float d = absmax(xb, 32) / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = float_to_fp16(d);
         int sum = 0;
         for (int j = 0; j < 32; ++j) {
-            y[ib].qs[j] = detail::blocks::trunc_to_i8(std::round(xb[j] * id));
+            y[ib].qs[j] = trunc_to_i8(std::round(xb[j] * id));
             sum += y[ib].qs[j];
         }
-        y[ib].s = float_to_fp16(static_cast<float>(sum) * d);
+        if constexpr (requires { y[ib].s; }) y[ib].s = float_to_fp16(static_cast<float>(sum) * d);
     }
 }
 
-inline void dequantize_row_q8_1(const void* src, float* y, std::size_t n) {
-    detail::blocks::check_row_length(n, block_q8_1::block_size, "q8_1");
-    const detail::blocks::aligned_in<block_q8_1> in_(src, n / block_q8_1::block_size);
+template <class Block>
+inline void dequantize_row_q8(const void* src, float* y, std::size_t n, const char* name) {
+    check_row_length(n, Block::block_size, name);
+    const aligned_in<Block> in_(src, n / Block::block_size);
     const auto* b = in_.get();
     for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(b[ib].qs[j]) * d;
     }
+}
+
+}  // namespace detail::blocks
+
+/// Q8_0. The imatrix is ignored, as in ggml.
+inline void quantize_row_q8_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    (void)imatrix;
+    detail::blocks::quantize_row_q8<block_q8_0>(x, dst, n, "q8_0");
+}
+inline void dequantize_row_q8_0(const void* src, float* y, std::size_t n) {
+    detail::blocks::dequantize_row_q8<block_q8_0>(src, y, n, "q8_0");
+}
+
+/// Q8_1: Q8_0 plus s. ggml_quantize_chunk has no Q8_1 (it is an activation
+/// format); the bytes equal quantize_row_q8_1_ref's.
+inline void quantize_row_q8_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+    (void)imatrix;
+    detail::blocks::quantize_row_q8<block_q8_1>(x, dst, n, "q8_1");
+}
+inline void dequantize_row_q8_1(const void* src, float* y, std::size_t n) {
+    detail::blocks::dequantize_row_q8<block_q8_1>(src, y, n, "q8_1");
 }
 
 // ---- IQ4_NL / IQ4_XS ---------------------------------------------------------
