@@ -351,51 +351,31 @@ inline void two_bit(const unsigned char* qs, std::int8_t* q, std::int8_t sub) no
 // Each: B elements per block, `bytes` per block, groups of G sharing params,
 // and decode(block, out) -> where the int8 values are.
 
-template <class Arch>
-struct q4_0_dec {
-    static constexpr std::size_t B = 32, G = 32, bytes = 18;
-    static constexpr op k = op::mul;
+/// Q4_0, Q4_1, Q5_0 and Q5_1, one layout rule: d, then m (affine), then the
+/// fifth bits qh (K = 5), then 16 bytes of nibbles; symmetric codes are
+/// stored offset by 2^(K-1).
+template <class Arch, int K, bool Affine>
+struct legacy_dec {
+    static constexpr std::size_t qh = Affine ? 4 : 2, qs = qh + (K == 5 ? 4 : 0);
+    static constexpr std::size_t B = 32, G = 32, bytes = qs + 16;
+    static constexpr op k = Affine ? op::mul_add : op::mul;
+    static constexpr std::int8_t sub = Affine ? 0 : static_cast<std::int8_t>(1 << (K - 1));
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
         o.s[0] = half<Arch>(u16_at<Arch>(b));
-        nibbles<Arch>(b + 2, o.buf, 8);
+        if constexpr (Affine) o.o[0] = half<Arch>(u16_at<Arch>(b + 2));
+        if constexpr (K == 4) nibbles<Arch>(b + qs, o.buf, sub);
+        else five_bit<Arch>(b + qs, u32_at<Arch>(b + qh), o.buf, sub);
         return o.buf;
     }
 };
-
 template <class Arch>
-struct q4_1_dec {
-    static constexpr std::size_t B = 32, G = 32, bytes = 20;
-    static constexpr op k = op::mul_add;
-    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
-        o.s[0] = half<Arch>(u16_at<Arch>(b));
-        o.o[0] = half<Arch>(u16_at<Arch>(b + 2));
-        nibbles<Arch>(b + 4, o.buf, 0);
-        return o.buf;
-    }
-};
-
+using q4_0_dec = legacy_dec<Arch, 4, false>;
 template <class Arch>
-struct q5_0_dec {
-    static constexpr std::size_t B = 32, G = 32, bytes = 22;
-    static constexpr op k = op::mul;
-    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
-        o.s[0] = half<Arch>(u16_at<Arch>(b));
-        five_bit<Arch>(b + 6, u32_at<Arch>(b + 2), o.buf, 16);
-        return o.buf;
-    }
-};
-
+using q4_1_dec = legacy_dec<Arch, 4, true>;
 template <class Arch>
-struct q5_1_dec {
-    static constexpr std::size_t B = 32, G = 32, bytes = 24;
-    static constexpr op k = op::mul_add;
-    static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
-        o.s[0] = half<Arch>(u16_at<Arch>(b));
-        o.o[0] = half<Arch>(u16_at<Arch>(b + 2));
-        five_bit<Arch>(b + 8, u32_at<Arch>(b + 4), o.buf, 0);
-        return o.buf;
-    }
-};
+using q5_0_dec = legacy_dec<Arch, 5, false>;
+template <class Arch>
+using q5_1_dec = legacy_dec<Arch, 5, true>;
 
 template <class Arch, std::size_t Bytes>
 struct q8_dec {  // Q8_0 (34 bytes) and Q8_1 (36: d, s, qs)
