@@ -44,13 +44,20 @@ TORCH_VERSION=2.9.1
 BNB_VERSION=0.50.2
 # The newest torchao that imports beside that torch; the torchao-int4-* rule follows it.
 TORCHAO_VERSION=0.15.0
+# The venv (about 7 GB with torch) and ggml's built library go under build/, or,
+# with LOWBIT_CACHE set (CI sets $HOME/.cache/lowbit), into that folder under
+# names carrying their versions, shared by every checkout.
+cached() { if [[ -n ${LOWBIT_CACHE:-} ]]; then echo "$LOWBIT_CACHE/$1"; else echo "build/$2"; fi; }
+interop_venv() {
+    cached "venv-py$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')-torch$TORCH_VERSION-bnb$BNB_VERSION-ao$TORCHAO_VERSION" venv
+}
 interop() {
     python3 -m venv --help >/dev/null 2>&1 && python3 -c "import ensurepip" 2>/dev/null || PACKAGES+=(python3-venv)
     PACKAGES+=(python3 python3-pip)
     deps
     configure
     cmake --build build -j2 --target ggml_capi bnb_capi affine_capi mx_capi gguf_tool safetensors_tool lowbit_cli >/dev/null
-    local venv=build/venv
+    local venv; venv=$(interop_venv)
     [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest safetensors; }
     # A venv made before safetensors joined the suite (or by ./dev.sh fuzz) lacks it.
     $venv/bin/python -c "import safetensors" 2>/dev/null || $venv/bin/pip install -q safetensors
@@ -68,7 +75,7 @@ interop() {
     # MLX's CPU build for test_mlx.py; where no wheel installs, its tests report as skipped.
     $venv/bin/python -c "import mlx.core" 2>/dev/null || $venv/bin/pip install -q "mlx[cpu]" ||
         echo "== mlx[cpu] does not install here: tests/interop/test_mlx.py is skipped"
-    local ref=build/ref-ggml
+    local ref; ref=$(cached ref-ggml-$REF_GGML_VERSION ref-ggml)
     if [[ ! -f $ref/build/src/libggml-base.so ]]; then
         rm -rf $ref && mkdir -p $ref
         $venv/bin/pip download -q --no-deps --no-binary :all: "llama-cpp-python==$REF_GGML_VERSION" -d $ref
@@ -87,7 +94,7 @@ interop() {
                LOWBIT_GGUF_TOOL="$PWD/build/tests/interop/gguf_tool"
                LOWBIT_SAFETENSORS_TOOL="$PWD/build/tests/interop/safetensors_tool"
                LOWBIT_CLI="$PWD/build/bin/lowbit"
-               LOWBIT_REF_GGML="$PWD/$ref/build/src/libggml-base.so")
+               LOWBIT_REF_GGML="$(realpath $ref)/build/src/libggml-base.so")
     local rc=0 rc_scalar=0
     env "${env[@]}" $venv/bin/pytest -q tests/interop "$@" || rc=$?
     # The main run uses the best instruction set, whose kernels the C++ tests
@@ -105,7 +112,7 @@ fuzz() {
     python3 -c "import ensurepip" 2>/dev/null || PACKAGES+=(python3-venv)
     deps
     mkdir -p build/fuzz
-    local venv=build/venv
+    local venv; venv=$(interop_venv)
     [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest; }
     $venv/bin/python tests/fuzz/make_seeds.py build/fuzz/seeds
     python3 tests/fuzz/make_safetensors_seeds.py build/fuzz/seeds_safetensors
