@@ -24,10 +24,14 @@
 
 #if defined(__GNUC__)
 #define LOWBIT_FORCE_INLINE inline __attribute__((always_inline))
+/// After a lambda's parameter list: inline its body at every call.
+#define LOWBIT_LAMBDA_INLINE __attribute__((always_inline))
 #elif defined(_MSC_VER)
 #define LOWBIT_FORCE_INLINE __forceinline
+#define LOWBIT_LAMBDA_INLINE
 #else
 #define LOWBIT_FORCE_INLINE inline
+#define LOWBIT_LAMBDA_INLINE
 #endif
 
 // The same for a lambda (written after its parameter list).

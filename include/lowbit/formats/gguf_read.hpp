@@ -23,7 +23,9 @@
 #include <variant>
 #include <vector>
 
+#include "../core/view.hpp"
 #include "../detail/file_io.hpp"
+#include "ggml_view.hpp"
 #include "gguf_value.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -227,6 +229,19 @@ public:
             LOWBIT_THROW(errc::invalid_argument, "gguf: tensor " + gguf::detail::show_name(info.name) +
                                                      " lies outside this file's data section");
         return bytes_.subspan(static_cast<std::size_t>(data_offset_ + info.offset), static_cast<std::size_t>(info.size));
+    }
+
+    /// The tensor's rows as a view into the file (no copy): row_length()
+    /// values per row, every further dimension flattened into rows. Valid
+    /// while this object or a copy of it lives.
+    ggml::rows_view view(std::string_view name) const { return view(tensor_info(name)); }
+    ggml::rows_view view(const gguf_tensor_info& info) const {
+        return lowbit::detail::at_position(
+            [&] {
+                return ggml::rows_view(info.type, tensor(info), static_cast<std::size_t>(info.n_rows()),
+                                       static_cast<std::size_t>(info.row_length()));
+            },
+            [&] { return "gguf: tensor " + gguf::detail::show_name(info.name); });
     }
 
 private:

@@ -151,8 +151,6 @@ struct decoded {
 // not clear-cut.
 template <class A>
 inline constexpr bool wide_x86_v = is_avx2_v<A> || is_avx512_v<A>;
-template <class A>
-inline constexpr bool sse4_1_v = dq::is_sse4_1_v<A>;
 
 template <class Arch>
 using u8x = xsimd::batch<std::uint8_t, Arch>;
@@ -470,7 +468,7 @@ struct q3_k_dec {
         // Minus 4 where element e's bit e / 32 of hmask[e % 32] is clear.
         // q3_k 43.1 vs 17.5 (avx512bw), 24.7 vs 22.2 (sse4_1: andnot beside a
         // blendv select); none on avx2 (33.3 vs 34.8).
-        if constexpr (is_avx512_v<Arch> || sse4_1_v<Arch>) {
+        if constexpr (is_avx512_v<Arch> || dq::is_sse4_1_v<Arch>) {
 #if XSIMD_WITH_SSE2
             const __m128i four = _mm_set1_epi8(4);
             for (int l = 0; l < 32; l += 16) {
@@ -530,7 +528,7 @@ struct qk_dec {  // Q4_K (144 bytes) and Q5_K (176: with qh)
         // q4_k 56.6 vs 31.8, q5_k 41.4 vs 19.4 (avx512bw); q4_k 30.6 vs 26.2
         // (sse4_1; q5_k 25.5 vs 27.3 the other way); none on avx2 (q4_k 46.0 vs
         // 45.0, q5_k 34.0 vs 42.0).
-        if constexpr (is_avx512_v<Arch> || sse4_1_v<Arch>) {
+        if constexpr (is_avx512_v<Arch> || dq::is_sse4_1_v<Arch>) {
 #if XSIMD_WITH_SSE2
             const __m128i m4 = _mm_set1_epi8(0x0F);
             const __m128i b4 = _mm_set1_epi8(0x10);
@@ -711,36 +709,57 @@ inline void widen16(const std::int8_t* p, xsimd::batch<std::int32_t, Arch>* w) n
     w[3] = bitcast<std::int32_t>(xsimd::zip_hi(hi, hi)) >> 16;
 }
 
-/// One decoded block to floats at y, group by group.
-template <class Arch, op K, std::size_t B, std::size_t G, bool NT>
-inline void emit_block(const std::int8_t* q, const float* s, const float* o, float* y) noexcept {
+/// fn(i, w) for each batch of R decoded blocks' float values, w[r] holding
+/// elements [i, i + batch size) of block r: float(q) * scale, plus or minus
+/// the group's offset, with the scalar row functions' operations in their
+/// order (no fma). What dequantize stores (R = 1), the GEMV multiplies in
+/// registers (R rows of W at a time).
+template <class Arch, op K, std::size_t B, std::size_t G, std::size_t R, class F>
+LOWBIT_FORCE_INLINE void for_each_value(const std::int8_t* const* q, const float* const* s, const float* const* o,
+                                        F&& fn) noexcept {
     using f32 = xsimd::batch<float, Arch>;
+    using i32 = xsimd::batch<std::int32_t, Arch>;
     constexpr std::size_t n = f32::size;
     static_assert(G % n == 0, "a group is a whole number of batches");
     for (std::size_t g = 0; g < B / G; ++g) {
-        const f32 sb(s[g]);
-        const f32 ob(K == op::mul ? 0.0f : o[g]);
+        f32 sb[R], ob[R];
+        for (std::size_t r = 0; r < R; ++r) {
+            sb[r] = f32(s[r][g]);
+            ob[r] = f32(K == op::mul ? 0.0f : o[r][g]);
+        }
+        const auto value = [&](const i32& w, std::size_t r) LOWBIT_LAMBDA_INLINE {
+            f32 x = xsimd::to_float(w) * sb[r];
+            if constexpr (K == op::mul_add) x = ::lowbit::detail::unfused(x) + ob[r];
+            if constexpr (K == op::mul_sub) x = ::lowbit::detail::unfused(x) - ob[r];
+            return x;
+        };
         if constexpr (zip_widen_v<Arch>) {
             static_assert(G % 16 == 0, "a group is a whole number of 16-byte batches");
             for (std::size_t i = g * G; i < (g + 1) * G; i += 16) {
-                xsimd::batch<std::int32_t, Arch> w[4];
-                widen16<Arch>(q + i, w);
-                for (int k = 0; k < 4; ++k) {
-                    f32 x = xsimd::to_float(w[k]) * sb;
-                    if constexpr (K == op::mul_add) x = ::lowbit::detail::unfused(x) + ob;
-                    if constexpr (K == op::mul_sub) x = ::lowbit::detail::unfused(x) - ob;
-                    dq::emit<Arch, out_type::f32, NT>(x, y + i + 4 * k);
+                i32 w[R][4];
+                for (std::size_t r = 0; r < R; ++r) widen16<Arch>(q[r] + i, w[r]);
+                for (std::size_t k = 0; k < 4; ++k) {
+                    f32 v[R];
+                    for (std::size_t r = 0; r < R; ++r) v[r] = value(w[r][k], r);
+                    fn(i + 4 * k, v);
                 }
             }
         } else {
             for (std::size_t i = g * G; i < (g + 1) * G; i += n) {
-                f32 x = xsimd::to_float(widen_i8<Arch>(q + i)) * sb;
-                if constexpr (K == op::mul_add) x = ::lowbit::detail::unfused(x) + ob;
-                if constexpr (K == op::mul_sub) x = ::lowbit::detail::unfused(x) - ob;
-                dq::emit<Arch, out_type::f32, NT>(x, y + i);
+                f32 v[R];
+                for (std::size_t r = 0; r < R; ++r) v[r] = value(widen_i8<Arch>(q[r] + i), r);
+                fn(i, v);
             }
         }
     }
+}
+
+/// One decoded block to floats at y.
+template <class Arch, op K, std::size_t B, std::size_t G, bool NT>
+inline void emit_block(const std::int8_t* q, const float* s, const float* o, float* y) noexcept {
+    for_each_value<Arch, K, B, G, 1>(&q, &s, &o, [y](std::size_t i, const xsimd::batch<float, Arch>(&x)[1]) LOWBIT_LAMBDA_INLINE {
+        dq::emit<Arch, out_type::f32, NT>(x[0], y + i);
+    });
 }
 
 template <class Arch, class Dec, bool NT>

@@ -169,6 +169,7 @@ void widen_f32_fn::operator()(Arch, const widen_job& j) const noexcept {
     }
 }
 
+LOWBIT_SIMD_WARNINGS_OFF
 template <class Arch>
 void range_scan_fn::operator()(Arch, const range_scan_job& j) const noexcept {
     std::size_t i = 0;
@@ -197,6 +198,7 @@ void range_scan_fn::operator()(Arch, const range_scan_job& j) const noexcept {
     const std::size_t width = j.from == float_storage::f32 ? 4 : 2;
     *j.first = i + first_beyond_bits(j.from, static_cast<const unsigned char*>(j.x) + i * width, j.n - i, j.limit);
 }
+LOWBIT_SIMD_WARNINGS_ON
 
 /// n f16 or bf16 values at src to f32 at out on the active instruction set,
 /// exactly (fp16_to_float, bf16_to_float; a signalling f16 NaN may come out

@@ -7,6 +7,7 @@
 #include "dequantize.hpp"
 #include "encode.hpp"
 #include "ggml_dequantize.hpp"
+#include "ggml_gemv.hpp"
 #include "ggml_quantize.hpp"
 
 #define LOWBIT_INSTANTIATE_ALL_KERNELS(ARCH) \
@@ -14,4 +15,5 @@
     LOWBIT_KERNELS_DEQUANTIZE(LOWBIT_EMPTY_TOKEN, ARCH) \
     LOWBIT_KERNELS_ENCODE(LOWBIT_EMPTY_TOKEN, ARCH) \
     LOWBIT_KERNELS_GGML_DEQUANTIZE(LOWBIT_EMPTY_TOKEN, ARCH) \
+    LOWBIT_KERNELS_GGML_GEMV(LOWBIT_EMPTY_TOKEN, ARCH) \
     LOWBIT_KERNELS_GGML_QUANTIZE(LOWBIT_EMPTY_TOKEN, ARCH)

@@ -1,0 +1,240 @@
+#include "catch.hpp"
+
+#include <lowbit/formats/ggml.hpp>
+#include <lowbit/formats/ggml_view.hpp>
+#include <lowbit/formats/gguf.hpp>
+#include <lowbit/kernels/ggml_gemv.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace lowbit;
+using namespace lowbit::kernels;
+
+namespace {
+
+const std::vector<ggml::type>& gemv_types() {
+    using ggml::type;
+    static const std::vector<type> v = {type::q4_0, type::q4_1, type::q5_0, type::q5_1,   type::q8_0,  type::q8_1,
+                                        type::q2_k, type::q3_k, type::q4_k, type::q5_k,   type::q6_k,  type::q8_k,
+                                        type::iq4_nl, type::iq4_xs, type::tq1_0, type::tq2_0, type::mxfp4};
+    return v;
+}
+
+// A weight matrix of ggml rows at a stride with padding (random bytes between rows).
+struct weights {
+    ggml::type t;
+    std::size_t rows, cols, stride;
+    std::vector<unsigned char> bytes;
+    ggml::rows_view view() const { return ggml::rows_view(t, bytes.data(), rows, cols, stride); }
+};
+
+enum class fill { quantized, zero, max_codes };
+
+weights make_weights(ggml::type t, std::size_t rows, std::size_t cols, fill how, std::mt19937& rng) {
+    const auto tr = ggml::traits(t);
+    weights w{t, rows, cols, ggml::row_bytes(t, cols) + 5, {}};
+    w.bytes.resize(rows * w.stride);
+    for (auto& c : w.bytes) c = static_cast<unsigned char>(rng());
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> x(cols);
+    std::vector<unsigned char> tmp(ggml::row_bytes(t, cols));
+    for (std::size_t r = 0; r < rows; ++r) {
+        for (std::size_t c = 0; c < cols; ++c) x[c] = nd(rng) * std::ldexp(1.0f, static_cast<int>(r % 5) - 2);
+        if (r % 3 == 1) std::fill(x.begin(), x.begin() + static_cast<std::ptrdiff_t>(tr.block_size), 0.0f);
+        if (how == fill::zero) std::fill(x.begin(), x.end(), 0.0f);
+        tr.quantize(x.data(), tmp.data(), cols, nullptr);
+        if (how == fill::max_codes) {
+            // Every byte set to all ones where the row's values stay finite
+            // and modest (a scale byte so set would make them NaN or huge):
+            // the largest codes each decoder reads, on the quantized scales.
+            std::vector<float> probe(cols);
+            for (std::size_t i = 0; i < tmp.size(); ++i) {
+                const unsigned char was = tmp[i];
+                tmp[i] = 0xFF;
+                tr.dequantize(tmp.data(), probe.data(), cols);
+                bool finite = true;
+                for (float v : probe) finite = finite && std::isfinite(v) && std::fabs(v) < 1e6f;
+                if (!finite) tmp[i] = was;
+            }
+        }
+        std::memcpy(w.bytes.data() + r * w.stride, tmp.data(), tmp.size());
+    }
+    return w;
+}
+
+// Each W row dequantized by ggml's own row function (aligned copy).
+std::vector<float> dequantized(const weights& w) {
+    const auto tr = ggml::traits(w.t);
+    std::vector<float> out(w.rows * w.cols);
+    std::vector<std::uint64_t> row((w.stride + 7) / 8);
+    for (std::size_t r = 0; r < w.rows; ++r) {
+        std::memcpy(row.data(), w.bytes.data() + r * w.stride, w.stride);
+        tr.dequantize(row.data(), out.data() + r * w.cols, w.cols);
+    }
+    return out;
+}
+
+struct activations {
+    std::size_t m, k, stride;
+    std::vector<float> storage;
+    std::size_t offset;  // floats from storage's start: 1 puts rows at addresses that are 4 mod 16
+    const float* data() const { return storage.data() + offset; }
+    matrix_view<const float> view() const { return matrix_view<const float>(data(), m, k, stride); }
+};
+
+activations make_x(std::size_t m, std::size_t k, std::size_t offset, std::mt19937& rng) {
+    activations a{m, k, k + 3, {}, offset};
+    a.storage.resize(offset + m * a.stride);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (auto& v : a.storage) v = nd(rng);
+    return a;
+}
+
+// The bound of the header comment, with the fewest lanes any instruction set
+// has (4): (k / 4 + 4 + 2) * 2^-24 * sum |x w|, and k + 2 for the scalar order.
+double bound(isa i, std::size_t k, double abs_sum) {
+    const double terms = i == isa::scalar ? static_cast<double>(k) + 2 : static_cast<double>(k) / 4 + 6;
+    return terms * std::ldexp(1.0, -24) * abs_sum + 1e-30;
+}
+
+void check_product(isa i, const weights& w, const activations& x, const std::vector<float>& bias,
+                   std::size_t r0 = 0, std::size_t r1 = static_cast<std::size_t>(-1)) {
+    r1 = std::min(r1, w.rows);
+    const std::vector<float> wf = dequantized(w);
+    const float sentinel = -7777.0f;
+    const std::size_t ys = w.rows + 2;
+    std::vector<float> y(x.m * ys, sentinel);
+    set_active_isa(i);
+    gemv_ggml(w.view(), x.view(), matrix_view<float>(y.data(), x.m, w.rows, ys), {r0, r1}, bias);
+    for (std::size_t mi = 0; mi < x.m; ++mi)
+        for (std::size_t r = 0; r < w.rows; ++r) {
+            const float got = y[mi * ys + r];
+            if (r < r0 || r >= r1) {
+                REQUIRE(got == sentinel);
+                continue;
+            }
+            double exact = 0, abs_sum = 0;
+            for (std::size_t c = 0; c < w.cols; ++c) {
+                const double p = static_cast<double>(x.data()[mi * x.stride + c]) * wf[r * w.cols + c];
+                exact += p;
+                abs_sum += std::fabs(p);
+            }
+            if (!bias.empty()) {
+                exact += bias[r];
+                abs_sum += std::fabs(bias[r]);
+            }
+            INFO(ggml::traits(w.t).name << " on " << isa_name(i) << ": m " << mi << " of " << x.m << ", row " << r
+                                         << " of " << w.rows << ", k " << w.cols);
+            REQUIRE(std::isfinite(got));
+            REQUIRE(std::fabs(got - exact) <= bound(i, w.cols, abs_sum));
+        }
+}
+
+struct isa_reset {
+    isa saved = active_isa();
+    ~isa_reset() { set_active_isa(saved); }
+};
+
+}  // namespace
+
+TEST_CASE("ggml gemv: every type and instruction set is the product of ggml's dequantized weights",
+          "[kernels][ggml][gemv]") {
+    isa_reset reset;
+    std::mt19937 rng(77);
+    for (ggml::type t : gemv_types()) {
+        const std::size_t bs = ggml::traits(t).block_size;
+        for (std::size_t k : {bs, 3 * bs, 4096 / bs * bs}) {
+            const weights w = make_weights(t, 7, k, fill::quantized, rng);
+            for (std::size_t m : {std::size_t{1}, std::size_t{3}, std::size_t{16}}) {
+                const activations x = make_x(m, k, m == 3 ? 1 : 0, rng);
+                for (isa i : available_isas()) check_product(i, w, x, {});
+            }
+        }
+    }
+}
+
+TEST_CASE("ggml gemv: all-zero and largest-code weights, bias, M of 5, row ranges", "[kernels][ggml][gemv]") {
+    isa_reset reset;
+    std::mt19937 rng(5);
+    for (ggml::type t : gemv_types()) {
+        const std::size_t k = 2 * std::max<std::size_t>(ggml::traits(t).block_size, 128);
+        const activations x = make_x(5, k, 1, rng);
+        std::vector<float> bias(9);
+        for (auto& b : bias) b = static_cast<float>(rng() % 100) - 50.0f;
+        for (fill f : {fill::zero, fill::max_codes}) {
+            const weights w = make_weights(t, 9, k, f, rng);
+            for (isa i : available_isas()) {
+                check_product(i, w, x, bias);
+                check_product(i, w, x, {}, 2, 7);
+            }
+        }
+    }
+}
+
+TEST_CASE("ggml gemv: a tensor of a GGUF file, taken as a view without a copy", "[kernels][ggml][gemv][gguf]") {
+    std::mt19937 rng(9);
+    const weights w = make_weights(ggml::type::q4_k, 6, 512, fill::quantized, rng);
+    std::vector<unsigned char> packed;
+    for (std::size_t r = 0; r < w.rows; ++r)
+        packed.insert(packed.end(), w.bytes.begin() + static_cast<std::ptrdiff_t>(r * w.stride),
+                      w.bytes.begin() + static_cast<std::ptrdiff_t>(r * w.stride + ggml::row_bytes(w.t, w.cols)));
+    gguf_writer gw;
+    gw.add_tensor("blk.0.ffn_up.weight", {512, 6}, ggml::type::q4_k, std::as_bytes(std::span(packed)));
+    const auto bytes = gw.write_to_memory();
+    const auto f = read_gguf_from_memory(bytes);
+    const ggml::rows_view v = f.view("blk.0.ffn_up.weight");
+    REQUIRE(v.type_id() == ggml::type::q4_k);
+    REQUIRE(v.rows() == 6);
+    REQUIRE(v.cols() == 512);
+    REQUIRE(static_cast<const void*>(v.data()) == static_cast<const void*>(f.tensor("blk.0.ffn_up.weight").data()));
+
+    const activations x = make_x(2, 512, 0, rng);
+    std::vector<float> a(2 * 6), b(2 * 6);
+    gemv_ggml(v, x.view(), matrix_view<float>(a.data(), 2, 6));
+    gemv_ggml(w.view(), x.view(), matrix_view<float>(b.data(), 2, 6));
+    REQUIRE(a == b);
+    gemv_ggml_parallel(v, x.view(), matrix_view<float>(b.data(), 2, 6), 2);
+    REQUIRE(a == b);
+}
+
+TEST_CASE("ggml gemv: bad shapes and types are errors naming what is wrong", "[kernels][ggml][gemv][errors]") {
+    std::mt19937 rng(3);
+    const weights w = make_weights(ggml::type::q8_0, 4, 64, fill::quantized, rng);
+    const activations x = make_x(2, 64, 0, rng);
+    std::vector<float> y(2 * 4);
+    const auto msg = [](auto&& f) {
+        try {
+            f();
+        } catch (const lowbit::error& e) {
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    CHECK_THAT(msg([&] { gemv_ggml(w.view(), make_x(2, 32, 0, rng).view(), matrix_view<float>(y.data(), 2, 4)); }),
+               Catch::Contains("x has 32 columns, the weights' rows 64 values"));
+    CHECK_THAT(msg([&] { gemv_ggml(w.view(), x.view(), matrix_view<float>(y.data(), 2, 3)); }),
+               Catch::Contains("y is 2 x 3, the product is 2 x 4"));
+    std::vector<float> bias(3);
+    CHECK_THAT(msg([&] { gemv_ggml(w.view(), x.view(), matrix_view<float>(y.data(), 2, 4), all_rows, bias); }),
+               Catch::Contains("bias has 3 values for 4 weight rows"));
+    std::vector<float> f32(4 * 64);
+    CHECK_THAT(msg([&] {
+                   gemv_ggml(ggml::rows_view(ggml::type::f32, f32.data(), 4, 64), x.view(),
+                             matrix_view<float>(y.data(), 2, 4));
+               }),
+               Catch::Contains("no GEMV for weights of ggml type f32"));
+    CHECK_THAT(msg([&] { (void)ggml::rows_view(ggml::type::q4_k, w.bytes.data(), 4, 100); }),
+               Catch::Contains("100 values per row are not a whole number of q4_K blocks of 256"));
+    CHECK_THAT(msg([&] { (void)ggml::rows_view(ggml::type::q8_0, w.bytes.data(), 4, 64, 60); }),
+               Catch::Contains("row stride 60 bytes is less than a q8_0 row of 64 values (68 bytes)"));
+    CHECK_THAT(msg([&] {
+                   (void)ggml::rows_view(ggml::type::q8_0, std::as_bytes(std::span(w.bytes)).first(100), 4, 64);
+               }),
+               Catch::Contains("needs 272 bytes, the memory given holds 100"));
+    CHECK_THAT(msg([&] { (void)ggml::rows_view(ggml::type::q8_0, nullptr, 4, 64); }), Catch::Contains("null data"));
+}
