@@ -4,7 +4,8 @@
 // Weights: N x K = 11008 x 4096 (an FFN up projection), 4096 x 11008 (down)
 // and 4096 x 4096 (attention); each iteration takes the next of enough copies
 // to fill 256 MiB, so the weights stream from memory as in an engine. Cases:
-//   gemv/<type>/<N>x<K>/m:<M>/threads:<T>  M activation rows, T threads
+//   gemv/<type>/<N>x<K>/m:<M>/threads:<T>  f32 activations: M rows, T threads
+//   gemv_q8/<type>/...                     the int8 path, x quantized in the loop
 //   read/<N>x<K>/threads:<T>               reading the Q4_0 weight bytes of that shape
 //   f32/<N>x<K>/m:1/threads:1              the same product on f32 weights (lowbit's
 //                                          f32 GEMV: the fp32 dot baseline)
@@ -146,6 +147,29 @@ void bm_gemv(benchmark::State& state, ggml::type t, shape s, std::size_t m, unsi
     report(state, ggml::row_bytes(t, s.k) * s.n, m, threads);
 }
 
+// The int8 path, x quantized inside the timed loop (once per call, as an
+// engine does per token and weight type).
+void bm_gemv_q8(benchmark::State& state, ggml::type t, shape s, std::size_t m, unsigned threads) {
+    const weight_set& w = weights(t, s);
+    const std::vector<float> x = activations(m, s.k);
+    std::vector<float> y(m * s.n);
+    const matrix_view<const float> xv(x.data(), m, s.k);
+    const matrix_view<float> yv(y.data(), m, s.n);
+    ggml_activations xq;
+    std::size_t i = 0;
+    for (auto _ : state) {
+        const ggml::rows_view v(t, w.copy(i++), s.n, s.k);
+        xq.quantize(t, xv);
+        if (threads == 1)
+            gemv_ggml(v, xq, yv);
+        else
+            gemv_ggml_parallel(v, xq, yv, threads);
+        benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    }
+    report(state, ggml::row_bytes(t, s.k) * s.n, m, threads);
+}
+
 void bm_read(benchmark::State& state, shape s, unsigned threads) {
     const weight_set& w = weights(ggml::type::q4_0, s);
     const std::size_t part = w.bytes / threads / 64 * 64;
@@ -222,6 +246,9 @@ const int registered = [] {
                     const std::string name = "gemv/" + std::string(ggml::traits(t).name) + "/" + sn +
                                              "/m:" + std::to_string(m) + "/threads:" + std::to_string(th);
                     benchmark::RegisterBenchmark(name.c_str(), bm_gemv, t, s, m, th)->UseRealTime();
+                    const std::string q8 = "gemv_q8/" + std::string(ggml::traits(t).name) + "/" + sn +
+                                           "/m:" + std::to_string(m) + "/threads:" + std::to_string(th);
+                    benchmark::RegisterBenchmark(q8.c_str(), bm_gemv_q8, t, s, m, th)->UseRealTime();
                 }
     }
     return 0;

@@ -135,6 +135,73 @@ void check_product(isa i, const weights& w, const activations& x, const std::vec
         }
 }
 
+double half_at(const unsigned char* p) {
+    std::uint16_t h;
+    std::memcpy(&h, p, 2);
+    return fp16_to_float(h);
+}
+
+// The int8 path: x quantized for w's type, the result held to the exact sum
+// of the products of w's and x's dequantized values (what the integer sums
+// and their scales compute) within the same bound.
+void check_product_q8(isa i, const weights& w, const activations& x, const std::vector<float>& bias,
+                      std::size_t r0 = 0, std::size_t r1 = static_cast<std::size_t>(-1)) {
+    r1 = std::min(r1, w.rows);
+    const std::vector<float> wf = dequantized(w);
+    const ggml_activations xq = quantize_activations(w.t, x.view());
+    REQUIRE(xq.type_id() == *activation_type(w.t));
+    std::vector<float> xd(x.m * w.cols);
+    std::vector<std::uint64_t> tmp((xq.stride() + 7) / 8);
+    for (std::size_t mi = 0; mi < x.m; ++mi) {
+        std::memcpy(tmp.data(), xq.row(mi), xq.stride());
+        ggml::traits(xq.type_id()).dequantize(tmp.data(), xd.data() + mi * w.cols, w.cols);
+    }
+    const float sentinel = -7777.0f;
+    const std::size_t ys = w.rows + 1;
+    std::vector<float> y(x.m * ys, sentinel);
+    set_active_isa(i);
+    gemv_ggml(w.view(), xq, matrix_view<float>(y.data(), x.m, w.rows, ys), {r0, r1}, bias);
+    for (std::size_t mi = 0; mi < x.m; ++mi)
+        for (std::size_t r = 0; r < w.rows; ++r) {
+            const float got = y[mi * ys + r];
+            if (r < r0 || r >= r1) {
+                REQUIRE(got == sentinel);
+                continue;
+            }
+            double exact = 0, abs_sum = 0;
+            for (std::size_t c = 0; c < w.cols; ++c) {
+                const double p = static_cast<double>(xd[mi * w.cols + c]) * wf[r * w.cols + c];
+                exact += p;
+                abs_sum += std::fabs(p);
+            }
+            if (xq.type_id() == ggml::type::q8_1) {
+                // Q4_1/Q5_1 times Q8_1: ggml takes m_w * s_x for the offset's
+                // part, s_x = fp16(d_x * sum(q_x)) as the block stores it, in
+                // place of m_w * sum(fp16(d_x) * q_x).
+                const std::size_t wts = ggml::traits(w.t).type_size;
+                for (std::size_t b = 0; b < w.cols / 32; ++b) {
+                    const unsigned char* wb = w.bytes.data() + r * w.stride + b * wts;
+                    const unsigned char* xb = xq.row(mi) + b * 36;
+                    const double m_w = half_at(wb + 2), d_x = half_at(xb), s_x = half_at(xb + 2);
+                    double sum_q = 0;
+                    for (int i = 0; i < 32; ++i) sum_q += static_cast<std::int8_t>(xb[4 + i]);
+                    exact += m_w * (s_x - d_x * sum_q);
+                    abs_sum += std::fabs(m_w * s_x);
+                }
+            }
+            if (!bias.empty()) {
+                exact += bias[r];
+                abs_sum += std::fabs(bias[r]);
+            }
+            INFO(ggml::traits(w.t).name << " (int8 path) on " << isa_name(i) << ": m " << mi << " of " << x.m
+                                         << ", row " << r << " of " << w.rows << ", k " << w.cols);
+            REQUIRE(std::isfinite(got));
+            REQUIRE(std::fabs(got - exact) <= bound(i, w.cols, abs_sum));
+        }
+}
+
+bool has_int8_path(ggml::type t) { return activation_type(t).has_value(); }
+
 struct isa_reset {
     isa saved = active_isa();
     ~isa_reset() { set_active_isa(saved); }
@@ -152,7 +219,10 @@ TEST_CASE("ggml gemv: every type and instruction set is the product of ggml's de
             const weights w = make_weights(t, 7, k, fill::quantized, rng);
             for (std::size_t m : {std::size_t{1}, std::size_t{3}, std::size_t{16}}) {
                 const activations x = make_x(m, k, m == 3 ? 1 : 0, rng);
-                for (isa i : available_isas()) check_product(i, w, x, {});
+                for (isa i : available_isas()) {
+                    check_product(i, w, x, {});
+                    if (has_int8_path(t)) check_product_q8(i, w, x, {});
+                }
             }
         }
     }
@@ -171,6 +241,10 @@ TEST_CASE("ggml gemv: all-zero and largest-code weights, bias, M of 5, row range
             for (isa i : available_isas()) {
                 check_product(i, w, x, bias);
                 check_product(i, w, x, {}, 2, 7);
+                if (has_int8_path(t)) {
+                    check_product_q8(i, w, x, bias);
+                    check_product_q8(i, w, x, {}, 2, 7);
+                }
             }
         }
     }
@@ -228,6 +302,15 @@ TEST_CASE("ggml gemv: bad shapes and types are errors naming what is wrong", "[k
                              matrix_view<float>(y.data(), 2, 4));
                }),
                Catch::Contains("no GEMV for weights of ggml type f32"));
+    const ggml_activations xk = quantize_activations(ggml::type::q4_k, make_x(2, 256, 0, rng).view());
+    CHECK_THAT(msg([&] { gemv_ggml(w.view(), xk, matrix_view<float>(y.data(), 2, 4)); }),
+               Catch::Contains("the activations are q8_K blocks; q8_0 weights take q8_0"));
+    CHECK_THAT(msg([&] { (void)quantize_activations(ggml::type::q8_1, x.view()); }),
+               Catch::Contains("no int8 path for weights of ggml type q8_1"));
+    std::vector<float> bad(2 * 64, 1.0f);
+    bad[64 + 5] = std::nanf("");
+    CHECK_THAT(msg([&] { (void)quantize_activations(ggml::type::q4_0, matrix_view<const float>(bad.data(), 2, 64)); }),
+               Catch::Contains("x row 1"));
     CHECK_THAT(msg([&] { (void)ggml::rows_view(ggml::type::q4_k, w.bytes.data(), 4, 100); }),
                Catch::Contains("100 values per row are not a whole number of q4_K blocks of 256"));
     CHECK_THAT(msg([&] { (void)ggml::rows_view(ggml::type::q8_0, w.bytes.data(), 4, 64, 60); }),

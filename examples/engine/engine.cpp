@@ -1,8 +1,11 @@
 // What an inference engine does with lowbit, in one file: open a GGUF file,
 // take its 2-D weight tensors as views into the mapped file (no copy), and run
 // y = W x on them with the engine's own two threads, each given a range of
-// W's rows. Each product is checked against the f32 product of the
-// dequantized weights, and the time per token and weight bytes/s printed.
+// W's rows, with f32 activations and with activations quantized once for
+// the int8 path. The f32 product is checked against the product of the
+// dequantized weights, the int8 one compared with it (relative RMS
+// difference: the activations' quantization), and the times per token and
+// weight bytes/s printed.
 //
 //   engine [MODEL.gguf [TENSOR...]]
 //
@@ -58,16 +61,23 @@ fs::path write_demo_model() {
     return path;
 }
 
-// y = W x on `threads` threads of the engine's own, each on its range of rows.
-void gemv_threads(const lowbit::ggml::rows_view& w, const std::vector<float>& x, std::vector<float>& y,
-                  unsigned threads) {
+// y = W x on `threads` threads of the engine's own, each on its range of
+// rows: f32 activations, or (xq non-null) activations quantized once for the
+// int8 path.
+void gemv_threads(const lowbit::ggml::rows_view& w, const std::vector<float>& x,
+                  const lowbit::kernels::ggml_activations* xq, std::vector<float>& y, unsigned threads) {
     const lowbit::matrix_view<const float> xv(x.data(), 1, x.size());
     const lowbit::matrix_view<float> yv(y.data(), 1, y.size());
     std::vector<std::thread> pool;
     for (unsigned i = 0; i < threads; ++i) {
         const std::size_t r0 = w.rows() * i / threads / 16 * 16;
         const std::size_t r1 = i + 1 == threads ? w.rows() : w.rows() * (i + 1) / threads / 16 * 16;
-        pool.emplace_back([&, r0, r1] { lowbit::kernels::gemv_ggml(w, xv, yv, {r0, r1}); });
+        pool.emplace_back([&, r0, r1] {
+            if (xq)
+                lowbit::kernels::gemv_ggml(w, *xq, yv, {r0, r1});
+            else
+                lowbit::kernels::gemv_ggml(w, xv, yv, {r0, r1});
+        });
     }
     for (auto& t : pool) t.join();
 }
@@ -87,26 +97,39 @@ int main(int argc, char** argv) try {
         for (const auto& t : f.tensors())
             if (t.shape.size() == 2 && lowbit::kernels::gemv_ggml_supports(t.type)) names.push_back(t.name);
 
-    std::printf("%-28s %-7s %13s %12s %10s %12s\n", "tensor", "type", "rows x cols", "us/token", "GB/s", "max rel err");
+    std::printf("%-24s %-7s %13s %9s %9s %8s %11s %11s\n", "tensor", "type", "rows x cols", "f32 us", "int8 us",
+                "GB/s", "f32 rel err", "int8 vs f32");
     int bad = 0;
     std::mt19937 rng(2);
     std::normal_distribution<float> nd(0.0f, 1.0f);
     for (const std::string& name : names) {
         const lowbit::ggml::rows_view w = f.view(name);  // points into the mapped file
-        std::vector<float> x(w.cols()), y(w.rows()), ref(w.rows());
+        std::vector<float> x(w.cols()), y(w.rows()), y8(w.rows());
         for (auto& v : x) v = nd(rng);
 
-        // Two threads, best of ten tokens.
-        double best = 1e30;
-        for (int rep = 0; rep < 10; ++rep) {
-            const auto t0 = std::chrono::steady_clock::now();
-            gemv_threads(w, x, y, 2);
-            best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-        }
+        // Two threads, best of ten tokens; the int8 path's time includes
+        // quantizing x (once a token, shared by every weight of its type).
+        const auto best_of = [&](auto&& run) {
+            double best = 1e30;
+            for (int rep = 0; rep < 10; ++rep) {
+                const auto t0 = std::chrono::steady_clock::now();
+                run();
+                best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            }
+            return best;
+        };
+        const double t32 = best_of([&] { gemv_threads(w, x, nullptr, y, 2); });
+        lowbit::kernels::ggml_activations xq;
+        const bool int8 = lowbit::kernels::activation_type(w.type_id()).has_value();
+        const double t8 = int8 ? best_of([&] {
+            xq.quantize(w.type_id(), lowbit::matrix_view<const float>(x.data(), 1, x.size()));
+            gemv_threads(w, x, &xq, y8, 2);
+        })
+                               : 0.0;
 
         // The f32 product of the dequantized weights, a row at a time.
         std::vector<float> row(w.cols());
-        double worst = 0;
+        double worst = 0, diff = 0, norm = 0;
         for (std::size_t r = 0; r < w.rows(); ++r) {
             lowbit::kernels::dequantize_ggml_rows(w.type_id(), w.row(r), row.data(), 1, w.cols());
             double exact = 0, mag = 0;
@@ -115,13 +138,17 @@ int main(int argc, char** argv) try {
                 mag += std::fabs(static_cast<double>(row[c]) * x[c]);
             }
             worst = std::max(worst, std::fabs(y[r] - exact) / std::max(mag, 1e-30));
+            diff += (static_cast<double>(y8[r]) - y[r]) * (static_cast<double>(y8[r]) - y[r]);
+            norm += static_cast<double>(y[r]) * y[r];
         }
         // Float sums of w.cols() products: the header's bound, 2^-24 per term.
         const bool ok = worst <= (static_cast<double>(w.cols()) / 4 + 6) * std::ldexp(1.0, -24);
         bad += !ok;
-        std::printf("%-28s %-7s %6zu x %-6zu %12.1f %10.2f %12.2e%s\n", name.c_str(), std::string(w.type_name()).c_str(),
-                    w.rows(), w.cols(), best * 1e6, static_cast<double>(w.rows() * w.row_bytes()) / best / 1e9, worst,
-                    ok ? "" : "  WRONG");
+        const double best = int8 ? std::min(t32, t8) : t32;
+        std::printf("%-24s %-7s %6zu x %-6zu %9.1f %9.1f %8.2f %11.2e %11.2e%s\n", name.c_str(),
+                    std::string(w.type_name()).c_str(), w.rows(), w.cols(), t32 * 1e6, t8 * 1e6,
+                    static_cast<double>(w.rows() * w.row_bytes()) / best / 1e9, worst,
+                    int8 ? std::sqrt(diff / std::max(norm, 1e-30)) : 0.0, ok ? "" : "  WRONG");
     }
     if (bad) std::fprintf(stderr, "engine: %d product(s) outside the bound\n", bad);
     return bad ? 1 : 0;

@@ -194,6 +194,16 @@ inline xsimd::batch<std::uint32_t, A> bf16_bits(const xsimd::batch<float, A>& v)
     return bitcast<std::uint32_t>(select_int(ax > i32(0x7F800000), bitcast<std::int32_t>(nan), bitcast<std::int32_t>(rounded)));
 }
 
+/// Per 32-bit lane, the sum of the four products of the int8 values in x's
+/// lane and y's (each sign-extended by a pair of shifts): an int8 dot product
+/// on any batch of int32, four products a lane.
+template <class A>
+inline xsimd::batch<std::int32_t, A> dot4_i8(const xsimd::batch<std::int32_t, A>& x,
+                                             const xsimd::batch<std::int32_t, A>& y) noexcept {
+    return ((x << 24) >> 24) * ((y << 24) >> 24) + ((x << 16) >> 24) * ((y << 16) >> 24) +
+           ((x << 8) >> 24) * ((y << 8) >> 24) + (x >> 24) * (y >> 24);
+}
+
 }  // namespace detail::simd
 LOWBIT_SIMD_WARNINGS_ON
 LOWBIT_NAMESPACE_END

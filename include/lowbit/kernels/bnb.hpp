@@ -538,8 +538,7 @@ inline std::int32_t dot_i8(const std::int8_t* a, const std::int8_t* b, std::size
         for (; k + i8::size <= n; k += i8::size) {
             const i32 x = ds::bitcast<std::int32_t>(i8::load_unaligned(a + k));
             const i32 y = ds::bitcast<std::int32_t>(i8::load_unaligned(b + k));
-            s += ((x << 24) >> 24) * ((y << 24) >> 24) + ((x << 16) >> 24) * ((y << 16) >> 24) +
-                 ((x << 8) >> 24) * ((y << 8) >> 24) + (x >> 24) * (y >> 24);
+            s += ds::dot4_i8(x, y);
         }
         acc = ds::reduce_add(s);
     }

@@ -21,16 +21,20 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "../core/error.hpp"
+#include "../core/numeric.hpp"
 #include "../core/view.hpp"
 #include "../formats/ggml_view.hpp"
 #include "../parallel.hpp"
 #include "dispatch.hpp"
 #include "ggml_dequantize.hpp"
+#include "ggml_quantize.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
 namespace kernels {
@@ -257,9 +261,412 @@ inline void gemv_ggml_parallel(const ggml::rows_view& w, matrix_view<const float
     parallel_for(w.rows(), threads, 16, [&](std::size_t b, std::size_t e) { gemv_ggml(w, x, y, {b, e}, bias); });
 }
 
+// ---- The int8 path: activations quantized once per call ----------------------
+//
+// x is quantized to ggml's vec_dot_type of the weight type (ggml's own bytes:
+// Q8_0, Q8_1 or Q8_K blocks, per activation_type), and each block of W meets
+// its activation block in integer products: for the 32-value types
+// y += (d_w * d_x) * sum(q_w * q_x) (+ m_w * s_x for Q4_1 and Q5_1), for the
+// 256-value ones y += d_x * (sum_g s_g * sum_g(q_w * q_x) - sum_g m_g *
+// bsum_g), the quantities of ggml's vec_dot functions; only the order of the
+// float additions differs.
+
+/// ggml's vec_dot_type: the block type activations are quantized to for
+/// weights of type t (Q8_0 for Q4_0, Q5_0, Q8_0, IQ4_NL and MXFP4; Q8_1 for
+/// Q4_1 and Q5_1; Q8_K for Q2_K to Q6_K, IQ4_XS, TQ1_0 and TQ2_0); nullopt for
+/// a type without an int8 path.
+constexpr std::optional<ggml::type> activation_type(ggml::type t) noexcept {
+    using ggml::type;
+    switch (t) {
+    case type::q4_0: case type::q5_0: case type::q8_0: case type::iq4_nl: case type::mxfp4: return type::q8_0;
+    case type::q4_1: case type::q5_1: return type::q8_1;
+    case type::q2_k: case type::q3_k: case type::q4_k: case type::q5_k: case type::q6_k: case type::iq4_xs:
+    case type::tq1_0: case type::tq2_0: return type::q8_k;
+    default: return std::nullopt;
+    }
+}
+
+/// Activation rows quantized for the int8 path of one weight type: each row
+/// the blocks ggml's from_float writes for its vec_dot_type (quantize_ggml_rows'
+/// bytes), rows `stride()` bytes apart. Owning; reuse one across calls and
+/// across weights of the same activation type (the Q, K and V projections
+/// of one x, say) so that x is quantized once.
+class ggml_activations {
+public:
+    ggml::type type_id() const noexcept { return type_; }
+    std::size_t rows() const noexcept { return rows_; }
+    std::size_t cols() const noexcept { return cols_; }
+    std::size_t stride() const noexcept { return stride_; }
+    const unsigned char* data() const noexcept { return bytes_.data(); }
+    const unsigned char* row(std::size_t r) const noexcept { return bytes_.data() + r * stride_; }
+
+    /// x quantized for weights of type `weight_type` (errc::unsupported for a
+    /// type without an int8 path; errc::non_finite naming the row and column
+    /// of a NaN or infinity; errc::not_divisible for a row that is not whole
+    /// blocks of the activation type).
+    void quantize(ggml::type weight_type, matrix_view<const float> x) {
+        const auto at = activation_type(weight_type);
+        const auto wt = ggml::find_base_traits(static_cast<std::uint32_t>(weight_type));
+        if (!at)
+            LOWBIT_THROW(errc::unsupported, "quantize_activations: no int8 path for weights of ggml type " +
+                                                std::string(wt ? wt->name : std::string_view("?")));
+        ::lowbit::detail::check_view(x, "quantize_activations: x");
+        type_ = *at;
+        rows_ = x.rows();
+        cols_ = x.cols();
+        stride_ = ggml::row_bytes(type_, cols_);
+        bytes_.resize(rows_ * stride_);
+        for (std::size_t r = 0; r < rows_; ++r)
+            ::lowbit::detail::at_position([&] { quantize_ggml_rows(type_, x.row(r).data(), row_mut(r), 1, cols_); },
+                                          [&] { return "quantize_activations: x row " + std::to_string(r); });
+    }
+
+private:
+    unsigned char* row_mut(std::size_t r) noexcept { return bytes_.data() + r * stride_; }
+    ggml::type type_ = ggml::type::q8_0;
+    std::size_t rows_ = 0, cols_ = 0, stride_ = 0;
+    std::vector<unsigned char> bytes_;
+};
+
+/// x quantized for the int8 path of weights of type `weight_type`.
+inline ggml_activations quantize_activations(ggml::type weight_type, matrix_view<const float> x) {
+    ggml_activations a;
+    a.quantize(weight_type, x);
+    return a;
+}
+
+/// One int8-path call on rows of W already chosen.
+struct ggml_gemv_q8_job {
+    ggml::type type;
+    const void* w;
+    std::size_t w_stride;  ///< bytes between W's rows
+    std::size_t n, k;
+    const unsigned char* x;  ///< activation blocks (type activation_type(type))
+    std::size_t x_stride;    ///< bytes between activation rows
+    std::size_t m;
+    float* y;
+    std::size_t y_stride;
+    const float* bias;
+};
+
+struct gemv_ggml_q8_fn {
+    template <class Arch>
+    void operator()(Arch, const ggml_gemv_q8_job& j) const noexcept;
+};
+
+/// Scalar reference: W and the activation blocks dequantized by ggml's row
+/// functions a chunk at a time, products added in k order in float. (Its
+/// value is the exact sum the integer path computes, up to float rounding.)
+inline void gemv_ggml_q8_ref(const ggml_gemv_q8_job& j) noexcept {
+    const ggml::dequantize_row_fn f = detail::ggml_dequant::ref_row(j.type);
+    const auto at = activation_type(j.type);
+    const auto base = ggml::find_base_traits(static_cast<std::uint32_t>(j.type));
+    if (!f || !at || !base) return;
+    const ggml::dequantize_row_fn fx = detail::ggml_dequant::ref_row(*at);
+    const auto xbase = ggml::find_base_traits(static_cast<std::uint32_t>(*at));
+    const std::size_t bs = base->block_size, ts = base->type_size, xts = xbase->type_size;
+    const std::size_t xper = bs / xbase->block_size;  // activation blocks a weight block (1)
+    alignas(16) unsigned char tmp[4096];
+    alignas(16) unsigned char xtmp[4096];
+    float w[2048], xf[2048];
+    const std::size_t per_chunk = std::min({sizeof tmp / ts, sizeof xtmp / (xts * xper), std::size_t{2048} / bs});
+    for (std::size_t r = 0; r < j.n; ++r) {
+        const unsigned char* row = static_cast<const unsigned char*>(j.w) + r * j.w_stride;
+        for (std::size_t mi = 0; mi < j.m; ++mi) j.y[mi * j.y_stride + r] = 0.0f;
+        for (std::size_t b = 0; b < j.k / bs; b += per_chunk) {
+            const std::size_t nb = std::min(per_chunk, j.k / bs - b);
+            std::memcpy(tmp, row + b * ts, nb * ts);
+            f(tmp, w, nb * bs);
+            for (std::size_t mi = 0; mi < j.m; ++mi) {
+                std::memcpy(xtmp, j.x + mi * j.x_stride + b * xper * xts, nb * xper * xts);
+                fx(xtmp, xf, nb * bs);
+                float acc = j.y[mi * j.y_stride + r];
+                for (std::size_t i = 0; i < nb * bs; ++i) acc += ::lowbit::detail::unfused(w[i] * xf[i]);
+                if (*at == ggml::type::q8_1) {
+                    // Q4_1/Q5_1 (m at byte 2) times Q8_1: ggml's offset term is
+                    // m_w * s_x, s_x = fp16(d_x * sum(q_x)) as the block stores
+                    // it, where the dequantized values give m_w * sum(fp16(d_x) * q_x).
+                    for (std::size_t i = 0; i < nb; ++i) {
+                        const unsigned char* xb = xtmp + i * xts;
+                        const float m_w = fp16_to_float(static_cast<std::uint16_t>(tmp[i * ts + 2] | tmp[i * ts + 3] << 8));
+                        const float d_x = fp16_to_float(static_cast<std::uint16_t>(xb[0] | xb[1] << 8));
+                        const float s_x = fp16_to_float(static_cast<std::uint16_t>(xb[2] | xb[3] << 8));
+                        std::int32_t sum_q = 0;
+                        for (std::size_t e = 0; e < 32; ++e) sum_q += static_cast<std::int8_t>(xb[4 + e]);
+                        acc += m_w * s_x - m_w * (d_x * static_cast<float>(sum_q));
+                    }
+                }
+                j.y[mi * j.y_stride + r] = acc;
+            }
+        }
+        if (j.bias)
+            for (std::size_t mi = 0; mi < j.m; ++mi) j.y[mi * j.y_stride + r] += j.bias[r];
+    }
+}
+
+#if !defined(LOWBIT_NO_SIMD)
+LOWBIT_SIMD_WARNINGS_OFF
+namespace detail::ggml_gemv {
+
+/// The activation block types: where each keeps its scale, codes and sums.
+template <ggml::type A>
+struct act;
+template <>
+struct act<ggml::type::q8_0> {
+    static constexpr std::size_t B = 32, bytes = 34;
+    static float d(const unsigned char* b) noexcept { return fp16_to_float(u16(b)); }
+    static const std::int8_t* qs(const unsigned char* b) noexcept { return reinterpret_cast<const std::int8_t*>(b + 2); }
+    static std::uint16_t u16(const unsigned char* p) noexcept {
+        std::uint16_t v;
+        std::memcpy(&v, p, 2);
+        return v;
+    }
+};
+template <>
+struct act<ggml::type::q8_1> : act<ggml::type::q8_0> {
+    static constexpr std::size_t bytes = 36;
+    /// fp16(d * sum(q)), as the block stores it.
+    static float s(const unsigned char* b) noexcept { return fp16_to_float(u16(b + 2)); }
+    static const std::int8_t* qs(const unsigned char* b) noexcept { return reinterpret_cast<const std::int8_t*>(b + 4); }
+};
+template <>
+struct act<ggml::type::q8_k> {
+    static constexpr std::size_t B = 256, bytes = 292;
+    static float d(const unsigned char* b) noexcept {
+        float v;
+        std::memcpy(&v, b, 4);
+        return v;
+    }
+    static const std::int8_t* qs(const unsigned char* b) noexcept { return reinterpret_cast<const std::int8_t*>(b + 4); }
+    /// Sum of the codes of group g of G values (G a multiple of 16).
+    template <std::size_t G>
+    static std::int32_t bsum(const unsigned char* b, std::size_t g) noexcept {
+        std::int32_t s = 0;
+        for (std::size_t i = g * G / 16; i < (g + 1) * G / 16; ++i) {
+            std::int16_t v;
+            std::memcpy(&v, b + 260 + 2 * i, 2);
+            s += v;
+        }
+        return s;
+    }
+};
+
+/// The batch the integer products of the int8 path run on: 32 bytes (eight
+/// int32 lanes, AVX2's maddubs) on AVX2 and AVX-512, else the 16-byte batch
+/// (NEON, SSE4.1, and every tag under LOWBIT_XSIMD_ONLY).
+template <class Arch>
+inline constexpr bool unit32_v = dq::is_avx2_v<Arch> || dq::is_avx512_v<Arch>;
+template <class Arch>
+#if XSIMD_WITH_AVX2
+using unit_arch = std::conditional_t<unit32_v<Arch>, xsimd::fma3<xsimd::avx2>, dq::arch16<Arch>>;
+#else
+using unit_arch = dq::arch16<Arch>;
+#endif
+
+/// Per 32-bit lane, the sum of four of the products w[i] * x[i] of one
+/// unit (sizeof(batch<int32, unit_arch<Arch>>) bytes). The xsimd body:
+/// four int8 a lane, sign-extended by shifts. The AVX2 body (maddubs on 32
+/// bytes) over the xsimd one (16-byte batches), bench_gemv gemv_q8 11008 x
+/// 4096, one thread, built as is vs. with LOWBIT_XSIMD_ONLY (AMD EPYC 2.6
+/// GHz): Q8_0, whose decoder is a pointer into the block, so the difference
+/// is this unit's, m:1 1.84 vs 5.18 ms and m:16 30.3 vs 79.6 (avx512bw),
+/// m:1 1.95 vs 5.11 (avx2); with the decoders' own intrinsics too, Q4_K 3.41
+/// vs 9.30, Q6_K 2.63 vs 9.12 (avx512bw).
+template <class Arch>
+LOWBIT_FORCE_INLINE xsimd::batch<std::int32_t, unit_arch<Arch>> unit_dot(const std::int8_t* w,
+                                                                        const std::int8_t* x) noexcept {
+    using U = unit_arch<Arch>;
+    if constexpr (unit32_v<Arch>) {
+#if XSIMD_WITH_AVX2
+        // |w| times x with w's sign, pairs summed in int16 (|w| <= 128 and
+        // |x| <= 127: no saturation), then pairs of those in int32.
+        // w in two 16-byte halves: the decoders store 16 bytes at a time, and
+        // one 32-byte load of two such stores cannot be forwarded from them
+        // (q4_0: 11.4 ms against 2.6 a GEMV, 11008 x 4096).
+        const __m256i wv = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)), 1);
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+        const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+        return xsimd::batch<std::int32_t, U>(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+#endif
+    } else {
+        using i8 = xsimd::batch<std::int8_t, U>;
+        namespace ds = ::lowbit::detail::simd;
+        return ds::dot4_i8(ds::bitcast<std::int32_t>(i8::load_unaligned(w)), ds::bitcast<std::int32_t>(i8::load_unaligned(x)));
+    }
+}
+
+/// One W row against T activation rows, integer products a unit at a time.
+template <class Arch, class Dec, ggml::type A, std::size_t T>
+inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char* x, std::size_t x_stride,
+                   float* out) noexcept {
+    using X = act<A>;
+    using AU = unit_arch<Arch>;
+    using fu = xsimd::batch<float, AU>;
+    using iu = xsimd::batch<std::int32_t, AU>;
+    constexpr std::size_t U = iu::size * 4, L = iu::size;  // bytes a unit, lanes
+    constexpr std::size_t G = Dec::G;
+    static_assert(X::B == Dec::B, "one activation block per weight block");
+    static_assert(G % 16 == 0 && (G >= U || U == 2 * G), "a unit is within one group or spans two");
+    gd::decoded<Dec::B, G> d;
+    fu acc[T];
+    float off[T];
+    for (std::size_t t = 0; t < T; ++t) {
+        acc[t] = fu(0.0f);
+        off[t] = 0.0f;
+    }
+    // Lanes of a unit's second group where a unit spans two (G = 16, U = 32).
+    alignas(64) static constexpr float lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const auto second = fu::load_aligned(lane_index) >= fu(static_cast<float>(L / 2));
+    for (std::size_t b = 0; b < nb; ++b) {
+        const std::int8_t* q = Dec::decode(src + b * Dec::bytes, d);
+        for (std::size_t t = 0; t < T; ++t) {
+            const unsigned char* xb = x + t * x_stride + b * X::bytes;
+            const std::int8_t* xq = X::qs(xb);
+            const float dx = X::d(xb);
+            if constexpr (X::B == 32) {
+                // One group: (d_w * d_x) * sum, as ggml.
+                iu is = unit_dot<Arch>(q, xq);
+                for (std::size_t u = U; u < 32; u += U) is += unit_dot<Arch>(q + u, xq + u);
+                acc[t] = xsimd::fma(xsimd::to_float(is), fu(d.s[0] * dx), acc[t]);
+                if constexpr (Dec::k == gd::op::mul_add) off[t] += d.o[0] * X::s(xb);
+            } else {
+                fu blk(0.0f);
+                if constexpr (G >= U) {
+                    for (std::size_t g = 0; g < Dec::B / G; ++g) {
+                        iu is = unit_dot<Arch>(q + g * G, xq + g * G);
+                        for (std::size_t h = U; h < G; h += U) is += unit_dot<Arch>(q + g * G + h, xq + g * G + h);
+                        blk = xsimd::fma(xsimd::to_float(is), fu(d.s[g]), blk);
+                    }
+                } else {
+                    for (std::size_t u = 0; u < Dec::B / U; ++u) {
+                        const fu sc = xsimd::select(second, fu(d.s[2 * u + 1]), fu(d.s[2 * u]));
+                        blk = xsimd::fma(xsimd::to_float(unit_dot<Arch>(q + u * U, xq + u * U)), sc, blk);
+                    }
+                }
+                acc[t] = xsimd::fma(blk, fu(dx), acc[t]);
+                if constexpr (Dec::k == gd::op::mul_sub) {
+                    float m = 0.0f;
+                    for (std::size_t g = 0; g < Dec::B / G; ++g) m += d.o[g] * static_cast<float>(X::template bsum<G>(xb, g));
+                    off[t] -= dx * m;
+                }
+            }
+        }
+    }
+    for (std::size_t t = 0; t < T; ++t) out[t] = ::lowbit::detail::simd::reduce_add(acc[t]) + off[t];
+}
+
+template <class Arch, class Dec, ggml::type A>
+inline void rows_q8(const ggml_gemv_q8_job& j) noexcept {
+    const std::size_t nb = j.k / Dec::B;
+    constexpr std::size_t T = 4;
+    float out[T];
+    for (std::size_t r = 0; r < j.n; ++r) {
+        const unsigned char* src = static_cast<const unsigned char*>(j.w) + r * j.w_stride;
+        const float add = j.bias ? j.bias[r] : 0.0f;
+        const auto put = [&](std::size_t m0, std::size_t tt) {
+            for (std::size_t t = 0; t < tt; ++t) j.y[(m0 + t) * j.y_stride + r] = out[t] + add;
+        };
+        std::size_t m0 = 0;
+        for (; m0 + T <= j.m; m0 += T) {
+            row_q8<Arch, Dec, A, T>(src, nb, j.x + m0 * j.x_stride, j.x_stride, out);
+            put(m0, T);
+        }
+        if (m0 + 2 <= j.m) {
+            row_q8<Arch, Dec, A, 2>(src, nb, j.x + m0 * j.x_stride, j.x_stride, out);
+            put(m0, 2);
+            m0 += 2;
+        }
+        if (m0 < j.m) {
+            row_q8<Arch, Dec, A, 1>(src, nb, j.x + m0 * j.x_stride, j.x_stride, out);
+            put(m0, 1);
+        }
+    }
+}
+
+template <class Arch>
+inline void run_q8(const ggml_gemv_q8_job& j) noexcept {
+    using ggml::type;
+    switch (j.type) {
+    case type::q4_0: rows_q8<Arch, gd::q4_0_dec<Arch>, type::q8_0>(j); break;
+    case type::q4_1: rows_q8<Arch, gd::q4_1_dec<Arch>, type::q8_1>(j); break;
+    case type::q5_0: rows_q8<Arch, gd::q5_0_dec<Arch>, type::q8_0>(j); break;
+    case type::q5_1: rows_q8<Arch, gd::q5_1_dec<Arch>, type::q8_1>(j); break;
+    case type::q8_0: rows_q8<Arch, gd::q8_dec<Arch, 34>, type::q8_0>(j); break;
+    case type::q2_k: rows_q8<Arch, gd::q2_k_dec<Arch>, type::q8_k>(j); break;
+    case type::q3_k: rows_q8<Arch, gd::q3_k_dec<Arch>, type::q8_k>(j); break;
+    case type::q4_k: rows_q8<Arch, gd::qk_dec<Arch, false>, type::q8_k>(j); break;
+    case type::q5_k: rows_q8<Arch, gd::qk_dec<Arch, true>, type::q8_k>(j); break;
+    case type::q6_k: rows_q8<Arch, gd::q6_k_dec<Arch>, type::q8_k>(j); break;
+    case type::iq4_nl: rows_q8<Arch, gd::iq4_nl_dec<Arch>, type::q8_0>(j); break;
+    case type::iq4_xs: rows_q8<Arch, gd::iq4_xs_dec<Arch>, type::q8_k>(j); break;
+    case type::tq1_0: rows_q8<Arch, gd::tq1_0_dec<Arch>, type::q8_k>(j); break;
+    case type::tq2_0: rows_q8<Arch, gd::tq2_0_dec<Arch>, type::q8_k>(j); break;
+    case type::mxfp4: rows_q8<Arch, gd::mxfp4_dec<Arch>, type::q8_0>(j); break;
+    default: LOWBIT_ASSERT(false && "gemv_ggml (int8 path): type has no kernel"); break;
+    }
+}
+
+}  // namespace detail::ggml_gemv
+LOWBIT_SIMD_WARNINGS_ON
+#endif  // !LOWBIT_NO_SIMD
+
+template <class Arch>
+void gemv_ggml_q8_fn::operator()(Arch, const ggml_gemv_q8_job& j) const noexcept {
+    if (j.n == 0 || j.m == 0) return;
+    LOWBIT_SIMD_OR_REFERENCE(Arch, gemv_ggml_q8_ref(j), detail::ggml_gemv::run_q8<Arch>(j))
+}
+
+/// The int8 path: y[m][n] = sum_k x[m][k] * w[n][k] (+ bias[n]) for n in
+/// `rows`, x given quantized (quantize_activations for w's type). The same
+/// checks as the f32 path, plus x's activation type against w's.
+inline void gemv_ggml(const ggml::rows_view& w, const ggml_activations& x, matrix_view<float> y,
+                      row_range rows = all_rows, std::span<const float> bias = {}) {
+    const auto who = [&] { return "gemv_ggml(" + std::string(w.type_name()) + ", int8 activations)"; };
+    const auto at = activation_type(w.type_id());
+    if (!at) LOWBIT_THROW(errc::unsupported, who() + ": no int8 path for weights of ggml type " + std::string(w.type_name()));
+    if (x.rows() != 0 && x.type_id() != *at)
+        LOWBIT_THROW(errc::invalid_argument, who() + ": the activations are " + std::string(ggml::traits(x.type_id()).name) +
+                                                 " blocks; " + std::string(w.type_name()) + " weights take " +
+                                                 std::string(ggml::traits(*at).name));
+    ::lowbit::detail::check_view(y, "gemv_ggml: y");
+    if (x.rows() != 0 && x.cols() != w.cols())
+        LOWBIT_THROW(errc::invalid_argument, who() + ": x has " + std::to_string(x.cols()) +
+                                                 " columns, the weights' rows " + std::to_string(w.cols()) + " values");
+    if (y.rows() != x.rows() || y.cols() != w.rows())
+        LOWBIT_THROW(errc::invalid_argument, who() + ": y is " + std::to_string(y.rows()) + " x " +
+                                                 std::to_string(y.cols()) + ", the product is " +
+                                                 std::to_string(x.rows()) + " x " + std::to_string(w.rows()));
+    if (!bias.empty() && bias.size() != w.rows())
+        LOWBIT_THROW(errc::invalid_argument, who() + ": bias has " + std::to_string(bias.size()) + " values for " +
+                                                 std::to_string(w.rows()) + " weight rows");
+    const auto [r0, r1] = ::lowbit::detail::clamp_rows(rows, w.rows(), "gemv_ggml");
+    if (r0 == r1 || x.rows() == 0) return;
+    if (w.cols() == 0) {
+        for (std::size_t mi = 0; mi < y.rows(); ++mi)
+            for (std::size_t r = r0; r < r1; ++r) y(mi, r) = bias.empty() ? 0.0f : bias[r];
+        return;
+    }
+    const ggml_gemv_q8_job j{w.type_id(), w.row(r0), w.stride(), r1 - r0,   w.cols(), x.data(), x.stride(), x.rows(),
+                             y.data() + r0, y.stride(), bias.empty() ? nullptr : bias.data() + r0};
+    dispatch(gemv_ggml_q8_fn{}, j);
+}
+
+/// The int8 path over all of w's rows on `threads` threads (as the f32 form).
+inline void gemv_ggml_parallel(const ggml::rows_view& w, const ggml_activations& x, matrix_view<float> y,
+                               unsigned threads = 0, std::span<const float> bias = {}) {
+    gemv_ggml(w, x, y, row_range{0, 0}, bias);
+    parallel_for(w.rows(), threads, 16, [&](std::size_t b, std::size_t e) { gemv_ggml(w, x, y, {b, e}, bias); });
+}
+
 }  // namespace kernels
 LOWBIT_NAMESPACE_END
 
-#define LOWBIT_KERNELS_GGML_GEMV(EXT, ARCH) \
-    EXT template void lowbit::kernels::gemv_ggml_fn::operator()<ARCH>(ARCH, const lowbit::kernels::ggml_gemv_job&) const noexcept;
+#define LOWBIT_KERNELS_GGML_GEMV(EXT, ARCH)                                                                  \
+    EXT template void lowbit::kernels::gemv_ggml_fn::operator()<ARCH>(ARCH, const lowbit::kernels::ggml_gemv_job&)  \
+        const noexcept;                                                                                          \
+    EXT template void lowbit::kernels::gemv_ggml_q8_fn::operator()<ARCH>(ARCH,                                  \
+                                                                         const lowbit::kernels::ggml_gemv_q8_job&) \
+        const noexcept;
 LOWBIT_DECLARE_KERNELS(LOWBIT_KERNELS_GGML_GEMV)
