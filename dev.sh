@@ -76,17 +76,28 @@ interop() {
     $venv/bin/python -c "import mlx.core" 2>/dev/null || $venv/bin/pip install -q "mlx[cpu]" ||
         echo "== mlx[cpu] does not install here: tests/interop/test_mlx.py is skipped"
     local ref; ref=$(cached ref-ggml-$REF_GGML_VERSION ref-ggml)
+    local src=$ref/llama_cpp_python-$REF_GGML_VERSION/vendor/llama.cpp/ggml
     if [[ ! -f $ref/build/src/libggml-base.so ]]; then
         rm -rf $ref && mkdir -p $ref
         $venv/bin/pip download -q --no-deps --no-binary :all: "llama-cpp-python==$REF_GGML_VERSION" -d $ref
         tar xzf $ref/llama_cpp_python-$REF_GGML_VERSION.tar.gz -C $ref
-        local src=$ref/llama_cpp_python-$REF_GGML_VERSION/vendor/llama.cpp/ggml
         touch $src/ggml.pc.in  # the sdist leaves out this template; ggml-base does not need it
         cmake -S $src -B $ref/build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_CPU=OFF \
               -DGGML_BACKEND_DL=OFF -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=ON \
               -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
         cmake --build $ref/build --target ggml-base -j2 >/dev/null
     fi
+    # ggml's CPU backend (vec_dot, from_float) for test_gemv_ggml.py: the build
+    # ggml ships (GGML_NATIVE off: its AVX2 kernels).
+    if [[ ! -f $ref/build-cpu/.built ]]; then
+        cmake -S $src -B $ref/build-cpu -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=OFF -DGGML_CPU=ON \
+              -DGGML_BACKEND_DL=OFF -DGGML_OPENMP=OFF -DGGML_LLAMAFILE=OFF -DGGML_BUILD_TESTS=OFF \
+              -DGGML_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=ON \
+              -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+        cmake --build $ref/build-cpu --target ggml-cpu -j2 >/dev/null
+        touch $ref/build-cpu/.built
+    fi
+    local ggml_cpu; ggml_cpu=$(find "$(realpath $ref/build-cpu)" -name libggml-cpu.so | head -n 1)
     local env=(LOWBIT_GGML_CAPI="$PWD/build/tests/interop/libggml_capi.so"
                LOWBIT_BNB_CAPI="$PWD/build/tests/interop/libbnb_capi.so"
                LOWBIT_AFFINE_CAPI="$PWD/build/tests/interop/libaffine_capi.so"
@@ -94,7 +105,8 @@ interop() {
                LOWBIT_GGUF_TOOL="$PWD/build/tests/interop/gguf_tool"
                LOWBIT_SAFETENSORS_TOOL="$PWD/build/tests/interop/safetensors_tool"
                LOWBIT_CLI="$PWD/build/bin/lowbit"
-               LOWBIT_REF_GGML="$(realpath $ref)/build/src/libggml-base.so")
+               LOWBIT_REF_GGML="$(realpath $ref)/build/src/libggml-base.so"
+               LOWBIT_REF_GGML_CPU="$ggml_cpu")
     local rc=0 rc_scalar=0
     env "${env[@]}" $venv/bin/pytest -q tests/interop "$@" || rc=$?
     # The main run uses the best instruction set, whose kernels the C++ tests

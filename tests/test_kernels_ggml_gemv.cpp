@@ -276,6 +276,22 @@ TEST_CASE("ggml gemv: a tensor of a GGUF file, taken as a view without a copy", 
     REQUIRE(a == b);
 }
 
+TEST_CASE("ggml gemv: activation blocks made elsewhere give the same product", "[kernels][ggml][gemv]") {
+    std::mt19937 rng(11);
+    const weights w = make_weights(ggml::type::q6_k, 5, 512, fill::quantized, rng);
+    const activations x = make_x(3, 512, 0, rng);
+    const ggml_activations a = quantize_activations(w.t, x.view());
+    // Packed blocks, as another library's from_float would hand them over.
+    ggml_activations b;
+    b.assign(ggml::type::q8_k, 3, 512, a.data());
+    std::vector<float> ya(3 * 5), yb(3 * 5);
+    gemv_ggml(w.view(), a, matrix_view<float>(ya.data(), 3, 5));
+    gemv_ggml(w.view(), b, matrix_view<float>(yb.data(), 3, 5));
+    REQUIRE(ya == yb);
+    REQUIRE_THROWS_WITH(b.assign(ggml::type::q4_0, 3, 512, a.data()),
+                        Catch::Contains("q4_0 is not an activation type (q8_0, q8_1, q8_K)"));
+}
+
 TEST_CASE("ggml gemv: bad shapes and types are errors naming what is wrong", "[kernels][ggml][gemv][errors]") {
     std::mt19937 rng(3);
     const weights w = make_weights(ggml::type::q8_0, 4, 64, fill::quantized, rng);

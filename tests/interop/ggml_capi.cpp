@@ -3,11 +3,14 @@
 #include <lowbit/formats/ggml.hpp>
 #include <lowbit/formats/ggml_validate.hpp>
 #include <lowbit/kernels/ggml_dequantize.hpp>
+#include <lowbit/kernels/ggml_gemv.hpp>
 #include <lowbit/kernels/ggml_quantize.hpp>
 #include <lowbit/parallel.hpp>
 
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
+#include <stdexcept>
 
 extern "C" {
 
@@ -83,6 +86,57 @@ int lowbit_ggml_can_dequantize(std::uint32_t type) {
     try {
         return lowbit::ggml::traits(static_cast<lowbit::ggml::type>(type)).dequantize != nullptr;
     } catch (...) {
+        return 0;
+    }
+}
+
+// The activation block type (ggml's vec_dot_type) for weights of `type`, or
+// -1 where lowbit has no int8 path.
+int lowbit_ggml_activation_type(std::uint32_t type) {
+    const auto t = lowbit::kernels::activation_type(static_cast<lowbit::ggml::type>(type));
+    return t ? static_cast<int>(*t) : -1;
+}
+
+// x (m x k floats) quantized for weights of `type` into dst (m rows of
+// activation blocks). Returns bytes written, or 0 after printing the error.
+std::size_t lowbit_ggml_quantize_activations(std::uint32_t type, const float* x, std::int64_t m, std::int64_t k,
+                                             void* dst) {
+    try {
+        const auto a = lowbit::kernels::quantize_activations(
+            static_cast<lowbit::ggml::type>(type),
+            lowbit::matrix_view<const float>(x, static_cast<std::size_t>(m), static_cast<std::size_t>(k)));
+        std::memcpy(dst, a.data(), a.rows() * a.stride());
+        return a.rows() * a.stride();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 0;
+    }
+}
+
+// y (m x n) = x W^T for W (n x k blocks of `type`, packed rows): with
+// `xq` null from f32 activations x, else from the activation blocks xq
+// (lowbit_ggml_quantize_activations' bytes) on the int8 path. 1, or 0 after
+// printing the error.
+int lowbit_ggml_gemv(std::uint32_t type, const void* w, std::int64_t n, std::int64_t k, const float* x,
+                     const void* xq, std::int64_t m, float* y) {
+    try {
+        const auto t = static_cast<lowbit::ggml::type>(type);
+        const lowbit::ggml::rows_view v(t, w, static_cast<std::size_t>(n), static_cast<std::size_t>(k));
+        const lowbit::matrix_view<float> yv(y, static_cast<std::size_t>(m), static_cast<std::size_t>(n));
+        const lowbit::matrix_view<const float> xv(x, static_cast<std::size_t>(m), static_cast<std::size_t>(k));
+        if (!xq) {
+            lowbit::kernels::gemv_ggml(v, xv, yv);
+        } else {
+            // The blocks given, not a fresh quantization: the same inputs ggml's vec_dot gets.
+            const auto at = lowbit::kernels::activation_type(t);
+            if (!at) throw std::runtime_error("no int8 path for this type");
+            lowbit::kernels::ggml_activations a;
+            a.assign(*at, static_cast<std::size_t>(m), static_cast<std::size_t>(k), xq);
+            lowbit::kernels::gemv_ggml(v, a, yv);
+        }
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s\n", e.what());
         return 0;
     }
 }

@@ -321,6 +321,23 @@ public:
                                           [&] { return "quantize_activations: x row " + std::to_string(r); });
     }
 
+    /// Rows of activation blocks made elsewhere (ggml's from_float, say):
+    /// `rows` rows of `cols` values of `type` (Q8_0, Q8_1 or Q8_K), packed,
+    /// copied from `blocks`.
+    void assign(ggml::type type, std::size_t rows, std::size_t cols, const void* blocks) {
+        if (type != ggml::type::q8_0 && type != ggml::type::q8_1 && type != ggml::type::q8_k)
+            LOWBIT_THROW(errc::invalid_argument, "ggml_activations: " + std::string(ggml::traits(type).name) +
+                                                     " is not an activation type (q8_0, q8_1, q8_K)");
+        const std::size_t stride = ggml::row_bytes(type, cols);
+        if (rows != 0 && stride != 0 && !blocks)
+            LOWBIT_THROW(errc::invalid_argument, "ggml_activations: null blocks");
+        type_ = type;
+        rows_ = rows;
+        cols_ = cols;
+        stride_ = stride;
+        bytes_.assign(static_cast<const unsigned char*>(blocks), static_cast<const unsigned char*>(blocks) + rows * stride);
+    }
+
 private:
     unsigned char* row_mut(std::size_t r) noexcept { return bytes_.data() + r * stride_; }
     ggml::type type_ = ggml::type::q8_0;
