@@ -128,42 +128,31 @@ void report(benchmark::State& state, std::size_t bytes, std::size_t m, unsigned 
                                                                     benchmark::Counter::kInvert);
 }
 
-void bm_gemv(benchmark::State& state, ggml::type t, shape s, std::size_t m, unsigned threads) {
-    const weight_set& w = weights(t, s);
-    const std::vector<float> x = activations(m, s.k);
-    std::vector<float> y(m * s.n);
-    const matrix_view<const float> xv(x.data(), m, s.k);
-    const matrix_view<float> yv(y.data(), m, s.n);
-    std::size_t i = 0;
-    for (auto _ : state) {
-        const ggml::rows_view v(t, w.copy(i++), s.n, s.k);
-        if (threads == 1)
-            gemv_ggml(v, xv, yv);
-        else
-            gemv_ggml_parallel(v, xv, yv, threads);
-        benchmark::DoNotOptimize(y.data());
-        benchmark::ClobberMemory();
-    }
-    report(state, ggml::row_bytes(t, s.k) * s.n, m, threads);
-}
-
-// The int8 path, x quantized inside the timed loop (once per call, as an
-// engine does per token and weight type).
-void bm_gemv_q8(benchmark::State& state, ggml::type t, shape s, std::size_t m, unsigned threads) {
+// One product per iteration: f32 activations, or (int8) the int8 path with x
+// quantized inside the timed loop (once per call, as an engine does per token
+// and activation type).
+void bm_gemv(benchmark::State& state, ggml::type t, shape s, std::size_t m, unsigned threads, bool int8) {
     const weight_set& w = weights(t, s);
     const std::vector<float> x = activations(m, s.k);
     std::vector<float> y(m * s.n);
     const matrix_view<const float> xv(x.data(), m, s.k);
     const matrix_view<float> yv(y.data(), m, s.n);
     ggml_activations xq;
+    const auto run = [&](const ggml::rows_view& v, const auto& in) {
+        if (threads == 1)
+            gemv_ggml(v, in, yv);
+        else
+            gemv_ggml_parallel(v, in, yv, threads);
+    };
     std::size_t i = 0;
     for (auto _ : state) {
         const ggml::rows_view v(t, w.copy(i++), s.n, s.k);
-        xq.quantize(t, xv);
-        if (threads == 1)
-            gemv_ggml(v, xq, yv);
-        else
-            gemv_ggml_parallel(v, xq, yv, threads);
+        if (int8) {
+            xq.quantize(t, xv);
+            run(v, xq);
+        } else {
+            run(v, xv);
+        }
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
     }
@@ -245,10 +234,9 @@ const int registered = [] {
                 for (unsigned th : {1u, 2u}) {
                     const std::string name = "gemv/" + std::string(ggml::traits(t).name) + "/" + sn +
                                              "/m:" + std::to_string(m) + "/threads:" + std::to_string(th);
-                    benchmark::RegisterBenchmark(name.c_str(), bm_gemv, t, s, m, th)->UseRealTime();
-                    const std::string q8 = "gemv_q8/" + std::string(ggml::traits(t).name) + "/" + sn +
-                                           "/m:" + std::to_string(m) + "/threads:" + std::to_string(th);
-                    benchmark::RegisterBenchmark(q8.c_str(), bm_gemv_q8, t, s, m, th)->UseRealTime();
+                    benchmark::RegisterBenchmark(name.c_str(), bm_gemv, t, s, m, th, false)->UseRealTime();
+                    benchmark::RegisterBenchmark(("gemv_q8" + name.substr(4)).c_str(), bm_gemv, t, s, m, th, true)
+                        ->UseRealTime();
                 }
     }
     return 0;

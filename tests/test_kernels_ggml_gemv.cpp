@@ -10,6 +10,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace lowbit;
@@ -102,25 +103,30 @@ double bound(isa i, std::size_t k, double abs_sum) {
     return terms * std::ldexp(1.0, -24) * abs_sum + 1e-30;
 }
 
-void check_product(isa i, const weights& w, const activations& x, const std::vector<float>& bias,
-                   std::size_t r0 = 0, std::size_t r1 = static_cast<std::size_t>(-1)) {
-    r1 = std::min(r1, w.rows);
+double half_at(const unsigned char* p) {
+    std::uint16_t h;
+    std::memcpy(&h, p, 2);
+    return fp16_to_float(h);
+}
+
+// What one call gave (y, m rows ys apart, the rows outside [r0, r1) to be
+// left at `sentinel`) against the exact sum over c of xd[mi][c] * wf[r][c]
+// plus extra(mi, r) = {value, magnitude} plus the bias, within `bound`.
+template <class Extra>
+void compare(isa i, const weights& w, const std::vector<float>& xd, std::size_t m, const std::vector<float>& y,
+             std::size_t ys, float sentinel, const std::vector<float>& bias, std::size_t r0, std::size_t r1,
+             const char* path, Extra&& extra) {
     const std::vector<float> wf = dequantized(w);
-    const float sentinel = -7777.0f;
-    const std::size_t ys = w.rows + 2;
-    std::vector<float> y(x.m * ys, sentinel);
-    set_active_isa(i);
-    gemv_ggml(w.view(), x.view(), matrix_view<float>(y.data(), x.m, w.rows, ys), {r0, r1}, bias);
-    for (std::size_t mi = 0; mi < x.m; ++mi)
+    for (std::size_t mi = 0; mi < m; ++mi)
         for (std::size_t r = 0; r < w.rows; ++r) {
             const float got = y[mi * ys + r];
             if (r < r0 || r >= r1) {
                 REQUIRE(got == sentinel);
                 continue;
             }
-            double exact = 0, abs_sum = 0;
+            auto [exact, abs_sum] = extra(mi, r);
             for (std::size_t c = 0; c < w.cols; ++c) {
-                const double p = static_cast<double>(x.data()[mi * x.stride + c]) * wf[r * w.cols + c];
+                const double p = static_cast<double>(xd[mi * w.cols + c]) * wf[r * w.cols + c];
                 exact += p;
                 abs_sum += std::fabs(p);
             }
@@ -128,17 +134,27 @@ void check_product(isa i, const weights& w, const activations& x, const std::vec
                 exact += bias[r];
                 abs_sum += std::fabs(bias[r]);
             }
-            INFO(ggml::traits(w.t).name << " on " << isa_name(i) << ": m " << mi << " of " << x.m << ", row " << r
-                                         << " of " << w.rows << ", k " << w.cols);
+            INFO(ggml::traits(w.t).name << " (" << path << ") on " << isa_name(i) << ": m " << mi << " of " << m
+                                         << ", row " << r << " of " << w.rows << ", k " << w.cols);
             REQUIRE(std::isfinite(got));
             REQUIRE(std::fabs(got - exact) <= bound(i, w.cols, abs_sum));
         }
 }
 
-double half_at(const unsigned char* p) {
-    std::uint16_t h;
-    std::memcpy(&h, p, 2);
-    return fp16_to_float(h);
+// The f32 path against the products of x and ggml's dequantized weights.
+void check_product(isa i, const weights& w, const activations& x, const std::vector<float>& bias,
+                   std::size_t r0 = 0, std::size_t r1 = static_cast<std::size_t>(-1)) {
+    r1 = std::min(r1, w.rows);
+    const float sentinel = -7777.0f;
+    const std::size_t ys = w.rows + 2;
+    std::vector<float> y(x.m * ys, sentinel);
+    set_active_isa(i);
+    gemv_ggml(w.view(), x.view(), matrix_view<float>(y.data(), x.m, w.rows, ys), {r0, r1}, bias);
+    std::vector<float> xd(x.m * w.cols);
+    for (std::size_t mi = 0; mi < x.m; ++mi)
+        std::copy_n(x.data() + mi * x.stride, w.cols, xd.begin() + static_cast<std::ptrdiff_t>(mi * w.cols));
+    compare(i, w, xd, x.m, y, ys, sentinel, bias, r0, r1, "f32 path",
+            [](std::size_t, std::size_t) { return std::pair<double, double>{0.0, 0.0}; });
 }
 
 // The int8 path: x quantized for w's type, the result held to the exact sum
@@ -147,7 +163,6 @@ double half_at(const unsigned char* p) {
 void check_product_q8(isa i, const weights& w, const activations& x, const std::vector<float>& bias,
                       std::size_t r0 = 0, std::size_t r1 = static_cast<std::size_t>(-1)) {
     r1 = std::min(r1, w.rows);
-    const std::vector<float> wf = dequantized(w);
     const ggml_activations xq = quantize_activations(w.t, x.view());
     REQUIRE(xq.type_id() == *activation_type(w.t));
     std::vector<float> xd(x.m * w.cols);
@@ -161,43 +176,24 @@ void check_product_q8(isa i, const weights& w, const activations& x, const std::
     std::vector<float> y(x.m * ys, sentinel);
     set_active_isa(i);
     gemv_ggml(w.view(), xq, matrix_view<float>(y.data(), x.m, w.rows, ys), {r0, r1}, bias);
-    for (std::size_t mi = 0; mi < x.m; ++mi)
-        for (std::size_t r = 0; r < w.rows; ++r) {
-            const float got = y[mi * ys + r];
-            if (r < r0 || r >= r1) {
-                REQUIRE(got == sentinel);
-                continue;
-            }
-            double exact = 0, abs_sum = 0;
-            for (std::size_t c = 0; c < w.cols; ++c) {
-                const double p = static_cast<double>(xd[mi * w.cols + c]) * wf[r * w.cols + c];
-                exact += p;
-                abs_sum += std::fabs(p);
-            }
-            if (xq.type_id() == ggml::type::q8_1) {
-                // Q4_1/Q5_1 times Q8_1: ggml takes m_w * s_x for the offset's
-                // part, s_x = fp16(d_x * sum(q_x)) as the block stores it, in
-                // place of m_w * sum(fp16(d_x) * q_x).
-                const std::size_t wts = ggml::traits(w.t).type_size;
-                for (std::size_t b = 0; b < w.cols / 32; ++b) {
-                    const unsigned char* wb = w.bytes.data() + r * w.stride + b * wts;
-                    const unsigned char* xb = xq.row(mi) + b * 36;
-                    const double m_w = half_at(wb + 2), d_x = half_at(xb), s_x = half_at(xb + 2);
-                    double sum_q = 0;
-                    for (int i = 0; i < 32; ++i) sum_q += static_cast<std::int8_t>(xb[4 + i]);
-                    exact += m_w * (s_x - d_x * sum_q);
-                    abs_sum += std::fabs(m_w * s_x);
-                }
-            }
-            if (!bias.empty()) {
-                exact += bias[r];
-                abs_sum += std::fabs(bias[r]);
-            }
-            INFO(ggml::traits(w.t).name << " (int8 path) on " << isa_name(i) << ": m " << mi << " of " << x.m
-                                         << ", row " << r << " of " << w.rows << ", k " << w.cols);
-            REQUIRE(std::isfinite(got));
-            REQUIRE(std::fabs(got - exact) <= bound(i, w.cols, abs_sum));
+    compare(i, w, xd, x.m, y, ys, sentinel, bias, r0, r1, "int8 path", [&](std::size_t mi, std::size_t r) {
+        std::pair<double, double> e{0.0, 0.0};
+        if (xq.type_id() != ggml::type::q8_1) return e;
+        // Q4_1/Q5_1 times Q8_1: ggml takes m_w * s_x for the offset's part,
+        // s_x = fp16(d_x * sum(q_x)) as the block stores it, in place of
+        // m_w * sum(fp16(d_x) * q_x).
+        const std::size_t wts = ggml::traits(w.t).type_size;
+        for (std::size_t b = 0; b < w.cols / 32; ++b) {
+            const unsigned char* wb = w.bytes.data() + r * w.stride + b * wts;
+            const unsigned char* xb = xq.row(mi) + b * 36;
+            const double m_w = half_at(wb + 2), d_x = half_at(xb), s_x = half_at(xb + 2);
+            double sum_q = 0;
+            for (int k = 0; k < 32; ++k) sum_q += static_cast<std::int8_t>(xb[4 + k]);
+            e.first += m_w * (s_x - d_x * sum_q);
+            e.second += std::fabs(m_w * s_x);
         }
+        return e;
+    });
 }
 
 bool has_int8_path(ggml::type t) { return activation_type(t).has_value(); }

@@ -786,29 +786,41 @@ inline void rows(const ggml_job& j) noexcept {
     }
 }
 
+template <class D>
+struct decoder_tag {
+    using type = D;
+};
+
+/// f(decoder_tag<Dec>{}) with the decoder of type t: the one table from a
+/// ggml type to its decoder, for dequantize and the GEMV kernels.
+template <class Arch, class F>
+inline void with_decoder(ggml::type t, F&& f) noexcept {
+    using ggml::type;
+    switch (t) {
+    case type::q4_0: f(decoder_tag<q4_0_dec<Arch>>{}); break;
+    case type::q4_1: f(decoder_tag<q4_1_dec<Arch>>{}); break;
+    case type::q5_0: f(decoder_tag<q5_0_dec<Arch>>{}); break;
+    case type::q5_1: f(decoder_tag<q5_1_dec<Arch>>{}); break;
+    case type::q8_0: f(decoder_tag<q8_dec<Arch, 34>>{}); break;
+    case type::q8_1: f(decoder_tag<q8_dec<Arch, 36>>{}); break;
+    case type::q2_k: f(decoder_tag<q2_k_dec<Arch>>{}); break;
+    case type::q3_k: f(decoder_tag<q3_k_dec<Arch>>{}); break;
+    case type::q4_k: f(decoder_tag<qk_dec<Arch, false>>{}); break;
+    case type::q5_k: f(decoder_tag<qk_dec<Arch, true>>{}); break;
+    case type::q6_k: f(decoder_tag<q6_k_dec<Arch>>{}); break;
+    case type::q8_k: f(decoder_tag<q8_k_dec<Arch>>{}); break;
+    case type::iq4_nl: f(decoder_tag<iq4_nl_dec<Arch>>{}); break;
+    case type::iq4_xs: f(decoder_tag<iq4_xs_dec<Arch>>{}); break;
+    case type::tq1_0: f(decoder_tag<tq1_0_dec<Arch>>{}); break;
+    case type::tq2_0: f(decoder_tag<tq2_0_dec<Arch>>{}); break;
+    case type::mxfp4: f(decoder_tag<mxfp4_dec<Arch>>{}); break;
+    default: LOWBIT_ASSERT(false && "ggml kernels: type has no decoder"); break;
+    }
+}
+
 template <class Arch>
 inline void run(const ggml_job& j) noexcept {
-    using ggml::type;
-    switch (j.type) {
-    case type::q4_0: rows<Arch, q4_0_dec<Arch>>(j); break;
-    case type::q4_1: rows<Arch, q4_1_dec<Arch>>(j); break;
-    case type::q5_0: rows<Arch, q5_0_dec<Arch>>(j); break;
-    case type::q5_1: rows<Arch, q5_1_dec<Arch>>(j); break;
-    case type::q8_0: rows<Arch, q8_dec<Arch, 34>>(j); break;
-    case type::q8_1: rows<Arch, q8_dec<Arch, 36>>(j); break;
-    case type::q2_k: rows<Arch, q2_k_dec<Arch>>(j); break;
-    case type::q3_k: rows<Arch, q3_k_dec<Arch>>(j); break;
-    case type::q4_k: rows<Arch, qk_dec<Arch, false>>(j); break;
-    case type::q5_k: rows<Arch, qk_dec<Arch, true>>(j); break;
-    case type::q6_k: rows<Arch, q6_k_dec<Arch>>(j); break;
-    case type::q8_k: rows<Arch, q8_k_dec<Arch>>(j); break;
-    case type::iq4_nl: rows<Arch, iq4_nl_dec<Arch>>(j); break;
-    case type::iq4_xs: rows<Arch, iq4_xs_dec<Arch>>(j); break;
-    case type::tq1_0: rows<Arch, tq1_0_dec<Arch>>(j); break;
-    case type::tq2_0: rows<Arch, tq2_0_dec<Arch>>(j); break;
-    case type::mxfp4: rows<Arch, mxfp4_dec<Arch>>(j); break;
-    default: LOWBIT_ASSERT(false && "dequantize_ggml: type has no kernel"); break;
-    }
+    with_decoder<Arch>(j.type, [&](auto tag) { rows<Arch, typename decltype(tag)::type>(j); });
 }
 
 }  // namespace detail::ggml_dequant

@@ -25,6 +25,7 @@
 #include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -181,27 +182,7 @@ inline void rows(const ggml_gemv_job& j) noexcept {
 
 template <class Arch>
 inline void run(const ggml_gemv_job& j) noexcept {
-    using ggml::type;
-    switch (j.type) {
-    case type::q4_0: rows<Arch, gd::q4_0_dec<Arch>>(j); break;
-    case type::q4_1: rows<Arch, gd::q4_1_dec<Arch>>(j); break;
-    case type::q5_0: rows<Arch, gd::q5_0_dec<Arch>>(j); break;
-    case type::q5_1: rows<Arch, gd::q5_1_dec<Arch>>(j); break;
-    case type::q8_0: rows<Arch, gd::q8_dec<Arch, 34>>(j); break;
-    case type::q8_1: rows<Arch, gd::q8_dec<Arch, 36>>(j); break;
-    case type::q2_k: rows<Arch, gd::q2_k_dec<Arch>>(j); break;
-    case type::q3_k: rows<Arch, gd::q3_k_dec<Arch>>(j); break;
-    case type::q4_k: rows<Arch, gd::qk_dec<Arch, false>>(j); break;
-    case type::q5_k: rows<Arch, gd::qk_dec<Arch, true>>(j); break;
-    case type::q6_k: rows<Arch, gd::q6_k_dec<Arch>>(j); break;
-    case type::q8_k: rows<Arch, gd::q8_k_dec<Arch>>(j); break;
-    case type::iq4_nl: rows<Arch, gd::iq4_nl_dec<Arch>>(j); break;
-    case type::iq4_xs: rows<Arch, gd::iq4_xs_dec<Arch>>(j); break;
-    case type::tq1_0: rows<Arch, gd::tq1_0_dec<Arch>>(j); break;
-    case type::tq2_0: rows<Arch, gd::tq2_0_dec<Arch>>(j); break;
-    case type::mxfp4: rows<Arch, gd::mxfp4_dec<Arch>>(j); break;
-    default: LOWBIT_ASSERT(false && "gemv_ggml: type has no kernel"); break;
-    }
+    gd::with_decoder<Arch>(j.type, [&](auto tag) { rows<Arch, typename decltype(tag)::type>(j); });
 }
 
 }  // namespace detail::ggml_gemv
@@ -214,6 +195,44 @@ void gemv_ggml_fn::operator()(Arch, const ggml_gemv_job& j) const noexcept {
     LOWBIT_SIMD_OR_REFERENCE(Arch, gemv_ggml_ref(j), detail::ggml_gemv::run<Arch>(j))
 }
 
+namespace detail::ggml_gemv {
+
+/// The checks both paths make of x's shape (x_rows x x_cols), y, bias and
+/// the row range; `who` starts each message. Returns the W rows to compute:
+/// none where there is nothing to multiply (where W's rows are empty, the
+/// range's outputs are set to the bias, the value of an empty sum).
+inline std::pair<std::size_t, std::size_t> checked_rows(const ggml::rows_view& w, std::size_t x_rows,
+                                                        std::size_t x_cols, matrix_view<float> y, row_range rows,
+                                                        std::span<const float> bias, const std::string& who) {
+    ::lowbit::detail::check_view(y, "gemv_ggml: y");
+    if (x_rows != 0 && x_cols != w.cols())
+        LOWBIT_THROW(errc::invalid_argument, who + ": x has " + std::to_string(x_cols) + " columns, the weights' rows " +
+                                                 std::to_string(w.cols()) + " values");
+    if (y.rows() != x_rows || y.cols() != w.rows())
+        LOWBIT_THROW(errc::invalid_argument, who + ": y is " + std::to_string(y.rows()) + " x " +
+                                                 std::to_string(y.cols()) + ", the product is " +
+                                                 std::to_string(x_rows) + " x " + std::to_string(w.rows()));
+    if (!bias.empty() && bias.size() != w.rows())
+        LOWBIT_THROW(errc::invalid_argument, who + ": bias has " + std::to_string(bias.size()) + " values for " +
+                                                 std::to_string(w.rows()) + " weight rows");
+    const auto [r0, r1] = ::lowbit::detail::clamp_rows(rows, w.rows(), "gemv_ggml");
+    if (x_rows == 0) return {r0, r0};
+    if (w.cols() == 0) {
+        for (std::size_t mi = 0; mi < y.rows(); ++mi)
+            for (std::size_t r = r0; r < r1; ++r) y(mi, r) = bias.empty() ? 0.0f : bias[r];
+        return {r0, r0};
+    }
+    return {r0, r1};
+}
+
+/// gemv_ggml(w, x, y, range, bias) on `threads` threads (0: the hardware's
+/// count), ranges in whole multiples of 16 rows; the checks once, first.
+template <class X>
+void run_parallel(const ggml::rows_view& w, const X& x, matrix_view<float> y, unsigned threads,
+                  std::span<const float> bias);
+
+}  // namespace detail::ggml_gemv
+
 /// Whether gemv_ggml handles weights of type t (the block types dequantize_ggml handles).
 inline bool gemv_ggml_supports(ggml::type t) noexcept { return dequantize_ggml_supports(t); }
 
@@ -225,28 +244,12 @@ inline bool gemv_ggml_supports(ggml::type t) noexcept { return dequantize_ggml_s
 /// errc::unsupported naming what is wrong.
 inline void gemv_ggml(const ggml::rows_view& w, matrix_view<const float> x, matrix_view<float> y,
                       row_range rows = all_rows, std::span<const float> bias = {}) {
-    const auto who = [&] { return "gemv_ggml(" + std::string(w.type_name()) + ")"; };
+    const std::string who = "gemv_ggml(" + std::string(w.type_name()) + ")";
     if (!gemv_ggml_supports(w.type_id()))
-        LOWBIT_THROW(errc::unsupported, who() + ": no GEMV for weights of ggml type " + std::string(w.type_name()));
+        LOWBIT_THROW(errc::unsupported, who + ": no GEMV for weights of ggml type " + std::string(w.type_name()));
     ::lowbit::detail::check_view(x, "gemv_ggml: x");
-    ::lowbit::detail::check_view(y, "gemv_ggml: y");
-    if (x.cols() != w.cols())
-        LOWBIT_THROW(errc::invalid_argument, who() + ": x has " + std::to_string(x.cols()) +
-                                                 " columns, the weights' rows " + std::to_string(w.cols()) + " values");
-    if (y.rows() != x.rows() || y.cols() != w.rows())
-        LOWBIT_THROW(errc::invalid_argument, who() + ": y is " + std::to_string(y.rows()) + " x " +
-                                                 std::to_string(y.cols()) + ", the product is " +
-                                                 std::to_string(x.rows()) + " x " + std::to_string(w.rows()));
-    if (!bias.empty() && bias.size() != w.rows())
-        LOWBIT_THROW(errc::invalid_argument, who() + ": bias has " + std::to_string(bias.size()) + " values for " +
-                                                 std::to_string(w.rows()) + " weight rows");
-    const auto [r0, r1] = ::lowbit::detail::clamp_rows(rows, w.rows(), "gemv_ggml");
-    if (r0 == r1 || x.rows() == 0 || w.cols() == 0) {
-        if (w.cols() == 0)  // an empty sum
-            for (std::size_t mi = 0; mi < y.rows(); ++mi)
-                for (std::size_t r = r0; r < r1; ++r) y(mi, r) = bias.empty() ? 0.0f : bias[r];
-        return;
-    }
+    const auto [r0, r1] = detail::ggml_gemv::checked_rows(w, x.rows(), x.cols(), y, rows, bias, who);
+    if (r0 == r1) return;
     const ggml_gemv_job j{w.type_id(), w.row(r0), w.stride(), r1 - r0, w.cols(), x.data(), x.stride(), x.rows(),
                           y.data() + r0, y.stride(), bias.empty() ? nullptr : bias.data() + r0};
     dispatch(gemv_ggml_fn{}, j);
@@ -257,8 +260,7 @@ inline void gemv_ggml(const ggml::rows_view& w, matrix_view<const float> x, matr
 /// rows (64 bytes of a y row).
 inline void gemv_ggml_parallel(const ggml::rows_view& w, matrix_view<const float> x, matrix_view<float> y,
                                unsigned threads = 0, std::span<const float> bias = {}) {
-    gemv_ggml(w, x, y, row_range{0, 0}, bias);  // the checks, once, on the calling thread
-    parallel_for(w.rows(), threads, 16, [&](std::size_t b, std::size_t e) { gemv_ggml(w, x, y, {b, e}, bias); });
+    detail::ggml_gemv::run_parallel(w, x, y, threads, bias);
 }
 
 // ---- The int8 path: activations quantized once per call ----------------------
@@ -602,27 +604,23 @@ inline void rows_q8(const ggml_gemv_q8_job& j) noexcept {
     }
 }
 
+/// The activation block type of a decoder's weights, as activation_type:
+/// Q8_K for the 256-value blocks, Q8_1 for the 32-value ones with an offset
+/// (Q4_1, Q5_1), else Q8_0.
+template <class Dec>
+inline constexpr ggml::type act_of = Dec::B == 256 ? ggml::type::q8_k
+                                      : Dec::k == gd::op::mul_add ? ggml::type::q8_1
+                                                                  : ggml::type::q8_0;
+
 template <class Arch>
 inline void run_q8(const ggml_gemv_q8_job& j) noexcept {
-    using ggml::type;
-    switch (j.type) {
-    case type::q4_0: rows_q8<Arch, gd::q4_0_dec<Arch>, type::q8_0>(j); break;
-    case type::q4_1: rows_q8<Arch, gd::q4_1_dec<Arch>, type::q8_1>(j); break;
-    case type::q5_0: rows_q8<Arch, gd::q5_0_dec<Arch>, type::q8_0>(j); break;
-    case type::q5_1: rows_q8<Arch, gd::q5_1_dec<Arch>, type::q8_1>(j); break;
-    case type::q8_0: rows_q8<Arch, gd::q8_dec<Arch, 34>, type::q8_0>(j); break;
-    case type::q2_k: rows_q8<Arch, gd::q2_k_dec<Arch>, type::q8_k>(j); break;
-    case type::q3_k: rows_q8<Arch, gd::q3_k_dec<Arch>, type::q8_k>(j); break;
-    case type::q4_k: rows_q8<Arch, gd::qk_dec<Arch, false>, type::q8_k>(j); break;
-    case type::q5_k: rows_q8<Arch, gd::qk_dec<Arch, true>, type::q8_k>(j); break;
-    case type::q6_k: rows_q8<Arch, gd::q6_k_dec<Arch>, type::q8_k>(j); break;
-    case type::iq4_nl: rows_q8<Arch, gd::iq4_nl_dec<Arch>, type::q8_0>(j); break;
-    case type::iq4_xs: rows_q8<Arch, gd::iq4_xs_dec<Arch>, type::q8_k>(j); break;
-    case type::tq1_0: rows_q8<Arch, gd::tq1_0_dec<Arch>, type::q8_k>(j); break;
-    case type::tq2_0: rows_q8<Arch, gd::tq2_0_dec<Arch>, type::q8_k>(j); break;
-    case type::mxfp4: rows_q8<Arch, gd::mxfp4_dec<Arch>, type::q8_0>(j); break;
-    default: LOWBIT_ASSERT(false && "gemv_ggml (int8 path): type has no kernel"); break;
-    }
+    // Q8_1 and Q8_K weights have no int8 path (gemv_ggml refuses them).
+    if (j.type == ggml::type::q8_1 || j.type == ggml::type::q8_k) return;
+    gd::with_decoder<Arch>(j.type, [&](auto tag) {
+        using Dec = typename decltype(tag)::type;
+        LOWBIT_ASSERT(activation_type(j.type) == act_of<Dec>);
+        rows_q8<Arch, Dec, act_of<Dec>>(j);
+    });
 }
 
 }  // namespace detail::ggml_gemv
@@ -640,31 +638,15 @@ void gemv_ggml_q8_fn::operator()(Arch, const ggml_gemv_q8_job& j) const noexcept
 /// checks as the f32 path, plus x's activation type against w's.
 inline void gemv_ggml(const ggml::rows_view& w, const ggml_activations& x, matrix_view<float> y,
                       row_range rows = all_rows, std::span<const float> bias = {}) {
-    const auto who = [&] { return "gemv_ggml(" + std::string(w.type_name()) + ", int8 activations)"; };
+    const std::string who = "gemv_ggml(" + std::string(w.type_name()) + ", int8 activations)";
     const auto at = activation_type(w.type_id());
-    if (!at) LOWBIT_THROW(errc::unsupported, who() + ": no int8 path for weights of ggml type " + std::string(w.type_name()));
+    if (!at) LOWBIT_THROW(errc::unsupported, who + ": no int8 path for weights of ggml type " + std::string(w.type_name()));
     if (x.rows() != 0 && x.type_id() != *at)
-        LOWBIT_THROW(errc::invalid_argument, who() + ": the activations are " + std::string(ggml::traits(x.type_id()).name) +
+        LOWBIT_THROW(errc::invalid_argument, who + ": the activations are " + std::string(ggml::traits(x.type_id()).name) +
                                                  " blocks; " + std::string(w.type_name()) + " weights take " +
                                                  std::string(ggml::traits(*at).name));
-    ::lowbit::detail::check_view(y, "gemv_ggml: y");
-    if (x.rows() != 0 && x.cols() != w.cols())
-        LOWBIT_THROW(errc::invalid_argument, who() + ": x has " + std::to_string(x.cols()) +
-                                                 " columns, the weights' rows " + std::to_string(w.cols()) + " values");
-    if (y.rows() != x.rows() || y.cols() != w.rows())
-        LOWBIT_THROW(errc::invalid_argument, who() + ": y is " + std::to_string(y.rows()) + " x " +
-                                                 std::to_string(y.cols()) + ", the product is " +
-                                                 std::to_string(x.rows()) + " x " + std::to_string(w.rows()));
-    if (!bias.empty() && bias.size() != w.rows())
-        LOWBIT_THROW(errc::invalid_argument, who() + ": bias has " + std::to_string(bias.size()) + " values for " +
-                                                 std::to_string(w.rows()) + " weight rows");
-    const auto [r0, r1] = ::lowbit::detail::clamp_rows(rows, w.rows(), "gemv_ggml");
-    if (r0 == r1 || x.rows() == 0) return;
-    if (w.cols() == 0) {
-        for (std::size_t mi = 0; mi < y.rows(); ++mi)
-            for (std::size_t r = r0; r < r1; ++r) y(mi, r) = bias.empty() ? 0.0f : bias[r];
-        return;
-    }
+    const auto [r0, r1] = detail::ggml_gemv::checked_rows(w, x.rows(), x.cols(), y, rows, bias, who);
+    if (r0 == r1) return;
     const ggml_gemv_q8_job j{w.type_id(), w.row(r0), w.stride(), r1 - r0,   w.cols(), x.data(), x.stride(), x.rows(),
                              y.data() + r0, y.stride(), bias.empty() ? nullptr : bias.data() + r0};
     dispatch(gemv_ggml_q8_fn{}, j);
@@ -673,7 +655,13 @@ inline void gemv_ggml(const ggml::rows_view& w, const ggml_activations& x, matri
 /// The int8 path over all of w's rows on `threads` threads (as the f32 form).
 inline void gemv_ggml_parallel(const ggml::rows_view& w, const ggml_activations& x, matrix_view<float> y,
                                unsigned threads = 0, std::span<const float> bias = {}) {
-    gemv_ggml(w, x, y, row_range{0, 0}, bias);
+    detail::ggml_gemv::run_parallel(w, x, y, threads, bias);
+}
+
+template <class X>
+void detail::ggml_gemv::run_parallel(const ggml::rows_view& w, const X& x, matrix_view<float> y, unsigned threads,
+                                     std::span<const float> bias) {
+    gemv_ggml(w, x, y, row_range{0, 0}, bias);  // the checks, once, on the calling thread
     parallel_for(w.rows(), threads, 16, [&](std::size_t b, std::size_t e) { gemv_ggml(w, x, y, {b, e}, bias); });
 }
 
