@@ -60,33 +60,54 @@ struct gemv_ggml_fn {
     void operator()(Arch, const ggml_gemv_job& j) const noexcept;
 };
 
-/// Scalar reference: each W row dequantized by ggml's row function a chunk of
-/// blocks at a time, products added in k order in float.
-inline void gemv_ggml_ref(const ggml_gemv_job& j) noexcept {
-    const ggml::dequantize_row_fn f = detail::ggml_dequant::ref_row(j.type);
-    const auto base = ggml::find_base_traits(static_cast<std::uint32_t>(j.type));
+namespace detail::ggml_gemv {
+
+/// The scalar references' loop: each W row dequantized by ggml's row function
+/// a chunk of blocks at a time, products added in k order in float.
+/// xs(mi, b, nb, wbytes) gives activation row mi's values for W blocks
+/// [b, b + nb) (wbytes: those blocks' bytes) as a pointer and what to add
+/// beside their products.
+template <class Xs>
+inline void ref_rows(ggml::type t, const void* w, std::size_t w_stride, std::size_t n, std::size_t k, std::size_t m,
+                     float* y, std::size_t y_stride, const float* bias, Xs&& xs) noexcept {
+    const ggml::dequantize_row_fn f = ggml_dequant::ref_row(t);
+    const auto base = ggml::find_base_traits(static_cast<std::uint32_t>(t));
     if (!f || !base) return;
     const std::size_t bs = base->block_size, ts = base->type_size;
     alignas(16) unsigned char tmp[4096];
-    float w[4096];
-    const std::size_t per_chunk = std::min(sizeof tmp / ts, sizeof w / sizeof w[0] / bs);
-    for (std::size_t r = 0; r < j.n; ++r) {
-        const unsigned char* row = static_cast<const unsigned char*>(j.w) + r * j.w_stride;
-        for (std::size_t mi = 0; mi < j.m; ++mi) j.y[mi * j.y_stride + r] = 0.0f;
-        for (std::size_t b = 0; b < j.k / bs; b += per_chunk) {
-            const std::size_t nb = std::min(per_chunk, j.k / bs - b);
+    float wf[2048];
+    const std::size_t per_chunk = std::min(sizeof tmp / ts, sizeof wf / sizeof wf[0] / bs);
+    for (std::size_t r = 0; r < n; ++r) {
+        const unsigned char* row = static_cast<const unsigned char*>(w) + r * w_stride;
+        for (std::size_t mi = 0; mi < m; ++mi) y[mi * y_stride + r] = 0.0f;
+        for (std::size_t b = 0; b < k / bs; b += per_chunk) {
+            const std::size_t nb = std::min(per_chunk, k / bs - b);
             std::memcpy(tmp, row + b * ts, nb * ts);  // the row functions read blocks in place, aligned
-            f(tmp, w, nb * bs);
-            for (std::size_t mi = 0; mi < j.m; ++mi) {
-                const float* x = j.x + mi * j.x_stride + b * bs;
-                float acc = j.y[mi * j.y_stride + r];
-                for (std::size_t i = 0; i < nb * bs; ++i) acc += ::lowbit::detail::unfused(w[i] * x[i]);
-                j.y[mi * j.y_stride + r] = acc;
+            f(tmp, wf, nb * bs);
+            for (std::size_t mi = 0; mi < m; ++mi) {
+                const auto [x, add] = xs(mi, b, nb, static_cast<const unsigned char*>(tmp));
+                float acc = y[mi * y_stride + r];
+                for (std::size_t i = 0; i < nb * bs; ++i) acc += ::lowbit::detail::unfused(wf[i] * x[i]);
+                y[mi * y_stride + r] = acc + add;
             }
         }
-        if (j.bias)
-            for (std::size_t mi = 0; mi < j.m; ++mi) j.y[mi * j.y_stride + r] += j.bias[r];
+        if (bias)
+            for (std::size_t mi = 0; mi < m; ++mi) y[mi * y_stride + r] += bias[r];
     }
+}
+
+}  // namespace detail::ggml_gemv
+
+/// Scalar reference: the products of x and ggml's dequantized weights, added
+/// in k order in float.
+inline void gemv_ggml_ref(const ggml_gemv_job& j) noexcept {
+    const auto base = ggml::find_base_traits(static_cast<std::uint32_t>(j.type));
+    if (!base) return;
+    detail::ggml_gemv::ref_rows(j.type, j.w, j.w_stride, j.n, j.k, j.m, j.y, j.y_stride, j.bias,
+                                [&](std::size_t mi, std::size_t b, std::size_t, const unsigned char*) {
+                                    return std::pair<const float*, float>{
+                                        j.x + mi * j.x_stride + b * base->block_size, 0.0f};
+                                });
 }
 
 #if !defined(LOWBIT_NO_SIMD)
@@ -377,50 +398,37 @@ struct gemv_ggml_q8_fn {
 /// functions a chunk at a time, products added in k order in float. (Its
 /// value is the exact sum the integer path computes, up to float rounding.)
 inline void gemv_ggml_q8_ref(const ggml_gemv_q8_job& j) noexcept {
-    const ggml::dequantize_row_fn f = detail::ggml_dequant::ref_row(j.type);
     const auto at = activation_type(j.type);
     const auto base = ggml::find_base_traits(static_cast<std::uint32_t>(j.type));
-    if (!f || !at || !base) return;
+    if (!at || !base) return;
     const ggml::dequantize_row_fn fx = detail::ggml_dequant::ref_row(*at);
-    const auto xbase = ggml::find_base_traits(static_cast<std::uint32_t>(*at));
-    const std::size_t bs = base->block_size, ts = base->type_size, xts = xbase->type_size;
-    const std::size_t xper = bs / xbase->block_size;  // activation blocks a weight block (1)
-    alignas(16) unsigned char tmp[4096];
-    alignas(16) unsigned char xtmp[4096];
-    float w[2048], xf[2048];
-    const std::size_t per_chunk = std::min({sizeof tmp / ts, sizeof xtmp / (xts * xper), std::size_t{2048} / bs});
-    for (std::size_t r = 0; r < j.n; ++r) {
-        const unsigned char* row = static_cast<const unsigned char*>(j.w) + r * j.w_stride;
-        for (std::size_t mi = 0; mi < j.m; ++mi) j.y[mi * j.y_stride + r] = 0.0f;
-        for (std::size_t b = 0; b < j.k / bs; b += per_chunk) {
-            const std::size_t nb = std::min(per_chunk, j.k / bs - b);
-            std::memcpy(tmp, row + b * ts, nb * ts);
-            f(tmp, w, nb * bs);
-            for (std::size_t mi = 0; mi < j.m; ++mi) {
-                std::memcpy(xtmp, j.x + mi * j.x_stride + b * xper * xts, nb * xper * xts);
-                fx(xtmp, xf, nb * bs);
-                float acc = j.y[mi * j.y_stride + r];
-                for (std::size_t i = 0; i < nb * bs; ++i) acc += ::lowbit::detail::unfused(w[i] * xf[i]);
-                if (*at == ggml::type::q8_1) {
-                    // Q4_1/Q5_1 (m at byte 2) times Q8_1: ggml's offset term is
-                    // m_w * s_x, s_x = fp16(d_x * sum(q_x)) as the block stores
-                    // it, where the dequantized values give m_w * sum(fp16(d_x) * q_x).
-                    for (std::size_t i = 0; i < nb; ++i) {
-                        const unsigned char* xb = xtmp + i * xts;
-                        const float m_w = fp16_to_float(static_cast<std::uint16_t>(tmp[i * ts + 2] | tmp[i * ts + 3] << 8));
-                        const float d_x = fp16_to_float(static_cast<std::uint16_t>(xb[0] | xb[1] << 8));
-                        const float s_x = fp16_to_float(static_cast<std::uint16_t>(xb[2] | xb[3] << 8));
-                        std::int32_t sum_q = 0;
-                        for (std::size_t e = 0; e < 32; ++e) sum_q += static_cast<std::int8_t>(xb[4 + e]);
-                        acc += m_w * s_x - m_w * (d_x * static_cast<float>(sum_q));
-                    }
+    const std::size_t bs = base->block_size, ts = base->type_size, xts = ggml::traits(*at).type_size;
+    alignas(16) unsigned char xtmp[4096 / 32 * 36];
+    float xf[2048];
+    detail::ggml_gemv::ref_rows(
+        j.type, j.w, j.w_stride, j.n, j.k, j.m, j.y, j.y_stride, j.bias,
+        [&](std::size_t mi, std::size_t b, std::size_t nb, const unsigned char* wbytes) {
+            // One activation block per weight block (both 32 or both 256 values).
+            std::memcpy(xtmp, j.x + mi * j.x_stride + b * xts, nb * xts);
+            fx(xtmp, xf, nb * bs);
+            float add = 0.0f;
+            if (*at == ggml::type::q8_1) {
+                // Q4_1/Q5_1 (m at byte 2) times Q8_1: ggml's offset term is
+                // m_w * s_x, s_x = fp16(d_x * sum(q_x)) as the block stores
+                // it, where the dequantized values give m_w * sum(fp16(d_x) * q_x).
+                const auto half = [](const unsigned char* p) {
+                    return fp16_to_float(static_cast<std::uint16_t>(p[0] | p[1] << 8));
+                };
+                for (std::size_t i = 0; i < nb; ++i) {
+                    const unsigned char* xb = xtmp + i * xts;
+                    const float m_w = half(wbytes + i * ts + 2), d_x = half(xb), s_x = half(xb + 2);
+                    std::int32_t sum_q = 0;
+                    for (std::size_t e = 0; e < 32; ++e) sum_q += static_cast<std::int8_t>(xb[4 + e]);
+                    add += m_w * s_x - m_w * (d_x * static_cast<float>(sum_q));
                 }
-                j.y[mi * j.y_stride + r] = acc;
             }
-        }
-        if (j.bias)
-            for (std::size_t mi = 0; mi < j.m; ++mi) j.y[mi * j.y_stride + r] += j.bias[r];
-    }
+            return std::pair<const float*, float>{xf, add};
+        });
 }
 
 #if !defined(LOWBIT_NO_SIMD)
