@@ -490,8 +490,8 @@ inline void bnb4_quantize(const bnb4_quantize_job& j) noexcept {
 /// widen-and-madd loops over the xsimd body (four int8 a 32-bit lane, each
 /// sign-extended by shifts and multiplied in 32 bits), BM_int8_gemm batch 1
 /// and 8 (EPYC, as above): AVX2 29 960 vs 19 340 and 3 530 vs 2 160 Mw/s,
-/// SSE4.1 17 310 vs 9 900 and 2 050 vs 1 210; AVX-512 (with VNNI, below)
-/// 23 920 vs 13 250 and 9 270 vs 3 340.
+/// SSE4.1 17 310 vs 9 900 and 2 050 vs 1 210; AVX-512 23 920 vs 13 250 and
+/// 9 270 vs 3 340 (batch 8 with VNNI, below; batch 1 now runs this loop).
 template <class Arch>
 inline std::int32_t dot_i8(const std::int8_t* a, const std::int8_t* b, std::size_t n) noexcept {
     std::size_t k = 0;
@@ -548,30 +548,45 @@ inline std::int32_t dot_i8(const std::int8_t* a, const std::int8_t* b, std::size
 
 #if XSIMD_WITH_AVX512BW && defined(__GNUC__)
 #define LOWBIT_BNB_VNNI 1
-/// AVX-512 VNNI: vpdpbusd multiplies unsigned by signed bytes, so a's codes are
-/// offset by 128 (a ^ 0x80) and 128 * sum(b) is taken off again; 64 products
-/// an instruction. sum(b) comes from the same loop, once per row of b.
+/// sum over k < k64 (a multiple of 64) of (a[k] ^ 0x80) * b[k], or of b[k]
+/// where a is null, modulo 2^32. Four accumulators: vpdpbusd's latency
+/// (about 5 cycles) holds one chain to 64 products per 5 cycles.
+/// BM_int8_gemm batch 8 on avx512bw (AMD EPYC 2.6 GHz), one accumulator with
+/// sum(b) in the same loop vs this: 5.92 / 5.77 vs 4.21 / 4.48 ms.
 template <class Arch>
-__attribute__((target("avx512vnni"))) inline void int8_gemm_vnni(const int8_gemm_job& j) noexcept {
+__attribute__((target("avx512vnni"))) inline std::uint32_t dot_vnni(const std::int8_t* a, const std::int8_t* b,
+                                                                    std::size_t k64) noexcept {
     const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
     const __m512i ones = _mm512_set1_epi8(1);
+    const auto lhs = [&](std::size_t at) __attribute__((always_inline)) {
+        return a ? _mm512_xor_si512(_mm512_loadu_si512(a + at), flip) : ones;
+    };
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
+    std::size_t k = 0;
+    for (; k + 256 <= k64; k += 256) {
+        acc0 = _mm512_dpbusd_epi32(acc0, lhs(k), _mm512_loadu_si512(b + k));
+        acc1 = _mm512_dpbusd_epi32(acc1, lhs(k + 64), _mm512_loadu_si512(b + k + 64));
+        acc2 = _mm512_dpbusd_epi32(acc2, lhs(k + 128), _mm512_loadu_si512(b + k + 128));
+        acc3 = _mm512_dpbusd_epi32(acc3, lhs(k + 192), _mm512_loadu_si512(b + k + 192));
+    }
+    for (; k < k64; k += 64) acc0 = _mm512_dpbusd_epi32(acc0, lhs(k), _mm512_loadu_si512(b + k));
+    return static_cast<std::uint32_t>(
+        _mm512_reduce_add_epi32(_mm512_add_epi32(_mm512_add_epi32(acc0, acc1), _mm512_add_epi32(acc2, acc3))));
+}
+
+/// AVX-512 VNNI: vpdpbusd multiplies unsigned by signed bytes, so a's codes are
+/// offset by 128 (a ^ 0x80) and 128 * sum(b) is taken off again; 64 products
+/// an instruction. sum(b) once per row of b.
+template <class Arch>
+__attribute__((target("avx512vnni"))) inline void int8_gemm_vnni(const int8_gemm_job& j) noexcept {
     const std::size_t k64 = j.k / 64 * 64;
     for (std::size_t n = j.n_begin; n < j.n_end; ++n) {
         const std::int8_t* b = j.b + n * j.ldb;
-        std::int32_t sum_b = 0;
+        const std::uint32_t sum_b = dot_vnni<Arch>(nullptr, b, k64);
         for (std::size_t i = 0; i < j.m; ++i) {
             const std::int8_t* a = j.a + i * j.lda;
-            __m512i acc = _mm512_setzero_si512(), sb = _mm512_setzero_si512();
-            for (std::size_t k = 0; k < k64; k += 64) {
-                const __m512i vb = _mm512_loadu_si512(b + k);
-                const __m512i va = _mm512_xor_si512(_mm512_loadu_si512(a + k), flip);
-                acc = _mm512_dpbusd_epi32(acc, va, vb);
-                if (i == 0) sb = _mm512_dpbusd_epi32(sb, ones, vb);
-            }
-            if (i == 0) sum_b = _mm512_reduce_add_epi32(sb);
             // Lanes wrap modulo 2^32; so does this, and the true dot product fits.
-            std::int32_t dot = static_cast<std::int32_t>(static_cast<std::uint32_t>(_mm512_reduce_add_epi32(acc)) -
-                                                         128u * static_cast<std::uint32_t>(sum_b));
+            std::int32_t dot = static_cast<std::int32_t>(dot_vnni<Arch>(a, b, k64) - 128u * sum_b);
             for (std::size_t k = k64; k < j.k; ++k) dot += static_cast<std::int32_t>(a[k]) * static_cast<std::int32_t>(b[k]);
             j.c[i * j.ldc + n] = dot;
         }
@@ -589,7 +604,10 @@ template <class Arch>
 inline void int8_gemm(const int8_gemm_job& j) noexcept {
 #if defined(LOWBIT_BNB_VNNI)
     if constexpr (is_avx512_v<Arch>) {
-        if (cpu_has_avx512vnni<Arch>() && ::lowbit::kernels::detail::int8_vnni_allowed().load(std::memory_order_relaxed)) {
+        // One row of a: dot_i8's 512-bit madd loop is faster (BM_int8_gemm
+        // batch 1, avx512bw: 1.23 / 1.26 ms vs VNNI's 2.12 / 2.24; avx2 1.57).
+        if (j.m >= 2 && cpu_has_avx512vnni<Arch>() &&
+            ::lowbit::kernels::detail::int8_vnni_allowed().load(std::memory_order_relaxed)) {
             int8_gemm_vnni<Arch>(j);
             return;
         }
