@@ -8,7 +8,7 @@
 set(_layers
   "0 core"            "^(version|parallel)\\.hpp$|^detail/(config|names|fp_contract|scalar_arch|large_buffer)\\.hpp$|^core/(error|numeric|finite|utf8|view)\\.hpp$"
   "1 scheme"          "^scheme/|^(granularity|double_quant)\\.hpp$"
-  "2 layout"          "^pack/|^formats/ggml(_types|_blocks|_kquants|_kquant_search|_validate|_view)?\\.hpp$"
+  "2 layout"          "^pack/|^formats/ggml(_types|_rows|_blocks|_kquants|_kquant_search|_validate|_view)?\\.hpp$"
   "3 kernels"         "^kernels/|^detail/xsimd_compat\\.hpp$"
   "4 algorithms"      "^algorithms/"
   "5 quantizer"       "^(quantizer|registry|metrics)\\.hpp$|^formats/(ggml_quantized|ggml_convert|bnb|bnb_convert)\\.hpp$"

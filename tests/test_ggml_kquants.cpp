@@ -32,12 +32,12 @@ struct kquant {
 };
 
 const kquant all_types[] = {
-    {"q2_k", g::type::q2_k, sizeof(g::block_q2_K), g::quantize_row_q2_k, g::dequantize_row_q2_k},
-    {"q3_k", g::type::q3_k, sizeof(g::block_q3_K), g::quantize_row_q3_k, g::dequantize_row_q3_k},
-    {"q4_k", g::type::q4_k, sizeof(g::block_q4_K), g::quantize_row_q4_k, g::dequantize_row_q4_k},
-    {"q5_k", g::type::q5_k, sizeof(g::block_q5_K), g::quantize_row_q5_k, g::dequantize_row_q5_k},
-    {"q6_k", g::type::q6_k, sizeof(g::block_q6_K), g::quantize_row_q6_k, g::dequantize_row_q6_k},
-    {"q8_k", g::type::q8_k, sizeof(g::block_q8_K), g::quantize_row_q8_k, g::dequantize_row_q8_k},
+    {"q2_k", g::type::q2_k, sizeof(g::block_q2_k), g::quantize_row_q2_k, g::dequantize_row_q2_k},
+    {"q3_k", g::type::q3_k, sizeof(g::block_q3_k), g::quantize_row_q3_k, g::dequantize_row_q3_k},
+    {"q4_k", g::type::q4_k, sizeof(g::block_q4_k), g::quantize_row_q4_k, g::dequantize_row_q4_k},
+    {"q5_k", g::type::q5_k, sizeof(g::block_q5_k), g::quantize_row_q5_k, g::dequantize_row_q5_k},
+    {"q6_k", g::type::q6_k, sizeof(g::block_q6_k), g::quantize_row_q6_k, g::dequantize_row_q6_k},
+    {"q8_k", g::type::q8_k, sizeof(g::block_q8_k), g::quantize_row_q8_k, g::dequantize_row_q8_k},
 };
 
 const kquant& find(std::string_view name) {
@@ -131,12 +131,12 @@ TEST_CASE("ggml K-quant block sizes match ggml's type table", "[ggml][kquants]")
         CHECK(g::row_bytes(t.id, 256) == t.block_bytes);
         CHECK(g::row_bytes(t.id, 1024) == 4 * t.block_bytes);
     }
-    CHECK(offsetof(g::block_q2_K, d) == 80);
-    CHECK(offsetof(g::block_q3_K, scales) == 96);
-    CHECK(offsetof(g::block_q4_K, qs) == 16);
-    CHECK(offsetof(g::block_q5_K, qh) == 16);
-    CHECK(offsetof(g::block_q6_K, scales) == 192);
-    CHECK(offsetof(g::block_q8_K, bsums) == 260);
+    CHECK(offsetof(g::block_q2_k, d) == 80);
+    CHECK(offsetof(g::block_q3_k, scales) == 96);
+    CHECK(offsetof(g::block_q4_k, qs) == 16);
+    CHECK(offsetof(g::block_q5_k, qh) == 16);
+    CHECK(offsetof(g::block_q6_k, scales) == 192);
+    CHECK(offsetof(g::block_q8_k, bsums) == 260);
 }
 
 TEST_CASE("get_scale_min_k4 unpacks every 6-bit scale/min pair at every position", "[ggml][kquants]") {
@@ -204,7 +204,7 @@ TEST_CASE("Q3_K scale packing round-trips and matches the documented bits", "[gg
 }
 
 TEST_CASE("Q2_K hand-made block", "[ggml][kquants]") {
-    g::block_q2_K b{};
+    g::block_q2_k b{};
     b.d = fp16_one;
     b.dmin = fp16_half;
     for (int j = 0; j < 16; ++j) b.scales[j] = static_cast<std::uint8_t>((j % 3 + 1) | (j % 4) << 4);
@@ -222,7 +222,7 @@ TEST_CASE("Q2_K hand-made block", "[ggml][kquants]") {
 }
 
 TEST_CASE("Q3_K hand-made block", "[ggml][kquants]") {
-    g::block_q3_K b{};
+    g::block_q3_k b{};
     b.d = fp16_half;
     int l[16];
     for (int j = 0; j < 16; ++j) l[j] = 32 + (j - 8);  // scale j - 8
@@ -248,7 +248,7 @@ TEST_CASE("Q4_K and Q5_K hand-made blocks", "[ggml][kquants]") {
     }
     auto q_of = [](int e, int nmax) { return (e * 7 + e / 32) % (nmax + 1); };
 
-    g::block_q4_K b4{};
+    g::block_q4_k b4{};
     b4.d = fp16_half;
     b4.dmin = fp16_one;
     gd::set_scale_min_k4(ls, lm, b4.scales);
@@ -259,7 +259,7 @@ TEST_CASE("Q4_K and Q5_K hand-made blocks", "[ggml][kquants]") {
     for (int e = 0; e < 256; ++e)
         REQUIRE(y[e] == 0.5f * static_cast<float>(ls[e / 32] * q_of(e, 15)) - static_cast<float>(lm[e / 32]));
 
-    g::block_q5_K b5{};
+    g::block_q5_k b5{};
     b5.d = fp16_half;
     b5.dmin = fp16_one;
     gd::set_scale_min_k4(ls, lm, b5.scales);
@@ -275,7 +275,7 @@ TEST_CASE("Q4_K and Q5_K hand-made blocks", "[ggml][kquants]") {
 }
 
 TEST_CASE("Q6_K hand-made block: ql/qh positions", "[ggml][kquants]") {
-    g::block_q6_K b{};
+    g::block_q6_k b{};
     b.d = fp16_half;
     for (int j = 0; j < 16; ++j) b.scales[j] = static_cast<std::int8_t>(j % 2 ? -(j + 1) : j + 1);
     auto q_of = [](int e) { return (e * 5 + 3) % 64; };
@@ -300,7 +300,7 @@ TEST_CASE("Q8_K: scale, clamp and bsums", "[ggml][kquants]") {
     std::vector<float> x(256);
     for (int i = 0; i < 256; ++i) x[i] = static_cast<float>(i % 16) - 7.f;
     x[5] = -12.7f;  // largest |x|, negative: d = 0.1, maps to +127
-    g::block_q8_K b;
+    g::block_q8_k b;
     g::quantize_row_q8_k(x.data(), &b, 256);
     CHECK(b.d == 1.f / (-127.f / -12.7f));
     CHECK(b.qs[5] == -127);

@@ -322,20 +322,20 @@ TEST_CASE("find_invalid_block: an Inf or NaN fp16 d, m or dmin names its block a
     p = ggml::find_invalid_block(ggml::type::q4_1, bytes_of(q41));
     REQUIRE((p && p->block == 1 && p->field == "m" && std::isnan(p->value)));
 
-    std::vector<ggml::block_q4_K> q4k(3);
+    std::vector<ggml::block_q4_k> q4k(3);
     for (auto& b : q4k) b.d = b.dmin = h_one;
     q4k[0].dmin = h_ninf;
     p = ggml::find_invalid_block(ggml::type::q4_k, bytes_of(q4k));
     REQUIRE((p && p->block == 0 && p->field == "dmin" && p->value < 0 && std::isinf(p->value)));
     REQUIRE(p->to_string() == "block 0: field dmin is -Inf (byte 2)");
 
-    std::vector<ggml::block_q2_K> q2k(2);
+    std::vector<ggml::block_q2_k> q2k(2);
     for (auto& b : q2k) b.d = b.dmin = h_one;
     q2k[1].d = h_nan;
     p = ggml::find_invalid_block(ggml::type::q2_k, bytes_of(q2k));
-    REQUIRE((p && p->block == 1 && p->field == "d" && p->byte_offset == sizeof(ggml::block_q2_K) + 80));
+    REQUIRE((p && p->block == 1 && p->field == "d" && p->byte_offset == sizeof(ggml::block_q2_k) + 80));
 
-    std::vector<ggml::block_q6_K> q6k(2);
+    std::vector<ggml::block_q6_k> q6k(2);
     for (auto& b : q6k) b.d = h_one;
     q6k[1].d = h_inf;
     p = ggml::find_invalid_block(ggml::type::q6_k, bytes_of(q6k));
@@ -348,7 +348,7 @@ TEST_CASE("find_invalid_block: an Inf or NaN fp16 d, m or dmin names its block a
     REQUIRE((p && p->block == 0 && p->field == "d"));
 
     // Q8_K's d is fp32.
-    std::vector<ggml::block_q8_K> q8k(2);
+    std::vector<ggml::block_q8_k> q8k(2);
     for (auto& b : q8k) b.d = 1.0f;
     q8k[1].d = inf;
     p = ggml::find_invalid_block(ggml::type::q8_k, bytes_of(q8k));

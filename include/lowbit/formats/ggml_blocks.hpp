@@ -30,6 +30,7 @@
 #include "../detail/fp_contract.hpp"
 #include "../detail/scalar_arch.hpp"
 #include "ggml_kquant_search.hpp"
+#include "ggml_rows.hpp"
 #include "ggml_types.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -124,75 +125,21 @@ struct block_tq2_0 {
     std::uint16_t d;         ///< scale; value = (q - 1) * d
 };
 
-namespace detail::blocks {
-
-/// Block arrays at any address: an unaligned row (a sub-view, a packed file
-/// buffer) goes through an aligned copy, so block fields are never accessed
-/// misaligned.
-template <class Block>
-class aligned_out {
-public:
-    aligned_out(void* dst, std::size_t nblocks) : dst_(dst), n_(nblocks) {
-        if (reinterpret_cast<std::uintptr_t>(dst) % alignof(Block) != 0) tmp_.resize(nblocks);
-    }
-    ~aligned_out() {
-        if (!tmp_.empty()) std::memcpy(dst_, tmp_.data(), n_ * sizeof(Block));
-    }
-    aligned_out(const aligned_out&) = delete;
-    aligned_out& operator=(const aligned_out&) = delete;
-    Block* get() noexcept { return tmp_.empty() ? static_cast<Block*>(dst_) : tmp_.data(); }
-
-private:
-    void* dst_;
-    std::size_t n_;
-    std::vector<Block> tmp_;
-};
-
-template <class Block>
-class aligned_in {
-public:
-    aligned_in(const void* src, std::size_t nblocks) : src_(src) {
-        if (reinterpret_cast<std::uintptr_t>(src) % alignof(Block) != 0) {
-            tmp_.resize(nblocks);
-            std::memcpy(tmp_.data(), src, nblocks * sizeof(Block));
-        }
-    }
-    const Block* get() const noexcept { return tmp_.empty() ? static_cast<const Block*>(src_) : tmp_.data(); }
-
-private:
-    const void* src_;
-    std::vector<Block> tmp_;
-};
-template <class B>
-constexpr bool block_matches_ggml() {
-    const auto t = find_base_traits(static_cast<std::uint32_t>(B::type_id));
-    return t && t->type_size == sizeof(B) && t->block_size == B::block_size && std::is_trivial_v<B> &&
-           std::is_standard_layout_v<B>;
-}
-}  // namespace detail::blocks
-
-static_assert(detail::blocks::block_matches_ggml<block_q4_0>());
-static_assert(detail::blocks::block_matches_ggml<block_q4_1>());
-static_assert(detail::blocks::block_matches_ggml<block_q5_0>());
-static_assert(detail::blocks::block_matches_ggml<block_q5_1>());
-static_assert(detail::blocks::block_matches_ggml<block_q8_0>());
-static_assert(detail::blocks::block_matches_ggml<block_q8_1>());
-static_assert(detail::blocks::block_matches_ggml<block_iq4_nl>());
-static_assert(detail::blocks::block_matches_ggml<block_iq4_xs>());
-static_assert(detail::blocks::block_matches_ggml<block_mxfp4>());
-static_assert(detail::blocks::block_matches_ggml<block_tq1_0>());
-static_assert(detail::blocks::block_matches_ggml<block_tq2_0>());
+static_assert(detail::rows::matches_ggml<block_q4_0>());
+static_assert(detail::rows::matches_ggml<block_q4_1>());
+static_assert(detail::rows::matches_ggml<block_q5_0>());
+static_assert(detail::rows::matches_ggml<block_q5_1>());
+static_assert(detail::rows::matches_ggml<block_q8_0>());
+static_assert(detail::rows::matches_ggml<block_q8_1>());
+static_assert(detail::rows::matches_ggml<block_iq4_nl>());
+static_assert(detail::rows::matches_ggml<block_iq4_xs>());
+static_assert(detail::rows::matches_ggml<block_mxfp4>());
+static_assert(detail::rows::matches_ggml<block_tq1_0>());
+static_assert(detail::rows::matches_ggml<block_tq2_0>());
 
 // Internals live one level down, apart from ggml_kquants.hpp's helpers of the
 // same names (nearest_int, make_qx_quants, ...), so both headers can be included.
 namespace detail::blocks {
-
-inline void check_row_length(std::size_t n, std::size_t block_size, const char* name) {
-    if (n % block_size != 0)
-        LOWBIT_THROW(errc::not_divisible, std::string("ggml ") + name + ": a row of " + std::to_string(n) +
-                                              " values is not a whole number of blocks of " +
-                                              std::to_string(block_size));
-}
 
 // C's (int8_t)f / (uint8_t)f as g++ emits them on x86: truncate to int, keep the low byte.
 inline std::int8_t trunc_to_i8(float v) noexcept {
@@ -401,26 +348,34 @@ inline int ternary(float v, float id) noexcept {
 
 namespace detail::blocks {
 
+/// The legacy 32-blocks: 4 or 5 bits (qh holds the fifth), symmetric or
+/// affine (m holds the offset).
+template <class B>
+concept legacy_block = std::is_same_v<B, block_q4_0> || std::is_same_v<B, block_q4_1> ||
+                       std::is_same_v<B, block_q5_0> || std::is_same_v<B, block_q5_1>;
+template <class B>
+inline constexpr int legacy_bits = requires(B b) { b.qh; } ? 5 : 4;
+template <class B>
+inline constexpr bool legacy_affine = requires(B b) { b.m; };
+
 /// The four legacy 32-blocks are one rule at K = 4 or 5 bits. Symmetric
 /// (Q4_0, Q5_0): d = max / -2^(K-1) with max the largest-|x| element (sign
 /// kept), codes x / d + 2^(K-1) rounded half up; with an imatrix, a weighted
 /// least-squares scale search. Affine (Q4_1, Q5_1): d = (max - min) /
 /// (2^K - 1), m = min, codes (x - min) / d rounded half up; with an imatrix,
 /// a weighted affine search (min forced <= 0).
-template <class Block, int K, bool Affine>
-inline void quantize_row_legacy(const float* x, void* dst, std::size_t n, const float* imatrix, const char* name) {
+template <legacy_block Block>
+inline void quantize_blocks(const float* x, Block* y, std::size_t nb, const float* imatrix) {
+    constexpr int K = legacy_bits<Block>;
+    constexpr bool Affine = legacy_affine<Block>;
     constexpr int top = (1 << K) - 1, half = 1 << (K - 1);
-    check_row_length(n, Block::block_size, name);
-    aligned_out<Block> out_(dst, n / Block::block_size);
-    auto* y = out_.get();
-    const std::size_t nb = n / 32;
     const auto pack = [](const std::uint8_t* levels, Block& blk) {
         if constexpr (K == 4) pack_nibbles_32(levels, blk.qs);
         else pack_5bit_32(levels, blk.qh, blk.qs);
     };
     std::uint8_t levels[32];
     if (imatrix) {
-        const float sigma2 = row_mean_square(x, n);
+        const float sigma2 = row_mean_square(x, 32 * nb);
         float w[32];
         for (std::size_t ib = 0; ib < nb; ++ib) {
             importance_weights_32(x + 32 * ib, imatrix + 32 * ib, sigma2, w);
@@ -464,12 +419,11 @@ inline void quantize_row_legacy(const float* x, void* dst, std::size_t n, const 
 
 /// The legacy 32-blocks back to floats: symmetric (q - 2^(K-1)) * d, affine
 /// q * d + m (unfused).
-template <class Block, int K, bool Affine>
-inline void dequantize_row_legacy(const void* src, float* y, std::size_t n, const char* name) {
-    check_row_length(n, Block::block_size, name);
-    const aligned_in<Block> in_(src, n / Block::block_size);
-    const auto* b = in_.get();
-    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
+template <legacy_block Block>
+inline void dequantize_blocks(const Block* b, float* y, std::size_t nb) {
+    constexpr int K = legacy_bits<Block>;
+    constexpr bool Affine = legacy_affine<Block>;
+    for (std::size_t ib = 0; ib < nb; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         for (int j = 0; j < 32; ++j) {
             int q;
@@ -483,43 +437,23 @@ inline void dequantize_row_legacy(const void* src, float* y, std::size_t n, cons
 
 }  // namespace detail::blocks
 
-inline void quantize_row_q4_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::blocks::quantize_row_legacy<block_q4_0, 4, false>(x, dst, n, imatrix, "q4_0");
-}
-inline void dequantize_row_q4_0(const void* src, float* y, std::size_t n) {
-    detail::blocks::dequantize_row_legacy<block_q4_0, 4, false>(src, y, n, "q4_0");
-}
-inline void quantize_row_q4_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::blocks::quantize_row_legacy<block_q4_1, 4, true>(x, dst, n, imatrix, "q4_1");
-}
-inline void dequantize_row_q4_1(const void* src, float* y, std::size_t n) {
-    detail::blocks::dequantize_row_legacy<block_q4_1, 4, true>(src, y, n, "q4_1");
-}
-inline void quantize_row_q5_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::blocks::quantize_row_legacy<block_q5_0, 5, false>(x, dst, n, imatrix, "q5_0");
-}
-inline void dequantize_row_q5_0(const void* src, float* y, std::size_t n) {
-    detail::blocks::dequantize_row_legacy<block_q5_0, 5, false>(src, y, n, "q5_0");
-}
-inline void quantize_row_q5_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::blocks::quantize_row_legacy<block_q5_1, 5, true>(x, dst, n, imatrix, "q5_1");
-}
-inline void dequantize_row_q5_1(const void* src, float* y, std::size_t n) {
-    detail::blocks::dequantize_row_legacy<block_q5_1, 5, true>(src, y, n, "q5_1");
-}
+LOWBIT_GGML_ROW_FUNCTIONS(q4_0, detail::blocks)
+LOWBIT_GGML_ROW_FUNCTIONS(q4_1, detail::blocks)
+LOWBIT_GGML_ROW_FUNCTIONS(q5_0, detail::blocks)
+LOWBIT_GGML_ROW_FUNCTIONS(q5_1, detail::blocks)
 
 // ---- Q8_0 / Q8_1 -------------------------------------------------------------
 
 namespace detail::blocks {
 
+template <class B>
+concept q8_block = std::is_same_v<B, block_q8_0> || std::is_same_v<B, block_q8_1>;
+
 /// Q8_0 and Q8_1: d = amax / 127, q = round(x / d) half away from zero; Q8_1
-/// also stores s = fp16(d * sum(q)).
-template <class Block>
-inline void quantize_row_q8(const float* x, void* dst, std::size_t n, const char* name) {
-    check_row_length(n, Block::block_size, name);
-    aligned_out<Block> out_(dst, n / Block::block_size);
-    auto* y = out_.get();
-    for (std::size_t ib = 0; ib < n / 32; ++ib) {
+/// also stores s = fp16(d * sum(q)). The imatrix is ignored, as in ggml.
+template <q8_block Block>
+inline void quantize_blocks(const float* x, Block* y, std::size_t nb, const float*) {
+    for (std::size_t ib = 0; ib < nb; ++ib) {
         const float* xb = x + 32 * ib;
         const float d = absmax(xb, 32) / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
@@ -533,12 +467,9 @@ inline void quantize_row_q8(const float* x, void* dst, std::size_t n, const char
     }
 }
 
-template <class Block>
-inline void dequantize_row_q8(const void* src, float* y, std::size_t n, const char* name) {
-    check_row_length(n, Block::block_size, name);
-    const aligned_in<Block> in_(src, n / Block::block_size);
-    const auto* b = in_.get();
-    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
+template <q8_block Block>
+inline void dequantize_blocks(const Block* b, float* y, std::size_t nb) {
+    for (std::size_t ib = 0; ib < nb; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(b[ib].qs[j]) * d;
     }
@@ -546,43 +477,25 @@ inline void dequantize_row_q8(const void* src, float* y, std::size_t n, const ch
 
 }  // namespace detail::blocks
 
-/// Q8_0. The imatrix is ignored, as in ggml.
-inline void quantize_row_q8_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    (void)imatrix;
-    detail::blocks::quantize_row_q8<block_q8_0>(x, dst, n, "q8_0");
-}
-inline void dequantize_row_q8_0(const void* src, float* y, std::size_t n) {
-    detail::blocks::dequantize_row_q8<block_q8_0>(src, y, n, "q8_0");
-}
-
-/// Q8_1: Q8_0 plus s. ggml_quantize_chunk has no Q8_1 (it is an activation
+/// Q8_1 is Q8_0 plus s. ggml_quantize_chunk has no Q8_1 (it is an activation
 /// format); the bytes equal quantize_row_q8_1_ref's.
-inline void quantize_row_q8_1(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    (void)imatrix;
-    detail::blocks::quantize_row_q8<block_q8_1>(x, dst, n, "q8_1");
-}
-inline void dequantize_row_q8_1(const void* src, float* y, std::size_t n) {
-    detail::blocks::dequantize_row_q8<block_q8_1>(src, y, n, "q8_1");
-}
+LOWBIT_GGML_ROW_FUNCTIONS(q8_0, detail::blocks)
+LOWBIT_GGML_ROW_FUNCTIONS(q8_1, detail::blocks)
 
 // ---- IQ4_NL / IQ4_XS ---------------------------------------------------------
 
+namespace detail::blocks {
+
 /// IQ4_NL: one fp16 scale per 32 over the iq4_nl_values codebook, chosen by a
 /// weighted search (weights x^2, or imatrix * sqrt(2 mean x^2 + x^2)).
-inline void quantize_row_iq4_nl(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::blocks::check_row_length(n, block_iq4_nl::block_size, "iq4_nl");
-    detail::blocks::aligned_out<block_iq4_nl> out_(dst, n / block_iq4_nl::block_size);
-    auto* y = out_.get();
-    for (std::size_t ib = 0; ib < n / 32; ++ib)
-        detail::blocks::quantize_iq4_super_block<1>(x + 32 * ib, imatrix ? imatrix + 32 * ib : nullptr, y[ib].d, y[ib].qs,
+inline void quantize_blocks(const float* x, block_iq4_nl* y, std::size_t nb, const float* imatrix) {
+    for (std::size_t ib = 0; ib < nb; ++ib)
+        quantize_iq4_super_block<1>(x + 32 * ib, imatrix ? imatrix + 32 * ib : nullptr, y[ib].d, y[ib].qs,
                                          nullptr, nullptr);
 }
 
-inline void dequantize_row_iq4_nl(const void* src, float* y, std::size_t n) {
-    detail::blocks::check_row_length(n, block_iq4_nl::block_size, "iq4_nl");
-    const detail::blocks::aligned_in<block_iq4_nl> in_(src, n / block_iq4_nl::block_size);
-    const auto* b = in_.get();
-    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
+inline void dequantize_blocks(const block_iq4_nl* b, float* y, std::size_t nb) {
+    for (std::size_t ib = 0; ib < nb; ++ib, y += 32) {
         const float d = fp16_to_float(b[ib].d);
         for (int j = 0; j < 16; ++j) {
             y[j] = d * static_cast<float>(iq4_nl_values[b[ib].qs[j] & 0x0F]);
@@ -593,20 +506,14 @@ inline void dequantize_row_iq4_nl(const void* src, float* y, std::size_t n) {
 
 /// IQ4_XS: IQ4_NL's search per 32, then an fp16 super-scale per 256 with
 /// 6-bit signed sub-scales.
-inline void quantize_row_iq4_xs(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::blocks::check_row_length(n, block_iq4_xs::block_size, "iq4_xs");
-    detail::blocks::aligned_out<block_iq4_xs> out_(dst, n / block_iq4_xs::block_size);
-    auto* y = out_.get();
-    for (std::size_t ib = 0; ib < n / 256; ++ib)
-        detail::blocks::quantize_iq4_super_block<8>(x + 256 * ib, imatrix ? imatrix + 256 * ib : nullptr, y[ib].d, y[ib].qs,
+inline void quantize_blocks(const float* x, block_iq4_xs* y, std::size_t nb, const float* imatrix) {
+    for (std::size_t ib = 0; ib < nb; ++ib)
+        quantize_iq4_super_block<8>(x + 256 * ib, imatrix ? imatrix + 256 * ib : nullptr, y[ib].d, y[ib].qs,
                                          &y[ib].scales_h, y[ib].scales_l);
 }
 
-inline void dequantize_row_iq4_xs(const void* src, float* y, std::size_t n) {
-    detail::blocks::check_row_length(n, block_iq4_xs::block_size, "iq4_xs");
-    const detail::blocks::aligned_in<block_iq4_xs> in_(src, n / block_iq4_xs::block_size);
-    const auto* b = in_.get();
-    for (std::size_t i = 0; i < n / 256; ++i) {
+inline void dequantize_blocks(const block_iq4_xs* b, float* y, std::size_t nb) {
+    for (std::size_t i = 0; i < nb; ++i) {
         const float d = fp16_to_float(b[i].d);
         for (int ib = 0; ib < 8; ++ib, y += 32) {
             const int ls = ((b[i].scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0F) | (((b[i].scales_h >> (2 * ib)) & 3) << 4);
@@ -624,35 +531,29 @@ inline void dequantize_row_iq4_xs(const void* src, float* y, std::size_t n) {
 
 /// MXFP4 (OCP MX): e = floor(log2 amax) - 2 + 127, each element the nearest
 /// E2M1 value times 2^(e - 127). The imatrix is ignored, as in ggml.
-inline void quantize_row_mxfp4(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+inline void quantize_blocks(const float* x, block_mxfp4* y, std::size_t nb, const float* imatrix) {
     (void)imatrix;
-    detail::blocks::check_row_length(n, block_mxfp4::block_size, "mxfp4");
-    detail::blocks::aligned_out<block_mxfp4> out_(dst, n / block_mxfp4::block_size);
-    auto* y = out_.get();
-    for (std::size_t ib = 0; ib < n / 32; ++ib) {
+    for (std::size_t ib = 0; ib < nb; ++ib) {
         const float* xb = x + 32 * ib;
-        const float amax = detail::blocks::find_signed_absmax(xb, 32).amax;
+        const float amax = find_signed_absmax(xb, 32).amax;
         // log2f, not an exact exponent: ggml's scale follows libm's rounding
         // of log2 just below a power of two.
         std::uint8_t e = 0;
         if (amax > 0.0f) {
             const float biased = std::floor(std::log2(amax)) - 2.0f + 127.0f;
-            e = std::isfinite(biased) ? detail::blocks::trunc_to_u8(biased) : std::uint8_t{0};
+            e = std::isfinite(biased) ? trunc_to_u8(biased) : std::uint8_t{0};
         }
         y[ib].e = e;
-        const float d = detail::blocks::mxfp4_half_scale(e);
+        const float d = mxfp4_half_scale(e);
         std::uint8_t levels[32];
-        for (int j = 0; j < 32; ++j) levels[j] = detail::blocks::nearest_mxfp4_index(xb[j], d);
-        detail::blocks::pack_nibbles_32(levels, y[ib].qs);
+        for (int j = 0; j < 32; ++j) levels[j] = nearest_mxfp4_index(xb[j], d);
+        pack_nibbles_32(levels, y[ib].qs);
     }
 }
 
-inline void dequantize_row_mxfp4(const void* src, float* y, std::size_t n) {
-    detail::blocks::check_row_length(n, block_mxfp4::block_size, "mxfp4");
-    const detail::blocks::aligned_in<block_mxfp4> in_(src, n / block_mxfp4::block_size);
-    const auto* b = in_.get();
-    for (std::size_t ib = 0; ib < n / 32; ++ib, y += 32) {
-        const float d = detail::blocks::mxfp4_half_scale(b[ib].e);
+inline void dequantize_blocks(const block_mxfp4* b, float* y, std::size_t nb) {
+    for (std::size_t ib = 0; ib < nb; ++ib, y += 32) {
+        const float d = mxfp4_half_scale(b[ib].e);
         for (int j = 0; j < 16; ++j) {
             y[j] = static_cast<float>(mxfp4_values[b[ib].qs[j] & 0x0F]) * d;
             y[j + 16] = static_cast<float>(mxfp4_values[b[ib].qs[j] >> 4]) * d;
@@ -664,79 +565,67 @@ inline void dequantize_row_mxfp4(const void* src, float* y, std::size_t n) {
 
 /// TQ1_0 (ternary, 1.6875 bpw): d = amax, trits round(x / d) in {-1, 0, 1}.
 /// The imatrix is ignored, as in ggml.
-inline void quantize_row_tq1_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+inline void quantize_blocks(const float* x, block_tq1_0* y, std::size_t nb, const float* imatrix) {
     (void)imatrix;
-    detail::blocks::check_row_length(n, block_tq1_0::block_size, "tq1_0");
-    detail::blocks::aligned_out<block_tq1_0> out_(dst, n / block_tq1_0::block_size);
-    auto* y = out_.get();
-    for (std::size_t ib = 0; ib < n / 256; ++ib) {
+    for (std::size_t ib = 0; ib < nb; ++ib) {
         const float* xb = x + 256 * ib;
-        const float d = detail::blocks::absmax(xb, 256);
+        const float d = absmax(xb, 256);
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = float_to_fp16(d);
         int t[5];
         // Bytes 0-31 carry elements 32k + m, bytes 32-47 elements 160 + 16k + m,
         // qh[j] elements 240 + 4k + j (k = trit position, most significant first).
         for (int m = 0; m < 32; ++m) {
-            for (int k = 0; k < 5; ++k) t[k] = detail::blocks::ternary(xb[m + 32 * k], id);
-            y[ib].qs[m] = detail::blocks::pack_trits(t, 5);
+            for (int k = 0; k < 5; ++k) t[k] = ternary(xb[m + 32 * k], id);
+            y[ib].qs[m] = pack_trits(t, 5);
         }
         for (int m = 0; m < 16; ++m) {
-            for (int k = 0; k < 5; ++k) t[k] = detail::blocks::ternary(xb[160 + m + 16 * k], id);
-            y[ib].qs[32 + m] = detail::blocks::pack_trits(t, 5);
+            for (int k = 0; k < 5; ++k) t[k] = ternary(xb[160 + m + 16 * k], id);
+            y[ib].qs[32 + m] = pack_trits(t, 5);
         }
         for (int j = 0; j < 4; ++j) {
-            for (int k = 0; k < 4; ++k) t[k] = detail::blocks::ternary(xb[240 + j + 4 * k], id);
-            y[ib].qh[j] = detail::blocks::pack_trits(t, 4);
+            for (int k = 0; k < 4; ++k) t[k] = ternary(xb[240 + j + 4 * k], id);
+            y[ib].qh[j] = pack_trits(t, 4);
         }
     }
 }
 
-inline void dequantize_row_tq1_0(const void* src, float* y, std::size_t n) {
-    detail::blocks::check_row_length(n, block_tq1_0::block_size, "tq1_0");
-    const detail::blocks::aligned_in<block_tq1_0> in_(src, n / block_tq1_0::block_size);
-    const auto* b = in_.get();
-    for (std::size_t ib = 0; ib < n / 256; ++ib, y += 256) {
+inline void dequantize_blocks(const block_tq1_0* b, float* y, std::size_t nb) {
+    for (std::size_t ib = 0; ib < nb; ++ib, y += 256) {
         const float d = fp16_to_float(b[ib].d);
         for (int k = 0; k < 5; ++k)
             for (int m = 0; m < 32; ++m)
-                y[32 * k + m] = static_cast<float>(detail::blocks::unpack_trit(b[ib].qs[m], k) - 1) * d;
+                y[32 * k + m] = static_cast<float>(unpack_trit(b[ib].qs[m], k) - 1) * d;
         for (int k = 0; k < 5; ++k)
             for (int m = 0; m < 16; ++m)
-                y[160 + 16 * k + m] = static_cast<float>(detail::blocks::unpack_trit(b[ib].qs[32 + m], k) - 1) * d;
+                y[160 + 16 * k + m] = static_cast<float>(unpack_trit(b[ib].qs[32 + m], k) - 1) * d;
         for (int k = 0; k < 4; ++k)
             for (int j = 0; j < 4; ++j)
-                y[240 + 4 * k + j] = static_cast<float>(detail::blocks::unpack_trit(b[ib].qh[j], k) - 1) * d;
+                y[240 + 4 * k + j] = static_cast<float>(unpack_trit(b[ib].qh[j], k) - 1) * d;
     }
 }
 
 /// TQ2_0 (ternary, 2.0625 bpw): d = amax, 2-bit codes round(x / d) + 1. The
 /// imatrix is ignored, as in ggml.
-inline void quantize_row_tq2_0(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
+inline void quantize_blocks(const float* x, block_tq2_0* y, std::size_t nb, const float* imatrix) {
     (void)imatrix;
-    detail::blocks::check_row_length(n, block_tq2_0::block_size, "tq2_0");
-    detail::blocks::aligned_out<block_tq2_0> out_(dst, n / block_tq2_0::block_size);
-    auto* y = out_.get();
-    for (std::size_t ib = 0; ib < n / 256; ++ib) {
+    for (std::size_t ib = 0; ib < nb; ++ib) {
         const float* xb = x + 256 * ib;
-        const float d = detail::blocks::absmax(xb, 256);
+        const float d = absmax(xb, 256);
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[ib].d = float_to_fp16(d);
         for (int half = 0; half < 2; ++half)
             for (int m = 0; m < 32; ++m) {
                 unsigned q = 0;
                 for (int k = 0; k < 4; ++k)
-                    q |= static_cast<unsigned>(detail::blocks::ternary(xb[128 * half + 32 * k + m], id) & 3) << (2 * k);
+                    q |= static_cast<unsigned>(ternary(xb[128 * half + 32 * k + m], id) & 3) << (2 * k);
                 y[ib].qs[32 * half + m] = static_cast<std::uint8_t>(q);
             }
     }
 }
 
-inline void dequantize_row_tq2_0(const void* src, float* y, std::size_t n) {
-    detail::blocks::check_row_length(n, block_tq2_0::block_size, "tq2_0");
-    const detail::blocks::aligned_in<block_tq2_0> in_(src, n / block_tq2_0::block_size);
-    const auto* b = in_.get();
-    for (std::size_t ib = 0; ib < n / 256; ++ib, y += 256) {
+inline void dequantize_blocks(const block_tq2_0* b, float* y, std::size_t nb) {
+    for (std::size_t ib = 0; ib < nb; ++ib, y += 256) {
         const float d = fp16_to_float(b[ib].d);
         for (int half = 0; half < 2; ++half)
             for (int k = 0; k < 4; ++k)
@@ -745,6 +634,14 @@ inline void dequantize_row_tq2_0(const void* src, float* y, std::size_t n) {
                         static_cast<float>(((b[ib].qs[32 * half + m] >> (2 * k)) & 3) - 1) * d;
     }
 }
+
+}  // namespace detail::blocks
+
+LOWBIT_GGML_ROW_FUNCTIONS(iq4_nl, detail::blocks)
+LOWBIT_GGML_ROW_FUNCTIONS(iq4_xs, detail::blocks)
+LOWBIT_GGML_ROW_FUNCTIONS(mxfp4, detail::blocks)
+LOWBIT_GGML_ROW_FUNCTIONS(tq1_0, detail::blocks)
+LOWBIT_GGML_ROW_FUNCTIONS(tq2_0, detail::blocks)
 
 }  // namespace ggml
 LOWBIT_NAMESPACE_END

@@ -28,6 +28,7 @@
 #include "../detail/fp_contract.hpp"
 #include "../detail/scalar_arch.hpp"
 #include "ggml_kquant_search.hpp"
+#include "ggml_rows.hpp"
 #include "ggml_types.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -41,7 +42,9 @@ inline constexpr std::size_t k_scale_size = 12;
 // Field order and types follow ggml-common.h; fp16 values are raw bits.
 
 /// 2.625 bits/weight: 16 sub-blocks of 16, x = d*sc*q - dmin*m, q in [0,3].
-struct block_q2_K {
+struct block_q2_k {
+    static constexpr type type_id = type::q2_k;
+    static constexpr std::size_t block_size = qk_k;
     std::uint8_t scales[qk_k / 16];  ///< low nibble scale, high nibble min
     std::uint8_t qs[qk_k / 4];       ///< 2-bit quants
     std::uint16_t d;                 ///< fp16 super-scale of the scales
@@ -49,7 +52,9 @@ struct block_q2_K {
 };
 
 /// 3.4375 bits/weight: 16 sub-blocks of 16, x = d*(sc-32)*(q-4), q in [0,7].
-struct block_q3_K {
+struct block_q3_k {
+    static constexpr type type_id = type::q3_k;
+    static constexpr std::size_t block_size = qk_k;
     std::uint8_t hmask[qk_k / 8];     ///< high bit of each quant
     std::uint8_t qs[qk_k / 4];        ///< low 2 bits
     std::uint8_t scales[k_scale_size];  ///< sixteen 6-bit scales
@@ -57,7 +62,9 @@ struct block_q3_K {
 };
 
 /// 4.5 bits/weight: 8 sub-blocks of 32, x = d*sc*q - dmin*m, q in [0,15].
-struct block_q4_K {
+struct block_q4_k {
+    static constexpr type type_id = type::q4_k;
+    static constexpr std::size_t block_size = qk_k;
     std::uint16_t d;
     std::uint16_t dmin;
     std::uint8_t scales[k_scale_size];  ///< 6-bit scales and mins, see get_scale_min_k4
@@ -65,7 +72,9 @@ struct block_q4_K {
 };
 
 /// 5.5 bits/weight: Q4_K with a fifth bit per quant in qh.
-struct block_q5_K {
+struct block_q5_k {
+    static constexpr type type_id = type::q5_k;
+    static constexpr std::size_t block_size = qk_k;
     std::uint16_t d;
     std::uint16_t dmin;
     std::uint8_t scales[k_scale_size];
@@ -74,7 +83,9 @@ struct block_q5_K {
 };
 
 /// 6.5625 bits/weight: 16 sub-blocks of 16, x = d*sc*(q-32), q in [0,63].
-struct block_q6_K {
+struct block_q6_k {
+    static constexpr type type_id = type::q6_k;
+    static constexpr std::size_t block_size = qk_k;
     std::uint8_t ql[qk_k / 2];   ///< low 4 bits
     std::uint8_t qh[qk_k / 4];   ///< high 2 bits
     std::int8_t scales[qk_k / 16];
@@ -82,18 +93,20 @@ struct block_q6_K {
 };
 
 /// Activations for the K-quant dot products: x = d*q with a float d.
-struct block_q8_K {
+struct block_q8_k {
+    static constexpr type type_id = type::q8_k;
+    static constexpr std::size_t block_size = qk_k;
     float d;
     std::int8_t qs[qk_k];
     std::int16_t bsums[qk_k / 16];  ///< sums of qs over groups of 16
 };
 
-static_assert(sizeof(block_q2_K) == find_base_traits(static_cast<std::uint32_t>(type::q2_k))->type_size);
-static_assert(sizeof(block_q3_K) == find_base_traits(static_cast<std::uint32_t>(type::q3_k))->type_size);
-static_assert(sizeof(block_q4_K) == find_base_traits(static_cast<std::uint32_t>(type::q4_k))->type_size);
-static_assert(sizeof(block_q5_K) == find_base_traits(static_cast<std::uint32_t>(type::q5_k))->type_size);
-static_assert(sizeof(block_q6_K) == find_base_traits(static_cast<std::uint32_t>(type::q6_k))->type_size);
-static_assert(sizeof(block_q8_K) == find_base_traits(static_cast<std::uint32_t>(type::q8_k))->type_size);
+static_assert(detail::rows::matches_ggml<block_q2_k>());
+static_assert(detail::rows::matches_ggml<block_q3_k>());
+static_assert(detail::rows::matches_ggml<block_q4_k>());
+static_assert(detail::rows::matches_ggml<block_q5_k>());
+static_assert(detail::rows::matches_ggml<block_q6_k>());
+static_assert(detail::rows::matches_ggml<block_q8_k>());
 
 namespace detail {
 
@@ -185,7 +198,7 @@ inline void pack_4bit_5bit(const std::uint8_t* q, std::uint8_t* qs, std::uint8_t
 /// Q3_K (levels 0..7): bit 2 of value e into hmask[e%32] bit e/32 (without a
 /// branch: it is a coin flip), low 2 bits as Q2_K. L is overwritten.
 template <class Arch = kernels::scalar>
-inline void pack_q3(std::uint8_t* L, block_q3_K& y) noexcept {
+inline void pack_q3(std::uint8_t* L, block_q3_k& y) noexcept {
     std::memset(y.hmask, 0, sizeof y.hmask);
     for (int c = 0; c < 8; ++c)
         for (int l = 0; l < 32; ++l) {
@@ -199,7 +212,7 @@ inline void pack_q3(std::uint8_t* L, block_q3_K& y) noexcept {
 /// Q6_K per 128 values: ql[l] = l | l+64 << 4, ql[l+32] = l+32 | l+96 << 4,
 /// qh[l] = high 2 bits of l, l+32, l+64, l+96.
 template <class Arch = kernels::scalar>
-inline void pack_q6(const std::uint8_t* L, block_q6_K& y) noexcept {
+inline void pack_q6(const std::uint8_t* L, block_q6_k& y) noexcept {
     std::uint8_t* ql = y.ql;
     std::uint8_t* qh = y.qh;
     for (int j = 0; j < static_cast<int>(qk_k); j += 128) {
@@ -221,7 +234,7 @@ inline void pack_q6(const std::uint8_t* L, block_q6_K& y) noexcept {
 // importance weights, or null without an imatrix.
 
 template <class Arch>
-inline void q2_k_scales(const float* scales, const float* mins, const float* sw, block_q2_K& y, float* dsub,
+inline void q2_k_scales(const float* scales, const float* mins, const float* sw, block_q2_k& y, float* dsub,
                         float* msub) noexcept {
     if (!sw) {
         float max_scale = 0, max_min = 0;
@@ -259,7 +272,7 @@ inline void q2_k_scales(const float* scales, const float* mins, const float* sw,
 }
 
 template <class Arch>
-inline void q3_k_dsub(const block_q3_K& y, float* dsub) noexcept {
+inline void q3_k_dsub(const block_q3_k& y, float* dsub) noexcept {
     const float d = fp16_to_float<Arch>(y.d);
     for (int j = 0; j < 16; ++j) {
         const auto s = static_cast<std::int8_t>(get_scale_q3<Arch>(j, y.scales) - 32);
@@ -267,9 +280,9 @@ inline void q3_k_dsub(const block_q3_K& y, float* dsub) noexcept {
     }
 }
 
-/// Q3_K without an imatrix (with one, see quantize_block_q3_k).
+/// Q3_K without an imatrix (with one, see quantize_block).
 template <class Arch>
-inline void q3_k_scales(const float* scales, block_q3_K& y, float* dsub) noexcept {
+inline void q3_k_scales(const float* scales, block_q3_k& y, float* dsub) noexcept {
     float max_scale = 0, amax = 0;
     for (int j = 0; j < 16; ++j) {
         const float a = std::fabs(scales[j]);
@@ -336,7 +349,7 @@ inline void q45_k_scales(const float* scales, const float* mins, const float* sw
 
 /// Returns false for an all-zero super-block (stored as zeros).
 template <class Arch>
-inline bool q6_k_scales(const float* scales, block_q6_K& y, float* dsub) noexcept {
+inline bool q6_k_scales(const float* scales, block_q6_k& y, float* dsub) noexcept {
     float max_scale = 0, max_abs_scale = 0;
     for (int j = 0; j < 16; ++j) {
         const float a = std::fabs(scales[j]);
@@ -364,7 +377,7 @@ inline bool q6_k_scales(const float* scales, block_q6_K& y, float* dsub) noexcep
 
 using ref_arch = kernels::scalar;
 
-inline void quantize_block_q2_k(const float* x, const float* qw, block_q2_K& y) noexcept {
+inline void quantize_block(const float* x, const float* qw, block_q2_k& y) noexcept {
     using A = ref_arch;
     float L[qk_k], w[16], scales[16], mins[16], sw[16], dsub[16], msub[16];
     const float sigma2 = qw ? sum_squares<A>(x, qk_k) / qk_k : 0.f;
@@ -385,7 +398,7 @@ inline void quantize_block_q2_k(const float* x, const float* qw, block_q2_K& y) 
     pack_2bit<A>(lev, y.qs);
 }
 
-inline void quantize_block_q3_k(const float* x, const float* qw, block_q3_K& y) noexcept {
+inline void quantize_block(const float* x, const float* qw, block_q3_k& y) noexcept {
     using A = ref_arch;
     float L[qk_k], scales[16], dsub[16];
     if (!qw) {
@@ -446,15 +459,15 @@ inline void quantize_block_q45_k(const float* x, const float* qw, Block& y) noex
         pack_4bit_5bit<A>(lev, y.qs, y.qh);
 }
 
-inline void quantize_block_q4_k(const float* x, const float* qw, block_q4_K& y) noexcept {
+inline void quantize_block(const float* x, const float* qw, block_q4_k& y) noexcept {
     quantize_block_q45_k<15>(x, qw, y);
 }
 
-inline void quantize_block_q5_k(const float* x, const float* qw, block_q5_K& y) noexcept {
+inline void quantize_block(const float* x, const float* qw, block_q5_k& y) noexcept {
     quantize_block_q45_k<31>(x, qw, y);
 }
 
-inline void quantize_block_q6_k(const float* x, const float* qw, block_q6_K& y) noexcept {
+inline void quantize_block(const float* x, const float* qw, block_q6_k& y) noexcept {
     using A = ref_arch;
     float L[qk_k], w[16], scales[16], dsub[16];
     for (int j = 0; j < 16; ++j) {
@@ -476,7 +489,7 @@ inline void quantize_block_q6_k(const float* x, const float* qw, block_q6_K& y) 
     pack_q6<A>(lev, y);
 }
 
-inline void quantize_block_q8_k(const float* x, block_q8_K& y) noexcept {
+inline void quantize_block(const float* x, const float* /*imatrix: ignored, as in ggml*/, block_q8_k& y) noexcept {
     using A = ref_arch;
     float max = 0, amax = 0;
     for (std::size_t j = 0; j < qk_k; ++j) {
@@ -507,7 +520,7 @@ inline void quantize_block_q8_k(const float* x, block_q8_K& y) noexcept {
 
 // ---- dequantize one super-block ------------------------------------------
 
-inline void dequantize_block(const block_q2_K& b, float* y) noexcept {
+inline void dequantize_block(const block_q2_k& b, float* y) noexcept {
     const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
     for (int e = 0; e < static_cast<int>(qk_k); ++e) {
         const std::uint8_t sc = b.scales[e / 16];
@@ -517,7 +530,7 @@ inline void dequantize_block(const block_q2_K& b, float* y) noexcept {
     }
 }
 
-inline void dequantize_block(const block_q3_K& b, float* y) noexcept {
+inline void dequantize_block(const block_q3_k& b, float* y) noexcept {
     const float d = half_to_float(b.d);
     for (int e = 0; e < static_cast<int>(qk_k); ++e) {
         const float dl = d * static_cast<float>(get_scale_q3<kernels::scalar>(e / 16, b.scales) - 32);
@@ -527,7 +540,7 @@ inline void dequantize_block(const block_q3_K& b, float* y) noexcept {
     }
 }
 
-inline void dequantize_block(const block_q4_K& b, float* y) noexcept {
+inline void dequantize_block(const block_q4_k& b, float* y) noexcept {
     const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
     for (int j = 0; j < 8; ++j) {
         std::uint8_t sc, m;
@@ -539,7 +552,7 @@ inline void dequantize_block(const block_q4_K& b, float* y) noexcept {
     }
 }
 
-inline void dequantize_block(const block_q5_K& b, float* y) noexcept {
+inline void dequantize_block(const block_q5_k& b, float* y) noexcept {
     const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
     for (int j = 0; j < 8; ++j) {
         std::uint8_t sc, m;
@@ -554,7 +567,7 @@ inline void dequantize_block(const block_q5_K& b, float* y) noexcept {
     }
 }
 
-inline void dequantize_block(const block_q6_K& b, float* y) noexcept {
+inline void dequantize_block(const block_q6_k& b, float* y) noexcept {
     const float d = half_to_float(b.d);
     for (int e = 0; e < static_cast<int>(qk_k); ++e) {
         const int h = e / 128, r = e % 128, quarter = r / 32, l = r % 32;
@@ -565,100 +578,34 @@ inline void dequantize_block(const block_q6_K& b, float* y) noexcept {
     }
 }
 
-inline void dequantize_block(const block_q8_K& b, float* y) noexcept {
+inline void dequantize_block(const block_q8_k& b, float* y) noexcept {
     for (std::size_t j = 0; j < qk_k; ++j) y[j] = b.d * static_cast<float>(b.qs[j]);
 }
 
 // ---- rows -------------------------------------------------------------------
 
-inline void check_row(const char* name, const void* a, const void* b, std::size_t n) {
-    if (n % qk_k != 0)
-        LOWBIT_THROW(errc::not_divisible, std::string(name) + ": a row of " + std::to_string(n) +
-                                              " values is not a whole number of " + std::to_string(qk_k) +
-                                              "-value super-blocks");
-    if (n != 0 && (!a || !b)) LOWBIT_THROW(errc::invalid_argument, std::string(name) + ": null pointer");
-}
-
-// Blocks go through a local copy: dst/src need no alignment.
-template <class Block, class Fn>
-inline void quantize_row(const float* x, void* dst, std::size_t n, const float* imatrix, Fn fn) noexcept {
-    auto* out = static_cast<unsigned char*>(dst);
-    for (std::size_t i = 0; i < n / qk_k; ++i) {
-        Block b;
-        fn(x + i * qk_k, imatrix ? imatrix + i * qk_k : nullptr, b);
-        std::memcpy(out + i * sizeof(Block), &b, sizeof(Block));
-    }
+template <class Block>
+inline void quantize_blocks(const float* x, Block* y, std::size_t nb, const float* imatrix) noexcept {
+    for (std::size_t i = 0; i < nb; ++i) quantize_block(x + i * qk_k, imatrix ? imatrix + i * qk_k : nullptr, y[i]);
 }
 
 template <class Block>
-inline void dequantize_row(const void* src, float* y, std::size_t n) noexcept {
-    const auto* in = static_cast<const unsigned char*>(src);
-    for (std::size_t i = 0; i < n / qk_k; ++i) {
-        Block b;
-        std::memcpy(&b, in + i * sizeof(Block), sizeof(Block));
-        dequantize_block(b, y + i * qk_k);
-    }
+inline void dequantize_blocks(const Block* b, float* y, std::size_t nb) noexcept {
+    for (std::size_t i = 0; i < nb; ++i) dequantize_block(b[i], y + i * qk_k);
 }
 
 }  // namespace detail
 
-// ---- public row functions ---------------------------------------------------
 // x: n floats (n a multiple of 256); dst: n/256 blocks. imatrix: null, or one
 // importance value per column of the row (n values), as ggml_quantize_chunk
 // takes it. Without an imatrix the bytes equal ggml's quantize_row_*_ref, with
 // one ggml's quantize_row_*_impl. Q8_K ignores the imatrix.
-
-inline void quantize_row_q2_k(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::check_row("quantize_row_q2_k", x, dst, n);
-    detail::quantize_row<block_q2_K>(x, dst, n, imatrix, detail::quantize_block_q2_k);
-}
-inline void quantize_row_q3_k(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::check_row("quantize_row_q3_k", x, dst, n);
-    detail::quantize_row<block_q3_K>(x, dst, n, imatrix, detail::quantize_block_q3_k);
-}
-inline void quantize_row_q4_k(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::check_row("quantize_row_q4_k", x, dst, n);
-    detail::quantize_row<block_q4_K>(x, dst, n, imatrix, detail::quantize_block_q4_k);
-}
-inline void quantize_row_q5_k(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::check_row("quantize_row_q5_k", x, dst, n);
-    detail::quantize_row<block_q5_K>(x, dst, n, imatrix, detail::quantize_block_q5_k);
-}
-inline void quantize_row_q6_k(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::check_row("quantize_row_q6_k", x, dst, n);
-    detail::quantize_row<block_q6_K>(x, dst, n, imatrix, detail::quantize_block_q6_k);
-}
-inline void quantize_row_q8_k(const float* x, void* dst, std::size_t n, const float* imatrix = nullptr) {
-    detail::check_row("quantize_row_q8_k", x, dst, n);
-    (void)imatrix;
-    detail::quantize_row<block_q8_K>(x, dst, n, nullptr,
-                                     [](const float* xb, const float*, block_q8_K& b) { detail::quantize_block_q8_k(xb, b); });
-}
-
-inline void dequantize_row_q2_k(const void* src, float* y, std::size_t n) {
-    detail::check_row("dequantize_row_q2_k", src, y, n);
-    detail::dequantize_row<block_q2_K>(src, y, n);
-}
-inline void dequantize_row_q3_k(const void* src, float* y, std::size_t n) {
-    detail::check_row("dequantize_row_q3_k", src, y, n);
-    detail::dequantize_row<block_q3_K>(src, y, n);
-}
-inline void dequantize_row_q4_k(const void* src, float* y, std::size_t n) {
-    detail::check_row("dequantize_row_q4_k", src, y, n);
-    detail::dequantize_row<block_q4_K>(src, y, n);
-}
-inline void dequantize_row_q5_k(const void* src, float* y, std::size_t n) {
-    detail::check_row("dequantize_row_q5_k", src, y, n);
-    detail::dequantize_row<block_q5_K>(src, y, n);
-}
-inline void dequantize_row_q6_k(const void* src, float* y, std::size_t n) {
-    detail::check_row("dequantize_row_q6_k", src, y, n);
-    detail::dequantize_row<block_q6_K>(src, y, n);
-}
-inline void dequantize_row_q8_k(const void* src, float* y, std::size_t n) {
-    detail::check_row("dequantize_row_q8_k", src, y, n);
-    detail::dequantize_row<block_q8_K>(src, y, n);
-}
+LOWBIT_GGML_ROW_FUNCTIONS(q2_k, detail)
+LOWBIT_GGML_ROW_FUNCTIONS(q3_k, detail)
+LOWBIT_GGML_ROW_FUNCTIONS(q4_k, detail)
+LOWBIT_GGML_ROW_FUNCTIONS(q5_k, detail)
+LOWBIT_GGML_ROW_FUNCTIONS(q6_k, detail)
+LOWBIT_GGML_ROW_FUNCTIONS(q8_k, detail)
 
 }  // namespace ggml
 LOWBIT_NAMESPACE_END

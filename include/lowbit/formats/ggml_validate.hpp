@@ -133,9 +133,9 @@ inline bool field_bad(const unsigned char* p, kind k) noexcept {
 }
 
 // The offsets above are those of lowbit's block structs (ggml-common.h's).
-static_assert(offsetof(block_q2_K, d) == 80 && offsetof(block_q2_K, dmin) == 82);
-static_assert(offsetof(block_q3_K, d) == 108 && offsetof(block_q6_K, d) == 208);
-static_assert(offsetof(block_q4_K, dmin) == 2 && offsetof(block_q5_K, dmin) == 2);
+static_assert(offsetof(block_q2_k, d) == 80 && offsetof(block_q2_k, dmin) == 82);
+static_assert(offsetof(block_q3_k, d) == 108 && offsetof(block_q6_k, d) == 208);
+static_assert(offsetof(block_q4_k, dmin) == 2 && offsetof(block_q5_k, dmin) == 2);
 static_assert(offsetof(block_q4_1, m) == 2 && offsetof(block_q5_1, m) == 2 && offsetof(block_q8_1, s) == 2);
 static_assert(offsetof(block_tq1_0, d) == 52 && offsetof(block_tq2_0, d) == 64);
 static_assert(offsetof(block_iq4_xs, d) == 0 && offsetof(block_mxfp4, e) == 0);

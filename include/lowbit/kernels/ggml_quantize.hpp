@@ -84,14 +84,14 @@ inline void run(const ggml_quantize_job& j) noexcept {
     using ggml::type;
     switch (j.type) {
     case type::q4_k:
-        run_tiles<Arch, tile<Arch, 32, 8>::T, sizeof(ggml::block_q4_K)>(j, affine_k_tile<Arch, q45_k_tile<15>>);
+        run_tiles<Arch, tile<Arch, 32, 8>::T, sizeof(ggml::block_q4_k)>(j, affine_k_tile<Arch, q45_k_tile<15>>);
         break;
     case type::q5_k:
-        run_tiles<Arch, tile<Arch, 32, 8>::T, sizeof(ggml::block_q5_K)>(j, affine_k_tile<Arch, q45_k_tile<31>>);
+        run_tiles<Arch, tile<Arch, 32, 8>::T, sizeof(ggml::block_q5_k)>(j, affine_k_tile<Arch, q45_k_tile<31>>);
         break;
-    case type::q2_k: run_tiles<Arch, tile<Arch, 16, 16>::T, sizeof(ggml::block_q2_K)>(j, affine_k_tile<Arch, q2_k_tile>); break;
-    case type::q3_k: run_tiles<Arch, tile<Arch, 16, 16, 4>::T, sizeof(ggml::block_q3_K)>(j, q3_tile<Arch>); break;
-    case type::q6_k: run_tiles<Arch, tile<Arch, 16, 16>::T, sizeof(ggml::block_q6_K)>(j, q6_tile<Arch>); break;
+    case type::q2_k: run_tiles<Arch, tile<Arch, 16, 16>::T, sizeof(ggml::block_q2_k)>(j, affine_k_tile<Arch, q2_k_tile>); break;
+    case type::q3_k: run_tiles<Arch, tile<Arch, 16, 16, 4>::T, sizeof(ggml::block_q3_k)>(j, q3_tile<Arch>); break;
+    case type::q6_k: run_tiles<Arch, tile<Arch, 16, 16>::T, sizeof(ggml::block_q6_k)>(j, q6_tile<Arch>); break;
     case type::iq4_nl:
         run_tiles<Arch, tile<Arch, 32, 1>::T, sizeof(ggml::block_iq4_nl), decltype(&iq4_tile<Arch, 1>), 32>(
             j, iq4_tile<Arch, 1>);

@@ -83,7 +83,7 @@ inline void affine_k_tile(const float* const* xs, const float* const* qws, unsig
 /// Q4_K (Nmax 15) and Q5_K (31): sub-blocks of 32, 6-bit scales and mins.
 template <int Nmax>
 struct q45_k_tile {
-    using block = std::conditional_t<Nmax == 15, ggml::block_q4_K, ggml::block_q5_K>;
+    using block = std::conditional_t<Nmax == 15, ggml::block_q4_k, ggml::block_q5_k>;
     static constexpr int n = 32, nsub = 8, nmax = Nmax;
     static constexpr float sigma_factor = 2.f;
     static constexpr float rmin = Nmax == 15 ? -1.f : -0.5f, rdelta = 0.1f;
@@ -108,7 +108,7 @@ struct q45_k_tile {
 
 /// Q2_K: sub-blocks of 16, 4-bit scales and mins, |x| as the weights.
 struct q2_k_tile {
-    using block = ggml::block_q2_K;
+    using block = ggml::block_q2_k;
     static constexpr int n = 16, nsub = 16, nmax = 3;
     static constexpr float sigma_factor = 1.f;
     static constexpr float rmin = -0.5f, rdelta = 0.1f;
@@ -153,7 +153,7 @@ inline void q6_tile(const float* const* xs, const float* const* qws, unsigned ch
         qx_search<Arch, n>(x, w, L[b], scale, 32.f);
         scale.store_aligned(sc + b * lanes);
     }
-    ggml::block_q6_K y[G::T];
+    ggml::block_q6_k y[G::T];
     bool zero_block[G::T] = {};
     for (int s = 0; s < G::S; ++s) dsub[s] = 0.f;
     for (int k = 0; k < nvalid; ++k) zero_block[k] = !q6_k_scales<Arch>(sc + 16 * k, y[k], dsub + 16 * k);
@@ -168,7 +168,7 @@ inline void q6_tile(const float* const* xs, const float* const* qws, unsigned ch
             std::memset(&y[k], 0, sizeof y[k]);
         else
             pack_q6<Arch>(lev + 256 * k, y[k]);
-        std::memcpy(out + k * sizeof(ggml::block_q6_K), &y[k], sizeof(ggml::block_q6_K));
+        std::memcpy(out + k * sizeof(ggml::block_q6_k), &y[k], sizeof(ggml::block_q6_k));
     }
 }
 
@@ -190,7 +190,7 @@ inline void q3_tile(const float* const* xs, const float* const*, unsigned char* 
         q3_search<Arch, n, G::NB>(x, L, scale, 4.f);
         for (int b = 0; b < G::NB; ++b) scale[b].store_aligned(sc + b * lanes);
     }
-    ggml::block_q3_K y[G::T];
+    ggml::block_q3_k y[G::T];
     for (int s = 0; s < G::S; ++s) dsub[s] = 0.f;
     for (int k = 0; k < nvalid; ++k) q3_k_scales<Arch>(sc + 16 * k, y[k], dsub + 16 * k);
     for (int b = 0; b < G::NB; ++b) {
@@ -201,7 +201,7 @@ inline void q3_tile(const float* const* xs, const float* const*, unsigned char* 
     }
     for (int k = 0; k < nvalid; ++k) {
         pack_q3<Arch>(lev + 256 * k, y[k]);
-        std::memcpy(out + k * sizeof(ggml::block_q3_K), &y[k], sizeof(ggml::block_q3_K));
+        std::memcpy(out + k * sizeof(ggml::block_q3_k), &y[k], sizeof(ggml::block_q3_k));
     }
 }
 
