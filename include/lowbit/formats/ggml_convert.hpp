@@ -40,38 +40,32 @@
 
 LOWBIT_NAMESPACE_BEGIN
 
-/// The ggml block that holds 32 codes of scheme S with its params: defined
-/// for ggml's five legacy rules at their own widths, MXFP4 and IQ4_NL.
+namespace detail {
+template <class S, class B>
+struct scheme_block {
+    using scheme_type = S;
+    using block = B;
+};
+// The first entry whose scheme is S (none: no member `block`).
+template <class S, class... Entries>
+struct find_scheme_block {};
+template <class S, class E, class... Rest>
+struct find_scheme_block<S, E, Rest...>
+    : std::conditional_t<std::is_same_v<S, typename E::scheme_type>, E, find_scheme_block<S, Rest...>> {};
+}  // namespace detail
+
+/// The ggml block that holds 32 codes of scheme S with its params (member
+/// `block`): defined for ggml's five legacy rules at their own widths, MXFP4
+/// and IQ4_NL.
 template <class S>
-struct ggml_block_of;
-template <>
-struct ggml_block_of<ggml_q4_0_scheme> {
-    using block = ggml::block_q4_0;
-};
-template <>
-struct ggml_block_of<ggml_q4_1_scheme> {
-    using block = ggml::block_q4_1;
-};
-template <>
-struct ggml_block_of<ggml_q5_0_scheme> {
-    using block = ggml::block_q5_0;
-};
-template <>
-struct ggml_block_of<ggml_q5_1_scheme> {
-    using block = ggml::block_q5_1;
-};
-template <>
-struct ggml_block_of<ggml_q8_0_scheme> {
-    using block = ggml::block_q8_0;
-};
-template <>
-struct ggml_block_of<ggml_mxfp4_scheme> {
-    using block = ggml::block_mxfp4;
-};
-template <>
-struct ggml_block_of<ggml_iq4_nl_scheme> {
-    using block = ggml::block_iq4_nl;
-};
+struct ggml_block_of
+    : detail::find_scheme_block<S, detail::scheme_block<ggml_q4_0_scheme, ggml::block_q4_0>,
+                                detail::scheme_block<ggml_q4_1_scheme, ggml::block_q4_1>,
+                                detail::scheme_block<ggml_q5_0_scheme, ggml::block_q5_0>,
+                                detail::scheme_block<ggml_q5_1_scheme, ggml::block_q5_1>,
+                                detail::scheme_block<ggml_q8_0_scheme, ggml::block_q8_0>,
+                                detail::scheme_block<ggml_mxfp4_scheme, ggml::block_mxfp4>,
+                                detail::scheme_block<ggml_iq4_nl_scheme, ggml::block_iq4_nl>> {};
 
 /// A scheme whose quantized<S> at group 32 converts to ggml blocks.
 template <class S>

@@ -208,83 +208,57 @@ inline float half(std::uint16_t h) noexcept {
 // and a whole number of batches on every arch.
 inline constexpr std::size_t block = 64;
 
-/// n bytes (n = lanes) zero-extended to 32-bit lanes. The x86 widening loads
-/// over the xsimd body: int8_per_row_f32 9 590 vs 7 400 Mw/s (AVX-512),
+/// n little-endian words of W bytes (W = 1: codes; W = 2: bf16/f16 inputs,
+/// 16-bit codes; n = lanes) zero-extended to 32-bit lanes. The x86 widening
+/// loads over the xsimd body: int8_per_row_f32 9 590 vs 7 400 Mw/s (AVX-512),
 /// 10 080 vs 6 930 (AVX2), 9 930 vs 6 930 (SSE4.1).
-template <class Arch>
-inline xsimd::batch<std::uint32_t, Arch> widen8(const std::uint8_t* p) noexcept {
+template <class Arch, int W>
+inline xsimd::batch<std::uint32_t, Arch> widen(const std::uint8_t* p) noexcept {
+    static_assert(W == 1 || W == 2);
     using u32 = xsimd::batch<std::uint32_t, Arch>;
+    // The first 4 * W bytes as one integer (the 128-bit tags' whole input).
+    const auto low = [p] {
+        std::conditional_t<W == 1, std::uint32_t, std::uint64_t> w;
+        std::memcpy(&w, p, sizeof w);
+        return w;
+    };
     if constexpr (is_avx512_v<Arch>) {
 #if XSIMD_WITH_AVX512BW
-        return u32(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+        if constexpr (W == 1) return u32(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+        else return u32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
 #endif
     } else if constexpr (is_avx2_v<Arch>) {
 #if XSIMD_WITH_AVX2
-        return u32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+        if constexpr (W == 1) return u32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+        else return u32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 #endif
     } else if constexpr (is_sse4_1_v<Arch>) {
 #if XSIMD_WITH_SSE4_1
-        std::int32_t w;
-        std::memcpy(&w, p, 4);
-        return u32(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(w)));
+        if constexpr (W == 1) return u32(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(static_cast<int>(low()))));
+        else return u32(_mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 #endif
     } else if constexpr (is_sse2_v<Arch>) {
 #if XSIMD_WITH_SSE2
-        std::int32_t w;
-        std::memcpy(&w, p, 4);
         const __m128i z = _mm_setzero_si128();
-        return u32(_mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(w), z), z));
+        if constexpr (W == 1)
+            return u32(_mm_unpacklo_epi16(_mm_unpacklo_epi8(_mm_cvtsi32_si128(static_cast<int>(low())), z), z));
+        else return u32(_mm_unpacklo_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)), z));
 #endif
     } else if constexpr (u32::size == 4) {
-        // NEON (and SSE without the intrinsics): one little-endian 32-bit
-        // load broadcast and zipped with zeros twice (xsimd 8.1 has no
-        // widening load; its converting load goes through a buffer).
+        // NEON (and SSE without the intrinsics): the input broadcast as one
+        // integer, zipped with zeros up to 32 bits (xsimd 8.1 has no widening
+        // load; its converting load goes through a buffer).
         namespace ds = ::lowbit::detail::simd;
         using u8 = xsimd::batch<std::uint8_t, Arch>;
         using u16 = xsimd::batch<std::uint16_t, Arch>;
-        std::uint32_t w;
-        std::memcpy(&w, p, 4);
-        const u16 h = ds::bitcast<std::uint16_t>(xsimd::zip_lo(ds::bitcast<std::uint8_t>(u32(w)), u8(0)));
+        u16 h;
+        if constexpr (W == 1) h = ds::bitcast<std::uint16_t>(xsimd::zip_lo(ds::bitcast<std::uint8_t>(u32(low())), u8(0)));
+        else h = ds::bitcast<std::uint16_t>(xsimd::batch<std::uint64_t, Arch>(low()));
         return ds::bitcast<std::uint32_t>(xsimd::zip_lo(h, u16(0)));
     } else {
         alignas(64) std::uint32_t buf[u32::size];
-        for (std::size_t i = 0; i < u32::size; ++i) buf[i] = p[i];
-        return u32::load_aligned(buf);
-    }
-}
-
-/// n little-endian 16-bit words zero-extended to 32-bit lanes (bf16/f16
-/// inputs, 16-bit codes); the x86 loads as in widen8.
-template <class Arch>
-inline xsimd::batch<std::uint32_t, Arch> widen16(const std::uint8_t* p) noexcept {
-    using u32 = xsimd::batch<std::uint32_t, Arch>;
-    if constexpr (is_avx512_v<Arch>) {
-#if XSIMD_WITH_AVX512BW
-        return u32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
-#endif
-    } else if constexpr (is_avx2_v<Arch>) {
-#if XSIMD_WITH_AVX2
-        return u32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-#endif
-    } else if constexpr (is_sse4_1_v<Arch>) {
-#if XSIMD_WITH_SSE4_1
-        return u32(_mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-#endif
-    } else if constexpr (is_sse2_v<Arch>) {
-#if XSIMD_WITH_SSE2
-        return u32(_mm_unpacklo_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)), _mm_setzero_si128()));
-#endif
-    } else if constexpr (u32::size == 4) {
-        // One 64-bit load broadcast, its 16-bit words zipped with zeros.
-        namespace ds = ::lowbit::detail::simd;
-        using u16 = xsimd::batch<std::uint16_t, Arch>;
-        std::uint64_t w;
-        std::memcpy(&w, p, 8);
-        const u16 h = ds::bitcast<std::uint16_t>(xsimd::batch<std::uint64_t, Arch>(w));
-        return ds::bitcast<std::uint32_t>(xsimd::zip_lo(h, u16(0)));
-    } else {
-        alignas(64) std::uint32_t buf[u32::size];
-        for (std::size_t i = 0; i < u32::size; ++i) buf[i] = static_cast<std::uint32_t>(p[2 * i] | (p[2 * i + 1] << 8));
+        for (std::size_t i = 0; i < u32::size; ++i)
+            buf[i] = W == 1 ? p[i] : static_cast<std::uint32_t>(p[2 * i] | (p[2 * i + 1] << 8));
         return u32::load_aligned(buf);
     }
 }
@@ -572,14 +546,14 @@ inline void decode_block(const std::uint8_t* src, std::uint8_t* buf) noexcept {
     if constexpr (K == 4 && n >= 4) {
         // Two bytes (four codes) per lane; spread each nibble to its own byte.
         for (std::size_t i = 0; i < block / (4 * n); ++i) {
-            const u32 x = widen16<Arch>(src + 2 * n * i);
+            const u32 x = widen<Arch, 2>(src + 2 * n * i);
             const u32 y = (x & u32(0xFu)) | ((x << 4) & u32(0xF00u)) | ((x << 8) & u32(0xF0000u)) |
                           ((x << 12) & u32(0xF000000u));
             y.store_aligned(reinterpret_cast<std::uint32_t*>(buf) + n * i);
         }
     } else if constexpr (K == 2 && n >= 4) {
         for (std::size_t i = 0; i < block / (4 * n); ++i) {
-            const u32 x = widen8<Arch>(src + n * i);
+            const u32 x = widen<Arch, 1>(src + n * i);
             const u32 y = (x & u32(0x3u)) | ((x << 6) & u32(0x300u)) | ((x << 12) & u32(0x30000u)) |
                           ((x << 18) & u32(0x3000000u));
             y.store_aligned(reinterpret_cast<std::uint32_t*>(buf) + n * i);
@@ -788,7 +762,7 @@ LOWBIT_FORCE_INLINE void for_each_run(const Job& j, const Spans& spans) noexcept
 /// n codes as 32-bit lanes: widened from bytes, or already so.
 template <class Arch>
 inline xsimd::batch<std::int32_t, Arch> code_lanes(const std::uint8_t* q) noexcept {
-    return ::lowbit::detail::simd::bitcast<std::int32_t>(widen8<Arch>(q));
+    return ::lowbit::detail::simd::bitcast<std::int32_t>(widen<Arch, 1>(q));
 }
 template <class Arch>
 inline xsimd::batch<std::int32_t, Arch> code_lanes(const xsimd::batch<std::int32_t, Arch>& q) noexcept {

@@ -30,7 +30,7 @@ inline void widen(ggml::type from, const unsigned char* src, float* out, std::si
     std::size_t i = 0;
     if (from == ggml::type::bf16) {
         for (; i + L <= n; i += L)
-            ::lowbit::detail::simd::bitcast<float>(dq::widen16<Arch>(src + 2 * i) << 16).store_unaligned(out + i);
+            ::lowbit::detail::simd::bitcast<float>(dq::widen<Arch, 2>(src + 2 * i) << 16).store_unaligned(out + i);
     } else {
         // F16C over the xsimd body's integer decode: <type>_from_f16_all_threads
         // gains beyond <type>_simd's (bench_ggml_quantize, AVX2, EPYC 2.6 GHz,
@@ -52,7 +52,7 @@ inline void widen(ggml::type from, const unsigned char* src, float* out, std::si
 #endif
             } else {
                 namespace ds = ::lowbit::detail::simd;
-                const U h = dq::widen16<Arch>(src + 2 * i);
+                const U h = dq::widen<Arch, 2>(src + 2 * i);
                 const U m = h & U(0x7FFFu);
                 const U scaled = ds::bitcast<std::uint32_t>(ds::bitcast<float>(m << 13) * B(0x1p112f));
                 const U bits = xsimd::select(m >= U(0x7C00u), (m << 13) | U(0x7F800000u), scaled);

@@ -51,6 +51,14 @@ constexpr void check_gptq_divisible(std::size_t n, int bits, std::string_view di
                                               std::to_string(bits) + "-bit GPTQ packing)");
 }
 
+// Words that n codes pack into (n along the packed dimension, a whole number
+// of packing units), after checking bits and n.
+constexpr std::size_t gptq_packed_words(std::size_t n, int bits, std::string_view dim, std::string_view where) {
+    check_gptq_bits(bits, where);
+    check_gptq_divisible(n, bits, dim, where);
+    return n / gptq_unit_codes(bits) * gptq_unit_words(bits);
+}
+
 // The per-word constant whose addition adds 1 to every field (2/4/8 bits).
 constexpr std::uint32_t gptq_field_ones(int bits) noexcept {
     return bits == 2 ? 0x55555555u : bits == 4 ? 0x11111111u : 0x01010101u;
@@ -79,25 +87,20 @@ inline void gptq_shift_zero_row(std::uint32_t* words, std::size_t n_words, int b
 
 /// qweight rows for `in` input rows: in*bits/32.
 constexpr std::size_t gptq_qweight_rows(std::size_t in, int bits) {
-    detail::check_gptq_bits(bits, "gptq_qweight_rows");
-    detail::check_gptq_divisible(in, bits, "input", "gptq_qweight_rows");
-    return in / detail::gptq_unit_codes(bits) * detail::gptq_unit_words(bits);
+    return detail::gptq_packed_words(in, bits, "input", "gptq_qweight_rows");
 }
 
 /// qzeros columns for `out` output columns: out*bits/32.
 constexpr std::size_t gptq_qzeros_cols(std::size_t out, int bits) {
-    detail::check_gptq_bits(bits, "gptq_qzeros_cols");
-    detail::check_gptq_divisible(out, bits, "output", "gptq_qzeros_cols");
-    return out / detail::gptq_unit_codes(bits) * detail::gptq_unit_words(bits);
+    return detail::gptq_packed_words(out, bits, "output", "gptq_qzeros_cols");
 }
 
 /// codes [in][out] -> qweight [in*bits/32][out].
 inline void pack_gptq_qweight(matrix_view<const std::uint8_t> codes, int bits, matrix_view<std::uint32_t> qweight) {
     constexpr std::string_view where = "pack_gptq_qweight";
-    detail::check_gptq_bits(bits, where);
-    detail::check_gptq_divisible(codes.rows(), bits, "input (codes rows)", where);
+    const std::size_t rows = detail::gptq_packed_words(codes.rows(), bits, "input (codes rows)", where);
+    detail::check_shape(qweight.rows(), qweight.cols(), rows, codes.cols(), "qweight", where);
     const std::size_t unit = detail::gptq_unit_codes(bits), words = detail::gptq_unit_words(bits);
-    detail::check_shape(qweight.rows(), qweight.cols(), codes.rows() / unit * words, codes.cols(), "qweight", where);
     detail::check_matrix_codes_fit(codes, bits, where);
     // One packing unit of input rows at a time keeps the reads to a handful of
     // rows in flight instead of walking whole columns.
@@ -118,10 +121,9 @@ inline std::vector<std::uint32_t> pack_gptq_qweight(matrix_view<const std::uint8
 /// qweight [in*bits/32][out] -> codes [in][out].
 inline void unpack_gptq_qweight(matrix_view<const std::uint32_t> qweight, int bits, matrix_view<std::uint8_t> codes) {
     constexpr std::string_view where = "unpack_gptq_qweight";
-    detail::check_gptq_bits(bits, where);
-    detail::check_gptq_divisible(codes.rows(), bits, "input (codes rows)", where);
+    const std::size_t rows = detail::gptq_packed_words(codes.rows(), bits, "input (codes rows)", where);
+    detail::check_shape(qweight.rows(), qweight.cols(), rows, codes.cols(), "qweight", where);
     const std::size_t unit = detail::gptq_unit_codes(bits), words = detail::gptq_unit_words(bits);
-    detail::check_shape(qweight.rows(), qweight.cols(), codes.rows() / unit * words, codes.cols(), "qweight", where);
     for (std::size_t b = 0; b * unit < codes.rows(); ++b)
         for (std::size_t o = 0; o < codes.cols(); ++o)
             detail::unpack_stream_u32(&qweight(b * words, o), qweight.stride(), unit, bits, &codes(b * unit, o),
@@ -165,10 +167,8 @@ inline void gptq_qzeros_v2_to_v1(matrix_view<std::uint32_t> qzeros, int bits) {
 inline void pack_gptq_qzeros(matrix_view<const std::uint8_t> zeros, int bits, gptq_zero_format format,
                              matrix_view<std::uint32_t> qzeros) {
     constexpr std::string_view where = "pack_gptq_qzeros";
-    detail::check_gptq_bits(bits, where);
-    detail::check_gptq_divisible(zeros.cols(), bits, "output (zeros columns)", where);
-    detail::check_shape(qzeros.rows(), qzeros.cols(), zeros.rows(),
-                        zeros.cols() / detail::gptq_unit_codes(bits) * detail::gptq_unit_words(bits), "qzeros", where);
+    const std::size_t cols = detail::gptq_packed_words(zeros.cols(), bits, "output (zeros columns)", where);
+    detail::check_shape(qzeros.rows(), qzeros.cols(), zeros.rows(), cols, "qzeros", where);
     detail::check_matrix_codes_fit(zeros, bits, where);
     for (std::size_t g = 0; g < zeros.rows(); ++g)
         detail::pack_stream_u32(zeros.row(g).data(), 1, zeros.cols(), bits, qzeros.row(g).data(), 1);
@@ -188,10 +188,8 @@ inline std::vector<std::uint32_t> pack_gptq_qzeros(matrix_view<const std::uint8_
 inline void unpack_gptq_qzeros(matrix_view<const std::uint32_t> qzeros, int bits, gptq_zero_format format,
                                matrix_view<std::uint8_t> zeros) {
     constexpr std::string_view where = "unpack_gptq_qzeros";
-    detail::check_gptq_bits(bits, where);
-    detail::check_gptq_divisible(zeros.cols(), bits, "output (zeros columns)", where);
-    detail::check_shape(qzeros.rows(), qzeros.cols(), zeros.rows(),
-                        zeros.cols() / detail::gptq_unit_codes(bits) * detail::gptq_unit_words(bits), "qzeros", where);
+    const std::size_t cols = detail::gptq_packed_words(zeros.cols(), bits, "output (zeros columns)", where);
+    detail::check_shape(qzeros.rows(), qzeros.cols(), zeros.rows(), cols, "qzeros", where);
     std::vector<std::uint32_t> row(qzeros.cols());
     for (std::size_t g = 0; g < qzeros.rows(); ++g) {
         const auto src = qzeros.row(g);
