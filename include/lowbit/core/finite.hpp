@@ -78,13 +78,8 @@ inline std::size_t first_non_finite(float_storage t, const void* data, std::size
 /// The value at index i of a float run of type `t`, widened to float.
 inline float float_at(float_storage t, const void* data, std::size_t i) noexcept {
     const auto* b = static_cast<const unsigned char*>(data);
-    if (t == float_storage::f32) {
-        float v;
-        std::memcpy(&v, b + i * 4, 4);
-        return v;
-    }
-    std::uint16_t h;
-    std::memcpy(&h, b + i * 2, 2);
+    if (t == float_storage::f32) return load_as<float>(b + i * 4);
+    const auto h = load_as<std::uint16_t>(b + i * 2);
     return t == float_storage::f16 ? fp16_to_float(h) : bf16_to_float(h);
 }
 

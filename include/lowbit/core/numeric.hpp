@@ -4,10 +4,20 @@
 
 #include <bit>
 #include <cstdint>
+#include <cstring>
 
 #include "../detail/config.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
+
+/// The T stored at p, at any alignment, in host byte order (little-endian on
+/// every platform ggml and GGUF run on): block fields read out of file bytes.
+template <class T>
+inline T load_as(const void* p) noexcept {
+    T v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+}
 
 // ---- IEEE binary16 -------------------------------------------------------
 // Overflow rounds to +-Inf; NaN stays NaN (quiet, sign kept). Arch: the

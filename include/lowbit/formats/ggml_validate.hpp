@@ -50,12 +50,6 @@ struct row_data_problem {
 
 namespace detail::validate {
 
-inline std::uint16_t u16_at(const unsigned char* p) noexcept {
-    std::uint16_t v;
-    std::memcpy(&v, p, 2);
-    return v;
-}
-
 inline bool fp16_bad(std::uint16_t h) noexcept { return (h & 0x7C00u) == 0x7C00u; }
 inline bool bf16_bad(std::uint16_t h) noexcept { return (h & 0x7F80u) == 0x7F80u; }
 
@@ -108,12 +102,8 @@ inline std::optional<block_rule> rule_for(type t) noexcept {
 
 inline double field_value(const unsigned char* p, kind k) noexcept {
     switch (k) {
-    case kind::fp16: return fp16_to_float(u16_at(p));
-    case kind::fp32: {
-        float f;
-        std::memcpy(&f, p, 4);
-        return f;
-    }
+    case kind::fp16: return fp16_to_float(load_as<std::uint16_t>(p));
+    case kind::fp32: return load_as<float>(p);
     case kind::e8m0: return *p == 0xFF ? std::nan("") : 0.0;
     }
     return 0.0;
@@ -121,12 +111,8 @@ inline double field_value(const unsigned char* p, kind k) noexcept {
 
 inline bool field_bad(const unsigned char* p, kind k) noexcept {
     switch (k) {
-    case kind::fp16: return fp16_bad(u16_at(p));
-    case kind::fp32: {
-        std::uint32_t u;
-        std::memcpy(&u, p, 4);
-        return (u & 0x7F800000u) == 0x7F800000u;
-    }
+    case kind::fp16: return fp16_bad(load_as<std::uint16_t>(p));
+    case kind::fp32: return (load_as<std::uint32_t>(p) & 0x7F800000u) == 0x7F800000u;
     case kind::e8m0: return *p == 0xFF;
     }
     return false;
@@ -206,20 +192,20 @@ inline std::optional<row_data_problem> find_invalid_block(type t, std::span<cons
         return std::nullopt;
     case type::f16:
         for (std::size_t i = 0; i < n; ++i)
-            if (v::fp16_bad(v::u16_at(p + 2 * i))) return problem(i, 2 * i, "value", fp16_to_float(v::u16_at(p + 2 * i)));
+            if (const auto h = load_as<std::uint16_t>(p + 2 * i); v::fp16_bad(h)) return problem(i, 2 * i, "value", fp16_to_float(h));
         return std::nullopt;
     case type::bf16:
         for (std::size_t i = 0; i < n; ++i)
-            if (v::bf16_bad(v::u16_at(p + 2 * i))) return problem(i, 2 * i, "value", bf16_to_float(v::u16_at(p + 2 * i)));
+            if (const auto h = load_as<std::uint16_t>(p + 2 * i); v::bf16_bad(h)) return problem(i, 2 * i, "value", bf16_to_float(h));
         return std::nullopt;
     case type::iq1_m:
         // The fp16 scale is the top nibble of each of the four u16 of
         // scales[8] (after qs[32], qh[16]), lowest first.
         for (std::size_t i = 0; i < n; ++i) {
             const unsigned char* sc = p + i * tr->type_size + 48;
-            const std::uint16_t h = static_cast<std::uint16_t>((v::u16_at(sc) >> 12) | ((v::u16_at(sc + 2) >> 8) & 0x00F0u) |
-                                                               ((v::u16_at(sc + 4) >> 4) & 0x0F00u) |
-                                                               (v::u16_at(sc + 6) & 0xF000u));
+            const auto u = [sc](int k) { return load_as<std::uint16_t>(sc + 2 * k); };
+            const auto h = static_cast<std::uint16_t>((u(0) >> 12) | ((u(1) >> 8) & 0x00F0u) | ((u(2) >> 4) & 0x0F00u) |
+                                                      (u(3) & 0xF000u));
             if (v::fp16_bad(h)) return problem(i, i * tr->type_size + 48, "scale", fp16_to_float(h));
         }
         return std::nullopt;
@@ -233,8 +219,8 @@ inline std::optional<row_data_problem> find_invalid_block(type t, std::span<cons
         const std::size_t o0 = rule->f[0].offset, o1 = rule->n == 2 ? rule->f[1].offset : o0, ts = tr->type_size;
         unsigned any = 0;
         for (std::size_t i = 0; i < n; ++i)
-            any |= static_cast<unsigned>(v::fp16_bad(v::u16_at(p + i * ts + o0))) |
-                   static_cast<unsigned>(v::fp16_bad(v::u16_at(p + i * ts + o1)));
+            any |= static_cast<unsigned>(v::fp16_bad(load_as<std::uint16_t>(p + i * ts + o0))) |
+                   static_cast<unsigned>(v::fp16_bad(load_as<std::uint16_t>(p + i * ts + o1)));
         if (!any) return std::nullopt;
     }
     for (std::size_t i = 0; i < n; ++i) {

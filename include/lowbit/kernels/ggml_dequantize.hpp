@@ -114,19 +114,6 @@ template <class A>
 inline constexpr bool pshufb_v =
     dq::is_ssse3_v<A> || is_avx2_v<A> || is_avx512_v<A>;
 
-template <class Arch>
-inline std::uint16_t u16_at(const unsigned char* p) noexcept {
-    std::uint16_t v;
-    std::memcpy(&v, p, 2);
-    return v;
-}
-
-template <class Arch>
-inline std::uint32_t u32_at(const unsigned char* p) noexcept {
-    std::uint32_t v;
-    std::memcpy(&v, p, 4);
-    return v;
-}
 
 
 /// How a group's float params apply to float(q).
@@ -359,10 +346,10 @@ struct legacy_dec {
     static constexpr op k = Affine ? op::mul_add : op::mul;
     static constexpr std::int8_t sub = Affine ? 0 : static_cast<std::int8_t>(1 << (K - 1));
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
-        o.s[0] = half<Arch>(u16_at<Arch>(b));
-        if constexpr (Affine) o.o[0] = half<Arch>(u16_at<Arch>(b + 2));
+        o.s[0] = half<Arch>(load_as<std::uint16_t>(b));
+        if constexpr (Affine) o.o[0] = half<Arch>(load_as<std::uint16_t>(b + 2));
         if constexpr (K == 4) nibbles<Arch>(b + qs, o.buf, sub);
-        else five_bit<Arch>(b + qs, u32_at<Arch>(b + qh), o.buf, sub);
+        else five_bit<Arch>(b + qs, load_as<std::uint32_t>(b + qh), o.buf, sub);
         return o.buf;
     }
 };
@@ -380,7 +367,7 @@ struct q8_dec {  // Q8_0 (34 bytes) and Q8_1 (36: d, s, qs)
     static constexpr std::size_t B = 32, G = 32, bytes = Bytes;
     static constexpr op k = op::mul;
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
-        o.s[0] = half<Arch>(u16_at<Arch>(b));
+        o.s[0] = half<Arch>(load_as<std::uint16_t>(b));
         return reinterpret_cast<const std::int8_t*>(b + (Bytes - 32));
     }
 };
@@ -400,7 +387,7 @@ struct iq4_nl_dec {
     static constexpr std::size_t B = 32, G = 32, bytes = 18;
     static constexpr op k = op::mul;
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
-        o.s[0] = half<Arch>(u16_at<Arch>(b));
+        o.s[0] = half<Arch>(load_as<std::uint16_t>(b));
         lut<Arch>(b + 2, ggml::iq4_nl_values, o.buf);
         return o.buf;
     }
@@ -425,8 +412,8 @@ struct iq4_xs_dec {
     static constexpr std::size_t B = 256, G = 32, bytes = 136;
     static constexpr op k = op::mul;
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
-        const float d = half<Arch>(u16_at<Arch>(b));
-        const unsigned sh = u16_at<Arch>(b + 2);
+        const float d = half<Arch>(load_as<std::uint16_t>(b));
+        const unsigned sh = load_as<std::uint16_t>(b + 2);
         for (int ib = 0; ib < 8; ++ib) {
             const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0F) | (((sh >> (2 * ib)) & 3) << 4);
             o.s[ib] = d * static_cast<float>(ls - 32);
@@ -441,7 +428,7 @@ struct q2_k_dec {
     static constexpr std::size_t B = 256, G = 16, bytes = 84;
     static constexpr op k = op::mul_sub;
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
-        const float d = half<Arch>(u16_at<Arch>(b + 80)), dmin = half<Arch>(u16_at<Arch>(b + 82));
+        const float d = half<Arch>(load_as<std::uint16_t>(b + 80)), dmin = half<Arch>(load_as<std::uint16_t>(b + 82));
         for (int g = 0; g < 16; ++g) {
             o.s[g] = d * static_cast<float>(b[g] & 0xF);
             o.o[g] = dmin * static_cast<float>(b[g] >> 4);
@@ -458,7 +445,7 @@ struct q3_k_dec {
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
         const unsigned char* hm = b;
         const unsigned char* sc = b + 96;
-        const float d = half<Arch>(u16_at<Arch>(b + 108));
+        const float d = half<Arch>(load_as<std::uint16_t>(b + 108));
         for (int g = 0; g < 16; ++g) {
             const int lo = g < 8 ? (sc[g] & 0xF) : (sc[g - 8] >> 4);
             const int s = lo | (((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4);
@@ -516,7 +503,7 @@ struct qk_dec {  // Q4_K (144 bytes) and Q5_K (176: with qh)
     static constexpr std::size_t B = 256, G = 32, bytes = Five ? 176 : 144;
     static constexpr op k = op::mul_sub;
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
-        const float d = half<Arch>(u16_at<Arch>(b)), dmin = half<Arch>(u16_at<Arch>(b + 2));
+        const float d = half<Arch>(load_as<std::uint16_t>(b)), dmin = half<Arch>(load_as<std::uint16_t>(b + 2));
         for (int j = 0; j < 8; ++j) {
             int sc, m;
             scale_min_k4<Arch>(j, b + 4, sc, m);
@@ -576,7 +563,7 @@ struct q6_k_dec {
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
         const unsigned char* ql = b;
         const unsigned char* qh = b + 128;
-        const float d = half<Arch>(u16_at<Arch>(b + 208));
+        const float d = half<Arch>(load_as<std::uint16_t>(b + 208));
         for (int g = 0; g < 16; ++g) o.s[g] = d * static_cast<float>(static_cast<std::int8_t>(b[192 + g]));
         // q6_k 46.9 vs 28.2 (avx512bw), 44.2 vs 39.0 (avx2); none on sse4_1 (29.5 vs 29.6).
         if constexpr (wide_x86_v<Arch>) {
@@ -625,7 +612,7 @@ struct tq2_0_dec {
     static constexpr std::size_t B = 256, G = 256, bytes = 66;
     static constexpr op k = op::mul;
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
-        o.s[0] = half<Arch>(u16_at<Arch>(b + 64));
+        o.s[0] = half<Arch>(load_as<std::uint16_t>(b + 64));
         two_bit<Arch>(b, o.buf, 1);
         return o.buf;
     }
@@ -648,7 +635,7 @@ struct tq1_0_dec {
     }
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
         constexpr unsigned pow3[5] = {1, 3, 9, 27, 81};
-        o.s[0] = half<Arch>(u16_at<Arch>(b + 52));
+        o.s[0] = half<Arch>(load_as<std::uint16_t>(b + 52));
         // Bytes 0-47, three 16-byte batches: five trits each.
         u8 v[3] = {u8::load_unaligned(b), u8::load_unaligned(b + 16), u8::load_unaligned(b + 32)};
         auto* out = reinterpret_cast<std::uint8_t*>(o.buf);
@@ -685,15 +672,11 @@ inline xsimd::batch<std::int32_t, Arch> widen_i8(const std::int8_t* p) noexcept 
 #endif
     } else if constexpr (dq::is_sse4_1_v<Arch>) {
 #if XSIMD_WITH_SSE4_1
-        std::int32_t w;
-        std::memcpy(&w, p, 4);
-        return i32(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(w)));
+        return i32(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(load_as<std::int32_t>(p))));
 #endif
     } else if constexpr (is_sse2_v<Arch>) {
 #if XSIMD_WITH_SSE2
-        std::int32_t w;
-        std::memcpy(&w, p, 4);
-        const __m128i b = _mm_cvtsi32_si128(w);
+        const __m128i b = _mm_cvtsi32_si128(load_as<std::int32_t>(p));
         const __m128i x = _mm_unpacklo_epi16(_mm_unpacklo_epi8(b, b), _mm_unpacklo_epi8(b, b));
         return i32(_mm_srai_epi32(x, 24));
 #endif

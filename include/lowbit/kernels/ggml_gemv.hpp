@@ -416,9 +416,7 @@ inline void gemv_ggml_q8_ref(const ggml_gemv_q8_job& j) noexcept {
                 // Q4_1/Q5_1 (m at byte 2) times Q8_1: ggml's offset term is
                 // m_w * s_x, s_x = fp16(d_x * sum(q_x)) as the block stores
                 // it, where the dequantized values give m_w * sum(fp16(d_x) * q_x).
-                const auto half = [](const unsigned char* p) {
-                    return fp16_to_float(static_cast<std::uint16_t>(p[0] | p[1] << 8));
-                };
+                const auto half = [](const unsigned char* p) { return fp16_to_float(load_as<std::uint16_t>(p)); };
                 for (std::size_t i = 0; i < nb; ++i) {
                     const unsigned char* xb = xtmp + i * xts;
                     const float m_w = half(wbytes + i * ts + 2), d_x = half(xb), s_x = half(xb + 2);
@@ -441,38 +439,27 @@ struct act;
 template <>
 struct act<ggml::type::q8_0> {
     static constexpr std::size_t B = 32, bytes = 34;
-    static float d(const unsigned char* b) noexcept { return fp16_to_float(u16(b)); }
+    static float d(const unsigned char* b) noexcept { return fp16_to_float(load_as<std::uint16_t>(b)); }
     static const std::int8_t* qs(const unsigned char* b) noexcept { return reinterpret_cast<const std::int8_t*>(b + 2); }
-    static std::uint16_t u16(const unsigned char* p) noexcept {
-        std::uint16_t v;
-        std::memcpy(&v, p, 2);
-        return v;
-    }
 };
 template <>
 struct act<ggml::type::q8_1> : act<ggml::type::q8_0> {
     static constexpr std::size_t bytes = 36;
     /// fp16(d * sum(q)), as the block stores it.
-    static float s(const unsigned char* b) noexcept { return fp16_to_float(u16(b + 2)); }
+    static float s(const unsigned char* b) noexcept { return fp16_to_float(load_as<std::uint16_t>(b + 2)); }
     static const std::int8_t* qs(const unsigned char* b) noexcept { return reinterpret_cast<const std::int8_t*>(b + 4); }
 };
 template <>
 struct act<ggml::type::q8_k> {
     static constexpr std::size_t B = 256, bytes = 292;
-    static float d(const unsigned char* b) noexcept {
-        float v;
-        std::memcpy(&v, b, 4);
-        return v;
-    }
+    static float d(const unsigned char* b) noexcept { return load_as<float>(b); }
     static const std::int8_t* qs(const unsigned char* b) noexcept { return reinterpret_cast<const std::int8_t*>(b + 4); }
     /// Sum of the codes of group g of G values (G a multiple of 16).
     template <std::size_t G>
     static std::int32_t bsum(const unsigned char* b, std::size_t g) noexcept {
         std::int32_t s = 0;
         for (std::size_t i = g * G / 16; i < (g + 1) * G / 16; ++i) {
-            std::int16_t v;
-            std::memcpy(&v, b + 260 + 2 * i, 2);
-            s += v;
+            s += load_as<std::int16_t>(b + 260 + 2 * i);
         }
         return s;
     }
