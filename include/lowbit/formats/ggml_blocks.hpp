@@ -147,23 +147,6 @@ inline std::int8_t trunc_to_i8(float v) noexcept {
 }
 inline std::uint8_t trunc_to_u8(float v) noexcept { return static_cast<std::uint8_t>(static_cast<int>(v) & 0xFF); }
 
-struct signed_absmax {
-    float amax = 0.0f;  ///< largest |x|
-    float max = 0.0f;   ///< that element, sign kept (the first one on ties)
-};
-
-inline signed_absmax find_signed_absmax(const float* x, std::size_t n) noexcept {
-    signed_absmax r;
-    for (std::size_t i = 0; i < n; ++i) {
-        const float ax = std::fabs(x[i]);
-        if (ax > r.amax) {
-            r.amax = ax;
-            r.max = x[i];
-        }
-    }
-    return r;
-}
-
 // Written as ggml's MAX macro so that NaN inputs propagate the same way.
 inline float absmax(const float* x, std::size_t n) noexcept {
     float amax = 0.0f;
@@ -335,6 +318,14 @@ inline int unpack_trit(std::uint8_t byte, int k) noexcept {
     constexpr std::uint8_t pow3[5] = {1, 3, 9, 27, 81};
     const auto shifted = static_cast<std::uint8_t>(byte * pow3[k]);
     return (static_cast<int>(shifted) * 3) >> 8;
+}
+
+/// TQ1_0/TQ2_0's scale: d = amax of the block's 256 values, stored as fp16
+/// at d16; returns 1 / d (0 for an all-zero block).
+inline float ternary_scale(const float* xb, std::uint16_t& d16) noexcept {
+    const float d = absmax(xb, 256);
+    d16 = float_to_fp16(d);
+    return d != 0.0f ? 1.0f / d : 0.0f;
 }
 
 // Ternary level of x * id: lround gives -1, 0 or 1, stored +1.
@@ -569,9 +560,7 @@ inline void quantize_blocks(const float* x, block_tq1_0* y, std::size_t nb, cons
     (void)imatrix;
     for (std::size_t ib = 0; ib < nb; ++ib) {
         const float* xb = x + 256 * ib;
-        const float d = absmax(xb, 256);
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[ib].d = float_to_fp16(d);
+        const float id = ternary_scale(xb, y[ib].d);
         int t[5];
         // Bytes 0-31 carry elements 32k + m, bytes 32-47 elements 160 + 16k + m,
         // qh[j] elements 240 + 4k + j (k = trit position, most significant first).
@@ -611,9 +600,7 @@ inline void quantize_blocks(const float* x, block_tq2_0* y, std::size_t nb, cons
     (void)imatrix;
     for (std::size_t ib = 0; ib < nb; ++ib) {
         const float* xb = x + 256 * ib;
-        const float d = absmax(xb, 256);
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[ib].d = float_to_fp16(d);
+        const float id = ternary_scale(xb, y[ib].d);
         for (int half = 0; half < 2; ++half)
             for (int m = 0; m < 32; ++m) {
                 unsigned q = 0;

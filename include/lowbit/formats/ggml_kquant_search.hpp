@@ -36,6 +36,23 @@ namespace ggml::detail {
 /// Below this a group counts as all zero.
 inline constexpr float group_max_eps = 1e-15f;
 
+struct signed_absmax {
+    float amax = 0.0f;  ///< largest |x|
+    float max = 0.0f;   ///< that element, sign kept (the first one on ties)
+};
+
+inline signed_absmax find_signed_absmax(const float* x, std::size_t n) noexcept {
+    signed_absmax r;
+    for (std::size_t i = 0; i < n; ++i) {
+        const float ax = std::fabs(x[i]);
+        if (ax > r.amax) {
+            r.amax = ax;
+            r.max = x[i];
+        }
+    }
+    return r;
+}
+
 /// a * b, never fused into the add it feeds.
 template <class Arch>
 inline float mul_unfused(float a, float b) noexcept {

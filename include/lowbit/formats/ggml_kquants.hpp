@@ -283,14 +283,7 @@ inline void q3_k_dsub(const block_q3_k& y, float* dsub) noexcept {
 /// Q3_K without an imatrix (with one, see quantize_block).
 template <class Arch>
 inline void q3_k_scales(const float* scales, block_q3_k& y, float* dsub) noexcept {
-    float max_scale = 0, amax = 0;
-    for (int j = 0; j < 16; ++j) {
-        const float a = std::fabs(scales[j]);
-        if (a > amax) {
-            amax = a;
-            max_scale = scales[j];
-        }
-    }
+    const float max_scale = find_signed_absmax(scales, 16).max;
     if (max_scale != 0.f) {
         const float iscale = -32.f / max_scale;
         int ls[16];
@@ -350,14 +343,7 @@ inline void q45_k_scales(const float* scales, const float* mins, const float* sw
 /// Returns false for an all-zero super-block (stored as zeros).
 template <class Arch>
 inline bool q6_k_scales(const float* scales, block_q6_k& y, float* dsub) noexcept {
-    float max_scale = 0, max_abs_scale = 0;
-    for (int j = 0; j < 16; ++j) {
-        const float a = std::fabs(scales[j]);
-        if (a > max_abs_scale) {
-            max_abs_scale = a;
-            max_scale = scales[j];
-        }
-    }
+    const auto [max_abs_scale, max_scale] = find_signed_absmax(scales, 16);
     if (max_abs_scale < group_max_eps) return false;
     const float iscale = -128.f / max_scale;
     y.d = float_to_fp16<Arch>(1 / iscale);
