@@ -288,6 +288,66 @@ TEST_CASE("ggml gemv: activation blocks made elsewhere give the same product", "
                         Catch::Contains("q4_0 is not an activation type (q8_0, q8_1, q8_K)"));
 }
 
+TEST_CASE("ggml gemv: fp16 and bf16 outputs are the fp32 results rounded once", "[kernels][ggml][gemv]") {
+    isa_reset reset;
+    std::mt19937 rng(21);
+    for (ggml::type t : {ggml::type::q4_0, ggml::type::q4_1, ggml::type::q4_k, ggml::type::q6_k, ggml::type::iq4_xs}) {
+        const weights w = make_weights(t, 11, 512, fill::quantized, rng);
+        std::vector<float> bias(11);
+        for (auto& b : bias) b = static_cast<float>(rng() % 100) - 50.0f;
+        for (std::size_t m : {std::size_t{1}, std::size_t{3}, std::size_t{17}}) {
+            // Values past fp16's range too: x scaled by 2^12 makes some outputs overflow it (to +-inf).
+            activations x = make_x(m, 512, 1, rng);
+            for (std::size_t c = 0; c < 512; c += 7) x.storage[1 + c] *= 4096.0f;
+            const ggml_activations xq = quantize_activations(t, x.view());
+            const std::size_t ys = 11 + 3;
+            for (isa i : available_isas()) {
+                set_active_isa(i);
+                for (bool int8 : {false, true}) {
+                    std::vector<float> y32(m * ys, -1.0f);
+                    const matrix_view<float> v32(y32.data(), m, 11, ys);
+                    if (int8) gemv_ggml(w.view(), xq, v32, {1, 10}, bias);
+                    else gemv_ggml(w.view(), x.view(), v32, {1, 10}, bias);
+                    for (out_type ot : {out_type::f16, out_type::bf16}) {
+                        const std::uint16_t sentinel = 0x7E01;
+                        std::vector<std::uint16_t> y16(m * ys, sentinel);
+                        const matrix_view<std::uint16_t> v16(y16.data(), m, 11, ys);
+                        if (int8) gemv_ggml(w.view(), xq, v16, ot, {1, 10}, bias);
+                        else gemv_ggml(w.view(), x.view(), v16, ot, {1, 10}, bias);
+                        for (std::size_t mi = 0; mi < m; ++mi)
+                            for (std::size_t r = 0; r < 11; ++r) {
+                                INFO(ggml::traits(t).name << (int8 ? " int8" : " f32") << " path, "
+                                                          << (ot == out_type::f16 ? "f16" : "bf16") << " on "
+                                                          << isa_name(i) << ": m " << mi << " of " << m << ", row " << r);
+                                const float v = y32[mi * ys + r];
+                                const std::uint16_t want = r < 1 || r >= 10 ? sentinel
+                                                           : ot == out_type::f16 ? float_to_fp16(v)
+                                                                                 : float_to_bf16(v);
+                                REQUIRE(y16[mi * ys + r] == want);
+                            }
+                    }
+                }
+            }
+        }
+    }
+    // Both threads' ranges, and the all-rows form.
+    const weights w = make_weights(ggml::type::q8_0, 40, 256, fill::quantized, rng);
+    const activations x = make_x(2, 256, 0, rng);
+    std::vector<float> y32(2 * 40);
+    std::vector<std::uint16_t> a(2 * 40), b(2 * 40);
+    gemv_ggml(w.view(), x.view(), matrix_view<float>(y32.data(), 2, 40));
+    gemv_ggml(w.view(), x.view(), matrix_view<std::uint16_t>(a.data(), 2, 40), out_type::bf16);
+    gemv_ggml_parallel(w.view(), x.view(), matrix_view<std::uint16_t>(b.data(), 2, 40), out_type::bf16, 2);
+    REQUIRE(a == b);
+    for (std::size_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == float_to_bf16(y32[i]));
+    const ggml_activations xq = quantize_activations(w.t, x.view());
+    gemv_ggml(w.view(), xq, matrix_view<std::uint16_t>(a.data(), 2, 40), out_type::f16);
+    gemv_ggml_parallel(w.view(), xq, matrix_view<std::uint16_t>(b.data(), 2, 40), out_type::f16, 2);
+    REQUIRE(a == b);
+    REQUIRE_THROWS_WITH(gemv_ggml(w.view(), x.view(), matrix_view<std::uint16_t>(a.data(), 2, 40), out_type::f32),
+                        Catch::Contains("a y of 16-bit elements is fp16 or bf16"));
+}
+
 TEST_CASE("ggml gemv: bad shapes and types are errors naming what is wrong", "[kernels][ggml][gemv][errors]") {
     std::mt19937 rng(3);
     const weights w = make_weights(ggml::type::q8_0, 4, 64, fill::quantized, rng);

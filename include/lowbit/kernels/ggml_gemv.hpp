@@ -4,7 +4,8 @@
 //   y[m][n] = sum_k x[m][k] * W[n][k]  (+ bias[n])   for n in a range of W's rows
 //
 // with fp32 activations x (M rows) and W in any block type dequantize_ggml
-// handles. Each block is decoded once per tile of up to four activation rows
+// handles; y in fp32, or fp16/bf16 (each output rounded once, from the fp32
+// sum). Each block is decoded once per tile of up to four activation rows
 // (formats' rule: kernels/ggml_dequantize.hpp's decoders), its values formed
 // in registers exactly as dequantize forms them, and multiplied into one
 // accumulator batch per activation row. The engine owns threads: it hands
@@ -50,9 +51,10 @@ struct ggml_gemv_job {
     const float* x;
     std::size_t x_stride;  ///< floats between activation rows
     std::size_t m;         ///< activation rows
-    float* y;
-    std::size_t y_stride;  ///< floats between output rows
+    void* y;               ///< out_type elements (fp16/bf16 as uint16_t bits)
+    std::size_t y_stride;  ///< elements between output rows
     const float* bias;     ///< n values, or null
+    out_type y_type = out_type::f32;
 };
 
 struct gemv_ggml_fn {
@@ -62,6 +64,12 @@ struct gemv_ggml_fn {
 
 namespace detail::ggml_gemv {
 
+/// Output element i of y: v, as y_type stores it (fp16/bf16 rounded to nearest even).
+inline void store_y(void* y, out_type t, std::size_t i, float v) noexcept {
+    if (t == out_type::f32) static_cast<float*>(y)[i] = v;
+    else static_cast<std::uint16_t*>(y)[i] = t == out_type::f16 ? float_to_fp16(v) : float_to_bf16(v);
+}
+
 /// The scalar references' loop: each W row dequantized by ggml's row function
 /// a chunk of blocks at a time, products added in k order in float.
 /// xs(mi, b, nb, wbytes) gives activation row mi's values for W blocks
@@ -69,7 +77,7 @@ namespace detail::ggml_gemv {
 /// beside their products.
 template <class Xs>
 inline void ref_rows(ggml::type t, const void* w, std::size_t w_stride, std::size_t n, std::size_t k, std::size_t m,
-                     float* y, std::size_t y_stride, const float* bias, Xs&& xs) noexcept {
+                     void* y, std::size_t y_stride, out_type y_type, const float* bias, Xs&& xs) noexcept {
     const ggml::dequantize_row_fn f = ggml_dequant::ref_row(t);
     const auto base = ggml::find_base_traits(static_cast<std::uint32_t>(t));
     if (!f || !base) return;
@@ -77,22 +85,27 @@ inline void ref_rows(ggml::type t, const void* w, std::size_t w_stride, std::siz
     alignas(16) unsigned char tmp[4096];
     float wf[2048];
     const std::size_t per_chunk = std::min(sizeof tmp / ts, sizeof wf / sizeof wf[0] / bs);
+    constexpr std::size_t tm = 16;  // activation rows a pass over W's row
+    float acc[tm];
     for (std::size_t r = 0; r < n; ++r) {
         const unsigned char* row = static_cast<const unsigned char*>(w) + r * w_stride;
-        for (std::size_t mi = 0; mi < m; ++mi) y[mi * y_stride + r] = 0.0f;
-        for (std::size_t b = 0; b < k / bs; b += per_chunk) {
-            const std::size_t nb = std::min(per_chunk, k / bs - b);
-            std::memcpy(tmp, row + b * ts, nb * ts);  // the row functions read blocks in place, aligned
-            f(tmp, wf, nb * bs);
-            for (std::size_t mi = 0; mi < m; ++mi) {
-                const auto [x, add] = xs(mi, b, nb, static_cast<const unsigned char*>(tmp));
-                float acc = y[mi * y_stride + r];
-                for (std::size_t i = 0; i < nb * bs; ++i) acc += ::lowbit::detail::unfused(wf[i] * x[i]);
-                y[mi * y_stride + r] = acc + add;
+        for (std::size_t m0 = 0; m0 < m; m0 += tm) {
+            const std::size_t m1 = std::min(m, m0 + tm);
+            std::fill(acc, acc + tm, 0.0f);
+            for (std::size_t b = 0; b < k / bs; b += per_chunk) {
+                const std::size_t nb = std::min(per_chunk, k / bs - b);
+                std::memcpy(tmp, row + b * ts, nb * ts);  // the row functions read blocks in place, aligned
+                f(tmp, wf, nb * bs);
+                for (std::size_t mi = m0; mi < m1; ++mi) {
+                    const auto [x, add] = xs(mi, b, nb, static_cast<const unsigned char*>(tmp));
+                    float a = acc[mi - m0];
+                    for (std::size_t i = 0; i < nb * bs; ++i) a += ::lowbit::detail::unfused(wf[i] * x[i]);
+                    acc[mi - m0] = a + add;
+                }
             }
+            for (std::size_t mi = m0; mi < m1; ++mi)
+                store_y(y, y_type, mi * y_stride + r, bias ? acc[mi - m0] + bias[r] : acc[mi - m0]);
         }
-        if (bias)
-            for (std::size_t mi = 0; mi < m; ++mi) y[mi * y_stride + r] += bias[r];
     }
 }
 
@@ -103,7 +116,7 @@ inline void ref_rows(ggml::type t, const void* w, std::size_t w_stride, std::siz
 inline void gemv_ggml_ref(const ggml_gemv_job& j) noexcept {
     const auto base = ggml::find_base_traits(static_cast<std::uint32_t>(j.type));
     if (!base) return;
-    detail::ggml_gemv::ref_rows(j.type, j.w, j.w_stride, j.n, j.k, j.m, j.y, j.y_stride, j.bias,
+    detail::ggml_gemv::ref_rows(j.type, j.w, j.w_stride, j.n, j.k, j.m, j.y, j.y_stride, j.y_type, j.bias,
                                 [&](std::size_t mi, std::size_t b, std::size_t, const unsigned char*) {
                                     return std::pair<const float*, float>{
                                         j.x + mi * j.x_stride + b * base->block_size, 0.0f};
@@ -169,7 +182,7 @@ inline void row_block(const ggml_gemv_job& j, std::size_t r) noexcept {
     const auto put = [&](std::size_t m0, std::size_t tt) {
         for (std::size_t i = 0; i < R; ++i) {
             const float add = j.bias ? j.bias[r + i] : 0.0f;
-            for (std::size_t t = 0; t < tt; ++t) j.y[(m0 + t) * j.y_stride + r + i] = out[i * tt + t] + add;
+            for (std::size_t t = 0; t < tt; ++t) store_y(j.y, j.y_type, (m0 + t) * j.y_stride + r + i, out[i * tt + t] + add);
         }
     };
     std::size_t m0 = 0;
@@ -218,39 +231,81 @@ void gemv_ggml_fn::operator()(Arch, const ggml_gemv_job& j) const noexcept {
 
 namespace detail::ggml_gemv {
 
+/// y as the kernels write it: rows x cols elements of `type`, `stride`
+/// elements apart (fp16/bf16 as uint16_t bits).
+struct gemv_out {
+    void* data;
+    std::size_t rows, cols, stride;
+    out_type type;
+    /// Where column c of row 0 is.
+    void* col(std::size_t c) const noexcept {
+        return static_cast<unsigned char*>(data) + c * (type == out_type::f32 ? sizeof(float) : sizeof(std::uint16_t));
+    }
+};
+
+inline gemv_out out_of(matrix_view<float> y) {
+    ::lowbit::detail::check_view(y, "gemv_ggml: y");
+    return {y.data(), y.rows(), y.cols(), y.stride(), out_type::f32};
+}
+
+inline gemv_out out_of(matrix_view<std::uint16_t> y, out_type type) {
+    ::lowbit::detail::check_view(y, "gemv_ggml: y");
+    if (type != out_type::f16 && type != out_type::bf16)
+        LOWBIT_THROW(errc::invalid_argument, "gemv_ggml: a y of 16-bit elements is fp16 or bf16 (out_type::f16 or "
+                                             "out_type::bf16), not out_type " +
+                                                 std::to_string(static_cast<int>(type)));
+    return {y.data(), y.rows(), y.cols(), y.stride(), type};
+}
+
 /// The checks both paths make of x's shape (x_rows x x_cols), y, bias and
 /// the row range; `who` starts each message. Returns the W rows to compute:
 /// none where there is nothing to multiply (where W's rows are empty, the
 /// range's outputs are set to the bias, the value of an empty sum).
 inline std::pair<std::size_t, std::size_t> checked_rows(const ggml::rows_view& w, std::size_t x_rows,
-                                                        std::size_t x_cols, matrix_view<float> y, row_range rows,
+                                                        std::size_t x_cols, const gemv_out& y, row_range rows,
                                                         std::span<const float> bias, const std::string& who) {
-    ::lowbit::detail::check_view(y, "gemv_ggml: y");
     if (x_rows != 0 && x_cols != w.cols())
         LOWBIT_THROW(errc::invalid_argument, who + ": x has " + std::to_string(x_cols) + " columns, the weights' rows " +
                                                  std::to_string(w.cols()) + " values");
-    if (y.rows() != x_rows || y.cols() != w.rows())
-        LOWBIT_THROW(errc::invalid_argument, who + ": y is " + std::to_string(y.rows()) + " x " +
-                                                 std::to_string(y.cols()) + ", the product is " +
-                                                 std::to_string(x_rows) + " x " + std::to_string(w.rows()));
+    if (y.rows != x_rows || y.cols != w.rows())
+        LOWBIT_THROW(errc::invalid_argument, who + ": y is " + std::to_string(y.rows) + " x " + std::to_string(y.cols) +
+                                                 ", the product is " + std::to_string(x_rows) + " x " +
+                                                 std::to_string(w.rows()));
     if (!bias.empty() && bias.size() != w.rows())
         LOWBIT_THROW(errc::invalid_argument, who + ": bias has " + std::to_string(bias.size()) + " values for " +
                                                  std::to_string(w.rows()) + " weight rows");
     const auto [r0, r1] = ::lowbit::detail::clamp_rows(rows, w.rows(), "gemv_ggml");
     if (x_rows == 0) return {r0, r0};
     if (w.cols() == 0) {
-        for (std::size_t mi = 0; mi < y.rows(); ++mi)
-            for (std::size_t r = r0; r < r1; ++r) y(mi, r) = bias.empty() ? 0.0f : bias[r];
+        for (std::size_t mi = 0; mi < y.rows; ++mi)
+            for (std::size_t r = r0; r < r1; ++r) store_y(y.data, y.type, mi * y.stride + r, bias.empty() ? 0.0f : bias[r]);
         return {r0, r0};
     }
     return {r0, r1};
 }
 
-/// gemv_ggml(w, x, y, range, bias) on `threads` threads (0: the hardware's
-/// count), ranges in whole multiples of 16 rows; the checks once, first.
+inline void gemv(const ggml::rows_view& w, matrix_view<const float> x, const gemv_out& y, row_range rows,
+                 std::span<const float> bias) {
+    const std::string who = "gemv_ggml(" + std::string(w.type_name()) + ")";
+    if (!dequantize_ggml_supports(w.type_id()))
+        LOWBIT_THROW(errc::unsupported, who + ": no GEMV for weights of ggml type " + std::string(w.type_name()));
+    ::lowbit::detail::check_view(x, "gemv_ggml: x");
+    const auto [r0, r1] = checked_rows(w, x.rows(), x.cols(), y, rows, bias, who);
+    if (r0 == r1) return;
+    const ggml_gemv_job j{w.type_id(), w.row(r0), w.stride(), r1 - r0, w.cols(), x.data(), x.stride(), x.rows(),
+                          y.col(r0), y.stride, bias.empty() ? nullptr : bias.data() + r0, y.type};
+    dispatch(gemv_ggml_fn{}, j);
+}
+
+/// gemv(w, x, y, range, bias) on `threads` threads (0: the hardware's
+/// count), ranges in whole multiples of 16 rows (64 bytes of an fp32 y row);
+/// the checks once, first.
 template <class X>
-void run_parallel(const ggml::rows_view& w, const X& x, matrix_view<float> y, unsigned threads,
-                  std::span<const float> bias);
+void run_parallel(const ggml::rows_view& w, const X& x, const gemv_out& y, unsigned threads,
+                  std::span<const float> bias) {
+    gemv(w, x, y, row_range{0, 0}, bias);  // the checks, once, on the calling thread
+    parallel_for(w.rows(), threads, 16, [&](std::size_t b, std::size_t e) { gemv(w, x, y, {b, e}, bias); });
+}
 
 }  // namespace detail::ggml_gemv
 
@@ -265,15 +320,15 @@ inline bool gemv_ggml_supports(ggml::type t) noexcept { return dequantize_ggml_s
 /// errc::unsupported naming what is wrong.
 inline void gemv_ggml(const ggml::rows_view& w, matrix_view<const float> x, matrix_view<float> y,
                       row_range rows = all_rows, std::span<const float> bias = {}) {
-    const std::string who = "gemv_ggml(" + std::string(w.type_name()) + ")";
-    if (!gemv_ggml_supports(w.type_id()))
-        LOWBIT_THROW(errc::unsupported, who + ": no GEMV for weights of ggml type " + std::string(w.type_name()));
-    ::lowbit::detail::check_view(x, "gemv_ggml: x");
-    const auto [r0, r1] = detail::ggml_gemv::checked_rows(w, x.rows(), x.cols(), y, rows, bias, who);
-    if (r0 == r1) return;
-    const ggml_gemv_job j{w.type_id(), w.row(r0), w.stride(), r1 - r0, w.cols(), x.data(), x.stride(), x.rows(),
-                          y.data() + r0, y.stride(), bias.empty() ? nullptr : bias.data() + r0};
-    dispatch(gemv_ggml_fn{}, j);
+    detail::ggml_gemv::gemv(w, x, detail::ggml_gemv::out_of(y), rows, bias);
+}
+
+/// The same with y in fp16 or bf16 (y_type out_type::f16 or out_type::bf16;
+/// elements as uint16_t bits): each output is the fp32 result rounded once
+/// to nearest even, the value the fp32 form writes.
+inline void gemv_ggml(const ggml::rows_view& w, matrix_view<const float> x, matrix_view<std::uint16_t> y,
+                      out_type y_type, row_range rows = all_rows, std::span<const float> bias = {}) {
+    detail::ggml_gemv::gemv(w, x, detail::ggml_gemv::out_of(y, y_type), rows, bias);
 }
 
 /// gemv_ggml over all of w's rows, split into `threads` ranges (0: the
@@ -281,7 +336,11 @@ inline void gemv_ggml(const ggml::rows_view& w, matrix_view<const float> x, matr
 /// rows (64 bytes of a y row).
 inline void gemv_ggml_parallel(const ggml::rows_view& w, matrix_view<const float> x, matrix_view<float> y,
                                unsigned threads = 0, std::span<const float> bias = {}) {
-    detail::ggml_gemv::run_parallel(w, x, y, threads, bias);
+    detail::ggml_gemv::run_parallel(w, x, detail::ggml_gemv::out_of(y), threads, bias);
+}
+inline void gemv_ggml_parallel(const ggml::rows_view& w, matrix_view<const float> x, matrix_view<std::uint16_t> y,
+                               out_type y_type, unsigned threads = 0, std::span<const float> bias = {}) {
+    detail::ggml_gemv::run_parallel(w, x, detail::ggml_gemv::out_of(y, y_type), threads, bias);
 }
 
 // ---- The int8 path: activations quantized once per call ----------------------
@@ -384,9 +443,10 @@ struct ggml_gemv_q8_job {
     const unsigned char* x;  ///< activation blocks (type activation_type(type))
     std::size_t x_stride;    ///< bytes between activation rows
     std::size_t m;
-    float* y;
-    std::size_t y_stride;
+    void* y;               ///< out_type elements, as ggml_gemv_job's
+    std::size_t y_stride;  ///< elements between output rows
     const float* bias;
+    out_type y_type = out_type::f32;
 };
 
 struct gemv_ggml_q8_fn {
@@ -406,7 +466,7 @@ inline void gemv_ggml_q8_ref(const ggml_gemv_q8_job& j) noexcept {
     alignas(16) unsigned char xtmp[4096 / 32 * 36];
     float xf[2048];
     detail::ggml_gemv::ref_rows(
-        j.type, j.w, j.w_stride, j.n, j.k, j.m, j.y, j.y_stride, j.bias,
+        j.type, j.w, j.w_stride, j.n, j.k, j.m, j.y, j.y_stride, j.y_type, j.bias,
         [&](std::size_t mi, std::size_t b, std::size_t nb, const unsigned char* wbytes) {
             // One activation block per weight block (both 32 or both 256 values).
             std::memcpy(xtmp, j.x + mi * j.x_stride + b * xts, nb * xts);
@@ -580,7 +640,7 @@ inline void rows_q8(const ggml_gemv_q8_job& j) noexcept {
         const unsigned char* src = static_cast<const unsigned char*>(j.w) + r * j.w_stride;
         const float add = j.bias ? j.bias[r] : 0.0f;
         const auto put = [&](std::size_t m0, std::size_t tt) {
-            for (std::size_t t = 0; t < tt; ++t) j.y[(m0 + t) * j.y_stride + r] = out[t] + add;
+            for (std::size_t t = 0; t < tt; ++t) store_y(j.y, j.y_type, (m0 + t) * j.y_stride + r, out[t] + add);
         };
         std::size_t m0 = 0;
         for (; m0 + T <= j.m; m0 += T) {
@@ -628,11 +688,10 @@ void gemv_ggml_q8_fn::operator()(Arch, const ggml_gemv_q8_job& j) const noexcept
     LOWBIT_SIMD_OR_REFERENCE(Arch, gemv_ggml_q8_ref(j), detail::ggml_gemv::run_q8<Arch>(j))
 }
 
-/// The int8 path: y[m][n] = sum_k x[m][k] * w[n][k] (+ bias[n]) for n in
-/// `rows`, x given quantized (quantize_activations for w's type). The same
-/// checks as the f32 path, plus x's activation type against w's.
-inline void gemv_ggml(const ggml::rows_view& w, const ggml_activations& x, matrix_view<float> y,
-                      row_range rows = all_rows, std::span<const float> bias = {}) {
+namespace detail::ggml_gemv {
+
+inline void gemv(const ggml::rows_view& w, const ggml_activations& x, const gemv_out& y, row_range rows,
+                 std::span<const float> bias) {
     const std::string who = "gemv_ggml(" + std::string(w.type_name()) + ", int8 activations)";
     const auto at = activation_type(w.type_id());
     if (!at) LOWBIT_THROW(errc::unsupported, who + ": no int8 path for weights of ggml type " + std::string(w.type_name()));
@@ -640,24 +699,36 @@ inline void gemv_ggml(const ggml::rows_view& w, const ggml_activations& x, matri
         LOWBIT_THROW(errc::invalid_argument, who + ": the activations are " + std::string(ggml::traits(x.type_id()).name) +
                                                  " blocks; " + std::string(w.type_name()) + " weights take " +
                                                  std::string(ggml::traits(*at).name));
-    const auto [r0, r1] = detail::ggml_gemv::checked_rows(w, x.rows(), x.cols(), y, rows, bias, who);
+    const auto [r0, r1] = checked_rows(w, x.rows(), x.cols(), y, rows, bias, who);
     if (r0 == r1) return;
-    const ggml_gemv_q8_job j{w.type_id(), w.row(r0), w.stride(), r1 - r0,   w.cols(), x.data(), x.stride(), x.rows(),
-                             y.data() + r0, y.stride(), bias.empty() ? nullptr : bias.data() + r0};
+    const ggml_gemv_q8_job j{w.type_id(), w.row(r0), w.stride(), r1 - r0, w.cols(), x.data(), x.stride(), x.rows(),
+                             y.col(r0), y.stride, bias.empty() ? nullptr : bias.data() + r0, y.type};
     dispatch(gemv_ggml_q8_fn{}, j);
+}
+
+}  // namespace detail::ggml_gemv
+
+/// The int8 path: y[m][n] = sum_k x[m][k] * w[n][k] (+ bias[n]) for n in
+/// `rows`, x given quantized (quantize_activations for w's type). The same
+/// checks as the f32 path, plus x's activation type against w's.
+inline void gemv_ggml(const ggml::rows_view& w, const ggml_activations& x, matrix_view<float> y,
+                      row_range rows = all_rows, std::span<const float> bias = {}) {
+    detail::ggml_gemv::gemv(w, x, detail::ggml_gemv::out_of(y), rows, bias);
+}
+/// The int8 path with y in fp16 or bf16 (as the f32 activations' form).
+inline void gemv_ggml(const ggml::rows_view& w, const ggml_activations& x, matrix_view<std::uint16_t> y,
+                      out_type y_type, row_range rows = all_rows, std::span<const float> bias = {}) {
+    detail::ggml_gemv::gemv(w, x, detail::ggml_gemv::out_of(y, y_type), rows, bias);
 }
 
 /// The int8 path over all of w's rows on `threads` threads (as the f32 form).
 inline void gemv_ggml_parallel(const ggml::rows_view& w, const ggml_activations& x, matrix_view<float> y,
                                unsigned threads = 0, std::span<const float> bias = {}) {
-    detail::ggml_gemv::run_parallel(w, x, y, threads, bias);
+    detail::ggml_gemv::run_parallel(w, x, detail::ggml_gemv::out_of(y), threads, bias);
 }
-
-template <class X>
-void detail::ggml_gemv::run_parallel(const ggml::rows_view& w, const X& x, matrix_view<float> y, unsigned threads,
-                                     std::span<const float> bias) {
-    gemv_ggml(w, x, y, row_range{0, 0}, bias);  // the checks, once, on the calling thread
-    parallel_for(w.rows(), threads, 16, [&](std::size_t b, std::size_t e) { gemv_ggml(w, x, y, {b, e}, bias); });
+inline void gemv_ggml_parallel(const ggml::rows_view& w, const ggml_activations& x, matrix_view<std::uint16_t> y,
+                               out_type y_type, unsigned threads = 0, std::span<const float> bias = {}) {
+    detail::ggml_gemv::run_parallel(w, x, detail::ggml_gemv::out_of(y, y_type), threads, bias);
 }
 
 }  // namespace kernels
