@@ -5,6 +5,8 @@
 #   ./dev.sh compare [ARGS]   build the lowbit program and run `lowbit compare ARGS`
 #   ./dev.sh test             build everything and run the test suite (cmake --workflow --preset test)
 #   ./dev.sh interop          cross-check against the formats' owners (gguf, ggml, safetensors, bitsandbytes) with pytest
+#   ./dev.sh gemv-vs-ggml [ARGS]  GEMV time against ggml's CPU kernels built natively, side by side
+#                             (tests/interop/gemv_vs_ggml.py ARGS: --rows --cols --m --threads --types)
 #   ./dev.sh fuzz [SECONDS]   fuzz the GGUF, safetensors and imatrix readers and the quantize pipeline with
 #                             libFuzzer (clang), SECONDS each (default 60)
 #   ./dev.sh tsan             the lowbit program's threaded paths under ThreadSanitizer (build-tsan/)
@@ -51,13 +53,15 @@ cached() { if [[ -n ${LOWBIT_CACHE:-} ]]; then echo "$LOWBIT_CACHE/$1"; else ech
 interop_venv() {
     cached "venv-py$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')-torch$TORCH_VERSION-bnb$BNB_VERSION-ao$TORCHAO_VERSION" venv
 }
-interop() {
+# The venv, ggml's libraries and lowbit's C entry points for the interop
+# suite; sets venv, ref, src and env (the variables the scripts read).
+interop_prepare() {
     python3 -m venv --help >/dev/null 2>&1 && python3 -c "import ensurepip" 2>/dev/null || PACKAGES+=(python3-venv)
     PACKAGES+=(python3 python3-pip)
     deps
     configure
     cmake --build build -j2 --target ggml_capi bnb_capi affine_capi mx_capi gguf_tool safetensors_tool lowbit_cli >/dev/null
-    local venv; venv=$(interop_venv)
+    venv=$(interop_venv)
     [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest safetensors; }
     # A venv made before safetensors joined the suite (or by ./dev.sh fuzz) lacks it.
     $venv/bin/python -c "import safetensors" 2>/dev/null || $venv/bin/pip install -q safetensors
@@ -75,8 +79,8 @@ interop() {
     # MLX's CPU build for test_mlx.py; where no wheel installs, its tests report as skipped.
     $venv/bin/python -c "import mlx.core" 2>/dev/null || $venv/bin/pip install -q "mlx[cpu]" ||
         echo "== mlx[cpu] does not install here: tests/interop/test_mlx.py is skipped"
-    local ref; ref=$(cached ref-ggml-$REF_GGML_VERSION ref-ggml)
-    local src=$ref/llama_cpp_python-$REF_GGML_VERSION/vendor/llama.cpp/ggml
+    ref=$(cached ref-ggml-$REF_GGML_VERSION ref-ggml)
+    src=$ref/llama_cpp_python-$REF_GGML_VERSION/vendor/llama.cpp/ggml
     if [[ ! -f $ref/build/src/libggml-base.so ]]; then
         rm -rf $ref && mkdir -p $ref
         $venv/bin/pip download -q --no-deps --no-binary :all: "llama-cpp-python==$REF_GGML_VERSION" -d $ref
@@ -98,7 +102,7 @@ interop() {
         touch $ref/build-cpu/.built
     fi
     local ggml_cpu; ggml_cpu=$(find "$(realpath $ref/build-cpu)" -name libggml-cpu.so | head -n 1)
-    local env=(LOWBIT_GGML_CAPI="$PWD/build/tests/interop/libggml_capi.so"
+    env=(LOWBIT_GGML_CAPI="$PWD/build/tests/interop/libggml_capi.so"
                LOWBIT_BNB_CAPI="$PWD/build/tests/interop/libbnb_capi.so"
                LOWBIT_AFFINE_CAPI="$PWD/build/tests/interop/libaffine_capi.so"
                LOWBIT_MX_CAPI="$PWD/build/tests/interop/libmx_capi.so"
@@ -107,6 +111,10 @@ interop() {
                LOWBIT_CLI="$PWD/build/bin/lowbit"
                LOWBIT_REF_GGML="$(realpath $ref)/build/src/libggml-base.so"
                LOWBIT_REF_GGML_CPU="$ggml_cpu")
+}
+
+interop() {
+    interop_prepare
     local rc=0 rc_scalar=0
     env "${env[@]}" $venv/bin/pytest -q tests/interop "$@" || rc=$?
     # The main run uses the best instruction set, whose kernels the C++ tests
@@ -117,6 +125,23 @@ interop() {
     (( rc_scalar == 5 )) && rc_scalar=0
     (( rc != 0 )) && return $rc
     return $rc_scalar
+}
+
+# GEMV time side by side with ggml's CPU kernels built for this machine
+# (GGML_NATIVE on, as llama.cpp builds them), same matrix, same threads:
+# tests/interop/gemv_vs_ggml.py. Not in CI (a timing, not a check).
+gemv_vs_ggml() {
+    LOWBIT_NO_TORCH=1 interop_prepare
+    cmake --build build -j2 --target ggml_capi >/dev/null
+    if [[ ! -f $ref/build-cpu-native/.built ]]; then
+        cmake -S $src -B $ref/build-cpu-native -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_CPU=ON \
+              -DGGML_BACKEND_DL=OFF -DGGML_OPENMP=OFF -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF \
+              -DBUILD_SHARED_LIBS=ON -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+        cmake --build $ref/build-cpu-native --target ggml-cpu -j2 >/dev/null
+        touch $ref/build-cpu-native/.built
+    fi
+    local native; native=$(find "$(realpath $ref/build-cpu-native)" -name libggml-cpu.so | head -n 1)
+    env "${env[@]}" LOWBIT_REF_GGML_CPU="$native" $venv/bin/python tests/interop/gemv_vs_ggml.py "$@"
 }
 
 fuzz() {
@@ -198,6 +223,7 @@ test)
     cmake --workflow --preset test
     ;;
 interop) interop "$@" ;;
+gemv-vs-ggml) gemv_vs_ggml "$@" ;;
 fuzz) fuzz "$@" ;;
 tsan) tsan ;;
 aarch64) aarch64 "$@" ;;

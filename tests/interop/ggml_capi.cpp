@@ -7,6 +7,8 @@
 #include <lowbit/kernels/ggml_quantize.hpp>
 #include <lowbit/parallel.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -138,6 +140,63 @@ int lowbit_ggml_gemv(std::uint32_t type, const void* w, std::int64_t n, std::int
     } catch (const std::exception& e) {
         std::fprintf(stderr, "%s\n", e.what());
         return 0;
+    }
+}
+
+// ggml-cpu's vec_dot (ggml_vec_dot_t): s = the dot product of n values of a
+// weight row and an activation row (nrc = 1).
+using ggml_vec_dot_fn = void (*)(int n, float* s, std::size_t bs, const void* x, std::size_t bx, const void* y,
+                                 std::size_t by, int nrc);
+
+// The best time in seconds of `reps` products y (m x n) = x W^T on `threads`
+// threads (row ranges of whole multiples of 16, lowbit's parallel_for), each
+// rep on the next of `copies` copies of W (`copy_bytes` apart, so that W comes
+// from memory, not cache):
+//   which 0: lowbit's int8 path on the activation blocks xq;
+//   which 1: lowbit's f32 path on x;
+//   which 2: ggml's vec_dot (the function pointer `vec_dot`) for each W row
+//            and activation row, on the same blocks xq: ggml's mul_mat inner
+//            loop without repacking.
+// A negative value after printing the error.
+double lowbit_ggml_gemv_time(int which, std::uint32_t type, const void* w, std::int64_t copies, std::int64_t copy_bytes,
+                             std::int64_t n, std::int64_t k, const float* x, const void* xq, std::int64_t m, float* y,
+                             void* vec_dot, std::uint32_t threads, std::int64_t reps) {
+    try {
+        const auto t = static_cast<lowbit::ggml::type>(type);
+        const std::size_t N = static_cast<std::size_t>(n), K = static_cast<std::size_t>(k),
+                          M = static_cast<std::size_t>(m);
+        const auto at = lowbit::kernels::activation_type(t);
+        lowbit::kernels::ggml_activations a;
+        if (which != 1) {
+            if (!at) throw std::runtime_error("no int8 path for this type");
+            a.assign(*at, M, K, xq);
+        }
+        const lowbit::matrix_view<float> yv(y, M, N);
+        const lowbit::matrix_view<const float> xv(x, M, K);
+        const auto dot = reinterpret_cast<ggml_vec_dot_fn>(vec_dot);
+        if (which == 2 && !dot) throw std::runtime_error("no vec_dot given");
+        double best = 1e300;
+        for (std::int64_t rep = 0; rep < reps; ++rep) {
+            const auto* base = static_cast<const unsigned char*>(w) + (rep % copies) * copy_bytes;
+            const lowbit::ggml::rows_view v(t, base, N, K);
+            const auto t0 = std::chrono::steady_clock::now();
+            lowbit::parallel_for(N, threads, 16, [&](std::size_t r0, std::size_t r1) {
+                if (which == 0) {
+                    lowbit::kernels::gemv_ggml(v, a, yv, {r0, r1});
+                } else if (which == 1) {
+                    lowbit::kernels::gemv_ggml(v, xv, yv, {r0, r1});
+                } else {
+                    for (std::size_t r = r0; r < r1; ++r)
+                        for (std::size_t mi = 0; mi < M; ++mi)
+                            dot(static_cast<int>(K), y + mi * N + r, 0, v.row(r), 0, a.row(mi), 0, 1);
+                }
+            });
+            best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        return best;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return -1.0;
     }
 }
 }
