@@ -125,7 +125,36 @@ struct decoded {
     alignas(64) std::int8_t buf[B];
     float s[B / G];
     float o[B / G];
+    // The integer face (decode<true>) of the 256-value types whose values are
+    // d * sc_g * q (- dmin * m_g), for the int8 GEMV: the sub-block scales
+    // (and mins) as integers, and d (and dmin); s and o are then unset.
+    std::int8_t sc[B / G];
+    std::uint8_t mn[B / G];
+    float d, dmin;
 };
+
+/// A decoder with decode<true>, the integer face above (int_face = true).
+template <class Dec>
+inline constexpr bool int_face_v = requires { requires Dec::int_face; };
+
+/// Sub-block g's scale d * sc (and min dmin * m) into the face decode fills.
+template <bool Ints, std::size_t B, std::size_t G>
+inline void put_scale(decoded<B, G>& o, int g, float d, int sc) noexcept {
+    if constexpr (Ints) o.sc[g] = static_cast<std::int8_t>(sc);
+    else o.s[g] = d * static_cast<float>(sc);
+}
+template <bool Ints, std::size_t B, std::size_t G>
+inline void put_min(decoded<B, G>& o, int g, float dmin, int m) noexcept {
+    if constexpr (Ints) o.mn[g] = static_cast<std::uint8_t>(m);
+    else o.o[g] = dmin * static_cast<float>(m);
+}
+template <bool Ints, std::size_t B, std::size_t G>
+inline void put_factors(decoded<B, G>& o, float d, float dmin = 0.0f) noexcept {
+    if constexpr (Ints) {
+        o.d = d;
+        o.dmin = dmin;
+    }
+}
 
 // Each decoder's body is xsimd (NEON runs it); an x86 intrinsic stands beside
 // it only where it measured faster. Figures: GB/s in bench_ggml_dequantize
@@ -411,12 +440,15 @@ template <class Arch>
 struct iq4_xs_dec {
     static constexpr std::size_t B = 256, G = 32, bytes = 136;
     static constexpr op k = op::mul;
+    static constexpr bool int_face = true;
+    template <bool Ints = false>
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
         const float d = half<Arch>(load_as<std::uint16_t>(b));
+        put_factors<Ints>(o, d);
         const unsigned sh = load_as<std::uint16_t>(b + 2);
         for (int ib = 0; ib < 8; ++ib) {
             const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0x0F) | (((sh >> (2 * ib)) & 3) << 4);
-            o.s[ib] = d * static_cast<float>(ls - 32);
+            put_scale<Ints>(o, ib, d, ls - 32);
             lut<Arch>(b + 8 + 16 * ib, ggml::iq4_nl_values, o.buf + 32 * ib);
         }
         return o.buf;
@@ -427,12 +459,15 @@ template <class Arch>
 struct q2_k_dec {
     static constexpr std::size_t B = 256, G = 16, bytes = 84;
     static constexpr op k = op::mul_sub;
+    static constexpr bool int_face = true;
+    template <bool Ints = false>
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
         const float d = half<Arch>(load_as<std::uint16_t>(b + 80)), dmin = half<Arch>(load_as<std::uint16_t>(b + 82));
         for (int g = 0; g < 16; ++g) {
-            o.s[g] = d * static_cast<float>(b[g] & 0xF);
-            o.o[g] = dmin * static_cast<float>(b[g] >> 4);
+            put_scale<Ints>(o, g, d, b[g] & 0xF);
+            put_min<Ints>(o, g, dmin, b[g] >> 4);
         }
+        put_factors<Ints>(o, d, dmin);
         two_bit<Arch>(b + 16, o.buf, 0);
         return o.buf;
     }
@@ -442,14 +477,17 @@ template <class Arch>
 struct q3_k_dec {
     static constexpr std::size_t B = 256, G = 16, bytes = 110;
     static constexpr op k = op::mul;
+    static constexpr bool int_face = true;
+    template <bool Ints = false>
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
         const unsigned char* hm = b;
         const unsigned char* sc = b + 96;
         const float d = half<Arch>(load_as<std::uint16_t>(b + 108));
+        put_factors<Ints>(o, d);
         for (int g = 0; g < 16; ++g) {
             const int lo = g < 8 ? (sc[g] & 0xF) : (sc[g - 8] >> 4);
             const int s = lo | (((sc[8 + g % 4] >> (2 * (g / 4))) & 3) << 4);
-            o.s[g] = d * static_cast<float>(s - 32);
+            put_scale<Ints>(o, g, d, s - 32);
         }
         two_bit<Arch>(b + 32, o.buf, 0);
         // Minus 4 where element e's bit e / 32 of hmask[e % 32] is clear.
@@ -502,14 +540,17 @@ template <class Arch, bool Five>
 struct qk_dec {  // Q4_K (144 bytes) and Q5_K (176: with qh)
     static constexpr std::size_t B = 256, G = 32, bytes = Five ? 176 : 144;
     static constexpr op k = op::mul_sub;
+    static constexpr bool int_face = true;
+    template <bool Ints = false>
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
         const float d = half<Arch>(load_as<std::uint16_t>(b)), dmin = half<Arch>(load_as<std::uint16_t>(b + 2));
         for (int j = 0; j < 8; ++j) {
             int sc, m;
             scale_min_k4<Arch>(j, b + 4, sc, m);
-            o.s[j] = d * static_cast<float>(sc);
-            o.o[j] = dmin * static_cast<float>(m);
+            put_scale<Ints>(o, j, d, sc);
+            put_min<Ints>(o, j, dmin, m);
         }
+        put_factors<Ints>(o, d, dmin);
         const unsigned char* qh = b + 16;
         const unsigned char* qs = b + (Five ? 48 : 16);
         // q4_k 56.6 vs 31.8, q5_k 41.4 vs 19.4 (avx512bw); q4_k 30.6 vs 26.2
@@ -560,11 +601,14 @@ template <class Arch>
 struct q6_k_dec {
     static constexpr std::size_t B = 256, G = 16, bytes = 210;
     static constexpr op k = op::mul;
+    static constexpr bool int_face = true;
+    template <bool Ints = false>
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
         const unsigned char* ql = b;
         const unsigned char* qh = b + 128;
         const float d = half<Arch>(load_as<std::uint16_t>(b + 208));
-        for (int g = 0; g < 16; ++g) o.s[g] = d * static_cast<float>(static_cast<std::int8_t>(b[192 + g]));
+        put_factors<Ints>(o, d);
+        for (int g = 0; g < 16; ++g) put_scale<Ints>(o, g, d, static_cast<std::int8_t>(b[192 + g]));
         // q6_k 46.9 vs 28.2 (avx512bw), 44.2 vs 39.0 (avx2); none on sse4_1 (29.5 vs 29.6).
         if constexpr (wide_x86_v<Arch>) {
 #if XSIMD_WITH_SSE2

@@ -571,6 +571,25 @@ LOWBIT_FORCE_INLINE xsimd::batch<std::int32_t, unit_arch<Arch>> unit_dot(const s
     }
 }
 
+/// unit_dot for weights 0..127 (the integer faces' codes, unsigned): on
+/// AVX2 maddubs takes them as they are, without moving x's sign onto them.
+template <class Arch>
+LOWBIT_FORCE_INLINE xsimd::batch<std::int32_t, unit_arch<Arch>> unit_dot_u(const std::int8_t* w,
+                                                                          const std::int8_t* x) noexcept {
+    if constexpr (unit32_v<Arch>) {
+#if XSIMD_WITH_AVX2
+        using U = unit_arch<Arch>;
+        const __m256i wv = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)), 1);
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+        return xsimd::batch<std::int32_t, U>(_mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), _mm256_set1_epi16(1)));
+#endif
+    } else {
+        return unit_dot<Arch>(w, x);
+    }
+}
+
 /// One W row against T activation rows, integer products a unit at a time.
 template <class Arch, class Dec, ggml::type A, std::size_t T>
 inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char* x, std::size_t x_stride,
@@ -592,9 +611,14 @@ inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char
     }
     // Lanes of a unit's second group where a unit spans two (G = 16, U = 32).
     alignas(64) static constexpr float lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    alignas(64) static constexpr std::int32_t lane_index_i[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
     const auto second = fu::load_aligned(lane_index) >= fu(static_cast<float>(L / 2));
+    const auto second_i = iu::load_aligned(lane_index_i) >= iu(static_cast<std::int32_t>(L / 2));
+    constexpr bool ints = gd::int_face_v<Dec>;
     for (std::size_t b = 0; b < nb; ++b) {
-        const std::int8_t* q = Dec::decode(src + b * Dec::bytes, d);
+        const std::int8_t* q;
+        if constexpr (ints) q = Dec::template decode<true>(src + b * Dec::bytes, d);
+        else q = Dec::decode(src + b * Dec::bytes, d);
         for (std::size_t t = 0; t < T; ++t) {
             const unsigned char* xb = x + t * x_stride + b * X::bytes;
             const std::int8_t* xq = X::qs(xb);
@@ -605,6 +629,35 @@ inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char
                 for (std::size_t u = U; u < 32; u += U) is += unit_dot<Arch>(q + u, xq + u);
                 acc[t] = xsimd::fma(xsimd::to_float(is), fu(d.s[0] * dx), acc[t]);
                 if constexpr (Dec::k == gd::op::mul_add) off[t] += d.o[0] * X::s(xb);
+            } else if constexpr (ints) {
+                // Integer sub-block scales, as ggml: sum_g sc_g * sum(q * x)
+                // in int32 lanes (exact; a lane's conversion to float is too
+                // while it stays below 2^24, as on 32-byte units), times
+                // d * d_x once; the mins' part d_x * dmin * sum_g m_g * bsum_g.
+                // Codes with a min are unsigned (unit_dot_u), the others signed.
+                constexpr bool with_min = Dec::k == gd::op::mul_sub;
+                const auto dot = [](const std::int8_t* w, const std::int8_t* v) LOWBIT_LAMBDA_INLINE {
+                    if constexpr (with_min) return unit_dot_u<Arch>(w, v);
+                    else return unit_dot<Arch>(w, v);
+                };
+                iu is(0);
+                if constexpr (G >= U) {
+                    for (std::size_t g = 0; g < Dec::B / G; ++g) {
+                        iu p = dot(q + g * G, xq + g * G);
+                        for (std::size_t h = U; h < G; h += U) p += dot(q + g * G + h, xq + g * G + h);
+                        is += p * iu(d.sc[g]);
+                    }
+                } else {
+                    for (std::size_t u = 0; u < Dec::B / U; ++u)
+                        is += dot(q + u * U, xq + u * U) * xsimd::select(second_i, iu(d.sc[2 * u + 1]), iu(d.sc[2 * u]));
+                }
+                acc[t] = xsimd::fma(xsimd::to_float(is), fu(d.d * dx), acc[t]);
+                if constexpr (with_min) {
+                    std::int32_t ms = 0;
+                    for (std::size_t i = 0; i < 16; ++i)
+                        ms += static_cast<std::int32_t>(d.mn[i * 16 / G]) * load_as<std::int16_t>(xb + 260 + 2 * i);
+                    off[t] -= (dx * d.dmin) * static_cast<float>(ms);
+                }
             } else {
                 fu blk(0.0f);
                 if constexpr (G >= U) {
