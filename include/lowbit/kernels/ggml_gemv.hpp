@@ -538,22 +538,23 @@ using unit_arch = dq::arch16<Arch>;
 #endif
 
 /// Per 32-bit lane, the sum of four of the products w[i] * x[i] of one
-/// unit (sizeof(batch<int32, unit_arch<Arch>>) bytes). The xsimd body:
-/// four int8 a lane, sign-extended by shifts. The AVX2 body (maddubs on 32
-/// bytes) over the xsimd one (16-byte batches), bench_gemv gemv_q8 11008 x
-/// 4096, one thread, built as is vs. with LOWBIT_XSIMD_ONLY (AMD EPYC 2.6
-/// GHz): Q8_0, whose decoder is a pointer into the block, so the difference
-/// is this unit's, m:1 1.84 vs 5.18 ms and m:16 30.3 vs 79.6 (avx512bw),
-/// m:1 1.95 vs 5.11 (avx2); with the decoders' own intrinsics too, Q4_K 3.41
-/// vs 9.30, Q6_K 2.63 vs 9.12 (avx512bw).
-template <class Arch>
+/// unit (sizeof(batch<int32, unit_arch<Arch>>) bytes); Unsigned: w is
+/// 0..127. The xsimd body: four int8 a lane, sign-extended by shifts. The
+/// AVX2 body (maddubs on 32 bytes) over the xsimd one (16-byte batches),
+/// bench_gemv gemv_q8 11008 x 4096, one thread, built as is vs. with
+/// LOWBIT_XSIMD_ONLY (AMD EPYC 2.6 GHz): Q8_0, whose decoder is a pointer
+/// into the block, so the difference is this unit's, m:1 1.84 vs 5.18 ms and
+/// m:16 30.3 vs 79.6 (avx512bw), m:1 1.95 vs 5.11 (avx2); with the decoders'
+/// own intrinsics too, Q4_K 3.41 vs 9.30, Q6_K 2.63 vs 9.12 (avx512bw).
+/// Unsigned w skips moving x's sign onto w: Q2_K m:1 4.28 / 4.35 ms with
+/// the sign moves vs 3.57 / 3.69 without (avx512bw, two runs; Q4_K and Q5_K
+/// within noise).
+template <class Arch, bool Unsigned = false>
 LOWBIT_FORCE_INLINE xsimd::batch<std::int32_t, unit_arch<Arch>> unit_dot(const std::int8_t* w,
                                                                         const std::int8_t* x) noexcept {
     using U = unit_arch<Arch>;
     if constexpr (unit32_v<Arch>) {
 #if XSIMD_WITH_AVX2
-        // |w| times x with w's sign, pairs summed in int16 (|w| <= 128 and
-        // |x| <= 127: no saturation), then pairs of those in int32.
         // w in two 16-byte halves: the decoders store 16 bytes at a time, and
         // one 32-byte load of two such stores cannot be forwarded from them
         // (q4_0: 11.4 ms against 2.6 a GEMV, 11008 x 4096).
@@ -561,32 +562,18 @@ LOWBIT_FORCE_INLINE xsimd::batch<std::int32_t, unit_arch<Arch>> unit_dot(const s
             _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))),
             _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)), 1);
         const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-        const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+        // Pairs of products summed in int16 (unsigned w <= 127, or |w| <= 128
+        // with x taking w's sign; |x| <= 127: no saturation), then pairs of
+        // those in int32.
+        __m256i p;
+        if constexpr (Unsigned) p = _mm256_maddubs_epi16(wv, xv);
+        else p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
         return xsimd::batch<std::int32_t, U>(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 #endif
     } else {
         using i8 = xsimd::batch<std::int8_t, U>;
         namespace ds = ::lowbit::detail::simd;
         return ds::dot4_i8(ds::bitcast<std::int32_t>(i8::load_unaligned(w)), ds::bitcast<std::int32_t>(i8::load_unaligned(x)));
-    }
-}
-
-/// unit_dot for weights 0..127 (the integer faces' codes, unsigned): on
-/// AVX2 maddubs takes them as they are, without moving x's sign onto them.
-template <class Arch>
-LOWBIT_FORCE_INLINE xsimd::batch<std::int32_t, unit_arch<Arch>> unit_dot_u(const std::int8_t* w,
-                                                                          const std::int8_t* x) noexcept {
-    if constexpr (unit32_v<Arch>) {
-#if XSIMD_WITH_AVX2
-        using U = unit_arch<Arch>;
-        const __m256i wv = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))),
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)), 1);
-        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-        return xsimd::batch<std::int32_t, U>(_mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), _mm256_set1_epi16(1)));
-#endif
-    } else {
-        return unit_dot<Arch>(w, x);
     }
 }
 
@@ -634,11 +621,10 @@ inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char
                 // in int32 lanes (exact; a lane's conversion to float is too
                 // while it stays below 2^24, as on 32-byte units), times
                 // d * d_x once; the mins' part d_x * dmin * sum_g m_g * bsum_g.
-                // Codes with a min are unsigned (unit_dot_u), the others signed.
+                // Codes with a min are unsigned, the others signed.
                 constexpr bool with_min = Dec::k == gd::op::mul_sub;
                 const auto dot = [](const std::int8_t* w, const std::int8_t* v) LOWBIT_LAMBDA_INLINE {
-                    if constexpr (with_min) return unit_dot_u<Arch>(w, v);
-                    else return unit_dot<Arch>(w, v);
+                    return unit_dot<Arch, with_min>(w, v);
                 };
                 iu is(0);
                 if constexpr (G >= U) {
