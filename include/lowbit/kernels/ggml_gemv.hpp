@@ -349,9 +349,10 @@ inline void gemv_ggml_parallel(const ggml::rows_view& w, matrix_view<const float
 // Q8_0, Q8_1 or Q8_K blocks, per activation_type), and each block of W meets
 // its activation block in integer products: for the 32-value types
 // y += (d_w * d_x) * sum(q_w * q_x) (+ m_w * s_x for Q4_1 and Q5_1), for the
-// 256-value ones y += d_x * (sum_g s_g * sum_g(q_w * q_x) - sum_g m_g *
-// bsum_g), the quantities of ggml's vec_dot functions; only the order of the
-// float additions differs.
+// K-quants and IQ4_XS y += d_x * (d * sum_g sc_g * sum_g(q_w * q_x) - dmin *
+// sum_g m_g * bsum_g) with the sub-block scales and sums in integers (the
+// decoders' integer face), the quantities of ggml's vec_dot functions; only
+// the order of the float additions differs.
 
 /// ggml's vec_dot_type: the block type activations are quantized to for
 /// weights of type t (Q8_0 for Q4_0, Q5_0, Q8_0, IQ4_NL and MXFP4; Q8_1 for
