@@ -31,6 +31,8 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from gguf import quants
 
+from timing_util import aligned, load
+
 TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K,
          T.IQ4_NL, T.IQ4_XS, T.TQ1_0, T.TQ2_0, T.MXFP4]
 # The activation blocks as ggml-cpu writes them.
@@ -42,20 +44,6 @@ FROM_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_i
 class TraitsCpu(ctypes.Structure):
     _fields_ = [("from_float", FROM_FLOAT), ("vec_dot", ctypes.c_void_p), ("vec_dot_type", ctypes.c_int),
                 ("nrows", ctypes.c_int64)]
-
-
-def load(var):
-    path = os.environ.get(var)
-    if not path or not os.path.exists(path):
-        sys.exit(f"{var} must point at the built library (see the docstring)")
-    return ctypes.CDLL(path)
-
-
-def aligned(nbytes):
-    """A 64-byte aligned uint8 buffer of nbytes."""
-    raw = np.empty(nbytes + 64, np.uint8)
-    off = (-raw.ctypes.data) % 64
-    return raw[off:off + nbytes]
 
 
 def main():

@@ -29,24 +29,12 @@ import numpy as np
 from gguf import GGMLQuantizationType as T
 from gguf import quants
 
+from timing_util import aligned, load
+
 TYPES = [T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K,
          T.IQ4_NL, T.IQ4_XS, T.TQ1_0, T.TQ2_0, T.MXFP4]
 USES_IMATRIX = {T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.IQ4_NL, T.IQ4_XS}
 SOURCES = {"f32": 0, "f16": 1, "bf16": 30}  # ggml type ids
-
-
-def load(var):
-    path = os.environ.get(var)
-    if not path or not os.path.exists(path):
-        sys.exit(f"{var} must point at the built library (see the docstring)")
-    return ctypes.CDLL(path)
-
-
-def aligned(nbytes):
-    """A 64-byte aligned uint8 buffer of nbytes."""
-    raw = np.empty(nbytes + 64, np.uint8)
-    off = (-raw.ctypes.data) % 64
-    return raw[off:off + nbytes]
 
 
 def ranges(rows, threads):
