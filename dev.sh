@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PACKAGES=(cmake g++ make pkg-config ccache libxsimd-dev libxtensor-dev xtl-dev catch2 libbenchmark-dev)
+PACKAGES=(cmake g++ make pkg-config ccache libxsimd-dev libxtensor-dev xtl-dev catch2 libbenchmark-dev libopenblas-dev)
 
 deps() {
     local missing=()

@@ -9,11 +9,16 @@
 //   read/<N>x<K>/threads:<T>               reading the Q4_0 weight bytes of that shape
 //   f32/<N>x<K>/m:1/threads:1              the same product on f32 weights (lowbit's
 //                                          f32 GEMV: the fp32 dot baseline)
+//   sgemv_openblas/<N>x<K>/m:1/threads:1   that product by OpenBLAS's cblas_sgemv on one
+//                                          thread (where bench_gemv was built with OpenBLAS)
 // Counters: bytes_per_second (weight bytes streamed), of_read (that over the
 // read bandwidth of this binary's own read loop, one or two threads as the
 // case), us_per_token (time / M). LOWBIT_ARCH picks the instruction set.
 
 #include <benchmark/benchmark.h>
+#if defined(LOWBIT_BENCH_OPENBLAS)
+#include <cblas.h>
+#endif
 
 #include "bandwidth.hpp"
 
@@ -177,18 +182,33 @@ void bm_read(benchmark::State& state, shape s, unsigned threads) {
     report(state, part * threads, 1, threads);
 }
 
+// f32 weights of shape s (4 bytes a weight), copies past 256 MiB as weight_set's.
+struct f32_weights {
+    buffer b;
+    std::size_t copies;
+    const float* copy(std::size_t i, shape s) const {
+        return reinterpret_cast<const float*>(b.get()) + (i % copies) * s.n * s.k;
+    }
+};
+
+f32_weights make_f32_weights(shape s) {
+    const std::size_t bytes = s.n * s.k * 4, copies = ((std::size_t{256} << 20) + bytes - 1) / bytes;
+    f32_weights w{make_buffer(copies * bytes, 0), copies};
+    auto* wf = reinterpret_cast<float*>(w.b.get());
+    for (std::size_t i = 0; i < copies * s.n * s.k; ++i) wf[i] = static_cast<float>(i % 17) * 0.125f - 1.0f;
+    return w;
+}
+
 // The fp32 baseline: an f32 GEMV over f32 weights of the same shape (4 bytes a
 // weight), one thread, written plainly on xsimd batches with four accumulators.
 void bm_f32(benchmark::State& state, shape s) {
-    const std::size_t bytes = s.n * s.k * 4, copies = ((std::size_t{256} << 20) + bytes - 1) / bytes;
-    buffer w = make_buffer(copies * bytes, 0);
-    auto* wf = reinterpret_cast<float*>(w.get());
-    for (std::size_t i = 0; i < copies * s.n * s.k; ++i) wf[i] = static_cast<float>(i % 17) * 0.125f - 1.0f;
+    const std::size_t bytes = s.n * s.k * 4;
+    const f32_weights w = make_f32_weights(s);
     const std::vector<float> x = activations(1, s.k);
     std::vector<float> y(s.n);
     std::size_t it = 0;
     for (auto _ : state) {
-        const float* mat = wf + (it++ % copies) * s.n * s.k;
+        const float* mat = w.copy(it++, s);
         for (std::size_t r = 0; r < s.n; ++r) {
             const float* row = mat + r * s.k;
 #if !defined(LOWBIT_NO_SIMD)
@@ -216,6 +236,24 @@ void bm_f32(benchmark::State& state, shape s) {
     report(state, bytes, 1, 1);
 }
 
+#if defined(LOWBIT_BENCH_OPENBLAS)
+// The same product by OpenBLAS's cblas_sgemv, on one thread.
+void bm_openblas(benchmark::State& state, shape s) {
+    openblas_set_num_threads(1);
+    const f32_weights w = make_f32_weights(s);
+    const std::vector<float> x = activations(1, s.k);
+    std::vector<float> y(s.n);
+    std::size_t it = 0;
+    for (auto _ : state) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(s.n), static_cast<int>(s.k), 1.0f, w.copy(it++, s),
+                    static_cast<int>(s.k), x.data(), 1, 0.0f, y.data(), 1);
+        benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    }
+    report(state, s.n * s.k * 4, 1, 1);
+}
+#endif
+
 std::string shape_name(shape s) { return std::to_string(s.n) + "x" + std::to_string(s.k); }
 
 const int registered = [] {
@@ -229,6 +267,10 @@ const int registered = [] {
             benchmark::RegisterBenchmark(("read/" + sn + "/threads:" + std::to_string(th)).c_str(), bm_read, s, th)
                 ->UseRealTime();
         benchmark::RegisterBenchmark(("f32/" + sn + "/m:1/threads:1").c_str(), bm_f32, s)->UseRealTime();
+#if defined(LOWBIT_BENCH_OPENBLAS)
+        benchmark::RegisterBenchmark(("sgemv_openblas/" + sn + "/m:1/threads:1").c_str(), bm_openblas, s)
+            ->UseRealTime();
+#endif
         for (type t : types)
             for (std::size_t m : {std::size_t{1}, std::size_t{4}, std::size_t{16}})
                 for (unsigned th : {1u, 2u}) {
