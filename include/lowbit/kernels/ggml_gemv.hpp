@@ -500,20 +500,29 @@ struct act;
 template <>
 struct act<ggml::type::q8_0> {
     static constexpr std::size_t B = 32, bytes = 34;
-    static float d(const unsigned char* b) noexcept { return fp16_to_float(load_as<std::uint16_t>(b)); }
+    template <class Arch>
+    static float d(const unsigned char* b) noexcept {
+        return gd::half<Arch>(load_as<std::uint16_t>(b));
+    }
     static const std::int8_t* qs(const unsigned char* b) noexcept { return reinterpret_cast<const std::int8_t*>(b + 2); }
 };
 template <>
 struct act<ggml::type::q8_1> : act<ggml::type::q8_0> {
     static constexpr std::size_t bytes = 36;
     /// fp16(d * sum(q)), as the block stores it.
-    static float s(const unsigned char* b) noexcept { return fp16_to_float(load_as<std::uint16_t>(b + 2)); }
+    template <class Arch>
+    static float s(const unsigned char* b) noexcept {
+        return gd::half<Arch>(load_as<std::uint16_t>(b + 2));
+    }
     static const std::int8_t* qs(const unsigned char* b) noexcept { return reinterpret_cast<const std::int8_t*>(b + 4); }
 };
 template <>
 struct act<ggml::type::q8_k> {
     static constexpr std::size_t B = 256, bytes = 292;
-    static float d(const unsigned char* b) noexcept { return load_as<float>(b); }
+    template <class Arch>
+    static float d(const unsigned char* b) noexcept {
+        return load_as<float>(b);
+    }
     static const std::int8_t* qs(const unsigned char* b) noexcept { return reinterpret_cast<const std::int8_t*>(b + 4); }
     /// Sum of the codes of group g of G values (G a multiple of 16).
     template <std::size_t G>
@@ -610,13 +619,13 @@ inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char
         for (std::size_t t = 0; t < T; ++t) {
             const unsigned char* xb = x + t * x_stride + b * X::bytes;
             const std::int8_t* xq = X::qs(xb);
-            const float dx = X::d(xb);
+            const float dx = X::template d<Arch>(xb);
             if constexpr (X::B == 32) {
                 // One group: (d_w * d_x) * sum, as ggml.
                 iu is = unit_dot<Arch>(q, xq);
                 for (std::size_t u = U; u < 32; u += U) is += unit_dot<Arch>(q + u, xq + u);
                 acc[t] = xsimd::fma(xsimd::to_float(is), fu(d.s[0] * dx), acc[t]);
-                if constexpr (Dec::k == gd::op::mul_add) off[t] += d.o[0] * X::s(xb);
+                if constexpr (Dec::k == gd::op::mul_add) off[t] += d.o[0] * X::template s<Arch>(xb);
             } else if constexpr (ints) {
                 // Integer sub-block scales, as ggml: sum_g sc_g * sum(q * x)
                 // in int32 lanes (exact; a lane's conversion to float is too
