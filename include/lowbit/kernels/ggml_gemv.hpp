@@ -182,7 +182,8 @@ inline void row_block(const ggml_gemv_job& j, std::size_t r) noexcept {
     const auto put = [&](std::size_t m0, std::size_t tt) {
         for (std::size_t i = 0; i < R; ++i) {
             const float add = j.bias ? j.bias[r + i] : 0.0f;
-            for (std::size_t t = 0; t < tt; ++t) store_y(j.y, j.y_type, (m0 + t) * j.y_stride + r + i, out[i * tt + t] + add);
+            for (std::size_t t = 0; t < tt; ++t)
+                store_y(j.y, j.y_type, (m0 + t) * j.y_stride + r + i, out[i * tt + t] + add);
         }
     };
     std::size_t m0 = 0;
