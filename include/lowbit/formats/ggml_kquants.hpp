@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
@@ -526,19 +527,10 @@ inline void dequantize_block(const block_q3_k& b, float* y) noexcept {
     }
 }
 
-inline void dequantize_block(const block_q4_k& b, float* y) noexcept {
-    const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
-    for (int j = 0; j < 8; ++j) {
-        std::uint8_t sc, m;
-        get_scale_min_k4<kernels::scalar>(j, b.scales, sc, m);
-        const float dl = d * static_cast<float>(sc), ml = dmin * static_cast<float>(m);
-        const std::uint8_t* q = b.qs + 32 * (j / 2);
-        const int shift = 4 * (j % 2);
-        for (int l = 0; l < 32; ++l) y[32 * j + l] = ::lowbit::detail::unfused(dl * static_cast<float>((q[l] >> shift) & 0xF)) - ml;
-    }
-}
-
-inline void dequantize_block(const block_q5_k& b, float* y) noexcept {
+/// Q4_K and Q5_K (a fifth bit per value in qh): d * sc_j * q - dmin * m_j.
+template <class Block>
+    requires std::is_same_v<Block, block_q4_k> || std::is_same_v<Block, block_q5_k>
+inline void dequantize_block(const Block& b, float* y) noexcept {
     const float d = half_to_float(b.d), dmin = half_to_float(b.dmin);
     for (int j = 0; j < 8; ++j) {
         std::uint8_t sc, m;
@@ -547,7 +539,8 @@ inline void dequantize_block(const block_q5_k& b, float* y) noexcept {
         const std::uint8_t* q = b.qs + 32 * (j / 2);
         const int shift = 4 * (j % 2);
         for (int l = 0; l < 32; ++l) {
-            const int v = ((q[l] >> shift) & 0xF) | (((b.qh[l] >> j) & 1) << 4);
+            int v = (q[l] >> shift) & 0xF;
+            if constexpr (std::is_same_v<Block, block_q5_k>) v |= ((b.qh[l] >> j) & 1) << 4;
             y[32 * j + l] = ::lowbit::detail::unfused(dl * static_cast<float>(v)) - ml;
         }
     }
