@@ -655,8 +655,12 @@ template <class Arch>
 struct tq2_0_dec {
     static constexpr std::size_t B = 256, G = 256, bytes = 66;
     static constexpr op k = op::mul;
+    static constexpr bool int_face = true;  // one group: sc = 1
+    template <bool Ints = false>
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
-        o.s[0] = half<Arch>(load_as<std::uint16_t>(b + 64));
+        const float d = half<Arch>(load_as<std::uint16_t>(b + 64));
+        put_factors<Ints>(o, d);
+        put_scale<Ints>(o, 0, d, 1);
         two_bit<Arch>(b, o.buf, 1);
         return o.buf;
     }
@@ -677,9 +681,13 @@ struct tq1_0_dec {
         const u8 one(1), zero(0);
         return xsimd::select(v >= u8(86), one, zero) + xsimd::select(v >= u8(171), one, zero) - one;
     }
+    static constexpr bool int_face = true;  // one group: sc = 1
+    template <bool Ints = false>
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
         constexpr unsigned pow3[5] = {1, 3, 9, 27, 81};
-        o.s[0] = half<Arch>(load_as<std::uint16_t>(b + 52));
+        const float d = half<Arch>(load_as<std::uint16_t>(b + 52));
+        put_factors<Ints>(o, d);
+        put_scale<Ints>(o, 0, d, 1);
         // Bytes 0-47, three 16-byte batches: five trits each.
         u8 v[3] = {u8::load_unaligned(b), u8::load_unaligned(b + 16), u8::load_unaligned(b + 32)};
         auto* out = reinterpret_cast<std::uint8_t*>(o.buf);

@@ -525,14 +525,9 @@ struct act<ggml::type::q8_k> {
         return load_as<float>(b);
     }
     static const std::int8_t* qs(const unsigned char* b) noexcept { return reinterpret_cast<const std::int8_t*>(b + 4); }
-    /// Sum of the codes of group g of G values (G a multiple of 16).
-    template <std::size_t G>
-    static std::int32_t bsum(const unsigned char* b, std::size_t g) noexcept {
-        std::int32_t s = 0;
-        for (std::size_t i = g * G / 16; i < (g + 1) * G / 16; ++i) {
-            s += load_as<std::int16_t>(b + 260 + 2 * i);
-        }
-        return s;
+    /// Sum of the codes of values [16 i, 16 i + 16), as the block stores it.
+    static std::int32_t bsum16(const unsigned char* b, std::size_t i) noexcept {
+        return load_as<std::int16_t>(b + 260 + 2 * i);
     }
 };
 
@@ -600,6 +595,9 @@ inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char
     constexpr std::size_t G = Dec::G;
     static_assert(X::B == Dec::B, "one activation block per weight block");
     static_assert(G % 16 == 0 && (G >= U || U == 2 * G), "a unit is within one group or spans two");
+    // The 256-value types give integer sub-block scales (decode<true>).
+    constexpr bool ints = X::B == 256;
+    static_assert(!ints || gd::int_face_v<Dec>, "a 256-value decoder has the integer face");
     gd::decoded<Dec::B, G> d;
     fu acc[T];
     float off[T];
@@ -608,11 +606,8 @@ inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char
         off[t] = 0.0f;
     }
     // Lanes of a unit's second group where a unit spans two (G = 16, U = 32).
-    alignas(64) static constexpr float lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    alignas(64) static constexpr std::int32_t lane_index_i[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    const auto second = fu::load_aligned(lane_index) >= fu(static_cast<float>(L / 2));
-    const auto second_i = iu::load_aligned(lane_index_i) >= iu(static_cast<std::int32_t>(L / 2));
-    constexpr bool ints = gd::int_face_v<Dec>;
+    alignas(64) static constexpr std::int32_t lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    const auto second = iu::load_aligned(lane_index) >= iu(static_cast<std::int32_t>(L / 2));
     for (std::size_t b = 0; b < nb; ++b) {
         const std::int8_t* q;
         if constexpr (ints) q = Dec::template decode<true>(src + b * Dec::bytes, d);
@@ -621,13 +616,13 @@ inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char
             const unsigned char* xb = x + t * x_stride + b * X::bytes;
             const std::int8_t* xq = X::qs(xb);
             const float dx = X::template d<Arch>(xb);
-            if constexpr (X::B == 32) {
+            if constexpr (!ints) {
                 // One group: (d_w * d_x) * sum, as ggml.
                 iu is = unit_dot<Arch>(q, xq);
                 for (std::size_t u = U; u < 32; u += U) is += unit_dot<Arch>(q + u, xq + u);
                 acc[t] = xsimd::fma(xsimd::to_float(is), fu(d.s[0] * dx), acc[t]);
                 if constexpr (Dec::k == gd::op::mul_add) off[t] += d.o[0] * X::template s<Arch>(xb);
-            } else if constexpr (ints) {
+            } else {
                 // Integer sub-block scales, as ggml: sum_g sc_g * sum(q * x)
                 // in int32 lanes (exact; a lane's conversion to float is too
                 // while it stays below 2^24, as on 32-byte units), times
@@ -646,34 +641,13 @@ inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char
                     }
                 } else {
                     for (std::size_t u = 0; u < Dec::B / U; ++u)
-                        is += dot(q + u * U, xq + u * U) * xsimd::select(second_i, iu(d.sc[2 * u + 1]), iu(d.sc[2 * u]));
+                        is += dot(q + u * U, xq + u * U) * xsimd::select(second, iu(d.sc[2 * u + 1]), iu(d.sc[2 * u]));
                 }
                 acc[t] = xsimd::fma(xsimd::to_float(is), fu(d.d * dx), acc[t]);
                 if constexpr (with_min) {
                     std::int32_t ms = 0;
-                    for (std::size_t i = 0; i < 16; ++i)
-                        ms += static_cast<std::int32_t>(d.mn[i * 16 / G]) * load_as<std::int16_t>(xb + 260 + 2 * i);
+                    for (std::size_t i = 0; i < 16; ++i) ms += static_cast<std::int32_t>(d.mn[i * 16 / G]) * X::bsum16(xb, i);
                     off[t] -= (dx * d.dmin) * static_cast<float>(ms);
-                }
-            } else {
-                fu blk(0.0f);
-                if constexpr (G >= U) {
-                    for (std::size_t g = 0; g < Dec::B / G; ++g) {
-                        iu is = unit_dot<Arch>(q + g * G, xq + g * G);
-                        for (std::size_t h = U; h < G; h += U) is += unit_dot<Arch>(q + g * G + h, xq + g * G + h);
-                        blk = xsimd::fma(xsimd::to_float(is), fu(d.s[g]), blk);
-                    }
-                } else {
-                    for (std::size_t u = 0; u < Dec::B / U; ++u) {
-                        const fu sc = xsimd::select(second, fu(d.s[2 * u + 1]), fu(d.s[2 * u]));
-                        blk = xsimd::fma(xsimd::to_float(unit_dot<Arch>(q + u * U, xq + u * U)), sc, blk);
-                    }
-                }
-                acc[t] = xsimd::fma(blk, fu(dx), acc[t]);
-                if constexpr (Dec::k == gd::op::mul_sub) {
-                    float m = 0.0f;
-                    for (std::size_t g = 0; g < Dec::B / G; ++g) m += d.o[g] * static_cast<float>(X::template bsum<G>(xb, g));
-                    off[t] -= dx * m;
                 }
             }
         }
@@ -719,12 +693,15 @@ inline constexpr ggml::type act_of = Dec::B == 256 ? ggml::type::q8_k
 
 template <class Arch>
 inline void run_q8(const ggml_gemv_q8_job& j) noexcept {
-    // Q8_1 and Q8_K weights have no int8 path (gemv_ggml refuses them).
+    // Q8_1 and Q8_K weights have no int8 path (gemv_ggml refuses them; Q8_K's
+    // decoder has no integer face).
     if (j.type == ggml::type::q8_1 || j.type == ggml::type::q8_k) return;
     gd::with_decoder<Arch>(j.type, [&](auto tag) {
         using Dec = typename decltype(tag)::type;
-        LOWBIT_ASSERT(activation_type(j.type) == act_of<Dec>);
-        rows_q8<Arch, Dec, act_of<Dec>>(j);
+        if constexpr (Dec::B == 32 || gd::int_face_v<Dec>) {
+            LOWBIT_ASSERT(activation_type(j.type) == act_of<Dec>);
+            rows_q8<Arch, Dec, act_of<Dec>>(j);
+        }
     });
 }
 
