@@ -1,11 +1,15 @@
-// Fused dequantize-GEMV / small-batch GEMM on ggml weights, y = x W^T, read
-// against the machine's memory bandwidth measured in this binary.
+// Fused dequantize-GEMV / small-batch GEMM on ggml weights and on lowbit's
+// planar formats, y = x W^T, read against the machine's memory bandwidth
+// measured in this binary.
 //
 // Weights: N x K = 11008 x 4096 (an FFN up projection), 4096 x 11008 (down)
 // and 4096 x 4096 (attention); each iteration takes the next of enough copies
 // to fill 256 MiB, so the weights stream from memory as in an engine. Cases:
 //   gemv/<type>/<N>x<K>/m:<M>/threads:<T>  f32 activations: M rows, T threads
 //   gemv_q8/<type>/...                     the int8 path, x quantized in the loop
+//   gemv/<format>/...                      a registry format in lowbit's planar layout
+//                                          (int4-g128-asym, nf4-b64, mxfp4, ...): its
+//                                          codes and fp32 params as kernels::gemv reads them
 //   read/<N>x<K>/threads:<T>               reading the Q4_0 weight bytes of that shape
 //   f32/<N>x<K>/m:1/threads:1              the same product on f32 weights (lowbit's
 //                                          f32 GEMV: the fp32 dot baseline)
@@ -26,6 +30,8 @@
 #include <lowbit/formats/ggml_view.hpp>
 #include <lowbit/kernels/ggml_gemv.hpp>
 #include <lowbit/kernels/ggml_quantize.hpp>
+#include <lowbit/kernels/gemv.hpp>
+#include <lowbit/registry.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -164,6 +170,103 @@ void bm_gemv(benchmark::State& state, ggml::type t, shape s, std::size_t m, unsi
     report(state, ggml::row_bytes(t, s.k) * s.n, m, threads);
 }
 
+// A registry format's planar weights of shape s: 64 distinct rows quantized
+// once, their codes and params tiled over N rows, in copies past 256 MiB as
+// weight_set's. Each copy: codes (N rows), then scale, zero and bias (those
+// the format has), P floats each.
+struct planar_set {
+    std::unique_ptr<quantized_base> q;  // the distinct rows: the table and minifloat rule
+    planar_view base;
+    buffer b;
+    std::size_t bytes = 0, copies = 0, codes = 0, params = 0;
+    std::size_t streamed = 0;  // bytes one product reads
+
+    planar_view copy(std::size_t i, shape s) const {
+        const unsigned char* p = b.get() + (i % copies) * bytes;
+        const auto* f = reinterpret_cast<const float*>(p + codes);
+        std::size_t at = 0;
+        const auto next = [&](bool has) {
+            if (!has) return std::span<const float>();
+            const std::span<const float> a(f + at, params);
+            at += params;
+            return a;
+        };
+        planar_params pp;
+        pp.scale = next(true);
+        pp.zero = next(base.zero() != nullptr);
+        pp.bias = next(base.bias() != nullptr);
+        pp.group = base.group();
+        pp.param_stride = base.param_stride();
+        const std::span<const std::uint8_t> cs(p, codes);
+        if (base.family() == kernel_family::affine)
+            return planar_view::affine(base.bits(), cs, s.n, s.k, base.code_stride(), pp);
+        return planar_view::table(base.bits(), cs, s.n, s.k, base.code_stride(),
+                                  std::span<const float>(base.table(), std::size_t{1} << base.bits()), pp,
+                                  base.minifloat());
+    }
+};
+
+planar_set make_planar(const std::string& name, shape s) {
+    constexpr std::size_t distinct = 64;
+    std::vector<float> x(distinct * s.k);
+    std::mt19937 rng(42);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (auto& v : x) v = nd(rng);
+    planar_set w;
+    w.q = quantize(find_format(name), matrix_view<const float>(x.data(), distinct, s.k));
+    w.base = *w.q->planar();
+    const planar_view& v = w.base;
+    const std::size_t ps = v.param_stride(), per_row = s.k / v.group();
+    w.codes = (s.n * v.code_stride() + 63) / 64 * 64;
+    w.params = ps == 0 ? per_row : s.n * ps;
+    const std::size_t arrays = 1 + (v.zero() ? 1 : 0) + (v.bias() ? 1 : 0);
+    w.bytes = (w.codes + arrays * w.params * 4 + 63) / 64 * 64;
+    w.streamed = s.n * v.code_stride() + arrays * w.params * 4;
+    w.copies = ((std::size_t{256} << 20) + w.bytes - 1) / w.bytes;
+    w.b = make_buffer(w.copies * w.bytes, 0);
+    for (std::size_t c = 0; c < w.copies; ++c) {
+        unsigned char* p = w.b.get() + c * w.bytes;
+        for (std::size_t r = 0; r < s.n; ++r)
+            std::memcpy(p + r * v.code_stride(), v.codes() + (r % distinct) * v.code_stride(), v.code_stride());
+        auto* f = reinterpret_cast<float*>(p + w.codes);
+        for (const float* a : {v.scale(), v.zero(), v.bias()}) {
+            if (!a) continue;
+            if (ps == 0) std::memcpy(f, a, per_row * 4);
+            else
+                for (std::size_t r = 0; r < s.n; ++r) std::memcpy(f + r * ps, a + (r % distinct) * ps, ps * 4);
+            f += w.params;
+        }
+    }
+    return w;
+}
+
+const planar_set& planar_weights(const std::string& name, shape s) {
+    static std::pair<std::pair<std::string, std::size_t>, planar_set> held;
+    const auto key = std::make_pair(name, s.n * 100000 + s.k);
+    if (!held.second.b || held.first != key) {
+        held.second.b.reset();
+        held = {key, make_planar(name, s)};
+    }
+    return held.second;
+}
+
+void bm_gemv_planar(benchmark::State& state, std::string name, shape s, std::size_t m, unsigned threads) {
+    const planar_set& w = planar_weights(name, s);
+    const std::vector<float> x = activations(m, s.k);
+    std::vector<float> y(m * s.n);
+    const matrix_view<const float> xv(x.data(), m, s.k);
+    const matrix_view<float> yv(y.data(), m, s.n);
+    std::size_t i = 0;
+    for (auto _ : state) {
+        const planar_view v = w.copy(i++, s);
+        if (threads == 1) gemv(v, xv, yv);
+        else gemv_parallel(v, xv, yv, threads);
+        benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    }
+    report(state, w.streamed, m, threads);
+}
+
 void bm_read(benchmark::State& state, shape s, unsigned threads) {
     const weight_set& w = weights(ggml::type::q4_0, s);
     const std::size_t part = w.bytes / threads / 64 * 64;
@@ -278,6 +381,15 @@ const int registered = [] {
                                              "/m:" + std::to_string(m) + "/threads:" + std::to_string(th);
                     benchmark::RegisterBenchmark(name.c_str(), bm_gemv, t, s, m, th, false)->UseRealTime();
                     benchmark::RegisterBenchmark(("gemv_q8" + name.substr(4)).c_str(), bm_gemv, t, s, m, th, true)
+                        ->UseRealTime();
+                }
+        for (const char* f : {"int8-ch", "int4-g128-sym", "int4-g128-asym", "int3-g128", "int2-g64", "nf4-b64",
+                              "fp4-b64", "mxfp4", "mxfp6-e2m3", "mxfp8-e4m3", "nvfp4", "fp8-e4m3-ch"})
+            for (std::size_t m : {std::size_t{1}, std::size_t{4}, std::size_t{16}})
+                for (unsigned th : {1u, 2u}) {
+                    const std::string name = "gemv/" + std::string(f) + "/" + sn + "/m:" + std::to_string(m) +
+                                             "/threads:" + std::to_string(th);
+                    benchmark::RegisterBenchmark(name.c_str(), bm_gemv_planar, std::string(f), s, m, th)
                         ->UseRealTime();
                 }
     }

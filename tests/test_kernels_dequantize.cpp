@@ -262,7 +262,7 @@ void check_minifloat(const lowbit::minifloat_rule& m, std::mt19937& rng) {
             std::vector<unsigned char> want(nbytes, 0xCD), got(nbytes);
             j.out = want.data();
             dequantize_table_ref(j);
-            const bool matches = detail::dq::minifloat_matches(m, table.data(), bits);
+            const bool matches = lowbit::detail::minifloat_matches(m, table.data(), bits);
             const isa before = active_isa();
             for (isa i : available_isas()) {
                 INFO(describe(i, bits, s, t, false, false, false) << " mbits=" << m.mbits << " bias=" << m.bias);
@@ -289,11 +289,11 @@ TEST_CASE("minifloat tables computed from their rule equal the lookups bit for b
     using namespace lowbit::elem;
     std::mt19937 rng(7);
     // Each element's own rule describes its table, so the computed path runs.
-    REQUIRE(detail::dq::minifloat_matches(fp8_e4m3::rule, lowbit::detail::element_table<fp8_e4m3>().data(), 8));
-    REQUIRE(detail::dq::minifloat_matches(fp8_e5m2::rule, lowbit::detail::element_table<fp8_e5m2>().data(), 8));
-    REQUIRE(detail::dq::minifloat_matches(fp6_e3m2::rule, lowbit::detail::element_table<fp6_e3m2>().data(), 6));
-    REQUIRE(detail::dq::minifloat_matches(fp6_e2m3::rule, lowbit::detail::element_table<fp6_e2m3>().data(), 6));
-    REQUIRE(detail::dq::minifloat_matches(fp4_e2m1::rule, lowbit::detail::element_table<fp4_e2m1>().data(), 4));
+    REQUIRE(lowbit::detail::minifloat_matches(fp8_e4m3::rule, lowbit::detail::element_table<fp8_e4m3>().data(), 8));
+    REQUIRE(lowbit::detail::minifloat_matches(fp8_e5m2::rule, lowbit::detail::element_table<fp8_e5m2>().data(), 8));
+    REQUIRE(lowbit::detail::minifloat_matches(fp6_e3m2::rule, lowbit::detail::element_table<fp6_e3m2>().data(), 6));
+    REQUIRE(lowbit::detail::minifloat_matches(fp6_e2m3::rule, lowbit::detail::element_table<fp6_e2m3>().data(), 6));
+    REQUIRE(lowbit::detail::minifloat_matches(fp4_e2m1::rule, lowbit::detail::element_table<fp4_e2m1>().data(), 4));
     check_minifloat<fp8_e4m3>(fp8_e4m3::rule, rng);
     check_minifloat<fp8_e5m2>(fp8_e5m2::rule, rng);
     check_minifloat<fp6_e3m2>(fp6_e3m2::rule, rng);
@@ -302,7 +302,7 @@ TEST_CASE("minifloat tables computed from their rule equal the lookups bit for b
     // Rules that do not describe the table: ignored.
     for (const lowbit::minifloat_rule wrong : {lowbit::minifloat_rule{3, 8, 0x7E, 7}, lowbit::minifloat_rule{2, 7, 0x7E, 7},
                                                lowbit::minifloat_rule{3, 7, 0x7F, 7}, lowbit::minifloat_rule{3, 7, 0x7E, 6}}) {
-        REQUIRE_FALSE(detail::dq::minifloat_matches(wrong, lowbit::detail::element_table<fp8_e4m3>().data(), 8));
+        REQUIRE_FALSE(lowbit::detail::minifloat_matches(wrong, lowbit::detail::element_table<fp8_e4m3>().data(), 8));
         check_minifloat<fp8_e4m3>(wrong, rng);
     }
 }

@@ -28,7 +28,9 @@
 #include "granularity.hpp"
 #include "kernels/dequantize.hpp"
 #include "kernels/encode.hpp"
+#include "kernels/gemv.hpp"
 #include "pack/bits.hpp"
+#include "pack/planar.hpp"
 #include "parallel.hpp"
 #include "scheme/affine.hpp"
 #include "scheme/concepts.hpp"
@@ -53,6 +55,18 @@ public:
         check_out(out);
         dequantize_to(out.data(), out.stride(), kernels::out_type::f32, range);
     }
+    /// y[m][n] = sum_k x[m][k] * W[n][k] (+ bias[n]) for the rows n of W in
+    /// `range`, W's values as dequantize gives them in fp32, on the active
+    /// instruction set (kernels::gemv, kernels::gemv_ggml): x is M x cols(),
+    /// y M x rows(), bias empty or rows() values.
+    virtual void gemv(matrix_view<const float> x, matrix_view<float> y, row_range range,
+                      std::span<const float> bias) const = 0;
+    void gemv(matrix_view<const float> x, matrix_view<float> y, row_range range = all_rows) const {
+        gemv(x, y, range, {});
+    }
+    /// The weights as a planar_view where they are in lowbit's planar
+    /// layout (quantized<S>), else nothing (ggml blocks, say).
+    virtual std::optional<planar_view> planar() const { return std::nullopt; }
 
 protected:
     /// dequantize's check of an output view (shape r x c of `out`).
@@ -155,38 +169,39 @@ public:
             }
         }
         const std::size_t esize = type == kernels::out_type::f32 ? 4 : 2;
-        void* o = static_cast<unsigned char*>(out) + r0 * out_stride * esize;
-        const float* sc = scale.data() + r0 * layout.param_stride;
-        auto common = [&](auto& j) {
-            j.codes = codes.data() + r0 * code_stride;
-            j.code_stride = code_stride;
-            j.bits = S::bits;
-            j.rows = r1 - r0;
-            j.cols = n_cols;
-            j.group = layout.group;
-            j.scale = sc;
-            j.param_stride = layout.param_stride;
-            j.out = o;
+        const planar_view v = view().rows(r0, r1);
+        auto put_out = [&](auto j) {
+            j.out = static_cast<unsigned char*>(out) + r0 * out_stride * esize;
             j.out_stride = out_stride;
             j.type = type;
+            return j;
         };
+        if constexpr (S::family == kernel_family::affine) kernels::dequantize_affine(put_out(kernels::affine_job_of(v)));
+        else kernels::dequantize_table(put_out(kernels::table_job_of(v)));
+    }
+
+    using quantized_base::gemv;
+    void gemv(matrix_view<const float> x, matrix_view<float> y, row_range range,
+              std::span<const float> bias) const override {
+        kernels::gemv(view(), x, y, range, bias);
+    }
+
+    std::optional<planar_view> planar() const override { return view(); }
+
+    /// The weights as a non-owning planar_view (kernels::gemv takes one),
+    /// valid while this object lives unchanged and unmoved.
+    planar_view view() const {
+        const planar_params p{scale, zero, bias, layout.group, layout.param_stride};
         if constexpr (S::family == kernel_family::affine) {
-            kernels::affine_job j{};
-            common(j);
-            j.zero = zero.empty() ? nullptr : zero.data() + r0 * layout.param_stride;
-            j.bias = bias.empty() ? nullptr : bias.data() + r0 * layout.param_stride;
-            kernels::dequantize_affine(j);
+            return planar_view::affine(S::bits, codes, n_rows, n_cols, code_stride, p);
         } else {
-            const auto table = scheme.table();
-            kernels::table_job j{};
-            common(j);
-            j.table = table.data();
+            const minifloat_rule* mf = nullptr;
             minifloat_rule m{};
             if constexpr (requires { { scheme.encode_rule() } -> std::convertible_to<minifloat_rule>; }) {
                 m = scheme.encode_rule();
-                j.minifloat = &m;
+                mf = &m;
             }
-            kernels::dequantize_table(j);
+            return planar_view::table(S::bits, codes, n_rows, n_cols, code_stride, scheme.table(), p, mf);
         }
     }
 

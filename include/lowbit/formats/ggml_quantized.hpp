@@ -16,6 +16,7 @@
 #include "../core/view.hpp"
 #include "../kernels/dequantize.hpp"
 #include "../kernels/ggml_dequantize.hpp"
+#include "../kernels/ggml_gemv.hpp"
 #include "../kernels/ggml_quantize.hpp"
 #include "../parallel.hpp"
 #include "../quantizer.hpp"
@@ -39,6 +40,15 @@ public:
                                 : 0.0;
     }
     std::size_t storage_bytes() const noexcept override { return blocks.size(); }
+
+    /// The blocks as a view (valid while this object lives unchanged).
+    rows_view view() const { return rows_view(type, blocks.data(), n_rows, n_cols, row_size); }
+
+    using quantized_base::gemv;
+    void gemv(matrix_view<const float> x, matrix_view<float> y, row_range range,
+              std::span<const float> bias) const override {
+        kernels::gemv_ggml(view(), x, y, range, bias);
+    }
 
     void dequantize_to(void* out, std::size_t out_stride, kernels::out_type t,
                        row_range range = all_rows) const override {

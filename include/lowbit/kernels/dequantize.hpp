@@ -19,6 +19,7 @@
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
+#include "../pack/planar.hpp"
 #include "../scheme/encode_rules.hpp"
 #include "dispatch.hpp"
 
@@ -65,10 +66,21 @@ struct table_job {
     /// are sign, exponent and mantissa), so that kernels may compute entries
     /// rather than look them up; the results do not depend on it.
     /// dequantize_table drops a rule that does not give the table's value
-    /// for every code (detail::dq::minifloat_matches); the kernels, called
+    /// for every code (detail::minifloat_matches); the kernels, called
     /// directly, trust it.
     const minifloat_rule* minifloat = nullptr;
 };
+
+/// The job describing a planar view's weights; its output (out, out_stride,
+/// type) is the caller's to set.
+inline affine_job affine_job_of(const planar_view& w) noexcept {
+    return {w.codes(), w.code_stride(), w.bits(), w.rows(), w.cols(), w.group(), w.scale(), w.zero(), w.bias(),
+            w.param_stride(), nullptr, 0, out_type::f32};
+}
+inline table_job table_job_of(const planar_view& w) noexcept {
+    return {w.codes(), w.code_stride(), w.bits(), w.rows(), w.cols(), w.group(), w.table(), w.scale(),
+            w.param_stride(), nullptr, 0, out_type::f32, w.minifloat()};
+}
 
 namespace detail::dq {
 
@@ -97,47 +109,36 @@ inline void ref_store(void* out, std::size_t i, float x, out_type t) noexcept {
     }
 }
 
-/// Whether minifloat_value with `m` gives table[c] for every code c of
-/// `bits` bits up to m.max_magnitude (the kernels look the others up).
-inline bool minifloat_matches(const minifloat_rule& m, const float* table, int bits) noexcept {
-    if (m.mbits < 1 || m.mbits >= bits - 1 || m.sign_bit != bits - 1 || m.bias < 0 || m.bias > 126) return false;
-    for (std::uint32_t c = 0; c < (1u << bits); ++c)
-        if ((c & ((1u << m.sign_bit) - 1u)) <= m.max_magnitude &&
-            std::bit_cast<std::uint32_t>(minifloat_value<float>(m, c)) != std::bit_cast<std::uint32_t>(table[c]))
-            return false;
-    return true;
+}  // namespace detail::dq
+
+namespace detail::dq {
+
+/// The value at (r, c) of the weights a job describes, as the scalar
+/// references form it: (q - zero) * scale + bias in those float operations.
+inline float ref_value(const affine_job& j, std::size_t r, std::size_t c) noexcept {
+    const std::size_t g = r * j.param_stride + c / j.group;
+    float x = static_cast<float>(ref_code(j.codes + r * j.code_stride, c, j.bits));
+    if (j.zero) x = x - j.zero[g];
+    x = x * j.scale[g];
+    if (j.bias) x = ::lowbit::detail::unfused(x) + j.bias[g];
+    return x;
+}
+/// table[q] * scale.
+inline float ref_value(const table_job& j, std::size_t r, std::size_t c) noexcept {
+    return j.table[ref_code(j.codes + r * j.code_stride, c, j.bits)] * j.scale[r * j.param_stride + c / j.group];
+}
+
+template <class Job>
+inline void dequantize_ref(const Job& j) noexcept {
+    for (std::size_t r = 0; r < j.rows; ++r)
+        for (std::size_t c = 0; c < j.cols; ++c) ref_store(j.out, r * j.out_stride + c, ref_value(j, r, c), j.type);
 }
 
 }  // namespace detail::dq
 
-/// Scalar reference (the test oracle); any bits 1..8, no validation.
-inline void dequantize_affine_ref(const affine_job& j) noexcept {
-    for (std::size_t r = 0; r < j.rows; ++r) {
-        const std::uint8_t* row = j.codes + r * j.code_stride;
-        const std::size_t p0 = r * j.param_stride;
-        const std::size_t o0 = r * j.out_stride;
-        for (std::size_t c = 0; c < j.cols; ++c) {
-            const std::size_t g = p0 + c / j.group;
-            float x = static_cast<float>(detail::dq::ref_code(row, c, j.bits));
-            if (j.zero) x = x - j.zero[g];
-            x = x * j.scale[g];
-            if (j.bias) x = ::lowbit::detail::unfused(x) + j.bias[g];
-            detail::dq::ref_store(j.out, o0 + c, x, j.type);
-        }
-    }
-}
-
-inline void dequantize_table_ref(const table_job& j) noexcept {
-    for (std::size_t r = 0; r < j.rows; ++r) {
-        const std::uint8_t* row = j.codes + r * j.code_stride;
-        const std::size_t p0 = r * j.param_stride;
-        const std::size_t o0 = r * j.out_stride;
-        for (std::size_t c = 0; c < j.cols; ++c) {
-            const float x = j.table[detail::dq::ref_code(row, c, j.bits)] * j.scale[p0 + c / j.group];
-            detail::dq::ref_store(j.out, o0 + c, x, j.type);
-        }
-    }
-}
+/// Scalar references (the test oracles); any bits 1..8, no validation.
+inline void dequantize_affine_ref(const affine_job& j) noexcept { detail::dq::dequantize_ref(j); }
+inline void dequantize_table_ref(const table_job& j) noexcept { detail::dq::dequantize_ref(j); }
 
 /// Kernel functors: `Arch` is an xsimd arch tag or `kernels::scalar`.
 struct dequantize_affine_fn {
@@ -798,50 +799,79 @@ inline xsimd::batch<float, Arch> lane_params(const float* p, std::size_t c, std:
     return xsimd::batch<float, Arch>::load_aligned(buf);
 }
 
-/// Calls make(codes, col) for the batches of [c, e) (c a multiple of the batch
-/// size) and stores them; batches the codes cannot give in place and the last
-/// partial batch of a row go through zero-padded copies, so nothing is read or
-/// written past the row.
-template <class Arch, out_type OT, class Codes, class Make>
-LOWBIT_FORCE_INLINE void run_span(const Codes codes, std::size_t c, std::size_t e, unsigned char* dst, bool nt,
-                                  const Make make) noexcept {
+/// Calls use.full(make(codes, col), col) for the batches of [c, e) (c a
+/// multiple of the batch size) the codes give in place, and use.part(value,
+/// col, count) for the others: batches read through zero-padded copies, and a
+/// row's last partial batch (count < lanes), so nothing is read past the row.
+template <class Arch, class Codes, class Make, class Use>
+LOWBIT_FORCE_INLINE void run_batches(const Codes codes, std::size_t c, std::size_t e, const Make make,
+                                     const Use& use) noexcept {
     constexpr std::size_t n = xsimd::batch<float, Arch>::size;
-    constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
     std::size_t t = c;
     std::size_t stop = c + (e - c) / n * n;
     if (stop > codes.in_place_end()) stop = codes.in_place_end();
-    if (nt)
-        for (; t < stop; t += n) emit<Arch, OT, true>(make(codes.at(t), t), dst + t * esize);
-    else
-        for (; t < stop; t += n) emit<Arch, OT>(make(codes.at(t), t), dst + t * esize);
+    for (; t < stop; t += n) use.full(make(codes.at(t), t), t);
     for (; t < e; t += n) {
         alignas(64) std::uint8_t scratch[64] = {};
         const std::size_t cnt = e - t < n ? e - t : n;
-        const xsimd::batch<float, Arch> v = make(codes.copy(t, cnt, scratch), t);
+        use.part(make(codes.copy(t, cnt, scratch), t), t, cnt);
+    }
+}
+
+/// run_batches' `use` that stores each batch at its column of a row at dst
+/// (NT: streamed, as emit), a partial batch through a buffer.
+template <class Arch, out_type OT, bool NT>
+struct store_batches {
+    static constexpr std::size_t n = xsimd::batch<float, Arch>::size;
+    static constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
+    unsigned char* dst;
+
+    LOWBIT_FORCE_INLINE void full(const xsimd::batch<float, Arch>& v, std::size_t t) const noexcept {
+        emit<Arch, OT, NT>(v, dst + t * esize);
+    }
+    LOWBIT_FORCE_INLINE void part(const xsimd::batch<float, Arch>& v, std::size_t t, std::size_t cnt) const noexcept {
         if (cnt == n) {
             // Streamed like the rest: a line half streamed, half stored is slow.
-            if (nt) emit<Arch, OT, true>(v, dst + t * esize);
-            else emit<Arch, OT>(v, dst + t * esize);
+            emit<Arch, OT, NT>(v, dst + t * esize);
         } else {
             alignas(64) unsigned char ot[n * esize];
             emit<Arch, OT>(v, ot);
             std::memcpy(dst + t * esize, ot, cnt * esize);
         }
     }
-}
+};
 
-/// The affine kernel on one run of a row (for_each_run's `spans`).
-template <class Arch, out_type OT, bool Z, bool B>
+/// Where the run kernels below put a run's values: dequantize stores them
+/// in the output rows (store_rows); the planar GEMV multiplies them into
+/// accumulators (kernels/gemv.hpp). span(r, codes, c, e, make) takes the
+/// values make(codes, col) of row r's columns [c, e).
+template <class Arch, out_type OT>
+struct store_rows {
+    void* out;
+    std::size_t out_stride;
+    bool nt;
+
+    template <class Codes, class Make>
+    LOWBIT_FORCE_INLINE void span(std::size_t r, const Codes& codes, std::size_t c, std::size_t e,
+                                  const Make& make) const noexcept {
+        constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
+        unsigned char* dst = static_cast<unsigned char*>(out) + r * out_stride * esize;
+        if (nt) run_batches<Arch>(codes, c, e, make, store_batches<Arch, OT, true>{dst});
+        else run_batches<Arch>(codes, c, e, make, store_batches<Arch, OT, false>{dst});
+    }
+};
+
+/// The affine kernel on one run of a row (for_each_run's `spans`), its
+/// values to `out` (store_rows or the GEMV's).
+template <class Arch, bool Z, bool B, class Out>
 struct affine_runs {
     const affine_job& j;
-    bool nt;
+    Out out;
 
     template <class Codes>
     LOWBIT_FORCE_INLINE void operator()(std::size_t r, const Codes& codes, std::size_t c0, std::size_t e0) const noexcept {
         using f32 = xsimd::batch<float, Arch>;
-        constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
         const std::size_t G = j.group, last = j.cols / G - 1;
-        unsigned char* dst = static_cast<unsigned char*>(j.out) + r * j.out_stride * esize;
         const std::size_t p0 = r * j.param_stride;
         const float* s = j.scale + p0;
         const float* z = Z ? j.zero + p0 : nullptr;
@@ -851,13 +881,13 @@ struct affine_runs {
                 const std::size_t g = c / G;
                 const std::size_t e = (g + 1) * G < e0 ? (g + 1) * G : e0;
                 const f32 sb(s[g]), zb(Z ? z[g] : 0.0f), bb(B ? b[g] : 0.0f);
-                run_span<Arch, OT>(codes, c, e, dst, nt, [sb, zb, bb](const auto& q, std::size_t) noexcept {
+                out.span(r, codes, c, e, [sb, zb, bb](const auto& q, std::size_t) noexcept {
                     return affine_value<Arch, Z, B>(q, sb, zb, bb);
                 });
                 c = e;
             }
         } else {
-            run_span<Arch, OT>(codes, c0, e0, dst, nt, [s, z, b, G, last](const auto& q, std::size_t c) noexcept {
+            out.span(r, codes, c0, e0, [s, z, b, G, last](const auto& q, std::size_t c) noexcept {
                 const f32 sb = lane_params<Arch>(s, c, G, last);
                 const f32 zb = Z ? lane_params<Arch>(z, c, G, last) : f32(0.0f);
                 const f32 bb = B ? lane_params<Arch>(b, c, G, last) : f32(0.0f);
@@ -870,7 +900,7 @@ struct affine_runs {
 template <class Arch, out_type OT, bool Z, bool B>
 inline void affine_rows(const affine_job& j) noexcept {
     with_output<Arch>(j, OT == out_type::f32 ? 4 : 2, true, [](const affine_job& b, bool nt) {
-        for_each_run<Arch>(b, affine_runs<Arch, OT, Z, B>{b, nt});
+        for_each_run<Arch>(b, affine_runs<Arch, Z, B, store_rows<Arch, OT>>{b, {b.out, b.out_stride, nt}});
     });
 }
 
@@ -949,19 +979,18 @@ inline xsimd::batch<float, Arch> table_lookup(const std::uint8_t* q, const float
     return table_value<Arch, Small ? 16 : 256>(q, table, small);
 }
 
-/// The table kernel on one run of a row (for_each_run's `spans`).
-template <class Arch, out_type OT, int Cap>
+/// The table kernel on one run of a row (for_each_run's `spans`), its
+/// values to `out` (as affine_runs).
+template <class Arch, int Cap, class Out>
 struct table_runs {
     const table_job& j;
     const float* pad;
-    bool nt;
+    Out out;
 
     template <class Codes>
     LOWBIT_FORCE_INLINE void operator()(std::size_t r, const Codes& codes, std::size_t c0, std::size_t e0) const noexcept {
         using f32 = xsimd::batch<float, Arch>;
-        constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
         const std::size_t G = j.group, last = j.cols / G - 1;
-        unsigned char* dst = static_cast<unsigned char*>(j.out) + r * j.out_stride * esize;
         const float* s = j.scale + r * j.param_stride;
         // Cap 0: a minifloat, computed (the job's minifloat rule).
         const minifloat_rule m = Cap == 0 ? *j.minifloat : minifloat_rule{};
@@ -975,7 +1004,7 @@ struct table_runs {
             // A group of one batch (nvfp4's 16 on AVX-512): its scale by the
             // batch's column, not a span per group. bench_quantize
             // dequantize/nvfp4 3 710-3 780 -> 6 840-7 250 Mw/s (AVX-512).
-            run_span<Arch, OT>(codes, c0, e0, dst, nt, [value, s, last](const auto& q, std::size_t c) noexcept {
+            out.span(r, codes, c0, e0, [value, s, last](const auto& q, std::size_t c) noexcept {
                 const std::size_t g = c / f32::size;
                 return value(q) * f32(s[g <= last ? g : last]);
             });
@@ -984,35 +1013,51 @@ struct table_runs {
                 const std::size_t g = c / G;
                 const std::size_t e = (g + 1) * G < e0 ? (g + 1) * G : e0;
                 const f32 sb(s[g]);
-                run_span<Arch, OT>(codes, c, e, dst, nt, [value, sb](const auto& q, std::size_t) noexcept {
+                out.span(r, codes, c, e, [value, sb](const auto& q, std::size_t) noexcept {
                     return value(q) * sb;
                 });
                 c = e;
             }
         } else {
-            run_span<Arch, OT>(codes, c0, e0, dst, nt, [value, s, G, last](const auto& q, std::size_t c) noexcept {
+            out.span(r, codes, c0, e0, [value, s, G, last](const auto& q, std::size_t c) noexcept {
                 return value(q) * lane_params<Arch>(s, c, G, last);
             });
         }
     }
 };
 
+/// A job's table zero padded to Cap entries (table_value's `pad`), for Cap
+/// 16, 32 and 64.
+template <int Cap>
+struct table_pad {
+    alignas(64) float v[Cap < 256 && Cap > 0 ? Cap : 16] = {};
+    explicit table_pad(const table_job& j) noexcept {
+        if constexpr (Cap < 256 && Cap > 0)
+            for (std::size_t i = 0; i < (std::size_t{1} << j.bits); ++i) v[i] = j.table[i];
+    }
+};
+
 template <class Arch, out_type OT, int Cap>
 inline void table_rows(const table_job& j) noexcept {
-    alignas(64) float pad[Cap < 256 && Cap > 0 ? Cap : 16] = {};
-    if constexpr (Cap < 256 && Cap > 0)
-        for (std::size_t i = 0; i < (std::size_t{1} << j.bits); ++i) pad[i] = j.table[i];
+    const table_pad<Cap> pad(j);
     with_output<Arch>(j, OT == out_type::f32 ? 4 : 2, Cap <= 16, [&pad](const table_job& b, bool nt) {
-        for_each_run<Arch>(b, table_runs<Arch, OT, Cap>{b, pad, nt});
+        for_each_run<Arch>(b, table_runs<Arch, Cap, store_rows<Arch, OT>>{b, pad.v, {b.out, b.out_stride, nt}});
     });
+}
+
+/// f(bool_constant<Z>, bool_constant<B>): whether the job has a zero-point
+/// and a bias, as constants.
+template <class F>
+inline void with_affine_params(const affine_job& j, F&& f) noexcept {
+    if (j.zero && j.bias) f(std::true_type{}, std::true_type{});
+    else if (j.zero) f(std::true_type{}, std::false_type{});
+    else if (j.bias) f(std::false_type{}, std::true_type{});
+    else f(std::false_type{}, std::false_type{});
 }
 
 template <class Arch, out_type OT>
 inline void affine_by_params(const affine_job& j) noexcept {
-    if (j.zero && j.bias) affine_rows<Arch, OT, true, true>(j);
-    else if (j.zero) affine_rows<Arch, OT, true, false>(j);
-    else if (j.bias) affine_rows<Arch, OT, false, true>(j);
-    else affine_rows<Arch, OT, false, false>(j);
+    with_affine_params(j, [&](auto z, auto b) { affine_rows<Arch, OT, decltype(z)::value, decltype(b)::value>(j); });
 }
 
 template <class Arch>
@@ -1024,20 +1069,32 @@ inline void affine_simd(const affine_job& j) noexcept {
     }
 }
 
-template <class Arch, out_type OT>
-inline void table_by_size(const table_job& j) noexcept {
+/// f(integral_constant<int, Cap>): how table_runs looks a job's values up on
+/// Arch (table_value's Cap; 0: a minifloat, computed).
+template <class Arch, class F>
+inline void with_table_cap(const table_job& j, F&& f) noexcept {
     // Minifloats of more than 6 bits (more than 4 on AVX2) are computed
     // rather than gathered from memory; AVX-512's permutes look up smaller
     // tables faster than either. Where codes widen through memory (SSE4.1,
     // NEON) a scalar lookup per code is faster than widening and computing
     // (SSE4.1, EPYC: fp8-e4m3-ch 4 710 Mw/s looked up, 2 710 computed).
     constexpr int computed_above = is_avx512_v<Arch> ? 6 : is_avx2_v<Arch> ? 4 : 8;
-    if (j.minifloat && j.bits > computed_above) table_rows<Arch, OT, 0>(j);
-    else if constexpr (!is_avx512_v<Arch> && !is_avx2_v<Arch>) table_rows<Arch, OT, 256>(j);  // no in-register lookups
-    else if (j.bits <= 4) table_rows<Arch, OT, 16>(j);
-    else if (j.bits == 5) table_rows<Arch, OT, 32>(j);
-    else if (j.bits == 6) table_rows<Arch, OT, 64>(j);
-    else table_rows<Arch, OT, 256>(j);
+    using cap0 = std::integral_constant<int, 0>;
+    using cap16 = std::integral_constant<int, 16>;
+    using cap32 = std::integral_constant<int, 32>;
+    using cap64 = std::integral_constant<int, 64>;
+    using cap256 = std::integral_constant<int, 256>;
+    if (j.minifloat && j.bits > computed_above) f(cap0{});
+    else if constexpr (!is_avx512_v<Arch> && !is_avx2_v<Arch>) f(cap256{});  // no in-register lookups
+    else if (j.bits <= 4) f(cap16{});
+    else if (j.bits == 5) f(cap32{});
+    else if (j.bits == 6) f(cap64{});
+    else f(cap256{});
+}
+
+template <class Arch, out_type OT>
+inline void table_by_size(const table_job& j) noexcept {
+    with_table_cap<Arch>(j, [&](auto cap) { table_rows<Arch, OT, decltype(cap)::value>(j); });
 }
 
 template <class Arch>
@@ -1070,29 +1127,15 @@ namespace detail::dq {
 template <class Job>
 inline void validate(const Job& j, const char* what) {
     const std::string fn(what);
-    if (j.bits < 1 || j.bits > 8)
-        LOWBIT_THROW(errc::invalid_argument, fn + ": bits = " + std::to_string(j.bits) + ", must be 1..8");
-    if (j.group == 0)
-        LOWBIT_THROW(errc::invalid_argument, fn + ": group size is 0");
-    if (j.cols % j.group != 0)
-        LOWBIT_THROW(errc::not_divisible, fn + ": " + std::to_string(j.cols) + " columns do not divide into groups of " +
-                                              std::to_string(j.group));
+    ::lowbit::detail::check_planar_shape(fn, j.bits, j.rows, j.cols, j.group, j.code_stride, j.param_stride);
     if (j.type != out_type::f32 && j.type != out_type::f16 && j.type != out_type::bf16)
         LOWBIT_THROW(errc::invalid_argument, fn + ": unknown output type");
     if (j.rows == 0 || j.cols == 0) return;
     if (!j.codes || !j.scale || !j.out)
         LOWBIT_THROW(errc::invalid_argument, fn + ": codes, scale and out must not be null");
-    if (j.rows > 1 && j.code_stride < row_bytes(j.cols, j.bits))
-        LOWBIT_THROW(errc::invalid_argument, fn + ": code_stride " + std::to_string(j.code_stride) +
-                                                 " is less than a row's " + std::to_string(row_bytes(j.cols, j.bits)) +
-                                                 " bytes");
     if (j.rows > 1 && j.out_stride < j.cols)
         LOWBIT_THROW(errc::invalid_argument, fn + ": out_stride " + std::to_string(j.out_stride) +
                                                  " is less than the " + std::to_string(j.cols) + " columns");
-    if (j.param_stride != 0 && j.param_stride < j.cols / j.group)
-        LOWBIT_THROW(errc::invalid_argument, fn + ": param_stride " + std::to_string(j.param_stride) +
-                                                 " is less than the " + std::to_string(j.cols / j.group) +
-                                                 " groups of a row");
 }
 
 }  // namespace detail::dq
@@ -1109,7 +1152,7 @@ inline void dequantize_table(const table_job& j) {
     detail::dq::validate(j, "dequantize_table");
     if (j.rows == 0 || j.cols == 0) return;
     if (!j.table) LOWBIT_THROW(errc::invalid_argument, "dequantize_table: table must not be null");
-    if (j.minifloat && !detail::dq::minifloat_matches(*j.minifloat, j.table, j.bits)) {
+    if (j.minifloat && !::lowbit::detail::minifloat_matches(*j.minifloat, j.table, j.bits)) {
         table_job looked_up = j;  // a rule that is not the table's: look values up
         looked_up.minifloat = nullptr;
         dispatch(dequantize_table_fn{}, looked_up);

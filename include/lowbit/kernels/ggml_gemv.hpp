@@ -36,6 +36,7 @@
 #include "../parallel.hpp"
 #include "dispatch.hpp"
 #include "ggml_dequantize.hpp"
+#include "gemv_common.hpp"
 #include "ggml_quantize.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -64,11 +65,10 @@ struct gemv_ggml_fn {
 
 namespace detail::ggml_gemv {
 
-/// Output element i of y: v, as y_type stores it (fp16/bf16 rounded to nearest even).
-inline void store_y(void* y, out_type t, std::size_t i, float v) noexcept {
-    if (t == out_type::f32) static_cast<float*>(y)[i] = v;
-    else static_cast<std::uint16_t*>(y)[i] = t == out_type::f16 ? float_to_fp16(v) : float_to_bf16(v);
-}
+using gemv::checked_rows;
+using gemv::gemv_out;
+using gemv::out_of;
+using gemv::store_y;
 
 /// The scalar references' loop: each W row dequantized by ggml's row function
 /// a chunk of blocks at a time, products added in k order in float.
@@ -232,80 +232,17 @@ void gemv_ggml_fn::operator()(Arch, const ggml_gemv_job& j) const noexcept {
 
 namespace detail::ggml_gemv {
 
-/// y as the kernels write it: rows x cols elements of `type`, `stride`
-/// elements apart (fp16/bf16 as uint16_t bits).
-struct gemv_out {
-    void* data;
-    std::size_t rows, cols, stride;
-    out_type type;
-    /// Where column c of row 0 is.
-    void* col(std::size_t c) const noexcept {
-        return static_cast<unsigned char*>(data) + c * (type == out_type::f32 ? sizeof(float) : sizeof(std::uint16_t));
-    }
-};
-
-inline gemv_out out_of(matrix_view<float> y) {
-    ::lowbit::detail::check_view(y, "gemv_ggml: y");
-    return {y.data(), y.rows(), y.cols(), y.stride(), out_type::f32};
-}
-
-inline gemv_out out_of(matrix_view<std::uint16_t> y, out_type type) {
-    ::lowbit::detail::check_view(y, "gemv_ggml: y");
-    if (type != out_type::f16 && type != out_type::bf16)
-        LOWBIT_THROW(errc::invalid_argument, "gemv_ggml: a y of 16-bit elements is fp16 or bf16 (out_type::f16 or "
-                                             "out_type::bf16), not out_type " +
-                                                 std::to_string(static_cast<int>(type)));
-    return {y.data(), y.rows(), y.cols(), y.stride(), type};
-}
-
-/// The checks both paths make of x's shape (x_rows x x_cols), y, bias and
-/// the row range; `who` starts each message. Returns the W rows to compute:
-/// none where there is nothing to multiply (where W's rows are empty, the
-/// range's outputs are set to the bias, the value of an empty sum).
-inline std::pair<std::size_t, std::size_t> checked_rows(const ggml::rows_view& w, std::size_t x_rows,
-                                                        std::size_t x_cols, const gemv_out& y, row_range rows,
-                                                        std::span<const float> bias, const std::string& who) {
-    if (x_rows != 0 && x_cols != w.cols())
-        LOWBIT_THROW(errc::invalid_argument, who + ": x has " + std::to_string(x_cols) + " columns, the weights' rows " +
-                                                 std::to_string(w.cols()) + " values");
-    if (y.rows != x_rows || y.cols != w.rows())
-        LOWBIT_THROW(errc::invalid_argument, who + ": y is " + std::to_string(y.rows) + " x " + std::to_string(y.cols) +
-                                                 ", the product is " + std::to_string(x_rows) + " x " +
-                                                 std::to_string(w.rows()));
-    if (!bias.empty() && bias.size() != w.rows())
-        LOWBIT_THROW(errc::invalid_argument, who + ": bias has " + std::to_string(bias.size()) + " values for " +
-                                                 std::to_string(w.rows()) + " weight rows");
-    const auto [r0, r1] = ::lowbit::detail::clamp_rows(rows, w.rows(), "gemv_ggml");
-    if (x_rows == 0) return {r0, r0};
-    if (w.cols() == 0) {
-        for (std::size_t mi = 0; mi < y.rows; ++mi)
-            for (std::size_t r = r0; r < r1; ++r) store_y(y.data, y.type, mi * y.stride + r, bias.empty() ? 0.0f : bias[r]);
-        return {r0, r0};
-    }
-    return {r0, r1};
-}
-
 inline void gemv(const ggml::rows_view& w, matrix_view<const float> x, const gemv_out& y, row_range rows,
                  std::span<const float> bias) {
     const std::string who = "gemv_ggml(" + std::string(w.type_name()) + ")";
     if (!dequantize_ggml_supports(w.type_id()))
         LOWBIT_THROW(errc::unsupported, who + ": no GEMV for weights of ggml type " + std::string(w.type_name()));
     ::lowbit::detail::check_view(x, "gemv_ggml: x");
-    const auto [r0, r1] = checked_rows(w, x.rows(), x.cols(), y, rows, bias, who);
+    const auto [r0, r1] = checked_rows(w.rows(), w.cols(), x.rows(), x.cols(), y, rows, bias, who);
     if (r0 == r1) return;
     const ggml_gemv_job j{w.type_id(), w.row(r0), w.stride(), r1 - r0, w.cols(), x.data(), x.stride(), x.rows(),
                           y.col(r0), y.stride, bias.empty() ? nullptr : bias.data() + r0, y.type};
     dispatch(gemv_ggml_fn{}, j);
-}
-
-/// gemv(w, x, y, range, bias) on `threads` threads (0: the hardware's
-/// count), ranges in whole multiples of 16 rows (64 bytes of an fp32 y row);
-/// the checks once, first.
-template <class X>
-void run_parallel(const ggml::rows_view& w, const X& x, const gemv_out& y, unsigned threads,
-                  std::span<const float> bias) {
-    gemv(w, x, y, row_range{0, 0}, bias);  // the checks, once, on the calling thread
-    parallel_for(w.rows(), threads, 16, [&](std::size_t b, std::size_t e) { gemv(w, x, y, {b, e}, bias); });
 }
 
 }  // namespace detail::ggml_gemv
@@ -321,7 +258,7 @@ inline bool gemv_ggml_supports(ggml::type t) noexcept { return dequantize_ggml_s
 /// errc::unsupported naming what is wrong.
 inline void gemv_ggml(const ggml::rows_view& w, matrix_view<const float> x, matrix_view<float> y,
                       row_range rows = all_rows, std::span<const float> bias = {}) {
-    detail::ggml_gemv::gemv(w, x, detail::ggml_gemv::out_of(y), rows, bias);
+    detail::ggml_gemv::gemv(w, x, detail::ggml_gemv::out_of(y, "gemv_ggml"), rows, bias);
 }
 
 /// The same with y in fp16 or bf16 (y_type out_type::f16 or out_type::bf16;
@@ -329,7 +266,7 @@ inline void gemv_ggml(const ggml::rows_view& w, matrix_view<const float> x, matr
 /// to nearest even, the value the fp32 form writes.
 inline void gemv_ggml(const ggml::rows_view& w, matrix_view<const float> x, matrix_view<std::uint16_t> y,
                       out_type y_type, row_range rows = all_rows, std::span<const float> bias = {}) {
-    detail::ggml_gemv::gemv(w, x, detail::ggml_gemv::out_of(y, y_type), rows, bias);
+    detail::ggml_gemv::gemv(w, x, detail::ggml_gemv::out_of(y, y_type, "gemv_ggml"), rows, bias);
 }
 
 /// gemv_ggml over all of w's rows, split into `threads` ranges (0: the
@@ -337,11 +274,13 @@ inline void gemv_ggml(const ggml::rows_view& w, matrix_view<const float> x, matr
 /// rows (64 bytes of a y row).
 inline void gemv_ggml_parallel(const ggml::rows_view& w, matrix_view<const float> x, matrix_view<float> y,
                                unsigned threads = 0, std::span<const float> bias = {}) {
-    detail::ggml_gemv::run_parallel(w, x, detail::ggml_gemv::out_of(y), threads, bias);
+    const auto out = detail::ggml_gemv::out_of(y, "gemv_ggml");
+    detail::gemv::run_parallel(w.rows(), threads, [&](row_range r) { detail::ggml_gemv::gemv(w, x, out, r, bias); });
 }
 inline void gemv_ggml_parallel(const ggml::rows_view& w, matrix_view<const float> x, matrix_view<std::uint16_t> y,
                                out_type y_type, unsigned threads = 0, std::span<const float> bias = {}) {
-    detail::ggml_gemv::run_parallel(w, x, detail::ggml_gemv::out_of(y, y_type), threads, bias);
+    const auto out = detail::ggml_gemv::out_of(y, y_type, "gemv_ggml");
+    detail::gemv::run_parallel(w.rows(), threads, [&](row_range r) { detail::ggml_gemv::gemv(w, x, out, r, bias); });
 }
 
 // ---- The int8 path: activations quantized once per call ----------------------
@@ -726,7 +665,7 @@ inline void gemv(const ggml::rows_view& w, const ggml_activations& x, const gemv
         LOWBIT_THROW(errc::invalid_argument, who + ": the activations are " + std::string(ggml::traits(x.type_id()).name) +
                                                  " blocks; " + std::string(w.type_name()) + " weights take " +
                                                  std::string(ggml::traits(*at).name));
-    const auto [r0, r1] = checked_rows(w, x.rows(), x.cols(), y, rows, bias, who);
+    const auto [r0, r1] = checked_rows(w.rows(), w.cols(), x.rows(), x.cols(), y, rows, bias, who);
     if (r0 == r1) return;
     const ggml_gemv_q8_job j{w.type_id(), w.row(r0), w.stride(), r1 - r0, w.cols(), x.data(), x.stride(), x.rows(),
                              y.col(r0), y.stride, bias.empty() ? nullptr : bias.data() + r0, y.type};
@@ -740,22 +679,24 @@ inline void gemv(const ggml::rows_view& w, const ggml_activations& x, const gemv
 /// checks as the f32 path, plus x's activation type against w's.
 inline void gemv_ggml(const ggml::rows_view& w, const ggml_activations& x, matrix_view<float> y,
                       row_range rows = all_rows, std::span<const float> bias = {}) {
-    detail::ggml_gemv::gemv(w, x, detail::ggml_gemv::out_of(y), rows, bias);
+    detail::ggml_gemv::gemv(w, x, detail::ggml_gemv::out_of(y, "gemv_ggml"), rows, bias);
 }
 /// The int8 path with y in fp16 or bf16 (as the f32 activations' form).
 inline void gemv_ggml(const ggml::rows_view& w, const ggml_activations& x, matrix_view<std::uint16_t> y,
                       out_type y_type, row_range rows = all_rows, std::span<const float> bias = {}) {
-    detail::ggml_gemv::gemv(w, x, detail::ggml_gemv::out_of(y, y_type), rows, bias);
+    detail::ggml_gemv::gemv(w, x, detail::ggml_gemv::out_of(y, y_type, "gemv_ggml"), rows, bias);
 }
 
 /// The int8 path over all of w's rows on `threads` threads (as the f32 form).
 inline void gemv_ggml_parallel(const ggml::rows_view& w, const ggml_activations& x, matrix_view<float> y,
                                unsigned threads = 0, std::span<const float> bias = {}) {
-    detail::ggml_gemv::run_parallel(w, x, detail::ggml_gemv::out_of(y), threads, bias);
+    const auto out = detail::ggml_gemv::out_of(y, "gemv_ggml");
+    detail::gemv::run_parallel(w.rows(), threads, [&](row_range r) { detail::ggml_gemv::gemv(w, x, out, r, bias); });
 }
 inline void gemv_ggml_parallel(const ggml::rows_view& w, const ggml_activations& x, matrix_view<std::uint16_t> y,
                                out_type y_type, unsigned threads = 0, std::span<const float> bias = {}) {
-    detail::ggml_gemv::run_parallel(w, x, detail::ggml_gemv::out_of(y, y_type), threads, bias);
+    const auto out = detail::ggml_gemv::out_of(y, y_type, "gemv_ggml");
+    detail::gemv::run_parallel(w.rows(), threads, [&](row_range r) { detail::ggml_gemv::gemv(w, x, out, r, bias); });
 }
 
 }  // namespace kernels

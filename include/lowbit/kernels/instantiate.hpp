@@ -6,6 +6,7 @@
 #include "bnb.hpp"
 #include "dequantize.hpp"
 #include "encode.hpp"
+#include "gemv.hpp"
 #include "ggml_dequantize.hpp"
 #include "ggml_gemv.hpp"
 #include "ggml_quantize.hpp"
@@ -14,6 +15,7 @@
     LOWBIT_KERNELS_BNB(LOWBIT_EMPTY_TOKEN, ARCH) \
     LOWBIT_KERNELS_DEQUANTIZE(LOWBIT_EMPTY_TOKEN, ARCH) \
     LOWBIT_KERNELS_ENCODE(LOWBIT_EMPTY_TOKEN, ARCH) \
+    LOWBIT_KERNELS_GEMV(LOWBIT_EMPTY_TOKEN, ARCH) \
     LOWBIT_KERNELS_GGML_DEQUANTIZE(LOWBIT_EMPTY_TOKEN, ARCH) \
     LOWBIT_KERNELS_GGML_GEMV(LOWBIT_EMPTY_TOKEN, ARCH) \
     LOWBIT_KERNELS_GGML_QUANTIZE(LOWBIT_EMPTY_TOKEN, ARCH)

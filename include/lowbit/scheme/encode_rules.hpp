@@ -323,6 +323,22 @@ LOWBIT_FORCE_INLINE V minifloat_value(const minifloat_rule& m, typename Ops::uin
     return Ops::from_bits(Ops::bits(v) | ((c >> m.sign_bit) << 31));
 }
 
+namespace detail {
+
+/// Whether minifloat_value with `m` gives table[c] for every code c of
+/// `bits` bits up to m.max_magnitude (kernels look the others up): a rule
+/// that does not is no description of the table.
+inline bool minifloat_matches(const minifloat_rule& m, const float* table, int bits) noexcept {
+    if (m.mbits < 1 || m.mbits >= bits - 1 || m.sign_bit != bits - 1 || m.bias < 0 || m.bias > 126) return false;
+    for (std::uint32_t c = 0; c < (1u << bits); ++c)
+        if ((c & ((1u << m.sign_bit) - 1u)) <= m.max_magnitude &&
+            std::bit_cast<std::uint32_t>(minifloat_value<float>(m, c)) != std::bit_cast<std::uint32_t>(table[c]))
+            return false;
+    return true;
+}
+
+}  // namespace detail
+
 LOWBIT_SIMD_WARNINGS_ON
 
 LOWBIT_NAMESPACE_END
