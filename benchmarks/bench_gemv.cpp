@@ -7,7 +7,7 @@
 // to fill 256 MiB, so the weights stream from memory as in an engine. Cases:
 //   gemv/<type>/<N>x<K>/m:<M>/threads:<T>  f32 activations: M rows, T threads
 //   gemv_q8/<type>/...                     the int8 path, x quantized in the loop
-//   gemv/<format>/...                      a registry format in lowbit's planar layout
+//   gemv_planar/<format>/...               a registry format in lowbit's planar layout
 //                                          (int4-g128-asym, nf4-b64, mxfp4, ...): its
 //                                          codes and fp32 params as kernels::gemv reads them
 //   read/<N>x<K>/threads:<T>               reading the Q4_0 weight bytes of that shape
@@ -387,7 +387,7 @@ const int registered = [] {
                               "fp4-b64", "mxfp4", "mxfp6-e2m3", "mxfp8-e4m3", "nvfp4", "fp8-e4m3-ch"})
             for (std::size_t m : {std::size_t{1}, std::size_t{4}, std::size_t{16}})
                 for (unsigned th : {1u, 2u}) {
-                    const std::string name = "gemv/" + std::string(f) + "/" + sn + "/m:" + std::to_string(m) +
+                    const std::string name = "gemv_planar/" + std::string(f) + "/" + sn + "/m:" + std::to_string(m) +
                                              "/threads:" + std::to_string(th);
                     benchmark::RegisterBenchmark(name.c_str(), bm_gemv_planar, std::string(f), s, m, th)
                         ->UseRealTime();
