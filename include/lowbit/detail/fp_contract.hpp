@@ -22,23 +22,21 @@
 
 #include "config.hpp"
 
+// LOWBIT_LAMBDA_INLINE goes after a lambda's parameter list: its body is
+// inlined at every call. LOWBIT_NOINLINE keeps a function out of its callers
+// (only on templates instantiated per arch tag, for the reason above).
 #if defined(__GNUC__)
 #define LOWBIT_FORCE_INLINE inline __attribute__((always_inline))
-/// After a lambda's parameter list: inline its body at every call.
 #define LOWBIT_LAMBDA_INLINE __attribute__((always_inline))
+#define LOWBIT_NOINLINE __attribute__((noinline))
 #elif defined(_MSC_VER)
 #define LOWBIT_FORCE_INLINE __forceinline
 #define LOWBIT_LAMBDA_INLINE
+#define LOWBIT_NOINLINE __declspec(noinline)
 #else
 #define LOWBIT_FORCE_INLINE inline
 #define LOWBIT_LAMBDA_INLINE
-#endif
-
-// The same for a lambda (written after its parameter list).
-#if defined(__GNUC__)
-#define LOWBIT_LAMBDA_INLINE __attribute__((always_inline))
-#else
-#define LOWBIT_LAMBDA_INLINE
+#define LOWBIT_NOINLINE
 #endif
 
 LOWBIT_NAMESPACE_BEGIN

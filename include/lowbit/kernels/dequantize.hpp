@@ -16,6 +16,7 @@
 #include <cstring>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "../core/error.hpp"
 #include "../core/numeric.hpp"
@@ -803,14 +804,26 @@ inline xsimd::batch<float, Arch> lane_params(const float* p, std::size_t c, std:
 /// multiple of the batch size) the codes give in place, and use.part(value,
 /// col, count) for the others: batches read through zero-padded copies, and a
 /// row's last partial batch (count < lanes), so nothing is read past the row.
+/// Every argument is taken by value: the x86 stores are may-alias, and
+/// through a reference the compiler reloads what they might have changed
+/// (the output pointer, shuffle controls, params) on every batch, 10% of
+/// bench_quantize dequantize/int4-g128-asym (AVX-512).
+/// Use::unroll batches in a row go to use.full<0> ... full<unroll - 1>, so
+/// that a use keeping sums can keep that many independent ones.
 template <class Arch, class Codes, class Make, class Use>
 LOWBIT_FORCE_INLINE void run_batches(const Codes codes, std::size_t c, std::size_t e, const Make make,
-                                     const Use& use) noexcept {
+                                     const Use use) noexcept {
     constexpr std::size_t n = xsimd::batch<float, Arch>::size;
+    constexpr std::size_t U = Use::unroll;
     std::size_t t = c;
     std::size_t stop = c + (e - c) / n * n;
     if (stop > codes.in_place_end()) stop = codes.in_place_end();
-    for (; t < stop; t += n) use.full(make(codes.at(t), t), t);
+    if constexpr (U > 1)
+        for (; t + U * n <= stop; t += U * n)
+            [&]<std::size_t... u>(std::index_sequence<u...>) LOWBIT_LAMBDA_INLINE {
+                (use.template full<u>(make(codes.at(t + u * n), t + u * n), t + u * n), ...);
+            }(std::make_index_sequence<U>{});
+    for (; t < stop; t += n) use.template full<0>(make(codes.at(t), t), t);
     for (; t < e; t += n) {
         alignas(64) std::uint8_t scratch[64] = {};
         const std::size_t cnt = e - t < n ? e - t : n;
@@ -824,8 +837,10 @@ template <class Arch, out_type OT, bool NT>
 struct store_batches {
     static constexpr std::size_t n = xsimd::batch<float, Arch>::size;
     static constexpr std::size_t esize = OT == out_type::f32 ? 4 : 2;
+    static constexpr std::size_t unroll = 1;
     unsigned char* dst;
 
+    template <std::size_t = 0>
     LOWBIT_FORCE_INLINE void full(const xsimd::batch<float, Arch>& v, std::size_t t) const noexcept {
         emit<Arch, OT, NT>(v, dst + t * esize);
     }
@@ -861,6 +876,17 @@ struct store_rows {
     }
 };
 
+/// log2(G) where a group is one, two or four batches (G a power of two): the
+/// run kernels then take each batch's params by its column (g = c >> log2 G)
+/// in one span, rather than a span per group; else -1. bench_quantize
+/// dequantize/nvfp4 (groups of one batch on AVX-512) 3 710-3 780 -> 6 840-
+/// 7 250 Mw/s.
+template <class Arch>
+inline int small_group_shift(std::size_t G) noexcept {
+    constexpr std::size_t n = xsimd::batch<float, Arch>::size;
+    return G == n || G == 2 * n || G == 4 * n ? std::countr_zero(G) : -1;
+}
+
 /// The affine kernel on one run of a row (for_each_run's `spans`), its
 /// values to `out` (store_rows or the GEMV's).
 template <class Arch, bool Z, bool B, class Out>
@@ -876,7 +902,12 @@ struct affine_runs {
         const float* s = j.scale + p0;
         const float* z = Z ? j.zero + p0 : nullptr;
         const float* b = B ? j.bias + p0 : nullptr;
-        if (G % f32::size == 0) {
+        if (const int sh = small_group_shift<Arch>(G); sh >= 0) {
+            out.span(r, codes, c0, e0, [s, z, b, sh](const auto& q, std::size_t c) noexcept {
+                const std::size_t g = c >> sh;
+                return affine_value<Arch, Z, B>(q, f32(s[g]), f32(Z ? z[g] : 0.0f), f32(B ? b[g] : 0.0f));
+            });
+        } else if (G % f32::size == 0) {
             for (std::size_t c = c0; c < e0;) {
                 const std::size_t g = c / G;
                 const std::size_t e = (g + 1) * G < e0 ? (g + 1) * G : e0;
@@ -897,11 +928,18 @@ struct affine_runs {
     }
 };
 
+/// A job's rows into its output (with_output's `run`), kept out of
+/// with_output: inlined there, g++ held the loop's shuffle controls, params
+/// and output pointer on the stack, bench_quantize dequantize/int4-g128-asym
+/// about 10% slower (AVX-512; the same for table_job_rows).
+template <class Arch, out_type OT, bool Z, bool B>
+LOWBIT_NOINLINE void affine_job_rows(const affine_job& b, bool nt) noexcept {
+    for_each_run<Arch>(b, affine_runs<Arch, Z, B, store_rows<Arch, OT>>{b, {b.out, b.out_stride, nt}});
+}
+
 template <class Arch, out_type OT, bool Z, bool B>
 inline void affine_rows(const affine_job& j) noexcept {
-    with_output<Arch>(j, OT == out_type::f32 ? 4 : 2, true, [](const affine_job& b, bool nt) {
-        for_each_run<Arch>(b, affine_runs<Arch, Z, B, store_rows<Arch, OT>>{b, {b.out, b.out_stride, nt}});
-    });
+    with_output<Arch>(j, OT == out_type::f32 ? 4 : 2, true, &affine_job_rows<Arch, OT, Z, B>);
 }
 
 /// table[q] for one batch of codes (bytes at q, or 32-bit lanes). Cap 16, 32
@@ -1000,13 +1038,9 @@ struct table_runs {
             else
                 return table_value<Arch, Cap>(q, tab, pd);
         };
-        if (G == f32::size) {
-            // A group of one batch (nvfp4's 16 on AVX-512): its scale by the
-            // batch's column, not a span per group. bench_quantize
-            // dequantize/nvfp4 3 710-3 780 -> 6 840-7 250 Mw/s (AVX-512).
-            out.span(r, codes, c0, e0, [value, s, last](const auto& q, std::size_t c) noexcept {
-                const std::size_t g = c / f32::size;
-                return value(q) * f32(s[g <= last ? g : last]);
+        if (const int sh = small_group_shift<Arch>(G); sh >= 0) {
+            out.span(r, codes, c0, e0, [value, s, sh](const auto& q, std::size_t c) noexcept {
+                return value(q) * f32(s[c >> sh]);
             });
         } else if (G % f32::size == 0) {
             for (std::size_t c = c0; c < e0;) {
@@ -1038,10 +1072,15 @@ struct table_pad {
 };
 
 template <class Arch, out_type OT, int Cap>
+LOWBIT_NOINLINE void table_job_rows(const table_job& b, const float* pad, bool nt) noexcept {
+    for_each_run<Arch>(b, table_runs<Arch, Cap, store_rows<Arch, OT>>{b, pad, {b.out, b.out_stride, nt}});
+}
+
+template <class Arch, out_type OT, int Cap>
 inline void table_rows(const table_job& j) noexcept {
     const table_pad<Cap> pad(j);
     with_output<Arch>(j, OT == out_type::f32 ? 4 : 2, Cap <= 16, [&pad](const table_job& b, bool nt) {
-        for_each_run<Arch>(b, table_runs<Arch, Cap, store_rows<Arch, OT>>{b, pad.v, {b.out, b.out_stride, nt}});
+        table_job_rows<Arch, OT, Cap>(b, pad.v, nt);
     });
 }
 
