@@ -227,3 +227,34 @@ TEST_CASE("gemv: a planar view over an engine's memory, checked when made", "[ke
     fails([&] { gemv(v, x.view(), matrix_view<float>(y.data(), 2, rows), all_rows, std::vector<float>(3)); },
           "bias has 3 values");
 }
+
+TEST_CASE("gemv: fp16 and bf16 activations, widened once, give the product of their values", "[kernels][gemv]") {
+    std::mt19937 rng(21);
+    const std::size_t rows = 9, cols = 160;
+    const std::vector<float> w = random_matrix(rows, cols, rng);
+    const auto q = quantizer<codebook<4>>(nf4(), per_group(32)).quantize(matrix_view<const float>(w.data(), rows, cols));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (float_storage t : {float_storage::f16, float_storage::bf16}) {
+        // Three rows at a row stride of cols + 5.
+        std::vector<std::uint16_t> x16(3 * (cols + 5));
+        std::vector<float> xf(3 * cols);  // the same values in fp32
+        for (std::size_t r = 0; r < 3; ++r)
+            for (std::size_t c = 0; c < cols; ++c) {
+                const float v = nd(rng);
+                const std::uint16_t h = t == float_storage::f16 ? float_to_fp16(v) : float_to_bf16(v);
+                x16[r * (cols + 5) + c] = h;
+                xf[r * cols + c] = t == float_storage::f16 ? fp16_to_float(h) : bf16_to_float(h);
+            }
+        std::vector<float> buffer;
+        const auto xv = widen_activations(matrix_view<const std::uint16_t>(x16.data(), 3, cols, cols + 5), t, buffer);
+        REQUIRE(std::vector<float>(xv.data(), xv.data() + 3 * cols) == xf);
+        std::vector<float> a(3 * rows), b(3 * rows);
+        gemv(q.view(), xv, matrix_view<float>(a.data(), 3, rows));
+        gemv(q.view(), matrix_view<const float>(xf.data(), 3, cols), matrix_view<float>(b.data(), 3, rows));
+        REQUIRE(a == b);
+    }
+    std::vector<float> buffer;
+    const std::vector<std::uint16_t> x16(cols);
+    REQUIRE_THROWS_WITH(widen_activations(matrix_view<const std::uint16_t>(x16.data(), 1, cols), float_storage::f32, buffer),
+                        Catch::Matchers::Contains("fp16 or bf16"));
+}

@@ -1,8 +1,9 @@
 #pragma once
 // What every GEMV entry point (ggml blocks, lowbit's planar layout) shares:
-// the output view, the checks of x, y, bias and the row range, and the split
-// into row ranges for parallel_for. Each kernel writes y[m][n] for the W
-// rows n of its range only.
+// the output view, the checks of x, y, bias and the row range, the split
+// into row ranges for parallel_for, and fp16/bf16 activations widened to the
+// fp32 rows every path takes. Each kernel writes y[m][n] for the W rows n of
+// its range only.
 
 #include <cstddef>
 #include <cstdint>
@@ -10,13 +11,45 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "../core/error.hpp"
+#include "../core/finite.hpp"
+#include "../core/numeric.hpp"
 #include "../core/view.hpp"
 #include "../parallel.hpp"
 #include "dequantize.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
+namespace kernels {
+
+/// Activations given as fp16 or bf16 bits (x_type float_storage::f16 or
+/// ::bf16), widened exactly to fp32 in `buffer` (resized to x's rows x cols,
+/// its storage reused from call to call); returns them as the fp32 view that
+/// gemv, gemv_ggml and quantize_activations take. Widen once per token and
+/// pass the view to every product of that x. errc::invalid_argument for
+/// another type or a bad view.
+inline matrix_view<const float> widen_activations(matrix_view<const std::uint16_t> x, float_storage x_type,
+                                                  std::vector<float>& buffer) {
+    ::lowbit::detail::check_view(x, "widen_activations: x");
+    if (x_type != float_storage::f16 && x_type != float_storage::bf16)
+        LOWBIT_THROW(errc::invalid_argument, "widen_activations: 16-bit activations are fp16 or bf16 "
+                                             "(float_storage::f16 or ::bf16), not type " +
+                                                 std::to_string(static_cast<int>(x_type)));
+    buffer.resize(x.rows() * x.cols());
+    for (std::size_t r = 0; r < x.rows(); ++r) {
+        const std::uint16_t* src = x.data() + r * x.stride();
+        float* dst = buffer.data() + r * x.cols();
+        if (x_type == float_storage::bf16)
+            for (std::size_t c = 0; c < x.cols(); ++c) dst[c] = bf16_to_float(src[c]);
+        else
+            for (std::size_t c = 0; c < x.cols(); ++c) dst[c] = fp16_to_float(src[c]);
+    }
+    return matrix_view<const float>(buffer.data(), x.rows(), x.cols());
+}
+
+}  // namespace kernels
+
 namespace kernels::detail::gemv {
 
 /// y as the kernels write it: rows x cols elements of `type`, `stride`
