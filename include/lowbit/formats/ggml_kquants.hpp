@@ -129,6 +129,21 @@ constexpr void get_scale_min_k4(int j, const std::uint8_t* q, T& sc, T& m) noexc
     }
 }
 
+/// All eight scales and mins of the 12-byte table at once, a 32-bit word of
+/// four at a time (get_scale_min_k4's rule: bytes 0-3 and 4-7 hold scales
+/// and mins 0-3 in their low six bits and the top two bits of 4-7 in their
+/// top two; bytes 8-11 the low four bits of scale and min 4-7).
+template <class Arch = kernels::scalar>
+inline void unpack_scale_min_k4(const std::uint8_t* q, std::uint8_t* sc, std::uint8_t* m) noexcept {
+    static_assert(std::endian::native == std::endian::little, "the table is read as little-endian words");
+    std::uint32_t w[3];
+    std::memcpy(w, q, 12);
+    const std::uint32_t s[2] = {w[0] & 0x3F3F3F3Fu, (w[2] & 0x0F0F0F0Fu) | ((w[0] >> 2) & 0x30303030u)};
+    const std::uint32_t n[2] = {w[1] & 0x3F3F3F3Fu, ((w[2] >> 4) & 0x0F0F0F0Fu) | ((w[1] >> 2) & 0x30303030u)};
+    std::memcpy(sc, s, 8);
+    std::memcpy(m, n, 8);
+}
+
 /// Packs eight 6-bit scales and mins into the 12-byte table get_scale_min_k4
 /// reads. Values above 63 are packed as given (their extra bits spill the way
 /// ggml's do); callers clamp where ggml clamps.

@@ -524,18 +524,6 @@ struct q3_k_dec {
     }
 };
 
-/// Q4_K/Q5_K scale and min of sub-block j, as ggml::detail::get_scale_min_k4.
-template <class Arch>
-inline void scale_min_k4(int j, const unsigned char* q, int& sc, int& m) noexcept {
-    if (j < 4) {
-        sc = q[j] & 63;
-        m = q[j + 4] & 63;
-    } else {
-        sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
-
 template <class Arch, bool Five>
 struct qk_dec {  // Q4_K (144 bytes) and Q5_K (176: with qh)
     static constexpr std::size_t B = 256, G = 32, bytes = Five ? 176 : 144;
@@ -544,11 +532,11 @@ struct qk_dec {  // Q4_K (144 bytes) and Q5_K (176: with qh)
     template <bool Ints = false>
     static const std::int8_t* decode(const unsigned char* b, decoded<B, G>& o) noexcept {
         const float d = half<Arch>(load_as<std::uint16_t>(b)), dmin = half<Arch>(load_as<std::uint16_t>(b + 2));
+        std::uint8_t sc[8], m[8];
+        ggml::detail::unpack_scale_min_k4<Arch>(b + 4, sc, m);
         for (int j = 0; j < 8; ++j) {
-            int sc, m;
-            scale_min_k4<Arch>(j, b + 4, sc, m);
-            put_scale<Ints>(o, j, d, sc);
-            put_min<Ints>(o, j, dmin, m);
+            put_scale<Ints>(o, j, d, sc[j]);
+            put_min<Ints>(o, j, dmin, m[j]);
         }
         put_factors<Ints>(o, d, dmin);
         const unsigned char* qh = b + 16;

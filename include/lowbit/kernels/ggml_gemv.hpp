@@ -464,10 +464,9 @@ struct act<ggml::type::q8_k> {
         return load_as<float>(b);
     }
     static const std::int8_t* qs(const unsigned char* b) noexcept { return reinterpret_cast<const std::int8_t*>(b + 4); }
-    /// Sum of the codes of values [16 i, 16 i + 16), as the block stores it.
-    static std::int32_t bsum16(const unsigned char* b, std::size_t i) noexcept {
-        return load_as<std::int16_t>(b + 260 + 2 * i);
-    }
+    /// The sums of the codes of values [16 i, 16 i + 16), i = 0..15, as the
+    /// block stores them (int16, little-endian).
+    static const unsigned char* bsums(const unsigned char* b) noexcept { return b + 260; }
 };
 
 /// The batch the integer products of the int8 path run on: 32 bytes (eight
@@ -495,8 +494,9 @@ using unit_arch = dq::arch16<Arch>;
 /// the sign moves vs 3.57 / 3.69 without (avx512bw, two runs; Q4_K and Q5_K
 /// within noise).
 template <class Arch, bool Unsigned = false>
-LOWBIT_FORCE_INLINE xsimd::batch<std::int32_t, unit_arch<Arch>> unit_dot(const std::int8_t* w,
-                                                                        const std::int8_t* x) noexcept {
+LOWBIT_FORCE_INLINE xsimd::batch<std::int32_t, unit_arch<Arch>> unit_dot(const std::int8_t* w, const std::int8_t* x,
+                                                                        std::int16_t s_lo = 1,
+                                                                        std::int16_t s_hi = 1) noexcept {
     using U = unit_arch<Arch>;
     if constexpr (unit32_v<Arch>) {
 #if XSIMD_WITH_AVX2
@@ -509,16 +509,51 @@ LOWBIT_FORCE_INLINE xsimd::batch<std::int32_t, unit_arch<Arch>> unit_dot(const s
         const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
         // Pairs of products summed in int16 (unsigned w <= 127, or |w| <= 128
         // with x taking w's sign; |x| <= 127: no saturation), then pairs of
-        // those in int32.
+        // those times the halves' scales in int32 (|scale| <= 128: at most
+        // 2^23), one instruction where a multiply after it would take two.
         __m256i p;
         if constexpr (Unsigned) p = _mm256_maddubs_epi16(wv, xv);
         else p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-        return xsimd::batch<std::int32_t, U>(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+        const __m256i sv = s_lo == s_hi ? _mm256_set1_epi16(s_lo)
+                                        : _mm256_inserti128_si256(_mm256_set1_epi16(s_lo), _mm_set1_epi16(s_hi), 1);
+        return xsimd::batch<std::int32_t, U>(_mm256_madd_epi16(p, sv));
 #endif
     } else {
         using i8 = xsimd::batch<std::int8_t, U>;
+        using i32 = xsimd::batch<std::int32_t, U>;
         namespace ds = ::lowbit::detail::simd;
-        return ds::dot4_i8(ds::bitcast<std::int32_t>(i8::load_unaligned(w)), ds::bitcast<std::int32_t>(i8::load_unaligned(x)));
+        const i32 d = ds::dot4_i8(ds::bitcast<std::int32_t>(i8::load_unaligned(w)),
+                                  ds::bitcast<std::int32_t>(i8::load_unaligned(x)));
+        if (s_lo == 1 && s_hi == 1) return d;
+        alignas(64) static constexpr std::int32_t lane[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+        return d * xsimd::select(i32::load_aligned(lane) >= i32(static_cast<std::int32_t>(i32::size / 2)), i32(s_hi),
+                                 i32(s_lo));
+    }
+}
+
+/// Sum over a 256-value block's sixteen groups of 16 of m_g * bsum_g, with
+/// the B / G mins m (G = 16 or 32: each min over one or two sums) and the
+/// Q8_K block's int16 sums at bsums. The x86 form over the scalar loop
+/// (bench_gemv gemv_q8 11008 x 4096, m:1, one thread, AVX-512): see row_q8.
+template <class Arch, std::size_t G>
+LOWBIT_FORCE_INLINE std::int32_t mins_dot(const std::uint8_t* mn, const unsigned char* bsums) noexcept {
+    static_assert(G == 16 || G == 32, "groups of 16 or 32");
+    if constexpr (unit32_v<Arch>) {
+#if XSIMD_WITH_AVX2
+        const __m128i m8 = G == 16 ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(mn))
+                                   : [&] {
+                                         const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(mn));
+                                         return _mm_unpacklo_epi8(h, h);
+                                     }();
+        const __m256i p = _mm256_madd_epi16(_mm256_cvtepu8_epi16(m8),
+                                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bsums)));
+        return ::lowbit::detail::simd::reduce_add(xsimd::batch<std::int32_t, unit_arch<Arch>>(p));
+#endif
+    } else {
+        std::int32_t ms = 0;
+        for (std::size_t i = 0; i < 16; ++i)
+            ms += static_cast<std::int32_t>(mn[i * 16 / G]) * load_as<std::int16_t>(bsums + 2 * i);
+        return ms;
     }
 }
 
@@ -530,7 +565,7 @@ inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char
     using AU = unit_arch<Arch>;
     using fu = xsimd::batch<float, AU>;
     using iu = xsimd::batch<std::int32_t, AU>;
-    constexpr std::size_t U = iu::size * 4, L = iu::size;  // bytes a unit, lanes
+    constexpr std::size_t U = iu::size * 4;  // bytes a unit
     constexpr std::size_t G = Dec::G;
     static_assert(X::B == Dec::B, "one activation block per weight block");
     static_assert(G % 16 == 0 && (G >= U || U == 2 * G), "a unit is within one group or spans two");
@@ -544,9 +579,6 @@ inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char
         acc[t] = fu(0.0f);
         off[t] = 0.0f;
     }
-    // Lanes of a unit's second group where a unit spans two (G = 16, U = 32).
-    alignas(64) static constexpr std::int32_t lane_index[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    const auto second = iu::load_aligned(lane_index) >= iu(static_cast<std::int32_t>(L / 2));
     for (std::size_t b = 0; b < nb; ++b) {
         const std::int8_t* q;
         if constexpr (ints) q = Dec::template decode<true>(src + b * Dec::bytes, d);
@@ -568,26 +600,19 @@ inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char
                 // d * d_x once; the mins' part d_x * dmin * sum_g m_g * bsum_g.
                 // Codes with a min are unsigned, the others signed.
                 constexpr bool with_min = Dec::k == gd::op::mul_sub;
-                const auto dot = [](const std::int8_t* w, const std::int8_t* v) LOWBIT_LAMBDA_INLINE {
-                    return unit_dot<Arch, with_min>(w, v);
-                };
+                const auto dot = [](const std::int8_t* w, const std::int8_t* v, std::int16_t lo,
+                                    std::int16_t hi) LOWBIT_LAMBDA_INLINE { return unit_dot<Arch, with_min>(w, v, lo, hi); };
                 iu is(0);
                 if constexpr (G >= U) {
-                    for (std::size_t g = 0; g < Dec::B / G; ++g) {
-                        iu p = dot(q + g * G, xq + g * G);
-                        for (std::size_t h = U; h < G; h += U) p += dot(q + g * G + h, xq + g * G + h);
-                        is += p * iu(d.sc[g]);
-                    }
+                    for (std::size_t g = 0; g < Dec::B / G; ++g)
+                        for (std::size_t h = 0; h < G; h += U) is += dot(q + g * G + h, xq + g * G + h, d.sc[g], d.sc[g]);
                 } else {
                     for (std::size_t u = 0; u < Dec::B / U; ++u)
-                        is += dot(q + u * U, xq + u * U) * xsimd::select(second, iu(d.sc[2 * u + 1]), iu(d.sc[2 * u]));
+                        is += dot(q + u * U, xq + u * U, d.sc[2 * u], d.sc[2 * u + 1]);
                 }
                 acc[t] = xsimd::fma(xsimd::to_float(is), fu(d.d * dx), acc[t]);
-                if constexpr (with_min) {
-                    std::int32_t ms = 0;
-                    for (std::size_t i = 0; i < 16; ++i) ms += static_cast<std::int32_t>(d.mn[i * 16 / G]) * X::bsum16(xb, i);
-                    off[t] -= (dx * d.dmin) * static_cast<float>(ms);
-                }
+                if constexpr (with_min)
+                    off[t] -= (dx * d.dmin) * static_cast<float>(mins_dot<Arch, G>(d.mn, X::bsums(xb)));
             }
         }
     }
