@@ -481,8 +481,10 @@ using unit_arch = std::conditional_t<unit32_v<Arch>, xsimd::fma3<xsimd::avx2>, d
 using unit_arch = dq::arch16<Arch>;
 #endif
 
-/// Per 32-bit lane, the sum of four of the products w[i] * x[i] of one
-/// unit (sizeof(batch<int32, unit_arch<Arch>>) bytes); Unsigned: w is
+/// One unit of W codes (sizeof(batch<int32, unit_arch<Arch>>) bytes),
+/// loaded once and multiplied into each activation row's codes at that
+/// unit: per 32-bit lane the sum of four of the products w[i] * x[i], times
+/// (Scaled) the scale of the unit's half the lane lies in. Unsigned: w is
 /// 0..127. The xsimd body: four int8 a lane, sign-extended by shifts. The
 /// AVX2 body (maddubs on 32 bytes) over the xsimd one (16-byte batches),
 /// bench_gemv gemv_q8 11008 x 4096, one thread, built as is vs. with
@@ -493,43 +495,65 @@ using unit_arch = dq::arch16<Arch>;
 /// Unsigned w skips moving x's sign onto w: Q2_K m:1 4.28 / 4.35 ms with
 /// the sign moves vs 3.57 / 3.69 without (avx512bw, two runs; Q4_K and Q5_K
 /// within noise).
-template <class Arch, bool Unsigned = false>
-LOWBIT_FORCE_INLINE xsimd::batch<std::int32_t, unit_arch<Arch>> unit_dot(const std::int8_t* w, const std::int8_t* x,
-                                                                        std::int16_t s_lo = 1,
-                                                                        std::int16_t s_hi = 1) noexcept {
+template <class Arch, bool Unsigned = false, bool Scaled = false>
+struct unit_w {
     using U = unit_arch<Arch>;
-    if constexpr (unit32_v<Arch>) {
+    using iu = xsimd::batch<std::int32_t, U>;
+    // x86: |w| (w itself when unsigned), w (for its signs), the int16 scales;
+    // else w as int32 words of four codes, unused, the lanes' scales.
+    iu a, sgn, sv;
+
+    LOWBIT_FORCE_INLINE explicit unit_w(const std::int8_t* w, std::int16_t s_lo = 1, std::int16_t s_hi = 1) noexcept {
+        if constexpr (unit32_v<Arch>) {
 #if XSIMD_WITH_AVX2
-        // w in two 16-byte halves: the decoders store 16 bytes at a time, and
-        // one 32-byte load of two such stores cannot be forwarded from them
-        // (q4_0: 11.4 ms against 2.6 a GEMV, 11008 x 4096).
-        const __m256i wv = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))),
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)), 1);
-        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-        // Pairs of products summed in int16 (unsigned w <= 127, or |w| <= 128
-        // with x taking w's sign; |x| <= 127: no saturation), then pairs of
-        // those times the halves' scales in int32 (|scale| <= 128: at most
-        // 2^23), one instruction where a multiply after it would take two.
-        __m256i p;
-        if constexpr (Unsigned) p = _mm256_maddubs_epi16(wv, xv);
-        else p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-        const __m256i sv = s_lo == s_hi ? _mm256_set1_epi16(s_lo)
-                                        : _mm256_inserti128_si256(_mm256_set1_epi16(s_lo), _mm_set1_epi16(s_hi), 1);
-        return xsimd::batch<std::int32_t, U>(_mm256_madd_epi16(p, sv));
+            // w in two 16-byte halves: the decoders store 16 bytes at a time,
+            // and one 32-byte load of two such stores cannot be forwarded
+            // from them (q4_0: 11.4 ms against 2.6 a GEMV, 11008 x 4096).
+            const __m256i wv = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))),
+                _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16)), 1);
+            if constexpr (Unsigned) {
+                a = iu(wv);
+            } else {
+                a = iu(_mm256_sign_epi8(wv, wv));
+                sgn = iu(wv);
+            }
+            // The scales in the madd that sums the int16 pairs: one
+            // instruction where a multiply after it would take two.
+            sv = iu(!Scaled || s_lo == s_hi
+                        ? _mm256_set1_epi16(s_lo)
+                        : _mm256_inserti128_si256(_mm256_set1_epi16(s_lo), _mm_set1_epi16(s_hi), 1));
 #endif
-    } else {
-        using i8 = xsimd::batch<std::int8_t, U>;
-        using i32 = xsimd::batch<std::int32_t, U>;
-        namespace ds = ::lowbit::detail::simd;
-        const i32 d = ds::dot4_i8(ds::bitcast<std::int32_t>(i8::load_unaligned(w)),
-                                  ds::bitcast<std::int32_t>(i8::load_unaligned(x)));
-        if (s_lo == 1 && s_hi == 1) return d;
-        alignas(64) static constexpr std::int32_t lane[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-        return d * xsimd::select(i32::load_aligned(lane) >= i32(static_cast<std::int32_t>(i32::size / 2)), i32(s_hi),
-                                 i32(s_lo));
+        } else {
+            namespace ds = ::lowbit::detail::simd;
+            a = ds::bitcast<std::int32_t>(xsimd::batch<std::int8_t, U>::load_unaligned(w));
+            if constexpr (Scaled) {
+                alignas(64) static constexpr std::int32_t lane[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+                sv = xsimd::select(iu::load_aligned(lane) >= iu(static_cast<std::int32_t>(iu::size / 2)), iu(s_hi), iu(s_lo));
+            }
+        }
     }
-}
+
+    /// The unit's products with the codes at x.
+    LOWBIT_FORCE_INLINE iu dot(const std::int8_t* x) const noexcept {
+        if constexpr (unit32_v<Arch>) {
+#if XSIMD_WITH_AVX2
+            const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+            // Pairs of products summed in int16 (unsigned w <= 127, or |w| <=
+            // 128 with x taking w's sign; |x| <= 127: no saturation), then
+            // pairs of those times the scales in int32 (|scale| <= 128: at
+            // most 2^23).
+            const __m256i p = Unsigned ? _mm256_maddubs_epi16(a, xv) : _mm256_maddubs_epi16(a, _mm256_sign_epi8(xv, sgn));
+            return iu(_mm256_madd_epi16(p, sv));
+#endif
+        } else {
+            namespace ds = ::lowbit::detail::simd;
+            const iu d = ds::dot4_i8(a, ds::bitcast<std::int32_t>(xsimd::batch<std::int8_t, U>::load_unaligned(x)));
+            if constexpr (Scaled) return d * sv;
+            else return d;
+        }
+    }
+};
 
 /// Sum over a 256-value block's sixteen groups of 16 of m_g * bsum_g, with
 /// the B / G mins m (G = 16 or 32: each min over one or two sums) and the
@@ -579,40 +603,51 @@ inline void row_q8(const unsigned char* src, std::size_t nb, const unsigned char
         acc[t] = fu(0.0f);
         off[t] = 0.0f;
     }
+    // Each unit of W is loaded once for the T activation rows.
     for (std::size_t b = 0; b < nb; ++b) {
         const std::int8_t* q;
         if constexpr (ints) q = Dec::template decode<true>(src + b * Dec::bytes, d);
         else q = Dec::decode(src + b * Dec::bytes, d);
+        const unsigned char* xb[T];
+        const std::int8_t* xq[T];
+        iu is[T];
         for (std::size_t t = 0; t < T; ++t) {
-            const unsigned char* xb = x + t * x_stride + b * X::bytes;
-            const std::int8_t* xq = X::qs(xb);
-            const float dx = X::template d<Arch>(xb);
-            if constexpr (!ints) {
-                // One group: (d_w * d_x) * sum, as ggml.
-                iu is = unit_dot<Arch>(q, xq);
-                for (std::size_t u = U; u < 32; u += U) is += unit_dot<Arch>(q + u, xq + u);
-                acc[t] = xsimd::fma(xsimd::to_float(is), fu(d.s[0] * dx), acc[t]);
-                if constexpr (Dec::k == gd::op::mul_add) off[t] += d.o[0] * X::template s<Arch>(xb);
+            xb[t] = x + t * x_stride + b * X::bytes;
+            xq[t] = X::qs(xb[t]);
+            is[t] = iu(0);
+        }
+        if constexpr (!ints) {
+            // One group: (d_w * d_x) * sum, as ggml.
+            for (std::size_t u = 0; u < 32; u += U) {
+                const unit_w<Arch> w(q + u);
+                for (std::size_t t = 0; t < T; ++t) is[t] += w.dot(xq[t] + u);
+            }
+            for (std::size_t t = 0; t < T; ++t) {
+                acc[t] = xsimd::fma(xsimd::to_float(is[t]), fu(d.s[0] * X::template d<Arch>(xb[t])), acc[t]);
+                if constexpr (Dec::k == gd::op::mul_add) off[t] += d.o[0] * X::template s<Arch>(xb[t]);
+            }
+        } else {
+            // Integer sub-block scales, as ggml: sum_g sc_g * sum(q * x) in
+            // int32 lanes (exact; a lane's conversion to float is too while
+            // it stays below 2^24, as on 32-byte units), times d * d_x once;
+            // the mins' part d_x * dmin * sum_g m_g * bsum_g. Codes with a
+            // min are unsigned, the others signed.
+            constexpr bool with_min = Dec::k == gd::op::mul_sub;
+            const auto unit = [&](std::size_t at, std::int16_t lo, std::int16_t hi) LOWBIT_LAMBDA_INLINE {
+                const unit_w<Arch, with_min, true> w(q + at, lo, hi);
+                for (std::size_t t = 0; t < T; ++t) is[t] += w.dot(xq[t] + at);
+            };
+            if constexpr (G >= U) {
+                for (std::size_t g = 0; g < Dec::B / G; ++g)
+                    for (std::size_t h = 0; h < G; h += U) unit(g * G + h, d.sc[g], d.sc[g]);
             } else {
-                // Integer sub-block scales, as ggml: sum_g sc_g * sum(q * x)
-                // in int32 lanes (exact; a lane's conversion to float is too
-                // while it stays below 2^24, as on 32-byte units), times
-                // d * d_x once; the mins' part d_x * dmin * sum_g m_g * bsum_g.
-                // Codes with a min are unsigned, the others signed.
-                constexpr bool with_min = Dec::k == gd::op::mul_sub;
-                const auto dot = [](const std::int8_t* w, const std::int8_t* v, std::int16_t lo,
-                                    std::int16_t hi) LOWBIT_LAMBDA_INLINE { return unit_dot<Arch, with_min>(w, v, lo, hi); };
-                iu is(0);
-                if constexpr (G >= U) {
-                    for (std::size_t g = 0; g < Dec::B / G; ++g)
-                        for (std::size_t h = 0; h < G; h += U) is += dot(q + g * G + h, xq + g * G + h, d.sc[g], d.sc[g]);
-                } else {
-                    for (std::size_t u = 0; u < Dec::B / U; ++u)
-                        is += dot(q + u * U, xq + u * U, d.sc[2 * u], d.sc[2 * u + 1]);
-                }
-                acc[t] = xsimd::fma(xsimd::to_float(is), fu(d.d * dx), acc[t]);
+                for (std::size_t u = 0; u < Dec::B / U; ++u) unit(u * U, d.sc[2 * u], d.sc[2 * u + 1]);
+            }
+            for (std::size_t t = 0; t < T; ++t) {
+                const float dx = X::template d<Arch>(xb[t]);
+                acc[t] = xsimd::fma(xsimd::to_float(is[t]), fu(d.d * dx), acc[t]);
                 if constexpr (with_min)
-                    off[t] -= (dx * d.dmin) * static_cast<float>(mins_dot<Arch, G>(d.mn, X::bsums(xb)));
+                    off[t] -= (dx * d.dmin) * static_cast<float>(mins_dot<Arch, G>(d.mn, X::bsums(xb[t])));
             }
         }
     }
