@@ -1,4 +1,5 @@
 #include "catch.hpp"
+#include "gemv_test_util.hpp"
 
 #include <lowbit/kernels/gemv.hpp>
 #include <lowbit/quantizer.hpp>
@@ -18,13 +19,12 @@
 
 using namespace lowbit;
 using namespace lowbit::kernels;
+using lowbit_test::activations;
+using lowbit_test::gemv_bound;
+using lowbit_test::isa_reset;
+using lowbit_test::make_x;
 
 namespace {
-
-struct isa_reset {
-    isa saved = active_isa();
-    ~isa_reset() { set_active_isa(saved); }
-};
 
 std::vector<float> random_matrix(std::size_t rows, std::size_t cols, std::mt19937& rng) {
     std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -34,29 +34,6 @@ std::vector<float> random_matrix(std::size_t rows, std::size_t cols, std::mt1993
     // A zero group in row 1 (its scale 0, or its codes all one value).
     if (rows > 1) std::fill_n(w.begin() + static_cast<std::ptrdiff_t>(cols), std::min<std::size_t>(cols, 64), 0.0f);
     return w;
-}
-
-// Activations at row stride k + 3; offset 1 puts rows at addresses 4 mod 16.
-struct activations {
-    std::size_t m, k, stride, offset;
-    std::vector<float> storage;
-    const float* row(std::size_t i) const { return storage.data() + offset + i * stride; }
-    matrix_view<const float> view() const { return matrix_view<const float>(storage.data() + offset, m, k, stride); }
-};
-
-activations make_x(std::size_t m, std::size_t k, std::size_t offset, std::mt19937& rng) {
-    activations a{m, k, k + 3, offset, {}};
-    a.storage.resize(offset + m * a.stride);
-    std::normal_distribution<float> nd(0.0f, 1.0f);
-    for (auto& v : a.storage) v = nd(rng);
-    return a;
-}
-
-// kernels/gemv.hpp's bound with the fewest lanes any instruction set has (4):
-// (k / 4 + 4 + 2) * 2^-24 * sum |x w|; k + 2 terms for the scalar order.
-double bound(isa i, std::size_t k, double abs_sum) {
-    const double terms = i == isa::scalar ? static_cast<double>(k) + 2 : static_cast<double>(k) / 4 + 6;
-    return terms * std::ldexp(1.0, -24) * abs_sum + 1e-30;
 }
 
 // y (rows of ys) from one call against the exact sum of x times the fp32
@@ -81,7 +58,7 @@ void compare(isa i, const std::vector<float>& wf, std::size_t rows, std::size_t 
                 abs_sum += std::fabs(p);
             }
             REQUIRE(std::isfinite(got));
-            REQUIRE(std::fabs(got - exact) <= bound(i, k, abs_sum));
+            REQUIRE(std::fabs(got - exact) <= gemv_bound(i, k, abs_sum));
         }
 }
 

@@ -1,4 +1,5 @@
 #include "catch.hpp"
+#include "gemv_test_util.hpp"
 
 #include <lowbit/formats/ggml.hpp>
 #include <lowbit/formats/ggml_view.hpp>
@@ -15,6 +16,10 @@
 
 using namespace lowbit;
 using namespace lowbit::kernels;
+using lowbit_test::activations;
+using lowbit_test::gemv_bound;
+using lowbit_test::isa_reset;
+using lowbit_test::make_x;
 
 namespace {
 
@@ -80,29 +85,6 @@ std::vector<float> dequantized(const weights& w) {
     return out;
 }
 
-struct activations {
-    std::size_t m, k, stride;
-    std::vector<float> storage;
-    std::size_t offset;  // floats from storage's start: 1 puts rows at addresses that are 4 mod 16
-    const float* data() const { return storage.data() + offset; }
-    matrix_view<const float> view() const { return matrix_view<const float>(data(), m, k, stride); }
-};
-
-activations make_x(std::size_t m, std::size_t k, std::size_t offset, std::mt19937& rng) {
-    activations a{m, k, k + 3, {}, offset};
-    a.storage.resize(offset + m * a.stride);
-    std::normal_distribution<float> nd(0.0f, 1.0f);
-    for (auto& v : a.storage) v = nd(rng);
-    return a;
-}
-
-// The bound of the header comment, with the fewest lanes any instruction set
-// has (4): (k / 4 + 4 + 2) * 2^-24 * sum |x w|, and k + 2 for the scalar order.
-double bound(isa i, std::size_t k, double abs_sum) {
-    const double terms = i == isa::scalar ? static_cast<double>(k) + 2 : static_cast<double>(k) / 4 + 6;
-    return terms * std::ldexp(1.0, -24) * abs_sum + 1e-30;
-}
-
 double half_at(const unsigned char* p) {
     std::uint16_t h;
     std::memcpy(&h, p, 2);
@@ -137,7 +119,7 @@ void compare(isa i, const weights& w, const std::vector<float>& xd, std::size_t 
             INFO(ggml::traits(w.t).name << " (" << path << ") on " << isa_name(i) << ": m " << mi << " of " << m
                                          << ", row " << r << " of " << w.rows << ", k " << w.cols);
             REQUIRE(std::isfinite(got));
-            REQUIRE(std::fabs(got - exact) <= bound(i, w.cols, abs_sum));
+            REQUIRE(std::fabs(got - exact) <= gemv_bound(i, w.cols, abs_sum));
         }
 }
 
@@ -197,11 +179,6 @@ void check_product_q8(isa i, const weights& w, const activations& x, const std::
 }
 
 bool has_int8_path(ggml::type t) { return activation_type(t).has_value(); }
-
-struct isa_reset {
-    isa saved = active_isa();
-    ~isa_reset() { set_active_isa(saved); }
-};
 
 }  // namespace
 
