@@ -772,7 +772,7 @@ inline xsimd::batch<std::int32_t, Arch> code_lanes(const xsimd::batch<std::int32
 }
 
 template <class Arch, bool Z, bool B, class Q>
-inline xsimd::batch<float, Arch> affine_value(const Q& q, const xsimd::batch<float, Arch>& s,
+LOWBIT_FORCE_INLINE xsimd::batch<float, Arch> affine_value(const Q& q, const xsimd::batch<float, Arch>& s,
                                               const xsimd::batch<float, Arch>& z,
                                               const xsimd::batch<float, Arch>& b) noexcept {
     xsimd::batch<float, Arch> x = xsimd::to_float(code_lanes<Arch>(q));
@@ -948,7 +948,7 @@ inline void affine_rows(const affine_job& j) noexcept {
 /// buffer: nf4_g64_f32 9 950 vs 4 090 Mw/s (AVX-512), 7 610 vs 4 500 (AVX2);
 /// into L1 13 520 vs 4 230 and 11 250 vs 4 700.
 template <class Arch, int Cap, class Q>
-inline xsimd::batch<float, Arch> table_value(const Q& q, const float* table, const float* pad) noexcept {
+LOWBIT_FORCE_INLINE xsimd::batch<float, Arch> table_value(const Q& q, const float* table, const float* pad) noexcept {
     using f32 = xsimd::batch<float, Arch>;
     if constexpr (is_avx512_v<Arch>) {
 #if XSIMD_WITH_AVX512BW
@@ -994,7 +994,7 @@ inline xsimd::batch<float, Arch> table_value(const Q& q, const float* table, con
 /// fp8-e4m3-ch 2 700 -> 4 170 Mw/s, mxfp8-e4m3 2 650 -> 6 400; AVX2 2 200 ->
 /// 3 580 and 2 150 -> 5 030, mxfp6-e3m2 2 620 -> 4 400.
 template <class Arch, class Q>
-inline xsimd::batch<float, Arch> minifloat_lookup(const Q& q, const minifloat_rule& m, const float* table) noexcept {
+LOWBIT_FORCE_INLINE xsimd::batch<float, Arch> minifloat_lookup(const Q& q, const minifloat_rule& m, const float* table) noexcept {
     using f32 = xsimd::batch<float, Arch>;
     using u32 = xsimd::batch<std::uint32_t, Arch>;
     using i32 = xsimd::batch<std::int32_t, Arch>;
