@@ -876,15 +876,17 @@ struct store_rows {
     }
 };
 
-/// log2(G) where a group is one, two or four batches (G a power of two): the
-/// run kernels then take each batch's params by its column (g = c >> log2 G)
-/// in one span, rather than a span per group; else -1. bench_quantize
-/// dequantize/nvfp4 (groups of one batch on AVX-512) 3 710-3 780 -> 6 840-
-/// 7 250 Mw/s.
+/// log2(G) where a group is one, two, four or eight batches (G a power of
+/// two): the run kernels then take each batch's params by its column (g = c
+/// >> log2 G) in one span, rather than a span per group; else -1.
+/// bench_quantize dequantize/nvfp4 (groups of one batch on AVX-512) 3 710-
+/// 3 780 -> 6 840-7 250 Mw/s; nf4-b64 (four) 5 250-5 830 -> 6 950-7 050;
+/// bench_gemv gemv_planar/int4-g128-asym (eight) m:1 2.31 -> 2.04 ms, the
+/// dequantize of int4/int3-g128 within noise.
 template <class Arch>
 inline int small_group_shift(std::size_t G) noexcept {
     constexpr std::size_t n = xsimd::batch<float, Arch>::size;
-    return G == n || G == 2 * n || G == 4 * n ? std::countr_zero(G) : -1;
+    return G == n || G == 2 * n || G == 4 * n || G == 8 * n ? std::countr_zero(G) : -1;
 }
 
 /// The affine kernel on one run of a row (for_each_run's `spans`), its
