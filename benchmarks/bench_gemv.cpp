@@ -59,8 +59,9 @@ constexpr shape shapes[] = {{11008, 4096}, {4096, 11008}, {4096, 4096}};
 // Copies of one weight matrix, together at least 256 MiB (eight times this
 // machine's L3): each iteration takes the next copy, so the bytes come from
 // memory, as a layer's weights do in an engine (the other layers' weights
-// evict them). Each copy: 64 distinct rows of N(0,1) data, quantized once and
-// tiled over N rows.
+// evict them). Each copy: the same N distinct rows of N(0,1) data, quantized
+// once. (Distinct rows: with a few rows tiled, a branch on the data was
+// predicted well here and mispredicted on real weights.)
 struct weight_set {
     buffer b;
     std::size_t bytes = 0, copies = 0;  // bytes of one copy
@@ -69,7 +70,7 @@ struct weight_set {
 
 weight_set make_weights(ggml::type t, shape s) {
     const std::size_t rb = ggml::row_bytes(t, s.k);
-    constexpr std::size_t distinct = 64;
+    const std::size_t distinct = s.n;
     std::vector<float> x(distinct * s.k);
     std::mt19937 rng(42);
     std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -170,12 +171,11 @@ void bm_gemv(benchmark::State& state, ggml::type t, shape s, std::size_t m, unsi
     report(state, ggml::row_bytes(t, s.k) * s.n, m, threads);
 }
 
-// A registry format's planar weights of shape s: 64 distinct rows quantized
-// once, their codes and params tiled over N rows, in copies past 256 MiB as
-// weight_set's. Each copy: codes (N rows), then scale, zero and bias (those
+// A registry format's planar weights of shape s: N distinct rows quantized
+// once, their codes and params copied past 256 MiB as weight_set's. Each copy: codes (N rows), then scale, zero and bias (those
 // the format has), P floats each.
 struct planar_set {
-    std::unique_ptr<quantized_base> q;  // the distinct rows: the table and minifloat rule
+    std::unique_ptr<quantized_base> q;  // the quantized rows (and the table and minifloat rule)
     planar_view base;
     buffer b;
     std::size_t bytes = 0, copies = 0, codes = 0, params = 0;
@@ -207,7 +207,7 @@ struct planar_set {
 };
 
 planar_set make_planar(const std::string& name, shape s) {
-    constexpr std::size_t distinct = 64;
+    const std::size_t distinct = s.n;
     std::vector<float> x(distinct * s.k);
     std::mt19937 rng(42);
     std::normal_distribution<float> nd(0.0f, 1.0f);
