@@ -10,6 +10,7 @@
 //   gemv_planar/<format>/...               a registry format in lowbit's planar layout
 //                                          (int4-g128-asym, nf4-b64, mxfp4, ...): its
 //                                          codes and fp32 params as kernels::gemv reads them
+//   gemv_planar_q8/<format>/...            the int8 path of the affine ones, x quantized in the loop
 //   read/<N>x<K>/threads:<T>               reading the Q4_0 weight bytes of that shape
 //   f32/<N>x<K>/m:1/threads:1              the same product on f32 weights (lowbit's
 //                                          f32 GEMV: the fp32 dot baseline)
@@ -39,6 +40,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -250,17 +252,21 @@ const planar_set& planar_weights(const std::string& name, shape s) {
     return held.second;
 }
 
-void bm_gemv_planar(benchmark::State& state, std::string name, shape s, std::size_t m, unsigned threads) {
+void bm_gemv_planar(benchmark::State& state, std::string name, shape s, std::size_t m, unsigned threads, bool int8) {
     const planar_set& w = planar_weights(name, s);
     const std::vector<float> x = activations(m, s.k);
     std::vector<float> y(m * s.n);
     const matrix_view<const float> xv(x.data(), m, s.k);
     const matrix_view<float> yv(y.data(), m, s.n);
+    const auto run = [&](const planar_view& v, const auto& in) {
+        if (threads == 1) gemv(v, in, yv);
+        else gemv_parallel(v, in, yv, threads);
+    };
     std::size_t i = 0;
     for (auto _ : state) {
         const planar_view v = w.copy(i++, s);
-        if (threads == 1) gemv(v, xv, yv);
-        else gemv_parallel(v, xv, yv, threads);
+        if (int8) run(v, quantize_activations(v, xv));
+        else run(v, xv);
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
     }
@@ -383,14 +389,20 @@ const int registered = [] {
                     benchmark::RegisterBenchmark(("gemv_q8" + name.substr(4)).c_str(), bm_gemv, t, s, m, th, true)
                         ->UseRealTime();
                 }
+        const std::set<std::string> int8_path = {"int8-ch", "int4-g128-sym", "int4-g128-asym", "int3-g128",
+                                                 "int2-g64"};
         for (const char* f : {"int8-ch", "int4-g128-sym", "int4-g128-asym", "int3-g128", "int2-g64", "nf4-b64",
                               "fp4-b64", "mxfp4", "mxfp6-e2m3", "mxfp8-e4m3", "nvfp4", "fp8-e4m3-ch"})
             for (std::size_t m : {std::size_t{1}, std::size_t{4}, std::size_t{16}})
                 for (unsigned th : {1u, 2u}) {
                     const std::string name = "gemv_planar/" + std::string(f) + "/" + sn + "/m:" + std::to_string(m) +
                                              "/threads:" + std::to_string(th);
-                    benchmark::RegisterBenchmark(name.c_str(), bm_gemv_planar, std::string(f), s, m, th)
+                    benchmark::RegisterBenchmark(name.c_str(), bm_gemv_planar, std::string(f), s, m, th, false)
                         ->UseRealTime();
+                    if (int8_path.count(f))
+                        benchmark::RegisterBenchmark(("gemv_planar_q8" + name.substr(11)).c_str(), bm_gemv_planar,
+                                                     std::string(f), s, m, th, true)
+                            ->UseRealTime();
                 }
     }
     return 0;

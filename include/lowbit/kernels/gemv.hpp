@@ -22,6 +22,8 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "../core/error.hpp"
 #include "../core/view.hpp"
@@ -29,6 +31,7 @@
 #include "dequantize.hpp"
 #include "dispatch.hpp"
 #include "gemv_common.hpp"
+#include "ggml_gemv.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
 namespace kernels {
@@ -186,10 +189,14 @@ void gemv_planar_fn::operator()(Arch, const planar_gemv_job& j) const noexcept {
 
 namespace detail::planar_gemv {
 
+/// "planar 4-bit affine", for messages.
+inline std::string describe(const planar_view& w) {
+    return "planar " + std::to_string(w.bits()) + "-bit " + (w.family() == kernel_family::affine ? "affine" : "table");
+}
+
 inline void gemv(const planar_view& w, matrix_view<const float> x, const gemv::gemv_out& y, row_range rows,
                  std::span<const float> bias) {
-    const std::string who = "gemv(planar " + std::to_string(w.bits()) + "-bit " +
-                            (w.family() == kernel_family::affine ? "affine" : "table") + ")";
+    const std::string who = "gemv(" + describe(w) + ")";
     ::lowbit::detail::check_view(x, "gemv: x");
     const auto [r0, r1] = gemv::checked_rows(w.rows(), w.cols(), x.rows(), x.cols(), y, rows, bias, who);
     if (r0 == r1) return;
@@ -235,11 +242,328 @@ inline void gemv_parallel(const planar_view& w, matrix_view<const float> x, matr
                                [&](row_range r) { detail::planar_gemv::gemv(w, x, out, r, bias); });
 }
 
+// ---- The int8 path: activations quantized once per call ----------------------
+//
+// For affine weights, value (q - zero) * scale + bias, in groups that hold
+// whole 32-value blocks: x quantized to ggml's Q8_0 blocks (32 int8 codes
+// q_x and an fp16 scale d_x a block; quantize_activations(w, x)), and each
+// 32-value block of a W row meets its activation block in an integer product,
+//
+//   y += (scale_g * d_x) * sum(q * q_x)  +  (bias_g - zero_g * scale_g) * d_x * sum(q_x)
+//
+// the first term a block at a time in int32 lanes, the second once per group
+// from the activations' block sums. Each call lays its activation rows out
+// for the kernel once (M x K bytes): the scales as floats, the sums per
+// group, and for 4-bit weights the codes of each block in the order the
+// nibble split gives the weights' (even columns, then odd), so that codes
+// meet in registers without an interleave. 8-bit codes are taken as q - 128,
+// signed (unsigned, their products with q_x would overflow maddubs' int16
+// pairs), their zero as zero - 128.
+
+/// Whether w has an int8 path: affine codes, rows of whole 32-value blocks,
+/// each block within one group.
+inline bool has_int8_path(const planar_view& w) noexcept {
+    return w.family() == kernel_family::affine && w.cols() % 32 == 0 && (w.group() % 32 == 0 || w.group() >= w.cols());
+}
+
+/// x quantized for the int8 path of w: ggml's Q8_0 blocks (errc::unsupported
+/// where w has none: has_int8_path; errc::non_finite naming a NaN's row and
+/// column; errc::not_divisible for rows that are not whole blocks). Reuse one
+/// across every weight of the same x.
+inline ggml_activations quantize_activations(const planar_view& w, matrix_view<const float> x) {
+    if (!has_int8_path(w))
+        LOWBIT_THROW(errc::unsupported, "quantize_activations: no int8 path for " + detail::planar_gemv::describe(w) +
+                                            " weights (affine codes in groups of whole 32-value blocks have one)");
+    ggml_activations a;
+    a.quantize(ggml::type::q8_0, x);
+    return a;
+}
+
+/// One int8-path call on rows of W already chosen, with its activation rows
+/// laid out for it (detail::planar_gemv::q8_rows).
+struct planar_gemv_q8_job {
+    planar_view w;
+    const std::int8_t* xq;  ///< m rows of k codes (4-bit weights: each block's even columns, then odd)
+    const float* xd;        ///< m rows of k / 32 block scales d_x
+    std::size_t m;
+    /// Per activation row, per group of W's columns: the sum over its blocks
+    /// of d_x * sum(q_x), `groups` floats a row; null where no offset term exists.
+    const float* xsum;
+    std::size_t groups;
+    void* y;
+    std::size_t y_stride;
+    const float* bias;
+    out_type y_type = out_type::f32;
+};
+
+struct gemv_planar_q8_fn {
+    template <class Arch>
+    void operator()(Arch, const planar_gemv_q8_job& j) const noexcept;
+};
+
+namespace detail::planar_gemv {
+
+/// Where column j (0..31) of a block sits in the int8 path's activation
+/// rows for `bits`-bit weights.
+constexpr std::size_t q8_position(int bits, std::size_t j) noexcept {
+    return bits == 4 ? (j % 2) * 16 + j / 2 : j;
+}
+
+}  // namespace detail::planar_gemv
+
+/// Scalar reference: W's values (the dequantize references') times the
+/// dequantized activations d_x * q_x, added in k order in float. (Its value is
+/// the sum the integer path computes, up to float rounding.)
+inline void gemv_planar_q8_ref(const planar_gemv_q8_job& j) noexcept {
+    const affine_job wj = affine_job_of(j.w);
+    const std::size_t k = wj.cols;
+    for (std::size_t r = 0; r < wj.rows; ++r)
+        for (std::size_t mi = 0; mi < j.m; ++mi) {
+            float acc = 0.0f;
+            for (std::size_t c = 0; c < k; ++c) {
+                const std::size_t at = c / 32 * 32 + detail::planar_gemv::q8_position(wj.bits, c % 32);
+                const float xv = j.xd[mi * (k / 32) + c / 32] * static_cast<float>(j.xq[mi * k + at]);
+                acc += ::lowbit::detail::unfused(xv * detail::dq::ref_value(wj, r, c));
+            }
+            detail::gemv::store_y(j.y, j.y_type, mi * j.y_stride + r, j.bias ? acc + j.bias[r] : acc);
+        }
+}
+
+#if !defined(LOWBIT_NO_SIMD)
+LOWBIT_SIMD_WARNINGS_OFF
+namespace detail::planar_gemv {
+
+namespace gg = ::lowbit::kernels::detail::ggml_gemv;
+
+namespace gd = ::lowbit::kernels::detail::ggml_dequant;
+
+/// The 32 codes of block b of a W row as bytes at buf (or where they are),
+/// in the order the activation rows hold their block (q8_position): 4-bit
+/// codes split into nibbles (ggml's Q4_0 split: even columns, then odd),
+/// 8-bit ones as q - 128, other widths from the chunk `codes` decoded to
+/// bytes in column order.
+template <class Arch, int K>
+LOWBIT_FORCE_INLINE const std::int8_t* block_codes(const std::uint8_t* row, const std::uint8_t* chunk, std::size_t b,
+                                                   std::int8_t* buf) noexcept {
+    if constexpr (K == 4) {
+        gd::nibbles<Arch>(row + 16 * b, buf, 0);
+        return buf;
+    } else if constexpr (K == 8) {
+        using u8 = xsimd::batch<std::uint8_t, dq::arch16<Arch>>;
+        for (std::size_t i = 0; i < 32; i += 16)
+            (u8::load_unaligned(row + 32 * b + i) ^ u8(0x80)).store_aligned(reinterpret_cast<std::uint8_t*>(buf) + i);
+        return buf;
+    } else {
+        (void)row;
+        (void)buf;
+        return reinterpret_cast<const std::int8_t*>(chunk) + 32 * (b % (dq::chunk / 32));
+    }
+}
+
+/// W row r's products with T activation rows (from m0), into out[0..T).
+template <class Arch, int K, std::size_t T>
+inline void row_q8(const planar_gemv_q8_job& j, std::size_t r, std::size_t m0, float* out) noexcept {
+    using AU = gg::unit_arch<Arch>;
+    using fu = xsimd::batch<float, AU>;
+    using iu = xsimd::batch<std::int32_t, AU>;
+    constexpr std::size_t U = iu::size * 4;  // bytes a unit
+    // NA accumulators per activation row, blocks striped over them: one chain
+    // of dependent FMAs, one a block, would wait out each one's latency.
+    constexpr std::size_t NA = T >= 4 ? 1 : 4 / T;
+    constexpr bool chunked = K != 4 && K != 8;
+    using W = gg::unit_w<Arch, K < 8>;
+    const planar_view& w = j.w;
+    const std::size_t k = w.cols(), kb = k / 32, group = w.group() >= k ? k : w.group();
+    const std::size_t rb = dq::row_bytes(k, K);
+    const std::uint8_t* src = w.codes() + r * w.code_stride();
+    const float* sc = w.scale() + r * w.param_stride();
+    fu acc[T][NA];
+    for (std::size_t t = 0; t < T; ++t)
+        for (std::size_t a = 0; a < NA; ++a) acc[t][a] = fu(0.0f);
+    alignas(64) std::uint8_t chunk[chunked ? dq::chunk + dq::block : 1];
+    alignas(32) std::int8_t buf[32];
+    const std::uint8_t* decoded = nullptr;
+    std::size_t g_end = group / 32;  // the first block of the next group
+    const float* s = sc;
+    const auto block = [&](std::size_t b, auto slot) LOWBIT_LAMBDA_INLINE {
+        constexpr std::size_t a = decltype(slot)::value;
+        if constexpr (chunked) {
+            if (b % (dq::chunk / 32) == 0) {
+                const std::size_t c0 = 32 * b, at = c0 / 8 * K;
+                decoded = dq::decode_span<Arch, K>(src + at, std::min(dq::chunk, k - c0), rb - at, chunk);
+            }
+        }
+        if (b == g_end) {
+            ++s;
+            g_end += group / 32;
+        }
+        const std::int8_t* q = block_codes<Arch, K>(src, decoded, b, buf);
+        iu is[T];
+        for (std::size_t t = 0; t < T; ++t) is[t] = iu(0);
+        for (std::size_t u = 0; u < 32; u += U) {
+            const W wu(q + u);
+            for (std::size_t t = 0; t < T; ++t) is[t] += wu.dot(j.xq + (m0 + t) * k + 32 * b + u);
+        }
+        for (std::size_t t = 0; t < T; ++t)
+            acc[t][a] = xsimd::fma(xsimd::to_float(is[t]), fu(*s * j.xd[(m0 + t) * kb + b]), acc[t][a]);
+    };
+    std::size_t b = 0;
+    for (; b + NA <= kb; b += NA)
+        [&]<std::size_t... I>(std::index_sequence<I...>) LOWBIT_LAMBDA_INLINE {
+            (block(b + I, std::integral_constant<std::size_t, I>{}), ...);
+        }(std::make_index_sequence<NA>{});
+    for (; b < kb; ++b) block(b, std::integral_constant<std::size_t, 0>{});
+    for (std::size_t t = 0; t < T; ++t) {
+        fu sum = acc[t][0];
+        for (std::size_t a = 1; a < NA; ++a) sum += acc[t][a];
+        out[t] = ::lowbit::detail::simd::reduce_add(sum);
+    }
+    if (j.xsum) {
+        // sum_g o_g * xsum_g, a batch of groups at a time.
+        using f32 = xsimd::batch<float, Arch>;
+        constexpr std::size_t n = f32::size;
+        const std::size_t ng = j.groups, pi = r * w.param_stride();
+        const float* zr = w.zero() ? w.zero() + pi : nullptr;
+        const float* br = w.bias() ? w.bias() + pi : nullptr;
+        const float zc = K == 8 ? 128.0f : 0.0f;
+        for (std::size_t t = 0; t < T; ++t) {
+            const float* xs = j.xsum + (m0 + t) * ng;
+            f32 vo(0.0f);
+            std::size_t gi = 0;
+            for (; gi + n <= ng; gi += n) {
+                const f32 z = (zr ? f32::load_unaligned(zr + gi) : f32(0.0f)) - f32(zc);
+                const f32 o = (br ? f32::load_unaligned(br + gi) : f32(0.0f)) - z * f32::load_unaligned(sc + gi);
+                vo = xsimd::fma(o, f32::load_unaligned(xs + gi), vo);
+            }
+            float so = ::lowbit::detail::simd::reduce_add(vo);
+            for (; gi < ng; ++gi) {
+                const float z = (zr ? zr[gi] : 0.0f) - zc;
+                so += ((br ? br[gi] : 0.0f) - z * sc[gi]) * xs[gi];
+            }
+            out[t] += so;
+        }
+    }
+}
+
+template <class Arch, int K>
+inline void rows_q8(const planar_gemv_q8_job& j) noexcept {
+    for (std::size_t r = 0; r < j.w.rows(); ++r) {
+        const float add = j.bias ? j.bias[r] : 0.0f;
+        gemv::for_each_tile<4>(j.m, [&](std::size_t m0, auto tt) LOWBIT_LAMBDA_INLINE {
+            constexpr std::size_t TT = decltype(tt)::value;
+            float out[TT];
+            row_q8<Arch, K, TT>(j, r, m0, out);
+            for (std::size_t t = 0; t < TT; ++t) gemv::store_y(j.y, j.y_type, (m0 + t) * j.y_stride + r, out[t] + add);
+        });
+    }
+}
+
+template <class Arch>
+inline void run_q8(const planar_gemv_q8_job& j) noexcept {
+    switch (j.w.bits()) {
+    case 1: return rows_q8<Arch, 1>(j);
+    case 2: return rows_q8<Arch, 2>(j);
+    case 3: return rows_q8<Arch, 3>(j);
+    case 4: return rows_q8<Arch, 4>(j);
+    case 5: return rows_q8<Arch, 5>(j);
+    case 6: return rows_q8<Arch, 6>(j);
+    case 7: return rows_q8<Arch, 7>(j);
+    default: return rows_q8<Arch, 8>(j);
+    }
+}
+
+}  // namespace detail::planar_gemv
+LOWBIT_SIMD_WARNINGS_ON
+#endif  // !LOWBIT_NO_SIMD
+
+template <class Arch>
+void gemv_planar_q8_fn::operator()(Arch, const planar_gemv_q8_job& j) const noexcept {
+    if (j.w.empty() || j.m == 0) return;
+    LOWBIT_SIMD_OR_REFERENCE(Arch, gemv_planar_q8_ref(j), detail::planar_gemv::run_q8<Arch>(j))
+}
+
+namespace detail::planar_gemv {
+
+/// A call's activation rows laid out for the int8 kernel (planar_gemv_q8_job's).
+struct q8_rows {
+    std::vector<std::int8_t> q;
+    std::vector<float> d, sum;
+    std::size_t groups = 0;
+
+    q8_rows(const planar_view& w, const ggml_activations& x) {
+        const std::size_t k = w.cols(), kb = k / 32, m = x.rows();
+        const std::size_t group = w.group() >= k ? k : w.group();
+        groups = k / group;
+        q.resize(m * k);
+        d.resize(m * kb);
+        // The offset term: a zero, a bias, or 8-bit codes' shift.
+        if (w.bits() == 8 || w.zero() || w.bias()) sum.assign(m * groups, 0.0f);
+        for (std::size_t mi = 0; mi < m; ++mi)
+            for (std::size_t b = 0; b < kb; ++b) {
+                const unsigned char* blk = x.row(mi) + b * 34;  // Q8_0: fp16 d, 32 int8 codes
+                const float dx = fp16_to_float(load_as<std::uint16_t>(blk));
+                d[mi * kb + b] = dx;
+                std::int32_t sq = 0;
+                for (std::size_t e = 0; e < 32; ++e) {
+                    const auto v = static_cast<std::int8_t>(blk[2 + e]);
+                    q[mi * k + b * 32 + q8_position(w.bits(), e)] = v;
+                    sq += v;
+                }
+                // Exact in float: an 11-bit mantissa times at most 12 bits.
+                if (!sum.empty()) sum[mi * groups + b * 32 / group] += dx * static_cast<float>(sq);
+            }
+    }
+};
+
+inline void gemv(const planar_view& w, const ggml_activations& x, const gemv::gemv_out& y, row_range rows,
+                 std::span<const float> bias) {
+    const std::string who = "gemv(" + describe(w) + ", int8 activations)";
+    if (!has_int8_path(w))
+        LOWBIT_THROW(errc::unsupported, who + ": these weights have no int8 path (affine codes in groups of whole "
+                                              "32-value blocks have one)");
+    if (x.rows() != 0 && x.type_id() != ggml::type::q8_0)
+        LOWBIT_THROW(errc::invalid_argument, who + ": the activations are " + std::string(ggml::traits(x.type_id()).name) +
+                                                 " blocks; planar weights take q8_0 (quantize_activations(w, x))");
+    const auto [r0, r1] = gemv::checked_rows(w.rows(), w.cols(), x.rows(), x.cols(), y, rows, bias, who);
+    if (r0 == r1) return;
+    const q8_rows xr(w, x);
+    const planar_gemv_q8_job j{w.rows(r0, r1), xr.q.data(), xr.d.data(), x.rows(),
+                               xr.sum.empty() ? nullptr : xr.sum.data(), xr.groups, y.col(r0), y.stride,
+                               bias.empty() ? nullptr : bias.data() + r0, y.type};
+    dispatch(gemv_planar_q8_fn{}, j);
+}
+
+}  // namespace detail::planar_gemv
+
+/// The int8 path: y[m][n] = sum_k x[m][k] * w[n][k] (+ bias[n]) for n in
+/// `rows`, x given quantized (quantize_activations(w, x)). The same checks as
+/// the f32 path, plus errc::unsupported where w has no int8 path.
+inline void gemv(const planar_view& w, const ggml_activations& x, matrix_view<float> y, row_range rows = all_rows,
+                 std::span<const float> bias = {}) {
+    detail::planar_gemv::gemv(w, x, detail::gemv::out_of(y, "gemv"), rows, bias);
+}
+inline void gemv(const planar_view& w, const ggml_activations& x, matrix_view<std::uint16_t> y, out_type y_type,
+                 row_range rows = all_rows, std::span<const float> bias = {}) {
+    detail::planar_gemv::gemv(w, x, detail::gemv::out_of(y, y_type, "gemv"), rows, bias);
+}
+inline void gemv_parallel(const planar_view& w, const ggml_activations& x, matrix_view<float> y, unsigned threads = 0,
+                          std::span<const float> bias = {}) {
+    const auto out = detail::gemv::out_of(y, "gemv");
+    detail::gemv::run_parallel(w.rows(), threads, [&](row_range r) { detail::planar_gemv::gemv(w, x, out, r, bias); });
+}
+inline void gemv_parallel(const planar_view& w, const ggml_activations& x, matrix_view<std::uint16_t> y,
+                          out_type y_type, unsigned threads = 0, std::span<const float> bias = {}) {
+    const auto out = detail::gemv::out_of(y, y_type, "gemv");
+    detail::gemv::run_parallel(w.rows(), threads, [&](row_range r) { detail::planar_gemv::gemv(w, x, out, r, bias); });
+}
+
 }  // namespace kernels
 LOWBIT_NAMESPACE_END
 
 #define LOWBIT_KERNELS_GEMV(EXT, ARCH)                                                                     \
     EXT template void lowbit::kernels::gemv_planar_fn::operator()<ARCH>(ARCH,                             \
                                                                         const lowbit::kernels::planar_gemv_job&) \
-        const noexcept;
+        const noexcept;                                                                                   \
+    EXT template void lowbit::kernels::gemv_planar_q8_fn::operator()<ARCH>(                              \
+        ARCH, const lowbit::kernels::planar_gemv_q8_job&) const noexcept;
 LOWBIT_DECLARE_KERNELS(LOWBIT_KERNELS_GEMV)

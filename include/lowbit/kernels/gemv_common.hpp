@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -108,6 +109,22 @@ inline std::pair<std::size_t, std::size_t> checked_rows(std::size_t w_rows, std:
         return {r0, r0};
     }
     return {r0, r1};
+}
+
+/// tile(m0, integral_constant<T'>) over M activation rows: tiles of T rows
+/// from m0 = 0, then the rest in a tile of two (T > 2) and one of one, so
+/// that each W row (or block of rows) is read once per tile.
+template <std::size_t T, class Tile>
+LOWBIT_FORCE_INLINE void for_each_tile(std::size_t m, const Tile& tile) noexcept {
+    std::size_t m0 = 0;
+    for (; m0 + T <= m; m0 += T) tile(m0, std::integral_constant<std::size_t, T>{});
+    if constexpr (T > 2) {
+        if (m0 + 2 <= m) {
+            tile(m0, std::integral_constant<std::size_t, 2>{});
+            m0 += 2;
+        }
+    }
+    if (m0 < m) tile(m0, std::integral_constant<std::size_t, 1>{});
 }
 
 /// gemv(range) over all `n` rows of W on `threads` threads (0: the
