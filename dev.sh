@@ -199,7 +199,8 @@ xsimd_only() {
     deps
     local b=build-xsimd-only
     local tests=(test_kernels_dequantize test_kernels_encode test_kernels_ggml_dequantize test_kernels_ggml_quantize
-                 test_kernels_ggml_quantize_f16 test_kernels_ggml_gemv test_bnb test_ggml_golden test_quantizer)
+                 test_kernels_ggml_quantize_f16 test_kernels_ggml_gemv test_kernels_gemv test_kernels_gemv_q8 test_bnb
+                 test_ggml_golden test_quantizer)
     cmake -S . -B $b -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS="-DLOWBIT_XSIMD_ONLY" \
           -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
     cmake --build $b -j2 --target "${tests[@]}" >/dev/null
