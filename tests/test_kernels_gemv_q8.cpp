@@ -33,7 +33,7 @@ unsigned code_at(const planar_view& w, std::size_t r, std::size_t c) {
 }
 
 // y of one int8-path call against the exact sum over k of W's values
-// ((q - zero) * scale + bias, in double) times the dequantized activations
+// ((q - zero) * scale + bias, or table[q] * scale, in double) times the dequantized activations
 // (Q8_0: fp16 d times the int8 codes), within
 // (k / 32 + groups + 16) * 2^-24 times the sum of the magnitudes of what the
 // kernel adds: |q' scale|, |zero' scale| and |bias| (q' and zero' less 128
@@ -62,6 +62,12 @@ void compare(const planar_view& w, const ggml_activations& xq, const std::vector
                 const std::size_t g = r * w.param_stride() + c / group;
                 const double s = w.scale()[g], z = w.zero() ? w.zero()[g] : 0.0, b = w.bias() ? w.bias()[g] : 0.0;
                 const double q = code_at(w, r, c), x = xf[c];
+                if (w.family() == kernel_family::table) {
+                    const double v = w.table()[code_at(w, r, c)] * s;
+                    exact += v * x;
+                    mag += std::fabs(v * x);
+                    continue;
+                }
                 exact += ((q - z) * s + b) * x;
                 mag += (std::fabs((q - shift) * s) + std::fabs((z - shift) * s) + std::fabs(b)) * std::fabs(x);
             }
@@ -134,6 +140,35 @@ TEST_CASE("gemv int8: affine weights at every width and granularity, against the
         ++n;
     }
     CHECK(n >= 4);
+}
+
+TEST_CASE("gemv int8: 4-bit tables of integers times a power of two", "[kernels][gemv][q8]") {
+    std::mt19937 rng(9);
+    const std::size_t rows = 6, cols = 256;
+    const std::vector<float> wf = random_matrix(rows, cols, rng);
+    // MXFP4 (E2M1 values: integers once doubled) through the registry.
+    const auto mx = quantize(find_format("mxfp4"), matrix_view<const float>(wf.data(), rows, cols));
+    REQUIRE(mx->planar());
+    check(*mx->planar(), "mxfp4", rng);
+    // IQ4_NL's integer table over an engine's memory, groups of 64, and the
+    // same table over 8 (integers only once multiplied by 8).
+    std::vector<std::uint8_t> codes(rows * cols / 2);
+    for (auto& c : codes) c = static_cast<std::uint8_t>(rng());
+    std::vector<float> scale(rows * cols / 64);
+    for (std::size_t i = 0; i < scale.size(); ++i) scale[i] = 0.01f * static_cast<float>(i % 7) - 0.02f;
+    const float iq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    std::vector<float> eighths(iq4, iq4 + 16);
+    for (float& v : eighths) v /= 8.0f;
+    const planar_params pp{scale, {}, {}, 64, cols / 64};
+    check(planar_view::table(4, codes, rows, cols, 0, std::span<const float>(iq4, 16), pp), "iq4_nl table g64", rng);
+    check(planar_view::table(4, codes, rows, cols, 0, eighths, pp), "iq4_nl table / 8, g64", rng);
+    // Not integers at any power of two up to 2^7: NF4's table, or an entry of 0.3.
+    std::vector<float> third(iq4, iq4 + 16);
+    third[5] = 0.3f;
+    CHECK_FALSE(has_int8_path(planar_view::table(4, codes, rows, cols, 0, third, pp)));
+    CHECK_FALSE(has_int8_path(quantizer<codebook<4>>(nf4(), per_group(64))
+                                  .quantize(matrix_view<const float>(wf.data(), rows, cols))
+                                  .view()));
 }
 
 TEST_CASE("gemv int8: bias, row ranges, fp16/bf16 outputs and threads", "[kernels][gemv][q8]") {

@@ -17,6 +17,7 @@
 // (k / lanes + lanes + 2) * 2^-24 * sum_k |x[m][k] * W[n][k]| of the exact
 // sum of those products.
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -252,7 +253,9 @@ inline void gemv_parallel(const planar_view& w, matrix_view<const float> x, matr
 //   y += (scale_g * d_x) * sum(q * q_x)  +  (bias_g - zero_g * scale_g) * d_x * sum(q_x)
 //
 // the first term a block at a time in int32 lanes, the second once per group
-// from the activations' block sums. Each call lays its activation rows out
+// from the activations' block sums. 4-bit tables whose entries are integers
+// times 2^-e (MXFP4's E2M1 values, IQ4_NL's) take the same path with the
+// entries as int8 codes: y += (scale_g * 2^-e * d_x) * sum(T[q] * q_x). Each call lays its activation rows out
 // for the kernel once (M x K bytes): the scales as floats, the sums per
 // group, and for 4-bit weights the codes of each block in the order the
 // nibble split gives the weights' (even columns, then odd), so that codes
@@ -260,10 +263,33 @@ inline void gemv_parallel(const planar_view& w, matrix_view<const float> x, matr
 // signed (unsigned, their products with q_x would overflow maddubs' int16
 // pairs), their zero as zero - 128.
 
-/// Whether w has an int8 path: affine codes, rows of whole 32-value blocks,
-/// each block within one group.
+namespace detail::planar_gemv {
+
+/// A 4-bit table whose entries are integers of at most 127 in magnitude
+/// once multiplied by 2^e (e = 0..7: MXFP4's E2M1 values times 2, IQ4_NL's
+/// as they are), as int8 in `out`; e, or -1 for a table that is not.
+inline int integer_table(const planar_view& w, std::int8_t* out) noexcept {
+    if (w.family() != kernel_family::table || w.bits() != 4) return -1;
+    for (int e = 0; e <= 7; ++e) {
+        bool ok = true;
+        for (std::size_t i = 0; i < 16 && ok; ++i) {
+            const float v = std::ldexp(w.table()[i], e);
+            ok = v == std::nearbyint(v) && std::fabs(v) <= 127.0f;
+            if (ok && out) out[i] = static_cast<std::int8_t>(v);
+        }
+        if (ok) return e;
+    }
+    return -1;
+}
+
+}  // namespace detail::planar_gemv
+
+/// Whether w has an int8 path: rows of whole 32-value blocks, each block
+/// within one group, and affine codes or a 4-bit table of integers times a
+/// power of two (MXFP4's, IQ4_NL's).
 inline bool has_int8_path(const planar_view& w) noexcept {
-    return w.family() == kernel_family::affine && w.cols() % 32 == 0 && (w.group() % 32 == 0 || w.group() >= w.cols());
+    return w.cols() % 32 == 0 && (w.group() % 32 == 0 || w.group() >= w.cols()) &&
+           (w.family() == kernel_family::affine || detail::planar_gemv::integer_table(w, nullptr) >= 0);
 }
 
 /// x quantized for the int8 path of w: ggml's Q8_0 blocks (errc::unsupported
@@ -273,7 +299,8 @@ inline bool has_int8_path(const planar_view& w) noexcept {
 inline ggml_activations quantize_activations(const planar_view& w, matrix_view<const float> x) {
     if (!has_int8_path(w))
         LOWBIT_THROW(errc::unsupported, "quantize_activations: no int8 path for " + detail::planar_gemv::describe(w) +
-                                            " weights (affine codes in groups of whole 32-value blocks have one)");
+                                            " weights (affine codes and 4-bit integer tables in groups of whole "
+                                            "32-value blocks have one)");
     ggml_activations a;
     a.quantize(ggml::type::q8_0, x);
     return a;
@@ -284,7 +311,7 @@ inline ggml_activations quantize_activations(const planar_view& w, matrix_view<c
 struct planar_gemv_q8_job {
     planar_view w;
     const std::int8_t* xq;  ///< m rows of k codes (4-bit weights: each block's even columns, then odd)
-    const float* xd;        ///< m rows of k / 32 block scales d_x
+    const float* xd;        ///< m rows of k / 32 block scales d_x (for a table, times 2^-e)
     std::size_t m;
     /// Per activation row, per group of W's columns: the sum over its blocks
     /// of d_x * sum(q_x), `groups` floats a row; null where no offset term exists.
@@ -294,6 +321,8 @@ struct planar_gemv_q8_job {
     std::size_t y_stride;
     const float* bias;
     out_type y_type = out_type::f32;
+    /// A table's entries times 2^e as int8 (detail::planar_gemv::integer_table); null for affine codes.
+    const std::int8_t* itable = nullptr;
 };
 
 struct gemv_planar_q8_fn {
@@ -323,7 +352,12 @@ inline void gemv_planar_q8_ref(const planar_gemv_q8_job& j) noexcept {
             for (std::size_t c = 0; c < k; ++c) {
                 const std::size_t at = c / 32 * 32 + detail::planar_gemv::q8_position(wj.bits, c % 32);
                 const float xv = j.xd[mi * (k / 32) + c / 32] * static_cast<float>(j.xq[mi * k + at]);
-                acc += ::lowbit::detail::unfused(xv * detail::dq::ref_value(wj, r, c));
+                // A table's integer entry times the scale (xd carries its 2^-e).
+                const float wv = j.itable ? static_cast<float>(j.itable[detail::dq::ref_code(wj.codes + r * wj.code_stride,
+                                                                                           c, wj.bits)]) *
+                                                wj.scale[r * wj.param_stride + c / wj.group]
+                                          : detail::dq::ref_value(wj, r, c);
+                acc += ::lowbit::detail::unfused(xv * wv);
             }
             detail::gemv::store_y(j.y, j.y_type, mi * j.y_stride + r, j.bias ? acc + j.bias[r] : acc);
         }
@@ -341,11 +375,17 @@ namespace gd = ::lowbit::kernels::detail::ggml_dequant;
 /// in the order the activation rows hold their block (q8_position): 4-bit
 /// codes split into nibbles (ggml's Q4_0 split: even columns, then odd),
 /// 8-bit ones as q - 128, other widths from the chunk `codes` decoded to
-/// bytes in column order.
-template <class Arch, int K>
+/// bytes in column order; a 4-bit table's entries (as int8) split as 4-bit codes.
+template <class Arch, int K, bool Table = false>
 LOWBIT_FORCE_INLINE const std::int8_t* block_codes(const std::uint8_t* row, const std::uint8_t* chunk, std::size_t b,
-                                                   std::int8_t* buf) noexcept {
-    if constexpr (K == 4) {
+                                                   std::int8_t* buf, const std::int8_t* itable) noexcept {
+    if constexpr (Table) {
+        // The table's entries in place of the nibbles, split alike.
+        static_assert(K == 4, "4-bit tables");
+        gd::lut<Arch>(row + 16 * b, itable, buf);
+        return buf;
+    } else if constexpr (K == 4) {
+        (void)itable;
         gd::nibbles<Arch>(row + 16 * b, buf, 0);
         return buf;
     } else if constexpr (K == 8) {
@@ -356,12 +396,13 @@ LOWBIT_FORCE_INLINE const std::int8_t* block_codes(const std::uint8_t* row, cons
     } else {
         (void)row;
         (void)buf;
+        (void)itable;
         return reinterpret_cast<const std::int8_t*>(chunk) + 32 * (b % (dq::chunk / 32));
     }
 }
 
 /// W row r's products with T activation rows (from m0), into out[0..T).
-template <class Arch, int K, std::size_t T>
+template <class Arch, int K, bool Table, std::size_t T>
 inline void row_q8(const planar_gemv_q8_job& j, std::size_t r, std::size_t m0, float* out) noexcept {
     using AU = gg::unit_arch<Arch>;
     using fu = xsimd::batch<float, AU>;
@@ -371,7 +412,7 @@ inline void row_q8(const planar_gemv_q8_job& j, std::size_t r, std::size_t m0, f
     // of dependent FMAs, one a block, would wait out each one's latency.
     constexpr std::size_t NA = T >= 4 ? 1 : 4 / T;
     constexpr bool chunked = K != 4 && K != 8;
-    using W = gg::unit_w<Arch, K < 8>;
+    using W = gg::unit_w<Arch, K < 8 && !Table>;  // table entries are signed
     const planar_view& w = j.w;
     const std::size_t k = w.cols(), kb = k / 32, group = w.group() >= k ? k : w.group();
     const std::size_t rb = dq::row_bytes(k, K);
@@ -397,7 +438,7 @@ inline void row_q8(const planar_gemv_q8_job& j, std::size_t r, std::size_t m0, f
             ++s;
             g_end += group / 32;
         }
-        const std::int8_t* q = block_codes<Arch, K>(src, decoded, b, buf);
+        const std::int8_t* q = block_codes<Arch, K, Table>(src, decoded, b, buf, j.itable);
         iu is[T];
         for (std::size_t t = 0; t < T; ++t) is[t] = iu(0);
         for (std::size_t u = 0; u < 32; u += U) {
@@ -445,14 +486,14 @@ inline void row_q8(const planar_gemv_q8_job& j, std::size_t r, std::size_t m0, f
     }
 }
 
-template <class Arch, int K>
+template <class Arch, int K, bool Table = false>
 inline void rows_q8(const planar_gemv_q8_job& j) noexcept {
     for (std::size_t r = 0; r < j.w.rows(); ++r) {
         const float add = j.bias ? j.bias[r] : 0.0f;
         gemv::for_each_tile<4>(j.m, [&](std::size_t m0, auto tt) LOWBIT_LAMBDA_INLINE {
             constexpr std::size_t TT = decltype(tt)::value;
             float out[TT];
-            row_q8<Arch, K, TT>(j, r, m0, out);
+            row_q8<Arch, K, Table, TT>(j, r, m0, out);
             for (std::size_t t = 0; t < TT; ++t) gemv::store_y(j.y, j.y_type, (m0 + t) * j.y_stride + r, out[t] + add);
         });
     }
@@ -460,6 +501,7 @@ inline void rows_q8(const planar_gemv_q8_job& j) noexcept {
 
 template <class Arch>
 inline void run_q8(const planar_gemv_q8_job& j) noexcept {
+    if (j.itable) return rows_q8<Arch, 4, true>(j);
     switch (j.w.bits()) {
     case 1: return rows_q8<Arch, 1>(j);
     case 2: return rows_q8<Arch, 2>(j);
@@ -490,19 +532,26 @@ struct q8_rows {
     std::vector<float> d, sum;
     std::size_t groups = 0;
 
+    std::int8_t itable[16] = {};
+    bool table = false;
+
     q8_rows(const planar_view& w, const ggml_activations& x) {
         const std::size_t k = w.cols(), kb = k / 32, m = x.rows();
+        // A table's entries are integers times 2^-e: the scales carry the 2^-e (exactly).
+        const int e = integer_table(w, itable);
+        table = e >= 0;
+        const float unit = table ? std::ldexp(1.0f, -e) : 1.0f;
         const std::size_t group = w.group() >= k ? k : w.group();
         groups = k / group;
         q.resize(m * k);
         d.resize(m * kb);
         // The offset term: a zero, a bias, or 8-bit codes' shift.
-        if (w.bits() == 8 || w.zero() || w.bias()) sum.assign(m * groups, 0.0f);
+        if (!table && (w.bits() == 8 || w.zero() || w.bias())) sum.assign(m * groups, 0.0f);
         for (std::size_t mi = 0; mi < m; ++mi)
             for (std::size_t b = 0; b < kb; ++b) {
                 const unsigned char* blk = x.row(mi) + b * 34;  // Q8_0: fp16 d, 32 int8 codes
                 const float dx = fp16_to_float(load_as<std::uint16_t>(blk));
-                d[mi * kb + b] = dx;
+                d[mi * kb + b] = dx * unit;
                 std::int32_t sq = 0;
                 for (std::size_t e = 0; e < 32; ++e) {
                     const auto v = static_cast<std::int8_t>(blk[2 + e]);
@@ -519,8 +568,8 @@ inline void gemv(const planar_view& w, const ggml_activations& x, const gemv::ge
                  std::span<const float> bias) {
     const std::string who = "gemv(" + describe(w) + ", int8 activations)";
     if (!has_int8_path(w))
-        LOWBIT_THROW(errc::unsupported, who + ": these weights have no int8 path (affine codes in groups of whole "
-                                              "32-value blocks have one)");
+        LOWBIT_THROW(errc::unsupported, who + ": these weights have no int8 path (affine codes and 4-bit integer "
+                                              "tables in groups of whole 32-value blocks have one)");
     if (x.rows() != 0 && x.type_id() != ggml::type::q8_0)
         LOWBIT_THROW(errc::invalid_argument, who + ": the activations are " + std::string(ggml::traits(x.type_id()).name) +
                                                  " blocks; planar weights take q8_0 (quantize_activations(w, x))");
@@ -529,7 +578,7 @@ inline void gemv(const planar_view& w, const ggml_activations& x, const gemv::ge
     const q8_rows xr(w, x);
     const planar_gemv_q8_job j{w.rows(r0, r1), xr.q.data(), xr.d.data(), x.rows(),
                                xr.sum.empty() ? nullptr : xr.sum.data(), xr.groups, y.col(r0), y.stride,
-                               bias.empty() ? nullptr : bias.data() + r0, y.type};
+                               bias.empty() ? nullptr : bias.data() + r0, y.type, xr.table ? xr.itable : nullptr};
     dispatch(gemv_planar_q8_fn{}, j);
 }
 
