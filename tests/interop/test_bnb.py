@@ -147,8 +147,17 @@ def test_bitsandbytes_dequantizes_our_state_to_our_values(bnb_capi, qt, nested):
                                              ptr(q) if nested else None, ptr(na) if nested else None, off, ot,
                                              ptr(ours))
         ref_bits = ref.view(torch.int16).numpy().view(np.uint16) if ot else ref.numpy()
-        assert np.array_equal(ours.view(np.uint32 if ot == 0 else np.uint16),
-                              ref_bits.view(np.uint32 if ot == 0 else np.uint16)), f"{dtype}: values differ"
+        ob = ours.view(np.uint32 if ot == 0 else np.uint16)
+        rb = ref_bits.view(np.uint32 if ot == 0 else np.uint16)
+        # bitsandbytes' own CPU kernels disagree on the sign of FP4's code 8
+        # (the table's -0): its scalar path applies the sign bit (-0.0, as its
+        # CUDA kernel does), its AVX-512 path and its torch fallback read +0.
+        # Zeros compare by value, every other element by its bits.
+        magnitude = np.uint32(0x7FFFFFFF) if ot == 0 else np.uint16(0x7FFF)
+        zeros = ((ob & magnitude) == 0) & ((rb & magnitude) == 0)
+        if qt == "nf4":
+            assert not np.any(zeros & (ob != rb)), f"{dtype}: NF4 zeros differ in sign"
+        assert np.array_equal(np.where(zeros, 0, ob), np.where(zeros, 0, rb)), f"{dtype}: values differ"
 
 
 @pytest.mark.parametrize("bs", [256, 512, 1024, 2048, 4096])
