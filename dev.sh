@@ -17,6 +17,9 @@
 #   ./dev.sh deps             only install the dependencies
 set -euo pipefail
 cd "$(dirname "$0")"
+# ccache hashes paths relative to the checkout, so every clone and worktree
+# (CI clones into a new directory each run) shares one cache.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$PWD}" CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
 
 PACKAGES=(cmake g++ make pkg-config ccache libxsimd-dev libxtensor-dev xtl-dev catch2 libbenchmark-dev libopenblas-dev)
 
