@@ -10,7 +10,7 @@
 //   gemv_planar/<format>/...               a registry format in lowbit's planar layout
 //                                          (int4-g128-asym, nf4-b64, mxfp4, ...): its
 //                                          codes and fp32 params as kernels::gemv reads them
-//   gemv_planar_q8/<format>/...            the int8 path of those that have one (affine, mxfp4),
+//   gemv_planar_q8/<format>/...            the int8 path of those that have one (affine, mxfp4, nvfp4),
 //                                          x quantized in the loop
 //   read/<N>x<K>/threads:<T>               reading the Q4_0 weight bytes of that shape
 //   f32/<N>x<K>/m:1/threads:1              the same product on f32 weights (lowbit's
@@ -391,7 +391,7 @@ const int registered = [] {
                         ->UseRealTime();
                 }
         const std::set<std::string> int8_path = {"int8-ch", "int4-g128-sym", "int4-g128-asym", "int3-g128",
-                                                 "int2-g64", "mxfp4"};
+                                                 "int2-g64", "mxfp4", "nvfp4"};
         for (const char* f : {"int8-ch", "int4-g128-sym", "int4-g128-asym", "int3-g128", "int2-g64", "nf4-b64",
                               "fp4-b64", "mxfp4", "mxfp6-e2m3", "mxfp8-e4m3", "nvfp4", "fp8-e4m3-ch"})
             for (std::size_t m : {std::size_t{1}, std::size_t{4}, std::size_t{16}})

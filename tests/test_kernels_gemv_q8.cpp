@@ -128,6 +128,9 @@ TEST_CASE("gemv int8: affine weights at every width and granularity, against the
         check(quantizer<affine<8>>({}, per_group(32)).quantize(wv).view(), "int8 g32" + k, rng);
         check(quantizer<affine<8, affine_mode::symmetric>>({}, per_channel()).quantize(wv).view(), "int8 sym" + k, rng);
         if (cols % 64 == 0) check(quantizer<affine<4>>({}, per_group(64)).quantize(wv).view(), "int4 g64" + k, rng);
+        // Groups of 16, two to a block: each lane of a block's product takes its own group's scale and offset.
+        check(quantizer<affine<4>>({}, per_group(16)).quantize(wv).view(), "int4 g16" + k, rng);
+        check(quantizer<affine<4, affine_mode::symmetric>>({}, per_group(16)).quantize(wv).view(), "int4 sym g16" + k, rng);
     }
     // Every registry format with an int8 path, at the group sizes it names.
     const std::vector<float> wf = random_matrix(5, 1024, rng);
@@ -150,6 +153,10 @@ TEST_CASE("gemv int8: 4-bit tables of integers times a power of two", "[kernels]
     const auto mx = quantize(find_format("mxfp4"), matrix_view<const float>(wf.data(), rows, cols));
     REQUIRE(mx->planar());
     check(*mx->planar(), "mxfp4", rng);
+    // NVFP4: the same values in groups of 16 (two scales a block).
+    const auto nv = quantize(find_format("nvfp4"), matrix_view<const float>(wf.data(), rows, cols));
+    REQUIRE(nv->planar());
+    check(*nv->planar(), "nvfp4", rng);
     // IQ4_NL's integer table over an engine's memory, groups of 64, and the
     // same table over 8 (integers only once multiplied by 8).
     std::vector<std::uint8_t> codes(rows * cols / 2);
@@ -223,9 +230,9 @@ TEST_CASE("gemv int8: weights without an int8 path and mismatched activations ar
             CHECK(std::string(e.what()).find(part) != std::string::npos);
         }
     };
-    // A codebook and groups of 16 have none.
+    // A codebook, and groups of 16 but for 4-bit codes, have none.
     const auto nf4w = quantizer<codebook<4>>(nf4(), per_group(64)).quantize(wv);
-    const auto g16 = quantizer<affine<4>>({}, per_group(16)).quantize(wv);
+    const auto g16 = quantizer<affine<8>>({}, per_group(16)).quantize(wv);
     CHECK_FALSE(has_int8_path(nf4w.view()));
     CHECK_FALSE(has_int8_path(g16.view()));
     expect([&] { (void)quantize_activations(nf4w.view(), x.view()); }, errc::unsupported, "no int8 path for planar 4-bit table");

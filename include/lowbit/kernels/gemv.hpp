@@ -17,10 +17,12 @@
 // (k / lanes + lanes + 2) * 2^-24 * sum_k |x[m][k] * W[n][k]| of the exact
 // sum of those products.
 
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -253,13 +255,15 @@ inline void gemv_parallel(const planar_view& w, matrix_view<const float> x, matr
 //   y += (scale_g * d_x) * sum(q * q_x)  +  (bias_g - zero_g * scale_g) * d_x * sum(q_x)
 //
 // the first term a block at a time in int32 lanes, the second once per group
-// from the activations' block sums. 4-bit tables whose entries are integers
-// times 2^-e (MXFP4's E2M1 values, IQ4_NL's) take the same path with the
+// from the activations' block sums. 4-bit codes may also come in groups of
+// 16, two to a block (NVFP4): each lane of the block's product then takes
+// its own group's scale. 4-bit tables whose entries are integers
+// times 2^-e (MXFP4's and NVFP4's E2M1 values, IQ4_NL's) take the same path with the
 // entries as int8 codes: y += (scale_g * 2^-e * d_x) * sum(T[q] * q_x). Each call lays its activation rows out
 // for the kernel once (M x K bytes): the scales as floats, the sums per
-// group, and for 4-bit weights the codes of each block in the order the
-// nibble split gives the weights' (even columns, then odd), so that codes
-// meet in registers without an interleave. 8-bit codes are taken as q - 128,
+// group, and for 2- and 4-bit weights the codes of each block in the
+// order the weights' bytes split into (q8_position), so that codes meet in
+// registers without an interleave. 8-bit codes are taken as q - 128,
 // signed (unsigned, their products with q_x would overflow maddubs' int16
 // pairs), their zero as zero - 128.
 
@@ -284,11 +288,18 @@ inline int integer_table(const planar_view& w, std::int8_t* out) noexcept {
 
 }  // namespace detail::planar_gemv
 
+namespace detail::planar_gemv {
+/// What has_int8_path asks, for the errors that name it.
+inline constexpr const char* int8_rule =
+    "affine codes and 4-bit integer tables in groups of whole 32-value blocks, or of 16 for 4-bit codes, have one";
+}  // namespace detail::planar_gemv
+
 /// Whether w has an int8 path: rows of whole 32-value blocks, each block
-/// within one group, and affine codes or a 4-bit table of integers times a
-/// power of two (MXFP4's, IQ4_NL's).
+/// within one group (or, for 4-bit codes, two groups of 16: NVFP4's), and
+/// affine codes or a 4-bit table of integers times a power of two (MXFP4's,
+/// NVFP4's, IQ4_NL's).
 inline bool has_int8_path(const planar_view& w) noexcept {
-    return w.cols() % 32 == 0 && (w.group() % 32 == 0 || w.group() >= w.cols()) &&
+    return w.cols() % 32 == 0 && (w.group() % 32 == 0 || w.group() >= w.cols() || (w.group() == 16 && w.bits() == 4)) &&
            (w.family() == kernel_family::affine || detail::planar_gemv::integer_table(w, nullptr) >= 0);
 }
 
@@ -299,8 +310,7 @@ inline bool has_int8_path(const planar_view& w) noexcept {
 inline ggml_activations quantize_activations(const planar_view& w, matrix_view<const float> x) {
     if (!has_int8_path(w))
         LOWBIT_THROW(errc::unsupported, "quantize_activations: no int8 path for " + detail::planar_gemv::describe(w) +
-                                            " weights (affine codes and 4-bit integer tables in groups of whole "
-                                            "32-value blocks have one)");
+                                            " weights (" + detail::planar_gemv::int8_rule + ")");
     ggml_activations a;
     a.quantize(ggml::type::q8_0, x);
     return a;
@@ -333,9 +343,11 @@ struct gemv_planar_q8_fn {
 namespace detail::planar_gemv {
 
 /// Where column j (0..31) of a block sits in the int8 path's activation
-/// rows for `bits`-bit weights.
+/// rows for `bits`-bit weights: for 4-bit codes the nibble split's order
+/// (even columns, then odd), for 2-bit codes each byte's first codes, then
+/// its second, third and fourth (columns 0, 4, .., 28, then 1, 5, .., 29, ...).
 constexpr std::size_t q8_position(int bits, std::size_t j) noexcept {
-    return bits == 4 ? (j % 2) * 16 + j / 2 : j;
+    return bits == 4 ? (j % 2) * 16 + j / 2 : bits == 2 ? (j % 4) * 8 + j / 4 : j;
 }
 
 }  // namespace detail::planar_gemv
@@ -374,8 +386,9 @@ namespace gd = ::lowbit::kernels::detail::ggml_dequant;
 /// The 32 codes of block b of a W row as bytes at buf (or where they are),
 /// in the order the activation rows hold their block (q8_position): 4-bit
 /// codes split into nibbles (ggml's Q4_0 split: even columns, then odd),
-/// 8-bit ones as q - 128, other widths from the chunk `codes` decoded to
-/// bytes in column order; a 4-bit table's entries (as int8) split as 4-bit codes.
+/// 2-bit ones split by their place in the byte, 8-bit ones as q - 128, other
+/// widths from the chunk `codes` decoded to bytes in column order; a 4-bit
+/// table's entries (as int8) split as 4-bit codes.
 template <class Arch, int K, bool Table = false>
 LOWBIT_FORCE_INLINE const std::int8_t* block_codes(const std::uint8_t* row, const std::uint8_t* chunk, std::size_t b,
                                                    std::int8_t* buf, const std::int8_t* itable) noexcept {
@@ -387,6 +400,24 @@ LOWBIT_FORCE_INLINE const std::int8_t* block_codes(const std::uint8_t* row, cons
     } else if constexpr (K == 4) {
         (void)itable;
         gd::nibbles<Arch>(row + 16 * b, buf, 0);
+        return buf;
+    } else if constexpr (K == 2) {
+        // The block's 8 bytes in both 64-bit lanes; lane t of the two
+        // 16-byte halves keeps the codes at bits 2t (first half) and 2t + 4
+        // (second half) of each byte: bytes 8t .. 8t + 7 of the block's codes.
+        // bench_gemv gemv_planar_q8/int2-g64 11008 x 4096, one thread, AVX2
+        // (EPYC 2.25 GHz), against decode_span's chunks: m:1 4.30 -> 3.20 ms,
+        // m:16 35.3 -> 30.1. A like decode of 3-bit codes (four 24-bit words
+        // spread to bytes) was slower than the chunks: int3-g128 5.38 -> 7.0.
+        (void)itable;
+        (void)chunk;
+        using u64 = xsimd::batch<std::uint64_t, dq::arch16<Arch>>;
+        static_assert(u64::size == 2 && std::endian::native == std::endian::little);
+        alignas(16) static constexpr std::uint64_t lane0[2] = {0x0303030303030303ull, 0};
+        const u64 v(load_as<std::uint64_t>(row + 8 * b)), m0 = u64::load_aligned(lane0), m(0x0303030303030303ull);
+        const u64 m1 = m0 ^ m;
+        ((v & m0) | ((v >> 2) & m1)).store_aligned(reinterpret_cast<std::uint64_t*>(buf));
+        (((v >> 4) & m0) | ((v >> 6) & m1)).store_aligned(reinterpret_cast<std::uint64_t*>(buf) + 2);
         return buf;
     } else if constexpr (K == 8) {
         using u8 = xsimd::batch<std::uint8_t, dq::arch16<Arch>>;
@@ -402,7 +433,11 @@ LOWBIT_FORCE_INLINE const std::int8_t* block_codes(const std::uint8_t* row, cons
 }
 
 /// W row r's products with T activation rows (from m0), into out[0..T).
-template <class Arch, int K, bool Table, std::size_t T>
+/// Half: groups of 16 (4-bit codes), two to a block. A block's bytes hold
+/// columns 0, 2, .., 30 then 1, 3, .., 31, so byte p is in group (p % 16) / 8,
+/// and lane l of a unit (bytes 4l .. 4l + 3 from a multiple of 16) in group
+/// (l % 4) / 2: the lanes take their group's scale before the FMA.
+template <class Arch, int K, bool Table, bool Half, std::size_t T>
 inline void row_q8(const planar_gemv_q8_job& j, std::size_t r, std::size_t m0, float* out) noexcept {
     using AU = gg::unit_arch<Arch>;
     using fu = xsimd::batch<float, AU>;
@@ -411,7 +446,7 @@ inline void row_q8(const planar_gemv_q8_job& j, std::size_t r, std::size_t m0, f
     // NA accumulators per activation row, blocks striped over them: one chain
     // of dependent FMAs, one a block, would wait out each one's latency.
     constexpr std::size_t NA = T >= 4 ? 1 : 4 / T;
-    constexpr bool chunked = K != 4 && K != 8;
+    constexpr bool chunked = K != 2 && K != 4 && K != 8;
     using W = gg::unit_w<Arch, K < 8 && !Table>;  // table entries are signed
     const planar_view& w = j.w;
     const std::size_t k = w.cols(), kb = k / 32, group = w.group() >= k ? k : w.group();
@@ -426,6 +461,12 @@ inline void row_q8(const planar_gemv_q8_job& j, std::size_t r, std::size_t m0, f
     const std::uint8_t* decoded = nullptr;
     std::size_t g_end = group / 32;  // the first block of the next group
     const float* s = sc;
+    static_assert(!Half || K == 4, "two groups a block: 4-bit codes");
+    const auto upper = [] {  // Half: the lanes in a block's second group
+        alignas(64) float g[fu::size];
+        for (std::size_t l = 0; l < fu::size; ++l) g[l] = static_cast<float>(l % 4 / 2);
+        return fu::load_aligned(g) > fu(0.5f);
+    }();
     const auto block = [&](std::size_t b, auto slot) LOWBIT_LAMBDA_INLINE {
         constexpr std::size_t a = decltype(slot)::value;
         if constexpr (chunked) {
@@ -434,9 +475,11 @@ inline void row_q8(const planar_gemv_q8_job& j, std::size_t r, std::size_t m0, f
                 decoded = dq::decode_span<Arch, K>(src + at, std::min(dq::chunk, k - c0), rb - at, chunk);
             }
         }
-        if (b == g_end) {
-            ++s;
-            g_end += group / 32;
+        if constexpr (!Half) {
+            if (b == g_end) {
+                ++s;
+                g_end += group / 32;
+            }
         }
         const std::int8_t* q = block_codes<Arch, K, Table>(src, decoded, b, buf, j.itable);
         iu is[T];
@@ -445,8 +488,14 @@ inline void row_q8(const planar_gemv_q8_job& j, std::size_t r, std::size_t m0, f
             const W wu(q + u);
             for (std::size_t t = 0; t < T; ++t) is[t] += wu.dot(j.xq + (m0 + t) * k + 32 * b + u);
         }
-        for (std::size_t t = 0; t < T; ++t)
-            acc[t][a] = xsimd::fma(xsimd::to_float(is[t]), fu(*s * j.xd[(m0 + t) * kb + b]), acc[t][a]);
+        if constexpr (Half) {
+            const fu sv = xsimd::select(upper, fu(sc[2 * b + 1]), fu(sc[2 * b]));
+            for (std::size_t t = 0; t < T; ++t)
+                acc[t][a] = xsimd::fma(xsimd::to_float(is[t]), sv * fu(j.xd[(m0 + t) * kb + b]), acc[t][a]);
+        } else {
+            for (std::size_t t = 0; t < T; ++t)
+                acc[t][a] = xsimd::fma(xsimd::to_float(is[t]), fu(*s * j.xd[(m0 + t) * kb + b]), acc[t][a]);
+        }
     };
     std::size_t b = 0;
     for (; b + NA <= kb; b += NA)
@@ -486,14 +535,14 @@ inline void row_q8(const planar_gemv_q8_job& j, std::size_t r, std::size_t m0, f
     }
 }
 
-template <class Arch, int K, bool Table = false>
+template <class Arch, int K, bool Table = false, bool Half = false>
 inline void rows_q8(const planar_gemv_q8_job& j) noexcept {
     for (std::size_t r = 0; r < j.w.rows(); ++r) {
         const float add = j.bias ? j.bias[r] : 0.0f;
         gemv::for_each_tile<4>(j.m, [&](std::size_t m0, auto tt) LOWBIT_LAMBDA_INLINE {
             constexpr std::size_t TT = decltype(tt)::value;
             float out[TT];
-            row_q8<Arch, K, Table, TT>(j, r, m0, out);
+            row_q8<Arch, K, Table, Half, TT>(j, r, m0, out);
             for (std::size_t t = 0; t < TT; ++t) gemv::store_y(j.y, j.y_type, (m0 + t) * j.y_stride + r, out[t] + add);
         });
     }
@@ -501,6 +550,7 @@ inline void rows_q8(const planar_gemv_q8_job& j) noexcept {
 
 template <class Arch>
 inline void run_q8(const planar_gemv_q8_job& j) noexcept {
+    if (j.w.group() == 16) return j.itable ? rows_q8<Arch, 4, true, true>(j) : rows_q8<Arch, 4, false, true>(j);
     if (j.itable) return rows_q8<Arch, 4, true>(j);
     switch (j.w.bits()) {
     case 1: return rows_q8<Arch, 1>(j);
@@ -543,6 +593,7 @@ struct q8_rows {
         const float unit = table ? std::ldexp(1.0f, -e) : 1.0f;
         const std::size_t group = w.group() >= k ? k : w.group();
         groups = k / group;
+        const std::size_t span = std::min<std::size_t>(group, 32);  // a block's columns in one group
         q.resize(m * k);
         d.resize(m * kb);
         // The offset term: a zero, a bias, or 8-bit codes' shift.
@@ -552,34 +603,51 @@ struct q8_rows {
                 const unsigned char* blk = x.row(mi) + b * 34;  // Q8_0: fp16 d, 32 int8 codes
                 const float dx = fp16_to_float(load_as<std::uint16_t>(blk));
                 d[mi * kb + b] = dx * unit;
-                std::int32_t sq = 0;
+                std::int32_t sq[2] = {0, 0};  // per group in the block
                 for (std::size_t e = 0; e < 32; ++e) {
                     const auto v = static_cast<std::int8_t>(blk[2 + e]);
                     q[mi * k + b * 32 + q8_position(w.bits(), e)] = v;
-                    sq += v;
+                    sq[e / span] += v;
                 }
                 // Exact in float: an 11-bit mantissa times at most 12 bits.
-                if (!sum.empty()) sum[mi * groups + b * 32 / group] += dx * static_cast<float>(sq);
+                if (!sum.empty())
+                    for (std::size_t h = 0; h < 32 / span; ++h)
+                        sum[mi * groups + (b * 32 + h * span) / group] += dx * static_cast<float>(sq[h]);
             }
     }
 };
 
-inline void gemv(const planar_view& w, const ggml_activations& x, const gemv::gemv_out& y, row_range rows,
-                 std::span<const float> bias) {
+/// The int8 path's checks; the rows of W to compute.
+inline std::pair<std::size_t, std::size_t> checked(const planar_view& w, const ggml_activations& x,
+                                                   const gemv::gemv_out& y, row_range rows, std::span<const float> bias) {
     const std::string who = "gemv(" + describe(w) + ", int8 activations)";
     if (!has_int8_path(w))
-        LOWBIT_THROW(errc::unsupported, who + ": these weights have no int8 path (affine codes and 4-bit integer "
-                                              "tables in groups of whole 32-value blocks have one)");
+        LOWBIT_THROW(errc::unsupported, who + ": these weights have no int8 path (" + int8_rule + ")");
     if (x.rows() != 0 && x.type_id() != ggml::type::q8_0)
         LOWBIT_THROW(errc::invalid_argument, who + ": the activations are " + std::string(ggml::traits(x.type_id()).name) +
                                                  " blocks; planar weights take q8_0 (quantize_activations(w, x))");
-    const auto [r0, r1] = gemv::checked_rows(w.rows(), w.cols(), x.rows(), x.cols(), y, rows, bias, who);
+    return gemv::checked_rows(w.rows(), w.cols(), x.rows(), x.cols(), y, rows, bias, who);
+}
+
+/// `shared`: x laid out already (by gemv_parallel, once for all its threads).
+inline void gemv(const planar_view& w, const ggml_activations& x, const gemv::gemv_out& y, row_range rows,
+                 std::span<const float> bias, const q8_rows* shared = nullptr) {
+    const auto [r0, r1] = checked(w, x, y, rows, bias);
     if (r0 == r1) return;
-    const q8_rows xr(w, x);
+    std::optional<q8_rows> own;
+    const q8_rows& xr = shared ? *shared : own.emplace(w, x);
     const planar_gemv_q8_job j{w.rows(r0, r1), xr.q.data(), xr.d.data(), x.rows(),
                                xr.sum.empty() ? nullptr : xr.sum.data(), xr.groups, y.col(r0), y.stride,
                                bias.empty() ? nullptr : bias.data() + r0, y.type, xr.table ? xr.itable : nullptr};
     dispatch(gemv_planar_q8_fn{}, j);
+}
+
+/// gemv on `threads` threads, the activations laid out once for all of them.
+inline void gemv_parallel(const planar_view& w, const ggml_activations& x, const gemv::gemv_out& y, unsigned threads,
+                          std::span<const float> bias) {
+    if (checked(w, x, y, all_rows, bias).first == w.rows() || x.rows() == 0) return;
+    const q8_rows xr(w, x);
+    gemv::run_parallel(w.rows(), threads, [&](row_range r) { gemv(w, x, y, r, bias, &xr); });
 }
 
 }  // namespace detail::planar_gemv
@@ -597,13 +665,11 @@ inline void gemv(const planar_view& w, const ggml_activations& x, matrix_view<st
 }
 inline void gemv_parallel(const planar_view& w, const ggml_activations& x, matrix_view<float> y, unsigned threads = 0,
                           std::span<const float> bias = {}) {
-    const auto out = detail::gemv::out_of(y, "gemv");
-    detail::gemv::run_parallel(w.rows(), threads, [&](row_range r) { detail::planar_gemv::gemv(w, x, out, r, bias); });
+    detail::planar_gemv::gemv_parallel(w, x, detail::gemv::out_of(y, "gemv"), threads, bias);
 }
 inline void gemv_parallel(const planar_view& w, const ggml_activations& x, matrix_view<std::uint16_t> y,
                           out_type y_type, unsigned threads = 0, std::span<const float> bias = {}) {
-    const auto out = detail::gemv::out_of(y, y_type, "gemv");
-    detail::gemv::run_parallel(w.rows(), threads, [&](row_range r) { detail::planar_gemv::gemv(w, x, out, r, bias); });
+    detail::planar_gemv::gemv_parallel(w, x, detail::gemv::out_of(y, y_type, "gemv"), threads, bias);
 }
 
 }  // namespace kernels
