@@ -713,10 +713,13 @@ inline void run_q8(const ggml_gemv_q8_job& j) noexcept {
     if (j.type == ggml::type::q8_1 || j.type == ggml::type::q8_k) return;
     gd::with_decoder<Arch>(j.type, [&](auto tag) {
         using Dec = typename decltype(tag)::type;
-        if constexpr (Dec::B == 32 || gd::int_face_v<Dec>) {
-            LOWBIT_ASSERT(activation_type(j.type) == act_of<Dec>);
-            rows_q8<Arch, Dec, act_of<Dec>>(j);
-        }
+        // (No assert that activation_type(j.type) is act_of<Dec>: a kernel
+        // must not odr-use a function that is not a template on Arch. This
+        // TU's copy of it, compiled under -mavx512bw, can be the one the
+        // linker keeps for every caller, and it ran into SIGILL on an AVX2
+        // machine in an -O1 ASan build. The tests against ggml's products
+        // cover the pairing.)
+        if constexpr (Dec::B == 32 || gd::int_face_v<Dec>) rows_q8<Arch, Dec, act_of<Dec>>(j);
     });
 }
 
