@@ -36,7 +36,21 @@ function(lowbit_add_dispatch target)
   if(NOT TARGET ${_lib})
     set(_sources "")
     set(_defs LOWBIT_RUNTIME_DISPATCH)
-    foreach(_arch IN LISTS ARG_ARCHS)
+    # The least capable instruction set first. Each TU also emits the inline
+    # functions and templates its kernels use that are not specialised per
+    # instruction set (std::string's, lowbit::error's, ...), and the linker
+    # keeps one copy of each for the whole program: where the user's own
+    # code does not emit one first, the archive member loaded first supplies
+    # it. That copy must run on every machine the dispatcher runs kernels on
+    # (an -mavx512bw copy of one such function ran into SIGILL on an AVX2
+    # machine in an ASan build).
+    set(_ordered "")
+    foreach(_arch IN ITEMS sse4_1 avx2 avx512bw neon)
+      if(_arch IN_LIST ARG_ARCHS)
+        list(APPEND _ordered ${_arch})
+      endif()
+    endforeach()
+    foreach(_arch IN LISTS _ordered)
       if(_arch STREQUAL "avx512bw")
         set(LOWBIT_ARCH_TYPE "xsimd::avx512bw")
         if(MSVC)
