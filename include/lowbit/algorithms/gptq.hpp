@@ -1,0 +1,356 @@
+#pragma once
+// GPTQ (Frantar et al., "GPTQ: Accurate Post-Training Quantization for
+// Generative Pre-trained Transformers", 2022) as the reference implementation
+// (IST-DASLab/gptq, gptq.py and quant.py) defines it: columns quantized one at
+// a time in a fixed order, each one's rounding error spread over the columns
+// not yet quantized through the upper Cholesky factor of the damped inverse
+// Hessian, lazily in blocks (a rank-1 update inside the block, one matrix
+// product for the columns after it).
+//
+// Needs BLAS and LAPACK (OpenBLAS): link the lowbit::calibration target.
+// Kernels and formats never include this header.
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <numeric>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../core/view.hpp"
+#include "../parallel.hpp"
+
+extern "C" {
+// LAPACK's Cholesky factorisation and inverse from its factor (Fortran ABI).
+void spotrf_(const char* uplo, const int* n, float* a, const int* lda, int* info);
+void strtri_(const char* uplo, const char* diag, const int* n, float* a, const int* lda, int* info);
+}
+
+LOWBIT_NAMESPACE_BEGIN
+namespace calibration {
+
+/// H = (2 / n) * sum over the n activation rows x of x^T x, streamed a chunk
+/// of rows at a time (tokens x in_features) as the reference accumulates it:
+/// H <- H * n / (n + t), then + (2 / (n + t)) * X^T X (a symmetric rank-k
+/// update). GPTQ's result does not depend on H's overall scale.
+class hessian {
+public:
+    explicit hessian(std::size_t in_features) : n_(in_features), h_(in_features * in_features, 0.0f) {}
+
+    void add(matrix_view<const float> x) {
+        if (x.rows() == 0) return;
+        if (x.cols() != n_)
+            LOWBIT_THROW(errc::shape_mismatch, "hessian: activations have " + std::to_string(x.cols()) +
+                                                   " columns, the layer " + std::to_string(n_) + " input features");
+        for (std::size_t r = 0; r < x.rows(); ++r)
+            for (std::size_t c = 0; c < n_; ++c)
+                if (!std::isfinite(x(r, c)))
+                    LOWBIT_THROW(errc::non_finite, "hessian: activation row " + std::to_string(samples_ + r) +
+                                                       ", feature " + std::to_string(c) + " is not finite");
+        const std::size_t total = samples_ + x.rows();
+        const float beta = static_cast<float>(static_cast<double>(samples_) / static_cast<double>(total));
+        const float alpha = static_cast<float>(2.0 / static_cast<double>(total));
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(n_), static_cast<int>(x.rows()), alpha,
+                    x.data(), static_cast<int>(x.stride()), beta, h_.data(), static_cast<int>(n_));
+        samples_ = total;
+    }
+
+    std::size_t size() const noexcept { return n_; }
+    std::size_t samples() const noexcept { return samples_; }
+
+    /// The full symmetric matrix, row-major (n x n).
+    std::vector<float> matrix() const {
+        std::vector<float> h = h_;
+        for (std::size_t i = 0; i < n_; ++i)
+            for (std::size_t j = 0; j < i; ++j) h[i * n_ + j] = h[j * n_ + i];
+        return h;
+    }
+
+private:
+    std::size_t n_, samples_ = 0;
+    std::vector<float> h_;  ///< upper triangle
+};
+
+struct gptq_options {
+    int bits = 4;                  ///< 2..8
+    std::size_t group_size = 128;  ///< columns a group; 0: one group per output row
+    bool sym = true;               ///< zero fixed at 2^(bits-1) (AutoGPTQ's default)
+    bool act_order = false;        ///< columns by decreasing Hessian diagonal (desc_act)
+    bool static_groups = false;    ///< group params fitted before any update, per group of original columns
+    float percdamp = 0.01f;        ///< damping: percdamp * mean(diag(H)) added to the diagonal
+    std::size_t block_size = 128;  ///< columns a lazy-update block
+    unsigned threads = 1;          ///< output rows split across threads (0: all cores); results do not depend on it
+    /// The reference's MSE option: each group's range shrunk by p = 1 - i / mse_grid
+    /// (i < mse_maxshrink * mse_grid), keeping the p with the least sum of |q - x|^mse_norm.
+    bool mse = false;
+    float mse_norm = 2.4f;
+    int mse_grid = 100;
+    float mse_maxshrink = 0.8f;
+    /// Where H + damping has no Cholesky factor: round to nearest with the
+    /// same group params and say so in gptq_result::note (else an error).
+    bool rtn_fallback = false;
+};
+
+/// GPTQ's codes and params. Column c of row r stands for
+/// scale[r * groups + g_idx[c]] * (code - zero[...]).
+struct gptq_result {
+    std::size_t rows = 0, cols = 0, groups = 0;
+    int bits = 0;
+    std::vector<std::uint8_t> codes;  ///< rows x cols, original column order
+    std::vector<float> scale, zero;   ///< rows x groups
+    std::vector<std::int32_t> g_idx;  ///< the group of each original column
+    std::vector<std::int32_t> perm;   ///< act_order: the original column quantized j-th; else empty
+    double loss = 0.0;                ///< sum of (w - q)^2 / Hinv_jj^2 / 2, as the reference reports
+    std::string note;                 ///< why GPTQ fell back to round-to-nearest (rtn_fallback); empty otherwise
+
+    float value(std::size_t r, std::size_t c) const noexcept {
+        const std::size_t g = r * groups + static_cast<std::size_t>(g_idx[c]);
+        return scale[g] * (static_cast<float>(codes[r * cols + c]) - zero[g]);
+    }
+};
+
+namespace detail::gptq {
+
+/// clamp(round(x / scale) + zero, 0, maxq), rounding half to even (torch.round).
+inline float code(float x, float scale, float zero, int maxq) noexcept {
+    return std::clamp(std::nearbyint(x / scale) + zero, 0.0f, static_cast<float>(maxq));
+}
+
+/// The reference quantizer's find_params (weight=True) on n values of one row
+/// at x (stride 1): range including 0, symmetric or not, all-zero -> [-1, 1];
+/// with o.mse, the shrink of the range with the least sum of |q - x|^norm.
+inline void fit(const float* x, std::size_t n, int maxq, const gptq_options& o, float& scale, float& zero) noexcept {
+    const bool sym = o.sym;
+    float xmin = 0.0f, xmax = 0.0f;
+    for (std::size_t i = 0; i < n; ++i) {
+        xmin = std::min(xmin, x[i]);
+        xmax = std::max(xmax, x[i]);
+    }
+    if (sym) {
+        xmax = std::max(std::fabs(xmin), xmax);
+        if (xmin < 0.0f) xmin = -xmax;
+    }
+    if (xmin == 0.0f && xmax == 0.0f) {
+        xmin = -1.0f;
+        xmax = 1.0f;
+    }
+    scale = (xmax - xmin) / static_cast<float>(maxq);
+    zero = sym ? static_cast<float>(maxq + 1) / 2.0f : std::nearbyint(-xmin / scale);
+    if (!o.mse) return;
+    double best = INFINITY;
+    const int steps = static_cast<int>(o.mse_maxshrink * static_cast<float>(o.mse_grid));
+    for (int i = 0; i < steps; ++i) {
+        const float p = static_cast<float>(1.0 - static_cast<double>(i) / o.mse_grid);
+        const float lo = p * xmin, hi = p * xmax;
+        const float s1 = (hi - lo) / static_cast<float>(maxq);
+        const float z1 = sym ? static_cast<float>(maxq + 1) / 2.0f : std::nearbyint(-lo / s1);
+        double err = 0.0;
+        for (std::size_t k = 0; k < n; ++k) {
+            const float d = s1 * (code(x[k], s1, z1, maxq) - z1) - x[k];
+            err += std::pow(static_cast<double>(std::fabs(d)), static_cast<double>(o.mse_norm));
+        }
+        if (err < best) {
+            best = err;
+            scale = s1;
+            zero = z1;
+        }
+    }
+}
+
+/// The upper Cholesky factor U of H^-1 (H^-1 = U^T U), in place, row-major;
+/// false where H is not positive definite. The reference takes it as
+/// cholesky(cholesky_inverse(cholesky(H)), upper); the factor is unique, and
+/// half the work finds it: with J the reversal of rows and columns, the
+/// Cholesky factor L' of J H J gives H = V V^T with V = J L' J upper
+/// triangular, so H^-1 = V^-T V^-1 and U = V^-1 (a triangular inverse).
+/// LAPACK works column-major: a symmetric matrix is its own transpose, and a
+/// triangle it stores as upper (lower) is, read row-major, the lower (upper) one.
+inline bool inverse_factor(std::vector<float>& h, std::size_t n) {
+    const int ni = static_cast<int>(n);
+    int info = 0;
+    std::vector<float> t(n * n);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < n; ++j) t[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)];
+    spotrf_("U", &ni, t.data(), &ni, &info);  // row-major lower L', J H J = L' L'^T
+    if (info != 0) return false;
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < n; ++j) h[i * n + j] = j >= i ? t[(n - 1 - i) * n + (n - 1 - j)] : 0.0f;
+    strtri_("L", "N", &ni, h.data(), &ni, &info);  // row-major upper V^-1
+    return info == 0;
+}
+
+}  // namespace detail::gptq
+
+/// GPTQ on the weights w (out_features x in_features) with the Hessian h of
+/// the layer's inputs (in_features x in_features, row-major, symmetric).
+inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, const gptq_options& o = {}) {
+    const std::string who = "gptq";
+    const std::size_t R = w.rows(), C = w.cols();
+    if (o.bits < 2 || o.bits > 8)
+        LOWBIT_THROW(errc::invalid_argument, who + ": bits " + std::to_string(o.bits) + " (2..8)");
+    if (o.block_size == 0) LOWBIT_THROW(errc::invalid_argument, who + ": block_size 0");
+    if (h.size() != C * C)
+        LOWBIT_THROW(errc::shape_mismatch, who + ": the Hessian has " + std::to_string(h.size()) + " values for " +
+                                               std::to_string(C) + " input features (" + std::to_string(C * C) +
+                                               " expected)");
+    for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t c = 0; c < C; ++c)
+            if (!std::isfinite(w(r, c)))
+                LOWBIT_THROW(errc::non_finite, who + ": weight at row " + std::to_string(r) + ", column " +
+                                                   std::to_string(c) + " is not finite");
+    for (std::size_t i = 0; i < C * C; ++i)
+        if (!std::isfinite(h[i]))
+            LOWBIT_THROW(errc::non_finite, who + ": Hessian entry (" + std::to_string(i / C) + ", " +
+                                               std::to_string(i % C) + ") is not finite");
+    const int maxq = (1 << o.bits) - 1;
+    // A group as wide as the row is still fitted where it starts, as the
+    // reference does (after dead inputs are zeroed); 0 fits each row first.
+    const std::size_t gs = o.group_size == 0 ? 0 : std::min(o.group_size, C);
+
+    gptq_result out;
+    out.rows = R;
+    out.cols = C;
+    out.bits = o.bits;
+    out.groups = gs ? (C + gs - 1) / gs : 1;
+    out.codes.assign(R * C, 0);
+    out.scale.assign(R * out.groups, 0.0f);
+    out.zero.assign(R * out.groups, 0.0f);
+    out.g_idx.assign(C, 0);
+    if (R == 0 || C == 0) return out;
+
+    std::vector<float> W(R * C), H(h.begin(), h.end());
+    for (std::size_t r = 0; r < R; ++r) std::copy_n(&w(r, 0), C, W.begin() + static_cast<std::ptrdiff_t>(r * C));
+    // Per output row: params of the whole row, from the weights as given.
+    if (!gs)
+        for (std::size_t r = 0; r < R; ++r) detail::gptq::fit(&W[r * C], C, maxq, o, out.scale[r], out.zero[r]);
+    // Dead inputs (zero diagonal): their weights do not matter; made 0.
+    for (std::size_t c = 0; c < C; ++c)
+        if (H[c * C + c] == 0.0f) {
+            H[c * C + c] = 1.0f;
+            for (std::size_t r = 0; r < R; ++r) W[r * C + c] = 0.0f;
+        }
+    if (gs && o.static_groups)
+        for (std::size_t g = 0; g < out.groups; ++g)
+            for (std::size_t r = 0; r < R; ++r)
+                detail::gptq::fit(&W[r * C + g * gs], std::min(gs, C - g * gs), maxq, o, out.scale[r * out.groups + g],
+                                  out.zero[r * out.groups + g]);
+    // Act-order: decreasing diagonal (ties by column, a stable order).
+    std::vector<std::int32_t> perm(C);
+    std::iota(perm.begin(), perm.end(), 0);
+    if (o.act_order) {
+        std::stable_sort(perm.begin(), perm.end(), [&](std::int32_t a, std::int32_t b) {
+            return H[static_cast<std::size_t>(a) * C + static_cast<std::size_t>(a)] >
+                   H[static_cast<std::size_t>(b) * C + static_cast<std::size_t>(b)];
+        });
+        std::vector<float> t(W.size());
+        for (std::size_t r = 0; r < R; ++r)
+            for (std::size_t j = 0; j < C; ++j) t[r * C + j] = W[r * C + static_cast<std::size_t>(perm[j])];
+        W.swap(t);
+        t.resize(H.size());
+        for (std::size_t i = 0; i < C; ++i)
+            for (std::size_t j = 0; j < C; ++j)
+                t[i * C + j] = H[static_cast<std::size_t>(perm[i]) * C + static_cast<std::size_t>(perm[j])];
+        H.swap(t);
+    }
+    // Damping, then the upper factor of the inverse.
+    double diag = 0.0;
+    for (std::size_t c = 0; c < C; ++c) diag += H[c * C + c];
+    const float damp = o.percdamp * static_cast<float>(diag / static_cast<double>(C));
+    for (std::size_t c = 0; c < C; ++c) H[c * C + c] += damp;
+    if (!detail::gptq::inverse_factor(H, C)) {
+        const std::string why = "the Hessian is not positive definite after damping (percdamp " +
+                                std::to_string(o.percdamp) + ")";
+        if (!o.rtn_fallback) LOWBIT_THROW(errc::invalid_argument, who + ": " + why + "; raise percdamp or add calibration data");
+        // U = I: no error moves to other columns, which is round-to-nearest.
+        out.note = why + ": rounded to nearest instead";
+        std::fill(H.begin(), H.end(), 0.0f);
+        for (std::size_t c = 0; c < C; ++c) H[c * C + c] = 1.0f;
+    }
+    const std::vector<float>& U = H;
+
+    // Each output row's columns are quantized in turn and its errors spread
+    // along it alone: rows are independent given U. Chunks of rows at a time
+    // keep a block of them in cache (block columns x chunk rows); threads
+    // take row ranges.
+    std::vector<std::uint8_t> q(R * C);  // permuted column order
+    std::vector<double> losses(R, 0.0);
+    constexpr std::size_t chunk_rows = 512;
+    const auto rows = [&](std::size_t ra, std::size_t rb) {
+        const std::size_t M = rb - ra;
+        std::vector<float> blk(o.block_size * M), err(o.block_size * M), s(M), z(M);
+        for (std::size_t i1 = 0; i1 < C; i1 += o.block_size) {
+            const std::size_t i2 = std::min(C, i1 + o.block_size), n = i2 - i1;
+            // The block column by column (each one contiguous over the chunk's rows).
+            for (std::size_t j = 0; j < n; ++j)
+                for (std::size_t r = 0; r < M; ++r) blk[j * M + r] = W[(ra + r) * C + i1 + j];
+            for (std::size_t j = 0; j < n; ++j) {
+                const std::size_t col = i1 + j;
+                if (gs) {
+                    // The group's params: refitted where a group starts (from W,
+                    // which holds the block as it was when the block began), or
+                    // the static ones of the column's original group.
+                    const std::size_t g = o.static_groups ? static_cast<std::size_t>(perm[col]) / gs : col / gs;
+                    for (std::size_t r = 0; r < M; ++r) {
+                        const std::size_t at = (ra + r) * out.groups + g;
+                        if (!o.static_groups && col % gs == 0)
+                            detail::gptq::fit(&W[(ra + r) * C + col], std::min(gs, C - col), maxq, o, out.scale[at],
+                                              out.zero[at]);
+                        s[r] = out.scale[at];
+                        z[r] = out.zero[at];
+                    }
+                } else if (col == 0) {
+                    for (std::size_t r = 0; r < M; ++r) {
+                        s[r] = out.scale[ra + r];
+                        z[r] = out.zero[ra + r];
+                    }
+                }
+                const float d = U[col * C + col];
+                float* wj = &blk[j * M];
+                float* ej = &err[j * M];
+                for (std::size_t r = 0; r < M; ++r) {
+                    const float c = detail::gptq::code(wj[r], s[r], z[r], maxq);
+                    q[(ra + r) * C + col] = static_cast<std::uint8_t>(c);
+                    const float deq = s[r] * (c - z[r]);
+                    ej[r] = (wj[r] - deq) / d;
+                    losses[ra + r] += static_cast<double>(wj[r] - deq) * static_cast<double>(wj[r] - deq) /
+                                      (static_cast<double>(d) * static_cast<double>(d)) / 2.0;
+                }
+                // The error over the block's later columns.
+                for (std::size_t k = j + 1; k < n; ++k) {
+                    const float u = U[col * C + i1 + k];
+                    float* wk = &blk[k * M];
+                    for (std::size_t r = 0; r < M; ++r) wk[r] -= ej[r] * u;
+                }
+            }
+            // And over every column after the block: W[:, i2:] -= Err^T U[i1:i2, i2:].
+            if (i2 < C)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(M), static_cast<int>(C - i2),
+                            static_cast<int>(n), -1.0f, err.data(), static_cast<int>(M), &U[i1 * C + i2],
+                            static_cast<int>(C), 1.0f, &W[ra * C + i2], static_cast<int>(C));
+        }
+    };
+    // Chunks at fixed rows, whatever the threads: the same products, the same sums.
+    parallel_for((R + chunk_rows - 1) / chunk_rows, o.threads, 1, [&](std::size_t c0, std::size_t c1) {
+        for (std::size_t c = c0; c < c1; ++c) rows(c * chunk_rows, std::min(R, (c + 1) * chunk_rows));
+    });
+    if (gs && !o.static_groups)
+        for (std::size_t col = 0; col < C; ++col)
+            out.g_idx[static_cast<std::size_t>(perm[col])] = static_cast<std::int32_t>(col / gs);
+    else if (gs)
+        for (std::size_t c = 0; c < C; ++c) out.g_idx[c] = static_cast<std::int32_t>(c / gs);
+    double loss = 0.0;
+    for (double l : losses) loss += l;
+    for (std::size_t r = 0; r < R; ++r)
+        for (std::size_t j = 0; j < C; ++j) out.codes[r * C + static_cast<std::size_t>(perm[j])] = q[r * C + j];
+    if (o.act_order) out.perm = std::move(perm);
+    out.loss = loss;
+    return out;
+}
+
+}  // namespace calibration
+LOWBIT_NAMESPACE_END
