@@ -1,0 +1,82 @@
+// Calibration algorithms on one layer (lowbit::calibration).
+//
+//   gptq/<out>x<in>/tokens:<T>/threads:<N>   the Hessian of T tokens and GPTQ at
+//                                            4 bits, groups of 128, both timed
+//   hessian/<in>/tokens:<T>                  the Hessian alone
+//   sgemm/<out>x<in>/tokens:<T>              baseline: X W^T through OpenBLAS, one
+//                                            thread (the flops of one forward pass)
+//
+// OpenBLAS runs on one thread (openblas_set_num_threads(1)): lowbit's
+// threads split the rows.
+
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <lowbit/algorithms/gptq.hpp>
+#include <random>
+#include <vector>
+
+namespace {
+
+using namespace lowbit;
+
+std::vector<float> normal(std::size_t n, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> v(n);
+    for (float& x : v) x = nd(rng);
+    return v;
+}
+
+void bm_gptq(benchmark::State& state, std::size_t out, std::size_t in, std::size_t tokens, unsigned threads) {
+    const std::vector<float> w = normal(out * in, 1), x = normal(tokens * in, 2);
+    for (auto _ : state) {
+        calibration::hessian h(in);
+        h.add(matrix_view<const float>(x.data(), tokens, in));
+        calibration::gptq_options o;
+        o.threads = threads;
+        const auto q = calibration::gptq(matrix_view<const float>(w.data(), out, in), h.matrix(), o);
+        benchmark::DoNotOptimize(q.codes.data());
+    }
+}
+
+void bm_hessian(benchmark::State& state, std::size_t in, std::size_t tokens) {
+    const std::vector<float> x = normal(tokens * in, 2);
+    for (auto _ : state) {
+        calibration::hessian h(in);
+        h.add(matrix_view<const float>(x.data(), tokens, in));
+        benchmark::DoNotOptimize(h.matrix().data());
+    }
+}
+
+void bm_sgemm(benchmark::State& state, std::size_t out, std::size_t in, std::size_t tokens) {
+    const std::vector<float> w = normal(out * in, 1), x = normal(tokens * in, 2);
+    std::vector<float> y(tokens * out);
+    for (auto _ : state) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(tokens), static_cast<int>(out),
+                    static_cast<int>(in), 1.0f, x.data(), static_cast<int>(in), w.data(), static_cast<int>(in), 0.0f,
+                    y.data(), static_cast<int>(out));
+        benchmark::DoNotOptimize(y.data());
+    }
+}
+
+const bool registered = [] {
+    openblas_set_num_threads(1);
+    for (unsigned th : {1u, 2u})
+        benchmark::RegisterBenchmark(("gptq/4096x4096/tokens:2048/threads:" + std::to_string(th)).c_str(), bm_gptq,
+                                     4096, 4096, 2048, th)
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime()
+            ->Iterations(2);
+    benchmark::RegisterBenchmark("hessian/4096/tokens:2048", bm_hessian, 4096, 2048)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark("sgemm/4096x4096/tokens:2048", bm_sgemm, 4096, 4096, 2048)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+    return true;
+}();
+
+}  // namespace
+
+BENCHMARK_MAIN();
