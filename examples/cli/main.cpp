@@ -7,6 +7,9 @@
 //   lowbit quantize IN.safetensors OUT.safetensors --format F [--rules cuda|cpu] [--include-embeddings]
 //                   [--layer-format REGEX=F2] [--threads N]
 //     (F: a bitsandbytes format such as nf4-b64-dq or llm-int8, or an MLX one such as mlx-4b-g64)
+//   lowbit quantize IN.safetensors OUT.safetensors --format gptq-4b-g128 --calib ACTS.safetensors [--act-order]
+//                   [--sym] [--static-groups] [--damp X] [--checkpoint-format gptq|gptq_v2] [--min-tokens N]
+//                   [--threads N]
 //   lowbit inspect FILE.gguf|FILE.safetensors
 //   lowbit formats
 //   lowbit --version
@@ -14,6 +17,9 @@
 #include <lowbit/formats/bnb_checkpoint.hpp>
 #include <lowbit/formats/gguf_quantize.hpp>
 #include <lowbit/lowbit.hpp>
+#if LOWBIT_CLI_CALIBRATION
+#include <lowbit/formats/gptq_quantize.hpp>
+#endif
 
 #include <algorithm>
 #include <charconv>
@@ -417,10 +423,133 @@ void require_extension(const std::string& out, std::string_view ext) {
                                                          std::string(ext) + ", the container being written");
 }
 
+// A progress bar on stderr when it is a terminal: (index, count, name, quantized).
+lowbit::safetensors::rewrite_progress progress_bar() {
+    if (!isatty(STDERR_FILENO)) return {};
+    return [](std::size_t i, std::size_t n, const std::string& name, bool q) {
+        const int width = 30, filled = static_cast<int>(static_cast<double>(i + 1) / static_cast<double>(n) * width);
+        std::fprintf(stderr, "\r[%-*s] %zu/%zu  %-48.48s %s", width, std::string(static_cast<std::size_t>(filled), '#').c_str(),
+                     i + 1, n, name.c_str(), q ? "quantized" : "kept");
+    };
+}
+
+void print_size_line(const lowbit::safetensors::rewrite_counts& counts) {
+    std::printf("  size         %s -> %s (%.1f%%)\n", mib(counts.bytes_in).c_str(), mib(counts.bytes_out).c_str(),
+                counts.bytes_in ? 100.0 * static_cast<double>(counts.bytes_out) / static_cast<double>(counts.bytes_in)
+                                : 100.0);
+}
+
+// lowbit quantize IN.safetensors OUT.safetensors --format gptq-4b-g128 --calib ACTS.safetensors ...:
+// GPTQ on the layers ACTS names, into a GPTQ checkpoint with quantize_config.json beside it.
+int quantize_gptq(int argc, char** argv) {
+#if LOWBIT_CLI_CALIBRATION
+    std::vector<std::string> pos;
+    std::string format, calib;
+    lowbit::gptq::quantize_options opt;
+    bool act_order = false, sym = false, static_groups = false;
+    std::optional<float> damp;
+    std::optional<lowbit::gptq_zero_format> zeros;
+    for (int i = 0; i < argc; ++i) {
+        const std::string_view a = argv[i];
+        auto value = [&]() -> std::string {
+            if (i + 1 >= argc) LOWBIT_THROW(lowbit::errc::invalid_argument, std::string(a) + " needs a value");
+            return argv[++i];
+        };
+        if (a == "--format") {
+            format = value();
+        } else if (a == "--calib") {
+            calib = value();
+        } else if (a == "--act-order") {
+            act_order = true;
+        } else if (a == "--sym") {
+            sym = true;
+        } else if (a == "--static-groups") {
+            static_groups = true;
+        } else if (a == "--damp") {
+            const std::string v = value();
+            float d = 0.0f;
+            const auto r = std::from_chars(v.data(), v.data() + v.size(), d);
+            if (r.ec != std::errc{} || r.ptr != v.data() + v.size() || !(d > 0.0f && d < 1.0f))
+                LOWBIT_THROW(lowbit::errc::invalid_argument, "--damp: '" + v + "' is not a number in (0, 1)");
+            damp = d;
+        } else if (a == "--checkpoint-format") {
+            const std::string v = value();
+            if (v != "gptq" && v != "gptq_v2")
+                LOWBIT_THROW(lowbit::errc::invalid_argument, "--checkpoint-format: '" + v + "' is not gptq or gptq_v2");
+            zeros = v == "gptq" ? lowbit::gptq_zero_format::v1 : lowbit::gptq_zero_format::v2;
+        } else if (a == "--min-tokens") {
+            opt.min_tokens = parse_count("--min-tokens", value(), 1, std::size_t{1} << 40);
+        } else if (a == "--threads") {
+            opt.threads = parse_threads(value());
+        } else if (a.starts_with("--")) {
+            LOWBIT_THROW(lowbit::errc::invalid_argument, "quantize: unknown option '" + std::string(a) +
+                                                             "' for a GPTQ checkpoint");
+        } else {
+            pos.emplace_back(a);
+        }
+    }
+    if (pos.size() != 2 || calib.empty())
+        LOWBIT_THROW(lowbit::errc::invalid_argument,
+                     "usage: lowbit quantize IN.safetensors OUT.safetensors --format gptq-4b-g128 --calib "
+                     "ACTS.safetensors [--act-order] [--sym] [--static-groups] [--damp X] "
+                     "[--checkpoint-format gptq|gptq_v2] [--min-tokens N] [--threads N]");
+    opt.format = lowbit::gptq::parse_checkpoint_format(format);
+    opt.format.desc_act = act_order;
+    opt.format.sym = sym;
+    opt.format.static_groups = static_groups;
+    if (damp) opt.format.damp_percent = *damp;
+    if (zeros) opt.format.zeros = *zeros;
+    require_extension(pos[1], ".safetensors");
+    opt.progress = progress_bar();
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = lowbit::gptq::quantize_checkpoint(pos[0], pos[1], calib, opt);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (opt.progress) std::fprintf(stderr, "\r%-120s\r", "");
+    const auto& f = opt.format;
+    std::printf("%s -> %s (GPTQ %d-bit, %s, %s%s%s; checkpoint_format %s)\n", pos[0].c_str(), pos[1].c_str(), f.bits,
+                f.group ? ("groups of " + std::to_string(f.group)).c_str() : "one group per output row",
+                f.sym ? "symmetric" : "asymmetric", f.desc_act ? ", act-order" : "",
+                f.static_groups ? ", static groups" : "", std::string(f.zero_format_name()).c_str());
+    std::printf("  tensors      %zu quantized, %zu kept as they were\n", r.quantized, r.tensors - r.quantized);
+    std::printf("\n  %-40s %13s %8s %10s %10s %7s %8s\n", "layer", "out x in", "tokens", "rtn err", "gptq err",
+                "ratio", "time");
+    std::size_t zero_zeros = 0;
+    for (const auto& l : r.layers) {
+        const std::string shape = std::to_string(l.rows) + " x " + std::to_string(l.cols);
+        const std::string tokens = l.tokens ? std::to_string(l.tokens) : "hessian";
+        std::printf("  %-40.40s %13s %8s %10.3e %10.3e %7.3f %7.2fs\n", l.layer.c_str(), shape.c_str(), tokens.c_str(),
+                    l.rtn_error, l.gptq_error, l.rtn_error > 0.0 ? l.gptq_error / l.rtn_error : 0.0, l.seconds);
+        zero_zeros += l.zero_zero_points;
+    }
+    std::printf("  (err: relative output error ||X (W - Q)^T||^2 / ||X W^T||^2 on the calibration inputs, over up to "
+                "%zu rows a layer)\n\n",
+                opt.error_rows);
+    print_size_line(r);
+    std::printf("  time         %.2f s (%u thread%s)\n", secs, opt.threads, opt.threads == 1 ? "" : "s");
+    if (zero_zeros)
+        std::printf("  note         %zu groups have zero point 0, which the v1 format stores as -1: GPTQModel and lowbit "
+                    "read them back exactly, readers that unpack qzeros field by field see the next field one lower; "
+                    "--checkpoint-format gptq_v2 or --sym avoid it\n",
+                    zero_zeros);
+    const auto cfg = std::filesystem::path(pos[1]).parent_path() / "quantize_config.json";
+    std::printf("\n  wrote %s; transformers reads the checkpoint with config.json's \"quantization_config\": %s\n",
+                cfg.string().c_str(), r.config_json.c_str());
+    return 0;
+#else
+    (void)argc;
+    (void)argv;
+    LOWBIT_THROW(lowbit::errc::unsupported,
+                 "quantize: GPTQ needs lowbit::calibration (OpenBLAS), which this build of lowbit was made without");
+#endif
+}
+
 // lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|llm-int8|mlx-4b-g64:
 // a bitsandbytes checkpoint in transformers' state-dict layout, or an MLX
 // checkpoint in mlx-lm's.
 int quantize_safetensors(int argc, char** argv) {
+    for (int i = 0; i + 1 < argc; ++i)
+        if (std::string_view(argv[i]) == "--format" && std::string_view(argv[i + 1]).starts_with("gptq-"))
+            return quantize_gptq(argc, argv);
     std::vector<std::string> pos;
     std::string format;
     lowbit::bnb::convert_options opt;
@@ -472,13 +601,8 @@ int quantize_safetensors(int argc, char** argv) {
             LOWBIT_THROW(lowbit::errc::invalid_argument, "quantize: --layer-format is for MLX formats");
     }
     require_extension(pos[1], ".safetensors");
-    const bool tty = isatty(STDERR_FILENO);
-    const auto progress = [&](std::size_t i, std::size_t n, const std::string& name, bool q) {
-        if (!tty) return;
-        const int width = 30, filled = static_cast<int>(static_cast<double>(i + 1) / static_cast<double>(n) * width);
-        std::fprintf(stderr, "\r[%-*s] %zu/%zu  %-48.48s %s", width, std::string(static_cast<std::size_t>(filled), '#').c_str(),
-                     i + 1, n, name.c_str(), q ? "quantized" : "kept");
-    };
+    const auto progress = progress_bar();
+    const bool tty = static_cast<bool>(progress);
     opt.progress = progress;
     mopt.progress = progress;
     const auto t0 = std::chrono::steady_clock::now();
@@ -508,9 +632,7 @@ int quantize_safetensors(int argc, char** argv) {
     for (const auto& n : not_divisible)
         std::printf("  kept         %s: its rows do not divide into its groups (mlx-lm leaves it unquantized too)\n",
                     n.c_str());
-    std::printf("  size         %s -> %s (%.1f%%)\n", mib(counts.bytes_in).c_str(), mib(counts.bytes_out).c_str(),
-                counts.bytes_in ? 100.0 * static_cast<double>(counts.bytes_out) / static_cast<double>(counts.bytes_in)
-                                : 100.0);
+    print_size_line(counts);
     std::printf("  time         %.2f s (%u thread%s)\n", secs, opt.threads, opt.threads == 1 ? "" : "s");
     if (mlx)
         std::printf("\n  mlx-lm reads it with config.json's \"quantization\": %s (and the same under "
@@ -612,6 +734,9 @@ int usage(int code) {
                  "                       [--leave-output-tensor] [--pure] [--allow-requantize]\n"
                  "       lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|mlx-4b-g64|...\n"
                  "                       [--rules cuda|cpu] [--include-embeddings] [--layer-format REGEX=F2] [--threads N]\n"
+                 "       lowbit quantize IN.safetensors OUT.safetensors --format gptq-4b-g128 --calib ACTS.safetensors\n"
+                 "                       [--act-order] [--sym] [--static-groups] [--damp X]\n"
+                 "                       [--checkpoint-format gptq|gptq_v2] [--min-tokens N] [--threads N]\n"
                  "       lowbit inspect FILE.gguf|FILE.safetensors\n"
                  "       lowbit formats\n"
                  "       lowbit --version\n");

@@ -113,6 +113,31 @@ check mlx-bad-format 1 "is not mlx-{2,3,4,5,6,8}b-g{32,64,128}" -- \
 check mlx-rules 1 "--rules is for bitsandbytes formats" -- \
     quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format mlx-4b-g64 --rules cpu
 check mlx-ok 0 "" -- quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format mlx-4b-g32
+# GPTQ, where this lowbit was built with lowbit::calibration.
+if ! "$LOWBIT" quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gptq-4b-g64 --calib x 2>&1 |
+    grep -q "made without"; then
+    DOWN="layer 'model.layers.0.mlp.down_proj'"
+    check gptq-no-calib 1 "--calib ACTS.safetensors" -- quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gptq-4b-g64
+    check gptq-bad-format 1 "is not gptq-{2,3,4,8}b-g<group>" -- \
+        quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gptq-5b-g64 --calib "$IN/calib.safetensors"
+    check gptq-calib-is-output 1 "is the calibration file" -- \
+        quantize "$IN/model.safetensors" "$IN/calib.safetensors" --format gptq-4b-g64 --calib "$IN/calib.safetensors"
+    check gptq-missing-layer 1 "layer 'model.layers.0.mlp.up_proj': the model has no tensor 'model.layers.0.mlp.up_proj.weight'" -- \
+        quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gptq-4b-g64 --calib "$IN/calib_missing.safetensors"
+    check gptq-width 1 "$DOWN: activations [256, 64] are not [tokens, 128]" -- \
+        quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gptq-4b-g64 --calib "$IN/calib_width.safetensors"
+    check gptq-nan 1 "$DOWN: activations: row 7, column 3 is NaN" -- \
+        quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gptq-4b-g64 --calib "$IN/calib_nan.safetensors"
+    check gptq-few-tokens 1 "$DOWN: 16 calibration tokens; at least 128 are needed" -- \
+        quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gptq-4b-g64 --calib "$IN/calib_few.safetensors"
+    [[ ! -e $OUT/quantize_config.json ]] || { echo "FAIL  gptq: quantize_config.json written by a failed run"; fail=$((fail + 1)); }
+    check gptq-few-tokens-allowed 0 "" -- quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gptq-4b-g64 \
+        --calib "$IN/calib_few.safetensors" --min-tokens 16
+    check gptq-ok 0 "" -- quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gptq-3b-g64 --act-order --sym \
+        --calib "$IN/calib.safetensors"
+    grep -q '"bits": 3, "group_size": 64, .*"desc_act": true, .*"sym": true' "$OUT/quantize_config.json" ||
+        { echo "FAIL  gptq-ok: quantize_config.json: $(cat "$OUT/quantize_config.json")"; fail=$((fail + 1)); }
+fi
 
 # 3. Refuse what llama.cpp refuses.
 check requantize-refused 1 "already quantized (q8_0)" -- quantize "$IN/q8.gguf" "$OUT/x.gguf" --type Q4_0

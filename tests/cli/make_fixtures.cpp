@@ -103,6 +103,18 @@ void write_checkpoint(const fs::path& path, Poke poke) {
     w.finish();
 }
 
+// Calibration activations for a GPTQ run: `layer` [tokens, width], one
+// value replaced by `bad` at (7, 3) unless it is 0.
+void write_calibration(const fs::path& path, const std::string& layer, std::size_t tokens, std::size_t width,
+                       float bad = 0.0f) {
+    namespace st = lowbit::safetensors;
+    st::writer w(path);
+    auto x = gaussian(tokens * width, 9);
+    if (bad != 0.0f) x[7 * width + 3] = bad;
+    w.add(layer, st::dtype::f32, {tokens, width}, std::vector<std::byte>(bytes(x).begin(), bytes(x).end()));
+    w.finish();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -133,6 +145,12 @@ int main(int argc, char** argv) {
         write_checkpoint(d / "model.safetensors", none);
         write_checkpoint(d / "nan.safetensors", [](std::vector<float>& w) { w[3 * 128 + 9] = std::nanf(""); });
         write_checkpoint(d / "f16range.safetensors", [](std::vector<float>& w) { w[1 * 128 + 2] = 1e5f; });
+        const std::string down = "model.layers.0.mlp.down_proj";
+        write_calibration(d / "calib.safetensors", down, 256, 128);
+        write_calibration(d / "calib_nan.safetensors", down, 256, 128, std::nanf(""));
+        write_calibration(d / "calib_few.safetensors", down, 16, 128);
+        write_calibration(d / "calib_width.safetensors", down, 256, 64);
+        write_calibration(d / "calib_missing.safetensors", "model.layers.0.mlp.up_proj", 256, 128);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "make_fixtures: %s\n", e.what());
         return 1;
