@@ -109,7 +109,7 @@ TEST_CASE("hessian: 2/n X^T X, streamed in chunks", "[calibration][gptq]") {
         FAIL("no error");
     } catch (const lowbit::error& e) {
         CHECK(e.code() == errc::non_finite);
-        CHECK(std::string(e.what()).find("row 3, feature 7") != std::string::npos);
+        CHECK(std::string(e.what()).find("token 3, feature 7") != std::string::npos);
     }
 }
 

@@ -202,7 +202,7 @@ TEST_CASE("gptq quantize: bad calibration input names the layer and writes nothi
                          {{"blk.q", {tokens, in_q}, fx.xq}, {"blk.q.hessian", {in_q, in_q}, hessian_of(fx.xq, tokens, in_q)}}),
                 "layer 'blk.q' has both activations and a Hessian");
     check_fails(fx.calib("hshape.safetensors", {{"blk.o.hessian", {in_q, in_q}, std::vector<float>(in_q * in_q, 0.0f)}}),
-                "layer 'blk.o': the Hessian is F32 [256, 256], expected F32 [64, 64]");
+                "layer 'blk.o': the Hessian is [256, 256], expected [64, 64]");
     check_fails(fx.calib("norm.safetensors", {{"norm", {tokens, in_q}, fx.xq}}),
                 "layer 'norm': the model's 'norm.weight' is F32 [256], not a 2-D float weight");
     // The output may not be an input.

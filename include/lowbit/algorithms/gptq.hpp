@@ -24,6 +24,7 @@
 #include "../core/error.hpp"
 #include "../core/view.hpp"
 #include "../parallel.hpp"
+#include "activation_stats.hpp"
 
 extern "C" {
 // LAPACK's Cholesky factorisation and inverse from its factor (Fortran ABI).
@@ -33,48 +34,6 @@ void strtri_(const char* uplo, const char* diag, const int* n, float* a, const i
 
 LOWBIT_NAMESPACE_BEGIN
 namespace calibration {
-
-/// H = (2 / n) * sum over the n activation rows x of x^T x, streamed a chunk
-/// of rows at a time (tokens x in_features) as the reference accumulates it:
-/// H <- H * n / (n + t), then + (2 / (n + t)) * X^T X (a symmetric rank-k
-/// update). GPTQ's result does not depend on H's overall scale.
-class hessian {
-public:
-    explicit hessian(std::size_t in_features) : n_(in_features), h_(in_features * in_features, 0.0f) {}
-
-    void add(matrix_view<const float> x) {
-        if (x.rows() == 0) return;
-        if (x.cols() != n_)
-            LOWBIT_THROW(errc::shape_mismatch, "hessian: activations have " + std::to_string(x.cols()) +
-                                                   " columns, the layer " + std::to_string(n_) + " input features");
-        for (std::size_t r = 0; r < x.rows(); ++r)
-            for (std::size_t c = 0; c < n_; ++c)
-                if (!std::isfinite(x(r, c)))
-                    LOWBIT_THROW(errc::non_finite, "hessian: activation row " + std::to_string(samples_ + r) +
-                                                       ", feature " + std::to_string(c) + " is not finite");
-        const std::size_t total = samples_ + x.rows();
-        const float beta = static_cast<float>(static_cast<double>(samples_) / static_cast<double>(total));
-        const float alpha = static_cast<float>(2.0 / static_cast<double>(total));
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(n_), static_cast<int>(x.rows()), alpha,
-                    x.data(), static_cast<int>(x.stride()), beta, h_.data(), static_cast<int>(n_));
-        samples_ = total;
-    }
-
-    std::size_t size() const noexcept { return n_; }
-    std::size_t samples() const noexcept { return samples_; }
-
-    /// The full symmetric matrix, row-major (n x n).
-    std::vector<float> matrix() const {
-        std::vector<float> h = h_;
-        for (std::size_t i = 0; i < n_; ++i)
-            for (std::size_t j = 0; j < i; ++j) h[i * n_ + j] = h[j * n_ + i];
-        return h;
-    }
-
-private:
-    std::size_t n_, samples_ = 0;
-    std::vector<float> h_;  ///< upper triangle
-};
 
 struct gptq_options {
     int bits = 4;                  ///< 2..8

@@ -7,7 +7,9 @@
 //   X          F32/F16/BF16 [tokens, in] (or [batch, tokens, in]): the
 //              layer's input activations, from which the Hessian
 //              H = 2 X^T X / tokens is accumulated, or
-//   X.hessian  F32 [in, in]: that Hessian, already accumulated.
+//   X.hessian  F32 [in, in]: that Hessian, already accumulated, as
+//              calibration::save_stats writes it (formats/calibration_file.hpp,
+//              with X.tokens, whose count is then checked too).
 // Exactly the layers the file names are quantized (the other tensors are
 // copied as they are); each must exist in the model with a matching width,
 // have finite values and at least min_tokens tokens, and fit GPTQ's packing.
@@ -34,6 +36,7 @@
 #include "../core/numeric.hpp"
 #include "../core/view.hpp"
 #include "../detail/file_io.hpp"
+#include "calibration_file.hpp"
 #include "gptq_checkpoint.hpp"
 #include "safetensors.hpp"
 
@@ -72,11 +75,12 @@ struct quantize_report : safetensors::rewrite_counts {
 
 namespace detail {
 
-/// A calibration file's entry for one layer.
+/// A calibration file's entry for one layer: raw activations, or saved
+/// statistics with a Hessian.
 struct calib_entry {
     const safetensors::tensor_info* acts = nullptr;
-    const safetensors::tensor_info* hessian = nullptr;
-    std::size_t tokens = 0;
+    calibration::layer_stats stats;
+    std::size_t tokens = 0;  ///< 0: a Hessian saved without a token count
 };
 
 inline float_storage storage_of(const safetensors::tensor_info& t, const std::string& where) {
@@ -105,14 +109,16 @@ inline std::map<std::string, calib_entry> read_calibration(const safetensors::fi
                                                            const std::string& calib_name, const quantize_options& o) {
     using safetensors::detail::show_shape;
     std::map<std::string, calib_entry> out;
-    for (const auto& t : calib.tensors()) {
-        const bool is_h = std::string_view(t.name).ends_with(".hessian");
-        const std::string layer = is_h ? t.name.substr(0, t.name.size() - 8) : t.name;
-        auto& e = out[layer];
-        if ((is_h && e.hessian) || (!is_h && e.acts) || (is_h ? e.acts : e.hessian))
+    for (auto& [layer, st] : calibration::load_stats(calib, calib_name)) out[layer].stats = std::move(st);
+    for (const auto& t : calib.tensors())
+        if (calibration::split_stat_name(t.name).second.empty()) out[t.name].acts = &t;
+    for (const auto& [layer, e] : out) {
+        if (e.acts && e.stats.hessian)
             LOWBIT_THROW(errc::invalid_argument,
                          calib_name + ": layer '" + layer + "' has both activations and a Hessian; give one");
-        (is_h ? e.hessian : e.acts) = &t;
+        if (!e.acts && !e.stats.hessian)
+            LOWBIT_THROW(errc::invalid_argument, calib_name + ": layer '" + layer +
+                                                     "' has statistics but neither activations nor a Hessian");
     }
     if (out.empty()) LOWBIT_THROW(errc::invalid_argument, calib_name + ": no layers to calibrate");
     for (auto& [layer, e] : out) {
@@ -128,14 +134,16 @@ inline std::map<std::string, calib_entry> read_calibration(const safetensors::fi
         if (const auto why = unfit_reason(rows, in, o.format); !why.empty())
             LOWBIT_THROW(errc::not_divisible, where + ": the weight " + show_shape(w->shape) + " cannot take " +
                                                   o.format.name() + ": " + why);
-        if (e.hessian) {
-            const auto& h = *e.hessian;
-            if (h.dtype != safetensors::dtype::f32 || h.shape.size() != 2 || h.shape[0] != in || h.shape[1] != in)
-                LOWBIT_THROW(errc::shape_mismatch, where + ": the Hessian is " +
-                                                       std::string(safetensors::to_string(h.dtype)) + " " +
-                                                       show_shape(h.shape) + ", expected F32 [" + std::to_string(in) +
-                                                       ", " + std::to_string(in) + "]");
-            check_finite_values(h, static_cast<std::size_t>(in), where + ": Hessian");
+        if (e.stats.hessian) {
+            if (e.stats.features != in)
+                LOWBIT_THROW(errc::shape_mismatch, where + ": the Hessian is " + show_shape(e.stats.hessian->shape) +
+                                                       ", expected [" + std::to_string(in) + ", " + std::to_string(in) +
+                                                       "]");
+            e.tokens = e.stats.tokens;
+            if (e.tokens && e.tokens < o.min_tokens)
+                LOWBIT_THROW(errc::invalid_argument, where + ": " + std::to_string(e.tokens) +
+                                                         " calibration tokens; at least " +
+                                                         std::to_string(o.min_tokens) + " are needed");
             continue;
         }
         const auto& a = *e.acts;
@@ -156,7 +164,7 @@ inline std::map<std::string, calib_entry> read_calibration(const safetensors::fi
 
 /// H from a calibration entry (in x in, row-major, full).
 inline std::vector<float> hessian_of(const calib_entry& e, std::size_t in) {
-    if (e.hessian) return safetensors::finite_floats(*e.hessian);
+    if (e.stats.hessian) return e.stats.hessian_matrix();
     const auto& a = *e.acts;
     calibration::hessian h(in);
     // A chunk of tokens at a time, widened to float.
