@@ -2,12 +2,16 @@
 // bytes, its failure modes, and the GGUF form's in_sum2/counts tensors.
 
 #include <lowbit/formats/imatrix.hpp>
+#include <lowbit/formats/imatrix_file.hpp>
 
 #include <bit>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
+
+#include <unistd.h>
 #include <string>
 #include <vector>
 
@@ -317,4 +321,42 @@ TEST_CASE("token embedding entries of the wrong size are ignored, as llama-quant
     m.entries["token_embd.weight"] = {1.0f, 2.0f};
     CHECK(m.weights_for("token_embd.weight", 4096).empty());
     CHECK(m.weights_for("token_embd.weight", 2).size() == 2);
+}
+
+TEST_CASE("GGUF form: written as llama-imatrix writes it and read back", "[imatrix]") {
+    const auto dir = std::filesystem::temp_directory_path() / ("lowbit_imatrix_write_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    const auto path = dir / "imatrix.gguf";
+    std::map<std::string, imatrix_sums> e;
+    e["blk.0.attn_q.weight"] = {{8.0f, 2.0f, 0.5f, 0.0f}, {4.0f}};
+    e["blk.0.ffn_down_exps.weight"] = {{6.0f, 3.0f, 1.0f, 1.0f}, {3.0f, 0.0f}};  // 2 experts, the second unused
+    write_imatrix(path, e, {"wiki.train.raw"}, 12, 512);
+    const imatrix m = read_imatrix(path);
+    CHECK_FALSE(m.legacy);
+    CHECK(m.datasets == std::vector<std::string>{"wiki.train.raw"});
+    CHECK(m.chunk_count == 12);
+    CHECK(m.chunk_size == 512);
+    REQUIRE(m.size() == 2);
+    CHECK(*m.find("blk.0.attn_q.weight") == std::vector<float>{2.0f, 0.5f, 0.125f, 0.0f});
+    CHECK(*m.find("blk.0.ffn_down_exps.weight") == std::vector<float>{2.0f, 1.0f, 1.0f, 1.0f});
+    // The GGUF as llama.cpp lays it out: general.type and F32 tensors of ne [n_per_row, n_expert], [1, n_expert].
+    const auto g = lowbit::read_gguf(path);
+    const auto* type = g.find("general.type");
+    REQUIRE(type);
+    CHECK(std::get<std::string>(*type) == "imatrix");
+    const auto* sums = g.find_tensor("blk.0.ffn_down_exps.weight.in_sum2");
+    const auto* counts = g.find_tensor("blk.0.ffn_down_exps.weight.counts");
+    REQUIRE(sums);
+    REQUIRE(counts);
+    CHECK(sums->shape == std::vector<std::uint64_t>{2, 2});
+    CHECK(counts->shape == std::vector<std::uint64_t>{1, 2});
+    // Bad entries: named, and nothing written.
+    e["blk.1.attn_k.weight"] = {{1.0f, 2.0f, 3.0f}, {1.0f, 1.0f}};
+    CHECK_THROWS_WITH(write_imatrix(dir / "bad.gguf", e, {}, 1, 1),
+                      Catch::Contains("entry 'blk.1.attn_k.weight': 3 sums do not split into 2 experts"));
+    e["blk.1.attn_k.weight"] = {{1.0f, -2.0f}, {1.0f}};
+    CHECK_THROWS_WITH(write_imatrix(dir / "bad.gguf", e, {}, 1, 1),
+                      Catch::Contains("entry 'blk.1.attn_k.weight': sum 1 is -2"));
+    CHECK_FALSE(std::filesystem::exists(dir / "bad.gguf"));
+    std::filesystem::remove_all(dir);
 }

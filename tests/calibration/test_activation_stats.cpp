@@ -179,3 +179,18 @@ TEST_CASE("gptq quantize: a saved Hessian gives the checkpoint its activations g
     CHECK_THROWS_WITH(gptq::quantize_checkpoint(model, dir.path / "b" / "r.safetensors", dir.path / "lite.safetensors", o),
                       Catch::Contains("layer 'l' has statistics but neither activations nor a Hessian"));
 }
+
+TEST_CASE("activation statistics as a llama.cpp importance matrix", "[calibration][stats][imatrix]") {
+    lowbit_test::scratch_dir dir("calib_imatrix");
+    const std::size_t tokens = 250, in = 40;
+    const auto x = normal(tokens * in, 8);
+    calibration::activation_stats s(in, false);
+    s.add(matrix_view<const float>(x.data(), tokens, in));
+    const auto path = dir.path / "imatrix.gguf";
+    ggml::write_imatrix(path, {{"blk.0.attn_q.weight", calibration::imatrix_entry(s)}}, {"calibration.txt"}, 1, tokens);
+    const auto m = ggml::read_imatrix(path);
+    const auto w = m.weights_for("blk.0.attn_q.weight", in);
+    REQUIRE(w.size() == in);
+    const auto ms = s.mean_sq();
+    for (std::size_t c = 0; c < in; ++c) CHECK(w[c] == Approx(ms[c]).epsilon(1e-6));
+}

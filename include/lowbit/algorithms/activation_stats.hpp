@@ -120,6 +120,8 @@ public:
 
     std::vector<float> mean_abs() const { return mean(sum_abs_); }
     std::vector<float> mean_sq() const { return mean(sum_sq_); }
+    /// The sums of x^2 themselves (an importance matrix's in_sum2).
+    std::vector<float> sum_sq() const { return std::vector<float>(sum_sq_.begin(), sum_sq_.end()); }
     const std::vector<float>& max_abs() const noexcept { return max_abs_; }
 
 private:

@@ -6,6 +6,8 @@
 //   X.max_abs   F32 [in]      max |x|
 //   X.mean_sq   F32 [in]      mean x^2 (H's diagonal over 2; an importance matrix's weights)
 //   X.tokens    I64 [1]       the tokens they were taken over
+// imatrix_entry() turns a layer's statistics into an entry of a llama.cpp
+// importance matrix (formats/imatrix_file.hpp, ggml::write_imatrix).
 // The same file serves `lowbit quantize --calib` (formats/gptq_quantize.hpp),
 // which also reads raw activations stored under the layer's own name X.
 //
@@ -23,6 +25,7 @@
 #include "../algorithms/activation_stats.hpp"
 #include "../core/error.hpp"
 #include "../core/finite.hpp"
+#include "imatrix_file.hpp"
 #include "safetensors.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -134,6 +137,12 @@ inline std::map<std::string, layer_stats> load_stats(const safetensors::file& f,
         (stat == "mean_abs" ? s.mean_abs : stat == "max_abs" ? s.max_abs : s.mean_sq) = std::move(v);
     }
     return out;
+}
+
+/// A layer's statistics as an importance-matrix entry (ggml::write_imatrix):
+/// the sums of x^2 over its tokens, one expert.
+inline ggml::imatrix_sums imatrix_entry(const activation_stats& s) {
+    return {s.sum_sq(), {static_cast<float>(s.tokens())}};
 }
 
 }  // namespace calibration

@@ -24,6 +24,7 @@
 #include "gguf.hpp"
 #include "gguf_recipes.hpp"
 #include "imatrix.hpp"
+#include "imatrix_file.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
 
@@ -69,44 +70,6 @@ struct gguf_quantize_summary {
 };
 
 namespace detail {
-
-inline ggml::imatrix load_imatrix(const std::filesystem::path& path) {
-    bool gguf_form = false;
-    {
-        const mapped_file f(path, "imatrix");  // a directory or FIFO is refused here, before any read
-        gguf_form = ggml::is_gguf(f.bytes());
-    }
-    ggml::imatrix m;
-    try {
-        if (gguf_form) {
-            const auto g = read_gguf(path);
-            // llama.cpp's imatrix files say what they are; a model says it is one.
-            if (const auto* t = g.find("general.type"); t && std::holds_alternative<std::string>(*t) &&
-                                                        std::get<std::string>(*t) != "imatrix")
-                LOWBIT_THROW(errc::corrupt_file, "a GGUF " + std::get<std::string>(*t) +
-                                                     " file, not an importance matrix (general.type is '" +
-                                                     std::get<std::string>(*t) + "', expected 'imatrix')");
-            std::vector<ggml::imatrix_tensor> ts;
-            for (const auto& t : g.tensors()) {
-                if (t.type != ggml::type::f32)
-                    LOWBIT_THROW(errc::corrupt_file, "imatrix tensor " + t.name + " is " +
-                                                         std::string(ggml::traits(t.type).name) + ", not f32");
-                const auto b = g.tensor(t);
-                ts.push_back({t.name, {reinterpret_cast<const float*>(b.data()), b.size() / sizeof(float)}, t.shape});
-            }
-            if (ts.empty()) LOWBIT_THROW(errc::corrupt_file, "a GGUF file with no tensors, not an importance matrix");
-            m = ggml::imatrix_from_gguf_tensors(ts);
-        } else {
-            m = ggml::read_imatrix_dat(path);
-        }
-        m.check_finite();
-    } catch (const error& e) {
-        const std::string_view msg = e.message();
-        if (msg.starts_with(path.string()) || msg.starts_with("imatrix: ")) throw;  // already says which file
-        rethrow_with_context(e, "imatrix " + path.string());
-    }
-    return m;
-}
 
 inline ggml::recipe_model_info model_info(const gguf_file& f) {
     ggml::recipe_model_info info;
@@ -166,7 +129,7 @@ inline gguf_quantize_summary quantize_gguf(const std::filesystem::path& in, cons
         const auto ft = ggml::parse_file_type(opt.type);
         sum.file_type = ggml::file_type_name(ft);
         if (opt.imatrix) {
-            im = detail::load_imatrix(*opt.imatrix);
+            im = ggml::read_imatrix(*opt.imatrix);
             sum.imatrix_entries = im.size();
         }
         std::vector<ggml::recipe_tensor> list;
