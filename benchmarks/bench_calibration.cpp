@@ -2,12 +2,12 @@
 //
 //   gptq/<out>x<in>/tokens:<T>/threads:<N>   the Hessian of T tokens and GPTQ at
 //                                            4 bits, groups of 128, both timed
-//   hessian/<in>/tokens:<T>                  the Hessian alone
+//   hessian/<in>/tokens:<T>/threads:<N>      the Hessian alone
 //   sgemm/<out>x<in>/tokens:<T>              baseline: X W^T through OpenBLAS, one
 //                                            thread (the flops of one forward pass)
 //
-// OpenBLAS runs on one thread (openblas_set_num_threads(1)): lowbit's
-// threads split the rows.
+// OpenBLAS runs on one thread (openblas_set_num_threads(1); lowbit's
+// calibration code sets it so itself): lowbit's threads split the work.
 
 #include <benchmark/benchmark.h>
 #include <cblas.h>
@@ -31,7 +31,7 @@ std::vector<float> normal(std::size_t n, unsigned seed) {
 void bm_gptq(benchmark::State& state, std::size_t out, std::size_t in, std::size_t tokens, unsigned threads) {
     const std::vector<float> w = normal(out * in, 1), x = normal(tokens * in, 2);
     for (auto _ : state) {
-        calibration::hessian h(in);
+        calibration::hessian h(in, threads);
         h.add(matrix_view<const float>(x.data(), tokens, in));
         calibration::gptq_options o;
         o.threads = threads;
@@ -40,10 +40,10 @@ void bm_gptq(benchmark::State& state, std::size_t out, std::size_t in, std::size
     }
 }
 
-void bm_hessian(benchmark::State& state, std::size_t in, std::size_t tokens) {
+void bm_hessian(benchmark::State& state, std::size_t in, std::size_t tokens, unsigned threads) {
     const std::vector<float> x = normal(tokens * in, 2);
     for (auto _ : state) {
-        calibration::hessian h(in);
+        calibration::hessian h(in, threads);
         h.add(matrix_view<const float>(x.data(), tokens, in));
         benchmark::DoNotOptimize(h.matrix().data());
     }
@@ -68,9 +68,11 @@ const bool registered = [] {
             ->Unit(benchmark::kMillisecond)
             ->UseRealTime()
             ->Iterations(2);
-    benchmark::RegisterBenchmark("hessian/4096/tokens:2048", bm_hessian, 4096, 2048)
-        ->Unit(benchmark::kMillisecond)
-        ->UseRealTime();
+    for (unsigned th : {1u, 2u})
+        benchmark::RegisterBenchmark(("hessian/4096/tokens:2048/threads:" + std::to_string(th)).c_str(), bm_hessian,
+                                     4096, 2048, th)
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
     benchmark::RegisterBenchmark("sgemm/4096x4096/tokens:2048", bm_sgemm, 4096, 4096, 2048)
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();

@@ -265,3 +265,26 @@ TEST_CASE("gptq: bad input is an error naming it", "[calibration][gptq][errors]"
     w[2 * cols + 9] = INFINITY;
     expect(o, h, errc::non_finite, "row 2, column 9");
 }
+
+TEST_CASE("gptq and hessian: the same bits on one thread and two, at sizes BLAS splits", "[calibration][gptq]") {
+    std::mt19937 rng(9);
+    const std::size_t rows = 64, cols = 1024, tokens = 1100;
+    const std::vector<float> w = normal(rows * cols, rng), x = correlated(tokens, cols, rng);
+    hessian h1(cols, 1), h2(cols, 2);
+    for (std::size_t t0 = 0; t0 < tokens; t0 += 500) {
+        const matrix_view<const float> chunk(x.data() + t0 * cols, std::min<std::size_t>(500, tokens - t0), cols);
+        h1.add(chunk);
+        h2.add(chunk);
+    }
+    const std::vector<float> h = h1.matrix();
+    REQUIRE(h == h2.matrix());
+    gptq_options o;
+    o.act_order = true;
+    const gptq_result one = gptq(matrix_view<const float>(w.data(), rows, cols), h, o);
+    o.threads = 2;
+    const gptq_result two = gptq(matrix_view<const float>(w.data(), rows, cols), h, o);
+    CHECK(one.codes == two.codes);
+    CHECK(one.scale == two.scale);
+    CHECK(one.zero == two.zero);
+    CHECK(one.loss == two.loss);
+}

@@ -17,6 +17,7 @@
 
 #include "../core/error.hpp"
 #include "../core/view.hpp"
+#include "../parallel.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
 namespace calibration {
@@ -39,6 +40,23 @@ inline void check_activations(matrix_view<const float> x, std::size_t features, 
                                                    " is not finite");
 }
 
+/// For its lifetime, OpenBLAS runs each call on `n` threads (the count
+/// before is restored after). lowbit's calibration code sets it itself: 1
+/// inside its own threads, its `threads` option around a factorisation.
+/// OpenBLAS's count is one setting for the whole process.
+class blas_threads {
+public:
+    explicit blas_threads(unsigned n) : before_(openblas_get_num_threads()) {
+        openblas_set_num_threads(static_cast<int>(std::max(1u, n)));
+    }
+    blas_threads(const blas_threads&) = delete;
+    blas_threads& operator=(const blas_threads&) = delete;
+    ~blas_threads() { openblas_set_num_threads(before_); }
+
+private:
+    int before_;
+};
+
 }  // namespace detail
 
 /// H = (2 / n) * sum over the n activation rows x of x^T x, streamed a chunk
@@ -47,7 +65,9 @@ inline void check_activations(matrix_view<const float> x, std::size_t features, 
 /// update). GPTQ's result does not depend on H's overall scale.
 class hessian {
 public:
-    explicit hessian(std::size_t in_features) : n_(in_features), h_(in_features * in_features, 0.0f) {}
+    /// `threads` (0: all cores) split each update; the result does not depend on them.
+    explicit hessian(std::size_t in_features, unsigned threads = 1)
+        : n_(in_features), threads_(threads), h_(in_features * in_features, 0.0f) {}
 
     void add(matrix_view<const float> x) {
         if (x.rows() == 0) return;
@@ -68,16 +88,33 @@ public:
 
 private:
     friend class activation_stats;
+    // The upper triangle in fixed panels of rows, each H[a:b, a:n] by one
+    // matrix product: the same products whatever the threads, so the same
+    // sums (a symmetric rank-k update split by BLAS's own threads is not).
+    // Panels are dealt to threads from both ends, so each gets about the
+    // same share of the triangle.
     void add_checked(matrix_view<const float> x) {
         const std::size_t total = samples_ + x.rows();
         const float beta = static_cast<float>(static_cast<double>(samples_) / static_cast<double>(total));
         const float alpha = static_cast<float>(2.0 / static_cast<double>(total));
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, static_cast<int>(n_), static_cast<int>(x.rows()), alpha,
-                    x.data(), static_cast<int>(x.stride()), beta, h_.data(), static_cast<int>(n_));
+        constexpr std::size_t panel = 256;
+        const std::size_t panels = (n_ + panel - 1) / panel;
+        const detail::blas_threads one(1);
+        parallel_for(panels, threads_, 1, [&](std::size_t p0, std::size_t p1) {
+            for (std::size_t i = p0; i < p1; ++i) {
+                const std::size_t p = i % 2 ? panels - 1 - i / 2 : i / 2;
+                const std::size_t a = p * panel, rows = std::min(panel, n_ - a);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(n_ - a),
+                            static_cast<int>(x.rows()), alpha, x.data() + a, static_cast<int>(x.stride()),
+                            x.data() + a, static_cast<int>(x.stride()), beta, &h_[a * n_ + a], static_cast<int>(n_));
+            }
+        });
         samples_ = total;
     }
 
-    std::size_t n_, samples_ = 0;
+    std::size_t n_;
+    unsigned threads_;
+    std::size_t samples_ = 0;
     std::vector<float> h_;  ///< upper triangle
 };
 
@@ -88,9 +125,9 @@ private:
 /// rounding of the last bit.
 class activation_stats {
 public:
-    explicit activation_stats(std::size_t in_features, bool with_hessian = true)
+    explicit activation_stats(std::size_t in_features, bool with_hessian = true, unsigned threads = 1)
         : n_(in_features), sum_abs_(in_features, 0.0), sum_sq_(in_features, 0.0), max_abs_(in_features, 0.0f) {
-        if (with_hessian) h_.emplace_back(in_features);
+        if (with_hessian) h_.emplace_back(in_features, threads);
     }
 
     /// A chunk of tokens (tokens x in_features); nothing is accumulated when

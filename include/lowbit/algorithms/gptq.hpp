@@ -27,7 +27,7 @@
 #include "activation_stats.hpp"
 
 extern "C" {
-// LAPACK's Cholesky factorisation and inverse from its factor (Fortran ABI).
+// LAPACK's Cholesky factorisation and triangular inverse (Fortran ABI).
 void spotrf_(const char* uplo, const int* n, float* a, const int* lda, int* info);
 void strtri_(const char* uplo, const char* diag, const int* n, float* a, const int* lda, int* info);
 }
@@ -121,15 +121,16 @@ inline void fit(const float* x, std::size_t n, int maxq, const gptq_options& o, 
     }
 }
 
-/// The upper Cholesky factor U of H^-1 (H^-1 = U^T U), in place, row-major;
-/// false where H is not positive definite. The reference takes it as
-/// cholesky(cholesky_inverse(cholesky(H)), upper); the factor is unique, and
-/// half the work finds it: with J the reversal of rows and columns, the
-/// Cholesky factor L' of J H J gives H = V V^T with V = J L' J upper
-/// triangular, so H^-1 = V^-T V^-1 and U = V^-1 (a triangular inverse).
-/// LAPACK works column-major: a symmetric matrix is its own transpose, and a
-/// triangle it stores as upper (lower) is, read row-major, the lower (upper) one.
-inline bool inverse_factor(std::vector<float>& h, std::size_t n) {
+/// V with H = V V^T, upper triangular, in place (row-major); false where H
+/// is not positive definite. The reference spreads each column's scaled
+/// error over the later columns through U, the upper Cholesky factor of
+/// H^-1, taken as cholesky(cholesky_inverse(cholesky(H)), upper): U is V^-1,
+/// and what GPTQ needs of it follows from V alone (see gptq()). With J the
+/// reversal of rows and columns, the Cholesky factor L' of J H J gives
+/// V = J L' J. LAPACK works column-major: a symmetric matrix is its own
+/// transpose, and a triangle it stores as upper (lower) is, read row-major,
+/// the lower (upper) one.
+inline bool reverse_cholesky(std::vector<float>& h, std::size_t n) {
     const int ni = static_cast<int>(n);
     int info = 0;
     std::vector<float> t(n * n);
@@ -139,8 +140,18 @@ inline bool inverse_factor(std::vector<float>& h, std::size_t n) {
     if (info != 0) return false;
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t j = 0; j < n; ++j) h[i * n + j] = j >= i ? t[(n - 1 - i) * n + (n - 1 - j)] : 0.0f;
-    strtri_("L", "N", &ni, h.data(), &ni, &info);  // row-major upper V^-1
-    return info == 0;
+    return true;
+}
+
+/// The inverse of the upper triangular n x n block of `v` (row stride ld)
+/// at its diagonal, row-major into `out`.
+inline void triangle_inverse(const float* v, std::size_t ld, std::size_t n, std::vector<float>& out) {
+    out.assign(n * n, 0.0f);
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = i; j < n; ++j) out[i * n + j] = v[i * ld + j];
+    const int ni = static_cast<int>(n);
+    int info = 0;
+    strtri_("L", "N", &ni, out.data(), &ni, &info);  // row-major upper
 }
 
 }  // namespace detail::gptq
@@ -216,49 +227,100 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
                 t[i * C + j] = H[static_cast<std::size_t>(perm[i]) * C + static_cast<std::size_t>(perm[j])];
         H.swap(t);
     }
-    // Damping, then the upper factor of the inverse.
+    // Damping, then the factor the errors move through.
     double diag = 0.0;
     for (std::size_t c = 0; c < C; ++c) diag += H[c * C + c];
     const float damp = o.percdamp * static_cast<float>(diag / static_cast<double>(C));
     for (std::size_t c = 0; c < C; ++c) H[c * C + c] += damp;
-    if (!detail::gptq::inverse_factor(H, C)) {
+    // BLAS on one thread throughout: OpenBLAS's factorisation on two threads
+    // does not give the same bits as on one, and the row chunks are lowbit's
+    // threads' work.
+    const detail::blas_threads one(1);
+    if (!detail::gptq::reverse_cholesky(H, C)) {
         const std::string why = "the Hessian is not positive definite after damping (percdamp " +
                                 std::to_string(o.percdamp) + ")";
-        if (!o.rtn_fallback) LOWBIT_THROW(errc::invalid_argument, who + ": " + why + "; raise percdamp or add calibration data");
-        // U = I: no error moves to other columns, which is round-to-nearest.
+        if (!o.rtn_fallback)
+            LOWBIT_THROW(errc::invalid_argument, who + ": " + why + "; raise percdamp or add calibration data");
+        // V = I: no error moves to other columns, which is round-to-nearest.
         out.note = why + ": rounded to nearest instead";
         std::fill(H.begin(), H.end(), 0.0f);
         for (std::size_t c = 0; c < C; ++c) H[c * C + c] = 1.0f;
     }
-    const std::vector<float>& U = H;
+    const std::vector<float>& V = H;
+
+    // The reference, per block of columns [i1, i2): the block as it stands
+    // (W lazily updated by every earlier block), then column by column: its
+    // code, its scaled error e_j = (w_j - q_j) / U_jj, and the block's later
+    // columns less e_j U_jk; after the block, every later column less
+    // E U[i1:i2, i2:]. In terms of V (U = V^-1) the same values are: with
+    // G = W - Q the errors of the columns before i1 over the weights as
+    // given, the block starts as W + G V[:i1, i1:] T^-1, T = V[i1:, i1:]
+    // (only T's leading block matters for the block's columns, and the
+    // inverse of an upper triangle's leading block is its inverse's leading
+    // block), and inside the block U's diagonal block is T's leading block
+    // inverted. So one product and one triangular solve per block replace the
+    // inverse of the whole of V. The diagonal blocks' inverses, once:
+    const std::size_t n_blocks = (C + o.block_size - 1) / o.block_size;
+    std::vector<std::vector<float>> ublock(n_blocks);
+    for (std::size_t b = 0; b < n_blocks; ++b) {
+        const std::size_t i1 = b * o.block_size, nb = std::min(C, i1 + o.block_size) - i1;
+        detail::gptq::triangle_inverse(&V[i1 * C + i1], C, nb, ublock[b]);
+    }
 
     // Each output row's columns are quantized in turn and its errors spread
-    // along it alone: rows are independent given U. Chunks of rows at a time
+    // along it alone: rows are independent given V. Chunks of rows at a time
     // keep a block of them in cache (block columns x chunk rows); threads
-    // take row ranges.
+    // take row ranges. In a chunk, W's columns before the block hold G.
     std::vector<std::uint8_t> q(R * C);  // permuted column order
     std::vector<double> losses(R, 0.0);
     constexpr std::size_t chunk_rows = 512;
     const auto rows = [&](std::size_t ra, std::size_t rb) {
         const std::size_t M = rb - ra;
-        std::vector<float> blk(o.block_size * M), err(o.block_size * M), s(M), z(M);
-        for (std::size_t i1 = 0; i1 < C; i1 += o.block_size) {
-            const std::size_t i2 = std::min(C, i1 + o.block_size), n = i2 - i1;
-            // The block column by column (each one contiguous over the chunk's rows).
-            for (std::size_t j = 0; j < n; ++j)
-                for (std::size_t r = 0; r < M; ++r) blk[j * M + r] = W[(ra + r) * C + i1 + j];
-            for (std::size_t j = 0; j < n; ++j) {
-                const std::size_t col = i1 + j;
+        float* const Wc = &W[ra * C];  // the chunk's rows
+        // blk: the chunk's rows of columns [i1, end), row-major (stride n).
+        std::vector<float> blk, start, s(M), z(M), gw, e(M);
+        std::vector<double> loss(M, 0.0);
+        for (std::size_t i1 = 0, b = 0; i1 < C; i1 += o.block_size, ++b) {
+            const std::size_t i2 = std::min(C, i1 + o.block_size), nb = i2 - i1;
+            // A group starting in the block may reach past it; the reference
+            // fits it on its columns as they stand when the block starts.
+            std::size_t end = i2;
+            bool mid_start = false;  // a group starting after the block's first column
+            if (gs && !o.static_groups)
+                for (std::size_t col = i1; col < i2; ++col)
+                    if (col % gs == 0) {
+                        end = std::max(end, std::min(C, col + gs));
+                        mid_start = mid_start || col > i1;
+                    }
+            const std::size_t n = end - i1;
+            const int ni = static_cast<int>(n), Mi = static_cast<int>(M), Ci = static_cast<int>(C);
+            // The block as it starts: W + G V[:i1, i1:end] T^-1.
+            blk.assign(M * n, 0.0f);
+            if (i1 > 0) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Mi, ni, static_cast<int>(i1), 1.0f, Wc, Ci,
+                            &V[i1], Ci, 0.0f, blk.data(), ni);
+                cblas_strsm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, Mi, ni, 1.0f,
+                            &V[i1 * C + i1], Ci, blk.data(), ni);
+            }
+            for (std::size_t r = 0; r < M; ++r)
+                for (std::size_t j = 0; j < n; ++j) blk[r * n + j] += Wc[r * C + i1 + j];
+            // The block's own updates change blk; a group starting inside
+            // the block is fitted on a copy from before them.
+            if (mid_start) start = blk;
+            const std::vector<float>& fit_from = mid_start ? start : blk;
+            const std::vector<float>& Ub = ublock[b];
+            for (std::size_t col = i1; col < i2; ++col) {
+                const std::size_t j = col - i1;
                 if (gs) {
-                    // The group's params: refitted where a group starts (from W,
-                    // which holds the block as it was when the block began), or
-                    // the static ones of the column's original group.
+                    // The group's params: refitted where a group starts (from
+                    // its columns as they stood when the block began), or the
+                    // static ones of the column's original group.
                     const std::size_t g = o.static_groups ? static_cast<std::size_t>(perm[col]) / gs : col / gs;
+                    const std::size_t len = std::min(gs, C - col);
                     for (std::size_t r = 0; r < M; ++r) {
                         const std::size_t at = (ra + r) * out.groups + g;
                         if (!o.static_groups && col % gs == 0)
-                            detail::gptq::fit(&W[(ra + r) * C + col], std::min(gs, C - col), maxq, o, out.scale[at],
-                                              out.zero[at]);
+                            detail::gptq::fit(&fit_from[r * n + j], len, maxq, o, out.scale[at], out.zero[at]);
                         s[r] = out.scale[at];
                         z[r] = out.zero[at];
                     }
@@ -268,30 +330,25 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
                         z[r] = out.zero[ra + r];
                     }
                 }
-                const float d = U[col * C + col];
-                float* wj = &blk[j * M];
-                float* ej = &err[j * M];
+                const float d = Ub[j * nb + j];
+                const double inv_d2 = 1.0 / (static_cast<double>(d) * static_cast<double>(d)) / 2.0;
                 for (std::size_t r = 0; r < M; ++r) {
-                    const float c = detail::gptq::code(wj[r], s[r], z[r], maxq);
+                    const float w = blk[r * n + j];
+                    const float c = detail::gptq::code(w, s[r], z[r], maxq);
                     q[(ra + r) * C + col] = static_cast<std::uint8_t>(c);
                     const float deq = s[r] * (c - z[r]);
-                    ej[r] = (wj[r] - deq) / d;
-                    losses[ra + r] += static_cast<double>(wj[r] - deq) * static_cast<double>(wj[r] - deq) /
-                                      (static_cast<double>(d) * static_cast<double>(d)) / 2.0;
+                    const double err = static_cast<double>(w - deq);
+                    loss[r] += err * err * inv_d2;
+                    e[r] = (w - deq) / d;      // the scaled error, for the block's later columns
+                    Wc[r * C + col] -= deq;    // and G, over the weights as given, for later blocks
                 }
-                // The error over the block's later columns.
-                for (std::size_t k = j + 1; k < n; ++k) {
-                    const float u = U[col * C + i1 + k];
-                    float* wk = &blk[k * M];
-                    for (std::size_t r = 0; r < M; ++r) wk[r] -= ej[r] * u;
-                }
+                // Into the block's later columns: w_k -= e U_jk (a rank-1 update).
+                if (j + 1 < nb)
+                    cblas_sger(CblasRowMajor, Mi, static_cast<int>(nb - j - 1), -1.0f, e.data(), 1, &Ub[j * nb + j + 1],
+                               1, &blk[j + 1], ni);
             }
-            // And over every column after the block: W[:, i2:] -= Err^T U[i1:i2, i2:].
-            if (i2 < C)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(M), static_cast<int>(C - i2),
-                            static_cast<int>(n), -1.0f, err.data(), static_cast<int>(M), &U[i1 * C + i2],
-                            static_cast<int>(C), 1.0f, &W[ra * C + i2], static_cast<int>(C));
         }
+        for (std::size_t r = 0; r < M; ++r) losses[ra + r] = loss[r];
     };
     // Chunks at fixed rows, whatever the threads: the same products, the same sums.
     parallel_for((R + chunk_rows - 1) / chunk_rows, o.threads, 1, [&](std::size_t c0, std::size_t c1) {

@@ -163,10 +163,10 @@ inline std::map<std::string, calib_entry> read_calibration(const safetensors::fi
 }
 
 /// H from a calibration entry (in x in, row-major, full).
-inline std::vector<float> hessian_of(const calib_entry& e, std::size_t in) {
+inline std::vector<float> hessian_of(const calib_entry& e, std::size_t in, unsigned threads) {
     if (e.stats.hessian) return e.stats.hessian_matrix();
     const auto& a = *e.acts;
-    calibration::hessian h(in);
+    calibration::hessian h(in, threads);
     // A chunk of tokens at a time, widened to float.
     constexpr std::size_t chunk = 1024;
     const float_storage fs = storage_of(a, a.name);
@@ -274,7 +274,7 @@ inline quantize_report quantize_checkpoint(const std::filesystem::path& in, cons
         const matrix_view<const float> wv(x.data(), R, C);
         std::vector<float> H;
         try {
-            H = detail::hessian_of(it->second, C);
+            H = detail::hessian_of(it->second, C, o.threads);
         } catch (const error& e) {
             rethrow_with_context(e, "calibration of layer '" + name + "'");
         }
