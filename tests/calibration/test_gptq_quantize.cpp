@@ -17,32 +17,20 @@
 #include <string>
 #include <vector>
 
+#include "calibration_data.hpp"
 #include "scratch_dir.hpp"
 
 using namespace lowbit;
 
 namespace {
 
-std::vector<float> normal(std::size_t n, std::mt19937& rng, float sd = 1.0f) {
-    std::normal_distribution<float> nd(0.0f, sd);
-    std::vector<float> v(n);
-    for (float& x : v) x = nd(rng);
-    return v;
+using lowbit_test::normal;
+
+// Low rank 8, every 61st channel (from 3) x15.
+std::vector<float> correlated(std::size_t tokens, std::size_t in, std::mt19937& rng) {
+    return lowbit_test::correlated(tokens, in, rng, 8, 61, 3);
 }
 
-// Low rank plus noise, every 61st channel x15: inputs correlated as real activations are.
-std::vector<float> correlated(std::size_t tokens, std::size_t in, std::mt19937& rng) {
-    const std::size_t rank = 8;
-    const auto a = normal(tokens * rank, rng), b = normal(rank * in, rng), e = normal(tokens * in, rng);
-    std::vector<float> x(tokens * in);
-    for (std::size_t t = 0; t < tokens; ++t)
-        for (std::size_t c = 0; c < in; ++c) {
-            float s = 0.0f;
-            for (std::size_t k = 0; k < rank; ++k) s += a[t * rank + k] * b[k * in + c];
-            x[t * in + c] = (0.5f * s + 0.3f * e[t * in + c]) * (c % 61 == 3 ? 15.0f : 1.0f);
-        }
-    return x;
-}
 
 std::vector<std::byte> bytes_of(const std::vector<float>& v) {
     std::vector<std::byte> b(v.size() * 4);
