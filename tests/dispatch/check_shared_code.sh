@@ -23,6 +23,11 @@ if [ "$#" -eq 0 ]; then
     echo "usage: $0 PROGRAM..." >&2
     exit 2
 fi
+# Several programs: one process each, as many at a time as there are cores.
+if [ "$#" -gt 1 ]; then
+    printf '%s\0' "$@" | xargs -0 -n 1 -P "$(nproc 2>/dev/null || echo 2)" "$0"
+    exit $?
+fi
 status=0
 for prog in "$@"; do
     if [ ! -f "$prog" ]; then
