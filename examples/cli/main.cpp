@@ -416,6 +416,32 @@ unsigned parse_threads(const std::string& v) {
     return static_cast<unsigned>(parse_count("--threads", v, 0, lowbit::max_threads));
 }
 
+// A command's arguments in order: for each one starting with "--",
+// on_option(name, value) handles it (value() takes the next argument, or is an
+// error naming the option) and returns false for an option it does not know;
+// the others are returned, positional, in order. `what` ends the unknown
+// option's message ("quantize: unknown option '--x'" + what).
+template <class F>
+std::vector<std::string> parse_args(int argc, char** argv, std::string_view command, std::string_view what,
+                                    F&& on_option) {
+    std::vector<std::string> pos;
+    for (int i = 0; i < argc; ++i) {
+        const std::string_view a = argv[i];
+        if (!a.starts_with("--")) {
+            pos.emplace_back(a);
+            continue;
+        }
+        const auto value = [&]() -> std::string {
+            if (i + 1 >= argc) LOWBIT_THROW(lowbit::errc::invalid_argument, std::string(a) + " needs a value");
+            return argv[++i];
+        };
+        if (!on_option(a, value))
+            LOWBIT_THROW(lowbit::errc::invalid_argument,
+                         std::string(command) + ": unknown option '" + std::string(a) + "'" + std::string(what));
+    }
+    return pos;
+}
+
 // An output path must name the container being written (checked before any work).
 void require_extension(const std::string& out, std::string_view ext) {
     if (!out.ends_with(ext))
@@ -443,18 +469,13 @@ void print_size_line(const lowbit::safetensors::rewrite_counts& counts) {
 // GPTQ on the layers ACTS names, into a GPTQ checkpoint with quantize_config.json beside it.
 int quantize_gptq(int argc, char** argv) {
 #if LOWBIT_CLI_CALIBRATION
-    std::vector<std::string> pos;
     std::string format, calib;
     lowbit::gptq::quantize_options opt;
     bool act_order = false, sym = false, static_groups = false;
     std::optional<float> damp;
     std::optional<lowbit::gptq_zero_format> zeros;
-    for (int i = 0; i < argc; ++i) {
-        const std::string_view a = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) LOWBIT_THROW(lowbit::errc::invalid_argument, std::string(a) + " needs a value");
-            return argv[++i];
-        };
+    const auto pos = parse_args(argc, argv, "quantize", " for a GPTQ checkpoint",
+                                [&](std::string_view a, const auto& value) {
         if (a == "--format") {
             format = value();
         } else if (a == "--calib") {
@@ -481,13 +502,11 @@ int quantize_gptq(int argc, char** argv) {
             opt.min_tokens = parse_count("--min-tokens", value(), 1, std::size_t{1} << 40);
         } else if (a == "--threads") {
             opt.threads = parse_threads(value());
-        } else if (a.starts_with("--")) {
-            LOWBIT_THROW(lowbit::errc::invalid_argument, "quantize: unknown option '" + std::string(a) +
-                                                             "' for a GPTQ checkpoint");
         } else {
-            pos.emplace_back(a);
+            return false;
         }
-    }
+        return true;
+    });
     if (pos.size() != 2 || calib.empty())
         LOWBIT_THROW(lowbit::errc::invalid_argument,
                      "usage: lowbit quantize IN.safetensors OUT.safetensors --format gptq-4b-g128 --calib "
@@ -550,17 +569,12 @@ int quantize_safetensors(int argc, char** argv) {
     for (int i = 0; i + 1 < argc; ++i)
         if (std::string_view(argv[i]) == "--format" && std::string_view(argv[i + 1]).starts_with("gptq-"))
             return quantize_gptq(argc, argv);
-    std::vector<std::string> pos;
     std::string format;
     lowbit::bnb::convert_options opt;
     std::vector<lowbit::mlx::layer_rule> layer_rules;
     bool rules_given = false;
-    for (int i = 0; i < argc; ++i) {
-        const std::string_view a = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) LOWBIT_THROW(lowbit::errc::invalid_argument, std::string(a) + " needs a value");
-            return argv[++i];
-        };
+    const auto pos = parse_args(argc, argv, "quantize", " for a safetensors checkpoint",
+                                [&](std::string_view a, const auto& value) {
         if (a == "--format") {
             format = value();
         } else if (a == "--rules") {
@@ -572,13 +586,11 @@ int quantize_safetensors(int argc, char** argv) {
             layer_rules.push_back(lowbit::mlx::parse_layer_rule(value()));
         } else if (a == "--threads") {
             opt.threads = parse_threads(value());
-        } else if (a.starts_with("--")) {
-            LOWBIT_THROW(lowbit::errc::invalid_argument, "quantize: unknown option '" + std::string(a) +
-                                                             "' for a safetensors checkpoint");
         } else {
-            pos.emplace_back(a);
+            return false;
         }
-    }
+        return true;
+    });
     if (pos.size() != 2 || format.empty())
         LOWBIT_THROW(lowbit::errc::invalid_argument,
                      "usage: lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|"
@@ -650,15 +662,9 @@ int quantize_safetensors(int argc, char** argv) {
 
 int cmd_quantize(int argc, char** argv) {
     if (argc >= 1 && is_safetensors(argv[0])) return quantize_safetensors(argc, argv);
-    std::vector<std::string> pos;
     lowbit::gguf_quantize_options opt;
     bool have_type = false;
-    for (int i = 0; i < argc; ++i) {
-        const std::string_view a = argv[i];
-        auto value = [&]() -> std::string {
-            if (i + 1 >= argc) LOWBIT_THROW(lowbit::errc::invalid_argument, std::string(a) + " needs a value");
-            return argv[++i];
-        };
+    const auto pos = parse_args(argc, argv, "quantize", "", [&](std::string_view a, const auto& value) {
         if (a == "--type") {
             opt.type = value();
             have_type = true;
@@ -672,12 +678,11 @@ int cmd_quantize(int argc, char** argv) {
             opt.pure = true;
         } else if (a == "--allow-requantize") {
             opt.allow_requantize = true;
-        } else if (a.starts_with("--")) {
-            LOWBIT_THROW(lowbit::errc::invalid_argument, "quantize: unknown option '" + std::string(a) + "'");
         } else {
-            pos.emplace_back(a);
+            return false;
         }
-    }
+        return true;
+    });
     if (pos.size() != 2 || !have_type)
         LOWBIT_THROW(lowbit::errc::invalid_argument, "usage: lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE]");
     require_extension(pos[1], ".gguf");
