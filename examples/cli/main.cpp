@@ -322,9 +322,34 @@ std::optional<mlx_config> mlx_config_beside(const char* path) {
     }
 }
 
+// A GPTQ checkpoint's quantize_config.json beside it, or config.json's
+// "quantization_config" when its quant_method is "gptq".
+std::optional<lowbit::gptq::checkpoint_format> gptq_config_beside(const char* path) {
+    const auto dir = std::filesystem::path(path).parent_path();
+    for (const char* name : {"quantize_config.json", "config.json"}) {
+        const auto cfg = dir / name;
+        std::ifstream in(cfg, std::ios::binary);
+        if (!in) continue;
+        std::stringstream ss;
+        ss << in.rdbuf();
+        try {
+            const auto j = lowbit::json::parse(ss.str());
+            const auto* q = std::string_view(name) == "config.json" ? j.find("quantization_config") : &j;
+            if (!q || !q->is_object()) continue;
+            const auto* m = q->find("quant_method");
+            if (std::string_view(name) == "config.json" && (!m || !m->is_string() || m->as_string() != "gptq")) continue;
+            return lowbit::gptq::format_from_config(*q, cfg.string());
+        } catch (const lowbit::error& e) {
+            std::printf("  (%s: %s)\n", cfg.string().c_str(), e.what());
+        }
+    }
+    return std::nullopt;
+}
+
 int inspect_safetensors(const char* path) {
     const auto f = lowbit::safetensors::file::open(path);
     const auto mlx_format = mlx_config_beside(path);
+    const auto gptq_format = gptq_config_beside(path);
     std::printf("%s: safetensors, %zu tensors, header %llu bytes\n", path, f.size(),
                 static_cast<unsigned long long>(f.header_size()));
     for (const auto& kv : f.metadata()) std::printf("  %s = %s\n", kv.first.c_str(), kv.second.c_str());
@@ -342,6 +367,27 @@ int inspect_safetensors(const char* path) {
                 const auto d = t.data();
                 std::printf("      %.*s\n", static_cast<int>(d.size()), reinterpret_cast<const char*>(d.data()));
             }
+        // A GPTQ layer X: X.qweight, X.qzeros, X.scales (and X.g_idx).
+        if (n.ends_with(".qweight")) {
+            const std::string layer(n.substr(0, n.size() - 8));
+            if (!gptq_format) {
+                std::printf("      GPTQ layer %s: no quantize_config.json (or config.json quantization_config) "
+                            "beside the file says its bits and group size\n",
+                            layer.c_str());
+            } else {
+                try {
+                    const auto g = lowbit::gptq::read_layer(f, layer, *gptq_format);
+                    std::uint64_t bytes = t.size() + f.at(layer + ".qzeros").size() + f.at(layer + ".scales").size();
+                    if (const auto* gi = f.find(layer + ".g_idx")) bytes += gi->size();
+                    std::printf("      GPTQ layer %s: %s (%s, %s%s), %zu x %zu, %.4f bits/w\n", layer.c_str(),
+                                gptq_format->name().c_str(), std::string(gptq_format->zero_format_name()).c_str(),
+                                gptq_format->sym ? "symmetric" : "asymmetric", gptq_format->desc_act ? ", act-order" : "",
+                                g.rows, g.cols, 8.0 * static_cast<double>(bytes) / static_cast<double>(g.rows * g.cols));
+                } catch (const lowbit::error& e) {
+                    std::printf("      %s\n", e.what());
+                }
+            }
+        }
         // An MLX layer X: X.weight (U32 codes), X.scales, X.biases.
         if (n.ends_with(".scales")) {
             const std::string layer(n.substr(0, n.size() - 7));

@@ -137,6 +137,9 @@ if ! "$LOWBIT" quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gp
         --calib "$IN/calib.safetensors"
     grep -q '"bits": 3, "group_size": 64, .*"desc_act": true, .*"sym": true' "$OUT/quantize_config.json" ||
         { echo "FAIL  gptq-ok: quantize_config.json: $(cat "$OUT/quantize_config.json")"; fail=$((fail + 1)); }
+    "$LOWBIT" inspect "$OUT/x.safetensors" |
+        grep -q "GPTQ layer model.layers.0.mlp.down_proj: gptq-3b-g64 (gptq, symmetric, act-order), 64 x 128" ||
+        { echo "FAIL  gptq-inspect: $("$LOWBIT" inspect "$OUT/x.safetensors" | grep GPTQ)"; fail=$((fail + 1)); }
 fi
 
 # 3. Refuse what llama.cpp refuses.
