@@ -238,7 +238,13 @@ std::string mib(std::uint64_t bytes) {
 std::string value_string(const lowbit::gguf_value& v, std::size_t max_items = 8);
 
 std::string array_string(const lowbit::gguf_array& a, std::size_t max_items) {
-    std::string s = "[" + std::string(lowbit::to_string(a.element_type())) + " x " + std::to_string(a.size()) + "]";
+    // Appended piece by piece: g++ 12 reports a false -Wrestrict for
+    // "literal" + std::string once this is inlined.
+    std::string s = "[";
+    s += lowbit::to_string(a.element_type());
+    s += " x ";
+    s += std::to_string(a.size());
+    s += "]";
     if (a.size() == 0) return s;
     s += " ";
     std::size_t k = 0;
