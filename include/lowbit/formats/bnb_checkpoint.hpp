@@ -118,16 +118,7 @@ using convert_report = safetensors::rewrite_counts;
 
 /// Whether convert_checkpoint quantizes this tensor.
 inline bool should_quantize(const safetensors::tensor_info& t, const convert_options& o) {
-    using safetensors::dtype;
-    if (t.dtype != dtype::f32 && t.dtype != dtype::f16 && t.dtype != dtype::bf16) return false;
-    if (t.shape.size() != 2 || t.numel() == 0) return false;
-    const std::string_view n = t.name;
-    if (!n.ends_with(".weight") && n != "weight") return false;
-    if (!o.include_embeddings) {
-        for (std::string_view k : {"embed", "wte", "wpe", "lm_head"})
-            if (n.find(k) != std::string_view::npos) return false;
-    }
-    return true;
+    return safetensors::is_linear_weight(t, o.include_embeddings);
 }
 
 namespace detail {

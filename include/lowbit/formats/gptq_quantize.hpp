@@ -83,26 +83,6 @@ struct calib_entry {
     std::size_t tokens = 0;  ///< 0: a Hessian saved without a token count
 };
 
-inline float_storage storage_of(const safetensors::tensor_info& t, const std::string& where) {
-    using safetensors::dtype;
-    if (t.dtype == dtype::f32) return float_storage::f32;
-    if (t.dtype == dtype::f16) return float_storage::f16;
-    if (t.dtype == dtype::bf16) return float_storage::bf16;
-    LOWBIT_THROW(errc::invalid_argument,
-                 where + " is " + std::string(safetensors::to_string(t.dtype)) + ", not F32, F16 or BF16");
-    std::abort();
-}
-
-inline void check_finite_values(const safetensors::tensor_info& t, std::size_t cols, const std::string& where) {
-    const float_storage fs = storage_of(t, where);
-    const std::size_t n = static_cast<std::size_t>(t.numel());
-    const std::size_t bad = first_non_finite(fs, t.data().data(), n);
-    if (bad != n)
-        LOWBIT_THROW(errc::non_finite, where + ": row " + std::to_string(bad / cols) + ", column " +
-                                           std::to_string(bad % cols) + " is " +
-                                           lowbit::detail::value_string(float_at(fs, t.data().data(), bad)));
-}
-
 /// The layers the calibration file names, each checked against the model.
 inline std::map<std::string, calib_entry> read_calibration(const safetensors::file& calib,
                                                            const safetensors::file& model,
@@ -147,7 +127,7 @@ inline std::map<std::string, calib_entry> read_calibration(const safetensors::fi
             continue;
         }
         const auto& a = *e.acts;
-        storage_of(a, where + ": activations");
+        safetensors::float_storage_of(a, where + ": activations");
         if (a.shape.size() < 2 || a.shape.size() > 3 || a.shape.back() != in)
             LOWBIT_THROW(errc::shape_mismatch, where + ": activations " + show_shape(a.shape) + " are not [tokens, " +
                                                    std::to_string(in) + "] (the weight is " + show_shape(w->shape) +
@@ -157,7 +137,7 @@ inline std::map<std::string, calib_entry> read_calibration(const safetensors::fi
             LOWBIT_THROW(errc::invalid_argument, where + ": " + std::to_string(e.tokens) +
                                                      " calibration tokens; at least " + std::to_string(o.min_tokens) +
                                                      " are needed");
-        check_finite_values(a, static_cast<std::size_t>(in), where + ": activations");
+        safetensors::check_finite(a, where + ": activations");
     }
     return out;
 }
@@ -169,7 +149,7 @@ inline std::vector<float> hessian_of(const calib_entry& e, std::size_t in, unsig
     calibration::hessian h(in, threads);
     // A chunk of tokens at a time, widened to float.
     constexpr std::size_t chunk = 1024;
-    const float_storage fs = storage_of(a, a.name);
+    const float_storage fs = safetensors::float_storage_of(a);
     std::vector<float> x;
     for (std::size_t t0 = 0; t0 < e.tokens; t0 += chunk) {
         const std::size_t n = std::min(chunk, e.tokens - t0);
@@ -216,24 +196,24 @@ inline layer to_layer(const calibration::gptq_result& r) {
 }
 
 /// Round-to-nearest in the same format (params fitted on the weights as
-/// they are, natural groups), fp16 scales: the report's baseline.
-inline std::vector<float> rtn_dequantized(matrix_view<const float> w, const checkpoint_format& f) {
+/// they are, natural groups), fp16 scales, the report's baseline: `d`
+/// (R x C) gets w - RTN(w) in the rows `rows`.
+inline void rtn_residual(matrix_view<const float> w, const checkpoint_format& f, const std::vector<std::size_t>& rows,
+                         std::vector<float>& d) {
     calibration::gptq_options go;
     go.bits = f.bits;
     go.sym = f.sym;
     const int maxq = (1 << f.bits) - 1;
-    const std::size_t R = w.rows(), C = w.cols(), gs = f.group ? std::min(f.group, C) : C;
-    std::vector<float> out(R * C);
-    for (std::size_t r = 0; r < R; ++r)
+    const std::size_t C = w.cols(), gs = f.group ? std::min(f.group, C) : C;
+    for (const std::size_t r : rows)
         for (std::size_t c0 = 0; c0 < C; c0 += gs) {
             const std::size_t n = std::min(gs, C - c0);
             float s = 0.0f, z = 0.0f;
             calibration::detail::gptq::fit(&w(r, c0), n, maxq, go, s, z);
             s = fp16_to_float(float_to_fp16(s));
             for (std::size_t c = c0; c < c0 + n; ++c)
-                out[r * C + c] = s * (calibration::detail::gptq::code(w(r, c), s, z, maxq) - z);
+                d[r * C + c] = w(r, c) - s * (calibration::detail::gptq::code(w(r, c), s, z, maxq) - z);
         }
-    return out;
 }
 
 }  // namespace detail
@@ -291,8 +271,8 @@ inline quantize_report quantize_checkpoint(const std::filesystem::path& in, cons
         const std::size_t M = std::min(R, std::max<std::size_t>(o.error_rows, 1));
         for (std::size_t i = 0; i < M; ++i) rows.push_back(i * R / M);
         const double ref = detail::quadratic(x, C, rows, H);
-        std::vector<float> d = detail::rtn_dequantized(wv, o.format);
-        for (std::size_t i = 0; i < d.size(); ++i) d[i] = x[i] - d[i];
+        std::vector<float> d(R * C);
+        detail::rtn_residual(wv, o.format, rows, d);
         const double rtn = detail::quadratic(d, C, rows, H);
         for (const std::size_t r : rows)
             for (std::size_t c = 0; c < C; ++c) d[r * C + c] = x[r * C + c] - l.value(r, c);

@@ -172,17 +172,10 @@ struct layer_parts {
 };
 
 inline std::vector<std::byte> params_as(const std::vector<float>& v, std::size_t n, param_dtype t) {
-    std::vector<std::byte> out(n * (t == param_dtype::f32 ? 4 : 2));
-    for (std::size_t i = 0; i < n; ++i) {
-        const float x = v.empty() ? 0.0f : v[i];
-        if (t == param_dtype::f32) {
-            std::memcpy(out.data() + 4 * i, &x, 4);
-        } else {
-            const std::uint16_t h = t == param_dtype::f16 ? float_to_fp16(x) : float_to_bf16(x);
-            std::memcpy(out.data() + 2 * i, &h, 2);
-        }
-    }
-    return out;
+    const safetensors::dtype d = t == param_dtype::f32   ? safetensors::dtype::f32
+                                 : t == param_dtype::f16 ? safetensors::dtype::f16
+                                                         : safetensors::dtype::bf16;
+    return safetensors::float_bytes(v.empty() ? std::vector<float>(n, 0.0f) : v, d);
 }
 
 template <int Bits>

@@ -206,26 +206,41 @@ private:
     std::span<const std::byte> data_;
 };
 
-/// A 2-D float tensor's values (f32, f16 or bf16 widened to float);
-/// errc::non_finite naming the row and column of the first NaN or infinity.
-/// Other dtypes are errc::invalid_argument.
-inline std::vector<float> finite_floats(const tensor_info& t) {
-    float_storage fs{};
+/// How an F32, F16 or BF16 tensor stores its values; errc::invalid_argument
+/// naming `what` (the tensor's quoted name when empty) for any other dtype.
+inline float_storage float_storage_of(const tensor_info& t, const std::string& what = {}) {
     switch (t.dtype) {
-    case dtype::f32: fs = float_storage::f32; break;
-    case dtype::f16: fs = float_storage::f16; break;
-    case dtype::bf16: fs = float_storage::bf16; break;
-    default:
-        LOWBIT_THROW(errc::invalid_argument, "'" + t.name + "' is " + std::string(to_string(t.dtype)) +
-                                                 ", not F32, F16 or BF16");
+    case dtype::f32: return float_storage::f32;
+    case dtype::f16: return float_storage::f16;
+    case dtype::bf16: return float_storage::bf16;
+    default: break;
     }
+    LOWBIT_THROW(errc::invalid_argument, (what.empty() ? "'" + t.name + "'" : what) + " is " +
+                                             std::string(to_string(t.dtype)) + ", not F32, F16 or BF16");
+    std::abort();
+}
+
+/// errc::non_finite naming the row and column (of the last dimension) of a
+/// float tensor's first NaN or infinity, after `what` when given; the dtype
+/// checked as float_storage_of does.
+inline void check_finite(const tensor_info& t, const std::string& what = {}) {
+    const float_storage fs = float_storage_of(t, what);
     const std::byte* p = t.data().data();
     const std::size_t n = static_cast<std::size_t>(t.numel()), bad = first_non_finite(fs, p, n);
-    if (bad != n) {
-        const std::size_t cols = t.shape.size() == 2 && t.shape[1] ? static_cast<std::size_t>(t.shape[1]) : n;
-        LOWBIT_THROW(errc::non_finite, "row " + std::to_string(bad / cols) + ", column " + std::to_string(bad % cols) +
-                                           " is " + lowbit::detail::value_string(float_at(fs, p, bad)));
-    }
+    if (bad == n) return;
+    const std::size_t cols = t.shape.size() >= 2 && t.shape.back() ? static_cast<std::size_t>(t.shape.back()) : n;
+    LOWBIT_THROW(errc::non_finite, (what.empty() ? std::string() : what + ": ") + "row " + std::to_string(bad / cols) +
+                                       ", column " + std::to_string(bad % cols) + " is " +
+                                       lowbit::detail::value_string(float_at(fs, p, bad)));
+}
+
+/// A float tensor's values (f32, f16 or bf16 widened to float), checked as
+/// check_finite does.
+inline std::vector<float> finite_floats(const tensor_info& t) {
+    check_finite(t);
+    const float_storage fs = float_storage_of(t);
+    const std::byte* p = t.data().data();
+    const std::size_t n = static_cast<std::size_t>(t.numel());
     std::vector<float> out(n);
     if (fs == float_storage::f32) {
         std::memcpy(out.data(), p, n * 4);
@@ -233,6 +248,39 @@ inline std::vector<float> finite_floats(const tensor_info& t) {
         for (std::size_t i = 0; i < n; ++i) out[i] = float_at(fs, p, i);
     }
     return out;
+}
+
+/// `v` as the bytes of an F32, F16 or BF16 tensor (16-bit types rounded to
+/// nearest even).
+inline std::vector<std::byte> float_bytes(std::span<const float> v, dtype t) {
+    const std::size_t esize = t == dtype::f32 ? 4 : 2;
+    if (t != dtype::f32 && t != dtype::f16 && t != dtype::bf16)
+        LOWBIT_THROW(errc::invalid_argument, "float_bytes: " + std::string(to_string(t)) + " is not F32, F16 or BF16");
+    std::vector<std::byte> out(v.size() * esize);
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        if (t == dtype::f32) {
+            std::memcpy(out.data() + 4 * i, &v[i], 4);
+        } else {
+            const std::uint16_t h = t == dtype::f16 ? float_to_fp16(v[i]) : float_to_bf16(v[i]);
+            std::memcpy(out.data() + 2 * i, &h, 2);
+        }
+    }
+    return out;
+}
+
+/// Whether a tensor is the weight of a linear layer as transformers'
+/// quantizers (bitsandbytes, HQQ) find them: a 2-D F32/F16/BF16 tensor named
+/// "*.weight" (or "weight"), leaving out embeddings (names with "embed",
+/// "wte", "wpe") and the output head ("lm_head") unless `include_embeddings`.
+inline bool is_linear_weight(const tensor_info& t, bool include_embeddings = false) {
+    if (t.dtype != dtype::f32 && t.dtype != dtype::f16 && t.dtype != dtype::bf16) return false;
+    if (t.shape.size() != 2 || t.numel() == 0) return false;
+    const std::string_view n = t.name;
+    if (!n.ends_with(".weight") && n != "weight") return false;
+    if (!include_embeddings)
+        for (std::string_view k : {"embed", "wte", "wpe", "lm_head"})
+            if (n.find(k) != std::string_view::npos) return false;
+    return true;
 }
 
 /// The reference's limit on the header length.
