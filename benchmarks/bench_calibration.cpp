@@ -5,6 +5,11 @@
 //   hessian/<in>/tokens:<T>/threads:<N>      the Hessian alone
 //   sgemm/<out>x<in>/tokens:<T>              baseline: X W^T through OpenBLAS, one
 //                                            thread (the flops of one forward pass)
+//   hqq/<out>x<in>/threads:<N>               HQQ at 4 bits, groups of 64 (hqq's
+//                                            defaults: up to 20 solver steps)
+//   hqq-initial/<out>x<in>/threads:<N>       baseline: HQQ's initial params and
+//                                            codes alone (optimize = false), the
+//                                            cost of one pass without the solver
 //
 // OpenBLAS runs on one thread (openblas_set_num_threads(1); lowbit's
 // calibration code sets it so itself): lowbit's threads split the work.
@@ -13,7 +18,10 @@
 #include <cblas.h>
 
 #include <lowbit/algorithms/gptq.hpp>
+#include <lowbit/algorithms/hqq.hpp>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -60,6 +68,21 @@ void bm_sgemm(benchmark::State& state, std::size_t out, std::size_t in, std::siz
     }
 }
 
+void bm_hqq(benchmark::State& state, std::size_t out, std::size_t in, unsigned threads, bool optimize) {
+    std::vector<float> w = normal(out * in, 1);
+    for (float& v : w) v *= 0.02f;  // a trained layer's scale
+    std::size_t steps = 0;
+    for (auto _ : state) {
+        hqq_options o;
+        o.threads = threads;
+        o.optimize = optimize;
+        const auto q = hqq(matrix_view<const float>(w.data(), out, in), o);
+        steps = q.errors.size();
+        benchmark::DoNotOptimize(q.codes.data());
+    }
+    state.counters["steps"] = static_cast<double>(steps);
+}
+
 const bool registered = [] {
     openblas_set_num_threads(1);
     for (unsigned th : {1u, 2u})
@@ -76,6 +99,16 @@ const bool registered = [] {
     benchmark::RegisterBenchmark("sgemm/4096x4096/tokens:2048", bm_sgemm, 4096, 4096, 2048)
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
+    for (const auto& [out, in] : {std::pair<std::size_t, std::size_t>{4096, 4096}, {11008, 4096}})
+        for (unsigned th : {1u, 2u})
+            for (const bool optimize : {false, true})
+                benchmark::RegisterBenchmark(((optimize ? "hqq/" : "hqq-initial/") + std::to_string(out) + "x" +
+                                              std::to_string(in) + "/threads:" + std::to_string(th))
+                                                 .c_str(),
+                                             bm_hqq, out, in, th, optimize)
+                    ->Unit(benchmark::kMillisecond)
+                    ->UseRealTime()
+                    ->Iterations(2);
     return true;
 }();
 

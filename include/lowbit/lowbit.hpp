@@ -32,9 +32,11 @@
 #include "formats/gguf_recipes.hpp"
 #include "formats/imatrix.hpp"
 #include "formats/gptq_checkpoint.hpp"
+#include "formats/hqq_checkpoint.hpp"
 #include "formats/mlx_checkpoint.hpp"
 #include "formats/safetensors.hpp"
 
+#include "algorithms/hqq.hpp"
 #include "algorithms/rtn.hpp"
 #include "parallel.hpp"
 #include "kernels/bnb.hpp"

@@ -1,7 +1,8 @@
 // C entry points to lowbit's MLX and torchao formats (the registry's mlx-*
-// and torchao-int4-*), for tests/interop/test_mlx.py and test_torchao.py
-// (loaded with ctypes beside mlx and torchao). Each returns 1 on success and
-// 0 after printing the error.
+// and torchao-int4-*) and to HQQ, for tests/interop/test_mlx.py,
+// test_torchao.py and test_hqq.py (loaded with ctypes beside mlx, torchao and
+// hqq). Each returns 1 on success and 0 after printing the error.
+#include <lowbit/algorithms/hqq.hpp>
 #include <lowbit/formats/mlx_checkpoint.hpp>
 #include <lowbit/registry.hpp>
 
@@ -93,6 +94,27 @@ int lowbit_mlx_to_ggml(const char* format, const float* x, std::int64_t rows, st
         else
             throw std::runtime_error(std::string("lowbit_mlx_to_ggml: '") + format + "' is not a 4- or 5-bit MLX format");
         std::copy(b.begin(), b.end(), blocks);
+    });
+}
+
+// HQQ on the rows x cols float32 matrix w (lowbit::hqq; round_zero < 0:
+// hqq's default for the bits). codes gets rows * cols bytes, scale and zero
+// rows * cols / group floats each, *steps the solver steps run.
+int lowbit_hqq(const float* w, std::int64_t rows, std::int64_t cols, int bits, std::int64_t group, int round_zero,
+               int lanes, int threads, std::uint8_t* codes, float* scale, float* zero, int* steps) {
+    return guarded([&] {
+        lowbit::hqq_options o;
+        o.bits = bits;
+        o.group_size = static_cast<std::size_t>(group);
+        if (round_zero >= 0) o.round_zero = round_zero != 0;
+        o.lanes = static_cast<unsigned>(lanes);
+        o.threads = static_cast<unsigned>(threads);
+        const auto r = lowbit::hqq(
+            lowbit::matrix_view<const float>(w, static_cast<std::size_t>(rows), static_cast<std::size_t>(cols)), o);
+        std::copy(r.codes.begin(), r.codes.end(), codes);
+        std::copy(r.scale.begin(), r.scale.end(), scale);
+        std::copy(r.zero.begin(), r.zero.end(), zero);
+        *steps = static_cast<int>(r.errors.size());
     });
 }
 

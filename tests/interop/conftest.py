@@ -43,6 +43,8 @@ def affine_capi():
     lib.lowbit_affine_quantize.argtypes = [ctypes.c_char_p, P, I64, I64, P, P, P, P]
     lib.lowbit_affine_dequantize.argtypes = [ctypes.c_char_p, P, I64, I64, ctypes.c_int, P]
     lib.lowbit_mlx_to_ggml.argtypes = [ctypes.c_char_p, P, I64, I64, P]
+    C = ctypes.c_int
+    lib.lowbit_hqq.argtypes = [P, I64, I64, C, I64, C, C, C, P, P, P, P]
     return lib
 
 
