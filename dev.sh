@@ -49,6 +49,7 @@ TORCH_VERSION=2.9.1
 BNB_VERSION=0.50.2
 # The newest torchao that imports beside that torch; the torchao-int4-* rule follows it.
 TORCHAO_VERSION=0.15.0
+HQQ_VERSION=0.2.8.post1
 # The venv (about 7 GB with torch) and ggml's built library go under build/, or,
 # with LOWBIT_CACHE set (CI sets $HOME/.cache/lowbit), into that folder under
 # names carrying their versions, shared by every checkout.
@@ -78,6 +79,13 @@ interop_prepare() {
     if [[ -z ${LOWBIT_NO_TORCH:-} ]] && ! $venv/bin/python -c "import torchao" 2>/dev/null; then
         $venv/bin/pip install -q --no-deps "torchao==$TORCHAO_VERSION" ||
             echo "== torchao $TORCHAO_VERSION does not install here: tests/interop/test_torchao.py is skipped"
+    fi
+    # hqq for test_hqq.py: an sdist whose setup.py builds CUDA kernels unless
+    # DISABLE_CUDA=1; its quantizer needs only torch, numpy and termcolor.
+    if [[ -z ${LOWBIT_NO_TORCH:-} ]] && ! $venv/bin/python -c "import hqq.core.quantize" 2>/dev/null; then
+        { $venv/bin/pip install -q wheel termcolor &&
+          DISABLE_CUDA=1 $venv/bin/pip install -q --no-deps --no-build-isolation "hqq==$HQQ_VERSION"; } ||
+            echo "== hqq $HQQ_VERSION does not install here: tests/interop/test_hqq.py is skipped"
     fi
     # MLX's CPU build for test_mlx.py; where no wheel installs, its tests report as skipped.
     $venv/bin/python -c "import mlx.core" 2>/dev/null || $venv/bin/pip install -q "mlx[cpu]" ||

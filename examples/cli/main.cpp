@@ -6,7 +6,8 @@
 //                   [--allow-requantize]
 //   lowbit quantize IN.safetensors OUT.safetensors --format F [--rules cuda|cpu] [--include-embeddings]
 //                   [--layer-format REGEX=F2] [--threads N]
-//     (F: a bitsandbytes format such as nf4-b64-dq or llm-int8, or an MLX one such as mlx-4b-g64)
+//     (F: a bitsandbytes format such as nf4-b64-dq or llm-int8, an MLX one such as mlx-4b-g64, or an
+//     HQQ one such as hqq-4b-g64)
 //   lowbit quantize IN.safetensors OUT.safetensors --format gptq-4b-g128 --calib ACTS.safetensors [--act-order]
 //                   [--sym] [--static-groups] [--damp X] [--checkpoint-format gptq|gptq_v2] [--min-tokens N]
 //                   [--threads N]
@@ -16,6 +17,7 @@
 
 #include <lowbit/formats/bnb_checkpoint.hpp>
 #include <lowbit/formats/gguf_quantize.hpp>
+#include <lowbit/formats/hqq_checkpoint.hpp>
 #include <lowbit/lowbit.hpp>
 #if LOWBIT_CLI_CALIBRATION
 #include <lowbit/formats/gptq_quantize.hpp>
@@ -646,11 +648,21 @@ int quantize_safetensors(int argc, char** argv) {
     if (pos.size() != 2 || format.empty())
         LOWBIT_THROW(lowbit::errc::invalid_argument,
                      "usage: lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|"
-                     "mlx-4b-g64|... [--rules cuda|cpu] [--include-embeddings] [--layer-format REGEX=mlx-8b-g64] "
+                     "mlx-4b-g64|hqq-4b-g64|... [--rules cuda|cpu] [--include-embeddings] [--layer-format REGEX=mlx-8b-g64] "
                      "[--threads N]");
-    const bool mlx = format.starts_with("mlx-");
+    const bool mlx = format.starts_with("mlx-"), hqq = format.starts_with("hqq-");
     lowbit::mlx::convert_options mopt;
-    if (mlx) {
+    lowbit::hqq_checkpoint::convert_options hopt;
+    if (hqq) {
+        hopt.format = lowbit::hqq_checkpoint::parse_checkpoint_format(format);
+        hopt.threads = opt.threads;
+        if (rules_given || opt.include_embeddings || !layer_rules.empty())
+            LOWBIT_THROW(lowbit::errc::invalid_argument,
+                         std::string("quantize: ") +
+                             (rules_given ? "--rules" : opt.include_embeddings ? "--include-embeddings" : "--layer-format") +
+                             " is not an HQQ option; an HQQ checkpoint quantizes every linear weight but embeddings "
+                             "and lm_head, as transformers' HQQ does");
+    } else if (mlx) {
         mopt.format = lowbit::mlx::parse_checkpoint_format(format);
         mopt.layers = layer_rules;
         mopt.threads = opt.threads;
@@ -669,11 +681,17 @@ int quantize_safetensors(int argc, char** argv) {
     const bool tty = static_cast<bool>(progress);
     opt.progress = progress;
     mopt.progress = progress;
+    hopt.progress = progress;
     const auto t0 = std::chrono::steady_clock::now();
     lowbit::safetensors::rewrite_counts counts;
     std::vector<std::string> not_divisible, per_layer;
     std::string config_block;  // MLX: config.json's "quantization"
-    if (mlx) {
+    if (hqq) {
+        const auto r = lowbit::hqq_checkpoint::convert_checkpoint(pos[0], pos[1], hopt);
+        counts = r;
+        config_block = r.config_json;
+        for (const auto& [name, why] : r.kept) not_divisible.push_back(name + ": " + why);
+    } else if (mlx) {
         const auto r = lowbit::mlx::convert_checkpoint(pos[0], pos[1], mopt);
         counts = r;
         not_divisible = r.not_divisible;
@@ -684,7 +702,10 @@ int quantize_safetensors(int argc, char** argv) {
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (tty) std::fprintf(stderr, "\r%-120s\r", "");
-    if (mlx)
+    if (hqq)
+        std::printf("%s -> %s (HQQ %d-bit, groups of %zu)\n", pos[0].c_str(), pos[1].c_str(), hopt.format.bits,
+                    hopt.format.group);
+    else if (mlx)
         std::printf("%s -> %s (MLX %d-bit, groups of %zu)\n", pos[0].c_str(), pos[1].c_str(), mopt.format.bits,
                     mopt.format.group);
     else
@@ -694,11 +715,18 @@ int quantize_safetensors(int argc, char** argv) {
                 counts.tensors - counts.quantized);
     for (const auto& l : per_layer) std::printf("  layer        %s\n", l.c_str());
     for (const auto& n : not_divisible)
-        std::printf("  kept         %s: its rows do not divide into its groups (mlx-lm leaves it unquantized too)\n",
-                    n.c_str());
+        if (hqq)
+            std::printf("  kept         %s\n", n.c_str());
+        else
+            std::printf("  kept         %s: its rows do not divide into its groups (mlx-lm leaves it unquantized "
+                        "too)\n",
+                        n.c_str());
     print_size_line(counts);
     std::printf("  time         %.2f s (%u thread%s)\n", secs, opt.threads, opt.threads == 1 ? "" : "s");
-    if (mlx)
+    if (hqq)
+        std::printf("\n  transformers (HqqConfig) reads it with config.json's \"quantization_config\": %s\n",
+                    config_block.c_str());
+    else if (mlx)
         std::printf("\n  mlx-lm reads it with config.json's \"quantization\": %s (and the same under "
                     "\"quantization_config\")\n",
                     config_block.c_str());
@@ -789,7 +817,8 @@ int usage(int code) {
                  "                      [--seed S] [--threads N] [--csv] [--plot FILE.svg]\n"
                  "       lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE] [--threads N]\n"
                  "                       [--leave-output-tensor] [--pure] [--allow-requantize]\n"
-                 "       lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|mlx-4b-g64|...\n"
+                 "       lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|mlx-4b-g64|\n"
+                 "                       hqq-4b-g64|...\n"
                  "                       [--rules cuda|cpu] [--include-embeddings] [--layer-format REGEX=F2] [--threads N]\n"
                  "       lowbit quantize IN.safetensors OUT.safetensors --format gptq-4b-g128 --calib ACTS.safetensors\n"
                  "                       [--act-order] [--sym] [--static-groups] [--damp X]\n"

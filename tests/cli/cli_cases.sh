@@ -113,6 +113,13 @@ check mlx-bad-format 1 "is not mlx-{2,3,4,5,6,8}b-g{32,64,128}" -- \
 check mlx-rules 1 "--rules is for bitsandbytes formats" -- \
     quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format mlx-4b-g64 --rules cpu
 check mlx-ok 0 "" -- quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format mlx-4b-g32
+check nan-hqq 1 "tensor 'model.layers.0.mlp.down_proj.weight': row 3, column 9 is NaN" -- \
+    quantize "$IN/nan.safetensors" "$OUT/x.safetensors" --format hqq-4b-g64
+check hqq-bad-format 1 "is not hqq-{1,2,3,4,8}b-g<G> with G a multiple of 8" -- \
+    quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format hqq-4b-g60
+check hqq-rules 1 "--rules is not an HQQ option" -- \
+    quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format hqq-4b-g64 --rules cpu
+check hqq-ok 0 "" -- quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format hqq-3b-g32
 # GPTQ, where this lowbit was built with lowbit::calibration.
 if ! "$LOWBIT" quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gptq-4b-g64 --calib x 2>&1 |
     grep -q "made without"; then
