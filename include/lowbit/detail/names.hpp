@@ -3,7 +3,9 @@
 // edit distance behind "did you mean" suggestions.
 
 #include <algorithm>
+#include <charconv>
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -14,6 +16,35 @@
 LOWBIT_NAMESPACE_BEGIN
 
 namespace detail {
+
+/// The bits and group of a checkpoint format name "<prefix><bits>b-g<group>"
+/// (mlx-4b-g64, hqq-3b-g128, gptq-4b-g128), group 0 for "<prefix><bits>b-ch"
+/// where `per_channel` allows it; nullopt for anything else. The caller
+/// checks the values.
+struct bits_group {
+    int bits = 0;
+    std::size_t group = 0;
+    bool channel = false;  ///< "-ch"
+};
+
+inline std::optional<bits_group> parse_bits_group(std::string_view s, std::string_view prefix,
+                                                  bool per_channel = false) {
+    if (!s.starts_with(prefix)) return std::nullopt;
+    std::string_view rest = s.substr(prefix.size());
+    bits_group f;
+    auto r = std::from_chars(rest.data(), rest.data() + rest.size(), f.bits);
+    if (r.ec != std::errc{}) return std::nullopt;
+    rest = rest.substr(static_cast<std::size_t>(r.ptr - rest.data()));
+    if (per_channel && rest == "b-ch") {
+        f.channel = true;
+        return f;
+    }
+    if (!rest.starts_with("b-g")) return std::nullopt;
+    rest = rest.substr(3);
+    r = std::from_chars(rest.data(), rest.data() + rest.size(), f.group);
+    if (r.ec != std::errc{} || r.ptr != rest.data() + rest.size()) return std::nullopt;
+    return f;
+}
 
 /// `s` in single quotes, kept to one printable line: control bytes, DEL, the
 /// quote and the backslash as \xNN, and at most 80 bytes shown ("..." after).

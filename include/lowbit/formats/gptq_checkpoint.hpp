@@ -19,7 +19,6 @@
 // (algorithms/gptq.hpp, formats/gptq_quantize.hpp) or any other source.
 // Needs no BLAS.
 
-#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -30,6 +29,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../detail/names.hpp"
 #include "../core/numeric.hpp"
 #include "../core/view.hpp"
 #include "../pack/gptq.hpp"
@@ -80,21 +80,12 @@ inline checkpoint_format parse_checkpoint_format(std::string_view s) {
                                                "' is not gptq-{2,3,4,8}b-g<group> or gptq-{2,3,4,8}b-ch (e.g. "
                                                "gptq-4b-g128)");
     };
-    if (!s.starts_with("gptq-")) bad();
-    std::string_view rest = s.substr(5);
-    checkpoint_format f;
-    auto r = std::from_chars(rest.data(), rest.data() + rest.size(), f.bits);
-    if (r.ec != std::errc{} || !valid_bits(f.bits)) bad();
-    rest = rest.substr(static_cast<std::size_t>(r.ptr - rest.data()));
-    if (rest == "b-ch") {
-        f.group = 0;
-        return f;
-    }
-    if (!rest.starts_with("b-g")) bad();
-    rest = rest.substr(3);
-    r = std::from_chars(rest.data(), rest.data() + rest.size(), f.group);
-    if (r.ec != std::errc{} || r.ptr != rest.data() + rest.size() || f.group == 0 || f.group > (std::size_t{1} << 30))
+    const auto bg = lowbit::detail::parse_bits_group(s, "gptq-", true);
+    if (!bg || !valid_bits(bg->bits) || (!bg->channel && (bg->group == 0 || bg->group > (std::size_t{1} << 30))))
         bad();
+    checkpoint_format f;
+    f.bits = bg->bits;
+    f.group = bg->group;
     return f;
 }
 

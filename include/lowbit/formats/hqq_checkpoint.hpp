@@ -31,7 +31,6 @@
 // layers and skips lm_head), where its columns divide into groups and the
 // group count into the packing's rows; others stay as they were.
 
-#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -43,6 +42,7 @@
 
 #include "../algorithms/hqq.hpp"
 #include "../core/error.hpp"
+#include "../detail/names.hpp"
 #include "safetensors.hpp"
 
 LOWBIT_NAMESPACE_BEGIN
@@ -74,18 +74,9 @@ inline checkpoint_format parse_checkpoint_format(std::string_view s) {
                                                "' is not hqq-{1,2,3,4,8}b-g<G> with G a multiple of 8 (e.g. "
                                                "hqq-4b-g64)");
     };
-    if (!s.starts_with("hqq-")) bad();
-    std::string_view rest = s.substr(4);
-    checkpoint_format f;
-    auto r = std::from_chars(rest.data(), rest.data() + rest.size(), f.bits);
-    if (r.ec != std::errc{} || !valid_bits(f.bits)) bad();
-    rest = rest.substr(static_cast<std::size_t>(r.ptr - rest.data()));
-    if (!rest.starts_with("b-g")) bad();
-    rest = rest.substr(3);
-    r = std::from_chars(rest.data(), rest.data() + rest.size(), f.group);
-    if (r.ec != std::errc{} || r.ptr != rest.data() + rest.size() || f.group == 0 || f.group % 8 || f.group > 65536)
-        bad();
-    return f;
+    const auto bg = lowbit::detail::parse_bits_group(s, "hqq-");
+    if (!bg || !valid_bits(bg->bits) || bg->group == 0 || bg->group % 8 || bg->group > 65536) bad();
+    return {bg->bits, bg->group};
 }
 
 /// hqq's packing of `bits`-bit codes: its name, the codes a packed element

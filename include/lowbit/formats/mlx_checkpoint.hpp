@@ -24,7 +24,6 @@
 // to_ggml_min_blocks() turns a 4- or 5-bit layer with fp16 params into ggml's
 // Q4_1 or Q5_1 blocks exactly (the same codes, scales and biases).
 
-#include <charconv>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -39,6 +38,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../detail/names.hpp"
 #include "../core/numeric.hpp"
 #include "../detail/file_io.hpp"
 #include "../granularity.hpp"
@@ -73,17 +73,9 @@ inline checkpoint_format parse_checkpoint_format(std::string_view s) {
                                                "' is not mlx-{2,3,4,5,6,8}b-g{32,64,128} (e.g. mlx-4b-g64; a "
                                                "checkpoint's scales and biases take its weights' dtype)");
     };
-    if (!s.starts_with("mlx-")) bad();
-    std::string_view rest = s.substr(4);
-    checkpoint_format f;
-    auto r = std::from_chars(rest.data(), rest.data() + rest.size(), f.bits);
-    if (r.ec != std::errc{} || !valid_bits(f.bits)) bad();
-    rest = rest.substr(static_cast<std::size_t>(r.ptr - rest.data()));
-    if (!rest.starts_with("b-g")) bad();
-    rest = rest.substr(3);
-    r = std::from_chars(rest.data(), rest.data() + rest.size(), f.group);
-    if (r.ec != std::errc{} || r.ptr != rest.data() + rest.size() || !valid_group(f.group)) bad();
-    return f;
+    const auto bg = lowbit::detail::parse_bits_group(s, "mlx-");
+    if (!bg || !valid_bits(bg->bits) || !valid_group(bg->group)) bad();
+    return {bg->bits, bg->group};
 }
 
 /// A per-layer format: layers whose name (X of "X.weight") matches `pattern`
