@@ -396,6 +396,21 @@ int inspect_safetensors(const char* path) {
                 }
             }
         }
+        // An HQQ layer X: X.W_q and its meta tensors (the file says its bits and groups).
+        if (n.ends_with(".W_q")) {
+            const std::string layer(n.substr(0, n.size() - 4));
+            try {
+                const auto q = lowbit::hqq_checkpoint::read_layer(f, layer);
+                std::uint64_t bytes = 0;
+                for (const auto& part : f.tensors())
+                    if (part.name.starts_with(layer + ".") && part.name != layer + ".bias") bytes += part.size();
+                std::printf("      HQQ layer %s: %s, %zu x %zu, %.4f bits/w\n", layer.c_str(),
+                            lowbit::hqq_checkpoint::checkpoint_format{q.bits, q.group_size}.name().c_str(), q.rows,
+                            q.cols, 8.0 * static_cast<double>(bytes) / static_cast<double>(q.rows * q.cols));
+            } catch (const lowbit::error& e) {
+                std::printf("      %s\n", e.what());
+            }
+        }
         // An MLX layer X: X.weight (U32 codes), X.scales, X.biases.
         if (n.ends_with(".scales")) {
             const std::string layer(n.substr(0, n.size() - 7));

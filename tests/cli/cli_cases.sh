@@ -120,6 +120,8 @@ check hqq-bad-format 1 "is not hqq-{1,2,3,4,8}b-g<G> with G a multiple of 8" -- 
 check hqq-rules 1 "--rules is not an HQQ option" -- \
     quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format hqq-4b-g64 --rules cpu
 check hqq-ok 0 "" -- quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format hqq-3b-g32
+"$LOWBIT" inspect "$OUT/x.safetensors" | grep -q "HQQ layer model.layers.0.mlp.down_proj: hqq-3b-g32, 64 x 128" ||
+    { echo "FAIL  hqq-inspect: $("$LOWBIT" inspect "$OUT/x.safetensors" | grep HQQ)"; fail=$((fail + 1)); }
 # GPTQ, where this lowbit was built with lowbit::calibration.
 if ! "$LOWBIT" quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gptq-4b-g64 --calib x 2>&1 |
     grep -q "made without"; then
