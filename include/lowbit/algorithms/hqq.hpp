@@ -241,7 +241,7 @@ struct solver {
             B v = xsimd::min(xsimd::max(detail::unfused(wv * vs) + vz, vzero), vmax) + magic;
             detail::fp_barrier(v);
             const B q = v - magic;
-            const B x = wv - (q - vz) / vs;
+            const B x = wv - detail::simd::div(q - vz, vs);  // IEEE division on every target
             const B a = xsimd::abs(x);
             a.store_unaligned(err + i);
             B e(0.0f);
