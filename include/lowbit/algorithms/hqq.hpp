@@ -55,10 +55,14 @@
 
 LOWBIT_NAMESPACE_BEGIN
 
+/// Whether hqq rounds the initial zero-point at `bits` by default: at 4 bits
+/// only, as its BaseQuantizeConfig sets round_zero.
+constexpr bool hqq_round_zero(int bits) noexcept { return bits == 4; }
+
 struct hqq_options {
     int bits = 4;                     ///< 1..8
     std::size_t group_size = 64;      ///< consecutive weights of a row; 0: the whole row
-    std::optional<bool> round_zero;   ///< round the initial zero; default: bits == 4 (hqq's BaseQuantizeConfig)
+    std::optional<bool> round_zero;   ///< round the initial zero; default: hqq_round_zero(bits)
     bool optimize = true;             ///< false: the initial params, no solver
     double lp_norm = 0.7;             ///< p of the error norm, in (0, 1]
     double beta = 10.0;               ///< the shrinkage's 1 / beta
@@ -304,7 +308,7 @@ inline hqq_result hqq(matrix_view<const float> w, const hqq_options& o = {}) {
     const detail::hqq::solver sv(o);
     const auto group = [&](std::size_t g) { return &w(g / per_row, (g % per_row) * gs); };
     std::vector<float> s(G), z(G);
-    const bool round_zero = o.round_zero.value_or(o.bits == 4);
+    const bool round_zero = o.round_zero.value_or(hqq_round_zero(o.bits));
     parallel_for(G, o.threads, 256, [&](std::size_t g0, std::size_t g1) {
         for (std::size_t g = g0; g < g1; ++g) sv.init(group(g), gs, round_zero, s[g], z[g]);
     });

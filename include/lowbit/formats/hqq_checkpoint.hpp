@@ -54,7 +54,7 @@ struct checkpoint_format {
     int bits = 4;
     std::size_t group = 64;
     std::string name() const { return "hqq-" + std::to_string(bits) + "b-g" + std::to_string(group); }
-    bool round_zero() const noexcept { return bits == 4; }  ///< as BaseQuantizeConfig sets it
+    bool round_zero() const noexcept { return hqq_round_zero(bits); }
     /// config.json's "quantization_config", as transformers writes it.
     std::string config_json() const {
         return "{\"quant_method\": \"hqq\", \"skip_modules\": [\"lm_head\"], \"quant_config\": {\"offload_meta\": "
@@ -218,7 +218,7 @@ inline void add_layer(safetensors::writer& w, const std::string& layer, const hq
     w.add(layer + ".nbits", dtype::i32, {}, detail::scalar<std::int32_t>(bits));
     w.add(layer + ".group_size", dtype::i32, {}, detail::scalar<std::int32_t>(static_cast<std::int32_t>(q.group_size)));
     w.add(layer + ".axis", dtype::i32, {}, detail::scalar<std::int32_t>(1));
-    const bool round_zero = bits == 4;
+    const bool round_zero = hqq_round_zero(bits);
     for (const auto& [key, on] : {std::pair<const char*, bool>{"channel_wise", true},
                                   {"optimize", true},
                                   {"round_zero", round_zero},
