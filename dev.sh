@@ -50,6 +50,8 @@ BNB_VERSION=0.50.2
 # The newest torchao that imports beside that torch; the torchao-int4-* rule follows it.
 TORCHAO_VERSION=0.15.0
 HQQ_VERSION=0.2.8.post1
+# AutoAWQ's source for test_awq.py (its functions need only torch; not installed).
+AUTOAWQ_VERSION=0.2.9
 # The venv (about 7 GB with torch) and ggml's built library go under build/, or,
 # with LOWBIT_CACHE set (CI sets $HOME/.cache/lowbit), into that folder under
 # names carrying their versions, shared by every checkout.
@@ -64,7 +66,8 @@ interop_prepare() {
     PACKAGES+=(python3 python3-pip)
     deps
     configure
-    cmake --build build -j2 --target ggml_capi bnb_capi affine_capi mx_capi gguf_tool safetensors_tool lowbit_cli >/dev/null
+    cmake --build build -j2 --target ggml_capi bnb_capi affine_capi mx_capi calibration_capi gguf_tool safetensors_tool \
+        lowbit_cli >/dev/null
     venv=$(interop_venv)
     [[ -x $venv/bin/pytest ]] || { python3 -m venv $venv && $venv/bin/pip install -q gguf numpy pytest safetensors; }
     # A venv made before safetensors joined the suite (or by ./dev.sh fuzz) lacks it.
@@ -86,6 +89,15 @@ interop_prepare() {
         { $venv/bin/pip install -q wheel termcolor &&
           DISABLE_CUDA=1 $venv/bin/pip install -q --no-deps --no-build-isolation "hqq==$HQQ_VERSION"; } ||
             echo "== hqq $HQQ_VERSION does not install here: tests/interop/test_hqq.py is skipped"
+    fi
+    # AutoAWQ's source distribution for test_awq.py, unpacked (not installed:
+    # its package root imports transformers, its functions need only torch).
+    awq_src=$(cached autoawq-$AUTOAWQ_VERSION autoawq)
+    if [[ -z ${LOWBIT_NO_TORCH:-} && ! -d $awq_src/autoawq-$AUTOAWQ_VERSION/awq ]]; then
+        mkdir -p $awq_src
+        { $venv/bin/pip download -q --no-deps --no-binary :all: "autoawq==$AUTOAWQ_VERSION" -d $awq_src &&
+          tar xzf $awq_src/autoawq-$AUTOAWQ_VERSION.tar.gz -C $awq_src; } ||
+            echo "== autoawq $AUTOAWQ_VERSION does not download here: tests/interop/test_awq.py is skipped"
     fi
     # MLX's CPU build for test_mlx.py; where no wheel installs, its tests report as skipped.
     $venv/bin/python -c "import mlx.core" 2>/dev/null || $venv/bin/pip install -q "mlx[cpu]" ||
@@ -117,6 +129,8 @@ interop_prepare() {
                LOWBIT_BNB_CAPI="$PWD/build/tests/interop/libbnb_capi.so"
                LOWBIT_AFFINE_CAPI="$PWD/build/tests/interop/libaffine_capi.so"
                LOWBIT_MX_CAPI="$PWD/build/tests/interop/libmx_capi.so"
+               LOWBIT_CALIBRATION_CAPI="$PWD/build/tests/interop/libcalibration_capi.so"
+               LOWBIT_AUTOAWQ_SRC="$(realpath -m $awq_src)/autoawq-$AUTOAWQ_VERSION"
                LOWBIT_GGUF_TOOL="$PWD/build/tests/interop/gguf_tool"
                LOWBIT_SAFETENSORS_TOOL="$PWD/build/tests/interop/safetensors_tool"
                LOWBIT_CLI="$PWD/build/bin/lowbit"

@@ -11,6 +11,8 @@
 //   lowbit quantize IN.safetensors OUT.safetensors --format gptq-4b-g128 --calib ACTS.safetensors [--act-order]
 //                   [--sym] [--static-groups] [--damp X] [--checkpoint-format gptq|gptq_v2] [--min-tokens N]
 //                   [--threads N]
+//   lowbit quantize IN.safetensors OUT.safetensors --format awq-4b-g128 --calib ACTS.safetensors [--no-clip]
+//                   [--no-duo-scaling] [--min-tokens N] [--threads N]
 //   lowbit inspect FILE.gguf|FILE.safetensors
 //   lowbit formats
 //   lowbit --version
@@ -19,7 +21,9 @@
 #include <lowbit/formats/gguf_quantize.hpp>
 #include <lowbit/formats/hqq_checkpoint.hpp>
 #include <lowbit/lowbit.hpp>
+#include <lowbit/formats/awq_checkpoint.hpp>
 #if LOWBIT_CLI_CALIBRATION
+#include <lowbit/formats/awq_quantize.hpp>
 #include <lowbit/formats/gptq_quantize.hpp>
 #endif
 
@@ -330,11 +334,16 @@ std::optional<mlx_config> mlx_config_beside(const char* path) {
     }
 }
 
-// A GPTQ checkpoint's quantize_config.json beside it, or config.json's
-// "quantization_config" when its quant_method is "gptq".
-std::optional<lowbit::gptq::checkpoint_format> gptq_config_beside(const char* path) {
+// The quantization config beside a checkpoint for quant_method `method`:
+// config.json's "quantization_config" (GPTQ: quantize_config.json first),
+// read by `read`; a config that does not parse is said and skipped.
+template <class Read>
+auto quant_config_beside(const char* path, std::string_view method, Read&& read)
+    -> std::optional<decltype(read(std::declval<const lowbit::json::value&>(), std::string()))> {
     const auto dir = std::filesystem::path(path).parent_path();
     for (const char* name : {"quantize_config.json", "config.json"}) {
+        const bool top = std::string_view(name) == "quantize_config.json";
+        if (top && method != "gptq") continue;
         const auto cfg = dir / name;
         std::ifstream in(cfg, std::ios::binary);
         if (!in) continue;
@@ -342,11 +351,11 @@ std::optional<lowbit::gptq::checkpoint_format> gptq_config_beside(const char* pa
         ss << in.rdbuf();
         try {
             const auto j = lowbit::json::parse(ss.str());
-            const auto* q = std::string_view(name) == "config.json" ? j.find("quantization_config") : &j;
+            const auto* q = top ? &j : j.find("quantization_config");
             if (!q || !q->is_object()) continue;
             const auto* m = q->find("quant_method");
-            if (std::string_view(name) == "config.json" && (!m || !m->is_string() || m->as_string() != "gptq")) continue;
-            return lowbit::gptq::format_from_config(*q, cfg.string());
+            if (!top && (!m || !m->is_string() || m->as_string() != method)) continue;
+            return read(*q, cfg.string());
         } catch (const lowbit::error& e) {
             std::printf("  (%s: %s)\n", cfg.string().c_str(), e.what());
         }
@@ -357,7 +366,8 @@ std::optional<lowbit::gptq::checkpoint_format> gptq_config_beside(const char* pa
 int inspect_safetensors(const char* path) {
     const auto f = lowbit::safetensors::file::open(path);
     const auto mlx_format = mlx_config_beside(path);
-    const auto gptq_format = gptq_config_beside(path);
+    const auto gptq_format = quant_config_beside(path, "gptq", lowbit::gptq::format_from_config);
+    const auto awq_format = quant_config_beside(path, "awq", lowbit::awq::format_from_config);
     std::printf("%s: safetensors, %zu tensors, header %llu bytes\n", path, f.size(),
                 static_cast<unsigned long long>(f.header_size()));
     for (const auto& kv : f.metadata()) std::printf("  %s = %s\n", kv.first.c_str(), kv.second.c_str());
@@ -378,9 +388,20 @@ int inspect_safetensors(const char* path) {
         // A GPTQ layer X: X.qweight, X.qzeros, X.scales (and X.g_idx).
         if (n.ends_with(".qweight")) {
             const std::string layer(n.substr(0, n.size() - 8));
-            if (!gptq_format) {
-                std::printf("      GPTQ layer %s: no quantize_config.json (or config.json quantization_config) "
-                            "beside the file says its bits and group size\n",
+            if (awq_format) {
+                try {
+                    const auto a = lowbit::awq::read_layer(f, layer, *awq_format);
+                    const std::uint64_t bytes =
+                        t.size() + f.at(layer + ".qzeros").size() + f.at(layer + ".scales").size();
+                    std::printf("      AWQ layer %s: %s (gemm), %zu x %zu, %.4f bits/w\n", layer.c_str(),
+                                awq_format->name().c_str(), a.rows, a.cols,
+                                8.0 * static_cast<double>(bytes) / static_cast<double>(a.rows * a.cols));
+                } catch (const lowbit::error& e) {
+                    std::printf("      %s\n", e.what());
+                }
+            } else if (!gptq_format) {
+                std::printf("      GPTQ or AWQ layer %s: no quantize_config.json (or config.json quantization_config) "
+                            "beside the file says its format\n",
                             layer.c_str());
             } else {
                 try {
@@ -631,6 +652,81 @@ int quantize_gptq(int argc, char** argv) {
 #endif
 }
 
+// lowbit quantize IN.safetensors OUT.safetensors --format awq-4b-g128 --calib ACTS.safetensors ...:
+// AWQ on the layers ACTS names (and those sharing their inputs), into an AWQ GEMM checkpoint.
+int quantize_awq(int argc, char** argv) {
+#if LOWBIT_CLI_CALIBRATION
+    std::string format, calib;
+    lowbit::awq::quantize_options opt;
+    const auto pos = parse_args(argc, argv, "quantize", " for an AWQ checkpoint",
+                                [&](std::string_view a, const auto& value) {
+        if (a == "--format") {
+            format = value();
+        } else if (a == "--calib") {
+            calib = value();
+        } else if (a == "--no-clip") {
+            opt.clip = false;
+        } else if (a == "--no-duo-scaling") {
+            opt.duo_scaling = false;
+        } else if (a == "--min-tokens") {
+            opt.min_tokens = parse_count("--min-tokens", value(), 1, std::size_t{1} << 40);
+        } else if (a == "--threads") {
+            opt.threads = parse_threads(value());
+        } else {
+            return false;
+        }
+        return true;
+    });
+    if (pos.size() != 2 || calib.empty())
+        LOWBIT_THROW(lowbit::errc::invalid_argument,
+                     "usage: lowbit quantize IN.safetensors OUT.safetensors --format awq-4b-g128 --calib "
+                     "ACTS.safetensors [--no-clip] [--no-duo-scaling] [--min-tokens N] [--threads N]");
+    opt.format = lowbit::awq::parse_checkpoint_format(format);
+    require_extension(pos[1], ".safetensors");
+    opt.progress = progress_bar();
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = lowbit::awq::quantize_checkpoint(pos[0], pos[1], calib, opt);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (opt.progress) std::fprintf(stderr, "\r%-120s\r", "");
+    std::printf("%s -> %s (AWQ %d-bit, groups of %zu, zero point%s%s)\n", pos[0].c_str(), pos[1].c_str(),
+                opt.format.bits, opt.format.group, opt.duo_scaling ? ", duo scaling" : "",
+                opt.clip ? ", clip search" : "");
+    std::printf("  tensors      %zu quantized, %zu with 1/s folded in, %zu kept as they were\n", r.quantized,
+                r.folded.size(), r.tensors - r.quantized - r.folded.size());
+    for (const auto& n : r.folded) std::printf("  folded       %s\n", n.c_str());
+    std::printf("\n  %-40s %13s %8s %-26s %5s %4s %10s %10s %7s %8s\n", "layer", "out x in", "tokens", "s folded into",
+                "ratio", "clip", "rtn err", "awq err", "ratio", "time");
+    for (const auto& l : r.layers) {
+        const std::string shape = std::to_string(l.rows) + " x " + std::to_string(l.cols);
+        // The op folded into, named within the layer's block.
+        std::size_t common = 0;
+        for (std::size_t i = 0; i < l.folded_into.size() && i < l.layer.size() && l.folded_into[i] == l.layer[i]; ++i)
+            if (l.layer[i] == '.') common = i + 1;
+        const std::string into = l.folded_into.empty() ? "- (none before it)" : l.folded_into.substr(common);
+        std::printf("  %-40.40s %13s %8zu %-26.26s %5.2f %4s %10.3e %10.3e %7.3f %7.2fs\n", l.layer.c_str(),
+                    shape.c_str(), l.tokens, into.c_str(), l.ratio, l.clipped ? "yes" : "no", l.rtn_error,
+                    l.awq_error, l.rtn_error > 0.0 ? l.awq_error / l.rtn_error : 0.0, l.seconds);
+    }
+    std::printf("  (err: relative output error ||X (W - Q)^T||^2 / ||X W^T||^2 on the calibration inputs, over up to "
+                "%zu rows a layer)\n\n",
+                opt.error_rows);
+    print_size_line(r);
+    std::printf("  time         %.2f s (%u thread%s)\n", secs, opt.threads, opt.threads == 1 ? "" : "s");
+    if (!r.config_written.empty())
+        std::printf("\n  wrote %s (the model's, with \"quantization_config\": %s), which transformers and vLLM read\n",
+                    r.config_written.string().c_str(), r.config_json.c_str());
+    else
+        std::printf("\n  transformers and vLLM read it with config.json's \"quantization_config\": %s\n",
+                    r.config_json.c_str());
+    return 0;
+#else
+    (void)argc;
+    (void)argv;
+    LOWBIT_THROW(lowbit::errc::unsupported,
+                 "quantize: AWQ needs lowbit::calibration (OpenBLAS), which this build of lowbit was made without");
+#endif
+}
+
 // lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|llm-int8|mlx-4b-g64:
 // a bitsandbytes checkpoint in transformers' state-dict layout, or an MLX
 // checkpoint in mlx-lm's.
@@ -638,6 +734,8 @@ int quantize_safetensors(int argc, char** argv) {
     for (int i = 0; i + 1 < argc; ++i)
         if (std::string_view(argv[i]) == "--format" && std::string_view(argv[i + 1]).starts_with("gptq-"))
             return quantize_gptq(argc, argv);
+        else if (std::string_view(argv[i]) == "--format" && std::string_view(argv[i + 1]).starts_with("awq-"))
+            return quantize_awq(argc, argv);
     std::string format;
     lowbit::bnb::convert_options opt;
     std::vector<lowbit::mlx::layer_rule> layer_rules;
@@ -838,6 +936,8 @@ int usage(int code) {
                  "       lowbit quantize IN.safetensors OUT.safetensors --format gptq-4b-g128 --calib ACTS.safetensors\n"
                  "                       [--act-order] [--sym] [--static-groups] [--damp X]\n"
                  "                       [--checkpoint-format gptq|gptq_v2] [--min-tokens N] [--threads N]\n"
+                 "       lowbit quantize IN.safetensors OUT.safetensors --format awq-4b-g128 --calib ACTS.safetensors\n"
+                 "                       [--no-clip] [--no-duo-scaling] [--min-tokens N] [--threads N]\n"
                  "       lowbit inspect FILE.gguf|FILE.safetensors\n"
                  "       lowbit formats\n"
                  "       lowbit --version\n");

@@ -1,6 +1,6 @@
 // AWQ (lowbit::calibration): the quantization rule on hand-worked groups and
 // its error bound, the scale search's losses against a direct double-precision
-// computation (on both of its loss paths), its scales against the formula,
+// computation (on both of its loss paths: X D^T and R D^T), its scales against the formula,
 // the clip search's choice against every shrink it could have made, the
 // whole pipeline against round-to-nearest, threads, float16 export, bad input.
 

@@ -149,6 +149,29 @@ if ! "$LOWBIT" quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gp
     "$LOWBIT" inspect "$OUT/x.safetensors" |
         grep -q "GPTQ layer model.layers.0.mlp.down_proj: gptq-3b-g64 (gptq, symmetric, act-order), 64 x 128" ||
         { echo "FAIL  gptq-inspect: $("$LOWBIT" inspect "$OUT/x.safetensors" | grep GPTQ)"; fail=$((fail + 1)); }
+    # AWQ
+    check awq-bad-format 1 "is not awq-4b-g<group>" -- \
+        quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format awq-3b-g64 --calib "$IN/calib.safetensors"
+    check awq-no-calib 1 "--calib ACTS.safetensors" -- quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format awq-4b-g64
+    check awq-nan 1 "$DOWN: activations: row 7, column 3 is NaN" -- \
+        quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format awq-4b-g64 --calib "$IN/calib_nan.safetensors"
+    check awq-few-tokens 1 "$DOWN: 16 calibration tokens; at least 128 are needed" -- \
+        quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format awq-4b-g64 --calib "$IN/calib_few.safetensors"
+    check awq-group 1 "cannot take awq-4b-g96: its 128 input features are not a whole number of groups of 96" -- \
+        quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format awq-4b-g96 --calib "$IN/calib.safetensors"
+    check awq-f16range 1 "overflows float16" -- \
+        quantize "$IN/f16range.safetensors" "$OUT/x.safetensors" --format awq-4b-g64 --calib "$IN/calib.safetensors" --no-clip
+    mkdir -p "$OUT/awqin" "$OUT/awq"
+    cp "$IN/model.safetensors" "$OUT/awqin/model.safetensors"
+    echo '{"architectures": ["LlamaForCausalLM"]}' > "$OUT/awqin/config.json"
+    check awq-ok 0 "" -- quantize "$OUT/awqin/model.safetensors" "$OUT/awq/x.safetensors" --format awq-4b-g64 \
+        --calib "$IN/calib.safetensors"
+    grep -q '"quantization_config": {"quant_method": "awq", "zero_point": true, "group_size": 64, "bits": 4, "version": "gemm"' \
+        "$OUT/awq/config.json" || { echo "FAIL  awq-ok: config.json: $(cat "$OUT/awq/config.json")"; fail=$((fail + 1)); }
+    "$LOWBIT" inspect "$OUT/awq/x.safetensors" |
+        grep -q "AWQ layer model.layers.0.mlp.down_proj: awq-4b-g64 (gemm), 64 x 128" ||
+        { echo "FAIL  awq-inspect: $("$LOWBIT" inspect "$OUT/awq/x.safetensors" | grep AWQ)"; fail=$((fail + 1)); }
+    rm -rf "$OUT/awqin" "$OUT/awq"
 fi
 
 # 3. Refuse what llama.cpp refuses.

@@ -55,3 +55,14 @@ def mx_capi():
     lib.lowbit_mx_quantize.argtypes = [ctypes.c_char_p, P, I64, I64, P, P, P, P]
     lib.lowbit_mx_dequantize.argtypes = [ctypes.c_char_p, P, I64, I64, P]
     return lib
+
+
+@pytest.fixture(scope="session")
+def calibration_capi():
+    """lowbit's AWQ entry points (tests/interop/calibration_capi.cpp), from LOWBIT_CALIBRATION_CAPI."""
+    lib = load_capi("LOWBIT_CALIBRATION_CAPI", "libcalibration_capi.so")
+    C = ctypes.c_int
+    lib.lowbit_awq_search_scales.argtypes = [P, I64, I64, P, I64, I64, C, P, P, P]
+    lib.lowbit_awq_search_clip.argtypes = [P, I64, I64, P, I64, I64, P]
+    lib.lowbit_awq_quantize.argtypes = [P, I64, I64, I64, C, P, P, P]
+    return lib

@@ -36,8 +36,10 @@
 // losses of two ratios are within float rounding the two may choose
 // differently. Output differences are formed once per candidate (X (W -
 // W')^T: the layers' biases cancel), and with more tokens than input
-// channels as tr(D H D^T) / 2 with H = 2 X^T X / tokens, so a ratio costs
-// out x in^2 rather than tokens x out x in.
+// channels as ||R D^T||^2 with X = QR (R from one LQ factorisation of X^T),
+// so a ratio costs out x in^2 rather than tokens x out x in, and the loss
+// stays a sum of squares (through X^T X it would lose digits to
+// cancellation).
 //
 // Needs BLAS (OpenBLAS): link lowbit::calibration. Kernels and formats never
 // include this header.
@@ -58,6 +60,12 @@
 #include "../core/view.hpp"
 #include "../parallel.hpp"
 #include "activation_stats.hpp"
+
+extern "C" {
+// LAPACK's LQ factorisation (Fortran ABI).
+void sgelqf_(const int* m, const int* n, float* a, const int* lda, float* tau, float* work, const int* lwork,
+             int* info);
+}
 
 LOWBIT_NAMESPACE_BEGIN
 namespace calibration {
@@ -237,13 +245,27 @@ inline awq_scale_result awq_search_scales(std::span<const matrix_view<const floa
     }
 
     // The loss of a candidate: squared output differences over the tokens,
-    // through H where that is cheaper.
+    // through R (X = QR, upper C x C) where that is cheaper.
     const bool gram = T > C;
-    std::vector<float> H;
+    std::vector<float> Rt;
     if (gram) {
-        calibration::hessian h(C, o.threads);
-        h.add(x);
-        H = h.matrix();
+        // X row-major is X^T column-major (C x T): its LQ factor L (C x C,
+        // lower) is R^T, and read row-major the first C rows hold R.
+        std::vector<float> a(T * C), tau(C);
+        for (std::size_t t = 0; t < T; ++t) std::copy_n(&x(t, 0), C, &a[t * C]);
+        const int m = static_cast<int>(C), n = static_cast<int>(T);
+        int info = 0, lwork = -1;
+        float query = 0.0f;
+        // One BLAS thread: LAPACK's factorisation on more gives other bits.
+        const detail::blas_threads one_lq(1);
+        sgelqf_(&m, &n, a.data(), &m, tau.data(), &query, &lwork, &info);
+        lwork = std::max(1, static_cast<int>(query));
+        std::vector<float> work(static_cast<std::size_t>(lwork));
+        sgelqf_(&m, &n, a.data(), &m, tau.data(), work.data(), &lwork, &info);
+        if (info != 0) LOWBIT_THROW(errc::invalid_argument, who + ": LQ factorisation failed (info " + std::to_string(info) + ")");
+        Rt.assign(C * C, 0.0f);  // R, row-major, below the diagonal zero
+        for (std::size_t i = 0; i < C; ++i)
+            for (std::size_t j = i; j < C; ++j) Rt[i * C + j] = a[i * C + j];
     }
     const detail::blas_threads one(1);
     std::vector<float> s(C), best;
@@ -289,12 +311,11 @@ inline awq_scale_result awq_search_scales(std::span<const matrix_view<const floa
                 double sum = 0.0;
                 const int Mi = static_cast<int>(M), Ci = static_cast<int>(C), Ti = static_cast<int>(T);
                 if (gram) {
-                    // (D H) . D summed: tr(D H D^T) = 2 ||X D^T||^2 / T
+                    // ||X D^T||^2 = ||D R^T||^2
                     e.resize(M * C);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Mi, Ci, Ci, 1.0f, d.data(), Ci, H.data(), Ci,
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Mi, Ci, Ci, 1.0f, d.data(), Ci, Rt.data(), Ci,
                                 0.0f, e.data(), Ci);
-                    for (std::size_t j = 0; j < M * C; ++j) sum += static_cast<double>(e[j]) * d[j];
-                    sum *= static_cast<double>(T) / 2.0;
+                    for (std::size_t j = 0; j < M * C; ++j) sum += static_cast<double>(e[j]) * e[j];
                 } else {
                     e.resize(T * M);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Ti, Mi, Ci, 1.0f, x.data(),
