@@ -10,6 +10,10 @@
 //   hqq-initial/<out>x<in>/threads:<N>       baseline: HQQ's initial params and
 //                                            codes alone (optimize = false), the
 //                                            cost of one pass without the solver
+//   awq/<out>x<in>/tokens:<T>/threads:<N>    AWQ on one layer at 4 bits, groups of
+//                                            128: scale search, clip search,
+//                                            quantization (calibration::awq)
+//   awq-scales/..., awq-clip/...             its scale and clip searches alone
 //
 // OpenBLAS runs on one thread (openblas_set_num_threads(1); lowbit's
 // calibration code sets it so itself): lowbit's threads split the work.
@@ -17,6 +21,7 @@
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <lowbit/algorithms/awq.hpp>
 #include <lowbit/algorithms/gptq.hpp>
 #include <lowbit/algorithms/hqq.hpp>
 #include <random>
@@ -83,6 +88,30 @@ void bm_hqq(benchmark::State& state, std::size_t out, std::size_t in, unsigned t
     state.counters["steps"] = static_cast<double>(steps);
 }
 
+enum class awq_part { all, scales, clip };
+
+void bm_awq(benchmark::State& state, std::size_t out, std::size_t in, std::size_t tokens, unsigned threads,
+            awq_part part) {
+    std::vector<float> w = normal(out * in, 1), x = normal(tokens * in, 2);
+    for (float& v : w) v *= 0.02f;
+    for (std::size_t c = 5; c < in; c += 97)  // a few loud input channels
+        for (std::size_t t = 0; t < tokens; ++t) x[t * in + c] *= 20.0f;
+    const matrix_view<const float> wv(w.data(), out, in), xv(x.data(), tokens, in);
+    calibration::awq_options o;
+    o.threads = threads;
+    for (auto _ : state) {
+        if (part == awq_part::scales) {
+            const matrix_view<const float> layers[1] = {wv};
+            benchmark::DoNotOptimize(calibration::awq_search_scales(layers, xv, o).scales.data());
+        } else if (part == awq_part::clip) {
+            benchmark::DoNotOptimize(calibration::awq_search_clip(wv, xv, o).data());
+        } else {
+            const calibration::awq_layer layers[1] = {{wv, true}};
+            benchmark::DoNotOptimize(calibration::awq(layers, xv, o).layers[0].codes.data());
+        }
+    }
+}
+
 const bool registered = [] {
     openblas_set_num_threads(1);
     for (unsigned th : {1u, 2u})
@@ -109,6 +138,18 @@ const bool registered = [] {
                     ->Unit(benchmark::kMillisecond)
                     ->UseRealTime()
                     ->Iterations(2);
+    for (const auto& [n, tokens] : {std::pair<std::size_t, std::size_t>{2048, 4096}, {4096, 4096}})
+        for (unsigned th : {1u, 2u})
+            for (const auto& [name, part] : {std::pair<const char*, awq_part>{"awq", awq_part::all},
+                                             {"awq-scales", awq_part::scales},
+                                             {"awq-clip", awq_part::clip}})
+                benchmark::RegisterBenchmark((std::string(name) + "/" + std::to_string(n) + "x" + std::to_string(n) +
+                                              "/tokens:" + std::to_string(tokens) + "/threads:" + std::to_string(th))
+                                                 .c_str(),
+                                             bm_awq, n, n, tokens, th, part)
+                    ->Unit(benchmark::kMillisecond)
+                    ->UseRealTime()
+                    ->Iterations(1);
     return true;
 }();
 

@@ -35,9 +35,10 @@
 // The search runs in float32 (AutoAWQ in the model's dtype); where its
 // losses of two ratios are within float rounding the two may choose
 // differently. Output differences are formed once per candidate (X (W -
-// W')^T: the layers' biases cancel), and with more tokens than input
+// W')^T: the layers' biases cancel), and with at least as many tokens as input
 // channels as ||R D^T||^2 with X = QR (R from one LQ factorisation of X^T),
-// so a ratio costs out x in^2 rather than tokens x out x in, and the loss
+// so a ratio costs out x in^2 / 2 multiply-adds (R is triangular) rather
+// than tokens x out x in, and the loss
 // stays a sum of squares (through X^T X it would lose digits to
 // cancellation).
 //
@@ -246,7 +247,7 @@ inline awq_scale_result awq_search_scales(std::span<const matrix_view<const floa
 
     // The loss of a candidate: squared output differences over the tokens,
     // through R (X = QR, upper C x C) where that is cheaper.
-    const bool gram = T > C;
+    const bool gram = T >= C;  // a ratio: C^2 R flops through R (C x C), 2 T C R directly
     std::vector<float> Rt;
     if (gram) {
         // X row-major is X^T column-major (C x T): its LQ factor L (C x C,
@@ -311,11 +312,10 @@ inline awq_scale_result awq_search_scales(std::span<const matrix_view<const floa
                 double sum = 0.0;
                 const int Mi = static_cast<int>(M), Ci = static_cast<int>(C), Ti = static_cast<int>(T);
                 if (gram) {
-                    // ||X D^T||^2 = ||D R^T||^2
-                    e.resize(M * C);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Mi, Ci, Ci, 1.0f, d.data(), Ci, Rt.data(), Ci,
-                                0.0f, e.data(), Ci);
-                    for (std::size_t j = 0; j < M * C; ++j) sum += static_cast<double>(e[j]) * e[j];
+                    // ||X D^T||^2 = ||D R^T||^2, R triangular: half a product's flops.
+                    cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasTrans, CblasNonUnit, Mi, Ci, 1.0f,
+                                Rt.data(), Ci, d.data(), Ci);
+                    for (std::size_t j = 0; j < M * C; ++j) sum += static_cast<double>(d[j]) * d[j];
                 } else {
                     e.resize(T * M);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Ti, Mi, Ci, 1.0f, x.data(),
