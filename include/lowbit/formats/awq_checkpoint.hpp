@@ -30,6 +30,7 @@
 #include "../core/view.hpp"
 #include "../detail/names.hpp"
 #include "../pack/awq.hpp"
+#include "../pack/transpose.hpp"
 #include "json.hpp"
 #include "safetensors.hpp"
 
@@ -102,9 +103,7 @@ inline void add_layer(safetensors::writer& w, const std::string& name, const lay
         LOWBIT_THROW(errc::shape_mismatch, where + ": codes, scales and zeros do not match " + std::to_string(l.rows) +
                                                " x " + std::to_string(l.cols) + " in groups of " +
                                                std::to_string(f.group));
-    std::vector<std::uint8_t> t(l.rows * l.cols);  // [in][out]
-    for (std::size_t r = 0; r < l.rows; ++r)
-        for (std::size_t c = 0; c < l.cols; ++c) t[c * l.rows + r] = l.codes[r * l.cols + c];
+    const auto t = transposed(matrix_view<const std::uint8_t>(l.codes.data(), l.rows, l.cols));  // [in][out]
     const auto qweight = pack_awq_gemm(matrix_view<const std::uint8_t>(t.data(), l.cols, l.rows));
     const auto qzeros = pack_awq_gemm(matrix_view<const std::uint8_t>(l.zero.data(), l.groups, l.rows));
     std::vector<std::byte> scales(l.scale.size() * 2);
@@ -116,13 +115,8 @@ inline void add_layer(safetensors::writer& w, const std::string& name, const lay
                                                      " is not an fp16 value");
         std::memcpy(scales.data() + 2 * i, &h, 2);
     }
-    const auto bytes = [](const std::vector<std::uint32_t>& v) {
-        std::vector<std::byte> b(v.size() * 4);
-        std::memcpy(b.data(), v.data(), b.size());
-        return b;
-    };
-    w.add(name + ".qweight", dtype::i32, {l.cols, l.rows / 8}, bytes(qweight));
-    w.add(name + ".qzeros", dtype::i32, {l.groups, l.rows / 8}, bytes(qzeros));
+    w.add(name + ".qweight", dtype::i32, {l.cols, l.rows / 8}, safetensors::word_bytes(qweight));
+    w.add(name + ".qzeros", dtype::i32, {l.groups, l.rows / 8}, safetensors::word_bytes(qzeros));
     w.add(name + ".scales", dtype::f16, {l.groups, l.rows}, std::move(scales));
 }
 
@@ -165,14 +159,10 @@ inline layer read_layer(const safetensors::file& file, const std::string& name, 
     l.rows = static_cast<std::size_t>(out);
     l.cols = static_cast<std::size_t>(in);
     l.groups = static_cast<std::size_t>(groups);
-    std::vector<std::uint32_t> words(static_cast<std::size_t>(qw.numel()));
-    std::memcpy(words.data(), qw.data().data(), words.size() * 4);
+    auto words = safetensors::words_of(qw);
     const auto t = unpack_awq_gemm(matrix_view<const std::uint32_t>(words.data(), l.cols, l.rows / 8));
-    l.codes.resize(l.rows * l.cols);
-    for (std::size_t c = 0; c < l.cols; ++c)
-        for (std::size_t r = 0; r < l.rows; ++r) l.codes[r * l.cols + c] = t[c * l.rows + r];
-    words.resize(static_cast<std::size_t>(qz.numel()));
-    std::memcpy(words.data(), qz.data().data(), words.size() * 4);
+    l.codes = transposed(matrix_view<const std::uint8_t>(t.data(), l.cols, l.rows));
+    words = safetensors::words_of(qz);
     l.zero = unpack_awq_gemm(matrix_view<const std::uint32_t>(words.data(), l.groups, l.rows / 8));
     try {
         l.scale = safetensors::finite_floats(sc);

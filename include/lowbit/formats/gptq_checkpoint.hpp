@@ -33,6 +33,7 @@
 #include "../core/numeric.hpp"
 #include "../core/view.hpp"
 #include "../pack/gptq.hpp"
+#include "../pack/transpose.hpp"
 #include "json.hpp"
 #include "safetensors.hpp"
 
@@ -122,16 +123,6 @@ inline std::string unfit_reason(std::uint64_t rows, std::uint64_t cols, const ch
     return {};
 }
 
-namespace detail {
-
-inline std::vector<std::byte> words_bytes(const std::vector<std::uint32_t>& w) {
-    std::vector<std::byte> b(w.size() * 4);
-    std::memcpy(b.data(), w.data(), b.size());
-    return b;
-}
-
-}  // namespace detail
-
 /// Writes layer `name`'s X.qweight, X.qzeros, X.scales and X.g_idx to w.
 /// The scales must be fp16 values (as a GPTQ run for a checkpoint gives
 /// them); codes and zeros must fit in f.bits.
@@ -154,9 +145,7 @@ inline void add_layer(safetensors::writer& w, const std::string& name, const lay
                                                      "] = " + std::to_string(l.g_idx[c]) + " is not a group (" +
                                                      std::to_string(l.groups) + ")");
     // Codes [out][in] -> the packer's [in][out].
-    std::vector<std::uint8_t> t(l.rows * l.cols);
-    for (std::size_t r = 0; r < l.rows; ++r)
-        for (std::size_t c = 0; c < l.cols; ++c) t[c * l.rows + r] = l.codes[r * l.cols + c];
+    const auto t = transposed(matrix_view<const std::uint8_t>(l.codes.data(), l.rows, l.cols));
     const auto qweight = pack_gptq_qweight(matrix_view<const std::uint8_t>(t.data(), l.cols, l.rows), f.bits);
     const auto qzeros =
         pack_gptq_qzeros(matrix_view<const std::uint8_t>(l.zero.data(), l.groups, l.rows), f.bits, f.zeros);
@@ -172,8 +161,8 @@ inline void add_layer(safetensors::writer& w, const std::string& name, const lay
     std::vector<std::byte> g(l.cols * 4);
     std::memcpy(g.data(), l.g_idx.data(), g.size());
     const std::uint64_t words_in = gptq_qweight_rows(l.cols, f.bits), words_out = gptq_qzeros_cols(l.rows, f.bits);
-    w.add(name + ".qweight", dtype::i32, {words_in, l.rows}, detail::words_bytes(qweight));
-    w.add(name + ".qzeros", dtype::i32, {l.groups, words_out}, detail::words_bytes(qzeros));
+    w.add(name + ".qweight", dtype::i32, {words_in, l.rows}, safetensors::word_bytes(qweight));
+    w.add(name + ".qzeros", dtype::i32, {l.groups, words_out}, safetensors::word_bytes(qzeros));
     w.add(name + ".scales", dtype::f16, {l.groups, l.rows}, std::move(scales));
     w.add(name + ".g_idx", dtype::i32, {l.cols}, std::move(g));
 }
@@ -250,15 +239,11 @@ inline layer read_layer(const safetensors::file& file, const std::string& name, 
         // Checkpoints without g_idx (desc_act false) use i / group_size.
         for (std::size_t c = 0; c < l.cols; ++c) l.g_idx[c] = f.group ? static_cast<std::int32_t>(c / f.group) : 0;
     }
-    std::vector<std::uint32_t> words(static_cast<std::size_t>(qw.numel()));
-    std::memcpy(words.data(), qw.data().data(), words.size() * 4);
+    auto words = safetensors::words_of(qw);
     const auto t = unpack_gptq_qweight(
         matrix_view<const std::uint32_t>(words.data(), static_cast<std::size_t>(qw.shape[0]), l.rows), f.bits);
-    l.codes.resize(l.rows * l.cols);
-    for (std::size_t c = 0; c < l.cols; ++c)
-        for (std::size_t r = 0; r < l.rows; ++r) l.codes[r * l.cols + c] = t[c * l.rows + r];
-    words.resize(static_cast<std::size_t>(qz.numel()));
-    std::memcpy(words.data(), qz.data().data(), words.size() * 4);
+    l.codes = transposed(matrix_view<const std::uint8_t>(t.data(), l.cols, l.rows));
+    words = safetensors::words_of(qz);
     l.zero = unpack_gptq_qzeros(
         matrix_view<const std::uint32_t>(words.data(), l.groups, static_cast<std::size_t>(qz.shape[1])), f.bits,
         f.zeros);

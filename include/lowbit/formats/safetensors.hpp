@@ -250,6 +250,23 @@ inline std::vector<float> finite_floats(const tensor_info& t) {
     return out;
 }
 
+/// An I32 or U32 tensor's 32-bit words (checkpoints declare packed codes
+/// int32; the bit patterns are what matter).
+inline std::vector<std::uint32_t> words_of(const tensor_info& t) {
+    if (t.dtype != dtype::i32 && t.dtype != dtype::u32)
+        LOWBIT_THROW(errc::invalid_argument, "words_of: " + std::string(to_string(t.dtype)) + " is not I32 or U32");
+    std::vector<std::uint32_t> w(static_cast<std::size_t>(t.numel()));
+    std::memcpy(w.data(), t.data().data(), w.size() * 4);
+    return w;
+}
+
+/// 32-bit words as the bytes of an I32 or U32 tensor.
+inline std::vector<std::byte> word_bytes(std::span<const std::uint32_t> w) {
+    std::vector<std::byte> b(w.size() * 4);
+    std::memcpy(b.data(), w.data(), b.size());
+    return b;
+}
+
 /// `v` as the bytes of an F32, F16 or BF16 tensor (16-bit types rounded to
 /// nearest even).
 inline std::vector<std::byte> float_bytes(std::span<const float> v, dtype t) {
