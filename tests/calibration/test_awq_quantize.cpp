@@ -55,6 +55,7 @@ struct fixture {
         add("model.embed_tokens.weight", {32, H}, 1.0f);
         add(P + "input_layernorm.weight", {H}, 1.0f);
         for (const char* l : {"q_proj", "k_proj", "v_proj", "o_proj"}) add(P + "self_attn." + l + ".weight", {H, H}, 0.05f);
+        add(P + "self_attn.v_proj.bias", {H}, 0.1f);  // takes o_proj's 1/s with v_proj's rows
         add(P + "post_attention_layernorm.weight", {H}, 1.0f);
         add(P + "mlp.gate_proj.weight", {I, H}, 0.05f);
         add(P + "mlp.up_proj.weight", {I, H}, 0.05f);
@@ -114,9 +115,10 @@ TEST_CASE("awq quantize: a Llama block, groups by name, scales folded", "[calibr
     const std::vector<std::string> named = {P + "self_attn.q_proj", P + "self_attn.o_proj", P + "mlp.gate_proj",
                                             P + "mlp.down_proj"};
     const auto rep = awq::quantize_checkpoint(fx.model, fx.out, fx.calib(named), o);
-    CHECK(rep.tensors == 11);
+    CHECK(rep.tensors == 12);
     CHECK(rep.quantized == 7);  // k, v and up with the layers named beside them
-    CHECK(rep.folded == std::vector<std::string>{P + "input_layernorm.weight", P + "post_attention_layernorm.weight"});
+    CHECK(rep.folded == std::vector<std::string>{P + "input_layernorm.weight", P + "post_attention_layernorm.weight",
+                                                 P + "self_attn.v_proj.bias"});
     REQUIRE(rep.layers.size() == 7);
     REQUIRE(rep.scales.size() == 4);
 
@@ -142,6 +144,8 @@ TEST_CASE("awq quantize: a Llama block, groups by name, scales folded", "[calibr
     const auto& s_down = rep.scales.at(P + "mlp.up_proj");
     const auto n1 = safetensors::finite_floats(file.at(P + "input_layernorm.weight"));
     for (std::size_t c = 0; c < H; ++c) REQUIRE(n1[c] == fx.w[P + "input_layernorm.weight"][c] / s_qkv[c]);
+    const auto vb = safetensors::finite_floats(file.at(P + "self_attn.v_proj.bias"));
+    for (std::size_t r = 0; r < H; ++r) REQUIRE(vb[r] == fx.w[P + "self_attn.v_proj.bias"][r] / s_o[r]);
 
     // Each layer read back, in the original coordinates: rows x s_out, columns / s_in.
     struct want {
