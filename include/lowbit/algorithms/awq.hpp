@@ -246,10 +246,11 @@ inline awq_scale_result awq_search_scales(std::span<const matrix_view<const floa
     }
 
     // The loss of a candidate: squared output differences over the tokens,
-    // through R (X = QR, upper C x C) where that is cheaper.
-    const bool gram = T >= C;  // a ratio: C^2 R flops through R (C x C), 2 T C R directly
+    // through R (X = QR, upper C x C) where that is cheaper: a ratio costs
+    // C^2 R / 2 multiply-adds through R, T C R directly.
+    const bool through_r = T >= C;
     std::vector<float> Rt;
-    if (gram) {
+    if (through_r) {
         // X row-major is X^T column-major (C x T): its LQ factor L (C x C,
         // lower) is R^T, and read row-major the first C rows hold R.
         std::vector<float> a(T * C), tau(C);
@@ -311,7 +312,7 @@ inline awq_scale_result awq_search_scales(std::span<const matrix_view<const floa
                     for (std::size_t c = 0; c < C; ++c) d[r * C + c] = w(a + r, c) - d[r * C + c] / s[c];
                 double sum = 0.0;
                 const int Mi = static_cast<int>(M), Ci = static_cast<int>(C), Ti = static_cast<int>(T);
-                if (gram) {
+                if (through_r) {
                     // ||X D^T||^2 = ||D R^T||^2, R triangular: half a product's flops.
                     cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasTrans, CblasNonUnit, Mi, Ci, 1.0f,
                                 Rt.data(), Ci, d.data(), Ci);
