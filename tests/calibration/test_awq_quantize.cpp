@@ -204,6 +204,8 @@ TEST_CASE("awq quantize: a layer outside the groups is quantized unscaled; bad i
         FAIL("no error");
     };
     fails(fx.calib({P + "mlp.gate_proj"}, 100), "100 calibration tokens");
+    fx.x[P + "mlp.down_proj.hessian"] = fx.x[P + "mlp.gate_proj"];
+    fails(fx.calib({P + "mlp.down_proj.hessian"}), "is a saved statistic; AWQ needs each layer's activations");
     fx.x["model.layers.0.nope"] = fx.x[P + "mlp.gate_proj"];
     fails(fx.calib({"model.layers.0.nope"}), "no tensor 'model.layers.0.nope.weight'");
     fx.x[P + "mlp.down_proj"][7 * I + 3] = NAN;

@@ -49,6 +49,7 @@
 #include "../core/view.hpp"
 #include "../detail/file_io.hpp"
 #include "awq_checkpoint.hpp"
+#include "calibration_file.hpp"
 #include "json.hpp"
 #include "safetensors.hpp"
 
@@ -185,6 +186,11 @@ inline quantize_report quantize_checkpoint(const std::filesystem::path& in, cons
     // The named layers, each checked against the model.
     std::map<std::string, const safetensors::tensor_info*> named;
     for (const auto& t : calib.tensors()) {
+        if (!calibration::split_stat_name(t.name).second.empty())
+            LOWBIT_THROW(errc::invalid_argument,
+                         cname + ": '" + t.name +
+                             "' is a saved statistic; AWQ needs each layer's activations (its searches run on the "
+                             "tokens themselves), named as the layer");
         const std::string where = cname + ": layer '" + t.name + "'";
         const auto* w = model.find(t.name + ".weight");
         if (!w) LOWBIT_THROW(errc::invalid_argument, where + ": the model has no tensor '" + t.name + ".weight'");
