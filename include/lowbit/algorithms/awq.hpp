@@ -406,6 +406,17 @@ inline std::vector<float> awq_search_clip(matrix_view<const float> w, matrix_vie
     return best;
 }
 
+/// Each weight of w (out x in) clamped to +-clip of its row and group
+/// (clip: rows x groups, as awq_search_clip gives it), as AutoAWQ's apply_clip.
+inline void awq_apply_clip(matrix_view<float> w, std::span<const float> clip, std::size_t group_size) {
+    const std::size_t C = w.cols(), gs = group_size ? group_size : C, G = C / gs;
+    if (clip.size() != w.rows() * G)
+        LOWBIT_THROW(errc::shape_mismatch, "awq_apply_clip: " + std::to_string(clip.size()) + " clip values for " +
+                                               std::to_string(w.rows()) + " rows of " + std::to_string(G) + " groups");
+    for (std::size_t r = 0; r < w.rows(); ++r)
+        for (std::size_t c = 0; c < C; ++c) w(r, c) = std::clamp(w(r, c), -clip[r * G + c / gs], clip[r * G + c / gs]);
+}
+
 /// Step 3: w (out x in, already scaled and clipped) quantized with AWQ's
 /// rule; `clip` (rows x groups, or empty) is kept in the result. With
 /// o.fp16_export, the weights are rounded to float16 first and the rule,
@@ -481,7 +492,7 @@ inline awq_result awq(std::span<const awq_layer> layers, matrix_view<const float
     awq_result res;
     res.search = awq_search_scales(ws, x, o);
     const std::vector<float>& s = res.search.scales;
-    const std::size_t C = x.cols(), gs = o.group_size ? o.group_size : C;
+    const std::size_t C = x.cols();
     std::vector<float> xs;
     bool any_clip = false;
     for (const auto& l : layers) any_clip = any_clip || (o.clip && l.clip);
@@ -499,11 +510,7 @@ inline awq_result awq(std::span<const awq_layer> layers, matrix_view<const float
         if (o.clip && l.clip) {
             clip = awq_search_clip(matrix_view<const float>(w.data(), R, C),
                                    matrix_view<const float>(xs.data(), x.rows(), C), o);
-            for (std::size_t r = 0; r < R; ++r)
-                for (std::size_t c = 0; c < C; ++c) {
-                    const float m = clip[r * (C / gs) + c / gs];
-                    w[r * C + c] = std::clamp(w[r * C + c], -m, m);
-                }
+            awq_apply_clip(matrix_view<float>(w.data(), R, C), clip, o.group_size);
         }
         res.layers.push_back(awq_quantize(matrix_view<const float>(w.data(), R, C), o, std::move(clip)));
     }

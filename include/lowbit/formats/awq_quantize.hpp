@@ -125,11 +125,6 @@ inline bool clip_allowed(std::string_view layer) {
     return true;
 }
 
-/// A float tensor of the model as floats (finite, checked).
-inline std::vector<float> floats_of(const safetensors::file& f, const std::string& name) {
-    return safetensors::finite_floats(f.at(name));
-}
-
 /// ||X D^T||^2 for D's rows `rows` (R x C), X tokens x C.
 inline double output_sq(const std::vector<float>& x, std::size_t T, const std::vector<float>& d, std::size_t C,
                         const std::vector<std::size_t>& rows) {
@@ -283,7 +278,7 @@ inline quantize_report quantize_checkpoint(const std::filesystem::path& in, cons
         const std::size_t C = static_cast<std::size_t>(model.at(g.layers.front() + ".weight").shape[1]);
         std::vector<std::vector<float>> ws;
         std::vector<matrix_view<const float>> views;
-        for (const auto& l : g.layers) ws.push_back(detail::floats_of(model, l + ".weight"));
+        for (const auto& l : g.layers) ws.push_back(safetensors::finite_floats(model.at(l + ".weight")));
         for (std::size_t k = 0; k < ws.size(); ++k) views.emplace_back(ws[k].data(), ws[k].size() / C, C);
         const std::vector<float> x = acts_of(p);
         try {
@@ -358,11 +353,7 @@ inline quantize_report quantize_checkpoint(const std::filesystem::path& in, cons
         if (lr.clipped) {
             clip = calibration::awq_search_clip(matrix_view<const float>(ws.data(), R, C),
                                                 matrix_view<const float>(xs.data(), p.tokens, C), ao);
-            const std::size_t G = C / o.format.group;
-            for (std::size_t r = 0; r < R; ++r)
-                for (std::size_t c = 0; c < C; ++c)
-                    ws[r * C + c] = std::clamp(ws[r * C + c], -clip[r * G + c / o.format.group],
-                                               clip[r * G + c / o.format.group]);
+            calibration::awq_apply_clip(matrix_view<float>(ws.data(), R, C), clip, o.format.group);
         }
         const calibration::awq_quantized q = calibration::awq_quantize(matrix_view<const float>(ws.data(), R, C), ao);
         layer l;
