@@ -6,8 +6,8 @@
 //                   [--allow-requantize]
 //   lowbit quantize IN.safetensors OUT.safetensors --format F [--rules cuda|cpu] [--include-embeddings]
 //                   [--layer-format REGEX=F2] [--threads N]
-//     (F: a bitsandbytes format such as nf4-b64-dq or llm-int8, an MLX one such as mlx-4b-g64, or an
-//     HQQ one such as hqq-4b-g64)
+//     (F: a bitsandbytes format such as nf4-b64-dq or llm-int8, an MLX one such as mlx-4b-g64, an
+//     HQQ one such as hqq-4b-g64, or a compressed-tensors one such as ct-w4a16 or ct-4b-g128-asym)
 //   lowbit quantize IN.safetensors OUT.safetensors --format gptq-4b-g128 --calib ACTS.safetensors [--act-order]
 //                   [--sym] [--static-groups] [--damp X] [--checkpoint-format gptq|gptq_v2] [--min-tokens N]
 //                   [--threads N]
@@ -368,6 +368,7 @@ int inspect_safetensors(const char* path) {
     const auto mlx_format = mlx_config_beside(path);
     const auto gptq_format = quant_config_beside(path, "gptq", lowbit::gptq::format_from_config);
     const auto awq_format = quant_config_beside(path, "awq", lowbit::awq::format_from_config);
+    const auto ct_config = quant_config_beside(path, "compressed-tensors", lowbit::ct::format_from_config);
     std::printf("%s: safetensors, %zu tensors, header %llu bytes\n", path, f.size(),
                 static_cast<unsigned long long>(f.header_size()));
     for (const auto& kv : f.metadata()) std::printf("  %s = %s\n", kv.first.c_str(), kv.second.c_str());
@@ -412,6 +413,28 @@ int inspect_safetensors(const char* path) {
                                 gptq_format->name().c_str(), std::string(gptq_format->zero_format_name()).c_str(),
                                 gptq_format->sym ? "symmetric" : "asymmetric", gptq_format->desc_act ? ", act-order" : "",
                                 g.rows, g.cols, 8.0 * static_cast<double>(bytes) / static_cast<double>(g.rows * g.cols));
+                } catch (const lowbit::error& e) {
+                    std::printf("      %s\n", e.what());
+                }
+            }
+        }
+        // A compressed-tensors layer X: X.weight_packed, X.weight_scale, X.weight_shape (X.weight_zero_point).
+        if (n.ends_with(".weight_packed")) {
+            const std::string layer(n.substr(0, n.size() - 14));
+            if (!ct_config) {
+                std::printf("      compressed-tensors layer %s: no config.json beside the file says its scheme\n",
+                            layer.c_str());
+            } else {
+                try {
+                    const auto l = lowbit::ct::read_layer(f, layer, ct_config->format);
+                    std::uint64_t bytes = 0;
+                    for (const char* part : {".weight_packed", ".weight_scale", ".weight_zero_point", ".weight_shape"})
+                        if (const auto* p = f.find(layer + part)) bytes += p->size();
+                    std::printf("      compressed-tensors layer %s: %s (pack-quantized, %s scales), %zu x %zu, "
+                                "%.4f bits/w\n",
+                                layer.c_str(), ct_config->format.name().c_str(),
+                                std::string(lowbit::safetensors::to_string(l.dtype)).c_str(), l.rows, l.cols,
+                                8.0 * static_cast<double>(bytes) / static_cast<double>(l.rows * l.cols));
                 } catch (const lowbit::error& e) {
                     std::printf("      %s\n", e.what());
                 }
@@ -761,12 +784,22 @@ int quantize_safetensors(int argc, char** argv) {
     if (pos.size() != 2 || format.empty())
         LOWBIT_THROW(lowbit::errc::invalid_argument,
                      "usage: lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|"
-                     "mlx-4b-g64|hqq-4b-g64|... [--rules cuda|cpu] [--include-embeddings] [--layer-format REGEX=mlx-8b-g64] "
+                     "mlx-4b-g64|hqq-4b-g64|ct-w4a16|... [--rules cuda|cpu] [--include-embeddings] [--layer-format REGEX=mlx-8b-g64] "
                      "[--threads N]");
-    const bool mlx = format.starts_with("mlx-"), hqq = format.starts_with("hqq-");
+    const bool mlx = format.starts_with("mlx-"), hqq = format.starts_with("hqq-"), ct = format.starts_with("ct-");
     lowbit::mlx::convert_options mopt;
     lowbit::hqq_checkpoint::convert_options hopt;
-    if (hqq) {
+    lowbit::ct::convert_options copt;
+    if (ct) {
+        copt.format = lowbit::ct::parse_checkpoint_format(format);
+        copt.format.numerics = opt.rules == lowbit::bnb::kernel_rules::cpu ? lowbit::ct::rules::cpu : lowbit::ct::rules::cuda;
+        copt.threads = opt.threads;
+        if (opt.include_embeddings || !layer_rules.empty())
+            LOWBIT_THROW(lowbit::errc::invalid_argument,
+                         std::string("quantize: ") + (opt.include_embeddings ? "--include-embeddings" : "--layer-format") +
+                             " is not a compressed-tensors option; a pack-quantized checkpoint quantizes every linear "
+                             "weight but embeddings and lm_head, as llm-compressor's schemes do");
+    } else if (hqq) {
         hopt.format = lowbit::hqq_checkpoint::parse_checkpoint_format(format);
         hopt.threads = opt.threads;
         if (rules_given || opt.include_embeddings || !layer_rules.empty())
@@ -795,11 +828,19 @@ int quantize_safetensors(int argc, char** argv) {
     opt.progress = progress;
     mopt.progress = progress;
     hopt.progress = progress;
+    copt.progress = progress;
     const auto t0 = std::chrono::steady_clock::now();
     lowbit::safetensors::rewrite_counts counts;
     std::vector<std::string> not_divisible, per_layer;
     std::string config_block;  // MLX: config.json's "quantization"
-    if (hqq) {
+    std::filesystem::path config_written;
+    if (ct) {
+        const auto r = lowbit::ct::convert_checkpoint(pos[0], pos[1], copt);
+        counts = r;
+        config_block = r.config_json;
+        config_written = r.config_written;
+        for (const auto& [name, why] : r.kept) not_divisible.push_back(name + ": " + why);
+    } else if (hqq) {
         const auto r = lowbit::hqq_checkpoint::convert_checkpoint(pos[0], pos[1], hopt);
         counts = r;
         config_block = r.config_json;
@@ -815,7 +856,10 @@ int quantize_safetensors(int argc, char** argv) {
     }
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (tty) std::fprintf(stderr, "\r%-120s\r", "");
-    if (hqq)
+    if (ct)
+        std::printf("%s -> %s (compressed-tensors pack-quantized %s, %s rules)\n", pos[0].c_str(), pos[1].c_str(),
+                    copt.format.name().c_str(), std::string(lowbit::ct::to_string(copt.format.numerics)).c_str());
+    else if (hqq)
         std::printf("%s -> %s (HQQ %d-bit, groups of %zu)\n", pos[0].c_str(), pos[1].c_str(), hopt.format.bits,
                     hopt.format.group);
     else if (mlx)
@@ -828,7 +872,7 @@ int quantize_safetensors(int argc, char** argv) {
                 counts.tensors - counts.quantized);
     for (const auto& l : per_layer) std::printf("  layer        %s\n", l.c_str());
     for (const auto& n : not_divisible)
-        if (hqq)
+        if (hqq || ct)
             std::printf("  kept         %s\n", n.c_str());
         else
             std::printf("  kept         %s: its rows do not divide into its groups (mlx-lm leaves it unquantized "
@@ -836,7 +880,11 @@ int quantize_safetensors(int argc, char** argv) {
                         n.c_str());
     print_size_line(counts);
     std::printf("  time         %.2f s (%u thread%s)\n", secs, opt.threads, opt.threads == 1 ? "" : "s");
-    if (hqq)
+    if (ct) {
+        if (!config_written.empty()) std::printf("  config       %s\n", config_written.string().c_str());
+        std::printf("\n  vLLM and transformers read it with config.json's \"quantization_config\": %s\n",
+                    config_block.c_str());
+    } else if (hqq)
         std::printf("\n  transformers (HqqConfig) reads it with config.json's \"quantization_config\": %s\n",
                     config_block.c_str());
     else if (mlx)
@@ -931,7 +979,7 @@ int usage(int code) {
                  "       lowbit quantize IN.gguf OUT.gguf --type T [--imatrix FILE] [--threads N]\n"
                  "                       [--leave-output-tensor] [--pure] [--allow-requantize]\n"
                  "       lowbit quantize IN.safetensors OUT.safetensors --format nf4-b64-dq|fp4-b64|llm-int8|mlx-4b-g64|\n"
-                 "                       hqq-4b-g64|...\n"
+                 "                       hqq-4b-g64|ct-w4a16|ct-4b-g128-asym|...\n"
                  "                       [--rules cuda|cpu] [--include-embeddings] [--layer-format REGEX=F2] [--threads N]\n"
                  "       lowbit quantize IN.safetensors OUT.safetensors --format gptq-4b-g128 --calib ACTS.safetensors\n"
                  "                       [--act-order] [--sym] [--static-groups] [--damp X]\n"

@@ -31,6 +31,7 @@
 #include "formats/gguf_quantize.hpp"
 #include "formats/gguf_recipes.hpp"
 #include "formats/imatrix.hpp"
+#include "formats/ct_checkpoint.hpp"
 #include "formats/gptq_checkpoint.hpp"
 #include "formats/hqq_checkpoint.hpp"
 #include "formats/mlx_checkpoint.hpp"

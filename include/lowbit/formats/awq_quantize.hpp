@@ -50,6 +50,7 @@
 #include "../detail/file_io.hpp"
 #include "awq_checkpoint.hpp"
 #include "calibration_file.hpp"
+#include "model_config.hpp"
 #include "json.hpp"
 #include "safetensors.hpp"
 
@@ -162,21 +163,7 @@ inline quantize_report quantize_checkpoint(const std::filesystem::path& in, cons
     const auto model = safetensors::file::open(in);
     const auto calib = safetensors::file::open(calib_path);
     const std::string cname = calib_path.string();
-    const auto config_in = in.parent_path() / "config.json", config_out = out.parent_path() / "config.json";
-    std::optional<json::value> config;
-    if (std::filesystem::exists(config_in) &&
-        std::filesystem::weakly_canonical(config_in) != std::filesystem::weakly_canonical(config_out)) {
-        lowbit::detail::check_output_target(config_out, "config.json",
-                                            {{"input", &in}, {"calibration file", &calib_path}});
-        try {
-            const lowbit::detail::mapped_file text(config_in, "config.json");
-            const auto b = text.bytes();
-            config = json::parse(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
-        } catch (const error& e) {
-            rethrow_with_context(e, config_in.string());
-        }
-        if (!config->is_object()) LOWBIT_THROW(errc::corrupt_file, config_in.string() + ": not a JSON object");
-    }
+    model_config::beside config(in, out, {{"input", &in}, {"calibration file", &calib_path}});
 
     // The named layers, each checked against the model.
     std::map<std::string, const safetensors::tensor_info*> named;
@@ -399,14 +386,7 @@ inline quantize_report quantize_checkpoint(const std::filesystem::path& in, cons
     rep.quantized -= rep.folded.size();
     rep.weights_quantized -= folded_elements;
     rep.config_json = o.format.config_json();
-    if (config) {
-        config->set("quantization_config", json::parse(rep.config_json));
-        lowbit::detail::atomic_file f(config_out, "config.json");
-        const std::string text = json::dump_python(*config) + "\n";
-        f.write(std::as_bytes(std::span<const char>(text.data(), text.size())));
-        f.commit();
-        rep.config_written = config_out;
-    }
+    rep.config_written = config.write("quantization_config", rep.config_json);
     return rep;
 }
 

@@ -285,6 +285,15 @@ inline std::vector<std::byte> float_bytes(std::span<const float> v, dtype t) {
     return out;
 }
 
+/// The value a tensor of dtype t (F32, F16 or BF16) holds for x: x rounded
+/// to nearest even in the 16-bit types, as torch rounds each operation's
+/// float result in them.
+inline float stored_value(float x, dtype t) noexcept {
+    if (t == dtype::bf16) return bf16_to_float(float_to_bf16(x));
+    if (t == dtype::f16) return fp16_to_float(float_to_fp16(x));
+    return x;
+}
+
 /// Whether a tensor is the weight of a linear layer as transformers'
 /// quantizers (bitsandbytes, HQQ) find them: a 2-D F32/F16/BF16 tensor named
 /// "*.weight" (or "weight"), leaving out embeddings (names with "embed",
