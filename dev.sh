@@ -52,6 +52,13 @@ TORCHAO_VERSION=0.15.0
 HQQ_VERSION=0.2.8.post1
 # AutoAWQ's source for test_awq.py (its functions need only torch; not installed).
 AUTOAWQ_VERSION=0.2.9
+# compressed-tensors for test_ct.py, with the packages its import and
+# transformers' loading path need, pinned, installed --no-deps into a small
+# venv over the interop venv (its metadata asks torch >= 2.10; the integer
+# paths run on 2.9).
+CT_PACKAGES=(compressed-tensors==0.20.1 transformers==5.25.0 pydantic==2.14.4 pydantic-core==2.50.5
+             annotated-types==0.8.0 typing-inspection==0.4.5 loguru==0.7.3 psutil==7.2.2 regex==2026.12.2
+             huggingface-hub==2.4.0 httpx2==2.17.0 httpcore2==2.17.0 truststore==0.10.5 h11==0.16.0)
 # The venv (about 7 GB with torch) and ggml's built library go under build/, or,
 # with LOWBIT_CACHE set (CI sets $HOME/.cache/lowbit), into that folder under
 # names carrying their versions, shared by every checkout.
@@ -102,6 +109,15 @@ interop_prepare() {
     # MLX's CPU build for test_mlx.py; where no wheel installs, its tests report as skipped.
     $venv/bin/python -c "import mlx.core" 2>/dev/null || $venv/bin/pip install -q "mlx[cpu]" ||
         echo "== mlx[cpu] does not install here: tests/interop/test_mlx.py is skipped"
+    ct_venv=$venv-ct0.20.1
+    if [[ -z ${LOWBIT_NO_TORCH:-} ]] && ! $ct_venv/bin/python -c "import compressed_tensors, transformers" 2>/dev/null; then
+        rm -rf $ct_venv
+        { python3 -m venv $ct_venv &&
+          $venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+              > "$($ct_venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/lowbit_interop.pth" &&
+          $ct_venv/bin/pip install -q --no-deps "${CT_PACKAGES[@]}"; } ||
+            echo "== compressed-tensors does not install here: tests/interop/test_ct.py is skipped"
+    fi
     ref=$(cached ref-ggml-$REF_GGML_VERSION ref-ggml)
     src=$ref/llama_cpp_python-$REF_GGML_VERSION/vendor/llama.cpp/ggml
     if [[ ! -f $ref/build/src/libggml-base.so ]]; then
@@ -148,8 +164,16 @@ interop() {
     echo "== tests/interop/test_ggml_blocks.py again on lowbit's scalar reference (LOWBIT_ARCH=scalar)"
     env "${env[@]}" LOWBIT_ARCH=scalar $venv/bin/pytest -q tests/interop/test_ggml_blocks.py "$@" || rc_scalar=$?
     (( rc_scalar == 5 )) && rc_scalar=0
+    # compressed-tensors lives in its own venv over this one.
+    local rc_ct=0
+    if [[ -x $ct_venv/bin/python ]]; then
+        echo "== tests/interop/test_ct.py with compressed-tensors (venv $ct_venv)"
+        env "${env[@]}" $ct_venv/bin/python -m pytest -q tests/interop/test_ct.py "$@" || rc_ct=$?
+        (( rc_ct == 5 )) && rc_ct=0
+    fi
     (( rc != 0 )) && return $rc
-    return $rc_scalar
+    (( rc_scalar != 0 )) && return $rc_scalar
+    return $rc_ct
 }
 
 # GEMV time side by side with ggml's CPU kernels built for this machine

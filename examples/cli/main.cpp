@@ -763,12 +763,13 @@ int quantize_safetensors(int argc, char** argv) {
     lowbit::bnb::convert_options opt;
     std::vector<lowbit::mlx::layer_rule> layer_rules;
     bool rules_given = false;
+    std::string rules_text;
     const auto pos = parse_args(argc, argv, "quantize", " for a safetensors checkpoint",
                                 [&](std::string_view a, const auto& value) {
         if (a == "--format") {
             format = value();
         } else if (a == "--rules") {
-            opt.rules = lowbit::bnb::parse_kernel_rules(value());
+            rules_text = value();
             rules_given = true;
         } else if (a == "--include-embeddings") {
             opt.include_embeddings = true;
@@ -792,7 +793,7 @@ int quantize_safetensors(int argc, char** argv) {
     lowbit::ct::convert_options copt;
     if (ct) {
         copt.format = lowbit::ct::parse_checkpoint_format(format);
-        copt.format.numerics = opt.rules == lowbit::bnb::kernel_rules::cpu ? lowbit::ct::rules::cpu : lowbit::ct::rules::cuda;
+        if (rules_given) copt.format.numerics = lowbit::ct::parse_rules(rules_text);
         copt.threads = opt.threads;
         if (opt.include_embeddings || !layer_rules.empty())
             LOWBIT_THROW(lowbit::errc::invalid_argument,
@@ -819,6 +820,7 @@ int quantize_safetensors(int argc, char** argv) {
                              "divide into groups, embeddings and lm_head included, as mlx-lm does");
     } else {
         opt.format = lowbit::bnb::parse_checkpoint_format(format);
+        if (rules_given) opt.rules = lowbit::bnb::parse_kernel_rules(rules_text);
         if (!layer_rules.empty())
             LOWBIT_THROW(lowbit::errc::invalid_argument, "quantize: --layer-format is for MLX formats");
     }

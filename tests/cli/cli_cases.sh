@@ -122,6 +122,26 @@ check hqq-rules 1 "--rules is not an HQQ option" -- \
 check hqq-ok 0 "" -- quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format hqq-3b-g32
 "$LOWBIT" inspect "$OUT/x.safetensors" | grep -q "HQQ layer model.layers.0.mlp.down_proj: hqq-3b-g32, 64 x 128" ||
     { echo "FAIL  hqq-inspect: $("$LOWBIT" inspect "$OUT/x.safetensors" | grep HQQ)"; fail=$((fail + 1)); }
+check nan-ct 1 "tensor 'model.layers.0.mlp.down_proj.weight': row 3, column 9 is NaN" -- \
+    quantize "$IN/nan.safetensors" "$OUT/x.safetensors" --format ct-w4a16
+check ct-bad-format 1 "is not ct-<2..8>b-g<group>" -- \
+    quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format ct-w4a8
+check ct-embeddings 1 "--include-embeddings is not a compressed-tensors option" -- \
+    quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format ct-w4a16 --include-embeddings
+check ct-bad-rules 1 "are not cuda or cpu" -- \
+    quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format ct-w4a16 --rules gpu
+check ct-ok 0 "" -- quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format ct-4b-g32-asym --rules cpu
+mkdir -p "$OUT/ct_in" "$OUT/ct_out" && cp "$IN/model.safetensors" "$OUT/ct_in/" &&
+    echo '{"architectures": ["LlamaForCausalLM"]}' > "$OUT/ct_in/config.json"
+check ct-config 0 "" -- quantize "$OUT/ct_in/model.safetensors" "$OUT/ct_out/model.safetensors" --format ct-w4a16
+if grep -q '"quant_method": "compressed-tensors"' "$OUT/ct_out/config.json" &&
+    "$LOWBIT" inspect "$OUT/ct_out/model.safetensors" |
+    grep -q "compressed-tensors layer model.layers.0.mlp.down_proj: ct-4b-g128 (pack-quantized, F32 scales), 64 x 128"; then
+    pass=$((pass + 1)); echo "ok    ct-inspect"
+else
+    fail=$((fail + 1)); echo "FAIL  ct-inspect: $("$LOWBIT" inspect "$OUT/ct_out/model.safetensors" | grep compressed)"
+fi
+rm -rf "$OUT/ct_in" "$OUT/ct_out"
 # GPTQ, where this lowbit was built with lowbit::calibration.
 if ! "$LOWBIT" quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gptq-4b-g64 --calib x 2>&1 |
     grep -q "made without"; then

@@ -207,7 +207,7 @@ inline void fit(const float* w, std::size_t n, int bits, bool sym, safetensors::
         hi = std::max(hi, w[i]);
     }
     const float qmin = -static_cast<float>(1 << (bits - 1)), qmax = static_cast<float>((1 << (bits - 1)) - 1);
-    const float range = in_t(qmax - qmin);  // 255 is 256 in bf16
+    const float range = in_t(qmax - qmin);
     float zp = 0.0f;
     if (sym) {
         scale = in_t(std::max(-lo, hi) / in_t(range / 2.0f));
