@@ -5,6 +5,7 @@
 // That compressed-tensors writes the same bytes and transformers' loading
 // path reads them is tests/interop/test_ct.py.
 #include "catch.hpp"
+#include "checkpoint_util.hpp"
 #include "scratch_dir.hpp"
 
 #include <lowbit/formats/ct_checkpoint.hpp>
@@ -20,18 +21,8 @@ namespace st = lowbit::safetensors;
 
 namespace {
 
-template <class T>
-std::span<const std::byte> bytes(const std::vector<T>& v) {
-    return std::as_bytes(std::span<const T>(v));
-}
-
-std::vector<float> normal(std::size_t n, unsigned seed, float sd = 0.02f) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> d(0.0f, sd);
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(rng);
-    return v;
-}
+using lowbit_test::bytes;
+using lowbit_test::normal;
 
 std::vector<float> in_dtype(std::vector<float> v, st::dtype t) {
     for (auto& x : v) x = st::stored_value(x, t);
@@ -269,13 +260,7 @@ TEST_CASE("compressed-tensors read_layer refuses layers that contradict themselv
                           const ct::checkpoint_format& f) {
         INFO(part << ": " << expect);
         const auto path = dir.path / ("bad_" + part + ".safetensors");
-        {
-            st::writer w(path);
-            for (const auto& t2 : good.tensors())
-                if (t2.name != "l." + part) w.add(t2.name, t2.dtype, t2.shape, t2.data());
-            if (!data.empty()) w.add("l." + part, t, std::move(shape), std::move(data));
-            w.finish();
-        }
+        lowbit_test::rewrite_with(good, path, "l." + part, t, std::move(shape), std::move(data));
         CHECK_THROWS_WITH(ct::read_layer(st::file::open(path), "l", f),
                           Catch::Contains("compressed-tensors layer 'l'") && Catch::Contains(expect));
     };

@@ -4,6 +4,7 @@
 // readers refusing layers that contradict themselves. That hqq's own
 // HQQLinear reads these files to the same matrix is tests/interop/test_hqq.py.
 #include "catch.hpp"
+#include "checkpoint_util.hpp"
 #include "scratch_dir.hpp"
 
 #include <lowbit/formats/hqq_checkpoint.hpp>
@@ -17,22 +18,8 @@ using namespace lowbit;
 namespace st = lowbit::safetensors;
 namespace hc = lowbit::hqq_checkpoint;
 
-namespace {
-
-template <class T>
-std::span<const std::byte> bytes(const std::vector<T>& v) {
-    return std::as_bytes(std::span<const T>(v));
-}
-
-std::vector<float> normal(std::size_t n, unsigned seed, float sd = 0.02f) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> d(0.0f, sd);
-    std::vector<float> v(n);
-    for (auto& x : v) x = d(rng);
-    return v;
-}
-
-}  // namespace
+using lowbit_test::bytes;
+using lowbit_test::normal;
 
 TEST_CASE("HQQ checkpoint formats parse and print") {
     const auto f = hc::parse_checkpoint_format("hqq-3b-g128");
@@ -157,13 +144,7 @@ TEST_CASE("HQQ read_layer refuses layers that contradict themselves") {
                           std::vector<std::byte> data, const std::string& expect) {
         INFO(part);
         const auto path = dir.path / ("bad_" + part + ".safetensors");
-        {
-            st::writer w(path);
-            for (const auto& t2 : good.tensors())
-                if (t2.name != "l." + part) w.add(t2.name, t2.dtype, t2.shape, t2.data());
-            if (!data.empty()) w.add("l." + part, t, std::move(shape), std::move(data));
-            w.finish();
-        }
+        lowbit_test::rewrite_with(good, path, "l." + part, t, std::move(shape), std::move(data));
         const auto f = st::file::open(path);
         CHECK_THROWS_WITH(hc::read_layer(f, "l"), Catch::Contains("HQQ layer 'l'") && Catch::Contains(expect));
     };
