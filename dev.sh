@@ -59,6 +59,9 @@ AUTOAWQ_VERSION=0.2.9
 CT_PACKAGES=(compressed-tensors==0.20.1 transformers==5.25.0 pydantic==2.14.4 pydantic-core==2.50.5
              annotated-types==0.8.0 typing-inspection==0.4.5 loguru==0.7.3 psutil==7.2.2 regex==2026.12.2
              huggingface-hub==2.4.0 httpx2==2.17.0 httpcore2==2.17.0 truststore==0.10.5 h11==0.16.0)
+# llm-compressor's GPTQ for test_ct.py: the two files of its wheel that hold
+# it (not installed: the package root imports far more).
+LLMCOMPRESSOR_VERSION=0.14.0.1
 # The venv (about 7 GB with torch) and ggml's built library go under build/, or,
 # with LOWBIT_CACHE set (CI sets $HOME/.cache/lowbit), into that folder under
 # names carrying their versions, shared by every checkout.
@@ -118,6 +121,17 @@ interop_prepare() {
           $ct_venv/bin/pip install -q --no-deps "${CT_PACKAGES[@]}"; } ||
             echo "== compressed-tensors does not install here: tests/interop/test_ct.py is skipped"
     fi
+    llmc_src=$(cached llmcompressor-$LLMCOMPRESSOR_VERSION llmcompressor)
+    if [[ -z ${LOWBIT_NO_TORCH:-} && ! -f $llmc_src/llmcompressor/modifiers/gptq/gptq_quantize.py ]]; then
+        mkdir -p $llmc_src
+        { $venv/bin/pip download -q --no-deps "llmcompressor==$LLMCOMPRESSOR_VERSION" -d $llmc_src &&
+          python3 -c 'import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+for n in z.namelist():
+    if n.startswith("llmcompressor/modifiers/gptq/"): z.extract(n, sys.argv[2])' \
+              $llmc_src/llmcompressor-$LLMCOMPRESSOR_VERSION-py3-none-any.whl $llmc_src; } ||
+            echo "== llmcompressor $LLMCOMPRESSOR_VERSION does not download here: its GPTQ tests are skipped"
+    fi
     ref=$(cached ref-ggml-$REF_GGML_VERSION ref-ggml)
     src=$ref/llama_cpp_python-$REF_GGML_VERSION/vendor/llama.cpp/ggml
     if [[ ! -f $ref/build/src/libggml-base.so ]]; then
@@ -147,6 +161,7 @@ interop_prepare() {
                LOWBIT_MX_CAPI="$PWD/build/tests/interop/libmx_capi.so"
                LOWBIT_CALIBRATION_CAPI="$PWD/build/tests/interop/libcalibration_capi.so"
                LOWBIT_AUTOAWQ_SRC="$(realpath -m $awq_src)/autoawq-$AUTOAWQ_VERSION"
+               LOWBIT_LLMCOMPRESSOR_SRC="$(realpath -m $llmc_src)"
                LOWBIT_GGUF_TOOL="$PWD/build/tests/interop/gguf_tool"
                LOWBIT_SAFETENSORS_TOOL="$PWD/build/tests/interop/safetensors_tool"
                LOWBIT_CLI="$PWD/build/bin/lowbit"

@@ -6,14 +6,14 @@
 # Layers, bottom to top (README, "Architecture"). A file's layer is the first
 # rule below whose pattern matches its path under include/lowbit.
 set(_layers
-  "0 core"            "^(version|parallel)\\.hpp$|^detail/(config|names|fp_contract|scalar_arch|large_buffer)\\.hpp$|^core/(error|numeric|finite|utf8|view)\\.hpp$"
+  "0 core"            "^(version|parallel)\\.hpp$|^detail/(config|names|fp_contract|scalar_arch|large_buffer)\\.hpp$|^core/(error|numeric|finite|storage|utf8|view)\\.hpp$"
   "1 scheme"          "^scheme/|^(granularity|double_quant)\\.hpp$"
   "2 layout"          "^pack/|^formats/ggml(_types|_rows|_blocks|_kquants|_kquant_search|_validate|_view)?\\.hpp$"
   "3 kernels"         "^kernels/|^detail/xsimd_compat\\.hpp$"
   "4 algorithms"      "^algorithms/"
   "5 quantizer"       "^(quantizer|registry|metrics)\\.hpp$|^formats/(ggml_quantized|ggml_convert|bnb|bnb_convert)\\.hpp$"
   "6 containers"      "^detail/file_io\\.hpp$|^formats/(json|gguf|gguf_value|gguf_read|gguf_write|safetensors|imatrix|imatrix_file)\\.hpp$"
-  "7 pipelines"       "^formats/(model_config|ct_checkpoint|gguf_quantize|gguf_recipes|bnb_checkpoint|mlx_checkpoint|gptq_checkpoint|gptq_quantize|awq_checkpoint|awq_quantize|hqq_checkpoint|calibration_file)\\.hpp$|^adapters/|^lowbit\\.hpp$")
+  "7 pipelines"       "^formats/(model_config|ct_checkpoint|ct_quantize|gguf_quantize|gguf_recipes|bnb_checkpoint|mlx_checkpoint|gptq_checkpoint|gptq_quantize|awq_checkpoint|awq_quantize|hqq_checkpoint|calibration_file)\\.hpp$|^adapters/|^lowbit\\.hpp$")
 
 if(NOT ROOT)
   message(FATAL_ERROR "check_layers: pass -DROOT=<lowbit source dir>")

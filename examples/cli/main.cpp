@@ -13,6 +13,8 @@
 //                   [--threads N]
 //   lowbit quantize IN.safetensors OUT.safetensors --format awq-4b-g128 --calib ACTS.safetensors [--no-clip]
 //                   [--no-duo-scaling] [--min-tokens N] [--threads N]
+//   lowbit quantize IN.safetensors OUT.safetensors --format ct-w4a16 --calib ACTS.safetensors [--no-act-order]
+//                   [--damp X] [--rules cuda|cpu] [--min-tokens N] [--threads N]
 //   lowbit inspect FILE.gguf|FILE.safetensors
 //   lowbit formats
 //   lowbit --version
@@ -24,6 +26,7 @@
 #include <lowbit/formats/awq_checkpoint.hpp>
 #if LOWBIT_CLI_CALIBRATION
 #include <lowbit/formats/awq_quantize.hpp>
+#include <lowbit/formats/ct_quantize.hpp>
 #include <lowbit/formats/gptq_quantize.hpp>
 #endif
 
@@ -580,6 +583,15 @@ void print_size_line(const lowbit::safetensors::rewrite_counts& counts) {
 
 // lowbit quantize IN.safetensors OUT.safetensors --format gptq-4b-g128 --calib ACTS.safetensors ...:
 // GPTQ on the layers ACTS names, into a GPTQ checkpoint with quantize_config.json beside it.
+// --damp X: GPTQ's damping, a fraction of the mean Hessian diagonal in (0, 1).
+[[maybe_unused]] float parse_damp(const std::string& v) {
+    float d = 0.0f;
+    const auto r = std::from_chars(v.data(), v.data() + v.size(), d);
+    if (r.ec != std::errc{} || r.ptr != v.data() + v.size() || !(d > 0.0f && d < 1.0f))
+        LOWBIT_THROW(lowbit::errc::invalid_argument, "--damp: '" + v + "' is not a number in (0, 1)");
+    return d;
+}
+
 int quantize_gptq(int argc, char** argv) {
 #if LOWBIT_CLI_CALIBRATION
     std::string format, calib;
@@ -600,12 +612,7 @@ int quantize_gptq(int argc, char** argv) {
         } else if (a == "--static-groups") {
             static_groups = true;
         } else if (a == "--damp") {
-            const std::string v = value();
-            float d = 0.0f;
-            const auto r = std::from_chars(v.data(), v.data() + v.size(), d);
-            if (r.ec != std::errc{} || r.ptr != v.data() + v.size() || !(d > 0.0f && d < 1.0f))
-                LOWBIT_THROW(lowbit::errc::invalid_argument, "--damp: '" + v + "' is not a number in (0, 1)");
-            damp = d;
+            damp = parse_damp(value());
         } else if (a == "--checkpoint-format") {
             const std::string v = value();
             if (v != "gptq" && v != "gptq_v2")
@@ -672,6 +679,82 @@ int quantize_gptq(int argc, char** argv) {
     (void)argv;
     LOWBIT_THROW(lowbit::errc::unsupported,
                  "quantize: GPTQ needs lowbit::calibration (OpenBLAS), which this build of lowbit was made without");
+#endif
+}
+
+// lowbit quantize IN.safetensors OUT.safetensors --format ct-w4a16 --calib ACTS.safetensors ...: GPTQ as
+// llm-compressor runs it on the layers ACTS names (the other linears rounded to nearest), into a
+// compressed-tensors pack-quantized checkpoint.
+int quantize_ct_gptq(int argc, char** argv) {
+#if LOWBIT_CLI_CALIBRATION
+    std::string format, calib, rules;
+    lowbit::ct::quantize_options opt;
+    bool no_act_order = false;
+    const auto pos = parse_args(argc, argv, "quantize", " for a compressed-tensors checkpoint with --calib",
+                                [&](std::string_view a, const auto& value) {
+        if (a == "--format") {
+            format = value();
+        } else if (a == "--calib") {
+            calib = value();
+        } else if (a == "--no-act-order") {
+            no_act_order = true;
+        } else if (a == "--damp") {
+            opt.damp = parse_damp(value());
+        } else if (a == "--rules") {
+            rules = value();
+        } else if (a == "--min-tokens") {
+            opt.min_tokens = parse_count("--min-tokens", value(), 1, std::size_t{1} << 40);
+        } else if (a == "--threads") {
+            opt.threads = parse_threads(value());
+        } else {
+            return false;
+        }
+        return true;
+    });
+    if (pos.size() != 2 || calib.empty())
+        LOWBIT_THROW(lowbit::errc::invalid_argument,
+                     "usage: lowbit quantize IN.safetensors OUT.safetensors --format ct-w4a16 --calib ACTS.safetensors "
+                     "[--no-act-order] [--damp X] [--rules cuda|cpu] [--min-tokens N] [--threads N]");
+    opt.format = lowbit::ct::parse_checkpoint_format(format);
+    opt.format.act_order = !no_act_order;
+    if (!rules.empty()) opt.format.numerics = lowbit::ct::parse_rules(rules);
+    require_extension(pos[1], ".safetensors");
+    opt.progress = progress_bar();
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = lowbit::ct::quantize_checkpoint(pos[0], pos[1], calib, opt);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (opt.progress) std::fprintf(stderr, "\r%-120s\r", "");
+    std::printf("%s -> %s (compressed-tensors pack-quantized %s, GPTQ%s, damping %g, %s rules)\n", pos[0].c_str(),
+                pos[1].c_str(), opt.format.name().c_str(), opt.format.act_order ? " with actorder static" : "",
+                static_cast<double>(opt.damp), std::string(lowbit::ct::to_string(opt.format.numerics)).c_str());
+    std::printf("  tensors      %zu quantized (%zu with GPTQ, %zu rounded to nearest), %zu kept as they were\n",
+                r.quantized, r.layers.size(), r.rounded.size(), r.tensors - r.quantized);
+    for (const auto& n : r.rounded) std::printf("  rounded      %s: no calibration data\n", n.c_str());
+    for (const auto& [n, why] : r.kept) std::printf("  kept         %s: %s\n", n.c_str(), why.c_str());
+    std::printf("\n  %-40s %13s %8s %10s %10s %7s %8s\n", "layer", "out x in", "tokens", "rtn err", "gptq err",
+                "ratio", "time");
+    for (const auto& l : r.layers) {
+        const std::string shape = std::to_string(l.rows) + " x " + std::to_string(l.cols);
+        const std::string tokens = l.tokens ? std::to_string(l.tokens) : "hessian";
+        std::printf("  %-40.40s %13s %8s %10.3e %10.3e %7.3f %7.2fs\n", l.layer.c_str(), shape.c_str(), tokens.c_str(),
+                    l.rtn_error, l.gptq_error, l.rtn_error > 0.0 ? l.gptq_error / l.rtn_error : 0.0, l.seconds);
+        if (!l.note.empty()) std::printf("    note: %s\n", l.note.c_str());
+    }
+    std::printf("  (err: relative output error ||X (W - Q)^T||^2 / ||X W^T||^2 on the calibration inputs, over up to "
+                "%zu rows a layer)\n\n",
+                opt.error_rows);
+    print_size_line(r);
+    std::printf("  time         %.2f s (%u thread%s)\n", secs, opt.threads, opt.threads == 1 ? "" : "s");
+    if (!r.config_written.empty()) std::printf("  config       %s\n", r.config_written.string().c_str());
+    std::printf("\n  vLLM and transformers read it with config.json's \"quantization_config\": %s\n",
+                r.config_json.c_str());
+    return 0;
+#else
+    (void)argc;
+    (void)argv;
+    LOWBIT_THROW(lowbit::errc::unsupported, "quantize: GPTQ for a compressed-tensors checkpoint needs "
+                                            "lowbit::calibration (OpenBLAS), which this build of lowbit was made "
+                                            "without");
 #endif
 }
 
@@ -759,6 +842,11 @@ int quantize_safetensors(int argc, char** argv) {
             return quantize_gptq(argc, argv);
         else if (std::string_view(argv[i]) == "--format" && std::string_view(argv[i + 1]).starts_with("awq-"))
             return quantize_awq(argc, argv);
+    for (int i = 0; i < argc; ++i)
+        if (std::string_view(argv[i]) == "--calib")
+            for (int j = 0; j + 1 < argc; ++j)
+                if (std::string_view(argv[j]) == "--format" && std::string_view(argv[j + 1]).starts_with("ct-"))
+                    return quantize_ct_gptq(argc, argv);
     std::string format;
     lowbit::bnb::convert_options opt;
     std::vector<lowbit::mlx::layer_rule> layer_rules;
@@ -988,6 +1076,8 @@ int usage(int code) {
                  "                       [--checkpoint-format gptq|gptq_v2] [--min-tokens N] [--threads N]\n"
                  "       lowbit quantize IN.safetensors OUT.safetensors --format awq-4b-g128 --calib ACTS.safetensors\n"
                  "                       [--no-clip] [--no-duo-scaling] [--min-tokens N] [--threads N]\n"
+                 "       lowbit quantize IN.safetensors OUT.safetensors --format ct-w4a16 --calib ACTS.safetensors\n"
+                 "                       [--no-act-order] [--damp X] [--rules cuda|cpu] [--min-tokens N] [--threads N]\n"
                  "       lowbit inspect FILE.gguf|FILE.safetensors\n"
                  "       lowbit formats\n"
                  "       lowbit --version\n");

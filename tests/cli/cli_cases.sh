@@ -169,6 +169,20 @@ if ! "$LOWBIT" quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format gp
     "$LOWBIT" inspect "$OUT/x.safetensors" |
         grep -q "GPTQ layer model.layers.0.mlp.down_proj: gptq-3b-g64 (gptq, symmetric, act-order), 64 x 128" ||
         { echo "FAIL  gptq-inspect: $("$LOWBIT" inspect "$OUT/x.safetensors" | grep GPTQ)"; fail=$((fail + 1)); }
+    # GPTQ into compressed-tensors
+    check ct-gptq-missing-layer 1 "layer 'model.layers.0.mlp.up_proj': the model has no tensor 'model.layers.0.mlp.up_proj.weight'" -- \
+        quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format ct-4b-g64 --calib "$IN/calib_missing.safetensors"
+    check ct-gptq-nan 1 "$DOWN: activations: row 7, column 3 is NaN" -- \
+        quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format ct-4b-g64 --calib "$IN/calib_nan.safetensors"
+    check ct-gptq-option 1 "unknown option '--act-order'" -- \
+        quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format ct-4b-g64 --calib "$IN/calib.safetensors" --act-order
+    check ct-gptq-damp 1 "--damp: '2' is not a number in (0, 1)" -- \
+        quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format ct-4b-g64 --calib "$IN/calib.safetensors" --damp 2
+    check ct-gptq-ok 0 "" -- quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format ct-4b-g64-asym \
+        --calib "$IN/calib.safetensors" --rules cpu --damp 0.05 --no-act-order
+    "$LOWBIT" quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format ct-4b-g64 --calib "$IN/calib.safetensors" |
+        grep -q "model.layers.0.mlp.down_proj .* 64 x 128 .* 256" ||
+        { echo "FAIL  ct-gptq-report"; fail=$((fail + 1)); }
     # AWQ
     check awq-bad-format 1 "is not awq-4b-g<group>" -- \
         quantize "$IN/model.safetensors" "$OUT/x.safetensors" --format awq-3b-g64 --calib "$IN/calib.safetensors"

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/storage.hpp"
 #include "../core/view.hpp"
 #include "../parallel.hpp"
 #include "activation_stats.hpp"
@@ -53,6 +54,20 @@ struct gptq_options {
     /// Where H + damping has no Cholesky factor: round to nearest with the
     /// same group params and say so in gptq_result::note (else an error).
     bool rtn_fallback = false;
+    /// Group params given rather than fitted (rows x groups, row-major; zero
+    /// in code units 0 .. 2^bits - 1, an integer), used for each column's
+    /// original group as static_groups uses its own: e.g. compressed-tensors'
+    /// rule on the weights as given, which llm-compressor's GPTQ quantizes
+    /// with. Empty: fitted by the reference's rule.
+    std::span<const float> given_scale, given_zero;
+    /// The code as compressed-tensors' fake_quantize computes it,
+    /// round(clamp(x / scale + zero')) with zero' the signed zero point,
+    /// rather than the reference's clamp(round(x / scale) + zero): they part
+    /// only where x / scale + zero' falls on a half.
+    bool shift_then_round = false;
+    /// Each dequantized value rounded to this type before its error moves
+    /// on (compressed-tensors dequantizes in the scale's dtype).
+    float_storage dequant_in = float_storage::f32;
 };
 
 /// GPTQ's codes and params. Column c of row r stands for
@@ -78,6 +93,14 @@ namespace detail::gptq {
 /// clamp(round(x / scale) + zero, 0, maxq), rounding half to even (torch.round).
 inline float code(float x, float scale, float zero, int maxq) noexcept {
     return std::clamp(std::nearbyint(x / scale) + zero, 0.0f, static_cast<float>(maxq));
+}
+
+/// compressed-tensors' order: half = (maxq + 1) / 2, the signed zero point
+/// zero - half added before the clamp and the round, the signed code
+/// shifted back.
+inline float code_shift_first(float x, float scale, float zero, int maxq) noexcept {
+    const float half = static_cast<float>((maxq + 1) / 2);
+    return std::nearbyint(std::clamp(x / scale + (zero - half), -half, half - 1.0f)) + half;
 }
 
 /// The reference quantizer's find_params (weight=True) on n values of one row
@@ -181,22 +204,47 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
     // A group as wide as the row is still fitted where it starts, as the
     // reference does (after dead inputs are zeroed); 0 fits each row first.
     const std::size_t gs = o.group_size == 0 ? 0 : std::min(o.group_size, C);
+    const bool given = !o.given_scale.empty() || !o.given_zero.empty();
+    const bool static_groups = o.static_groups || given;
+    const std::size_t n_groups = gs ? (C + gs - 1) / gs : 1;
+    if (given) {
+        if (o.given_scale.size() != R * n_groups || o.given_zero.size() != R * n_groups)
+            LOWBIT_THROW(errc::shape_mismatch, who + ": " + std::to_string(o.given_scale.size()) + " scales and " +
+                                                   std::to_string(o.given_zero.size()) + " zeros given for " +
+                                                   std::to_string(R) + " rows of " + std::to_string(n_groups) +
+                                                   " groups");
+        for (std::size_t i = 0; i < o.given_scale.size(); ++i)
+            if (!(o.given_scale[i] > 0.0f) || !std::isfinite(o.given_scale[i]) ||
+                !(o.given_zero[i] >= 0.0f && o.given_zero[i] <= static_cast<float>(maxq)) ||
+                o.given_zero[i] != std::nearbyint(o.given_zero[i]))
+                LOWBIT_THROW(errc::invalid_argument, who + ": given group " + std::to_string(i % n_groups) +
+                                                         " of row " + std::to_string(i / n_groups) + " has scale " +
+                                                         std::to_string(o.given_scale[i]) + ", zero " +
+                                                         std::to_string(o.given_zero[i]) +
+                                                         " (a positive finite scale and an integer zero in 0.." +
+                                                         std::to_string(maxq) + ")");
+    }
+    const auto code = o.shift_then_round ? detail::gptq::code_shift_first : detail::gptq::code;
 
     gptq_result out;
     out.rows = R;
     out.cols = C;
     out.bits = o.bits;
-    out.groups = gs ? (C + gs - 1) / gs : 1;
+    out.groups = n_groups;
     out.codes.assign(R * C, 0);
     out.scale.assign(R * out.groups, 0.0f);
     out.zero.assign(R * out.groups, 0.0f);
+    if (given) {
+        std::copy(o.given_scale.begin(), o.given_scale.end(), out.scale.begin());
+        std::copy(o.given_zero.begin(), o.given_zero.end(), out.zero.begin());
+    }
     out.g_idx.assign(C, 0);
     if (R == 0 || C == 0) return out;
 
     std::vector<float> W(R * C), H(h.begin(), h.end());
     for (std::size_t r = 0; r < R; ++r) std::copy_n(&w(r, 0), C, W.begin() + static_cast<std::ptrdiff_t>(r * C));
     // Per output row: params of the whole row, from the weights as given.
-    if (!gs)
+    if (!gs && !given)
         for (std::size_t r = 0; r < R; ++r) detail::gptq::fit(&W[r * C], C, maxq, o, out.scale[r], out.zero[r]);
     // Dead inputs (zero diagonal): their weights do not matter; made 0.
     for (std::size_t c = 0; c < C; ++c)
@@ -204,7 +252,7 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
             H[c * C + c] = 1.0f;
             for (std::size_t r = 0; r < R; ++r) W[r * C + c] = 0.0f;
         }
-    if (gs && o.static_groups)
+    if (gs && o.static_groups && !given)
         for (std::size_t g = 0; g < out.groups; ++g)
             for (std::size_t r = 0; r < R; ++r)
                 detail::gptq::fit(&W[r * C + g * gs], std::min(gs, C - g * gs), maxq, o, out.scale[r * out.groups + g],
@@ -286,7 +334,7 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
             // fits it on its columns as they stand when the block starts.
             std::size_t end = i2;
             bool mid_start = false;  // a group starting after the block's first column
-            if (gs && !o.static_groups)
+            if (gs && !static_groups)
                 for (std::size_t col = i1; col < i2; ++col)
                     if (col % gs == 0) {
                         end = std::max(end, std::min(C, col + gs));
@@ -315,11 +363,11 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
                     // The group's params: refitted where a group starts (from
                     // its columns as they stood when the block began), or the
                     // static ones of the column's original group.
-                    const std::size_t g = o.static_groups ? static_cast<std::size_t>(perm[col]) / gs : col / gs;
+                    const std::size_t g = static_groups ? static_cast<std::size_t>(perm[col]) / gs : col / gs;
                     const std::size_t len = std::min(gs, C - col);
                     for (std::size_t r = 0; r < M; ++r) {
                         const std::size_t at = (ra + r) * out.groups + g;
-                        if (!o.static_groups && col % gs == 0)
+                        if (!static_groups && col % gs == 0)
                             detail::gptq::fit(&fit_from[r * n + j], len, maxq, o, out.scale[at], out.zero[at]);
                         s[r] = out.scale[at];
                         z[r] = out.zero[at];
@@ -334,9 +382,9 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
                 const double inv_d2 = 1.0 / (static_cast<double>(d) * static_cast<double>(d)) / 2.0;
                 for (std::size_t r = 0; r < M; ++r) {
                     const float w = blk[r * n + j];
-                    const float c = detail::gptq::code(w, s[r], z[r], maxq);
+                    const float c = code(w, s[r], z[r], maxq);
                     q[(ra + r) * C + col] = static_cast<std::uint8_t>(c);
-                    const float deq = s[r] * (c - z[r]);
+                    const float deq = stored_as(o.dequant_in, s[r] * (c - z[r]));
                     const double err = static_cast<double>(w - deq);
                     loss[r] += err * err * inv_d2;
                     e[r] = (w - deq) / d;      // the scaled error, for the block's later columns
@@ -354,7 +402,7 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
     parallel_for((R + chunk_rows - 1) / chunk_rows, o.threads, 1, [&](std::size_t c0, std::size_t c1) {
         for (std::size_t c = c0; c < c1; ++c) rows(c * chunk_rows, std::min(R, (c + 1) * chunk_rows));
     });
-    if (gs && !o.static_groups)
+    if (gs && !static_groups)
         for (std::size_t col = 0; col < C; ++col)
             out.g_idx[static_cast<std::size_t>(perm[col])] = static_cast<std::int32_t>(col / gs);
     else if (gs)

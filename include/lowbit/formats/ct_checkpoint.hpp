@@ -82,6 +82,9 @@ struct checkpoint_format {
     std::size_t group = 128;  ///< 0: per output channel
     bool sym = true;
     rules numerics = rules::cuda;
+    /// The config's actorder: "static" where GPTQ took columns by decreasing
+    /// Hessian diagonal (llm-compressor's default; the layout is the same).
+    bool act_order = false;
 
     std::string name() const {
         return "ct-" + std::to_string(bits) + "b-" + (group ? "g" + std::to_string(group) : std::string("ch")) +
@@ -95,7 +98,7 @@ struct checkpoint_format {
     std::string config_json(std::span<const std::string> ignore) const {
         using json::value;
         value weights = value::object(
-            {{"actorder", nullptr},
+            {{"actorder", act_order ? value("static") : value(nullptr)},
              {"block_structure", nullptr},
              {"dynamic", false},
              {"group_size", group ? value(static_cast<std::int64_t>(group)) : value(nullptr)},
@@ -519,9 +522,12 @@ inline config format_from_config(const json::value& q, const std::string& where)
     } else {
         fail(errc::unsupported, gname + ": weights.strategy \"" + strategy + "\"; lowbit reads \"group\" and \"channel\"");
     }
-    if (const auto* a = w->find("actorder"); a && a->is_string() && (a->as_string() == "group" || a->as_string() == "dynamic"))
-        fail(errc::unsupported, gname + ": actorder \"" + a->as_string() +
-                                    "\" (weight_g_idx) was removed from compressed-tensors in 0.19 and is not read");
+    if (const auto* a = w->find("actorder"); a && a->is_string()) {
+        if (a->as_string() == "group" || a->as_string() == "dynamic")
+            fail(errc::unsupported, gname + ": actorder \"" + a->as_string() +
+                                        "\" (weight_g_idx) was removed from compressed-tensors in 0.19 and is not read");
+        c.format.act_order = a->as_string() == "static" || a->as_string() == "weight";
+    }
     if (const auto* ig = q.find("ignore"); ig && !ig->is_null()) {
         if (!ig->is_array()) fail(errc::corrupt_file, "ignore is not a list");
         for (const auto& v : ig->items()) {

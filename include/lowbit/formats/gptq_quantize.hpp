@@ -83,10 +83,13 @@ struct calib_entry {
     std::size_t tokens = 0;  ///< 0: a Hessian saved without a token count
 };
 
-/// The layers the calibration file names, each checked against the model.
-inline std::map<std::string, calib_entry> read_calibration(const safetensors::file& calib,
-                                                           const safetensors::file& model,
-                                                           const std::string& calib_name, const quantize_options& o) {
+/// The layers the calibration file names, each checked against the model:
+/// at least min_tokens tokens, and a weight the format can take
+/// (unfit(rows, cols) says why not, or is empty).
+template <class Unfit>
+std::map<std::string, calib_entry> read_calibration(const safetensors::file& calib, const safetensors::file& model,
+                                                    const std::string& calib_name, std::size_t min_tokens,
+                                                    const std::string& format_name, Unfit&& unfit) {
     using safetensors::detail::show_shape;
     std::map<std::string, calib_entry> out;
     for (auto& [layer, st] : calibration::load_stats(calib, calib_name)) out[layer].stats = std::move(st);
@@ -111,19 +114,19 @@ inline std::map<std::string, calib_entry> read_calibration(const safetensors::fi
                                                      std::string(safetensors::to_string(w->dtype)) + " " +
                                                      show_shape(w->shape) + ", not a 2-D float weight");
         const std::uint64_t rows = w->shape[0], in = w->shape[1];
-        if (const auto why = unfit_reason(rows, in, o.format); !why.empty())
+        if (const std::string why = unfit(rows, in); !why.empty())
             LOWBIT_THROW(errc::not_divisible, where + ": the weight " + show_shape(w->shape) + " cannot take " +
-                                                  o.format.name() + ": " + why);
+                                                  format_name + ": " + why);
         if (e.stats.hessian) {
             if (e.stats.features != in)
                 LOWBIT_THROW(errc::shape_mismatch, where + ": the Hessian is " + show_shape(e.stats.hessian->shape) +
                                                        ", expected [" + std::to_string(in) + ", " + std::to_string(in) +
                                                        "]");
             e.tokens = e.stats.tokens;
-            if (e.tokens && e.tokens < o.min_tokens)
+            if (e.tokens && e.tokens < min_tokens)
                 LOWBIT_THROW(errc::invalid_argument, where + ": " + std::to_string(e.tokens) +
                                                          " calibration tokens; at least " +
-                                                         std::to_string(o.min_tokens) + " are needed");
+                                                         std::to_string(min_tokens) + " are needed");
             continue;
         }
         const auto& a = *e.acts;
@@ -133,9 +136,9 @@ inline std::map<std::string, calib_entry> read_calibration(const safetensors::fi
                                                    std::to_string(in) + "] (the weight is " + show_shape(w->shape) +
                                                    ")");
         e.tokens = static_cast<std::size_t>(a.numel() / in);
-        if (e.tokens < o.min_tokens)
+        if (e.tokens < min_tokens)
             LOWBIT_THROW(errc::invalid_argument, where + ": " + std::to_string(e.tokens) +
-                                                     " calibration tokens; at least " + std::to_string(o.min_tokens) +
+                                                     " calibration tokens; at least " + std::to_string(min_tokens) +
                                                      " are needed");
         safetensors::check_finite(a, where + ": activations");
     }
@@ -229,7 +232,9 @@ inline quantize_report quantize_checkpoint(const std::filesystem::path& in, cons
                                         {{"input", &in}, {"calibration file", &calib_path}});
     const auto model = safetensors::file::open(in);
     const auto calib = safetensors::file::open(calib_path);
-    const auto entries = detail::read_calibration(calib, model, calib_path.string(), o);
+    const auto entries = detail::read_calibration(
+        calib, model, calib_path.string(), o.min_tokens, o.format.name(),
+        [&](std::uint64_t rows, std::uint64_t cols) { return unfit_reason(rows, cols, o.format); });
 
     calibration::gptq_options go;
     go.bits = o.format.bits;

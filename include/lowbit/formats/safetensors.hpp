@@ -46,6 +46,7 @@
 #include "../core/error.hpp"
 #include "../core/finite.hpp"
 #include "../core/numeric.hpp"
+#include "../core/storage.hpp"
 #include "json.hpp"
 #include "../core/utf8.hpp"
 #include "../core/view.hpp"
@@ -289,9 +290,8 @@ inline std::vector<std::byte> float_bytes(std::span<const float> v, dtype t) {
 /// to nearest even in the 16-bit types, as torch rounds each operation's
 /// float result in them.
 inline float stored_value(float x, dtype t) noexcept {
-    if (t == dtype::bf16) return bf16_to_float(float_to_bf16(x));
-    if (t == dtype::f16) return fp16_to_float(float_to_fp16(x));
-    return x;
+    return stored_as(t == dtype::bf16 ? float_storage::bf16 : t == dtype::f16 ? float_storage::f16 : float_storage::f32,
+                     x);
 }
 
 /// Whether a tensor is the weight of a linear layer as transformers'
