@@ -1,7 +1,9 @@
 // C entry points to lowbit's MLX and torchao formats (the registry's mlx-*
-// and torchao-int4-*) and to HQQ, for tests/interop/test_mlx.py,
-// test_torchao.py and test_hqq.py (loaded with ctypes beside mlx, torchao and
-// hqq). Each returns 1 on success and 0 after printing the error.
+// and torchao-int4-*), to HQQ and to the Hadamard rotation, for
+// tests/interop/test_mlx.py, test_torchao.py, test_hqq.py and
+// test_hadamard.py (loaded with ctypes beside mlx, torchao and hqq). Each
+// returns 1 on success and 0 after printing the error.
+#include <lowbit/algorithms/hadamard.hpp>
 #include <lowbit/algorithms/hqq.hpp>
 #include <lowbit/formats/mlx_checkpoint.hpp>
 #include <lowbit/registry.hpp>
@@ -115,6 +117,14 @@ int lowbit_hqq(const float* w, std::int64_t rows, std::int64_t cols, int bits, s
         std::copy(r.scale.begin(), r.scale.end(), scale);
         std::copy(r.zero.begin(), r.zero.end(), zero);
         *steps = static_cast<int>(r.errors.size());
+    });
+}
+
+// Each of the rows rows of n floats at x rotated in place (lowbit::rotate_rows; transpose: the inverse).
+int lowbit_hadamard(float* x, std::int64_t rows, std::int64_t n, int transpose, int threads) {
+    return guarded([&] {
+        lowbit::rotate_rows(lowbit::matrix_view<float>(x, static_cast<std::size_t>(rows), static_cast<std::size_t>(n)),
+                            transpose != 0, static_cast<unsigned>(threads));
     });
 }
 

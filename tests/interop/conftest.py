@@ -45,6 +45,7 @@ def affine_capi():
     lib.lowbit_mlx_to_ggml.argtypes = [ctypes.c_char_p, P, I64, I64, P]
     C = ctypes.c_int
     lib.lowbit_hqq.argtypes = [P, I64, I64, C, I64, C, C, C, P, P, P, P]
+    lib.lowbit_hadamard.argtypes = [P, I64, I64, C, C]
     return lib
 
 
