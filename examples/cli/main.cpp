@@ -583,6 +583,26 @@ void print_size_line(const lowbit::safetensors::rewrite_counts& counts) {
 
 // lowbit quantize IN.safetensors OUT.safetensors --format gptq-4b-g128 --calib ACTS.safetensors ...:
 // GPTQ on the layers ACTS names, into a GPTQ checkpoint with quantize_config.json beside it.
+#if LOWBIT_CLI_CALIBRATION
+// The per-layer table of a GPTQ run (gptq::layer_report or a kind of it);
+// `after(l)` runs after each row.
+template <class Layer, class After>
+void print_gptq_layers(const std::vector<Layer>& layers, std::size_t error_rows, After&& after) {
+    std::printf("\n  %-40s %13s %8s %10s %10s %7s %8s\n", "layer", "out x in", "tokens", "rtn err", "gptq err",
+                "ratio", "time");
+    for (const auto& l : layers) {
+        const std::string shape = std::to_string(l.rows) + " x " + std::to_string(l.cols);
+        const std::string tokens = l.tokens ? std::to_string(l.tokens) : "hessian";
+        std::printf("  %-40.40s %13s %8s %10.3e %10.3e %7.3f %7.2fs\n", l.layer.c_str(), shape.c_str(), tokens.c_str(),
+                    l.rtn_error, l.gptq_error, l.rtn_error > 0.0 ? l.gptq_error / l.rtn_error : 0.0, l.seconds);
+        after(l);
+    }
+    std::printf("  (err: relative output error ||X (W - Q)^T||^2 / ||X W^T||^2 on the calibration inputs, over up to "
+                "%zu rows a layer)\n\n",
+                error_rows);
+}
+#endif
+
 // --damp X: GPTQ's damping, a fraction of the mean Hessian diagonal in (0, 1).
 [[maybe_unused]] float parse_damp(const std::string& v) {
     float d = 0.0f;
@@ -650,19 +670,9 @@ int quantize_gptq(int argc, char** argv) {
                 f.sym ? "symmetric" : "asymmetric", f.desc_act ? ", act-order" : "",
                 f.static_groups ? ", static groups" : "", std::string(f.zero_format_name()).c_str());
     std::printf("  tensors      %zu quantized, %zu kept as they were\n", r.quantized, r.tensors - r.quantized);
-    std::printf("\n  %-40s %13s %8s %10s %10s %7s %8s\n", "layer", "out x in", "tokens", "rtn err", "gptq err",
-                "ratio", "time");
     std::size_t zero_zeros = 0;
-    for (const auto& l : r.layers) {
-        const std::string shape = std::to_string(l.rows) + " x " + std::to_string(l.cols);
-        const std::string tokens = l.tokens ? std::to_string(l.tokens) : "hessian";
-        std::printf("  %-40.40s %13s %8s %10.3e %10.3e %7.3f %7.2fs\n", l.layer.c_str(), shape.c_str(), tokens.c_str(),
-                    l.rtn_error, l.gptq_error, l.rtn_error > 0.0 ? l.gptq_error / l.rtn_error : 0.0, l.seconds);
-        zero_zeros += l.zero_zero_points;
-    }
-    std::printf("  (err: relative output error ||X (W - Q)^T||^2 / ||X W^T||^2 on the calibration inputs, over up to "
-                "%zu rows a layer)\n\n",
-                opt.error_rows);
+    print_gptq_layers(r.layers, opt.error_rows,
+                      [&](const lowbit::gptq::layer_report& l) { zero_zeros += l.zero_zero_points; });
     print_size_line(r);
     std::printf("  time         %.2f s (%u thread%s)\n", secs, opt.threads, opt.threads == 1 ? "" : "s");
     if (zero_zeros)
@@ -731,18 +741,9 @@ int quantize_ct_gptq(int argc, char** argv) {
                 r.quantized, r.layers.size(), r.rounded.size(), r.tensors - r.quantized);
     for (const auto& n : r.rounded) std::printf("  rounded      %s: no calibration data\n", n.c_str());
     for (const auto& [n, why] : r.kept) std::printf("  kept         %s: %s\n", n.c_str(), why.c_str());
-    std::printf("\n  %-40s %13s %8s %10s %10s %7s %8s\n", "layer", "out x in", "tokens", "rtn err", "gptq err",
-                "ratio", "time");
-    for (const auto& l : r.layers) {
-        const std::string shape = std::to_string(l.rows) + " x " + std::to_string(l.cols);
-        const std::string tokens = l.tokens ? std::to_string(l.tokens) : "hessian";
-        std::printf("  %-40.40s %13s %8s %10.3e %10.3e %7.3f %7.2fs\n", l.layer.c_str(), shape.c_str(), tokens.c_str(),
-                    l.rtn_error, l.gptq_error, l.rtn_error > 0.0 ? l.gptq_error / l.rtn_error : 0.0, l.seconds);
+    print_gptq_layers(r.layers, opt.error_rows, [](const lowbit::ct::layer_report& l) {
         if (!l.note.empty()) std::printf("    note: %s\n", l.note.c_str());
-    }
-    std::printf("  (err: relative output error ||X (W - Q)^T||^2 / ||X W^T||^2 on the calibration inputs, over up to "
-                "%zu rows a layer)\n\n",
-                opt.error_rows);
+    });
     print_size_line(r);
     std::printf("  time         %.2f s (%u thread%s)\n", secs, opt.threads, opt.threads == 1 ? "" : "s");
     if (!r.config_written.empty()) std::printf("  config       %s\n", r.config_written.string().c_str());

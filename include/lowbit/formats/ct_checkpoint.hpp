@@ -278,9 +278,6 @@ inline layer quantize_layer(matrix_view<const float> w, const checkpoint_format&
     return l;
 }
 
-/// Words a row of n `bits`-bit fields takes (the dense layout).
-inline std::size_t packed_words(std::size_t n, int bits) { return packed_words_u32(n, bits); }
-
 /// Writes layer `name`'s weight_packed, weight_scale, weight_zero_point
 /// (asymmetric formats) and weight_shape to w.
 inline void add_layer(safetensors::writer& w, const std::string& name, const layer& l, const checkpoint_format& f) {
@@ -304,7 +301,7 @@ inline void add_layer(safetensors::writer& w, const std::string& name, const lay
     };
     std::vector<std::uint8_t> u(l.codes.size());
     for (std::size_t i = 0; i < u.size(); ++i) u[i] = offset(l.codes[i], "code", i);
-    const std::size_t words = packed_words(l.cols, f.bits);
+    const std::size_t words = packed_words_u32(l.cols, f.bits);
     std::vector<std::uint32_t> packed(l.rows * words, 0);
     for (std::size_t r = 0; r < l.rows; ++r)
         lowbit::detail::pack_stream_u32(&u[r * l.cols], 1, l.cols, f.bits, &packed[r * words], 1);
@@ -313,7 +310,7 @@ inline void add_layer(safetensors::writer& w, const std::string& name, const lay
     if (!f.sym) {
         std::vector<std::uint8_t> z(l.zero.size());
         for (std::size_t i = 0; i < z.size(); ++i) z[i] = offset(l.zero[i], "zero point", i);
-        const std::size_t zwords = packed_words(l.rows, f.bits);
+        const std::size_t zwords = packed_words_u32(l.rows, f.bits);
         std::vector<std::uint32_t> zp(zwords * l.groups, 0);
         for (std::size_t g = 0; g < l.groups; ++g)
             lowbit::detail::pack_stream_u32(&z[g], l.groups, l.rows, f.bits, &zp[g], l.groups);
@@ -406,7 +403,7 @@ inline layer read_layer(const safetensors::file& file, const std::string& name, 
     if (dims[0] <= 0 || dims[1] <= 0 || dims[0] > (std::int64_t{1} << 40) || dims[1] > (std::int64_t{1} << 40))
         fail("weight_shape [" + std::to_string(dims[0]) + ", " + std::to_string(dims[1]) + "] is not a weight's");
     const auto rows = static_cast<std::size_t>(dims[0]), cols = static_cast<std::size_t>(dims[1]);
-    const std::size_t words = packed_words(cols, f.bits);
+    const std::size_t words = packed_words_u32(cols, f.bits);
     if (pk.dtype != dtype::i32 || pk.shape.size() != 2 || pk.shape[0] != rows || pk.shape[1] != words) {
         const std::size_t per_word = static_cast<std::size_t>(32 / f.bits);
         if (pk.dtype == dtype::i32 && pk.shape.size() == 2 && pk.shape[0] == rows && 32 % f.bits != 0 &&
@@ -447,7 +444,7 @@ inline layer read_layer(const safetensors::file& file, const std::string& name, 
         if (zp) fail("weight_zero_point is present in a symmetric scheme");
     } else {
         if (!zp) fail("no tensor '" + name + ".weight_zero_point' in an asymmetric scheme");
-        const std::size_t zwords = packed_words(rows, f.bits);
+        const std::size_t zwords = packed_words_u32(rows, f.bits);
         if (zp->dtype != dtype::i32 || zp->shape.size() != 2 || zp->shape[0] != zwords || zp->shape[1] != groups)
             fail("weight_zero_point is " + std::string(safetensors::to_string(zp->dtype)) + " " +
                  show_shape(zp->shape) + ", expected I32 [" + std::to_string(zwords) + ", " + std::to_string(groups) +

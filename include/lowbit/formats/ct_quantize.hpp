@@ -56,15 +56,10 @@ struct quantize_options {
     safetensors::rewrite_progress progress;
 };
 
-/// One layer quantized with GPTQ: the relative output error on the
-/// calibration inputs, tr(D H D^T) / tr(W H W^T) over the report rows, of
-/// round-to-nearest in the same scheme and of GPTQ (both as the checkpoint's
-/// weights, rounded to the model's dtype).
-struct layer_report {
-    std::string layer;
-    std::size_t rows = 0, cols = 0, tokens = 0;  ///< tokens: 0 where the file gave the Hessian
-    double rtn_error = 0.0, gptq_error = 0.0;
-    double seconds = 0.0;
+/// One layer quantized with GPTQ (gptq::layer_report: the relative output
+/// errors of round-to-nearest in the same scheme and of GPTQ, both as the
+/// checkpoint's weights, rounded to the model's dtype).
+struct layer_report : gptq::layer_report {
     std::string note;  ///< why GPTQ fell back to round-to-nearest, or empty
 };
 
@@ -152,17 +147,13 @@ inline quantize_report quantize_checkpoint(const std::filesystem::path& in, cons
         lr.cols = C;
         lr.tokens = it->second.tokens;
         lr.note = g.note;
-        std::vector<std::size_t> rows;
-        const std::size_t M = std::min(R, std::max<std::size_t>(o.error_rows, 1));
-        for (std::size_t i = 0; i < M; ++i) rows.push_back(i * R / M);
+        const auto rows = gptq::detail::report_rows(R, o.error_rows);
         const double ref = gptq::detail::quadratic(x, C, rows, H);
         std::vector<float> d(R * C);
-        for (const std::size_t r : rows)
-            for (std::size_t c = 0; c < C; ++c) d[r * C + c] = x[r * C + c] - rtn.value(r, c);
-        const double e_rtn = gptq::detail::quadratic(d, C, rows, H);
-        for (const std::size_t r : rows)
-            for (std::size_t c = 0; c < C; ++c) d[r * C + c] = x[r * C + c] - l.value(r, c);
-        const double e_gptq = gptq::detail::quadratic(d, C, rows, H);
+        const double e_rtn = gptq::detail::residual_quadratic(
+            x, C, rows, H, d, [&](std::size_t r, std::size_t c) { return rtn.value(r, c); });
+        const double e_gptq = gptq::detail::residual_quadratic(
+            x, C, rows, H, d, [&](std::size_t r, std::size_t c) { return l.value(r, c); });
         lr.rtn_error = ref > 0.0 ? e_rtn / ref : 0.0;
         lr.gptq_error = ref > 0.0 ? e_gptq / ref : 0.0;
 

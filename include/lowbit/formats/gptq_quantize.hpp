@@ -177,6 +177,24 @@ inline double quadratic(const std::vector<float>& d, std::size_t C, const std::v
     return s;
 }
 
+/// Up to n rows of R, evenly spaced: those the report's errors are measured over.
+inline std::vector<std::size_t> report_rows(std::size_t R, std::size_t n) {
+    std::vector<std::size_t> rows;
+    const std::size_t M = std::min(R, std::max<std::size_t>(n, 1));
+    for (std::size_t i = 0; i < M; ++i) rows.push_back(i * R / M);
+    return rows;
+}
+
+/// quadratic() of D = W - Q over `rows`, with W's values in w (R x C) and
+/// Q's from value(r, c); `d` (R x C) is scratch.
+template <class Value>
+double residual_quadratic(const std::vector<float>& w, std::size_t C, const std::vector<std::size_t>& rows,
+                          const std::vector<float>& H, std::vector<float>& d, Value&& value) {
+    for (const std::size_t r : rows)
+        for (std::size_t c = 0; c < C; ++c) d[r * C + c] = w[r * C + c] - value(r, c);
+    return quadratic(d, C, rows, H);
+}
+
 /// GPTQ's result as a checkpoint layer: scales rounded to fp16 (the codes
 /// stay: a code off by the rounding would need |scale error| * code > 1/2),
 /// zeros as integers, the params transposed to [groups][out].
@@ -272,16 +290,13 @@ inline quantize_report quantize_checkpoint(const std::filesystem::path& in, cons
         lr.tokens = it->second.tokens;
         lr.zero_zero_points = o.format.zeros == gptq_zero_format::v1 ? zero_zero_points(l) : 0;
         // Output errors over evenly spaced rows.
-        std::vector<std::size_t> rows;
-        const std::size_t M = std::min(R, std::max<std::size_t>(o.error_rows, 1));
-        for (std::size_t i = 0; i < M; ++i) rows.push_back(i * R / M);
+        const auto rows = detail::report_rows(R, o.error_rows);
         const double ref = detail::quadratic(x, C, rows, H);
         std::vector<float> d(R * C);
         detail::rtn_residual(wv, o.format, rows, d);
         const double rtn = detail::quadratic(d, C, rows, H);
-        for (const std::size_t r : rows)
-            for (std::size_t c = 0; c < C; ++c) d[r * C + c] = x[r * C + c] - l.value(r, c);
-        const double q = detail::quadratic(d, C, rows, H);
+        const double q = detail::residual_quadratic(x, C, rows, H, d,
+                                                    [&](std::size_t r, std::size_t c) { return l.value(r, c); });
         lr.rtn_error = ref > 0.0 ? rtn / ref : 0.0;
         lr.gptq_error = ref > 0.0 ? q / ref : 0.0;
 
