@@ -347,6 +347,39 @@ TEST_CASE("NVFP4: E2M1 codes under E4M3 block scales under one fp32 tensor scale
     }
 }
 
+TEST_CASE("NVFP4 in two passes (largest magnitude, then fit, second level and codes a block at a time) on any threads") {
+    // Rows split across threads meet the largest magnitude in one of them;
+    // all-zero weights take the general path (a tensor scale of 0 is the
+    // second-level fit's case).
+    const std::size_t rows = 37, cols = 96;
+    auto w = random_matrix(rows, cols, 14, 0.02f);
+    for (std::size_t c = 0; c < cols; ++c) w[5 * cols + c] = 0.0f;  // a zero row: E4M3 code 0, FP4 code 0
+    w[29 * cols + 17] = -3.0f;  // the largest, in a late row
+    const matrix_view<const float> v(w.data(), rows, cols);
+    const double_quant<fp8_e4m3_amax> dq{{}, 0, false, true, 2688.0f};
+    quantizer<nvfp4_elements, double_quant<fp8_e4m3_amax>> qz({}, per_group(16), dq);
+    const auto one = qz.quantize(v);
+    REQUIRE(one.scales_q->scale.size() == 1);
+    REQUIRE(one.scales_q->scale[0] == 3.0f / 2688.0f);
+    REQUIRE(one.scales_q->param_bits == stored_param_bits(fp8_e4m3_amax{}));
+    for (std::size_t g = 0; g < cols / 16; ++g) REQUIRE(one.scales_q->codes[5 * cols / 16 + g] == 0);
+    for (unsigned threads : {2u, 3u, 8u}) {
+        qz.threads = threads;
+        const auto q = qz.quantize(v);
+        REQUIRE(q.codes == one.codes);
+        REQUIRE(q.scale == one.scale);
+        REQUIRE(q.scales_q->codes == one.scales_q->codes);
+        REQUIRE(q.scales_q->scale == one.scales_q->scale);
+    }
+    const std::vector<float> zeros(rows * cols, 0.0f);
+    const auto z = qz.quantize(matrix_view<const float>(zeros.data(), rows, cols));
+    REQUIRE(z.scales_q->scale.size() == 1);
+    for (float s : z.scale) REQUIRE(s == 0.0f);
+    std::vector<float> back(rows * cols, 1.0f);
+    z.dequantize(matrix_view<float>(back.data(), rows, cols));
+    for (float x : back) REQUIRE(x == 0.0f);
+}
+
 TEST_CASE("NVFP4's second level, encoded by the kernel, is the E4M3 scheme's own encode of the block scales") {
     // Rows from 1 down to 1e-7 of the largest: block scales over the tensor
     // scale in E4M3's normal and subnormal range and below it (code 0).

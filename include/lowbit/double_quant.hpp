@@ -140,14 +140,56 @@ void scheme_encode_block(const S2& s2, std::span<const float> x, const typename 
     }
 }
 
+/// The frame of the second level of n scales in blocks of `block` (0: one
+/// block of all): bits, block, room for the codes and per-block params.
+template <class S2>
+second_level second_level_frame(std::size_t n, std::size_t block) {
+    second_level out;
+    out.bits = S2::bits;
+    out.block = block == 0 ? (n ? n : 1) : block;
+    const std::size_t nblocks = (n + out.block - 1) / out.block;
+    out.codes.resize(n);
+    out.scale.resize(nblocks);
+    if constexpr (requires(typename S2::params p) { p.zero; }) {
+        out.zero.resize(nblocks);
+        out.bias.resize(nblocks);
+    }
+    return out;
+}
+
+/// (Centred) scales x of one second-level block encoded under p into codes,
+/// through encode_block where it takes them (else the scheme), and their
+/// effective values, as decoded plus `offset`, into effective.
+template <class S2, class EncodeBlock>
+void encode_scales(const S2& s2, std::span<const float> x, const typename S2::params& p, float offset,
+                   std::uint8_t* codes, float* effective, EncodeBlock&& encode_block) {
+    if (!encode_block(x, p, codes)) scheme_encode_block(s2, x, p, codes);
+    for (std::size_t i = 0; i < x.size(); ++i)
+        effective[i] = detail::unfused(s2.decode(codes[i], p)) + offset;  // no FMA: as decoded
+}
+
+/// The last step of a second level: zero and bias dropped where every block's
+/// is 0, and the stored bits of a block's params.
+template <class S2>
+void finish_second_level(const double_quant<S2>& dq, second_level& out) {
+    if constexpr (requires(typename S2::params p) { p.zero; }) {
+        bool any_zero = false, any_bias = false;
+        for (std::size_t b = 0; b < out.scale.size(); ++b) {
+            any_zero |= out.zero[b] != 0.0f;
+            any_bias |= out.bias[b] != 0.0f;
+        }
+        if (!any_zero) out.zero.clear();
+        if (!any_bias) out.bias.clear();
+    }
+    out.param_bits = stored_param_bits(dq.scheme);
+}
+
 template <class S2, class Where, class EncodeBlock = scheme_encodes_block>
 second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> scales, std::size_t block,
                              std::span<float> effective, Where&& where, std::optional<float> offset = {},
                              std::optional<typename S2::params> fixed = {}, EncodeBlock&& encode_block = {}) {
-    second_level out;
-    out.bits = S2::bits;
     const std::size_t n = scales.size();
-    out.block = block == 0 ? (n ? n : 1) : block;
+    second_level out = second_level_frame<S2>(n, block);
     std::vector<float> centred_copy;  // only with a mean subtracted
     if (dq.subtract_mean && n) {
         out.offset = offset ? *offset : mean_f32(scales);
@@ -156,35 +198,16 @@ second_level quantize_scales(const double_quant<S2>& dq, std::span<const float> 
         for (float& s : centred_copy) s -= out.offset;
     }
     const std::span<const float> centred = centred_copy.empty() ? scales : std::span<const float>(centred_copy);
-    const std::size_t nblocks = (n + out.block - 1) / out.block;
-    out.codes.resize(n);
-    out.scale.resize(nblocks);
-    constexpr bool affine2 = requires(typename S2::params p) { p.zero; };
-    if constexpr (affine2) {
-        out.zero.resize(nblocks);
-        out.bias.resize(nblocks);
-    }
-    for (std::size_t b = 0; b < nblocks; ++b) {
+    for (std::size_t b = 0; b < out.scale.size(); ++b) {
         const std::size_t lo = b * out.block, hi = std::min(n, lo + out.block);
         std::span<const float> x(centred.data() + lo, hi - lo);
         const auto p = fixed ? *fixed
                              : at_position([&] { return dq.scheme.fit(x, {}); },
                                            [&] { return where(lo, hi) + " (second-level block " + std::to_string(b) + ")"; });
         split_params(p, out.scale, out.zero, out.bias, b);
-        if (!encode_block(x, p, out.codes.data() + lo)) scheme_encode_block(dq.scheme, x, p, out.codes.data() + lo);
-        for (std::size_t i = lo; i < hi; ++i)
-            effective[i] = detail::unfused(dq.scheme.decode(out.codes[i], p)) + out.offset;  // no FMA: as decoded
+        encode_scales(dq.scheme, x, p, out.offset, out.codes.data() + lo, effective.data() + lo, encode_block);
     }
-    if constexpr (affine2) {
-        bool any_zero = false, any_bias = false;
-        for (std::size_t b = 0; b < nblocks; ++b) {
-            any_zero |= out.zero[b] != 0.0f;
-            any_bias |= out.bias[b] != 0.0f;
-        }
-        if (!any_zero) out.zero.clear();
-        if (!any_bias) out.bias.clear();
-    }
-    out.param_bits = stored_param_bits(dq.scheme);
+    finish_second_level(dq, out);
     return out;
 }
 

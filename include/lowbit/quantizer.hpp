@@ -357,7 +357,18 @@ public:
         auto effective = detail::large_vector<float>(L.count);
         std::optional<float> amax;  // largest |w|, where the fit found it
         bool encode_effective = false;  // encode_all reads the effective scales as the params to encode with
-        if (fused) {
+        // nvfp4's shape (one second-level scale from the weights' largest
+        // magnitude, values encoded with the quantized scales): a pass for
+        // the largest magnitude, then one that fits, quantizes the scales and
+        // encodes a block of rows at a time.
+        bool second_level_done = false;
+        if constexpr (fits_fixed_second_level)
+            if (from_extremes && dq.amax_divisor != 0.0f && dq.block == 0 && !dq.subtract_mean &&
+                dq.encode_with_quantized && gran.kind != granularity_kind::super_block && has_kernel_rule())
+                second_level_done = quantize_rows_fixed_second_level(w, L, params, effective, q, who);
+        if (second_level_done) {
+            // codes, second level and effective scales written and checked
+        } else if (fused) {
             // Under double quantization the codes are checked against the
             // quantized scales, after the second level.
             if constexpr (fits_from_stats) quantize_rows_fused(w, L, params, q, who, !is_double_quant_v<DQ>);
@@ -370,52 +381,57 @@ public:
 
         // Second level: quantize the scales, then decide which scales encode.
         if constexpr (is_double_quant_v<DQ>) {
-            // The scales: read in place where the params are a scale alone.
-            using P = typename S::params;
-            std::vector<float> s_copy;
-            std::span<const float> s;
-            if constexpr (sizeof(P) == sizeof(float) && std::is_standard_layout_v<P>) {
-                s = std::span<const float>(&params.data()->scale, L.count);
-            } else {
-                s_copy = detail::large_vector<float>(L.count);
-                for (std::size_t g = 0; g < L.count; ++g) s_copy[g] = params[g].scale;
-                s = s_copy;
+            if (!second_level_done) {
+                // The scales: read in place where the params are a scale alone.
+                using P = typename S::params;
+                std::vector<float> s_copy;
+                std::span<const float> s;
+                if constexpr (sizeof(P) == sizeof(float) && std::is_standard_layout_v<P>) {
+                    s = std::span<const float>(&params.data()->scale, L.count);
+                } else {
+                    s_copy = detail::large_vector<float>(L.count);
+                    for (std::size_t g = 0; g < L.count; ++g) s_copy[g] = params[g].scale;
+                    s = s_copy;
+                }
+                const std::size_t block = gran.kind == granularity_kind::super_block ? L.super : dq.block;
+                std::optional<typename DQ::scheme_type::params> fixed;
+                if (dq.amax_divisor != 0.0f) {
+                    if (block != 0)
+                        LOWBIT_THROW(errc::invalid_argument,
+                                     who + ": double_quant::amax_divisor needs one second-level block (block 0)");
+                    typename DQ::scheme_type::params p{};
+                    if (!amax) amax = largest_magnitude(w.data(), w.stride(), w.rows(), w.cols());
+                    if (!amax)  // the fit has thrown for such weights already
+                        LOWBIT_THROW(errc::invalid_argument, who + ": the weights hold a value that is not finite");
+                    p.scale = *amax / dq.amax_divisor;
+                    if (p.scale > 0.0f) fixed = p;  // else (all zero, or below float's range) the scheme's own fit
+                }
+                q.scales_q = detail::quantize_scales(
+                    dq, s, block, effective,
+                    [&](std::size_t lo, std::size_t hi) {
+                        return std::string("quantize (") + scheme.name() + "): the scales of " +
+                               detail::groups_position(w, L, lo, hi);
+                    },
+                    std::nullopt, fixed, [&](std::span<const float> x, const auto& p2, std::uint8_t* codes) {
+                        return encode_second_level(x, p2, codes);
+                    });
+                if (dq.encode_with_quantized) {
+                    // Params that are a scale alone are not copied: the encode
+                    // kernel reads the effective scales.
+                    if constexpr (!split && sizeof(P) == sizeof(float))
+                        encode_effective = !fused && has_kernel_rule();
+                    if (!encode_effective)
+                        for (std::size_t g = 0; g < L.count; ++g)
+                            (split ? encode_params : params)[g].scale = effective[g];
+                }
+                if (fused) check_codes_finite(w, L, params, effective, q);
             }
-            const std::size_t block = gran.kind == granularity_kind::super_block ? L.super : dq.block;
-            std::optional<typename DQ::scheme_type::params> fixed;
-            if (dq.amax_divisor != 0.0f) {
-                if (block != 0)
-                    LOWBIT_THROW(errc::invalid_argument, who + ": double_quant::amax_divisor needs one second-level "
-                                                               "block (block 0)");
-                typename DQ::scheme_type::params p{};
-                if (!amax) amax = largest_magnitude(w.data(), w.stride(), w.rows(), w.cols());
-                if (!amax)  // the fit has thrown for such weights already
-                    LOWBIT_THROW(errc::invalid_argument, who + ": the weights hold a value that is not finite");
-                p.scale = *amax / dq.amax_divisor;
-                if (p.scale > 0.0f) fixed = p;  // else (all zero, or below float's range) the scheme's own fit
-            }
-            q.scales_q = detail::quantize_scales(
-                dq, s, block, effective,
-                [&](std::size_t lo, std::size_t hi) {
-                    return std::string("quantize (") + scheme.name() + "): the scales of " +
-                           detail::groups_position(w, L, lo, hi);
-                },
-                std::nullopt, fixed, [&](std::span<const float> x, const auto& p2, std::uint8_t* codes) {
-                    return encode_second_level(x, p2, codes);
-                });
-            if (dq.encode_with_quantized) {
-                // Params that are a scale alone are not copied: the encode
-                // kernel reads the effective scales.
-                if constexpr (!split && sizeof(P) == sizeof(float)) encode_effective = !fused && has_kernel_rule();
-                if (!encode_effective)
-                    for (std::size_t g = 0; g < L.count; ++g) (split ? encode_params : params)[g].scale = effective[g];
-            }
-            if (fused) check_codes_finite(w, L, params, effective, q);
         } else if (!fused) {
             for (std::size_t g = 0; g < L.count; ++g) effective[g] = params[g].scale;
         }
 
-        if (!fused) encode_all(w, L, split ? encode_params : params, params, effective, q, encode_effective);
+        if (!fused && !second_level_done)
+            encode_all(w, L, split ? encode_params : params, params, effective, q, encode_effective);
 
         q.scale = std::move(effective);
         if constexpr (requires(typename S::params p) { p.zero; p.bias; }) {
@@ -656,9 +672,12 @@ private:
     /// could decode a code to a non-finite value. Any error, and any
     /// non-finite weight, is reported as the checks-first path reports it:
     /// a non-finite weight before anything else.
+    /// `scales_of(g0, g1)` gives the scales groups g0..g1 - 1 encode with,
+    /// one float apart, or nullptr for their fitted params (the default).
+    template <class ScalesOf = std::nullptr_t (*)(std::size_t, std::size_t)>
     void quantize_rows_fused(matrix_view<const float> w, const group_layout& L,
                              std::vector<typename S::params>& params, quantized<S>& q, const std::string& who,
-                             bool check_codes) const
+                             bool check_codes, ScalesOf&& scales_of = fitted_scales) const
         requires fits_from_stats
     {
         const std::size_t cols = w.cols(), per_row = L.param_stride;
@@ -680,6 +699,10 @@ private:
         fit_blocks(w, L, params, who, false, [&](std::size_t b0, std::size_t b1, std::size_t r1, auto enc) {
             kernels::encode_job j = rule;  // reads the block's params in place
             j.scale = &enc.data()->scale;
+            if (const float* given = scales_of(b0 * per_row, b1 * per_row)) {
+                j.scale = given;
+                j.param_step = 1;
+            }
             if constexpr (S::family == kernel_family::affine) {
                 j.zero = &enc.data()->zero;
                 j.bias = &enc.data()->bias;
@@ -697,6 +720,61 @@ private:
                 for (std::size_t g = b0 * per_row; g < b1 * per_row; ++g)
                     if (!all_codes_finite(params[g], table_max)) check_group_codes(w, L, q, params[g], g);
         });
+    }
+
+    static std::nullptr_t fitted_scales(std::size_t, std::size_t) noexcept { return nullptr; }
+
+    /// A second level of one block whose params come from the weights'
+    /// largest magnitude (double_quant::amax_divisor), over row-wise groups
+    /// fitted from their extremes whose params are a scale alone (nvfp4).
+    static constexpr bool fits_fixed_second_level = [] {
+        if constexpr (is_double_quant_v<DQ> && fits_from_stats && !split)
+            return sizeof(typename S::params) == sizeof(float);
+        else
+            return false;
+    }();
+
+    /// The largest magnitude of w in one pass (rows across threads), then
+    /// one pass that fits a block of rows, quantizes its scales under the
+    /// second level's params (amax / amax_divisor) and encodes its values
+    /// with the quantized scales, as the general path does in three passes
+    /// (the same bits: each scale's second-level code depends on it and the
+    /// one params alone). Returns false, having written nothing, where those
+    /// params are 0 (the weights all zero or below float's range): the
+    /// general path fits the second level to the scales.
+    bool quantize_rows_fixed_second_level(matrix_view<const float> w, const group_layout& L,
+                                          std::vector<typename S::params>& params, std::vector<float>& effective,
+                                          quantized<S>& q, const std::string& who) const
+        requires fits_fixed_second_level
+    {
+        std::mutex lock;
+        float amax = 0.0f;
+        bool non_finite = false;
+        parallel_for(w.rows(), threads, 16, [&](std::size_t r0, std::size_t r1) {
+            const auto m = largest_magnitude(w.row(r0).data(), w.stride(), r1 - r0, w.cols());
+            const std::lock_guard<std::mutex> hold(lock);
+            if (!m) non_finite = true;
+            else amax = *m > amax ? *m : amax;
+        });
+        if (non_finite) detail::check_finite(w, who + ": weight");
+        using S2 = typename DQ::scheme_type;
+        typename S2::params p{};
+        p.scale = amax / dq.amax_divisor;
+        if (!(p.scale > 0.0f)) return false;
+        second_level sl = detail::second_level_frame<S2>(L.count, 0);
+        detail::split_params(p, sl.scale, sl.zero, sl.bias, 0);
+        quantize_rows_fused(w, L, params, q, who, false, [&](std::size_t g0, std::size_t g1) {
+            detail::encode_scales(dq.scheme, std::span<const float>(&params[g0].scale, g1 - g0), p, 0.0f,
+                                  sl.codes.data() + g0, effective.data() + g0,
+                                  [&](std::span<const float> x, const auto& p2, std::uint8_t* codes) {
+                                      return encode_second_level(x, p2, codes);
+                                  });
+            return static_cast<const float*>(effective.data() + g0);
+        });
+        detail::finish_second_level(dq, sl);
+        q.scales_q = std::move(sl);
+        check_codes_finite(w, L, params, effective, q);
+        return true;
     }
 
     /// The second level's codes of a block of scales x under p2 by the encode
