@@ -326,7 +326,7 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
         const std::size_t M = rb - ra;
         float* const Wc = &W[ra * C];  // the chunk's rows
         // blk: the chunk's rows of columns [i1, end), row-major (stride n).
-        std::vector<float> blk, start, s(M), z(M), gw, e(M);
+        std::vector<float> blk, start, s(M), z(M), gw, e(M), deqs(M * o.block_size);
         std::vector<double> loss(M, 0.0);
         for (std::size_t i1 = 0, b = 0; i1 < C; i1 += o.block_size, ++b) {
             const std::size_t i2 = std::min(C, i1 + o.block_size), nb = i2 - i1;
@@ -387,14 +387,18 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
                     const float deq = stored_as(o.dequant_in, s[r] * (c - z[r]));
                     const double err = static_cast<double>(w - deq);
                     loss[r] += err * err * inv_d2;
-                    e[r] = (w - deq) / d;      // the scaled error, for the block's later columns
-                    Wc[r * C + col] -= deq;    // and G, over the weights as given, for later blocks
+                    e[r] = (w - deq) / d;  // the scaled error, for the block's later columns
+                    deqs[r * nb + j] = deq;
                 }
                 // Into the block's later columns: w_k -= e U_jk (a rank-1 update).
                 if (j + 1 < nb)
                     cblas_sger(CblasRowMajor, Mi, static_cast<int>(nb - j - 1), -1.0f, e.data(), 1, &Ub[j * nb + j + 1],
                                1, &blk[j + 1], ni);
             }
+            // G, over the weights as given, for later blocks: a row's block
+            // at a time (a column of Wc is one cache line per row).
+            for (std::size_t r = 0; r < M; ++r)
+                for (std::size_t j = 0; j < nb; ++j) Wc[r * C + i1 + j] -= deqs[r * nb + j];
         }
         for (std::size_t r = 0; r < M; ++r) losses[ra + r] = loss[r];
     };
