@@ -273,3 +273,34 @@ TEST_CASE("gptq and hessian: the same bits on one thread and two, at sizes BLAS 
     CHECK(one.zero == two.zero);
     CHECK(one.loss == two.loss);
 }
+
+TEST_CASE("gptq's tiled Cholesky: L L^T = A across partial tiles, the same bits on any threads", "[calibration][gptq]") {
+    std::mt19937 rng(10);
+    for (const std::size_t n : {std::size_t{1}, std::size_t{255}, std::size_t{600}}) {
+        INFO("n = " << n);
+        // A = B B^T / n + I: symmetric positive definite.
+        const std::vector<float> b = normal(n * n, rng);
+        std::vector<float> a(n * n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n), static_cast<int>(n),
+                    static_cast<int>(n), 1.0f / static_cast<float>(n), b.data(), static_cast<int>(n), b.data(),
+                    static_cast<int>(n), 0.0f, a.data(), static_cast<int>(n));
+        for (std::size_t i = 0; i < n; ++i) a[i * n + i] += 1.0f;
+        std::vector<float> l1 = a, l3 = a;
+        REQUIRE(calibration::detail::gptq::cholesky_lower(l1.data(), n, 1));
+        REQUIRE(calibration::detail::gptq::cholesky_lower(l3.data(), n, 3));
+        REQUIRE(l1 == l3);
+        double worst = 0.0;
+        for (std::size_t i = 0; i < n; ++i)
+            for (std::size_t j = 0; j <= i; ++j) {
+                double s = 0.0;
+                for (std::size_t k = 0; k <= j; ++k) s += double(l1[i * n + k]) * l1[j * n + k];
+                worst = std::max(worst, std::fabs(s - a[i * n + j]) / (1.0 + std::fabs(a[i * n + j])));
+            }
+        CHECK(worst < 1e-5);
+    }
+    // Not positive definite (a negative pivot in the last tile): false.
+    const std::size_t n = 600;
+    std::vector<float> a(n * n, 0.0f);
+    for (std::size_t i = 0; i < n; ++i) a[i * n + i] = i == 590 ? -1.0f : 2.0f;
+    CHECK_FALSE(calibration::detail::gptq::cholesky_lower(a.data(), n, 2));
+}
