@@ -264,7 +264,22 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
                                                          " (a positive finite scale and an integer zero in 0.." +
                                                          std::to_string(maxq) + ")");
     }
-    const auto code = o.shift_then_round ? detail::gptq::code_shift_first : detail::gptq::code;
+    // The column loop below, specialised for the rounding order and the
+    // dequantized values' type (each call inlined).
+    const auto with_rule = [&](auto&& body) {
+        const auto ref = [maxq](float x, float s, float z) { return detail::gptq::code(x, s, z, maxq); };
+        const auto shift = [maxq](float x, float s, float z) {
+            return detail::gptq::code_shift_first(x, s, z, maxq);
+        };
+        const auto as = [&](auto code) {
+            switch (o.dequant_in) {
+            case float_storage::bf16: return body(code, [](float v) { return stored_as(float_storage::bf16, v); });
+            case float_storage::f16: return body(code, [](float v) { return stored_as(float_storage::f16, v); });
+            default: return body(code, [](float v) { return v; });
+            }
+        };
+        return o.shift_then_round ? as(shift) : as(ref);
+    };
 
     gptq_result out;
     out.rows = R;
@@ -367,6 +382,7 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
         float* const Wc = &W[ra * C];  // the chunk's rows
         // blk: the chunk's rows of columns [i1, end), row-major (stride n).
         std::vector<float> blk, start, s(M), z(M), gw, e(M), deqs(M * o.block_size);
+        std::vector<std::uint8_t> qb(M * o.block_size);  // the block's codes
         std::vector<double> loss(M, 0.0);
         for (std::size_t i1 = 0, b = 0; i1 < C; i1 += o.block_size, ++b) {
             const std::size_t i2 = std::min(C, i1 + o.block_size), nb = i2 - i1;
@@ -420,16 +436,18 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
                 }
                 const float d = Ub[j * nb + j];
                 const double inv_d2 = 1.0 / (static_cast<double>(d) * static_cast<double>(d)) / 2.0;
-                for (std::size_t r = 0; r < M; ++r) {
-                    const float w = blk[r * n + j];
-                    const float c = code(w, s[r], z[r], maxq);
-                    q[(ra + r) * C + col] = static_cast<std::uint8_t>(c);
-                    const float deq = stored_as(o.dequant_in, s[r] * (c - z[r]));
-                    const double err = static_cast<double>(w - deq);
-                    loss[r] += err * err * inv_d2;
-                    e[r] = (w - deq) / d;  // the scaled error, for the block's later columns
-                    deqs[r * nb + j] = deq;
-                }
+                with_rule([&](const auto& code, const auto& store) {
+                    for (std::size_t r = 0; r < M; ++r) {
+                        const float w = blk[r * n + j];
+                        const float c = code(w, s[r], z[r]);
+                        qb[r * nb + j] = static_cast<std::uint8_t>(c);
+                        const float deq = store(s[r] * (c - z[r]));
+                        const double err = static_cast<double>(w - deq);
+                        loss[r] += err * err * inv_d2;
+                        e[r] = (w - deq) / d;  // the scaled error, for the block's later columns
+                        deqs[r * nb + j] = deq;
+                    }
+                });
                 // Into the block's later columns: w_k -= e U_jk (a rank-1 update).
                 if (j + 1 < nb)
                     cblas_sger(CblasRowMajor, Mi, static_cast<int>(nb - j - 1), -1.0f, e.data(), 1, &Ub[j * nb + j + 1],
@@ -437,8 +455,11 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
             }
             // G, over the weights as given, for later blocks: a row's block
             // at a time (a column of Wc is one cache line per row).
-            for (std::size_t r = 0; r < M; ++r)
+            // The codes likewise.
+            for (std::size_t r = 0; r < M; ++r) {
                 for (std::size_t j = 0; j < nb; ++j) Wc[r * C + i1 + j] -= deqs[r * nb + j];
+                std::copy_n(&qb[r * nb], nb, &q[(ra + r) * C + i1]);
+            }
         }
         for (std::size_t r = 0; r < M; ++r) losses[ra + r] = loss[r];
     };
