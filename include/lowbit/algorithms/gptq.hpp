@@ -377,11 +377,13 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
     std::vector<std::uint8_t> q(R * C);  // permuted column order
     std::vector<double> losses(R, 0.0);
     constexpr std::size_t chunk_rows = 512;
+    constexpr std::size_t sub = 16;  // columns of a block's sub-block
     const auto rows = [&](std::size_t ra, std::size_t rb) {
         const std::size_t M = rb - ra;
         float* const Wc = &W[ra * C];  // the chunk's rows
         // blk: the chunk's rows of columns [i1, end), row-major (stride n).
-        std::vector<float> blk, start, s(M), z(M), gw, e(M), deqs(M * o.block_size);
+        // eb: the scaled errors of a sub-block's columns (M x sub).
+        std::vector<float> blk, start, s(M), z(M), gw, eb(M * sub), deqs(M * o.block_size);
         std::vector<std::uint8_t> qb(M * o.block_size);  // the block's codes
         std::vector<double> loss(M, 0.0);
         for (std::size_t i1 = 0, b = 0; i1 < C; i1 += o.block_size, ++b) {
@@ -436,6 +438,7 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
                 }
                 const float d = Ub[j * nb + j];
                 const double inv_d2 = 1.0 / (static_cast<double>(d) * static_cast<double>(d)) / 2.0;
+                const std::size_t j0 = j / sub * sub, j1 = std::min(nb, j0 + sub), jj = j - j0;
                 with_rule([&](const auto& code, const auto& store) {
                     for (std::size_t r = 0; r < M; ++r) {
                         const float w = blk[r * n + j];
@@ -444,14 +447,23 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
                         const float deq = store(s[r] * (c - z[r]));
                         const double err = static_cast<double>(w - deq);
                         loss[r] += err * err * inv_d2;
-                        e[r] = (w - deq) / d;  // the scaled error, for the block's later columns
+                        eb[r * sub + jj] = (w - deq) / d;  // the scaled error, for the block's later columns
                         deqs[r * nb + j] = deq;
                     }
                 });
-                // Into the block's later columns: w_k -= e U_jk (a rank-1 update).
-                if (j + 1 < nb)
-                    cblas_sger(CblasRowMajor, Mi, static_cast<int>(nb - j - 1), -1.0f, e.data(), 1, &Ub[j * nb + j + 1],
-                               1, &blk[j + 1], ni);
+                // Into the block's later columns: w_k -= e U_jk, as a rank-1
+                // update within the sub-block, and a sub-block's errors at
+                // once into the columns after it (one product in place of
+                // memory-bound updates; 4096^2, 2048 tokens, AVX-512 Xeon:
+                // 1 041-1 053 -> 1 001-1 005 ms on two threads, sub-blocks
+                // of 8 and 16 alike, 32 and 64 slower).
+                if (j + 1 < j1)
+                    cblas_sger(CblasRowMajor, Mi, static_cast<int>(j1 - j - 1), -1.0f, &eb[jj], static_cast<int>(sub),
+                               &Ub[j * nb + j + 1], 1, &blk[j + 1], ni);
+                if (j + 1 == j1 && j1 < nb)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Mi, static_cast<int>(nb - j1),
+                                static_cast<int>(j1 - j0), -1.0f, eb.data(), static_cast<int>(sub), &Ub[j0 * nb + j1],
+                                static_cast<int>(nb), 1.0f, &blk[j1], ni);
             }
             // G, over the weights as given, for later blocks: a row's block
             // at a time (a column of Wc is one cache line per row).
