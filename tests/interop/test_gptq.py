@@ -159,8 +159,12 @@ def test_gptq_checkpoint_matches_the_reference(tmp_path, bits, gs, sym, act):
     np.testing.assert_array_equal(g_idx, ref_g)
     # float32 against float64: a code may differ where a value sits at a rounding boundary.
     assert np.mean(codes != ref_codes) <= 0.002, f"{np.sum(codes != ref_codes)} codes differ"
+    # A code that differs moves the later columns, so a group fitted on them
+    # may see another extreme: zeros and scales are held to 1% of groups.
     assert np.mean(zeros.T != ref_z) <= 0.01
-    np.testing.assert_allclose(scales.T, ref_s.astype(np.float16).astype(np.float32), rtol=2e-3)
+    ref_s16 = ref_s.astype(np.float16).astype(np.float32)
+    off = ~np.isclose(scales.T, ref_s16, rtol=2e-3, atol=0)
+    assert np.mean(off) <= 0.01, f"{int(off.sum())} of {off.size} scales differ beyond 2e-3"
     # The output error on the calibration inputs is the reference's.
     deq = scales[g_idx, np.arange(out_f)[:, None]] * (codes.astype(np.float32) - zeros[g_idx, np.arange(out_f)[:, None]])
     ref_deq = ref_s[np.arange(out_f)[:, None], ref_g] * (ref_codes - ref_z[np.arange(out_f)[:, None], ref_g])

@@ -18,9 +18,33 @@ torch = pytest.importorskip("torch")
 hqq_quantize = pytest.importorskip("hqq.core.quantize")
 
 
+def cascade64(x, lanes):
+    """torch's CPU sum (SumKernel.cpp's vectorized_inner_sum) of 64 float32
+    values on vectors of `lanes`: four accumulators over the vectors (one
+    pass for 16 lanes, two for 8), added in order, then the lanes in order."""
+    v = x.reshape(-1, lanes)
+    acc = [v[k].copy() for k in range(4)]
+    for i in range(4, len(v)):
+        acc[i % 4] = (acc[i % 4] + v[i]).astype(np.float32)
+    s = ((acc[0] + acc[1]).astype(np.float32) + acc[2]).astype(np.float32) + acc[3]
+    total = np.float32(0)
+    for t in s.astype(np.float32):
+        total = np.float32(total + t)
+    return total
+
+
 def torch_lanes():
-    """The float vector width of torch's CPU kernels here: its sums run in that order."""
-    return 16 if torch.backends.cpu.get_cpu_capability().startswith("AVX512") else 8
+    """The vector width torch's sums run on here, found from a sum whose
+    order shows it: not its CPU capability (torch 2.9.1 reports AVX512 on
+    an AVX-512 Xeon and still sums on 8 lanes)."""
+    x = np.random.default_rng(5).standard_normal(64).astype(np.float32) * np.float32(3.7)
+    x[::7] *= np.float32(1e4)
+    got = torch.from_numpy(x).sum().numpy()
+    for lanes in (8, 16):
+        if cascade64(x, lanes) == got:
+            assert cascade64(x, 8) != cascade64(x, 16), "the probe does not tell 8 lanes from 16"
+            return lanes
+    pytest.fail("torch's sum is neither lowbit's 8-lane nor 16-lane cascade")
 
 
 def theirs(w, bits, gs):

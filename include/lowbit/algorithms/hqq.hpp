@@ -27,8 +27,9 @@
 //   (hqq's default solver reads kappa but does not use it).
 //
 // Sums follow torch's own order on the CPU (its cascade sum over vectors of
-// `lanes` floats: 8 where torch runs AVX2 or NEON code, 16 with AVX-512, one
-// torch thread), so codes and params are hqq's bit for bit where the
+// `lanes` floats, one torch thread: 8 for torch 2.9.1's sums on AVX2, NEON
+// and AVX-512 machines alike, found on an AVX-512 Xeon where torch reports
+// the AVX512 capability; 16 for a torch whose sum runs AVX-512 vectors), so codes and params are hqq's bit for bit where the
 // shrinkage is zero, that is where every |x| stays below
 // beta^(-1 / (2 - p)) (0.170 at the defaults; weights of trained models at
 // 2 bits and more are far below it). Above it torch takes |x|^(p-1) from
@@ -67,7 +68,7 @@ struct hqq_options {
     double lp_norm = 0.7;             ///< p of the error norm, in (0, 1]
     double beta = 10.0;               ///< the shrinkage's 1 / beta
     int iters = 20;                   ///< most solver steps
-    unsigned lanes = 8;               ///< torch's vector width whose sums are reproduced: 8 or 16
+    unsigned lanes = 8;               ///< the vector width of torch's sums reproduced: 8 or 16 (see above)
     unsigned threads = 1;             ///< 0: all cores; the result does not depend on it
 };
 
