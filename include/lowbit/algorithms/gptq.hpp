@@ -374,7 +374,10 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
     // along it alone: rows are independent given V. Chunks of rows at a time
     // keep a block of them in cache (block columns x chunk rows); threads
     // take row ranges. In a chunk, W's columns before the block hold G.
-    std::vector<std::uint8_t> q(R * C);  // permuted column order
+    // The codes in the order the columns are quantized (act-order's own
+    // buffer, else the output's).
+    std::vector<std::uint8_t> permuted(o.act_order ? R * C : 0);
+    std::uint8_t* const q = o.act_order ? permuted.data() : out.codes.data();
     std::vector<double> losses(R, 0.0);
     constexpr std::size_t chunk_rows = 512;
     constexpr std::size_t sub = 16;  // columns of a block's sub-block
@@ -486,8 +489,9 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
         for (std::size_t c = 0; c < C; ++c) out.g_idx[c] = static_cast<std::int32_t>(c / gs);
     double loss = 0.0;
     for (double l : losses) loss += l;
-    for (std::size_t r = 0; r < R; ++r)
-        for (std::size_t j = 0; j < C; ++j) out.codes[r * C + static_cast<std::size_t>(perm[j])] = q[r * C + j];
+    if (o.act_order)
+        for (std::size_t r = 0; r < R; ++r)
+            for (std::size_t j = 0; j < C; ++j) out.codes[r * C + static_cast<std::size_t>(perm[j])] = q[r * C + j];
     if (o.act_order) out.perm = std::move(perm);
     out.loss = loss;
     return out;
