@@ -249,6 +249,33 @@ TEST_CASE("gptq: bad input is an error naming it", "[calibration][gptq][errors]"
     o.percdamp = 0.01f;
     w[2 * cols + 9] = INFINITY;
     expect(o, h, errc::non_finite, "row 2, column 9");
+    // Rows are checked across threads: the first in row-major order is named.
+    w[3 * cols + 1] = NAN;
+    hn[30 * cols + 2] = INFINITY;
+    for (unsigned threads : {2u, 4u}) {
+        o.threads = threads;
+        expect(o, h, errc::non_finite, "row 2, column 9");
+        w[2 * cols + 9] = 0.5f;
+        expect(o, h, errc::non_finite, "row 3, column 1");
+        w[2 * cols + 9] = INFINITY;
+        expect(o, hn, errc::non_finite, "row 2, column 9");  // the weights before the Hessian
+    }
+    std::fill(w.begin(), w.end(), 0.25f);
+    o.threads = 3;
+    expect(o, hn, errc::non_finite, "Hessian entry (5, 6)");
+    // 64 rows: chunks of rows on different threads, a NaN in each.
+    std::vector<float> tall = normal(64 * cols, rng);
+    tall[50 * cols + 3] = NAN;
+    tall[20 * cols + 31] = -INFINITY;
+    for (unsigned threads : {1u, 2u, 4u}) {
+        o.threads = threads;
+        try {
+            (void)gptq(matrix_view<const float>(tall.data(), 64, cols), h, o);
+            FAIL("no error");
+        } catch (const lowbit::error& e) {
+            CHECK(std::string(e.what()).find("row 20, column 31") != std::string::npos);
+        }
+    }
 }
 
 TEST_CASE("gptq and hessian: the same bits on one thread and two, at sizes BLAS splits", "[calibration][gptq]") {

@@ -13,6 +13,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -26,6 +27,7 @@
 #include "../core/finite.hpp"
 #include "../core/storage.hpp"
 #include "../core/view.hpp"
+#include "../detail/large_buffer.hpp"
 #include "../parallel.hpp"
 #include "activation_stats.hpp"
 
@@ -198,9 +200,34 @@ inline bool cholesky_lower(float* a, std::size_t n, unsigned threads) {
     return true;
 }
 
+/// GPTQ's working copies of the weights and the Hessian (written in full
+/// before they are read).
+using buffer = std::vector<float, ::lowbit::detail::uninit_allocator<float>>;
+
+/// rows x cols floats at src (rows `stride` apart) into dst (dense), rows
+/// split across threads; returns the row-major index of the first value
+/// that is not finite, or rows * cols.
+inline std::size_t copy_finite(const float* src, std::size_t stride, std::size_t rows, std::size_t cols, float* dst,
+                               unsigned threads) {
+    std::atomic<std::size_t> first{rows * cols};
+    parallel_for(rows, threads, 16, [&](std::size_t r0, std::size_t r1) {
+        for (std::size_t r = r0; r < r1; ++r) {
+            const float* x = src + r * stride;
+            if (const std::size_t c = first_non_finite(float_storage::f32, x, cols); c < cols) {
+                std::size_t at = first.load();
+                while (r * cols + c < at && !first.compare_exchange_weak(at, r * cols + c)) {
+                }
+                return;
+            }
+            std::copy_n(x, cols, dst + r * cols);
+        }
+    });
+    return first.load();
+}
+
 /// (J H J is H's n^2 values in reverse order, so both reversals are in place;
 /// where H is not positive definite, h is left undefined.)
-inline bool reverse_cholesky(std::vector<float>& h, std::size_t n, unsigned threads) {
+inline bool reverse_cholesky(buffer& h, std::size_t n, unsigned threads) {
     std::reverse(h.begin(), h.end());
     if (!cholesky_lower(h.data(), n, threads)) return false;  // L', J H J = L' L'^T
     std::reverse(h.begin(), h.end());
@@ -233,11 +260,14 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
         LOWBIT_THROW(errc::shape_mismatch, who + ": the Hessian has " + std::to_string(h.size()) + " values for " +
                                                std::to_string(C) + " input features (" + std::to_string(C * C) +
                                                " expected)");
-    for (std::size_t r = 0; r < R; ++r)
-        if (const std::size_t c = first_non_finite(float_storage::f32, &w(r, 0), C); c < C)
-            LOWBIT_THROW(errc::non_finite, who + ": weight at row " + std::to_string(r) + ", column " +
-                                               std::to_string(c) + " is not finite");
-    if (const std::size_t i = first_non_finite(float_storage::f32, h.data(), h.size()); i < h.size())
+    // The weights and the Hessian, which GPTQ works on in place, copied and
+    // checked on the way, rows across threads.
+    detail::gptq::buffer W(R * C), H(C * C);
+    if (const std::size_t i = detail::gptq::copy_finite(w.data(), w.stride(), R, C, W.data(), o.threads);
+        i < R * C)
+        LOWBIT_THROW(errc::non_finite, who + ": weight at row " + std::to_string(i / C) + ", column " +
+                                           std::to_string(i % C) + " is not finite");
+    if (const std::size_t i = detail::gptq::copy_finite(h.data(), C, C, C, H.data(), o.threads); i < C * C)
         LOWBIT_THROW(errc::non_finite, who + ": Hessian entry (" + std::to_string(i / C) + ", " +
                                            std::to_string(i % C) + ") is not finite");
     const int maxq = (1 << o.bits) - 1;
@@ -296,8 +326,6 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
     out.g_idx.assign(C, 0);
     if (R == 0 || C == 0) return out;
 
-    std::vector<float> W(R * C), H(h.begin(), h.end());
-    for (std::size_t r = 0; r < R; ++r) std::copy_n(&w(r, 0), C, W.begin() + static_cast<std::ptrdiff_t>(r * C));
     // Per output row: params of the whole row, from the weights as given.
     if (!gs && !given)
         for (std::size_t r = 0; r < R; ++r) detail::gptq::fit(&W[r * C], C, maxq, o, out.scale[r], out.zero[r]);
@@ -320,7 +348,7 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
             return H[static_cast<std::size_t>(a) * C + static_cast<std::size_t>(a)] >
                    H[static_cast<std::size_t>(b) * C + static_cast<std::size_t>(b)];
         });
-        std::vector<float> t(W.size());
+        detail::gptq::buffer t(W.size());
         for (std::size_t r = 0; r < R; ++r)
             for (std::size_t j = 0; j < C; ++j) t[r * C + j] = W[r * C + static_cast<std::size_t>(perm[j])];
         W.swap(t);
@@ -349,7 +377,7 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
         std::fill(H.begin(), H.end(), 0.0f);
         for (std::size_t c = 0; c < C; ++c) H[c * C + c] = 1.0f;
     }
-    const std::vector<float>& V = H;
+    const detail::gptq::buffer& V = H;
 
     // The reference, per block of columns [i1, i2): the block as it stands
     // (W lazily updated by every earlier block), then column by column: its

@@ -14,6 +14,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "config.hpp"
@@ -55,6 +59,29 @@ void resize_large(std::vector<T, A>& v, std::size_t n) {
     }
     v.resize(n);
 }
+
+/// std::allocator whose value-initialisation of a trivial element leaves it
+/// as it is: a std::vector<T, uninit_allocator<T>>(n) costs no pass over
+/// memory that is about to be written anyway (a 64 MB buffer's zero fill is
+/// one pass and every page fault on one thread).
+template <class T>
+struct uninit_allocator : std::allocator<T> {
+    template <class U>
+    struct rebind {
+        using other = uninit_allocator<U>;
+    };
+    uninit_allocator() = default;
+    template <class U>
+    uninit_allocator(const uninit_allocator<U>&) noexcept {}
+    template <class U>
+    void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+        ::new (static_cast<void*>(p)) U;
+    }
+    template <class U, class... Args>
+    void construct(U* p, Args&&... args) {
+        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+    }
+};
 
 /// A vector of n value-initialised elements, its memory advised as in resize_large.
 template <class T>
