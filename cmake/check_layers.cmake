@@ -11,7 +11,7 @@ set(_layers
   "2 layout"          "^pack/|^formats/ggml(_types|_rows|_blocks|_kquants|_kquant_search|_validate|_view)?\\.hpp$"
   "3 kernels"         "^kernels/|^detail/xsimd_compat\\.hpp$"
   "4 algorithms"      "^algorithms/"
-  "5 quantizer"       "^(quantizer|registry|metrics)\\.hpp$|^formats/(ggml_quantized|ggml_convert|bnb|bnb_convert)\\.hpp$"
+  "5 quantizer"       "^(quantizer|registry|metrics|calibrated)\\.hpp$|^formats/(ggml_quantized|ggml_convert|bnb|bnb_convert)\\.hpp$"
   "6 containers"      "^detail/file_io\\.hpp$|^formats/(json|gguf|gguf_value|gguf_read|gguf_write|safetensors|imatrix|imatrix_file)\\.hpp$"
   "7 pipelines"       "^formats/(model_config|ct_checkpoint|ct_quantize|gguf_quantize|gguf_recipes|bnb_checkpoint|mlx_checkpoint|gptq_checkpoint|gptq_quantize|awq_checkpoint|awq_quantize|hqq_checkpoint|calibration_file)\\.hpp$|^adapters/|^lowbit\\.hpp$")
 
