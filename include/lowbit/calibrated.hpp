@@ -38,13 +38,15 @@ struct hqq_result;
 /// quantized<affine<B, Mode>> from codes, one a byte (rows x cols, row-major,
 /// each below 2^B), and each group's scale and zero-point (rows x groups,
 /// row-major; value = (code - zero) * scale), groups of `group` columns
-/// (0: one group a row). Wrong sizes, a group that does not divide the row,
+/// (0 or the row's width: one group a row, per_channel). Wrong sizes, a group that does not divide the row,
 /// a code of more than B bits or a param that is not finite is an error
 /// naming `who` and the place.
 template <int B, affine_mode Mode = affine_mode::asymmetric>
 quantized<affine<B, Mode>> affine_from_codes(std::size_t rows, std::size_t cols, std::size_t group,
                                              std::span<const std::uint8_t> codes, std::span<const float> scale,
-                                             std::span<const float> zero, const std::string& who = "affine_from_codes") {
+                                             std::span<const float> zero,
+                                             const std::string& who = "affine_from_codes") {
+    if (group == cols) group = 0;  // one group a row
     if (group != 0 && (group > cols || cols % group != 0))
         LOWBIT_THROW(errc::not_divisible, who + ": rows of " + std::to_string(cols) +
                                               " columns are not whole groups of " + std::to_string(group));
@@ -108,8 +110,7 @@ quantized<affine<B>> from_gptq(const Result& r) {
             LOWBIT_THROW(errc::invalid_argument,
                          who + ": column " + std::to_string(c) + " is in group " + std::to_string(r.g_idx[c]) +
                              ", not a run of columns (act-order groups; quantize with static_groups for this form)");
-    const std::size_t group = r.groups <= 1 ? 0 : gs;
-    return affine_from_codes<B>(r.rows, r.cols, group, r.codes, r.scale, r.zero, who);
+    return affine_from_codes<B>(r.rows, r.cols, gs, r.codes, r.scale, r.zero, who);
 }
 
 /// AWQ's quantized layer (calibration::awq_quantized of B bits) as
@@ -121,8 +122,7 @@ quantized<affine<B>> from_awq(const Result& r) {
     if (r.bits != B)
         LOWBIT_THROW(errc::invalid_argument, who + ": the result has " + std::to_string(r.bits) + "-bit codes");
     const std::vector<float> zero(r.zero.begin(), r.zero.end());
-    const std::size_t group = r.group_size == 0 || r.group_size >= r.cols ? 0 : r.group_size;
-    return affine_from_codes<B>(r.rows, r.cols, group, r.codes, r.scale, zero, who);
+    return affine_from_codes<B>(r.rows, r.cols, r.group_size, r.codes, r.scale, zero, who);
 }
 
 /// HQQ's result (hqq_result of B bits) as quantized<affine<B,
@@ -133,8 +133,8 @@ quantized<affine<B, affine_mode::asymmetric_float>> from_hqq(const Result& r) {
     const std::string who = "from_hqq<" + std::to_string(B) + ">";
     if (r.bits != B)
         LOWBIT_THROW(errc::invalid_argument, who + ": the result has " + std::to_string(r.bits) + "-bit codes");
-    const std::size_t group = r.group_size == 0 || r.group_size >= r.cols ? 0 : r.group_size;
-    return affine_from_codes<B, affine_mode::asymmetric_float>(r.rows, r.cols, group, r.codes, r.scale, r.zero, who);
+    return affine_from_codes<B, affine_mode::asymmetric_float>(r.rows, r.cols, r.group_size, r.codes, r.scale, r.zero,
+                                                               who);
 }
 
 LOWBIT_NAMESPACE_END
