@@ -414,7 +414,7 @@ inline gptq_result gptq(matrix_view<const float> w, std::span<const float> h, co
         float* const Wc = &W[ra * C];  // the chunk's rows
         // blk: the chunk's rows of columns [i1, end), row-major (stride n).
         // eb: the scaled errors of a sub-block's columns (M x sub).
-        std::vector<float> blk, start, s(M), z(M), gw, eb(M * sub), deqs(M * o.block_size);
+        std::vector<float> blk, start, s(M), z(M), eb(M * sub), deqs(M * o.block_size);
         std::vector<std::uint8_t> qb(M * o.block_size);  // the block's codes
         std::vector<double> loss(M, 0.0);
         for (std::size_t i1 = 0, b = 0; i1 < C; i1 += o.block_size, ++b) {
