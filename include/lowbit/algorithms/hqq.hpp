@@ -29,10 +29,10 @@
 // Sums follow torch's own order on the CPU (its cascade sum over vectors of
 // `lanes` floats, one torch thread: 8 for torch 2.9.1's sums on AVX2, NEON
 // and AVX-512 machines alike, found on an AVX-512 Xeon where torch reports
-// the AVX512 capability; 16 for a torch whose sum runs AVX-512 vectors), so codes and params are hqq's bit for bit where the
-// shrinkage is zero, that is where every |x| stays below
-// beta^(-1 / (2 - p)) (0.170 at the defaults; weights of trained models at
-// 2 bits and more are far below it). Above it torch takes |x|^(p-1) from
+// the AVX512 capability; 16 for a torch whose sum runs AVX-512 vectors), so
+// codes and params are hqq's bit for bit where the shrinkage is zero, that
+// is where every |x| stays below beta^(-1 / (2 - p)) (0.170 at the
+// defaults; weights of trained models at 2 bits and more are far below it). Above it torch takes |x|^(p-1) from
 // SLEEF and lowbit from std::pow: a last-bit difference in that term.
 //
 // Header-only, no BLAS: part of lowbit::lowbit. The result does not depend
